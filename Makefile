@@ -1,0 +1,35 @@
+# The project's entry points. `make demo` and `make test` are the README's quick start; both install
+# what a fresh machine lacks first (`make setup`), so nothing has to be installed by hand.
+
+# Debian packages the tests and the demo need. Crates add theirs here.
+APT_PACKAGES := iproute2 containernetworking-plugins
+# rustup targets (the policies are WebAssembly components).
+RUST_TARGETS := wasm32-wasip2
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup demo test lint fmt bench clean
+
+setup:
+	@bash scripts/setup.sh "$(APT_PACKAGES)" "$(RUST_TARGETS)"
+
+demo: setup
+	$(CARGO) build --release -p vfpool-agent
+	./target/release/vfpool demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: setup lint
+	$(CARGO) test --workspace --locked
+
+bench: setup
+	$(CARGO) bench --workspace --locked
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

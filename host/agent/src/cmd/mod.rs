@@ -1,0 +1,15 @@
+//! One module per subcommand; each turns parsed arguments into output and an exit code.
+
+mod discover;
+mod sim;
+
+use crate::cli::Command;
+use crate::exit::CmdResult;
+
+/// Runs a parsed subcommand.
+pub fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Discover(args) => discover::run(&args),
+        Command::Sim(args) => sim::run(&args),
+    }
+}

@@ -1,0 +1,27 @@
+//! `vfpool`: the vfpool node agent and its command-line tools.
+//!
+//! This binary owns the command line (flags, their environment twins and defaults, exit codes) and
+//! the presentation of results (tables for people, stable JSON for programs). The mechanics live in
+//! the library crates: discovery and simulated nodes in `vfpool-sysfs`. It must not grow logic that
+//! another binary or crate needs; such logic moves into a library crate.
+
+mod cli;
+mod cmd;
+mod exit;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    telemetry::init(cli.log_level.as_deref());
+    match cmd::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("vfpool: {:#}", failure.error);
+            ExitCode::from(failure.code as u8)
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Small, forgiving readers for sysfs attribute files.
+//!
+//! sysfs is an external input: any file may be missing (older kernels, drivers that don't implement
+//! it), unreadable (`carrier` on a down link returns `EINVAL`, `phys_port_name` returns `EOPNOTSUPP`)
+//! or hold something unexpected. Every reader here turns that into `None` instead of an error, and
+//! logs at debug level when the reason is more than "the file is not there".
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// The file's contents with surrounding whitespace trimmed; `None` if it cannot be read or is empty.
+pub(crate) fn trimmed(path: &Path) -> Option<String> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            (!text.is_empty()).then(|| text.to_owned())
+        }
+        Err(err) => {
+            note_unreadable(path, &err);
+            None
+        }
+    }
+}
+
+/// A PCI id file (`0x15b3`) as lower-case hex without the `0x` (`15b3`), checked to be hex.
+pub(crate) fn hex_id(path: &Path) -> Option<String> {
+    trimmed(path).and_then(|text| normalize_hex(&text))
+}
+
+/// `0x15B3` or `15b3` to `15b3`; `None` if it is not hex.
+pub(crate) fn normalize_hex(text: &str) -> Option<String> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| digits.to_ascii_lowercase())
+}
+
+/// A decimal integer file. Negative values (the kernel's "unknown", e.g. `numa_node` = -1) and
+/// garbage are `None`.
+pub(crate) fn unsigned(path: &Path) -> Option<u32> {
+    trimmed(path).and_then(|text| text.parse::<u32>().ok())
+}
+
+/// A `0`/`1` flag file.
+pub(crate) fn flag(path: &Path) -> Option<bool> {
+    match trimmed(path)?.as_str() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The last path component of a symlink's target (`driver` → `mlx5_core`).
+pub(crate) fn link_name(path: &Path) -> Option<String> {
+    match fs::read_link(path) {
+        Ok(target) => target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .map(str::to_owned),
+        Err(err) => {
+            note_unreadable(path, &err);
+            None
+        }
+    }
+}
+
+/// The names in a directory, sorted; empty when the directory is missing or unreadable.
+pub(crate) fn dir_names(path: &Path) -> Vec<String> {
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(err) => {
+            note_unreadable(path, &err);
+            return Vec::new();
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+fn note_unreadable(path: &Path, err: &io::Error) {
+    if err.kind() != io::ErrorKind::NotFound {
+        tracing::debug!(path = %path.display(), error = %err, "sysfs attribute unreadable");
+    }
+}
+
+/// The ids a PCI `modalias` carries: `pci:v000015B3d00001018sv000015B3sd00000001bc02sc00i00`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Modalias {
+    pub vendor: Option<String>,
+    pub device: Option<String>,
+    pub subsystem_vendor: Option<String>,
+    pub subsystem_device: Option<String>,
+    /// Base class, subclass and programming interface as six hex digits.
+    pub class: Option<String>,
+}
+
+impl Modalias {
+    /// Parses a PCI modalias; fields that are absent or malformed are `None`.
+    pub(crate) fn parse(text: &str) -> Modalias {
+        let Some(mut rest) = text.trim().strip_prefix("pci:") else {
+            return Modalias::default();
+        };
+        let mut out = Modalias::default();
+        let (mut base, mut sub, mut iface) = (None, None, None);
+        // Keys in the order the kernel writes them; longer keys first where one prefixes another.
+        const KEYS: [(&str, usize); 8] = [
+            ("sv", 8),
+            ("sd", 8),
+            ("bc", 2),
+            ("sc", 2),
+            ("v", 8),
+            ("d", 8),
+            ("i", 2),
+            ("", 0),
+        ];
+        while !rest.is_empty() {
+            let Some((key, width)) = KEYS
+                .iter()
+                .copied()
+                .find(|(key, _)| !key.is_empty() && rest.starts_with(key))
+            else {
+                break;
+            };
+            let value_start = key.len();
+            let Some(value) = rest.get(value_start..value_start + width) else {
+                break;
+            };
+            let hex = normalize_hex(value);
+            // 32-bit ids carry the 16-bit PCI id in their low four digits.
+            let short = hex.as_deref().and_then(|h| h.get(h.len().saturating_sub(4)..));
+            match key {
+                "v" => out.vendor = short.map(str::to_owned),
+                "d" => out.device = short.map(str::to_owned),
+                "sv" => out.subsystem_vendor = short.map(str::to_owned),
+                "sd" => out.subsystem_device = short.map(str::to_owned),
+                "bc" => base = hex,
+                "sc" => sub = hex,
+                "i" => iface = hex,
+                _ => {}
+            }
+            rest = &rest[value_start + width..];
+        }
+        if let (Some(base), Some(sub), Some(iface)) = (base, sub, iface) {
+            out.class = Some(format!("{base}{sub}{iface}"));
+        }
+        out
+    }
+}
+
+/// The name of a link type, as `ip link` and upstream's netlink library call it, from its ARPHRD code.
+pub(crate) fn link_type_name(arphrd: &str) -> Option<&'static str> {
+    Some(match arphrd.parse::<u32>().ok()? {
+        1 => "ether",
+        2 => "eether",
+        32 => "infiniband",
+        512 => "ppp",
+        768 => "ipip",
+        769 => "tunnel6",
+        772 => "loopback",
+        776 => "sit",
+        778 => "gre",
+        801 => "ieee802.11",
+        823 => "gre6",
+        824 => "netlink",
+        65534 => "none",
+        65535 => "void",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modalias_gives_lower_case_ids_and_class() {
+        let m = Modalias::parse("pci:v000015B3d00001018sv000015B3sd00000001bc02sc00i00\n");
+        assert_eq!(m.vendor.as_deref(), Some("15b3"));
+        assert_eq!(m.device.as_deref(), Some("1018"));
+        assert_eq!(m.subsystem_vendor.as_deref(), Some("15b3"));
+        assert_eq!(m.subsystem_device.as_deref(), Some("0001"));
+        assert_eq!(m.class.as_deref(), Some("020000"));
+    }
+
+    #[test]
+    fn modalias_garbage_gives_nothing_and_never_panics() {
+        for text in [
+            "",
+            "pci:",
+            "usb:v1234",
+            "pci:v0000",
+            "pci:vZZZZZZZZd00001018",
+            "pci:v000015b3dé",
+        ] {
+            let m = Modalias::parse(text);
+            assert_eq!(m.class, None, "{text:?}");
+        }
+        assert_eq!(
+            Modalias::parse("pci:vZZZZZZZZd00001018").device.as_deref(),
+            Some("1018")
+        );
+    }
+
+    #[test]
+    fn hex_ids_are_normalized() {
+        assert_eq!(normalize_hex("0x15B3").as_deref(), Some("15b3"));
+        assert_eq!(normalize_hex("020000").as_deref(), Some("020000"));
+        assert_eq!(normalize_hex("0x").as_deref(), None);
+        assert_eq!(normalize_hex("0xzz").as_deref(), None);
+    }
+
+    #[test]
+    fn link_types_by_arphrd() {
+        assert_eq!(link_type_name("1"), Some("ether"));
+        assert_eq!(link_type_name("32"), Some("infiniband"));
+        assert_eq!(link_type_name("9999"), None);
+        assert_eq!(link_type_name("eth"), None);
+    }
+}
