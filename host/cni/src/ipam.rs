@@ -1,0 +1,200 @@
+//! IPAM delegation: run the IPAM plugin named in `ipam.type` from CNI_PATH with the same stdin and
+//! environment (spec §4 "delegated plugins"), behind a trait so the ADD/DEL logic can be tested
+//! with a recording fake.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command as Process, Stdio};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::env::CniEnv;
+
+/// Why the IPAM plugin could not do its job.
+#[derive(Debug, Error)]
+pub enum IpamError {
+    /// No executable of that name in any CNI_PATH directory.
+    #[error(
+        "IPAM plugin {plugin:?} not found in CNI_PATH {path:?}; install it there or fix ipam.type"
+    )]
+    NotFound {
+        /// The plugin type.
+        plugin: String,
+        /// The searched directories.
+        path: Vec<PathBuf>,
+    },
+    /// It could not be started or talked to.
+    #[error("cannot run IPAM plugin {binary}")]
+    Exec {
+        /// The binary.
+        binary: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// It answered with a CNI error.
+    #[error("IPAM plugin {plugin:?} {command} failed with code {code}: {msg}{}", if details.is_empty() { String::new() } else { format!(" ({details})") })]
+    Plugin {
+        /// The plugin type.
+        plugin: String,
+        /// The command.
+        command: &'static str,
+        /// Its error code.
+        code: u32,
+        /// Its message.
+        msg: String,
+        /// Its details.
+        details: String,
+    },
+    /// It failed without a CNI error on stdout.
+    #[error("IPAM plugin {plugin:?} {command} exited with {status} and printed {output:?}")]
+    Crashed {
+        /// The plugin type.
+        plugin: String,
+        /// The command.
+        command: &'static str,
+        /// Exit status.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+}
+
+/// Runs IPAM plugins.
+pub trait Ipam {
+    /// Runs `plugin` with CNI_COMMAND=`command` and `stdin`; returns its stdout on success.
+    fn exec(
+        &mut self,
+        command: &'static str,
+        plugin: &str,
+        stdin: &[u8],
+        env: &CniEnv,
+    ) -> Result<String, IpamError>;
+}
+
+/// Finds plugin binaries in CNI_PATH and runs them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExecIpam;
+
+#[derive(Deserialize)]
+struct ErrorReply {
+    code: u32,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    details: String,
+}
+
+impl ExecIpam {
+    fn find(plugin: &str, env: &CniEnv) -> Result<PathBuf, IpamError> {
+        for dir in &env.path {
+            let candidate = dir.join(plugin);
+            if let Ok(meta) = candidate.metadata()
+                && meta.is_file()
+                && meta.permissions().mode() & 0o111 != 0
+            {
+                return Ok(candidate);
+            }
+        }
+        Err(IpamError::NotFound {
+            plugin: plugin.to_owned(),
+            path: env.path.clone(),
+        })
+    }
+}
+
+impl Ipam for ExecIpam {
+    fn exec(
+        &mut self,
+        command: &'static str,
+        plugin: &str,
+        stdin: &[u8],
+        env: &CniEnv,
+    ) -> Result<String, IpamError> {
+        let binary = Self::find(plugin, env)?;
+        let exec_err = |source| IpamError::Exec {
+            binary: binary.clone(),
+            source,
+        };
+        let path = env
+            .path
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut child = Process::new(&binary)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &env.container_id)
+            .env("CNI_NETNS", &env.netns)
+            .env("CNI_IFNAME", &env.ifname)
+            .env("CNI_ARGS", &env.args)
+            .env("CNI_PATH", path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(exec_err)?;
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin).map_err(exec_err)?;
+        }
+        let output = child.wait_with_output().map_err(exec_err)?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            return Ok(stdout);
+        }
+        match serde_json::from_str::<ErrorReply>(&stdout) {
+            Ok(reply) => Err(IpamError::Plugin {
+                plugin: plugin.to_owned(),
+                command,
+                code: reply.code,
+                msg: reply.msg,
+                details: reply.details,
+            }),
+            Err(_) => Err(IpamError::Crashed {
+                plugin: plugin.to_owned(),
+                command,
+                status: output.status.to_string(),
+                output: stdout,
+            }),
+        }
+    }
+}
+
+/// A recording IPAM for unit tests: answers ADD with a fixed result, or fails on request.
+#[derive(Debug, Default)]
+pub struct FakeIpam {
+    /// `(command, plugin)` of every call.
+    pub calls: Vec<(String, String)>,
+    /// The ADD answer.
+    pub add_result: String,
+    /// Commands that fail.
+    pub fail: Vec<&'static str>,
+}
+
+impl Ipam for FakeIpam {
+    fn exec(
+        &mut self,
+        command: &'static str,
+        plugin: &str,
+        _stdin: &[u8],
+        _env: &CniEnv,
+    ) -> Result<String, IpamError> {
+        self.calls.push((command.to_owned(), plugin.to_owned()));
+        if self.fail.contains(&command) {
+            return Err(IpamError::Plugin {
+                plugin: plugin.to_owned(),
+                command,
+                code: 999,
+                msg: "injected failure".into(),
+                details: String::new(),
+            });
+        }
+        Ok(if command == "ADD" {
+            self.add_result.clone()
+        } else {
+            String::new()
+        })
+    }
+}

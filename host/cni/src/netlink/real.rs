@@ -1,0 +1,562 @@
+//! [`Netlink`] over rtnetlink: netlink-packet-route messages on synchronous netlink-sys sockets.
+//!
+//! A netlink socket belongs to the namespace of the thread that created it, so each namespace gets
+//! its own socket, created on a short-lived thread inside it (see [`crate::netns`]); after that the
+//! socket is used from the main thread. No async runtime.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, LinkVfInfo, Prop, VfInfo,
+    VfInfoLinkState, VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfVlan, VfVlanInfo,
+    VlanProtocol,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use super::{LinkInfo, Netlink, NetlinkError, NsId, VfSetting, VfState};
+use crate::mac::MacAddr;
+use crate::netconf::{VfLinkState, VlanProto};
+use crate::netns;
+use crate::result::{IpNet, Route};
+
+struct Conn {
+    socket: Socket,
+    ns_fd: OwnedFd,
+    label: String,
+    seq: u32,
+}
+
+/// The real kernel.
+pub struct RealNetlink {
+    conns: HashMap<u32, Conn>,
+    next: u32,
+}
+
+fn new_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl RealNetlink {
+    /// Connects to the calling thread's namespace as [`NsId::HOST`].
+    pub fn new() -> Result<Self, NetlinkError> {
+        let ns_fd = netns::current()?;
+        let socket = new_socket().map_err(|source| NetlinkError::Netns {
+            what: "open a netlink socket".into(),
+            source,
+        })?;
+        let mut conns = HashMap::new();
+        conns.insert(
+            0,
+            Conn {
+                socket,
+                ns_fd,
+                label: "the host network namespace".into(),
+                seq: 0,
+            },
+        );
+        Ok(RealNetlink { conns, next: 1 })
+    }
+
+    fn conn(&mut self, ns: NsId) -> Result<&mut Conn, NetlinkError> {
+        self.conns
+            .get_mut(&ns.0)
+            .ok_or(NetlinkError::UnknownNs(ns.0))
+    }
+
+    fn add_conn(&mut self, socket: Socket, ns_fd: OwnedFd, label: String) -> NsId {
+        let id = self.next;
+        self.next += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                socket,
+                ns_fd,
+                label,
+                seq: 0,
+            },
+        );
+        NsId(id)
+    }
+
+    /// Sends one request and collects the answers until the ACK (or DONE for dumps).
+    fn request(
+        &mut self,
+        ns: NsId,
+        op: &dyn Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let conn = self.conn(ns)?;
+        conn.seq = conn.seq.wrapping_add(1);
+        let seq = conn.seq;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut nl = NetlinkMessage::from(msg);
+        nl.header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
+        nl.header.sequence_number = seq;
+        nl.finalize();
+        let mut buf = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        let kernel = |source: io::Error| NetlinkError::Kernel { op: op(), source };
+        conn.socket.send(&buf, 0).map_err(kernel)?;
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = conn.socket.recv_from_full().map_err(kernel)?;
+            let mut offset = 0;
+            while offset < data.len() {
+                let chunk = &data[offset..];
+                let msg =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk).map_err(|e| {
+                        NetlinkError::Decode {
+                            op: op(),
+                            detail: e.to_string(),
+                        }
+                    })?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                offset += align4(len);
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(_) => Err(kernel(e.to_io())),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn get_link(
+        &mut self,
+        ns: NsId,
+        name: &str,
+        vfs: bool,
+    ) -> Result<Option<LinkMessage>, NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        if vfs {
+            msg.attributes
+                .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Vf]));
+        }
+        let op = || format!("looking up link {name:?}");
+        match self.request(ns, &op, RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn index(&mut self, ns: NsId, name: &str) -> Result<u32, NetlinkError> {
+        match self.get_link(ns, name, false)? {
+            Some(l) => Ok(l.header.index),
+            None => Err(NetlinkError::NoSuchLink {
+                ns: self.conn(ns)?.label.clone(),
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    fn set_link(
+        &mut self,
+        ns: NsId,
+        name: &str,
+        op: &dyn Fn() -> String,
+        build: impl FnOnce(&mut LinkMessage),
+    ) -> Result<(), NetlinkError> {
+        let index = self.index(ns, name)?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        build(&mut msg);
+        self.request(ns, op, RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
+    }
+}
+
+fn link_info(msg: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        mac: None,
+        mtu: 0,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: msg.header.flags.contains(LinkFlags::LowerUp),
+        altnames: Vec::new(),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => info.name.clone_from(n),
+            LinkAttribute::Address(a) => info.mac = MacAddr::from_slice(a),
+            LinkAttribute::Mtu(m) => info.mtu = *m,
+            LinkAttribute::PropList(props) => {
+                for p in props {
+                    if let Prop::AltIfName(n) = p {
+                        info.altnames.push(n.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+fn vf_state(info: &LinkVfInfo) -> Option<VfState> {
+    let mut state = VfState {
+        vf: u32::MAX,
+        mac: MacAddr::ZERO,
+        vlan: 0,
+        qos: 0,
+        proto: VlanProto::Dot1Q,
+        spoofchk: false,
+        trust: false,
+        min_tx_rate: 0,
+        max_tx_rate: 0,
+        link_state: VfLinkState::Auto,
+    };
+    for item in &info.0 {
+        match item {
+            VfInfo::Mac(m) => {
+                state.vf = m.vf_id;
+                state.mac = MacAddr::from_slice(&m.mac).unwrap_or(MacAddr::ZERO);
+            }
+            VfInfo::Vlan(v) => {
+                state.vlan = v.vlan_id as u16;
+                state.qos = v.qos as u8;
+            }
+            VfInfo::VlanList(list) => {
+                if let Some(VfVlan::Info(v)) = list.first() {
+                    state.vlan = v.vlan_id as u16;
+                    state.qos = v.qos as u8;
+                    state.proto = VlanProto::from_ethertype(u16::from(v.protocol));
+                }
+            }
+            VfInfo::Rate(r) => {
+                state.min_tx_rate = r.min_tx_rate;
+                state.max_tx_rate = r.max_tx_rate;
+            }
+            VfInfo::SpoofCheck(s) => state.spoofchk = s.enabled,
+            VfInfo::Trust(t) => state.trust = t.enabled,
+            VfInfo::LinkState(l) => {
+                state.link_state = match l.state {
+                    netlink_packet_route::link::VfLinkState::Enable => VfLinkState::Enable,
+                    netlink_packet_route::link::VfLinkState::Disable => VfLinkState::Disable,
+                    _ => VfLinkState::Auto,
+                }
+            }
+            _ => {}
+        }
+    }
+    (state.vf != u32::MAX).then_some(state)
+}
+
+fn vf_attr(vf: u32, setting: VfSetting) -> VfInfo {
+    match setting {
+        VfSetting::Vlan { id, qos, proto } => {
+            VfInfo::VlanList(vec![VfVlan::Info(VfVlanInfo::new(
+                vf,
+                u32::from(id),
+                u32::from(qos),
+                VlanProtocol::from(proto.ethertype()),
+            ))])
+        }
+        VfSetting::Mac(mac) => VfInfo::Mac(VfInfoMac::new(vf, &mac.0)),
+        VfSetting::Rate { min, max } => VfInfo::Rate(VfInfoRate::new(vf, min, max)),
+        VfSetting::SpoofChk(on) => VfInfo::SpoofCheck(VfInfoSpoofCheck::new(vf, on)),
+        VfSetting::Trust(on) => VfInfo::Trust(VfInfoTrust::new(vf, on)),
+        VfSetting::LinkState(state) => VfInfo::LinkState(VfInfoLinkState::new(
+            vf,
+            match state {
+                VfLinkState::Auto => netlink_packet_route::link::VfLinkState::Auto,
+                VfLinkState::Enable => netlink_packet_route::link::VfLinkState::Enable,
+                VfLinkState::Disable => netlink_packet_route::link::VfLinkState::Disable,
+            },
+        )),
+    }
+}
+
+fn family(addr: IpAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+impl Netlink for RealNetlink {
+    fn open_netns(&mut self, path: &Path) -> Result<NsId, NetlinkError> {
+        let fd = netns::open(path)?;
+        let socket =
+            netns::run_in(fd.as_fd(), new_socket)?.map_err(|source| NetlinkError::Netns {
+                what: format!("open a netlink socket in {}", path.display()),
+                source,
+            })?;
+        Ok(self.add_conn(socket, fd, format!("network namespace {}", path.display())))
+    }
+
+    fn create_temp_netns(&mut self) -> Result<NsId, NetlinkError> {
+        let (fd, socket) = netns::run_in_new(new_socket)?;
+        let socket = socket.map_err(|source| NetlinkError::Netns {
+            what: "open a netlink socket in the temporary network namespace".into(),
+            source,
+        })?;
+        Ok(self.add_conn(socket, fd, "the temporary network namespace".into()))
+    }
+
+    fn close_netns(&mut self, ns: NsId) {
+        if ns != NsId::HOST {
+            self.conns.remove(&ns.0);
+        }
+    }
+
+    fn link(&mut self, ns: NsId, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
+        Ok(self.get_link(ns, name, false)?.as_ref().map(link_info))
+    }
+
+    fn vfs(&mut self, pf: &str) -> Result<Option<Vec<VfState>>, NetlinkError> {
+        let Some(msg) = self.get_link(NsId::HOST, pf, true)? else {
+            return Err(NetlinkError::NoSuchLink {
+                ns: "the host network namespace".into(),
+                name: pf.to_owned(),
+            });
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::VfInfoList(list) => Some(list.iter().filter_map(vf_state).collect()),
+            _ => None,
+        }))
+    }
+
+    fn set_vf(&mut self, pf: &str, vf: u32, setting: VfSetting) -> Result<(), NetlinkError> {
+        let op = || format!("setting {setting} on VF {vf} of PF {pf}");
+        self.set_link(NsId::HOST, pf, &op, |msg| {
+            msg.attributes
+                .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(vec![vf_attr(
+                    vf, setting,
+                )])]));
+        })
+    }
+
+    fn move_link(
+        &mut self,
+        from: NsId,
+        name: &str,
+        to: NsId,
+        new_name: &str,
+    ) -> Result<(), NetlinkError> {
+        let target_label = self.conn(to)?.label.clone();
+        let target_fd = self.conn(to)?.ns_fd.as_raw_fd();
+        let op = || format!("moving link {name:?} into {target_label} as {new_name:?}");
+        self.set_link(from, name, &op, |msg| {
+            msg.attributes.push(LinkAttribute::NetNsFd(target_fd));
+            msg.attributes
+                .push(LinkAttribute::IfName(new_name.to_owned()));
+        })
+    }
+
+    fn del_altname(&mut self, ns: NsId, name: &str, altname: &str) -> Result<(), NetlinkError> {
+        let index = self.index(ns, name)?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes
+            .push(LinkAttribute::PropList(vec![Prop::AltIfName(
+                altname.to_owned(),
+            )]));
+        let op = || format!("deleting altname {altname:?} of link {name:?}");
+        self.request(ns, &op, RouteNetlinkMessage::DelLinkProp(msg), 0)
+            .map(drop)
+    }
+
+    fn set_up(&mut self, ns: NsId, name: &str, up: bool) -> Result<(), NetlinkError> {
+        let op = || format!("setting link {name:?} {}", if up { "up" } else { "down" });
+        self.set_link(ns, name, &op, |msg| {
+            msg.header.change_mask = LinkFlags::Up;
+            if up {
+                msg.header.flags = LinkFlags::Up;
+            }
+        })
+    }
+
+    fn set_mac(&mut self, ns: NsId, name: &str, mac: MacAddr) -> Result<(), NetlinkError> {
+        let op = || format!("setting the MAC of link {name:?} to {mac}");
+        self.set_link(ns, name, &op, |msg| {
+            msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        })
+    }
+
+    fn set_mtu(&mut self, ns: NsId, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+        let op = || format!("setting the MTU of link {name:?} to {mtu}");
+        self.set_link(ns, name, &op, |msg| {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        })
+    }
+
+    fn add_address(&mut self, ns: NsId, name: &str, addr: IpNet) -> Result<(), NetlinkError> {
+        let index = self.index(ns, name)?;
+        let mut msg = AddressMessage::default();
+        msg.header.family = family(addr.addr);
+        msg.header.prefix_len = addr.prefix;
+        msg.header.scope = AddressScope::Universe;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(addr.addr));
+        msg.attributes.push(AddressAttribute::Address(addr.addr));
+        if let IpAddr::V4(v4) = addr.addr
+            && addr.prefix < 31
+        {
+            let host_mask = u32::MAX >> addr.prefix;
+            msg.attributes.push(AddressAttribute::Broadcast(
+                (u32::from(v4) | host_mask).into(),
+            ));
+        }
+        let op = || format!("adding address {addr} to link {name:?}");
+        self.request(
+            ns,
+            &op,
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    fn addresses(&mut self, ns: NsId, name: &str) -> Result<Vec<IpNet>, NetlinkError> {
+        let index = self.index(ns, name)?;
+        let op = || format!("listing the addresses of link {name:?}");
+        let msgs = self.request(
+            ns,
+            &op,
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            let addr = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            if let Some(addr) = addr {
+                out.push(IpNet {
+                    addr,
+                    prefix: a.header.prefix_len,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_route(
+        &mut self,
+        ns: NsId,
+        name: &str,
+        route: &Route,
+        gw: Option<IpAddr>,
+    ) -> Result<(), NetlinkError> {
+        let index = self.index(ns, name)?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(route.dst.addr);
+        msg.header.destination_prefix_length = route.dst.prefix;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.scope = if gw.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
+        let table = route.table.unwrap_or(u32::from(RouteHeader::RT_TABLE_MAIN));
+        msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        if table > 255 {
+            msg.attributes.push(RouteAttribute::Table(table));
+        }
+        if route.dst.prefix > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(
+                    route.dst.network(),
+                )));
+        }
+        if let Some(gw) = gw {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
+        msg.attributes.push(RouteAttribute::Oif(index));
+        if let Some(p) = route.priority {
+            msg.attributes.push(RouteAttribute::Priority(p));
+        }
+        let mut metrics = Vec::new();
+        if let Some(m) = route.mtu {
+            metrics.push(RouteMetric::Mtu(m));
+        }
+        if let Some(m) = route.advmss {
+            metrics.push(RouteMetric::Advmss(m));
+        }
+        if !metrics.is_empty() {
+            msg.attributes.push(RouteAttribute::Metrics(metrics));
+        }
+        let op = || {
+            format!(
+                "adding route {} via {} dev {name:?}",
+                route.dst,
+                gw.map_or_else(|| "on-link".to_owned(), |g| g.to_string())
+            )
+        };
+        self.request(
+            ns,
+            &op,
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    fn set_sysctl(&mut self, ns: NsId, key: &str, value: &str) -> Result<(), NetlinkError> {
+        if key.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Err(NetlinkError::Netns {
+                what: format!("write sysctl {key:?}"),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a sysctl key"),
+            });
+        }
+        let path = PathBuf::from("/proc/sys").join(key);
+        let fd = self.conn(ns)?.ns_fd.as_fd();
+        let result = netns::run_in(fd, || fs::write(&path, value))?;
+        result.map_err(|source| NetlinkError::Netns {
+            what: format!("write {value:?} to {}", path.display()),
+            source,
+        })
+    }
+}

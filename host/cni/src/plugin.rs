@@ -1,0 +1,1442 @@
+//! The CNI commands: ADD, DEL, CHECK, STATUS, GC, VERSION, with rollback of every ADD step.
+//!
+//! ADD records what it is about to change (the cache) *before* it changes anything, then keeps a
+//! journal of every step it completed; any failure replays the journal backwards, so a failed ADD
+//! leaves the VF, its netdev and the IPAM store exactly as they were (sriov-cni #119 left partial
+//! config behind).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::env::{CniEnv, Command, EnvError};
+use crate::error::{CniError, code};
+use crate::ipam::{Ipam, IpamError};
+use crate::log::Logger;
+use crate::mac::MacAddr;
+use crate::netconf::{CniArgs, NetConf, NetConfError, VfLinkState, VlanProto};
+use crate::netlink::real::RealNetlink;
+use crate::netlink::{Netlink, NetlinkError, NsId, VfSetting, VfState};
+use crate::netns;
+use crate::result::{CniResult, Interface, ResultError};
+use crate::state::{StateDir, StateError};
+use crate::version;
+use crate::vf::{self, VfError};
+
+/// How long ADD/DEL wait for another operation on the same VF (sriov-cni waits 60 s).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a command failed.
+#[derive(Debug, Error)]
+pub enum PluginError {
+    /// Bad NetConf or CNI_ARGS.
+    #[error(transparent)]
+    NetConf(#[from] NetConfError),
+    /// Bad environment.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// State directory trouble (or the VF lock is busy).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The VF could not be resolved from sysfs.
+    #[error(transparent)]
+    Vf(#[from] VfError),
+    /// A netlink or netns step failed.
+    #[error("{context}")]
+    Netlink {
+        /// The step.
+        context: String,
+        /// The kernel's answer.
+        #[source]
+        source: NetlinkError,
+    },
+    /// The IPAM plugin failed.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// The IPAM plugin's result is unusable.
+    #[error("the IPAM plugin {plugin:?} returned a result this plugin cannot read")]
+    IpamResult {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        #[source]
+        source: ResultError,
+    },
+    /// The IPAM plugin returned no address.
+    #[error("the IPAM plugin {0:?} returned no IP address; check its ranges")]
+    IpamNoIp(String),
+    /// The VF is allocated to a live netns.
+    #[error(
+        "VF {pci} is already allocated to network namespace {netns}, which still exists; try again once that pod's DEL has run"
+    )]
+    AlreadyAllocated {
+        /// The VF.
+        pci: String,
+        /// The netns holding it.
+        netns: String,
+    },
+    /// `deviceID` is required for ADD.
+    #[error(
+        "invalid network configuration: field \"deviceID\" is required: Multus sets it from the pod's device allocation; check the NetworkAttachmentDefinition's k8s.v1.cni.cncf.io/resourceName annotation and the pod's resource request"
+    )]
+    NoDeviceId,
+    /// The pod already has an interface with the requested name.
+    #[error(
+        "interface {ifname:?} already exists in network namespace {netns}; pick another CNI_IFNAME (the interface name in the pod's network annotation)"
+    )]
+    IfnameTaken {
+        /// The name.
+        ifname: String,
+        /// The netns.
+        netns: String,
+    },
+    /// VF settings were requested but the PF reports no VF information.
+    #[error(
+        "PF {pf} reports no VF information (its driver does not support VF configuration), so {fields} cannot be applied to VF {vf}; remove these fields from the NetConf or use an SR-IOV capable PF"
+    )]
+    VfSettingsUnsupported {
+        /// The PF.
+        pf: String,
+        /// The VF index.
+        vf: u32,
+        /// The requested NetConf fields.
+        fields: String,
+    },
+    /// The PF reports VFs but not this one.
+    #[error("PF {pf} does not report VF {vf} (is sriov_numvfs large enough?)")]
+    VfNotReported {
+        /// The PF.
+        pf: String,
+        /// The index.
+        vf: u32,
+    },
+    /// A VF setting was refused by the PF driver.
+    #[error(
+        "PF {pf} refused {setting} for VF {vf} (NetConf field {field:?}); remove the field or use a PF driver that supports it"
+    )]
+    VfSetting {
+        /// The PF.
+        pf: String,
+        /// The VF.
+        vf: u32,
+        /// The setting.
+        setting: String,
+        /// The NetConf field.
+        field: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: NetlinkError,
+    },
+    /// The command needs a newer cniVersion.
+    #[error("config version {got} does not allow {command} (needs cniVersion {min} or later)")]
+    VersionTooOld {
+        /// The command.
+        command: &'static str,
+        /// Minimum version.
+        min: &'static str,
+        /// The version given.
+        got: String,
+    },
+    /// CHECK found a difference.
+    #[error("CHECK failed: {0}")]
+    Check(String),
+    /// The cache file is not an attachment record.
+    #[error("the cache file for {name} has an invalid field {field:?}")]
+    BadCache {
+        /// The file name.
+        name: String,
+        /// The field.
+        field: &'static str,
+    },
+    /// STATUS: not ready.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// An ADD step failed and so did part of its rollback.
+    #[error("{error}; rolling back also failed: {rollback}")]
+    RollbackFailed {
+        /// The original failure.
+        #[source]
+        error: Box<PluginError>,
+        /// What could not be undone.
+        rollback: String,
+    },
+}
+
+impl PluginError {
+    /// The CNI error code.
+    pub fn code(&self) -> u32 {
+        match self {
+            PluginError::NetConf(e) => e.code(),
+            PluginError::Env(_) => code::INVALID_ENV,
+            PluginError::State(StateError::Locked { .. }) => code::TRY_AGAIN_LATER,
+            PluginError::State(_) | PluginError::BadCache { .. } => code::STATE,
+            PluginError::Vf(_) => code::VF_RESOLUTION,
+            PluginError::Netlink { source, .. } => match source {
+                NetlinkError::NetnsNotFound { .. }
+                | NetlinkError::NotANetns { .. }
+                | NetlinkError::Netns { .. } => code::NETNS,
+                _ => code::NETLINK,
+            },
+            PluginError::Ipam(_) | PluginError::IpamResult { .. } | PluginError::IpamNoIp(_) => {
+                code::IPAM
+            }
+            PluginError::AlreadyAllocated { .. } => code::TRY_AGAIN_LATER,
+            PluginError::NoDeviceId => code::INVALID_CONFIG,
+            PluginError::IfnameTaken { .. } => code::IFNAME_TAKEN,
+            PluginError::VfSettingsUnsupported { .. } | PluginError::VfSetting { .. } => {
+                code::VF_SETTING_UNSUPPORTED
+            }
+            PluginError::VfNotReported { .. } => code::VF_RESOLUTION,
+            PluginError::VersionTooOld { .. } => code::INCOMPATIBLE_VERSION,
+            PluginError::Check(_) => code::CHECK_FAILED,
+            PluginError::NotReady(_) => code::PLUGIN_NOT_AVAILABLE,
+            PluginError::RollbackFailed { error, .. } => error.code(),
+        }
+    }
+}
+
+fn nl(context: impl Into<String>) -> impl FnOnce(NetlinkError) -> PluginError {
+    let context = context.into();
+    move |source| PluginError::Netlink { context, source }
+}
+
+/// Hands out the kernel seam only to commands that need it (VERSION and STATUS never open a
+/// netlink socket, which keeps them fast).
+pub trait NetlinkProvider {
+    /// The netlink implementation.
+    fn get(&mut self) -> Result<&mut dyn Netlink, NetlinkError>;
+}
+
+impl NetlinkProvider for crate::netlink::fake::FakeNetlink {
+    fn get(&mut self) -> Result<&mut dyn Netlink, NetlinkError> {
+        Ok(self)
+    }
+}
+
+/// Connects to the real kernel on first use.
+#[derive(Default)]
+pub struct LazyRealNetlink(Option<RealNetlink>);
+
+impl NetlinkProvider for LazyRealNetlink {
+    fn get(&mut self) -> Result<&mut dyn Netlink, NetlinkError> {
+        if self.0.is_none() {
+            self.0 = Some(RealNetlink::new()?);
+        }
+        match &mut self.0 {
+            Some(real) => Ok(real),
+            None => Err(NetlinkError::UnknownNs(0)),
+        }
+    }
+}
+
+/// What the commands need from outside.
+pub struct Deps<'a> {
+    /// The kernel.
+    pub netlink: &'a mut dyn NetlinkProvider,
+    /// IPAM plugins.
+    pub ipam: &'a mut dyn Ipam,
+    /// The log.
+    pub log: &'a mut Logger,
+    /// How long to wait for a VF lock.
+    pub lock_timeout: Duration,
+}
+
+/// Runs one CNI invocation. `Ok(Some(json))` is printed on stdout; `Err` becomes the error JSON.
+pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<String>, CniError> {
+    if env.command == Command::Version {
+        return Ok(Some(version::version_json()));
+    }
+    // The version to report errors in: the request's, if stdin says which.
+    let requested_version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
+        .unwrap_or_else(|| version::LATEST.to_owned());
+    let fail = |e: PluginError| CniError::from_error(e.code(), &e).with_version(&requested_version);
+
+    let args = CniArgs::parse(&env.args).map_err(|e| fail(e.into()))?;
+    let conf = NetConf::parse(stdin, &args).map_err(|e| fail(e.into()))?;
+    deps.log.configure(
+        conf.log_level,
+        conf.log_file.as_deref(),
+        format!(
+            "containerID={} netns={} ifname={}",
+            env.container_id, env.netns, env.ifname
+        ),
+    );
+    let outcome = match env.command {
+        Command::Add => {
+            cmd_add(env, stdin, &conf, deps).map(|r| Some(r.to_value(conf.version).to_string()))
+        }
+        Command::Del => cmd_del(env, stdin, &conf, deps).map(|()| None),
+        Command::Check => cmd_check(env, stdin, &conf, deps).map(|()| None),
+        Command::Status => cmd_status(env, stdin, &conf, deps).map(|()| None),
+        Command::Gc => cmd_gc(env, stdin, &conf, deps).map(|()| None),
+        Command::Version => Ok(Some(version::version_json())),
+    };
+    outcome.map_err(|e| {
+        deps.log.error(&format!("{:?} failed: {e}", env.command));
+        fail(e)
+    })
+}
+
+/// What an ADD recorded about a VF, and what DEL needs to undo it. Stored in sriov-cni's cache
+/// layout (plus a few `vfpool*` keys the Go plugin ignores).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// VF PCI address.
+    pub pci: String,
+    /// PF netdev name.
+    pub pf: String,
+    /// VF index.
+    pub vf_index: u32,
+    /// DPDK-bound (no netdev work).
+    pub dpdk: bool,
+    /// The VF netdev's name in the host ("" for DPDK).
+    pub host_ifname: String,
+    /// The VF's state before ADD; `None` when the PF reports no VF information.
+    pub orig: Option<VfState>,
+    /// The netdev's MAC before ADD.
+    pub effective_mac: Option<MacAddr>,
+    /// The netdev's MTU before ADD (0 = unknown).
+    pub mtu: u32,
+    /// The VF settings ADD applied (their kinds tell DEL what to restore).
+    pub applied: Vec<VfSetting>,
+    /// The pod's netns path.
+    pub netns: String,
+    /// The network name.
+    pub network: String,
+    /// Container id and ifname (for GC, which only has the cache).
+    pub container_id: String,
+    /// Interface name in the pod.
+    pub ifname: String,
+}
+
+fn mac_text(mac: Option<MacAddr>) -> String {
+    mac.map(|m| m.to_string()).unwrap_or_default()
+}
+
+impl Attachment {
+    /// The cache JSON: the NetConf as given, with sriov-cni's record keys on top.
+    pub fn to_cache(&self, raw: &Map<String, Value>) -> Value {
+        let orig = self.orig.unwrap_or(VfState {
+            vf: self.vf_index,
+            mac: MacAddr::ZERO,
+            vlan: 0,
+            qos: 0,
+            proto: VlanProto::Dot1Q,
+            spoofchk: false,
+            trust: false,
+            min_tx_rate: 0,
+            max_tx_rate: 0,
+            link_state: VfLinkState::Auto,
+        });
+        let admin_mac = if self.orig.is_some() {
+            orig.mac.to_string()
+        } else {
+            String::new()
+        };
+        let ours = json!({
+            "OrigVfState": {
+                "HostIFName": self.host_ifname,
+                "SpoofChk": orig.spoofchk,
+                "Trust": orig.trust,
+                "AdminMAC": admin_mac,
+                "EffectiveMAC": mac_text(self.effective_mac),
+                "Vlan": orig.vlan,
+                "VlanQoS": orig.qos,
+                "VlanProto": orig.proto.ethertype(),
+                "MinTxRate": orig.min_tx_rate,
+                "MaxTxRate": orig.max_tx_rate,
+                "LinkState": orig.link_state.as_u32(),
+                "MTU": self.mtu,
+            },
+            "Master": self.pf,
+            "VFID": self.vf_index,
+            "deviceID": self.pci,
+            "vfpoolDpdk": self.dpdk,
+            "vfpoolVfInfo": self.orig.is_some(),
+            "vfpoolApplied": self.applied.iter().map(|s| s.field()).collect::<Vec<_>>(),
+            "vfpoolNetns": self.netns,
+            "vfpoolContainerID": self.container_id,
+            "vfpoolIfname": self.ifname,
+        });
+        let mut out = raw.clone();
+        if let Value::Object(ours) = ours {
+            for (k, v) in ours {
+                // Go matches keys case-insensitively; drop any differently-cased twin first so the
+                // Go plugin reads our value.
+                out.retain(|existing, _| !existing.eq_ignore_ascii_case(&k));
+                out.insert(k, v);
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// Reads a cache written by this plugin or by sriov-cni.
+    pub fn from_cache(name: &str, value: &Value) -> Result<Attachment, PluginError> {
+        let bad = |field| PluginError::BadCache {
+            name: name.to_owned(),
+            field,
+        };
+        let obj = value.as_object().ok_or_else(|| bad("<root>"))?;
+        let get = |k: &str| -> Option<&Value> {
+            obj.get(k).or_else(|| {
+                obj.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+            })
+        };
+        let text = |k: &str| get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let num = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let pci = text("deviceID");
+        if pci.is_empty() {
+            return Err(bad("deviceID"));
+        }
+        let orig_obj = get("OrigVfState").and_then(Value::as_object);
+        let o = |k: &str| orig_obj.and_then(|m| m.get(k));
+        let host_ifname = o("HostIFName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let admin_mac: Option<MacAddr> = o("AdminMAC")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
+        let vf_index = u32::try_from(num(get("VFID"))).map_err(|_| bad("VFID"))?;
+        // A Go cache always had VF info (sriov-cni fails ADD without it).
+        let vf_info = get("vfpoolVfInfo").and_then(Value::as_bool).unwrap_or(true);
+        let orig = vf_info.then(|| VfState {
+            vf: vf_index,
+            mac: admin_mac.unwrap_or(MacAddr::ZERO),
+            vlan: num(o("Vlan")) as u16,
+            qos: num(o("VlanQoS")) as u8,
+            proto: VlanProto::from_ethertype(num(o("VlanProto")) as u16),
+            spoofchk: o("SpoofChk").and_then(Value::as_bool).unwrap_or(false),
+            trust: o("Trust").and_then(Value::as_bool).unwrap_or(false),
+            min_tx_rate: num(o("MinTxRate")) as u32,
+            max_tx_rate: num(o("MaxTxRate")) as u32,
+            link_state: VfLinkState::from_u32(num(o("LinkState")) as u32),
+        });
+        // What was applied: our own list, or (Go cache) the NetConf fields that were set.
+        let applied_fields: Vec<String> = match get("vfpoolApplied").and_then(Value::as_array) {
+            Some(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            None => {
+                let mut f = Vec::new();
+                let set = |k: &str| get(k).is_some_and(|v| !v.is_null() && v != "");
+                if set("vlan") {
+                    f.push("vlan".to_owned());
+                }
+                if set("MAC") {
+                    f.push("mac".to_owned());
+                }
+                if set("min_tx_rate") || set("max_tx_rate") {
+                    f.push("min_tx_rate/max_tx_rate".to_owned());
+                }
+                for k in ["spoofchk", "trust", "link_state"] {
+                    if set(k) {
+                        f.push(k.to_owned());
+                    }
+                }
+                f
+            }
+        };
+        let zero = VfSetting::Mac(MacAddr::ZERO);
+        let applied = applied_fields
+            .iter()
+            .filter_map(|f| {
+                Some(match f.as_str() {
+                    "vlan" => VfSetting::Vlan {
+                        id: 0,
+                        qos: 0,
+                        proto: VlanProto::Dot1Q,
+                    },
+                    "mac" => zero,
+                    "min_tx_rate/max_tx_rate" => VfSetting::Rate { min: 0, max: 0 },
+                    "spoofchk" => VfSetting::SpoofChk(false),
+                    "trust" => VfSetting::Trust(false),
+                    "link_state" => VfSetting::LinkState(VfLinkState::Auto),
+                    _ => return None,
+                })
+            })
+            .collect();
+        Ok(Attachment {
+            pci,
+            pf: text("Master"),
+            vf_index,
+            dpdk: get("vfpoolDpdk")
+                .and_then(Value::as_bool)
+                .unwrap_or(host_ifname.is_empty()),
+            host_ifname,
+            orig,
+            effective_mac: o("EffectiveMAC")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok()),
+            mtu: num(o("MTU")) as u32,
+            applied,
+            netns: text("vfpoolNetns"),
+            network: text("name"),
+            container_id: text("vfpoolContainerID"),
+            ifname: text("vfpoolIfname"),
+        })
+    }
+
+    /// The settings that put the VF back as it was, in sriov-cni's DEL order: VLAN, spoofchk,
+    /// admin MAC (always, when known: #214, PR #397), trust, rate, link state.
+    pub fn restore_settings(&self) -> Vec<VfSetting> {
+        let Some(orig) = self.orig else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let was = |kind: fn(&VfSetting) -> bool| self.applied.iter().any(kind);
+        if was(|s| matches!(s, VfSetting::Vlan { .. })) {
+            out.push(VfSetting::Vlan {
+                id: orig.vlan,
+                qos: orig.qos,
+                proto: orig.proto,
+            });
+        }
+        if was(|s| matches!(s, VfSetting::SpoofChk(_))) {
+            out.push(VfSetting::SpoofChk(orig.spoofchk));
+        }
+        out.push(VfSetting::Mac(orig.mac));
+        if was(|s| matches!(s, VfSetting::Trust(_))) {
+            out.push(VfSetting::Trust(orig.trust));
+        }
+        if was(|s| matches!(s, VfSetting::Rate { .. })) {
+            out.push(VfSetting::Rate {
+                min: orig.min_tx_rate,
+                max: orig.max_tx_rate,
+            });
+        }
+        if was(|s| matches!(s, VfSetting::LinkState(_))) {
+            out.push(VfSetting::LinkState(orig.link_state));
+        }
+        out
+    }
+}
+
+/// One completed ADD step, and how to undo it.
+enum Undo {
+    /// A VF setting was applied; this is the original value.
+    VfSetting(VfSetting),
+    /// The netdev sits in the temporary netns under the pod name.
+    InTemp(NsId),
+    /// The netdev is in the pod netns under the pod name.
+    InPod(NsId),
+    /// IPAM allocated addresses.
+    Ipam(String),
+}
+
+/// The requested VF settings in application order (sriov-cni's ApplyVFConfig order).
+fn requested_settings(conf: &NetConf) -> Vec<VfSetting> {
+    let r = &conf.vf;
+    let mut out = Vec::new();
+    if let Some((id, qos, proto)) = r.vlan {
+        out.push(VfSetting::Vlan { id, qos, proto });
+    }
+    if let Some(mac) = r.mac {
+        out.push(VfSetting::Mac(mac));
+    }
+    if let Some((min, max)) = r.rate {
+        out.push(VfSetting::Rate { min, max });
+    }
+    if let Some(on) = r.spoofchk {
+        out.push(VfSetting::SpoofChk(on));
+    }
+    if let Some(on) = r.trust {
+        out.push(VfSetting::Trust(on));
+    }
+    if let Some(s) = r.link_state {
+        out.push(VfSetting::LinkState(s));
+    }
+    out
+}
+
+fn apply_vf_setting(
+    netlink: &mut dyn Netlink,
+    pf: &str,
+    vf: u32,
+    setting: VfSetting,
+) -> Result<(), PluginError> {
+    let refused = |source| PluginError::VfSetting {
+        pf: pf.to_owned(),
+        vf,
+        setting: setting.to_string(),
+        field: setting.field(),
+        source,
+    };
+    netlink.set_vf(pf, vf, setting).map_err(refused)?;
+    if let VfSetting::Mac(mac) = setting {
+        // Some drivers apply the admin MAC asynchronously (sriov-cni retries 20 × 100 ms).
+        for attempt in 0..20 {
+            let reported = netlink
+                .vfs(pf)
+                .map_err(nl(format!("reading VF {vf} of PF {pf} back")))?
+                .and_then(|vfs| vfs.into_iter().find(|s| s.vf == vf))
+                .map(|s| s.mac);
+            if reported == Some(mac) {
+                return Ok(());
+            }
+            if attempt < 19 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        return Err(PluginError::VfSetting {
+            pf: pf.to_owned(),
+            vf,
+            setting: setting.to_string(),
+            field: "mac",
+            source: NetlinkError::Kernel {
+                op: format!("verifying MAC {mac} on VF {vf}"),
+                source: std::io::Error::other("the PF keeps reporting a different MAC"),
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Moves a netdev from `from` (named `ifname`) back into the host as `host_ifname`, restoring
+/// its MAC and MTU and leaving it down, through a temporary netns so neither name can collide on
+/// the way (#321) and the pod name never lingers as an altname (#445).
+fn return_to_host(
+    netlink: &mut dyn Netlink,
+    from: NsId,
+    ifname: &str,
+    att: &Attachment,
+) -> Result<(), PluginError> {
+    let ctx = |what: &str| {
+        format!(
+            "returning {ifname:?} to the host as {:?}: {what}",
+            att.host_ifname
+        )
+    };
+    let link = netlink
+        .link(from, ifname)
+        .map_err(nl(ctx("looking it up")))?
+        .ok_or_else(|| PluginError::Netlink {
+            context: ctx("looking it up"),
+            source: NetlinkError::NoSuchLink {
+                ns: att.netns.clone(),
+                name: ifname.to_owned(),
+            },
+        })?;
+    if link.up {
+        netlink
+            .set_up(from, ifname, false)
+            .map_err(nl(ctx("setting it down")))?;
+    }
+    if let Some(mac) = att.effective_mac.filter(|m| !m.is_zero())
+        && link.mac != Some(mac)
+    {
+        netlink
+            .set_mac(from, ifname, mac)
+            .map_err(nl(ctx("restoring its MAC")))?;
+    }
+    if att.mtu != 0 && link.mtu != att.mtu {
+        netlink
+            .set_mtu(from, ifname, att.mtu)
+            .map_err(nl(ctx("restoring its MTU")))?;
+    }
+    via_temp(netlink, from, ifname, NsId::HOST, &att.host_ifname)
+}
+
+/// Moves `name` from `from` to `to` as `new_name` through a fresh temporary netns, dropping the
+/// old name from the altnames on the way. On failure the link is put back where it was.
+fn via_temp(
+    netlink: &mut dyn Netlink,
+    from: NsId,
+    name: &str,
+    to: NsId,
+    new_name: &str,
+) -> Result<(), PluginError> {
+    let temp = netlink
+        .create_temp_netns()
+        .map_err(nl("creating a temporary network namespace"))?;
+    let result = (|| {
+        netlink
+            .move_link(from, name, temp, new_name)
+            .map_err(nl(format!(
+                "moving {name:?} into a temporary network namespace as {new_name:?}"
+            )))?;
+        let second = (|| {
+            drop_altname(netlink, temp, new_name, name)?;
+            netlink
+                .move_link(temp, new_name, to, new_name)
+                .map_err(nl(format!(
+                    "moving {new_name:?} out of the temporary network namespace"
+                )))
+        })();
+        if let Err(e) = second {
+            // Never let the link die with the temporary namespace.
+            let _ = netlink.move_link(temp, new_name, from, name);
+            return Err(e);
+        }
+        Ok(())
+    })();
+    netlink.close_netns(temp);
+    result
+}
+
+fn drop_altname(
+    netlink: &mut dyn Netlink,
+    ns: NsId,
+    name: &str,
+    altname: &str,
+) -> Result<(), PluginError> {
+    if name == altname {
+        return Ok(());
+    }
+    let link = netlink
+        .link(ns, name)
+        .map_err(nl(format!("looking up {name:?}")))?;
+    if link.is_some_and(|l| l.altnames.iter().any(|a| a == altname)) {
+        netlink.del_altname(ns, name, altname).map_err(nl(format!(
+            "deleting the stale altname {altname:?} of {name:?}"
+        )))?;
+    }
+    Ok(())
+}
+
+fn ipam_result(plugin: &str, out: &str) -> Result<CniResult, PluginError> {
+    let result = CniResult::parse(out).map_err(|source| PluginError::IpamResult {
+        plugin: plugin.to_owned(),
+        source,
+    })?;
+    if result.ips.is_empty() {
+        return Err(PluginError::IpamNoIp(plugin.to_owned()));
+    }
+    Ok(result)
+}
+
+fn cmd_add(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    deps: &mut Deps<'_>,
+) -> Result<CniResult, PluginError> {
+    let pci = conf.device_id.clone().ok_or(PluginError::NoDeviceId)?;
+    let state = StateDir::new(&env.state_dir);
+    let _lock = state.lock(&pci, deps.lock_timeout)?;
+    if let Some(holder) = state.marker(&pci)? {
+        if !holder.is_empty() && netns::exists(Path::new(&holder)) {
+            return Err(PluginError::AlreadyAllocated { pci, netns: holder });
+        }
+        deps.log.info(&format!(
+            "clearing the stale allocation of {pci} to {holder:?} (netns gone)"
+        ));
+        state.remove_marker(&pci)?;
+    }
+    let vf = vf::resolve(&env.sysfs_root, &pci)?;
+    let dpdk = vf.netdev.is_none() && vf.is_dpdk();
+    let host_ifname = match (&vf.netdev, dpdk) {
+        (Some(n), _) => n.clone(),
+        (None, true) => String::new(),
+        (None, false) => {
+            return Err(VfError::NoNetdev {
+                pci,
+                driver: vf.driver.clone(),
+            }
+            .into());
+        }
+    };
+    let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+
+    // Record the original state before touching anything.
+    let requested = requested_settings(conf);
+    let orig = match netlink
+        .vfs(&vf.pf)
+        .map_err(nl(format!("reading the VF information of PF {}", vf.pf)))?
+    {
+        Some(list) => Some(list.into_iter().find(|s| s.vf == vf.index).ok_or_else(|| {
+            PluginError::VfNotReported {
+                pf: vf.pf.clone(),
+                vf: vf.index,
+            }
+        })?),
+        None => None,
+    };
+    if orig.is_none() && !requested.is_empty() {
+        return Err(PluginError::VfSettingsUnsupported {
+            pf: vf.pf.clone(),
+            vf: vf.index,
+            fields: conf.vf.requested_fields().join(", "),
+        });
+    }
+    let host_link = if dpdk {
+        None
+    } else {
+        Some(
+            netlink
+                .link(NsId::HOST, &host_ifname)
+                .map_err(nl(format!("looking up the VF netdev {host_ifname:?}")))?
+                .ok_or_else(|| PluginError::Netlink {
+                    context: format!("looking up the VF netdev {host_ifname:?} named in sysfs"),
+                    source: NetlinkError::NoSuchLink {
+                        ns: "the host network namespace".into(),
+                        name: host_ifname.clone(),
+                    },
+                })?,
+        )
+    };
+    let pod = netlink
+        .open_netns(Path::new(&env.netns))
+        .map_err(nl(format!(
+            "opening the pod network namespace {}",
+            env.netns
+        )))?;
+    if !dpdk
+        && netlink
+            .link(pod, &env.ifname)
+            .map_err(nl(format!("looking up {:?} in the pod", env.ifname)))?
+            .is_some()
+    {
+        netlink.close_netns(pod);
+        return Err(PluginError::IfnameTaken {
+            ifname: env.ifname.clone(),
+            netns: env.netns.clone(),
+        });
+    }
+    let attachment = Attachment {
+        pci: pci.clone(),
+        pf: vf.pf.clone(),
+        vf_index: vf.index,
+        dpdk,
+        host_ifname: host_ifname.clone(),
+        orig,
+        effective_mac: host_link.as_ref().and_then(|l| l.mac),
+        mtu: host_link.as_ref().map_or(0, |l| l.mtu),
+        applied: requested.clone(),
+        netns: env.netns.clone(),
+        network: conf.name.clone(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+    };
+    state.write_cache(
+        &env.container_id,
+        &env.ifname,
+        &attachment.to_cache(&conf.raw),
+    )?;
+    if let Err(e) = state.write_marker(&pci, &env.netns) {
+        let _ = state.remove_cache(&env.container_id, &env.ifname);
+        return Err(e.into());
+    }
+
+    let mut journal = Vec::new();
+    let outcome = add_steps(
+        env,
+        stdin,
+        conf,
+        &attachment,
+        pod,
+        &requested,
+        netlink,
+        deps.ipam,
+        &mut journal,
+    );
+    match outcome {
+        Ok(result) => {
+            netlink.close_netns(pod);
+            deps.log.info(&format!(
+                "attached VF {pci} ({host_ifname}) as {}",
+                env.ifname
+            ));
+            Ok(result)
+        }
+        Err(error) => {
+            let failures = rollback(env, stdin, conf, &attachment, netlink, deps.ipam, journal);
+            netlink.close_netns(pod);
+            if failures.is_empty() {
+                // Everything is undone: forget the attachment.
+                let _ = state.remove_marker(&pci);
+                let _ = state.remove_cache(&env.container_id, &env.ifname);
+                Err(error)
+            } else {
+                // Keep the cache so the runtime's DEL can finish the job.
+                for f in &failures {
+                    deps.log.error(&format!("rollback: {f}"));
+                }
+                Err(PluginError::RollbackFailed {
+                    error: Box::new(error),
+                    rollback: failures.join("; "),
+                })
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_steps(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    att: &Attachment,
+    pod: NsId,
+    requested: &[VfSetting],
+    netlink: &mut dyn Netlink,
+    ipam: &mut dyn Ipam,
+    journal: &mut Vec<Undo>,
+) -> Result<CniResult, PluginError> {
+    // 1. VF settings through the PF, only those requested.
+    if let Some(orig) = att.orig {
+        for setting in requested {
+            apply_vf_setting(netlink, &att.pf, att.vf_index, *setting)?;
+            journal.push(Undo::VfSetting(setting.current_in(&orig)));
+        }
+    }
+
+    // 2. The netdev into the pod, renamed in an empty temporary netns.
+    let ifname = env.ifname.as_str();
+    if !att.dpdk {
+        let temp = netlink
+            .create_temp_netns()
+            .map_err(nl("creating a temporary network namespace"))?;
+        if let Err(e) = netlink.move_link(NsId::HOST, &att.host_ifname, temp, ifname) {
+            netlink.close_netns(temp);
+            return Err(nl(format!(
+                "moving {:?} into a temporary network namespace as {ifname:?}",
+                att.host_ifname
+            ))(e));
+        }
+        journal.push(Undo::InTemp(temp));
+        drop_altname(netlink, temp, ifname, &att.host_ifname)?;
+        netlink
+            .move_link(temp, ifname, pod, ifname)
+            .map_err(nl(format!(
+                "moving {ifname:?} into the pod network namespace {}",
+                env.netns
+            )))?;
+        journal.pop();
+        netlink.close_netns(temp);
+        journal.push(Undo::InPod(pod));
+
+        // Announce addresses when the link comes up (gratuitous ARP / unsolicited NA), as
+        // sriov-cni does; failures only cost the announcement (IPv6 may be disabled).
+        for key in [
+            format!("net/ipv4/conf/{ifname}/arp_notify"),
+            format!("net/ipv6/conf/{ifname}/ndisc_notify"),
+        ] {
+            let _ = netlink.set_sysctl(pod, &key, "1");
+        }
+        if let Some(mac) = conf.mac {
+            netlink
+                .set_mac(pod, ifname, mac)
+                .map_err(nl(format!("setting the MAC of {ifname:?} to {mac}")))?;
+        }
+        if let Some(mtu) = conf.mtu {
+            netlink.set_mtu(pod, ifname, mtu).map_err(nl(format!(
+                "setting the MTU of {ifname:?} to {mtu} (NetConf field \"mtu\")"
+            )))?;
+        }
+    }
+
+    // 3. IPAM.
+    let mut result = CniResult::default();
+    if let Some(plugin) = &conf.ipam_type {
+        let out = ipam.exec("ADD", plugin, stdin, env)?;
+        journal.push(Undo::Ipam(plugin.clone()));
+        let ipam = ipam_result(plugin, &out)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
+        }
+    }
+
+    // 4. Addresses, link up, routes (addresses first so the kernel announces them on up).
+    let mut final_mac = conf.mac.or(att.effective_mac);
+    let mut final_mtu = att.mtu;
+    if att.dpdk {
+        final_mac = conf
+            .mac
+            .or(att.orig.map(|o| o.mac).filter(|m| !m.is_zero()));
+    } else {
+        for ip in &result.ips {
+            if !ip.address.is_ipv4() {
+                let _ =
+                    netlink.set_sysctl(pod, &format!("net/ipv6/conf/{ifname}/optimistic_dad"), "1");
+            }
+            netlink
+                .add_address(pod, ifname, ip.address)
+                .map_err(nl(format!("adding address {} to {ifname:?}", ip.address)))?;
+        }
+        netlink
+            .set_up(pod, ifname, true)
+            .map_err(nl(format!("setting {ifname:?} up")))?;
+        for route in &result.routes {
+            let gw = route.gw.or_else(|| {
+                result
+                    .ips
+                    .iter()
+                    .find(|ip| ip.address.is_ipv4() == route.dst.is_ipv4())
+                    .and_then(|ip| ip.gateway)
+            });
+            netlink
+                .add_route(pod, ifname, route, gw)
+                .map_err(nl(format!("adding route {} to {ifname:?}", route.dst)))?;
+        }
+        if let Some(link) = netlink
+            .link(pod, ifname)
+            .map_err(nl(format!("reading {ifname:?} back")))?
+        {
+            final_mac = link.mac.or(final_mac);
+            final_mtu = link.mtu;
+        }
+    }
+    result.interfaces = vec![Interface {
+        name: ifname.to_owned(),
+        mac: final_mac.map(|m| m.to_string()),
+        mtu: (final_mtu != 0).then_some(final_mtu),
+        sandbox: Some(env.netns.clone()),
+        socket_path: None,
+        pci_id: Some(att.pci.clone()),
+    }];
+    Ok(result)
+}
+
+/// Undoes completed ADD steps, newest first. Returns what could not be undone.
+fn rollback(
+    env: &CniEnv,
+    stdin: &[u8],
+    _conf: &NetConf,
+    att: &Attachment,
+    netlink: &mut dyn Netlink,
+    ipam: &mut dyn Ipam,
+    journal: Vec<Undo>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for step in journal.into_iter().rev() {
+        let outcome = match step {
+            Undo::Ipam(plugin) => ipam
+                .exec("DEL", &plugin, stdin, env)
+                .map(drop)
+                .map_err(PluginError::from),
+            Undo::InPod(pod) => return_to_host(netlink, pod, &env.ifname, att),
+            Undo::InTemp(temp) => {
+                let r = drop_altname(netlink, temp, &env.ifname, &att.host_ifname).and_then(|()| {
+                    netlink
+                        .move_link(temp, &env.ifname, NsId::HOST, &att.host_ifname)
+                        .map_err(nl("moving the netdev back to the host"))
+                });
+                netlink.close_netns(temp);
+                r
+            }
+            Undo::VfSetting(orig) => apply_vf_setting(netlink, &att.pf, att.vf_index, orig),
+        };
+        if let Err(e) = outcome {
+            failures.push(error_chain(&e));
+        }
+    }
+    failures
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Puts a VF back as the cache describes: VF settings through the PF, then the netdev from
+/// wherever it is now (the pod netns, or the host if the kernel already returned it when the pod
+/// netns was destroyed — #126, #349) back under its original name.
+fn release(
+    env_netns: &str,
+    sysfs_root: &Path,
+    att: &Attachment,
+    netlink: &mut dyn Netlink,
+    log: &mut Logger,
+) -> Result<(), PluginError> {
+    // VF settings first: some drivers refuse to reset a VF whose netdev is elsewhere with trust
+    // off (sriov-cni PR #232/#239).
+    let mut errors = Vec::new();
+    for setting in att.restore_settings() {
+        if setting == VfSetting::Mac(MacAddr::ZERO) && att.orig.is_some_and(|o| o.mac.is_zero()) {
+            // Nothing to restore: the VF had no admin MAC (writing zeros is refused by some drivers).
+            if !att.applied.iter().any(|s| matches!(s, VfSetting::Mac(_))) {
+                continue;
+            }
+        }
+        match apply_vf_setting(netlink, &att.pf, att.vf_index, setting) {
+            Ok(()) => {}
+            Err(PluginError::VfSetting { source, .. }) if source.is_not_found() => {
+                log.warn(&format!(
+                    "PF {} is gone; VF {} settings not restored",
+                    att.pf, att.vf_index
+                ));
+                break;
+            }
+            Err(e) => errors.push(error_chain(&e)),
+        }
+    }
+    if !att.dpdk {
+        let netns = if env_netns.is_empty() {
+            att.netns.as_str()
+        } else {
+            env_netns
+        };
+        let mut done = false;
+        if !netns.is_empty() {
+            match netlink.open_netns(Path::new(netns)) {
+                Ok(pod) => {
+                    let present = netlink
+                        .link(pod, &att.ifname_or(env_netns))
+                        .map_err(nl("looking up the pod interface"));
+                    let r = match present {
+                        Ok(Some(_)) => return_to_host(netlink, pod, &att.ifname_or(env_netns), att)
+                            .map(|()| true),
+                        Ok(None) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    netlink.close_netns(pod);
+                    match r {
+                        Ok(d) => done = d,
+                        Err(e) => errors.push(error_chain(&e)),
+                    }
+                }
+                Err(NetlinkError::NetnsNotFound { .. }) => {
+                    log.info(&format!(
+                        "netns {netns} is gone; looking for the VF netdev in the host"
+                    ));
+                }
+                Err(e) => errors.push(error_chain(&nl(format!("opening {netns}"))(e))),
+            }
+        }
+        if !done && errors.is_empty() {
+            // The kernel returns a physical netdev to the host when its netns dies, under the pod
+            // name (or dev%d): find it through sysfs and give it its name, MAC and MTU back.
+            if let Ok(v) = vf::resolve(sysfs_root, &att.pci)
+                && let Some(current) = v.netdev.filter(|n| *n != att.host_ifname)
+            {
+                log.info(&format!(
+                    "VF {} is in the host as {current:?}; renaming it to {:?}",
+                    att.pci, att.host_ifname
+                ));
+                if let Err(e) = return_to_host(netlink, NsId::HOST, &current, att) {
+                    errors.push(error_chain(&e));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::Netlink {
+            context: format!("releasing VF {}: {}", att.pci, errors.join("; ")),
+            source: NetlinkError::Kernel {
+                op: "release".into(),
+                source: std::io::Error::other("see message"),
+            },
+        })
+    }
+}
+
+impl Attachment {
+    fn ifname_or(&self, _netns: &str) -> String {
+        self.ifname.clone()
+    }
+}
+
+fn cmd_del(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    deps: &mut Deps<'_>,
+) -> Result<(), PluginError> {
+    let state = StateDir::new(&env.state_dir);
+    let cache_name = format!("{}-{}", env.container_id, env.ifname);
+    let cached = match state.read_cache(&env.container_id, &env.ifname) {
+        Ok(v) => v,
+        Err(StateError::Corrupt { path, source }) => {
+            deps.log.warn(&format!(
+                "ignoring corrupt cache {}: {source}",
+                path.display()
+            ));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut att = match &cached {
+        Some(v) => Some(Attachment::from_cache(&cache_name, v)?),
+        None => None,
+    };
+    if let Some(a) = &mut att {
+        if a.ifname.is_empty() {
+            a.ifname.clone_from(&env.ifname);
+        }
+        if a.netns.is_empty() {
+            a.netns.clone_from(&env.netns);
+        }
+    }
+    let pci = att
+        .as_ref()
+        .map(|a| a.pci.clone())
+        .or_else(|| conf.device_id.clone());
+    let _lock = match &pci {
+        Some(p) => Some(state.lock(p, deps.lock_timeout)?),
+        None => None,
+    };
+
+    // IPAM first, even when the netns is gone (PR #164); a failure keeps the cache for the retry.
+    if let Some(plugin) = &conf.ipam_type {
+        deps.ipam.exec("DEL", plugin, stdin, env)?;
+    }
+
+    match (&att, &pci) {
+        (Some(a), _) => {
+            let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+            release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
+            // Only clear the marker if it still names this attachment's netns (a new pod may
+            // already own the VF: #219).
+            if let Some(holder) = state.marker(&a.pci)?
+                && (holder == a.netns || holder == env.netns || !netns::exists(Path::new(&holder)))
+            {
+                state.remove_marker(&a.pci)?;
+            }
+            state.remove_cache(&env.container_id, &env.ifname)?;
+        }
+        (None, Some(p)) => {
+            deps.log.info(&format!(
+                "no cache for {cache_name}; VF {p} state unknown, only releasing its allocation"
+            ));
+            if let Some(holder) = state.marker(p)?
+                && ((!env.netns.is_empty() && holder == env.netns)
+                    || !netns::exists(Path::new(&holder)))
+            {
+                state.remove_marker(p)?;
+            }
+        }
+        (None, None) => deps.log.info(&format!(
+            "no cache for {cache_name} and no deviceID; nothing to release"
+        )),
+    }
+    Ok(())
+}
+
+fn cmd_check(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    deps: &mut Deps<'_>,
+) -> Result<(), PluginError> {
+    if !conf.version.supports_check() {
+        return Err(PluginError::VersionTooOld {
+            command: "CHECK",
+            min: "0.4.0",
+            got: conf.cni_version.clone(),
+        });
+    }
+    let mut prev = conf
+        .prev_result
+        .clone()
+        .ok_or_else(|| PluginError::Check("no prevResult in the configuration".into()))?;
+    if let Value::Object(m) = &mut prev {
+        m.entry("cniVersion")
+            .or_insert_with(|| json!(conf.cni_version));
+    }
+    let prev = CniResult::parse(&prev.to_string())
+        .map_err(|e| PluginError::Check(format!("prevResult is unreadable: {e}")))?;
+    let (index, iface) = prev
+        .interfaces
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.name == env.ifname && i.sandbox.as_deref() == Some(env.netns.as_str()))
+        .ok_or_else(|| {
+            PluginError::Check(format!(
+                "prevResult has no interface {:?} in {}",
+                env.ifname, env.netns
+            ))
+        })?;
+    let state = StateDir::new(&env.state_dir);
+    let cache = state
+        .read_cache(&env.container_id, &env.ifname)?
+        .ok_or_else(|| {
+            PluginError::Check(format!(
+                "no attachment is recorded for {}/{}",
+                env.container_id, env.ifname
+            ))
+        })?;
+    let att = Attachment::from_cache(&format!("{}-{}", env.container_id, env.ifname), &cache)?;
+    if !att.dpdk {
+        let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+        let pod = netlink
+            .open_netns(Path::new(&env.netns))
+            .map_err(nl(format!("opening {}", env.netns)))?;
+        let checked = (|| {
+            let link = netlink
+                .link(pod, &env.ifname)
+                .map_err(nl("looking up the interface"))?
+                .ok_or_else(|| {
+                    PluginError::Check(format!(
+                        "interface {:?} is missing from {}",
+                        env.ifname, env.netns
+                    ))
+                })?;
+            if let Some(want) = &iface.mac {
+                let have = mac_text(link.mac);
+                if !want.eq_ignore_ascii_case(&have) {
+                    return Err(PluginError::Check(format!(
+                        "{:?} has MAC {have}, prevResult says {want}",
+                        env.ifname
+                    )));
+                }
+            }
+            let addrs = netlink
+                .addresses(pod, &env.ifname)
+                .map_err(nl("listing addresses"))?;
+            for ip in prev
+                .ips
+                .iter()
+                .filter(|ip| ip.interface.is_none_or(|i| i == index))
+            {
+                if !addrs.contains(&ip.address) {
+                    return Err(PluginError::Check(format!(
+                        "{:?} lacks address {} from prevResult (has {:?})",
+                        env.ifname,
+                        ip.address,
+                        addrs.iter().map(ToString::to_string).collect::<Vec<_>>()
+                    )));
+                }
+            }
+            Ok(())
+        })();
+        netlink.close_netns(pod);
+        checked?;
+    }
+    if let Some(plugin) = &conf.ipam_type {
+        deps.ipam.exec("CHECK", plugin, stdin, env)?;
+    }
+    Ok(())
+}
+
+fn cmd_status(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    deps: &mut Deps<'_>,
+) -> Result<(), PluginError> {
+    if !conf.version.supports_status_and_gc() {
+        return Err(PluginError::VersionTooOld {
+            command: "STATUS",
+            min: "1.1.0",
+            got: conf.cni_version.clone(),
+        });
+    }
+    let Some(plugin) = &conf.ipam_type else {
+        return Ok(());
+    };
+    match deps.ipam.exec("STATUS", plugin, stdin, env) {
+        Ok(_) => Ok(()),
+        // An IPAM plugin older than 1.1.0 does not know STATUS; being runnable is all we can tell.
+        Err(IpamError::Plugin { code: c, .. }) if c == code::INCOMPATIBLE_VERSION => Ok(()),
+        Err(e) => Err(PluginError::NotReady(error_chain(&e))),
+    }
+}
+
+fn cmd_gc(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    deps: &mut Deps<'_>,
+) -> Result<(), PluginError> {
+    if !conf.version.supports_status_and_gc() {
+        return Err(PluginError::VersionTooOld {
+            command: "GC",
+            min: "1.1.0",
+            got: conf.cni_version.clone(),
+        });
+    }
+    let valid: HashSet<String> = conf
+        .raw
+        .get("cni.dev/valid-attachments")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| {
+                    Some(format!(
+                        "{}-{}",
+                        a.get("containerID")?.as_str()?,
+                        a.get("ifname")?.as_str()?
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let state = StateDir::new(&env.state_dir);
+    for name in state.cache_names()? {
+        if valid.contains(&name) {
+            continue;
+        }
+        let Ok(Some(value)) = state.read_cache_named(&name) else {
+            continue;
+        };
+        let Ok(mut att) = Attachment::from_cache(&name, &value) else {
+            continue;
+        };
+        // GC is per network: leave other networks' attachments alone.
+        if att.network != conf.name {
+            continue;
+        }
+        deps.log.info(&format!(
+            "GC: releasing stale attachment {name} (VF {})",
+            att.pci
+        ));
+        let Ok(_lock) = state.lock(&att.pci, deps.lock_timeout) else {
+            deps.log
+                .warn(&format!("GC: VF {} is busy; skipping {name}", att.pci));
+            continue;
+        };
+        if att.ifname.is_empty() {
+            // A Go cache does not record the ifname; without it the netdev cannot be found in the
+            // pod, but the kernel returns it to the host once the pod netns is gone.
+            att.ifname = String::new();
+        }
+        if let (Some(plugin), false) = (&conf.ipam_type, att.container_id.is_empty()) {
+            let mut owner = env.clone();
+            owner.container_id.clone_from(&att.container_id);
+            owner.ifname.clone_from(&att.ifname);
+            owner.netns.clone_from(&att.netns);
+            if let Err(e) = deps.ipam.exec("DEL", plugin, stdin, &owner) {
+                deps.log
+                    .warn(&format!("GC: IPAM DEL for {name} failed: {e}"));
+            }
+        }
+        let netlink = match deps.netlink.get() {
+            Ok(n) => n,
+            Err(e) => return Err(nl("connecting to netlink")(e)),
+        };
+        if let Err(e) = release("", &env.sysfs_root, &att, netlink, deps.log) {
+            deps.log.warn(&format!("GC: releasing {name}: {e}"));
+            continue;
+        }
+        if let Ok(Some(holder)) = state.marker(&att.pci)
+            && (holder == att.netns || !netns::exists(Path::new(&holder)))
+        {
+            let _ = state.remove_marker(&att.pci);
+        }
+        let _ = state.remove_cache_named(&name);
+    }
+    if let Some(plugin) = &conf.ipam_type {
+        match deps.ipam.exec("GC", plugin, stdin, env) {
+            Ok(_) => {}
+            Err(IpamError::Plugin { code: c, .. }) if c == code::INCOMPATIBLE_VERSION => {}
+            Err(e) => deps.log.warn(&format!("GC: IPAM GC failed: {e}")),
+        }
+    }
+    Ok(())
+}
