@@ -39,23 +39,12 @@ fn baseline_reads(root: &Path) -> Vec<Read> {
         let dev = bus.join(&name);
         reads.push(Read::Link(dev.clone()));
         reads.push(Read::Dir(dev.clone()));
-        reads.push(Read::File(dev.join("class")));
         let class = fs::read_to_string(dev.join("class")).unwrap_or_default();
         if !(class.starts_with("0x02") || class.starts_with("0x12")) {
             continue;
         }
-        for file in [
-            "vendor",
-            "device",
-            "subsystem_vendor",
-            "subsystem_device",
-            "revision",
-            "numa_node",
-            "sriov_totalvfs",
-            "sriov_numvfs",
-            "iommu_group/name",
-        ] {
-            if dev.join(file).exists() || file == "iommu_group/name" {
+        for file in ["modalias", "numa_node", "sriov_totalvfs", "sriov_numvfs"] {
+            if dev.join(file).exists() {
                 reads.push(Read::File(dev.join(file)));
             }
         }
@@ -70,7 +59,7 @@ fn baseline_reads(root: &Path) -> Vec<Read> {
                 reads.push(Read::Link(dev.join(entry)));
             }
         }
-        for dir in ["infiniband", "infiniband_verbs", "infiniband_mad"] {
+        for dir in ["infiniband"] {
             if dev.join(dir).exists() {
                 reads.push(Read::Dir(dev.join(dir)));
             }
@@ -78,17 +67,18 @@ fn baseline_reads(root: &Path) -> Vec<Read> {
         let net = dev.join("net");
         if net.exists() {
             reads.push(Read::Dir(net.clone()));
+            let is_pf = !dev.join("physfn").exists();
             for netdev in fs::read_dir(&net).unwrap() {
                 let netdev = netdev.unwrap().path();
-                for file in [
-                    "type",
-                    "operstate",
-                    "carrier",
-                    "address",
-                    "mtu",
-                    "phys_port_name",
-                    "phys_switch_id",
-                ] {
+                let representor: &[&str] = if is_pf {
+                    &["phys_port_name", "phys_switch_id"]
+                } else {
+                    &[]
+                };
+                for file in ["type", "operstate", "carrier", "address", "mtu"]
+                    .iter()
+                    .chain(representor)
+                {
                     reads.push(Read::File(netdev.join(file)));
                 }
             }

@@ -119,8 +119,14 @@ mod tests {
     #[test]
     fn rejects_short_and_malformed_forms() {
         for bad in [
-            "", "3b:00.2", "0000:3b:00", "0000:3b:20.0", "0000:3b:00.8", "00g0:3b:00.0",
-            "0000:3b:0.1", "0000:3b:00.2 ",
+            "",
+            "3b:00.2",
+            "0000:3b:00",
+            "0000:3b:20.0",
+            "0000:3b:00.8",
+            "00g0:3b:00.0",
+            "0000:3b:0.1",
+            "0000:3b:00.2 ",
         ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad:?} was accepted");
         }

@@ -2,18 +2,22 @@
 //! auxiliary devices to their PFs in memory.
 
 use std::collections::HashMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::address::{AddressError, PciAddress};
 use crate::model::{Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};
-use crate::read::{self, Modalias};
+use crate::read::{self, Modalias, SysDir};
 
 /// PCI base class of network controllers.
 pub const CLASS_NETWORK: u8 = 0x02;
 /// PCI base class of processing accelerators.
 pub const CLASS_ACCELERATOR: u8 = 0x12;
+
+/// Upper bound on discovery threads: beyond a few, the kernel's locks, not the CPUs, limit it.
+const MAX_THREADS: usize = 4;
+/// Below this many functions per thread, a thread costs more than it saves.
+const FUNCTIONS_PER_THREAD: usize = 128;
 
 /// The directory that stands for `/sys`. Every path the agent reads is below it, so a test, the
 /// demo or a benchmark can point the whole agent at a simulated node.
@@ -96,41 +100,70 @@ pub enum DiscoveryError {
 /// or `sriov_totalvfs` file, or a `net/` directory): dropping a VF because one file is unreadable
 /// would shrink a pool silently.
 pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
-    let bus = root.pci_devices();
-    let entries = match fs::read_dir(&bus) {
-        Ok(entries) => entries,
-        Err(source) => {
-            return Err(match fs::metadata(root.path()) {
-                Ok(meta) if meta.is_dir() => DiscoveryError::NoPciBus {
-                    path: root.path().to_owned(),
-                    source,
-                },
-                Ok(_) => DiscoveryError::RootUnreadable {
-                    path: root.path().to_owned(),
-                    source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-                },
-                Err(source) => DiscoveryError::RootUnreadable {
-                    path: root.path().to_owned(),
-                    source,
-                },
-            });
+    let bus_path = root.pci_devices();
+    let bus = SysDir::open_or_error(&bus_path).map_err(|errno| {
+        let source = io::Error::from(errno);
+        match std::fs::metadata(root.path()) {
+            Ok(meta) if meta.is_dir() => DiscoveryError::NoPciBus {
+                path: root.path().to_owned(),
+                source,
+            },
+            Ok(_) => DiscoveryError::RootUnreadable {
+                path: root.path().to_owned(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            },
+            Err(source) => DiscoveryError::RootUnreadable {
+                path: root.path().to_owned(),
+                source,
+            },
         }
-    };
+    })?;
 
-    let mut records = Vec::new();
-    for entry in entries.filter_map(Result::ok) {
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !PciAddress::is_valid(&name) {
-            tracing::debug!(entry = %name, "ignoring a bus/pci/devices entry that is not a PCI address");
-            continue;
-        }
-        let dir = resolve_device_dir(&bus, &name);
-        if let Some(record) = read_function(&name, &dir, ClassFilter::NetworkOrAccelerator) {
-            records.push(record);
-        }
-    }
+    let names: Vec<String> = bus
+        .names()
+        .into_iter()
+        .filter(|name| {
+            let valid = PciAddress::is_valid(name);
+            if !valid {
+                tracing::debug!(entry = %name, "ignoring a bus/pci/devices entry that is not a PCI address");
+            }
+            valid
+        })
+        .collect();
+    let read_chunk = |chunk: &[String]| -> Vec<Record> {
+        chunk
+            .iter()
+            .filter_map(|name| {
+                let dir = bus.sub(name)?;
+                read_function(name, dir, ClassFilter::NetworkOrAccelerator)
+            })
+            .collect()
+    };
+    // Discovery is syscall-bound and every function is independent until `link`, so big nodes are
+    // read by a few threads at once; small ones are not worth a thread.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+        .min(names.len().div_ceil(FUNCTIONS_PER_THREAD));
+    let records: Vec<Record> = if threads <= 1 {
+        read_chunk(&names)
+    } else {
+        let chunk_len = names.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = names
+                .chunks(chunk_len)
+                .map(|chunk| scope.spawn(move || read_chunk(chunk)))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| match worker.join() {
+                    Ok(records) => records,
+                    // A panic in a reader is a bug; re-raise it rather than return a partial node.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    };
 
     let mut devices = link(records);
     devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -145,52 +178,30 @@ pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
 pub fn discover_pci_device(root: &SysfsRoot, address: &str) -> Result<Device, DiscoveryError> {
     let parsed: PciAddress = address.parse()?;
     let canonical = parsed.to_string();
-    let bus = root.pci_devices();
-    if fs::metadata(root.path()).is_err() {
+    let bus_path = root.pci_devices();
+    if let Err(source) = std::fs::metadata(root.path()) {
         return Err(DiscoveryError::RootUnreadable {
             path: root.path().to_owned(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+            source,
         });
     }
-    let dir = resolve_device_dir(&bus, &canonical);
-    if fs::symlink_metadata(&dir).is_err() {
-        return Err(DiscoveryError::DeviceNotFound {
-            address: canonical,
-            dir: bus,
-        });
-    }
-    let Some(record) = read_function(&canonical, &dir, ClassFilter::Any) else {
-        return Err(DiscoveryError::DeviceNotFound {
-            address: canonical,
-            dir: bus,
-        });
+    let not_found = || DiscoveryError::DeviceNotFound {
+        address: canonical.clone(),
+        dir: bus_path.clone(),
     };
+    let dir = SysDir::open(&bus_path.join(&canonical)).ok_or_else(not_found)?;
+    let record = read_function(&canonical, dir, ClassFilter::Any).ok_or_else(not_found)?;
     let mut records = vec![record];
-    if let Some(pf_id) = records[0].physfn.clone() {
-        let pf_dir = resolve_device_dir(&bus, &pf_id);
-        if let Some(pf) = read_function(&pf_id, &pf_dir, ClassFilter::Any) {
-            records.push(pf);
-        }
+    if let Some(pf_id) = records[0].physfn.clone()
+        && let Some(pf_dir) = SysDir::open(&bus_path.join(&pf_id))
+        && let Some(pf) = read_function(&pf_id, pf_dir, ClassFilter::Any)
+    {
+        records.push(pf);
     }
-    let devices = link(records);
-    devices
+    link(records)
         .into_iter()
         .find(|d| d.id == canonical)
-        .ok_or_else(|| DiscoveryError::DeviceNotFound {
-            address: canonical,
-            dir: bus,
-        })
-}
-
-/// Resolves the `bus/pci/devices/<bdf>` link by hand so that later reads walk the real directory
-/// instead of re-resolving the link for every attribute. An absolute or unreadable link is used as it
-/// is and left to the kernel to follow.
-fn resolve_device_dir(bus: &Path, name: &str) -> PathBuf {
-    let link = bus.join(name);
-    match fs::read_link(&link) {
-        Ok(target) if target.is_relative() => bus.join(target),
-        _ => link,
-    }
+        .ok_or_else(not_found)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -208,24 +219,26 @@ struct Record {
     /// never the PF's name (upstream #645).
     sf_netdevs: Vec<String>,
     aux: Vec<Device>,
+    /// Where the function was read, for a second look; the directory itself is closed so that a node
+    /// with thousands of functions never holds thousands of descriptors.
     dir: PathBuf,
 }
 
-fn read_function(id: &str, dir: &Path, filter: ClassFilter) -> Option<Record> {
-    let entries = read::dir_names(dir);
+fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
+    let entries = dir.names();
     let has = |name: &str| entries.binary_search_by(|e| e.as_str().cmp(name)).is_ok();
 
-    let mut class = has("class")
-        .then(|| read::hex_id(&dir.join("class")))
-        .flatten();
-    let modalias = (!has("vendor") || !has("device") || class.is_none())
-        .then(|| read::trimmed(&dir.join("modalias")))
+    // Like upstream (ghw), the ids come from `modalias`: one read instead of five. The plain files
+    // fill in whatever a missing or malformed modalias lacks.
+    let modalias = has("modalias")
+        .then(|| dir.trimmed("modalias"))
         .flatten()
         .map(|text| Modalias::parse(&text))
         .unwrap_or_default();
-    if class.is_none() {
-        class = modalias.class.clone();
-    }
+    let plain = |value: Option<String>, file: &str| {
+        value.or_else(|| has(file).then(|| dir.hex_id(file)).flatten())
+    };
+    let class = plain(modalias.class, "class");
     if filter == ClassFilter::NetworkOrAccelerator {
         let base = class
             .as_deref()
@@ -239,54 +252,47 @@ fn read_function(id: &str, dir: &Path, filter: ClassFilter) -> Option<Record> {
         }
     }
 
-    let physfn = has("physfn")
-        .then(|| read::link_name(&dir.join("physfn")))
-        .flatten();
     let kind = if has("physfn") {
         DeviceKind::Vf
     } else {
         DeviceKind::Pf
     };
+    let physfn = has("physfn").then(|| dir.link_name("physfn")).flatten();
     let mut device = Device::unknown(id, kind);
     device.class = class;
-    device.vendor = read::hex_id(&dir.join("vendor")).or(modalias.vendor);
-    device.device = read::hex_id(&dir.join("device")).or(modalias.device);
-    device.subsystem_vendor =
-        read::hex_id(&dir.join("subsystem_vendor")).or(modalias.subsystem_vendor);
-    device.subsystem_device =
-        read::hex_id(&dir.join("subsystem_device")).or(modalias.subsystem_device);
-    device.revision = has("revision")
-        .then(|| read::hex_id(&dir.join("revision")))
-        .flatten();
-    device.driver = has("driver")
-        .then(|| read::link_name(&dir.join("driver")))
-        .flatten();
+    device.vendor = plain(modalias.vendor, "vendor");
+    device.device = plain(modalias.device, "device");
+    device.subsystem_vendor = plain(modalias.subsystem_vendor, "subsystem_vendor");
+    device.subsystem_device = plain(modalias.subsystem_device, "subsystem_device");
+    device.driver = has("driver").then(|| dir.link_name("driver")).flatten();
     device.numa_node = has("numa_node")
-        .then(|| read::unsigned(&dir.join("numa_node")))
+        .then(|| dir.unsigned("numa_node"))
         .flatten();
     device.acpi_index = has("acpi_index")
-        .then(|| read::unsigned(&dir.join("acpi_index")))
+        .then(|| dir.unsigned("acpi_index"))
         .flatten();
     if has("iommu_group") {
-        device.iommu_group =
-            read::link_name(&dir.join("iommu_group")).and_then(|g| g.parse::<u32>().ok());
-        // The group's `name` attribute exists only for vfio's fake no-IOMMU groups.
-        device.no_iommu = read::trimmed(&dir.join("iommu_group/name")).as_deref()
-            == Some("vfio-noiommu");
+        device.iommu_group = dir
+            .link_name("iommu_group")
+            .and_then(|g| g.parse::<u32>().ok());
+        // Only vfio creates no-IOMMU groups, and only those have a `name` attribute.
+        if device.driver.as_deref() == Some("vfio-pci") {
+            device.no_iommu = dir.trimmed("iommu_group/name").as_deref() == Some("vfio-noiommu");
+        }
     }
     if has("uio") {
-        device.uio_device = read::dir_names(&dir.join("uio")).into_iter().next();
+        device.uio_device = dir.sub("uio").and_then(|d| d.names().into_iter().next());
     }
     if has("sriov_totalvfs") {
-        device.sriov_total_vfs = read::unsigned(&dir.join("sriov_totalvfs"));
-        device.sriov_num_vfs = read::unsigned(&dir.join("sriov_numvfs"));
+        device.sriov_total_vfs = dir.unsigned("sriov_totalvfs");
+        device.sriov_num_vfs = dir.unsigned("sriov_numvfs");
     }
 
     let mut vfs: Vec<VfRef> = entries
         .iter()
         .filter_map(|name| name.strip_prefix("virtfn")?.parse::<u32>().ok())
         .filter_map(|index| {
-            let id = read::link_name(&dir.join(format!("virtfn{index}")))?;
+            let id = dir.link_name(&format!("virtfn{index}"))?;
             Some(VfRef { index, id })
         })
         .collect();
@@ -294,13 +300,14 @@ fn read_function(id: &str, dir: &Path, filter: ClassFilter) -> Option<Record> {
     device.vfs = vfs;
 
     if has("net") {
-        device.netdevs = read_netdevs(&dir.join("net"));
+        // Representor facts matter only on a PF's netdevs (switchdev uplink and VF representors).
+        device.netdevs = read_netdevs(&dir, "net", kind == DeviceKind::Pf);
     }
     device.netdev = device.netdevs.first().map(|n| n.name.clone());
     device.link_type = device.netdevs.first().and_then(|n| n.link_type.clone());
 
     if has("infiniband") {
-        read_rdma(dir, &entries, &mut device);
+        read_rdma(&dir, &mut device);
     }
 
     let mut aux = Vec::new();
@@ -310,9 +317,13 @@ fn read_function(id: &str, dir: &Path, filter: ClassFilter) -> Option<Record> {
             && !index.is_empty()
             && index.bytes().all(|b| b.is_ascii_digit())
         {
-            device.vdpa_devices.push(read_vdpa(&dir.join(name), name));
-        } else if let Some((aux_type, _)) = parse_aux_name(name) {
-            let child = read_aux(&dir.join(name), name, aux_type, &device);
+            if let Some(vdpa_dir) = dir.sub(name) {
+                device.vdpa_devices.push(read_vdpa(vdpa_dir, name));
+            }
+        } else if let Some((aux_type, _)) = parse_aux_name(name)
+            && let Some(aux_dir) = dir.sub(name)
+        {
+            let child = read_aux(aux_dir, name, aux_type, &device);
             sf_netdevs.extend(child.netdevs.iter().map(|n| n.name.clone()));
             device.aux_devices.push(child.id.clone());
             aux.push(child);
@@ -324,53 +335,54 @@ fn read_function(id: &str, dir: &Path, filter: ClassFilter) -> Option<Record> {
         physfn,
         sf_netdevs,
         aux,
-        dir: dir.to_owned(),
+        dir: dir.path().to_owned(),
     })
 }
 
-fn read_netdevs(net_dir: &Path) -> Vec<Netdev> {
-    read::dir_names(net_dir)
+fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<Netdev> {
+    let Some(net_dir) = parent.sub(net) else {
+        return Vec::new();
+    };
+    net_dir
+        .names()
         .into_iter()
-        .map(|name| {
-            let dir = net_dir.join(&name);
-            Netdev {
-                link_type: read::trimmed(&dir.join("type"))
+        .filter_map(|name| {
+            let dir = net_dir.sub(&name)?;
+            Some(Netdev {
+                link_type: dir
+                    .trimmed("type")
                     .and_then(|code| read::link_type_name(&code))
                     .map(str::to_owned),
-                operstate: read::trimmed(&dir.join("operstate")),
-                carrier: read::flag(&dir.join("carrier")),
-                mac: read::trimmed(&dir.join("address")).map(|m| m.to_ascii_lowercase()),
-                mtu: read::unsigned(&dir.join("mtu")),
-                phys_port_name: read::trimmed(&dir.join("phys_port_name")),
-                phys_switch_id: read::trimmed(&dir.join("phys_switch_id")),
+                operstate: dir.trimmed("operstate"),
+                carrier: dir.flag("carrier"),
+                mac: dir.trimmed("address").map(|m| m.to_ascii_lowercase()),
+                mtu: dir.unsigned("mtu"),
+                phys_port_name: representor_facts
+                    .then(|| dir.trimmed("phys_port_name"))
+                    .flatten(),
+                phys_switch_id: representor_facts
+                    .then(|| dir.trimmed("phys_switch_id"))
+                    .flatten(),
                 name,
-            }
+            })
         })
         .collect()
 }
 
-fn read_rdma(dir: &Path, entries: &[String], device: &mut Device) {
-    device.rdma_devices = read::dir_names(&dir.join("infiniband"));
-    // The RDMA character devices are class devices parented by the function itself.
-    for class_dir in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
-        if entries.iter().any(|e| e == class_dir) {
-            device
-                .rdma_char_devices
-                .extend(read::dir_names(&dir.join(class_dir)));
-        }
-    }
-    device.rdma_char_devices.sort_unstable();
+fn read_rdma(dir: &SysDir, device: &mut Device) {
+    device.rdma_devices = dir.sub("infiniband").map(|d| d.names()).unwrap_or_default();
     let infiniband = device.link_type.as_deref() == Some("infiniband");
     if infiniband && let Some(first) = device.rdma_devices.first() {
-        device.pkey = read::trimmed(&dir.join("infiniband").join(first).join("ports/1/pkeys/0"));
+        device.pkey = dir.trimmed(&format!("infiniband/{first}/ports/1/pkeys/0"));
     }
 }
 
-fn read_vdpa(dir: &Path, name: &str) -> VdpaDevice {
+fn read_vdpa(dir: SysDir, name: &str) -> VdpaDevice {
     VdpaDevice {
         name: name.to_owned(),
-        driver: read::link_name(&dir.join("driver")),
-        vhost_device: read::dir_names(dir)
+        driver: dir.link_name("driver"),
+        vhost_device: dir
+            .names()
             .into_iter()
             .find(|entry| entry.starts_with("vhost-vdpa-")),
     }
@@ -385,23 +397,27 @@ fn parse_aux_name(name: &str) -> Option<(&str, u32)> {
         .then_some((aux_type, number))
 }
 
-fn read_aux(dir: &Path, name: &str, aux_type: &str, parent: &Device) -> Device {
+fn read_aux(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -> Device {
+    let entries = dir.names();
     let mut aux = Device::unknown(name, DeviceKind::Aux);
     aux.aux_type = Some(aux_type.to_owned());
-    aux.sf_num = read::unsigned(&dir.join("sfnum"));
+    aux.sf_num = dir.unsigned("sfnum");
     aux.vendor = parent.vendor.clone();
     aux.device = parent.device.clone();
     aux.subsystem_vendor = parent.subsystem_vendor.clone();
     aux.subsystem_device = parent.subsystem_device.clone();
     aux.class = parent.class.clone();
-    aux.revision = parent.revision.clone();
     aux.driver = parent.driver.clone();
     aux.numa_node = parent.numa_node;
     aux.pf_id = Some(parent.id.clone());
-    aux.netdevs = read_netdevs(&dir.join("net"));
+    if entries.iter().any(|e| e == "net") {
+        aux.netdevs = read_netdevs(&dir, "net", false);
+    }
     aux.netdev = aux.netdevs.first().map(|n| n.name.clone());
     aux.link_type = aux.netdevs.first().and_then(|n| n.link_type.clone());
-    aux.rdma_devices = read::dir_names(&dir.join("infiniband"));
+    if entries.iter().any(|e| e == "infiniband") {
+        aux.rdma_devices = dir.sub("infiniband").map(|d| d.names()).unwrap_or_default();
+    }
     aux
 }
 
@@ -506,13 +522,12 @@ fn link(records: Vec<Record>) -> Vec<Device> {
 }
 
 fn vf_index_via_physfn(vf_dir: &Path, id: &str) -> Option<u32> {
-    let physfn = vf_dir.join("physfn");
-    read::dir_names(&physfn)
+    let physfn = SysDir::open(&vf_dir.join("physfn"))?;
+    physfn
+        .names()
         .into_iter()
         .filter_map(|name| name.strip_prefix("virtfn")?.parse::<u32>().ok())
-        .find(|index| {
-            read::link_name(&physfn.join(format!("virtfn{index}"))).as_deref() == Some(id)
-        })
+        .find(|index| physfn.link_name(&format!("virtfn{index}")).as_deref() == Some(id))
 }
 
 fn read_node_facts(root: &SysfsRoot) -> NodeFacts {

@@ -83,8 +83,6 @@ pub struct Device {
     pub subsystem_device: Option<String>,
     /// PCI class code, six lower-case hex digits (`020000`).
     pub class: Option<String>,
-    /// PCI revision, two lower-case hex digits.
-    pub revision: Option<String>,
     /// Name of the bound kernel driver; `None` when the device is unbound.
     pub driver: Option<String>,
     /// NUMA node; `None` when the kernel reports it unknown (`-1`) or the file is missing.
@@ -122,9 +120,6 @@ pub struct Device {
     pub link_type: Option<String>,
     /// RDMA devices under the function (`infiniband/*`), sorted.
     pub rdma_devices: Vec<String>,
-    /// The RDMA character devices (names under `/dev/infiniband`: `uverbs2`, `umad2`, `issm2`,
-    /// `ucm2`) that belong to `rdma_devices`, sorted.
-    pub rdma_char_devices: Vec<String>,
     /// Default partition key of the first RDMA device's port 1 (`0xffff`), for InfiniBand links.
     pub pkey: Option<String>,
     /// vDPA devices created on this function.
@@ -148,7 +143,6 @@ impl Device {
             subsystem_vendor: None,
             subsystem_device: None,
             class: None,
-            revision: None,
             driver: None,
             numa_node: None,
             acpi_index: None,
@@ -166,7 +160,6 @@ impl Device {
             netdev: None,
             link_type: None,
             rdma_devices: Vec::new(),
-            rdma_char_devices: Vec::new(),
             pkey: None,
             vdpa_devices: Vec::new(),
             aux_type: None,

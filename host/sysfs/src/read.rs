@@ -5,27 +5,170 @@
 //! or hold something unexpected. Every reader here turns that into `None` instead of an error, and
 //! logs at debug level when the reason is more than "the file is not there".
 
-use std::fs;
-use std::io;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
-/// The file's contents with surrounding whitespace trimmed; `None` if it cannot be read or is empty.
-pub(crate) fn trimmed(path: &Path) -> Option<String> {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let text = text.trim();
-            (!text.is_empty()).then(|| text.to_owned())
+use rustix::fs::{CWD, Mode, OFlags, RawDir, openat, readlinkat};
+use rustix::io::Errno;
+
+/// sysfs attributes are at most a page; one read returns the whole value.
+const ATTRIBUTE_MAX: usize = 4096;
+/// Room for a few hundred directory entries per `getdents64` call.
+const DIRENT_BUFFER: usize = 16 * 1024;
+
+/// An open sysfs directory. Attributes are read relative to its descriptor (`openat`), so the
+/// kernel resolves one path component per read instead of the whole path through every symlink,
+/// and directories are listed with raw `getdents64` (no `opendir` bookkeeping): on a node with a
+/// thousand VFs, syscalls are nearly all of discovery's cost.
+pub(crate) struct SysDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl SysDir {
+    /// Opens `path` (following symlinks); `None` if it is missing or not a directory.
+    pub(crate) fn open(path: &Path) -> Option<SysDir> {
+        match SysDir::open_or_error(path) {
+            Ok(dir) => Some(dir),
+            Err(err) => {
+                note_unreadable(path, err);
+                None
+            }
         }
-        Err(err) => {
-            note_unreadable(path, &err);
-            None
+    }
+
+    /// Like [`SysDir::open`], but reports why the directory could not be opened.
+    pub(crate) fn open_or_error(path: &Path) -> Result<SysDir, Errno> {
+        let fd = openat(CWD, path, dir_flags(), Mode::empty())?;
+        Ok(SysDir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens the subdirectory (or directory symlink) `name`.
+    pub(crate) fn sub(&self, name: &str) -> Option<SysDir> {
+        match openat(&self.fd, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => Some(SysDir {
+                fd,
+                path: self.path.join(name),
+            }),
+            Err(err) => {
+                note_unreadable(&self.path.join(name), err);
+                None
+            }
+        }
+    }
+
+    /// The path this directory was opened at.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The entry names, sorted (`.` and `..` left out). Reads from the descriptor's position, so a
+    /// handle is listed once.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); DIRENT_BUFFER];
+        let mut entries = RawDir::new(&self.fd, &mut buf);
+        let mut names = Vec::new();
+        while let Some(entry) = entries.next() {
+            match entry {
+                Ok(entry) => {
+                    let name = entry.file_name().to_bytes();
+                    if name != b"."
+                        && name != b".."
+                        && let Ok(name) = std::str::from_utf8(name)
+                    {
+                        names.push(name.to_owned());
+                    }
+                }
+                Err(err) => {
+                    note_unreadable(&self.path, err);
+                    break;
+                }
+            }
+        }
+        names.sort_unstable();
+        names
+    }
+
+    /// The attribute `name` with surrounding whitespace trimmed; `None` if unreadable or empty.
+    pub(crate) fn trimmed(&self, name: &str) -> Option<String> {
+        let mut buf = [0u8; ATTRIBUTE_MAX];
+        let len = self.read_into(name, &mut buf)?;
+        let text = std::str::from_utf8(&buf[..len]).ok()?.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    }
+
+    /// A PCI id attribute (`0x15b3`) as lower-case hex without the `0x` (`15b3`).
+    pub(crate) fn hex_id(&self, name: &str) -> Option<String> {
+        self.trimmed(name).and_then(|text| normalize_hex(&text))
+    }
+
+    /// A decimal attribute. Negative values (the kernel's "unknown", e.g. `numa_node` = -1) and
+    /// garbage are `None`.
+    pub(crate) fn unsigned(&self, name: &str) -> Option<u32> {
+        self.trimmed(name).and_then(|text| text.parse::<u32>().ok())
+    }
+
+    /// A `0`/`1` attribute.
+    pub(crate) fn flag(&self, name: &str) -> Option<bool> {
+        match self.trimmed(name)?.as_str() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The last path component of the symlink `name`'s target (`driver` → `mlx5_core`).
+    pub(crate) fn link_name(&self, name: &str) -> Option<String> {
+        match readlinkat(&self.fd, name, Vec::new()) {
+            Ok(target) => Path::new(OsStr::from_bytes(target.as_bytes()))
+                .file_name()
+                .and_then(OsStr::to_str)
+                .map(str::to_owned),
+            Err(err) => {
+                note_unreadable(&self.path.join(name), err);
+                None
+            }
+        }
+    }
+
+    fn read_into(&self, name: &str, buf: &mut [u8]) -> Option<usize> {
+        let fd = match openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(err) => {
+                note_unreadable(&self.path.join(name), err);
+                return None;
+            }
+        };
+        match rustix::io::read(&fd, buf) {
+            Ok(len) => Some(len),
+            Err(err) => {
+                // `carrier` of a down link, `phys_port_name` of a non-representor: expected.
+                tracing::trace!(path = %self.path.join(name).display(), error = %err, "sysfs attribute unreadable");
+                None
+            }
         }
     }
 }
 
-/// A PCI id file (`0x15b3`) as lower-case hex without the `0x` (`15b3`), checked to be hex.
-pub(crate) fn hex_id(path: &Path) -> Option<String> {
-    trimmed(path).and_then(|text| normalize_hex(&text))
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+fn note_unreadable(path: &Path, err: Errno) {
+    if err != Errno::NOENT {
+        tracing::debug!(path = %path.display(), error = %err, "sysfs entry unreadable");
+    }
 }
 
 /// `0x15B3` or `15b3` to `15b3`; `None` if it is not hex.
@@ -36,58 +179,6 @@ pub(crate) fn normalize_hex(text: &str) -> Option<String> {
         .unwrap_or(text);
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| digits.to_ascii_lowercase())
-}
-
-/// A decimal integer file. Negative values (the kernel's "unknown", e.g. `numa_node` = -1) and
-/// garbage are `None`.
-pub(crate) fn unsigned(path: &Path) -> Option<u32> {
-    trimmed(path).and_then(|text| text.parse::<u32>().ok())
-}
-
-/// A `0`/`1` flag file.
-pub(crate) fn flag(path: &Path) -> Option<bool> {
-    match trimmed(path)?.as_str() {
-        "1" => Some(true),
-        "0" => Some(false),
-        _ => None,
-    }
-}
-
-/// The last path component of a symlink's target (`driver` → `mlx5_core`).
-pub(crate) fn link_name(path: &Path) -> Option<String> {
-    match fs::read_link(path) {
-        Ok(target) => target
-            .file_name()
-            .and_then(|name| name.to_str())
-            .map(str::to_owned),
-        Err(err) => {
-            note_unreadable(path, &err);
-            None
-        }
-    }
-}
-
-/// The names in a directory, sorted; empty when the directory is missing or unreadable.
-pub(crate) fn dir_names(path: &Path) -> Vec<String> {
-    let entries = match fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(err) => {
-            note_unreadable(path, &err);
-            return Vec::new();
-        }
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .collect();
-    names.sort_unstable();
-    names
-}
-
-fn note_unreadable(path: &Path, err: &io::Error) {
-    if err.kind() != io::ErrorKind::NotFound {
-        tracing::debug!(path = %path.display(), error = %err, "sysfs attribute unreadable");
-    }
 }
 
 /// The ids a PCI `modalias` carries: `pci:v000015B3d00001018sv000015B3sd00000001bc02sc00i00`.
@@ -134,7 +225,9 @@ impl Modalias {
             };
             let hex = normalize_hex(value);
             // 32-bit ids carry the 16-bit PCI id in their low four digits.
-            let short = hex.as_deref().and_then(|h| h.get(h.len().saturating_sub(4)..));
+            let short = hex
+                .as_deref()
+                .and_then(|h| h.get(h.len().saturating_sub(4)..));
             match key {
                 "v" => out.vendor = short.map(str::to_owned),
                 "d" => out.device = short.map(str::to_owned),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use vfpool_sysfs::{Device, DiscoveryError, SysfsRoot};
 
 use crate::cli::DiscoverArgs;
-use crate::exit::{Code, CmdResult, WithCode};
+use crate::exit::{CmdResult, Code, WithCode};
 
 /// The JSON document `discover --json` prints: `{"devices":[...]}`, sorted by id.
 #[derive(Serialize)]
@@ -40,7 +40,16 @@ pub fn run(args: &DiscoverArgs) -> CmdResult {
 /// A table for people: one line per device, `-` where the kernel says nothing.
 fn table(devices: &[Device]) -> String {
     let header = [
-        "ID", "KIND", "VENDOR:DEVICE", "DRIVER", "NUMA", "PF", "VF", "NETDEV", "LINK", "RDMA",
+        "ID",
+        "KIND",
+        "VENDOR:DEVICE",
+        "DRIVER",
+        "NUMA",
+        "PF",
+        "VF",
+        "NETDEV",
+        "LINK",
+        "RDMA",
     ];
     let rows: Vec<[String; 10]> = devices
         .iter()

@@ -4,7 +4,7 @@ use anyhow::Context;
 use vfpool_sysfs::sim::{self, Fixture};
 
 use crate::cli::SimArgs;
-use crate::exit::{Code, CmdResult, WithCode};
+use crate::exit::{CmdResult, Code, WithCode};
 
 pub fn run(args: &SimArgs) -> CmdResult {
     if args.print {
@@ -33,9 +33,6 @@ pub fn run(args: &SimArgs) -> CmdResult {
         summary.virtual_functions,
         summary.sub_functions
     );
-    println!(
-        "try: vfpool discover --sysfs-root {}",
-        out.display()
-    );
+    println!("try: vfpool discover --sysfs-root {}", out.display());
     Ok(())
 }

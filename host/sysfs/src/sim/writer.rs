@@ -103,8 +103,11 @@ struct Tree<'f> {
 
 impl<'f> Tree<'f> {
     fn new(root: &Path, fixture: &'f Fixture) -> Self {
-        let used_groups: BTreeSet<u32> =
-            fixture.functions.iter().filter_map(|f| f.iommu_group).collect();
+        let used_groups: BTreeSet<u32> = fixture
+            .functions
+            .iter()
+            .filter_map(|f| f.iommu_group)
+            .collect();
         Tree {
             root: root.to_owned(),
             fixture,
@@ -313,13 +316,14 @@ impl<'f> Tree<'f> {
 
     /// Writes a PF (or plain function) with its VFs and SFs; returns (VFs, SFs) written.
     fn physical_function(&mut self, spec: &FunctionSpec) -> Result<(usize, usize), SimError> {
-        let address: PciAddress = spec.address.parse().map_err(|e: crate::AddressError| {
-            SimError::Invalid {
-                origin: self.fixture.description.clone(),
-                field: "address".to_owned(),
-                message: e.to_string(),
-            }
-        })?;
+        let address: PciAddress =
+            spec.address
+                .parse()
+                .map_err(|e: crate::AddressError| SimError::Invalid {
+                    origin: self.fixture.description.clone(),
+                    field: "address".to_owned(),
+                    message: e.to_string(),
+                })?;
         let dir = self.device_dir(address)?;
         let switch_id = spec
             .switchdev
@@ -337,7 +341,9 @@ impl<'f> Tree<'f> {
             .netdevs
             .iter()
             .enumerate()
-            .map(|(i, name)| netdev_files(name, (spec.switchdev && i == 0).then(|| format!("p{port}"))))
+            .map(|(i, name)| {
+                netdev_files(name, (spec.switchdev && i == 0).then(|| format!("p{port}")))
+            })
             .collect();
         let uplink = spec.netdevs.first().cloned().unwrap_or_default();
         if spec.switchdev {
@@ -499,7 +505,10 @@ impl<'f> Tree<'f> {
             VdpaKind::Virtio => "virtio_vdpa",
         };
         self.dir(&dir)?;
-        self.link(&format!("{dir}/driver"), &format!("bus/vdpa/drivers/{driver}"))?;
+        self.link(
+            &format!("{dir}/driver"),
+            &format!("bus/vdpa/drivers/{driver}"),
+        )?;
         self.dir(&format!("bus/vdpa/drivers/{driver}"))?;
         self.link(&format!("bus/vdpa/devices/{name}"), &dir)?;
         if kind == VdpaKind::Vhost {

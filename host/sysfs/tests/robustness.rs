@@ -1,0 +1,252 @@
+//! What real nodes do to sysfs, and what a careless reader gets wrong: moved netdevs, unbound and
+//! half-configured devices, missing, unreadable and garbage files, broken roots.
+
+// Test helpers unwrap: a failure there is a failed test with a backtrace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use vfpool_sysfs::sim::{Fixture, write_tree};
+use vfpool_sysfs::{DiscoveryError, SysfsRoot, discover, discover_pci_device};
+
+const SMALL_NODE: &str = r#"
+description = "one ConnectX-5 port with 4 VFs; VF 3's netdev is in a pod"
+
+[[function]]
+address = "0000:3b:00.0"
+vendor = "15b3"
+device = "1017"
+class = "020000"
+driver = "mlx5_core"
+numa_node = 0
+netdevs = ["ens1f0"]
+rdma = ["mlx5_0"]
+total_vfs = 8
+
+[function.vfs]
+count = 4
+device = "1018"
+driver = "mlx5_core"
+offset = 2
+netdev = "ens1f0v{index}"
+moved_to_pod = "3"
+rdma = { prefix = "mlx5_", first = 2 }
+"#;
+
+fn small_node() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::from_toml(SMALL_NODE, "test").unwrap();
+    write_tree(&fixture, dir.path()).unwrap();
+    let root = dir.path().to_owned();
+    (dir, root)
+}
+
+fn device_dir(root: &Path, id: &str) -> PathBuf {
+    root.join("bus/pci/devices").join(id)
+}
+
+/// Replaces a file with a directory: reading it then fails with EISDIR, like an attribute the
+/// kernel refuses to show (root bypasses permission bits, so chmod cannot simulate that here).
+fn make_unreadable(path: &Path) {
+    fs::remove_file(path).unwrap();
+    fs::create_dir(path).unwrap();
+}
+
+#[test]
+fn a_vf_whose_netdev_moved_into_a_pod_keeps_its_pf_and_index() {
+    let (_dir, root) = small_node();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let vf = inv.get("0000:3b:00.5").unwrap();
+    assert!(vf.netdevs.is_empty());
+    assert_eq!(vf.netdev, None);
+    assert_eq!(vf.pf_name.as_deref(), Some("ens1f0"), "upstream #565/#521");
+    assert_eq!(vf.vf_index, Some(3));
+    // The link type comes from the PF when the VF has no netdev (upstream PR #479).
+    assert_eq!(vf.link_type.as_deref(), Some("ether"));
+    assert_eq!(vf.driver.as_deref(), Some("mlx5_core"));
+}
+
+#[test]
+fn missing_files_become_nulls_and_the_device_stays() {
+    let (_dir, root) = small_node();
+    let vf = device_dir(&root, "0000:3b:00.2");
+    for file in ["numa_node", "modalias", "vendor", "subsystem_vendor"] {
+        fs::remove_file(vf.join(file)).unwrap();
+    }
+    fs::remove_file(vf.join("driver")).unwrap();
+    fs::remove_file(vf.join("iommu_group")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let dev = inv.get("0000:3b:00.2").unwrap();
+    assert_eq!(dev.numa_node, None);
+    assert_eq!(dev.vendor, None);
+    assert_eq!(dev.subsystem_vendor, None);
+    assert_eq!(dev.driver, None);
+    assert_eq!(dev.iommu_group, None);
+    // What is still there is still read: the plain files stand in for the missing modalias.
+    assert_eq!(dev.device.as_deref(), Some("1018"));
+    assert_eq!(dev.class.as_deref(), Some("020000"));
+    assert_eq!(dev.vf_index, Some(0));
+}
+
+#[test]
+fn a_vf_with_neither_class_nor_modalias_is_kept_by_its_sriov_traits() {
+    let (_dir, root) = small_node();
+    let vf = device_dir(&root, "0000:3b:00.3");
+    fs::remove_file(vf.join("class")).unwrap();
+    fs::remove_file(vf.join("modalias")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let dev = inv.get("0000:3b:00.3").unwrap();
+    assert_eq!(dev.class, None);
+    assert_eq!(dev.vendor.as_deref(), Some("15b3"));
+    assert_eq!(dev.pf_name.as_deref(), Some("ens1f0"));
+}
+
+#[test]
+fn the_modalias_stands_in_for_missing_id_files() {
+    let (_dir, root) = small_node();
+    let vf = device_dir(&root, "0000:3b:00.2");
+    for file in [
+        "vendor",
+        "device",
+        "class",
+        "subsystem_vendor",
+        "subsystem_device",
+    ] {
+        fs::remove_file(vf.join(file)).unwrap();
+    }
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let dev = inv.get("0000:3b:00.2").unwrap();
+    assert_eq!(dev.vendor.as_deref(), Some("15b3"));
+    assert_eq!(dev.device.as_deref(), Some("1018"));
+    assert_eq!(dev.subsystem_vendor.as_deref(), Some("15b3"));
+    assert_eq!(dev.class.as_deref(), Some("020000"));
+}
+
+#[test]
+fn unreadable_and_garbage_attributes_become_nulls() {
+    let (_dir, root) = small_node();
+    let vf = device_dir(&root, "0000:3b:00.2");
+    make_unreadable(&vf.join("numa_node"));
+    make_unreadable(&vf.join("net/ens1f0v0/mtu"));
+    fs::write(vf.join("net/ens1f0v0/carrier"), "maybe\n").unwrap();
+    fs::write(vf.join("net/ens1f0v0/type"), "not-a-number\n").unwrap();
+    fs::write(vf.join("modalias"), "pci:garbage\n").unwrap();
+    fs::write(vf.join("vendor"), "0xzzzz\n").unwrap();
+    let other = device_dir(&root, "0000:3b:00.3");
+    fs::write(other.join("numa_node"), "-1\n").unwrap();
+    fs::write(other.join("net/ens1f0v1/mtu"), "").unwrap();
+
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let dev = inv.get("0000:3b:00.2").unwrap();
+    assert_eq!(dev.numa_node, None);
+    assert_eq!(dev.vendor, None);
+    assert_eq!(dev.device.as_deref(), Some("1018"));
+    let netdev = &dev.netdevs[0];
+    assert_eq!(netdev.mtu, None);
+    assert_eq!(netdev.carrier, None);
+    assert_eq!(netdev.link_type, None);
+    assert_eq!(netdev.operstate.as_deref(), Some("up"));
+    let other = inv.get("0000:3b:00.3").unwrap();
+    assert_eq!(
+        other.numa_node, None,
+        "-1 means unknown, never -1 in the output"
+    );
+    assert_eq!(other.netdevs[0].mtu, None);
+}
+
+#[test]
+fn a_vf_without_a_pf_netdev_has_no_pf_name_but_keeps_its_index() {
+    let (_dir, root) = small_node();
+    fs::remove_dir_all(device_dir(&root, "0000:3b:00.0").join("net")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let vf = inv.get("0000:3b:00.4").unwrap();
+    assert_eq!(vf.pf_name, None);
+    assert_eq!(vf.pf_id.as_deref(), Some("0000:3b:00.0"));
+    assert_eq!(vf.vf_index, Some(2));
+}
+
+#[test]
+fn a_vf_whose_pf_is_not_listed_on_the_bus_still_finds_its_index() {
+    let (_dir, root) = small_node();
+    // The PF's bus link is gone (a half-removed device); the VF's physfn link still leads to it.
+    fs::remove_file(root.join("bus/pci/devices/0000:3b:00.0")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    assert!(inv.get("0000:3b:00.0").is_none());
+    let vf = inv.get("0000:3b:00.4").unwrap();
+    assert_eq!(vf.vf_index, Some(2));
+    assert_eq!(vf.pf_id.as_deref(), Some("0000:3b:00.0"));
+}
+
+#[test]
+fn junk_entries_on_the_bus_are_ignored() {
+    let (_dir, root) = small_node();
+    fs::write(root.join("bus/pci/devices/not-a-device"), "").unwrap();
+    std::os::unix::fs::symlink("/nonexistent", root.join("bus/pci/devices/0000:99:00.0")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    assert_eq!(inv.devices.len(), 5);
+}
+
+#[test]
+fn a_missing_root_and_a_root_without_a_pci_bus_are_clear_errors() {
+    let err = discover(&SysfsRoot::new("/nonexistent/vfpool-root")).unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::RootUnreadable { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--sysfs-root"), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = discover(&SysfsRoot::new(empty.path())).unwrap_err();
+    assert!(matches!(err, DiscoveryError::NoPciBus { .. }), "{err:?}");
+    assert!(err.to_string().contains("bus/pci/devices"), "{err}");
+
+    let file = empty.path().join("file");
+    fs::write(&file, "").unwrap();
+    let err = discover(&SysfsRoot::new(&file)).unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::RootUnreadable { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn one_device_lookup_resolves_the_pf_and_rejects_bad_addresses() {
+    let (_dir, root) = small_node();
+    let root = SysfsRoot::new(&root);
+    let vf = discover_pci_device(&root, "0000:3b:00.4").unwrap();
+    assert_eq!(vf.pf_name.as_deref(), Some("ens1f0"));
+    assert_eq!(vf.vf_index, Some(2));
+    assert_eq!(vf.netdev.as_deref(), Some("ens1f0v2"));
+
+    let moved = discover_pci_device(&root, "0000:3b:00.5").unwrap();
+    assert_eq!((moved.netdev, moved.vf_index), (None, Some(3)));
+
+    let err = discover_pci_device(&root, "3b:00.4").unwrap_err();
+    assert!(matches!(err, DiscoveryError::InvalidAddress(_)), "{err:?}");
+    let err = discover_pci_device(&root, "0000:3b:07.0").unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::DeviceNotFound { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("0000:3b:07.0"), "{err}");
+}
+
+#[test]
+fn json_uses_camel_case_and_null_for_unknown() {
+    let (_dir, root) = small_node();
+    fs::write(device_dir(&root, "0000:3b:00.2").join("numa_node"), "-1\n").unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let json = serde_json::to_value(inv.get("0000:3b:00.2").unwrap()).unwrap();
+    assert_eq!(json["id"], "0000:3b:00.2");
+    assert_eq!(json["kind"], "vf");
+    assert_eq!(json["numaNode"], serde_json::Value::Null);
+    assert_eq!(json["pfId"], "0000:3b:00.0");
+    assert_eq!(json["pfName"], "ens1f0");
+    assert_eq!(json["vfIndex"], 0);
+    assert_eq!(json["linkType"], "ether");
+    assert_eq!(json["rdmaDevices"], serde_json::json!(["mlx5_2"]));
+    assert_eq!(json["uioDevice"], serde_json::Value::Null);
+    assert!(json["iommuGroup"].is_u64());
+}

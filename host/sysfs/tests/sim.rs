@@ -1,0 +1,85 @@
+//! The simulator refuses impossible nodes with messages that name the key, and never writes over
+//! existing files.
+
+// Test helpers unwrap: a failure there is a failed test with a backtrace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use vfpool_sysfs::sim::{Fixture, SimError, write_tree};
+
+const PF: &str = r#"
+[[function]]
+address = "0000:3b:00.0"
+vendor = "15b3"
+device = "1017"
+class = "020000"
+driver = "mlx5_core"
+netdevs = ["ens1f0"]
+total_vfs = 4
+"#;
+
+fn error_of(text: &str) -> String {
+    Fixture::from_toml(text, "my-node.toml")
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn unknown_and_mistyped_keys_are_named() {
+    let e = error_of(&format!("{PF}numa = 0\n"));
+    assert!(e.contains("my-node.toml") && e.contains("numa"), "{e}");
+    let e = error_of(&PF.replace("total_vfs = 4", "total_vfs = \"four\""));
+    assert!(e.contains("total_vfs"), "{e}");
+}
+
+#[test]
+fn impossible_nodes_are_refused_with_the_field_and_the_fix() {
+    let cases = [
+        (PF.replace("0000:3b:00.0", "3b:00.0"), "function[0].address"),
+        (PF.replace("\"15b3\"", "\"15b\""), "function[0].vendor"),
+        (format!("{PF}{PF}"), "listed twice"),
+        (
+            format!("{PF}[function.vfs]\ncount = 5\ndevice = \"1018\"\n"),
+            "function[0].vfs.count",
+        ),
+        (
+            format!("{PF}[function.vfs]\ncount = 2\ndevice = \"1018\"\nmoved_to_pod = \"1-x\"\n"),
+            "function[0].vfs.moved_to_pod",
+        ),
+        (
+            format!(
+                "{PF}[function.vfs]\ncount = 2\ndevice = \"1018\"\ndrivers = {{ \"3-1\" = \"vfio-pci\" }}\n"
+            ),
+            "function[0].vfs.drivers",
+        ),
+        (
+            // VF 0 would land on the PF's own address.
+            format!("{PF}[function.vfs]\ncount = 2\ndevice = \"1018\"\noffset = 0\n"),
+            "another function already uses",
+        ),
+        (
+            PF.replace("total_vfs = 4\n", "") + "[function.vfs]\ncount = 2\ndevice = \"1018\"\n",
+            "set total_vfs",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error_of(&text);
+        assert!(e.contains(expected), "expected {expected:?} in: {e}");
+    }
+}
+
+#[test]
+fn unknown_fixture_names_list_the_shipped_ones() {
+    let e = Fixture::load("no-such-node").unwrap_err();
+    assert!(matches!(e, SimError::FixtureUnreadable { .. }));
+    assert!(e.to_string().contains("dell-cx5"), "{e}");
+}
+
+#[test]
+fn the_simulator_never_writes_into_a_non_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious"), "data").unwrap();
+    let fixture = Fixture::load("dell-cx5").unwrap();
+    let e = write_tree(&fixture, dir.path()).unwrap_err();
+    assert!(matches!(e, SimError::OutputNotEmpty(_)), "{e:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
