@@ -15,8 +15,8 @@ setup:
 	@bash scripts/setup.sh "$(APT_PACKAGES)" "$(RUST_TARGETS)"
 
 demo: setup
-	$(CARGO) build --release -p vfpool-agent
-	./target/release/vfpool demo
+	$(CARGO) build --release --locked -p vfpool-agent
+	@bash scripts/try-discover.sh ./target/release/vfpool
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -26,7 +26,7 @@ test: setup lint
 	$(CARGO) test --workspace --locked
 
 bench: setup
-	$(CARGO) bench --workspace --locked
+	$(CARGO) bench --locked -p vfpool-sysfs --bench discovery
 
 fmt:
 	$(CARGO) fmt --all

@@ -343,28 +343,32 @@ fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<Netd
     let Some(net_dir) = parent.sub(net) else {
         return Vec::new();
     };
+    // Attributes are read as `<ifname>/<attr>` relative to `net/`: one lookup more per read is
+    // cheaper than opening and closing every netdev's directory.
     net_dir
         .names()
         .into_iter()
-        .filter_map(|name| {
-            let dir = net_dir.sub(&name)?;
-            Some(Netdev {
-                link_type: dir
-                    .trimmed("type")
+        .map(|name| {
+            let attr = |file: &str| format!("{name}/{file}");
+            Netdev {
+                link_type: net_dir
+                    .trimmed(&attr("type"))
                     .and_then(|code| read::link_type_name(&code))
                     .map(str::to_owned),
-                operstate: dir.trimmed("operstate"),
-                carrier: dir.flag("carrier"),
-                mac: dir.trimmed("address").map(|m| m.to_ascii_lowercase()),
-                mtu: dir.unsigned("mtu"),
+                operstate: net_dir.trimmed(&attr("operstate")),
+                carrier: net_dir.flag(&attr("carrier")),
+                mac: net_dir
+                    .trimmed(&attr("address"))
+                    .map(|m| m.to_ascii_lowercase()),
+                mtu: net_dir.unsigned(&attr("mtu")),
                 phys_port_name: representor_facts
-                    .then(|| dir.trimmed("phys_port_name"))
+                    .then(|| net_dir.trimmed(&attr("phys_port_name")))
                     .flatten(),
                 phys_switch_id: representor_facts
-                    .then(|| dir.trimmed("phys_switch_id"))
+                    .then(|| net_dir.trimmed(&attr("phys_switch_id")))
                     .flatten(),
                 name,
-            })
+            }
         })
         .collect()
 }
