@@ -943,8 +943,10 @@ fn add_steps(
     // 3. IPAM.
     let mut result = CniResult::default();
     if let Some(plugin) = &conf.ipam_type {
-        let out = ipam.exec("ADD", plugin, stdin, env)?;
+        // Journal first: the spec asks a plugin whose delegate failed ADD to call its DEL too,
+        // so a half-done allocation is released.
         journal.push(Undo::Ipam(plugin.clone()));
+        let out = ipam.exec("ADD", plugin, stdin, env)?;
         let ipam = ipam_result(plugin, &out)?;
         result.ips = ipam.ips;
         result.routes = ipam.routes;
@@ -1024,11 +1026,14 @@ fn rollback(
                 .map_err(PluginError::from),
             Undo::InPod(pod) => return_to_host(netlink, pod, &env.ifname, att),
             Undo::InTemp(temp) => {
-                let r = drop_altname(netlink, temp, &env.ifname, &att.host_ifname).and_then(|()| {
-                    netlink
-                        .move_link(temp, &env.ifname, NsId::HOST, &att.host_ifname)
-                        .map_err(nl("moving the netdev back to the host"))
-                });
+                // The rename happens on the way into the host, so the pod name can only be
+                // dropped from the altnames once it is there.
+                let r = netlink
+                    .move_link(temp, &env.ifname, NsId::HOST, &att.host_ifname)
+                    .map_err(nl("moving the netdev back to the host"))
+                    .and_then(|()| {
+                        drop_altname(netlink, NsId::HOST, &att.host_ifname, &env.ifname)
+                    });
                 netlink.close_netns(temp);
                 r
             }

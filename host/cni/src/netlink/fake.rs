@@ -55,7 +55,8 @@ pub struct FakeNetlink {
     pub pfs: HashMap<String, Option<Vec<VfState>>>,
     /// Every call, in order.
     pub calls: Vec<String>,
-    /// Calls that fail: (prefix of the call line, errno, how many matching calls to let pass first).
+    /// Calls that fail once: (prefix of the call line, errno, how many matching calls to let pass
+    /// first).
     pub failures: Vec<(String, i32, usize)>,
     /// Temporary namespaces that were closed while links were still in them (a leak).
     pub leaked_in_temp: Vec<String>,
@@ -141,7 +142,7 @@ impl FakeNetlink {
         self.pfs.insert(name.to_owned(), vfs);
     }
 
-    /// Makes calls starting with `prefix` fail with `errno`.
+    /// Makes the next call starting with `prefix` fail with `errno`.
     pub fn fail(&mut self, prefix: &str, errno: i32) {
         self.failures.push((prefix.to_owned(), errno, 0));
     }
@@ -181,17 +182,25 @@ impl FakeNetlink {
 
     fn record(&mut self, call: String) -> Result<(), NetlinkError> {
         self.calls.push(call.clone());
-        for (prefix, errno, skip) in &mut self.failures {
+        let mut fire = None;
+        for (i, (prefix, errno, skip)) in self.failures.iter_mut().enumerate() {
             if call.starts_with(prefix.as_str()) {
                 if *skip > 0 {
                     *skip -= 1;
                     continue;
                 }
-                return Err(NetlinkError::Kernel {
-                    op: call,
-                    source: io::Error::from_raw_os_error(*errno),
-                });
+                fire = Some((i, *errno));
+                break;
             }
+        }
+        // An injected failure fires once, like a transient kernel refusal; the rollback that
+        // follows must be able to use the same operation.
+        if let Some((i, errno)) = fire {
+            self.failures.remove(i);
+            return Err(NetlinkError::Kernel {
+                op: call,
+                source: io::Error::from_raw_os_error(errno),
+            });
         }
         Ok(())
     }
@@ -411,5 +420,33 @@ impl Netlink for FakeNetlink {
             .sysctls
             .insert(key.to_owned(), value.to_owned());
         Ok(())
+    }
+}
+
+impl FakeNetlink {
+    /// Moves a link without recording a call (test setup: "another plugin did this").
+    pub fn move_link_for_test(&mut self, name: &str, to: NsId, new_name: &str) {
+        let mut found = None;
+        for ns in self.namespaces.values_mut() {
+            if let Some(pos) = ns.links.iter().position(|l| l.name == name) {
+                found = Some(ns.links.remove(pos));
+                break;
+            }
+        }
+        if let (Some(mut link), Some(dst)) = (found, self.namespaces.get_mut(&to.0)) {
+            link.name = new_name.to_owned();
+            dst.links.push(link);
+        }
+    }
+
+    /// Sets VF state without recording a call (test setup).
+    pub fn set_vf_for_test(&mut self, pf: &str, vf: u32, vlan: u16, trust: bool, mac: MacAddr) {
+        if let Some(Some(vfs)) = self.pfs.get_mut(pf)
+            && let Some(s) = vfs.iter_mut().find(|s| s.vf == vf)
+        {
+            s.vlan = vlan;
+            s.trust = trust;
+            s.mac = mac;
+        }
     }
 }

@@ -108,7 +108,9 @@ pub struct Veth {
 
 impl Veth {
     pub fn new(name: &str, peer: &str) -> Result<Veth> {
-        sh(&["ip", "link", "add", name, "type", "veth", "peer", "name", peer])?;
+        sh(&[
+            "ip", "link", "add", name, "type", "veth", "peer", "name", peer,
+        ])?;
         Ok(Veth {
             name: name.to_owned(),
             peer: peer.to_owned(),
@@ -179,9 +181,7 @@ netdev = "{tag}v{{index}}"
         );
         let fixture = vfpool_sysfs::sim::Fixture::from_toml(&fixture, "cni-test")?;
         vfpool_sysfs::sim::write_tree(&fixture, &dir.path().join("sys"))?;
-        let vf_pci = (0..vfs)
-            .map(|i| format!("0000:3b:00.{}", i + 1))
-            .collect();
+        let vf_pci = (0..vfs).map(|i| format!("0000:3b:00.{}", i + 1)).collect();
         Ok(Node {
             dir,
             pf,
@@ -233,8 +233,22 @@ netdev = "{tag}v{{index}}"
     }
 
     /// Runs the plugin binary. Returns (exit ok, stdout parsed as JSON or Null when empty, stderr).
-    pub fn cni(&self, command: &str, container: &str, netns: &str, ifname: &str, conf: &Value) -> Result<Outcome> {
-        self.cni_raw(command, container, netns, ifname, conf.to_string().as_bytes(), &[])
+    pub fn cni(
+        &self,
+        command: &str,
+        container: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Result<Outcome> {
+        self.cni_raw(
+            command,
+            container,
+            netns,
+            ifname,
+            conf.to_string().as_bytes(),
+            &[],
+        )
     }
 
     pub fn cni_raw(
@@ -270,7 +284,8 @@ netdev = "{tag}v{{index}}"
         let json = if stdout.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&stdout).with_context(|| format!("stdout is not JSON: {stdout:?}"))?
+            serde_json::from_str(&stdout)
+                .with_context(|| format!("stdout is not JSON: {stdout:?}"))?
         };
         Ok(Outcome {
             ok: out.status.success(),
@@ -323,11 +338,19 @@ pub struct Outcome {
 impl Outcome {
     /// The CNI error code, if this is an error.
     pub fn code(&self) -> Option<u64> {
-        if self.ok { None } else { self.json.get("code").and_then(Value::as_u64) }
+        if self.ok {
+            None
+        } else {
+            self.json.get("code").and_then(Value::as_u64)
+        }
     }
 
     pub fn msg(&self) -> String {
-        self.json.get("msg").and_then(Value::as_str).unwrap_or_default().to_owned()
+        self.json
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 

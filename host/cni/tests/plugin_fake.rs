@@ -1,0 +1,519 @@
+//! ADD/DEL logic against the recording fake netlink and fake IPAM: which VF settings are applied
+//! and in what order, what DEL restores, and that a failure at any step leaves nothing behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vfpool_cni::env::CniEnv;
+use vfpool_cni::error::{CniError, code};
+use vfpool_cni::ipam::FakeIpam;
+use vfpool_cni::log::Logger;
+use vfpool_cni::mac::MacAddr;
+use vfpool_cni::netconf::{VfLinkState, VlanProto};
+use vfpool_cni::netlink::fake::FakeNetlink;
+use vfpool_cni::netlink::{NsId, VfState};
+use vfpool_cni::plugin::{Deps, run};
+
+const PF: &str = "pf0";
+const VF_NETDEV: &str = "pf0v1";
+const VF_PCI: &str = "0000:3b:00.2";
+const VF_MAC: MacAddr = MacAddr([0x02, 0xaa, 0, 0, 0, 0x01]);
+const POD: &str = "/run/netns/fakepod";
+
+struct World {
+    dir: tempfile::TempDir,
+    netlink: FakeNetlink,
+    ipam: FakeIpam,
+    log: Logger,
+}
+
+fn sysfs_fixture(vf_driver: &str, vf_netdev: bool) -> String {
+    format!(
+        r#"
+[[function]]
+address = "0000:3b:00.0"
+vendor = "15b3"
+device = "1017"
+class = "020000"
+driver = "mlx5_core"
+netdevs = ["{PF}"]
+total_vfs = 4
+[function.vfs]
+count = 2
+device = "1018"
+driver = "{vf_driver}"
+{}
+"#,
+        if vf_netdev {
+            format!("netdev = \"{PF}v{{index}}\"")
+        } else {
+            String::new()
+        }
+    )
+}
+
+impl World {
+    fn new() -> World {
+        Self::with_sysfs(&sysfs_fixture("mlx5_core", true), Some(4))
+    }
+
+    fn with_sysfs(fixture: &str, vfs: Option<u32>) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::from_toml(fixture, "test").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, &dir.path().join("sys")).unwrap();
+        let mut netlink = FakeNetlink::new();
+        netlink.add_pf(PF, vfs);
+        netlink.add_link(NsId::HOST, VF_NETDEV, VF_MAC, 1500);
+        netlink.add_netns(Path::new(POD));
+        World {
+            dir,
+            netlink,
+            ipam: FakeIpam {
+                add_result: json!({
+                    "cniVersion": "1.0.0",
+                    "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1"}],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                })
+                .to_string(),
+                ..FakeIpam::default()
+            },
+            log: Logger::capture(),
+        }
+    }
+
+    fn env(&self, command: &str, netns: &str) -> CniEnv {
+        let mut map = HashMap::from([
+            ("CNI_COMMAND", command.to_owned()),
+            ("CNI_CONTAINERID", "ctr1".to_owned()),
+            ("CNI_NETNS", netns.to_owned()),
+            ("CNI_IFNAME", "net1".to_owned()),
+            ("CNI_PATH", "/opt/cni/bin".to_owned()),
+            (
+                "VFPOOL_SYSFS_ROOT",
+                self.dir.path().join("sys").display().to_string(),
+            ),
+            (
+                "VFPOOL_CNI_STATE_DIR",
+                self.state_dir().display().to_string(),
+            ),
+        ]);
+        map.retain(|_, v| !v.is_empty());
+        CniEnv::from_lookup(|k| map.get(k).cloned()).unwrap()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn run(
+        &mut self,
+        command: &str,
+        netns: &str,
+        conf: &Value,
+    ) -> Result<Option<String>, CniError> {
+        let env = self.env(command, netns);
+        let mut deps = Deps {
+            netlink: &mut self.netlink,
+            ipam: &mut self.ipam,
+            log: &mut self.log,
+            lock_timeout: Duration::from_millis(200),
+        };
+        run(&env, conf.to_string().as_bytes(), &mut deps)
+    }
+
+    fn state_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in [self.state_dir(), self.state_dir().join("pci")] {
+            if let Ok(entries) = std::fs::read_dir(sub) {
+                for e in entries.flatten() {
+                    if e.file_type().unwrap().is_file() {
+                        out.push(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pod(&self) -> NsId {
+        NsId(self.netlink.paths[Path::new(POD)])
+    }
+
+    /// The host looks exactly as before ADD: VF netdev home under its name, MAC and MTU, down;
+    /// VF settings original; nothing in the pod; no temp-netns leak; no IPAM allocation left.
+    fn assert_pristine(&self, orig_vf: VfState) {
+        let link = self.netlink.find(NsId::HOST, VF_NETDEV).unwrap_or_else(|| {
+            panic!(
+                "VF netdev not back in the host; calls: {:#?}",
+                self.netlink.calls
+            )
+        });
+        assert_eq!(link.mac, VF_MAC);
+        assert_eq!(link.mtu, 1500);
+        assert!(!link.up);
+        assert!(
+            link.altnames.is_empty(),
+            "stale altnames {:?}",
+            link.altnames
+        );
+        assert_eq!(
+            self.netlink.vf(PF, 1),
+            Some(orig_vf),
+            "VF settings not restored"
+        );
+        assert!(
+            self.netlink.namespaces[&self.pod().0].links.is_empty(),
+            "left in the pod"
+        );
+        assert!(
+            self.netlink.leaked_in_temp.is_empty(),
+            "died in a temp netns: {:?}",
+            self.netlink.leaked_in_temp
+        );
+        let adds = self.ipam.calls.iter().filter(|c| c.0 == "ADD").count();
+        let dels = self.ipam.calls.iter().filter(|c| c.0 == "DEL").count();
+        assert!(dels >= adds, "IPAM ADD without DEL: {:?}", self.ipam.calls);
+        assert!(
+            self.state_files().is_empty(),
+            "state left: {:?}",
+            self.state_files()
+        );
+    }
+}
+
+fn conf(extra: Value) -> Value {
+    let mut c = json!({
+        "cniVersion": "1.0.0",
+        "name": "net-a",
+        "type": "sriov",
+        "deviceID": VF_PCI,
+        "ipam": {"type": "fake-ipam"}
+    });
+    if let (Value::Object(c), Value::Object(e)) = (&mut c, extra) {
+        c.extend(e);
+    }
+    c
+}
+
+fn all_settings() -> Value {
+    json!({
+        "vlan": 100, "vlanQoS": 3, "vlanProto": "802.1ad",
+        "mac": "02:00:00:00:00:99",
+        "min_tx_rate": 10, "max_tx_rate": 100,
+        "spoofchk": "off", "trust": "on", "link_state": "enable"
+    })
+}
+
+#[test]
+fn add_applies_only_requested_settings_in_upstream_order_and_del_restores_them() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let out = w.run("ADD", POD, &conf(all_settings())).unwrap().unwrap();
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["interfaces"][0]["mac"], "02:00:00:00:00:99");
+    assert_eq!(result["ips"][0]["interface"], 0);
+
+    let sets = w.netlink.calls_starting("set_vf");
+    assert_eq!(
+        sets,
+        vec![
+            "set_vf pf0 1 vlan 100 qos 3 proto 802.1ad",
+            "set_vf pf0 1 mac 02:00:00:00:00:99",
+            "set_vf pf0 1 min_tx_rate 10 max_tx_rate 100",
+            "set_vf pf0 1 spoofchk off",
+            "set_vf pf0 1 trust on",
+            "set_vf pf0 1 link_state enable",
+        ]
+    );
+    let now = w.netlink.vf(PF, 1).unwrap();
+    assert_eq!((now.vlan, now.qos, now.proto), (100, 3, VlanProto::Dot1Ad));
+    assert_eq!(now.link_state, VfLinkState::Enable);
+    let pod = w.pod();
+    let link = w.netlink.find(pod, "net1").unwrap();
+    assert!(link.up);
+    assert_eq!(link.mac.to_string(), "02:00:00:00:00:99");
+    assert_eq!(link.addrs[0].to_string(), "10.1.0.5/24");
+    assert_eq!(link.routes, vec!["0.0.0.0/0 via 10.1.0.1"]);
+    // The move went through a temporary netns, not a rename in the host (#321).
+    let moves = w.netlink.calls_starting("move_link");
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert!(
+        moves[0].starts_with("move_link 0 pf0v1 ") && moves[0].ends_with(" net1"),
+        "{moves:?}"
+    );
+    assert!(
+        w.netlink.calls_starting("set_mac 0 ").is_empty(),
+        "host-side rename or MAC change"
+    );
+
+    w.netlink.calls.clear();
+    w.run("DEL", POD, &conf(all_settings())).unwrap();
+    let restores = w.netlink.calls_starting("set_vf");
+    assert_eq!(
+        restores,
+        vec![
+            "set_vf pf0 1 vlan 0 qos 0 proto 802.1q",
+            "set_vf pf0 1 spoofchk on",
+            "set_vf pf0 1 mac 00:00:00:00:00:00",
+            "set_vf pf0 1 trust off",
+            "set_vf pf0 1 min_tx_rate 0 max_tx_rate 0",
+            "set_vf pf0 1 link_state auto",
+        ]
+    );
+    w.assert_pristine(orig);
+}
+
+#[test]
+fn absent_vlan_is_left_untouched_and_no_settings_means_no_pf_calls() {
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert!(
+        w.netlink.calls_starting("set_vf").is_empty(),
+        "{:?}",
+        w.netlink.calls
+    );
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(
+        w.netlink.calls_starting("set_vf").is_empty(),
+        "{:?}",
+        w.netlink.calls
+    );
+}
+
+#[test]
+fn a_pf_without_vf_info_is_fine_without_settings_and_refuses_them_cleanly() {
+    let mut w = World::with_sysfs(&sysfs_fixture("mlx5_core", true), None);
+    let err = w
+        .run("ADD", POD, &conf(json!({"vlan": 10, "trust": "on"})))
+        .unwrap_err();
+    assert_eq!(err.code, code::VF_SETTING_UNSUPPORTED);
+    assert!(err.msg.contains("vlan, trust"), "{}", err.msg);
+    assert!(w.netlink.calls_starting("move_link").is_empty());
+    assert!(w.state_files().is_empty());
+
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(w.pod(), "net1").is_some());
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
+    assert!(w.state_files().is_empty());
+}
+
+/// Every step of ADD that can fail, as (fake call prefix, nth matching call). The failure must be
+/// rolled back completely: this is the fix for sriov-cni #119.
+#[test]
+fn a_failure_at_any_add_step_rolls_everything_back() {
+    let steps: &[(&str, usize)] = &[
+        ("set_vf pf0 1 vlan", 0),
+        ("set_vf pf0 1 mac", 0),
+        ("set_vf pf0 1 min_tx_rate", 0),
+        ("set_vf pf0 1 spoofchk", 0),
+        ("set_vf pf0 1 trust", 0),
+        ("set_vf pf0 1 link_state", 0),
+        ("create_temp_netns", 0),
+        ("move_link", 0),
+        ("move_link", 1),
+        ("set_mac 1", 0),
+        ("set_mtu 1", 0),
+        ("ipam", 0),
+        ("add_address", 0),
+        ("set_up 1 net1 true", 0),
+        ("add_route", 0),
+    ];
+    for (step, nth) in steps {
+        let mut w = World::new();
+        w.netlink.altname_on_rename = true;
+        let orig = w.netlink.vf(PF, 1).unwrap();
+        if *step == "ipam" {
+            w.ipam.fail.push("ADD");
+        } else {
+            w.netlink.fail_nth(step, nix::libc::EOPNOTSUPP, *nth);
+        }
+        let mut c = conf(all_settings());
+        c["mtu"] = json!(9000);
+        let err = w.run("ADD", POD, &c).expect_err(step);
+        assert!(err.code >= 100, "{step}: {err}");
+        w.assert_pristine(orig);
+        // Steps from IPAM on must have released the IPAM allocation; earlier ones never allocated.
+        let after_ipam = ["ipam", "add_address", "set_up", "add_route"]
+            .iter()
+            .any(|s| step.starts_with(s));
+        assert_eq!(
+            w.ipam.calls.iter().any(|c| c.0 == "DEL"),
+            after_ipam,
+            "{step}: IPAM calls {:?}",
+            w.ipam.calls
+        );
+    }
+}
+
+#[test]
+fn a_failed_rollback_keeps_the_cache_so_del_can_finish() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    w.netlink.fail("add_route", nix::libc::ENETUNREACH);
+    // The rollback's move back out of the pod fails too (first move after the forward ones).
+    w.netlink.fail_nth("move_link", nix::libc::EBUSY, 2);
+    let err = w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap_err();
+    assert!(err.msg.contains("rolling back also failed"), "{}", err.msg);
+    assert!(
+        !w.state_files().is_empty(),
+        "the cache must survive for DEL"
+    );
+    w.netlink.failures.clear();
+    w.ipam.fail.clear();
+    w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
+    w.assert_pristine(orig);
+}
+
+#[test]
+fn stale_altnames_are_dropped_both_ways() {
+    let mut w = World::new();
+    w.netlink.altname_on_rename = true;
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    let pod = w.pod();
+    assert!(w.netlink.find(pod, "net1").unwrap().altnames.is_empty());
+    assert_eq!(w.netlink.calls_starting("del_altname").len(), 1);
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(
+        w.netlink
+            .find(NsId::HOST, VF_NETDEV)
+            .unwrap()
+            .altnames
+            .is_empty()
+    );
+}
+
+#[test]
+fn del_is_idempotent_and_works_without_netns_or_cache() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    // Twice, and with an empty CNI_NETNS: the cache's netns is used.
+    w.run("ADD", POD, &conf(json!({"vlan": 7}))).unwrap();
+    w.run("DEL", "", &conf(json!({"vlan": 7}))).unwrap();
+    w.assert_pristine(orig);
+    w.run("DEL", "", &conf(json!({"vlan": 7}))).unwrap();
+    w.run("DEL", POD, &conf(json!({"vlan": 7}))).unwrap();
+
+    // No cache at all, no deviceID: IPAM is still released.
+    let mut c = conf(json!({}));
+    c.as_object_mut().unwrap().remove("deviceID");
+    w.ipam.calls.clear();
+    w.run("DEL", POD, &c).unwrap();
+    assert_eq!(
+        w.ipam.calls,
+        vec![("DEL".to_owned(), "fake-ipam".to_owned())]
+    );
+}
+
+#[test]
+fn del_after_the_pod_netns_died_renames_the_returned_netdev() {
+    // The kernel hands a physical netdev back to the host under its pod name when the netns dies
+    // (#126, #349); DEL must find it and give it its name, MAC and MTU back.
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    w.run(
+        "ADD",
+        POD,
+        &conf(json!({"vlan": 9, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
+    )
+    .unwrap();
+    w.netlink.destroy_netns(Path::new(POD));
+    // sysfs now shows the VF's netdev under its pod name.
+    let net = w
+        .dir
+        .path()
+        .join("sys/bus/pci/devices")
+        .join(VF_PCI)
+        .join("net");
+    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    w.run("DEL", POD, &conf(json!({"vlan": 9}))).unwrap();
+    let link = w.netlink.find(NsId::HOST, VF_NETDEV).expect("renamed back");
+    assert_eq!(link.mac, VF_MAC);
+    assert_eq!(link.mtu, 1500);
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+    assert!(w.state_files().is_empty());
+}
+
+#[test]
+fn a_vf_allocated_to_a_live_netns_is_refused_with_try_again_later() {
+    let mut w = World::new();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    // A real, live netns path: our own.
+    state.write_marker(VF_PCI, "/proc/self/ns/net").unwrap();
+    let err = w.run("ADD", POD, &conf(json!({}))).unwrap_err();
+    assert_eq!(err.code, code::TRY_AGAIN_LATER, "{err}");
+    assert!(err.msg.contains(VF_PCI));
+    // A marker naming a dead netns is stale and cleared.
+    state.write_marker(VF_PCI, "/run/netns/long-gone").unwrap();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(POD));
+}
+
+#[test]
+fn a_locked_vf_is_try_again_later() {
+    let mut w = World::new();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    let _held = state.lock(VF_PCI, Duration::from_secs(1)).unwrap();
+    let err = w.run("ADD", POD, &conf(json!({}))).unwrap_err();
+    assert_eq!(err.code, code::TRY_AGAIN_LATER, "{err}");
+}
+
+#[test]
+fn ifname_taken_in_the_pod_is_refused_before_anything_changes() {
+    let mut w = World::new();
+    let pod = w.pod();
+    w.netlink
+        .add_link(pod, "net1", MacAddr([2, 0, 0, 0, 0, 7]), 1500);
+    let err = w.run("ADD", POD, &conf(json!({"vlan": 3}))).unwrap_err();
+    assert_eq!(err.code, code::IFNAME_TAKEN);
+    assert!(w.netlink.calls_starting("set_vf").is_empty());
+    assert!(w.state_files().is_empty());
+}
+
+#[test]
+fn dpdk_vfs_get_settings_and_ipam_but_no_netns_work() {
+    let mut w = World::with_sysfs(&sysfs_fixture("vfio-pci", false), Some(4));
+    let out = w
+        .run("ADD", POD, &conf(json!({"vlan": 12})))
+        .unwrap()
+        .unwrap();
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["ips"][0]["address"], "10.1.0.5/24");
+    assert!(w.netlink.calls_starting("move_link").is_empty());
+    assert!(w.netlink.calls_starting("add_address").is_empty());
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 12);
+    w.run("DEL", POD, &conf(json!({"vlan": 12}))).unwrap();
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 0);
+    assert!(w.state_files().is_empty());
+}
+
+#[test]
+fn del_reads_a_cache_written_by_the_go_plugin() {
+    // Layout of sriov-cni's SaveNetConf: the NetConf plus OrigVfState/Master/VFID, no vfpool keys.
+    let mut w = World::new();
+    let pod = w.pod();
+    // The Go plugin moved the VF into the pod as net1 and set vlan 300, trust on, admin MAC.
+    w.netlink.move_link_for_test(VF_NETDEV, pod, "net1");
+    w.netlink
+        .set_vf_for_test(PF, 1, 300, true, MacAddr([2, 0, 0, 0, 0, 0x33]));
+    let go_cache = json!({
+        "cniVersion": "1.0.0", "name": "net-a", "type": "sriov",
+        "ipam": {"type": "fake-ipam"},
+        "OrigVfState": {"HostIFName": VF_NETDEV, "SpoofChk": true, "Trust": false,
+            "AdminMAC": "00:00:00:00:00:00", "EffectiveMAC": VF_MAC.to_string(),
+            "Vlan": 0, "VlanQoS": 0, "VlanProto": 33024, "MinTxRate": 0, "MaxTxRate": 0,
+            "LinkState": 0, "MTU": 1500},
+        "Master": PF, "MAC": "02:00:00:00:00:33", "MTU": 1500, "vlan": 300, "vlanQoS": 0,
+        "vlanProto": "802.1q", "deviceID": VF_PCI, "VFID": 1, "trust": "on",
+        "runtimeConfig": {}
+    });
+    std::fs::create_dir_all(w.state_dir()).unwrap();
+    std::fs::write(w.state_dir().join("ctr1-net1"), go_cache.to_string()).unwrap();
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    let vf = w.netlink.vf(PF, 1).unwrap();
+    assert_eq!((vf.vlan, vf.trust, vf.mac), (0, false, MacAddr::ZERO));
+    assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
+    assert!(w.state_files().is_empty());
+}
