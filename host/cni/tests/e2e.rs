@@ -1,6 +1,8 @@
 //! End-to-end tests of the real `vfpool-cni` binary, as root, in real network namespaces, with
 //! veth pairs standing in for VFs and the Debian `host-local` IPAM plugin.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use anyhow::Result;

@@ -1,6 +1,8 @@
 //! NetConf and CNI_ARGS parsing: every sriov-cni field, its validation, and the messages that name
 //! the field, the value and the fix.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{Value, json};
 use vfpool_cni::error::code;
 use vfpool_cni::mac::MacAddr;

@@ -1,6 +1,8 @@
 //! ADD/DEL logic against the recording fake netlink and fake IPAM: which VF settings are applied
 //! and in what order, what DEL restores, and that a failure at any step leaves nothing behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
