@@ -32,11 +32,9 @@ fn main() -> ExitCode {
         Ok(env) => env,
         Err(e) => return fail(CniError::from_error(code::INVALID_ENV, &e)),
     };
+    // Every command gets its config on stdin (VERSION too: `{"cniVersion": ...}`).
     let mut stdin = Vec::new();
-    if (env.command != vfpool_cni::env::Command::Version
-        || std::env::var_os("CNI_READ_STDIN").is_some())
-        && let Err(e) = std::io::stdin().take(MAX_STDIN).read_to_end(&mut stdin)
-    {
+    if let Err(e) = std::io::stdin().take(MAX_STDIN).read_to_end(&mut stdin) {
         return fail(CniError::from_error(code::IO_FAILURE, &e));
     }
     let mut netlink = LazyRealNetlink::default();

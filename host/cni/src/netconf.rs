@@ -526,6 +526,48 @@ impl NetConf {
         })
     }
 
+    /// Parses stdin for DEL, which must clean up even after an ADD that was refused for a bad
+    /// value: a field that fails validation is dropped (and named in the returned warnings)
+    /// instead of failing the DEL, so the runtime does not retry it forever. Decode and version
+    /// errors still fail.
+    pub fn parse_for_del(
+        stdin: &[u8],
+        args: &CniArgs,
+    ) -> Result<(NetConf, Vec<String>), NetConfError> {
+        let mut warnings = Vec::new();
+        let mut text = stdin.to_vec();
+        for _ in 0..32 {
+            match NetConf::parse(&text, args) {
+                Ok(conf) => return Ok((conf, warnings)),
+                Err(NetConfError::Invalid {
+                    field,
+                    value,
+                    reason,
+                }) => {
+                    let key = field.split('.').next().unwrap_or(field);
+                    let mut obj: Map<String, Value> = serde_json::from_slice(&text)
+                        .map_err(|source| NetConfError::Decode { source })?;
+                    let before = obj.len();
+                    obj.retain(|k, _| !k.eq_ignore_ascii_case(key));
+                    if obj.len() == before || key == "name" {
+                        return Err(NetConfError::Invalid {
+                            field,
+                            value,
+                            reason,
+                        });
+                    }
+                    warnings.push(format!(
+                        "ignoring invalid field {field:?} = {value} for DEL: {reason}"
+                    ));
+                    text = serde_json::to_vec(&obj)
+                        .map_err(|source| NetConfError::Decode { source })?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        NetConf::parse(&text, args).map(|c| (c, warnings))
+    }
+
     fn device_id(raw: &Map<String, Value>) -> Result<Option<String>, NetConfError> {
         let check = |field: &'static str| -> Result<Option<String>, NetConfError> {
             match string_field(raw, field)? {

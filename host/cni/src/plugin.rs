@@ -261,8 +261,20 @@ pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<Str
         .unwrap_or_else(|| version::LATEST.to_owned());
     let fail = |e: PluginError| CniError::from_error(e.code(), &e).with_version(&requested_version);
 
-    let args = CniArgs::parse(&env.args).map_err(|e| fail(e.into()))?;
-    let conf = NetConf::parse(stdin, &args).map_err(|e| fail(e.into()))?;
+    let (args, conf) = if env.command == Command::Del {
+        // DEL is best effort: bad CNI_ARGS or a bad VF field must not block the cleanup.
+        let args = CniArgs::parse(&env.args).unwrap_or_default();
+        let (conf, warnings) = NetConf::parse_for_del(stdin, &args).map_err(|e| fail(e.into()))?;
+        for w in warnings {
+            deps.log.warn(&w);
+        }
+        (args, conf)
+    } else {
+        let args = CniArgs::parse(&env.args).map_err(|e| fail(e.into()))?;
+        let conf = NetConf::parse(stdin, &args).map_err(|e| fail(e.into()))?;
+        (args, conf)
+    };
+    let _ = args;
     deps.log.configure(
         conf.log_level,
         conf.log_file.as_deref(),
@@ -1020,10 +1032,11 @@ fn rollback(
     let mut failures = Vec::new();
     for step in journal.into_iter().rev() {
         let outcome = match step {
-            Undo::Ipam(plugin) => ipam
-                .exec("DEL", &plugin, stdin, env)
-                .map(drop)
-                .map_err(PluginError::from),
+            Undo::Ipam(plugin) => match ipam.exec("DEL", &plugin, stdin, env) {
+                // A plugin that is not installed cannot have allocated anything.
+                Ok(_) | Err(IpamError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
             Undo::InPod(pod) => return_to_host(netlink, pod, &env.ifname, att),
             Undo::InTemp(temp) => {
                 // The rename happens on the way into the host, so the pod name can only be
@@ -1199,7 +1212,15 @@ fn cmd_del(
 
     // IPAM first, even when the netns is gone (PR #164); a failure keeps the cache for the retry.
     if let Some(plugin) = &conf.ipam_type {
-        deps.ipam.exec("DEL", plugin, stdin, env)?;
+        match deps.ipam.exec("DEL", plugin, stdin, env) {
+            Ok(_) => {}
+            // A plugin that is not installed cannot hold an allocation; failing here would make
+            // the runtime retry DEL forever.
+            Err(e @ IpamError::NotFound { .. }) => {
+                deps.log.warn(&format!("IPAM DEL skipped: {e}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 
     match (&att, &pci) {
@@ -1345,12 +1366,27 @@ fn cmd_status(
     let Some(plugin) = &conf.ipam_type else {
         return Ok(());
     };
+    // An IPAM plugin older than spec 1.1.0 does not know STATUS: answering VERSION (being
+    // installed and runnable) is all it can tell us.
+    match ipam_speaks_1_1(deps.ipam, plugin, env) {
+        Ok(false) => return Ok(()),
+        Ok(true) => {}
+        Err(e) => return Err(PluginError::NotReady(error_chain(&e))),
+    }
     match deps.ipam.exec("STATUS", plugin, stdin, env) {
         Ok(_) => Ok(()),
-        // An IPAM plugin older than 1.1.0 does not know STATUS; being runnable is all we can tell.
-        Err(IpamError::Plugin { code: c, .. }) if c == code::INCOMPATIBLE_VERSION => Ok(()),
         Err(e) => Err(PluginError::NotReady(error_chain(&e))),
     }
+}
+
+/// Whether a delegated plugin implements spec 1.1.0 (STATUS, GC), from its VERSION answer.
+fn ipam_speaks_1_1(ipam: &mut dyn Ipam, plugin: &str, env: &CniEnv) -> Result<bool, IpamError> {
+    let out = ipam.exec("VERSION", plugin, br#"{"cniVersion":"1.1.0"}"#, env)?;
+    let answer: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    Ok(answer
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|list| list.iter().any(|v| v == "1.1.0")))
 }
 
 fn cmd_gc(
@@ -1416,7 +1452,10 @@ fn cmd_gc(
             owner.container_id.clone_from(&att.container_id);
             owner.ifname.clone_from(&att.ifname);
             owner.netns.clone_from(&att.netns);
-            if let Err(e) = deps.ipam.exec("DEL", plugin, stdin, &owner) {
+            // DEL with the configuration that made the allocation (the cache), not the GC
+            // request's: the IPAM plugin may not speak the GC request's cniVersion.
+            let cached_conf = serde_json::to_vec(&value).unwrap_or_else(|_| stdin.to_vec());
+            if let Err(e) = deps.ipam.exec("DEL", plugin, &cached_conf, &owner) {
                 deps.log
                     .warn(&format!("GC: IPAM DEL for {name} failed: {e}"));
             }
@@ -1437,10 +1476,11 @@ fn cmd_gc(
         let _ = state.remove_cache_named(&name);
     }
     if let Some(plugin) = &conf.ipam_type {
-        match deps.ipam.exec("GC", plugin, stdin, env) {
-            Ok(_) => {}
-            Err(IpamError::Plugin { code: c, .. }) if c == code::INCOMPATIBLE_VERSION => {}
-            Err(e) => deps.log.warn(&format!("GC: IPAM GC failed: {e}")),
+        // Forward GC to an IPAM plugin that knows it; older ones had their DEL above.
+        if let Ok(true) = ipam_speaks_1_1(deps.ipam, plugin, env)
+            && let Err(e) = deps.ipam.exec("GC", plugin, stdin, env)
+        {
+            deps.log.warn(&format!("GC: IPAM GC failed: {e}"));
         }
     }
     Ok(())

@@ -73,3 +73,405 @@ fn add_check_del_moves_the_vf_in_and_out_with_ipam() -> Result<()> {
     assert!(again.ok, "second DEL failed: {:?}", again.json);
     Ok(())
 }
+
+/// The host as a test can see it: the VF netdev's facts, host-local's store and our state.
+fn host_snapshot(node: &Node, vf: &str) -> Result<(serde_json::Value, Vec<String>, Vec<String>)> {
+    let mut facts = link_facts(None, vf)?;
+    // Counters and the like change by themselves; keep what ADD could have changed.
+    let keep = ["ifname", "address", "mtu", "flags", "altnames"];
+    if let Some(obj) = facts.as_object_mut() {
+        obj.retain(|k, _| keep.contains(&k.as_str()));
+    }
+    Ok((facts, node.allocated_ips(), node.state_files()))
+}
+
+#[test]
+fn failures_leave_the_host_exactly_as_before() -> Result<()> {
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let vf = node.vf_netdevs[0].clone();
+    let before = host_snapshot(&node, &vf)?;
+
+    // (what is wrong, config change, netns, expected code)
+    let missing_ns = format!("/run/netns/{}", common::unique("gone"));
+    let cases: Vec<(&str, serde_json::Value, String, u64)> = vec![
+        (
+            "IPAM failure",
+            json!({"ipam": {"type": "host-local", "dataDir": node.ipam_dir(), "ranges": [[{"subnet": "10.77.0.0/30"}]], "routes": [{"dst": "10.78.0.0/16", "gw": "192.0.2.99"}]}}),
+            pod.path(),
+            101,
+        ),
+        (
+            "unknown IPAM plugin",
+            json!({"ipam": {"type": "no-such-ipam"}}),
+            pod.path(),
+            103,
+        ),
+        (
+            "a VF setting the veth PF cannot do",
+            json!({"vlan": 100}),
+            pod.path(),
+            105,
+        ),
+        (
+            "a MAC the veth PF cannot set",
+            json!({"mac": "02:00:00:00:00:55"}),
+            pod.path(),
+            105,
+        ),
+        ("a missing netns", json!({}), missing_ns, 102),
+        ("bad vlan", json!({"vlan": 5000}), pod.path(), 7),
+        ("bad spoofchk", json!({"spoofchk": "maybe"}), pod.path(), 7),
+        (
+            "bad deviceID",
+            json!({"deviceID": "0000:99:00.7"}),
+            pod.path(),
+            100,
+        ),
+        ("no deviceID", json!({"deviceID": null}), pod.path(), 7),
+        (
+            "unsupported cniVersion",
+            json!({"cniVersion": "7.0.0"}),
+            pod.path(),
+            1,
+        ),
+    ];
+    for (what, change, netns, code) in cases {
+        let conf = node.netconf(0, change);
+        let out = node.cni("ADD", "c1", &netns, "net1", &conf)?;
+        assert!(!out.ok, "{what}: ADD succeeded: {:?}", out.json);
+        assert_eq!(out.code(), Some(code), "{what}: {:?}", out.json);
+        assert!(!out.msg().is_empty());
+        assert_eq!(
+            host_snapshot(&node, &vf)?,
+            before,
+            "{what}: the host changed"
+        );
+        assert!(
+            pod.ip(&["link", "show", "dev", "net1"]).is_err(),
+            "{what}: net1 left in the pod"
+        );
+        // The runtime always DELs after a failed ADD; that must succeed too.
+        let del = node.cni("DEL", "c1", &netns, "net1", &conf)?;
+        assert!(
+            del.ok || code == 1,
+            "{what}: DEL after failed ADD: {:?}",
+            del.json
+        );
+    }
+
+    // Garbage on stdin and a missing env var.
+    let out = node.cni_raw("ADD", "c1", &pod.path(), "net1", b"{nope", &[])?;
+    assert_eq!(out.code(), Some(6), "{:?}", out.json);
+    let out = node.cni_raw("ADD", "", &pod.path(), "net1", b"{}", &[])?;
+    assert_eq!(out.code(), Some(4), "{:?}", out.json);
+    assert!(out.msg().contains("CNI_CONTAINERID"), "{}", out.msg());
+    assert_eq!(host_snapshot(&node, &vf)?, before);
+    Ok(())
+}
+
+#[test]
+fn an_interface_name_taken_in_the_pod_is_refused_and_nothing_moves() -> Result<()> {
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    pod.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "other",
+    ])?;
+    let vf = node.vf_netdevs[0].clone();
+    let before = host_snapshot(&node, &vf)?;
+    let out = node.cni(
+        "ADD",
+        "c1",
+        &pod.path(),
+        "net1",
+        &node.netconf(0, json!({})),
+    )?;
+    assert_eq!(out.code(), Some(107), "{:?}", out.json);
+    assert!(out.msg().contains("net1"));
+    assert_eq!(host_snapshot(&node, &vf)?, before);
+    Ok(())
+}
+
+#[test]
+fn the_vf_host_name_may_equal_the_pod_name_without_collisions() -> Result<()> {
+    // Upstream #40/#49: a VF called like the pod interface. The temporary netns keeps the two
+    // names apart on the way in and out.
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let vf = node.vf_netdevs[0].clone();
+    let out = node.cni("ADD", "c1", &pod.path(), &vf, &node.netconf(0, json!({})))?;
+    assert!(out.ok, "{:?}", out.json);
+    link_facts(Some(&pod), &vf)?;
+    let del = node.cni("DEL", "c1", &pod.path(), &vf, &node.netconf(0, json!({})))?;
+    assert!(del.ok, "{:?}", del.json);
+    assert!(host_has(&vf));
+    Ok(())
+}
+
+#[test]
+fn mtu_is_applied_in_the_pod_and_restored_on_del() -> Result<()> {
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let vf = node.vf_netdevs[0].clone();
+    let conf = node.netconf(0, json!({"mtu": 1400, "cniVersion": "0.4.0"}));
+    let add = node.cni("ADD", "c1", &pod.path(), "net1", &conf)?;
+    assert!(add.ok, "{:?}", add.json);
+    assert_eq!(link_facts(Some(&pod), "net1")?["mtu"], 1400);
+    // 0.4.0 results carry ips[].version and no interface mtu.
+    assert_eq!(add.json["cniVersion"], "0.4.0");
+    assert_eq!(add.json["ips"][0]["version"], "4");
+    assert!(add.json["interfaces"][0].get("mtu").is_none());
+    let del = node.cni("DEL", "c1", &pod.path(), "net1", &conf)?;
+    assert!(del.ok, "{:?}", del.json);
+    assert_eq!(link_facts(None, &vf)?["mtu"], 1500);
+    Ok(())
+}
+
+#[test]
+fn del_copes_with_a_gone_netns_an_empty_netns_and_a_lost_cache() -> Result<()> {
+    require_root!();
+    let node = Node::new(3)?;
+    let conf = |vf| node.netconf(vf, json!({}));
+
+    // Netns deleted before DEL (kubelet #43014): IP released, state cleaned, success.
+    let mut pod = Netns::new("pod")?;
+    let path = pod.path();
+    assert!(node.cni("ADD", "c1", &path, "net1", &conf(0))?.ok);
+    pod.delete()?;
+    let del = node.cni("DEL", "c1", &path, "net1", &conf(0))?;
+    assert!(del.ok, "{:?}", del.json);
+    assert!(
+        node.allocated_ips().is_empty(),
+        "{:?}",
+        node.allocated_ips()
+    );
+    assert!(node.state_files().is_empty(), "{:?}", node.state_files());
+
+    // Empty CNI_NETNS: the cache knows the netns; the VF comes home.
+    let pod = Netns::new("pod")?;
+    assert!(node.cni("ADD", "c2", &pod.path(), "net1", &conf(1))?.ok);
+    let del = node.cni("DEL", "c2", "", "net1", &conf(1))?;
+    assert!(del.ok, "{:?}", del.json);
+    assert!(host_has(&node.vf_netdevs[1]));
+    assert!(node.allocated_ips().is_empty());
+
+    // Cache lost: DEL still releases the IP and the allocation (deviceID from stdin).
+    assert!(node.cni("ADD", "c3", &pod.path(), "net2", &conf(2))?.ok);
+    std::fs::remove_file(node.state_dir().join("c3-net2"))?;
+    let del = node.cni("DEL", "c3", &pod.path(), "net2", &conf(2))?;
+    assert!(del.ok, "{:?}", del.json);
+    assert!(node.allocated_ips().is_empty());
+    assert!(node.state_files().is_empty(), "{:?}", node.state_files());
+    Ok(())
+}
+
+#[test]
+fn concurrent_adds_on_different_vfs_all_succeed() -> Result<()> {
+    require_root!();
+    let node = Node::new(4)?;
+    let pods: Vec<Netns> = (0..4).map(|_| Netns::new("pod")).collect::<Result<_>>()?;
+    let outs: Vec<common::Outcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let node = &node;
+                s.spawn(move || {
+                    node.cni(
+                        "ADD",
+                        &format!("c{i}"),
+                        &pod.path(),
+                        "net1",
+                        &node.netconf(i, json!({})),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut ips: Vec<String> = outs
+        .iter()
+        .map(|o| {
+            assert!(o.ok, "{:?}", o.json);
+            o.json["ips"][0]["address"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 4, "duplicate IPs: {ips:?}");
+    for (i, pod) in pods.iter().enumerate() {
+        assert!(
+            node.cni(
+                "DEL",
+                &format!("c{i}"),
+                &pod.path(),
+                "net1",
+                &node.netconf(i, json!({}))
+            )?
+            .ok
+        );
+    }
+    assert!(node.allocated_ips().is_empty());
+    Ok(())
+}
+
+#[test]
+fn two_adds_racing_for_one_vf_one_wins_one_gets_try_again_later() -> Result<()> {
+    require_root!();
+    let node = Node::new(1)?;
+    let pods = [Netns::new("pod")?, Netns::new("pod")?];
+    let outs: Vec<common::Outcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let node = &node;
+                s.spawn(move || {
+                    node.cni(
+                        "ADD",
+                        &format!("c{i}"),
+                        &pod.path(),
+                        "net1",
+                        &node.netconf(0, json!({})),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let winners: Vec<usize> = (0..2).filter(|i| outs[*i].ok).collect();
+    assert_eq!(winners.len(), 1, "{outs:?}");
+    let loser = 1 - winners[0];
+    assert_eq!(outs[loser].code(), Some(11), "{:?}", outs[loser].json);
+    assert_eq!(
+        node.allocated_ips().len(),
+        1,
+        "the loser must not hold an IP"
+    );
+    // The loser's DEL (the runtime always sends one) must not disturb the winner.
+    let del = node.cni(
+        "DEL",
+        &format!("c{loser}"),
+        &pods[loser].path(),
+        "net1",
+        &node.netconf(0, json!({})),
+    )?;
+    assert!(del.ok);
+    link_facts(Some(&pods[winners[0]]), "net1")?;
+    assert_eq!(node.allocated_ips().len(), 1);
+    Ok(())
+}
+
+#[test]
+fn version_answers_fast_and_status_and_gc_work() -> Result<()> {
+    require_root!();
+    let node = Node::new(2)?;
+    let start = std::time::Instant::now();
+    let out = node.cni_raw("VERSION", "", "", "", b"{\"cniVersion\":\"1.1.0\"}", &[])?;
+    let took = start.elapsed();
+    assert!(out.ok);
+    assert_eq!(out.json["supportedVersions"].as_array().unwrap().len(), 7);
+    assert!(
+        took < std::time::Duration::from_millis(200),
+        "VERSION took {took:?}"
+    );
+
+    let mut conf11 = node.netconf(0, json!({"cniVersion": "1.1.0"}));
+    let status = node.cni("STATUS", "", "", "", &conf11)?;
+    assert!(status.ok, "{:?}", status.json);
+    conf11["ipam"]["type"] = json!("no-such-ipam");
+    let status = node.cni("STATUS", "", "", "", &conf11)?;
+    assert_eq!(status.code(), Some(50), "{:?}", status.json);
+    let old = node.cni("STATUS", "", "", "", &node.netconf(0, json!({})))?;
+    assert_eq!(old.code(), Some(1), "STATUS needs 1.1.0: {:?}", old.json);
+
+    // GC: two attachments, only one still valid.
+    let pod = Netns::new("pod")?;
+    let other = Netns::new("pod")?;
+    assert!(
+        node.cni(
+            "ADD",
+            "keep",
+            &pod.path(),
+            "net1",
+            &node.netconf(0, json!({}))
+        )?
+        .ok
+    );
+    let stale = node.cni(
+        "ADD",
+        "stale",
+        &other.path(),
+        "net2",
+        &node.netconf(1, json!({})),
+    )?;
+    assert!(stale.ok, "{:?} {}", stale.json, stale.stderr);
+    let mut gc = node.netconf(0, json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "net1"}]);
+    let out = node.cni("GC", "", "", "", &gc)?;
+    assert!(out.ok, "{:?}", out.json);
+    assert!(
+        host_has(&node.vf_netdevs[1]),
+        "the stale VF is back in the host"
+    );
+    link_facts(Some(&pod), "net1")?;
+    assert_eq!(node.state_files().len(), 2, "{:?}", node.state_files());
+    assert_eq!(node.allocated_ips().len(), 1, "{:?}", node.allocated_ips());
+    Ok(())
+}
+
+#[test]
+fn the_pod_ip_is_announced_to_the_neighbours() -> Result<()> {
+    // After ADD a neighbour on the VF's wire learns the pod IP with the VF's MAC without asking
+    // (gratuitous ARP), so an IP reused by a new pod is not sent to the old MAC.
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let peer = format!("{}w0", node.tag);
+    node.wire
+        .ip(&["addr", "add", "10.77.0.200/24", "dev", &peer])?;
+    common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.wire.name,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{peer}.arp_accept=1"),
+    ])?;
+    let add = node.cni(
+        "ADD",
+        "c1",
+        &pod.path(),
+        "net1",
+        &node.netconf(0, json!({})),
+    )?;
+    assert!(add.ok, "{:?}", add.json);
+    let mac = add.json["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut neigh = String::new();
+    for _ in 0..50 {
+        neigh = node.wire.ip(&["neigh", "show", "dev", &peer])?;
+        if neigh.contains("10.77.0.2 ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        neigh.contains(&format!("10.77.0.2 lladdr {mac}")),
+        "wire neighbours: {neigh:?}"
+    );
+    Ok(())
+}
