@@ -1225,14 +1225,24 @@ fn cmd_del(
 
     match (&att, &pci) {
         (Some(a), _) => {
-            let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
-            release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
-            // Only clear the marker if it still names this attachment's netns (a new pod may
-            // already own the VF: #219).
-            if let Some(holder) = state.marker(&a.pci)?
-                && (holder == a.netns || holder == env.netns || !netns::exists(Path::new(&holder)))
-            {
-                state.remove_marker(&a.pci)?;
+            // A late DEL must not reset a VF that a new pod already owns (#219): the new ADD
+            // found this attachment's netns dead, took the VF and re-marked it.
+            let holder = state.marker(&a.pci)?;
+            let ours = |h: &str| h == a.netns || (!env.netns.is_empty() && h == env.netns);
+            match &holder {
+                Some(h) if !h.is_empty() && !ours(h) && netns::exists(Path::new(h)) => {
+                    deps.log.warn(&format!(
+                        "VF {} now belongs to {h}; leaving it alone and forgetting {cache_name}",
+                        a.pci
+                    ));
+                }
+                _ => {
+                    let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+                    release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
+                    if holder.is_some() {
+                        state.remove_marker(&a.pci)?;
+                    }
+                }
             }
             state.remove_cache(&env.container_id, &env.ifname)?;
         }

@@ -136,7 +136,7 @@ impl StateDir {
         }
     }
 
-    /// Writes `path` atomically with mode 0600 (a crash never leaves half a cache behind).
+    /// Writes `path` atomically with mode 0600 (a crash never leaves half a file behind).
     fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         if let Some(parent) = path.parent() {
             Self::ensure_dir(parent)?;
@@ -150,7 +150,9 @@ impl StateDir {
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
         file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
+        // No fsync: the state only has to survive a crash of this process (the page cache
+        // does), not of the node: a reboot takes every pod netns and VF setting with it. An
+        // fsync costs tens of milliseconds on the pod start path.
         fs::rename(&tmp, path).map_err(io_err("rename into place", path))
     }
 

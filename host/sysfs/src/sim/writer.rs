@@ -124,20 +124,14 @@ impl<'f> Tree<'f> {
 
     fn dir(&self, rel: &str) -> Result<PathBuf, SimError> {
         let path = self.root.join(rel);
-        fs::create_dir_all(&path).map_err(|source| SimError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        create_dirs(&path)?;
         Ok(path)
     }
 
     fn file(&self, rel: &str, contents: &str) -> Result<(), SimError> {
         let path = self.root.join(rel);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|source| SimError::Write {
-                path: parent.to_owned(),
-                source,
-            })?;
+            create_dirs(parent)?;
         }
         fs::write(&path, format!("{contents}\n")).map_err(|source| SimError::Write { path, source })
     }
@@ -147,10 +141,7 @@ impl<'f> Tree<'f> {
     fn link(&self, link: &str, target: &str) -> Result<(), SimError> {
         let link_path = self.root.join(link);
         if let Some(parent) = link_path.parent() {
-            fs::create_dir_all(parent).map_err(|source| SimError::Write {
-                path: parent.to_owned(),
-                source,
-            })?;
+            create_dirs(parent)?;
         }
         let relative = relative_path(Path::new(link).parent().unwrap_or(Path::new("")), target);
         symlink(&relative, &link_path).map_err(|source| SimError::Write {
@@ -516,6 +507,13 @@ impl<'f> Tree<'f> {
         }
         Ok(())
     }
+}
+
+fn create_dirs(path: &Path) -> Result<(), SimError> {
+    fs::create_dir_all(path).map_err(|source| SimError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The path from directory `from` to `to`, both relative to the same root.
