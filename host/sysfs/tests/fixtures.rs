@@ -179,6 +179,18 @@ fn switchdev_pf_name_is_the_uplink_and_sub_functions_are_aux_devices() {
     let vf = get(&inv, "0000:03:00.2");
     assert_eq!(vf.pf_name.as_deref(), Some("p0"));
     assert_eq!(vf.device.as_deref(), Some("101e"));
+    // vDPA: VFs 0-1 on vhost_vdpa with a character device, VF 2 on virtio_vdpa, VF 3 none.
+    assert_eq!(vf.vdpa_devices.len(), 1);
+    assert_eq!(vf.vdpa_devices[0].name, "vdpa0");
+    assert_eq!(vf.vdpa_devices[0].driver.as_deref(), Some("vhost_vdpa"));
+    assert_eq!(
+        vf.vdpa_devices[0].vhost_device.as_deref(),
+        Some("vhost-vdpa-0")
+    );
+    let virtio = &get(&inv, "0000:03:00.4").vdpa_devices[0];
+    assert_eq!(virtio.driver.as_deref(), Some("virtio_vdpa"));
+    assert_eq!(virtio.vhost_device, None);
+    assert!(get(&inv, "0000:03:00.5").vdpa_devices.is_empty());
 
     let sf = get(&inv, "mlx5_core.sf.2");
     assert_eq!(sf.kind, DeviceKind::Aux);
