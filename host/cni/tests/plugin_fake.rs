@@ -526,7 +526,12 @@ fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
     let mut w = World::new();
     w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
     w.netlink.destroy_netns(Path::new(POD));
-    let net = w.dir.path().join("sys/bus/pci/devices").join(VF_PCI).join("net");
+    let net = w
+        .dir
+        .path()
+        .join("sys/bus/pci/devices")
+        .join(VF_PCI)
+        .join("net");
     std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
     // Pod B: a live netns (the fake's) whose path also exists on the host, so the marker is live.
     let pod_b = "/proc/self/ns/net";
@@ -542,14 +547,30 @@ fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
         log: &mut w.log,
         lock_timeout: Duration::from_millis(200),
     };
-    run(&env_b, conf(json!({"vlan": 6})).to_string().as_bytes(), &mut deps).unwrap();
+    run(
+        &env_b,
+        conf(json!({"vlan": 6})).to_string().as_bytes(),
+        &mut deps,
+    )
+    .unwrap();
     assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6);
 
     w.netlink.calls.clear();
     w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
-    assert!(w.netlink.calls_starting("set_vf").is_empty(), "{:?}", w.netlink.calls);
-    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6, "pod B's VLAN was reset");
-    assert!(w.netlink.find(b, "net1").is_some(), "pod B lost its interface");
+    assert!(
+        w.netlink.calls_starting("set_vf").is_empty(),
+        "{:?}",
+        w.netlink.calls
+    );
+    assert_eq!(
+        w.netlink.vf(PF, 1).unwrap().vlan,
+        6,
+        "pod B's VLAN was reset"
+    );
+    assert!(
+        w.netlink.find(b, "net1").is_some(),
+        "pod B lost its interface"
+    );
     let state = vfpool_cni::state::StateDir::new(w.state_dir());
     assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(pod_b));
     assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
