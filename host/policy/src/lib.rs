@@ -1,0 +1,33 @@
+//! The policy host: runs vfpool's decisions — pool selection and allocation preference — as
+//! sandboxed WebAssembly components that implement the `vfpool:policy` WIT contract (`wit/`).
+//!
+//! Owns: the wasmtime engine and its sandbox (one [`PolicyEngine`]: one `Engine`, one `Linker`,
+//! an epoch ticker; a fresh `Store` per call with a deadline, a memory cap and bounded host
+//! buffers), compiling and type-checking modules ([`Policy`]), checking every result a policy
+//! returns ([`validate`]), the conversion of the discovery model to the WIT records ([`convert`]),
+//! the embedded default policies ([`defaults`]), the active policy set with its
+//! validate-then-swap rule ([`ActivePolicies`]) and the policy directory watcher ([`watch`]).
+//!
+//! Must not touch: gRPC, kubelet, netlink, tokio. It knows devices (from `vfpool-sysfs`) but not
+//! how pools are served. Calls are synchronous and may block for up to their deadline: call them
+//! from a blocking thread (`spawn_blocking`), never from an async task.
+
+mod bindings;
+pub mod convert;
+pub mod defaults;
+mod engine;
+pub mod model;
+mod policy;
+mod store;
+pub mod validate;
+pub mod watch;
+
+pub use convert::{HostFacts, PolicyInventory};
+pub use engine::{EngineError, Limits, PolicyEngine};
+pub use model::{DeviceType, LogLine, Outcome, Pool, PoolDevice, Settings, VdpaType};
+pub use policy::{CallError, LoadError, Policy, PolicyCallError, PolicyFailure, PolicyId, Roles};
+pub use store::{
+    ActivePolicies, ActiveSet, PolicySource, ReloadError, ReloadOutcome, Sources, exercise,
+    exercise_allocator,
+};
+pub use watch::{PolicyWatcher, WatchError};

@@ -1,0 +1,477 @@
+//! A compiled, type-checked policy module and its calls. Every call runs in a fresh store; every
+//! failure — trap, timeout, memory cap, error result, invalid result — comes back as a
+//! [`PolicyCallError`] naming the policy and its digest. Nothing here panics on guest behaviour.
+
+use std::fmt;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::allocator_world::AllocatorPolicyPre;
+use crate::bindings::selector_world::SelectorPolicyPre;
+use crate::bindings::wit;
+use crate::convert::PolicyInventory;
+use crate::engine::{CallState, PolicyEngine};
+use crate::model::{Outcome, Pool, Settings};
+use crate::validate;
+
+/// A policy's identity in every message: its name and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyId {
+    /// File name or the embedded default's name.
+    pub name: String,
+    /// Hex SHA-256 of the module bytes.
+    pub sha256: String,
+}
+
+impl PolicyId {
+    /// The identity of `bytes` called `name`.
+    pub fn of(name: &str, bytes: &[u8]) -> Self {
+        let digest = Sha256::digest(bytes);
+        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        PolicyId {
+            name: name.to_string(),
+            sha256,
+        }
+    }
+
+    /// The first 12 hex digits, enough to tell versions apart in logs.
+    pub fn short_digest(&self) -> &str {
+        self.sha256.get(..12).unwrap_or(&self.sha256)
+    }
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy {:?} (sha256:{})", self.name, self.short_digest())
+    }
+}
+
+/// Which interfaces a module exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Exports `vfpool:policy/selector`.
+    pub selector: bool,
+    /// Exports `vfpool:policy/allocator`.
+    pub allocator: bool,
+}
+
+/// Why a module was not accepted as a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is larger than the limit.
+    #[error("{id}: the module is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge {
+        /// The module.
+        id: PolicyId,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not a WebAssembly component (truncated, a core module, not WASM at all).
+    #[error(
+        "{id}: not a valid WebAssembly component (build it with a component toolchain, e.g. cargo build --target wasm32-wasip2)"
+    )]
+    Compile {
+        /// The module.
+        id: PolicyId,
+        /// wasmtime's reason.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The component imports something the host does not provide.
+    #[error(
+        "{id}: its imports cannot be satisfied; policies may import only vfpool:policy/log@0.1.x and WASI 0.2"
+    )]
+    Imports {
+        /// The module.
+        id: PolicyId,
+        /// wasmtime's reason.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The component exports neither `vfpool:policy/selector` nor `vfpool:policy/allocator`
+    /// (with the expected types).
+    #[error(
+        "{id}: exports neither vfpool:policy/selector@0.1.x nor vfpool:policy/allocator@0.1.x with the expected types ({selector_reason}; {allocator_reason})"
+    )]
+    NoPolicyExport {
+        /// The module.
+        id: PolicyId,
+        /// Why the selector export did not type-check.
+        selector_reason: String,
+        /// Why the allocator export did not type-check.
+        allocator_reason: String,
+    },
+}
+
+/// What went wrong in one call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The deadline passed (epoch interruption).
+    #[error("did not finish within its {0:?} deadline")]
+    Timeout(Duration),
+    /// The policy tried to use more memory than the cap.
+    #[error("exceeded its memory cap of {0} bytes")]
+    MemoryCap(usize),
+    /// The guest trapped (panic, abort, unreachable, ...): a bug in the policy.
+    #[error("trapped: {message}{}", stderr_suffix(.stderr))]
+    Trap {
+        /// The trap, with the wasm backtrace when available.
+        message: String,
+        /// What the guest wrote to stderr (a Rust panic message lands here), bounded.
+        stderr: String,
+    },
+    /// The component could not be instantiated.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    /// The policy returned an error result.
+    #[error("returned an error: {0}")]
+    Returned(PolicyFailure),
+    /// The policy returned a result the host refuses.
+    #[error("returned an invalid result: {0}")]
+    InvalidResult(#[from] validate::ResultError),
+    /// The host could not build the request (a caller bug).
+    #[error("bad request: {0}")]
+    Request(#[from] validate::RequestError),
+    /// The module does not export the interface for this call.
+    #[error("does not export {0}")]
+    NotExported(&'static str),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(" (stderr: {})", stderr.trim_end())
+    }
+}
+
+/// An error result a policy returned (`policy-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyFailure {
+    /// `invalid-settings`: the field and the message.
+    InvalidSettings {
+        /// Path of the field (`resourceList[0].selectors.vendors`), empty for the whole text.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// `invalid-request`.
+    InvalidRequest(String),
+    /// `unsupported`.
+    Unsupported(String),
+    /// `internal`.
+    Internal(String),
+}
+
+impl fmt::Display for PolicyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyFailure::InvalidSettings { field, message } if field.is_empty() => {
+                write!(f, "invalid settings: {message}")
+            }
+            PolicyFailure::InvalidSettings { field, message } => {
+                write!(f, "invalid settings: {field}: {message}")
+            }
+            PolicyFailure::InvalidRequest(m) => write!(f, "invalid request: {m}"),
+            PolicyFailure::Unsupported(m) => write!(f, "unsupported: {m}"),
+            PolicyFailure::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl From<wit::PolicyError> for PolicyFailure {
+    fn from(e: wit::PolicyError) -> Self {
+        match e {
+            wit::PolicyError::InvalidSettings(p) => PolicyFailure::InvalidSettings {
+                field: p.field,
+                message: p.message,
+            },
+            wit::PolicyError::InvalidRequest(m) => PolicyFailure::InvalidRequest(m),
+            wit::PolicyError::Unsupported(m) => PolicyFailure::Unsupported(m),
+            wit::PolicyError::Internal(m) => PolicyFailure::Internal(m),
+        }
+    }
+}
+
+/// A failed call: which policy, which call, what happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{policy} {call}: {error}")]
+pub struct PolicyCallError {
+    /// The policy.
+    pub policy: PolicyId,
+    /// `select`, `prefer`, `validate-settings`, ...
+    pub call: &'static str,
+    /// What happened (boxed: results stay small on the hot path).
+    #[source]
+    pub error: Box<CallError>,
+}
+
+impl PolicyCallError {
+    /// Whether the policy reported the settings as invalid (as opposed to misbehaving).
+    pub fn invalid_settings(&self) -> Option<(&str, &str)> {
+        match self.error.as_ref() {
+            CallError::Returned(PolicyFailure::InvalidSettings { field, message }) => {
+                Some((field, message))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A compiled, type-checked policy, ready to be instantiated per call. Cheap to share (`Arc`).
+pub struct Policy {
+    id: PolicyId,
+    engine: PolicyEngine,
+    selector: Option<SelectorPolicyPre<CallState>>,
+    allocator: Option<AllocatorPolicyPre<CallState>>,
+    compile_time: Duration,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("id", &self.id)
+            .field("roles", &self.roles())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Compiles `bytes` (blocking; seconds for multi-megabyte components: call it off any async
+    /// runtime), links it and type-checks its exports.
+    pub fn compile(engine: &PolicyEngine, name: &str, bytes: &[u8]) -> Result<Policy, LoadError> {
+        let id = PolicyId::of(name, bytes);
+        let limit = engine.limits().max_module_bytes;
+        if bytes.len() > limit {
+            return Err(LoadError::TooLarge {
+                id,
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let started = std::time::Instant::now();
+        let component = match Component::new(&engine.inner.engine, bytes) {
+            Ok(c) => c,
+            Err(source) => return Err(LoadError::Compile { id, source }),
+        };
+        let compile_time = started.elapsed();
+        let pre = match engine.inner.linker.instantiate_pre(&component) {
+            Ok(p) => p,
+            Err(source) => return Err(LoadError::Imports { id, source }),
+        };
+        let selector = SelectorPolicyPre::new(pre.clone());
+        let allocator = AllocatorPolicyPre::new(pre);
+        match (selector, allocator) {
+            (Err(s), Err(a)) => Err(LoadError::NoPolicyExport {
+                id,
+                selector_reason: format!("{s:#}"),
+                allocator_reason: format!("{a:#}"),
+            }),
+            (selector, allocator) => Ok(Policy {
+                id,
+                engine: engine.clone(),
+                selector: selector.ok(),
+                allocator: allocator.ok(),
+                compile_time,
+            }),
+        }
+    }
+
+    /// The policy's name and digest.
+    pub fn id(&self) -> &PolicyId {
+        &self.id
+    }
+
+    /// Which interfaces it exports.
+    pub fn roles(&self) -> Roles {
+        Roles {
+            selector: self.selector.is_some(),
+            allocator: self.allocator.is_some(),
+        }
+    }
+
+    /// How long compiling took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    fn fail(&self, call: &'static str, error: CallError) -> PolicyCallError {
+        PolicyCallError {
+            policy: self.id.clone(),
+            call,
+            error: Box::new(error),
+        }
+    }
+
+    /// `selector.validate-settings`.
+    pub fn validate_selector_settings(
+        &self,
+        settings: &Settings,
+    ) -> Result<Outcome<()>, PolicyCallError> {
+        const CALL: &str = "selector validate-settings";
+        let pre = self
+            .selector
+            .as_ref()
+            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/selector")))?;
+        let deadline = self.engine.limits().select_deadline;
+        let mut store = self.engine.store(&self.id.name, deadline);
+        let result = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, deadline, true))
+            .and_then(|instance| {
+                instance
+                    .vfpool_policy_selector()
+                    .call_validate_settings(&mut store, &wit_settings(settings))
+                    .map_err(|e| classify(e, &store, deadline, false))
+            })
+            .map_err(|e| self.fail(CALL, e))?;
+        result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
+        Ok(outcome((), store))
+    }
+
+    /// `selector.select` over `inventory`, with the result checked by [`validate::pools`].
+    pub fn select(
+        &self,
+        settings: &Settings,
+        inventory: &PolicyInventory,
+    ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
+        const CALL: &str = "select";
+        let pre = self
+            .selector
+            .as_ref()
+            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/selector")))?;
+        let deadline = self.engine.limits().select_deadline;
+        let mut store = self.engine.store(&self.id.name, deadline);
+        let result = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, deadline, true))
+            .and_then(|instance| {
+                instance
+                    .vfpool_policy_selector()
+                    .call_select(&mut store, &wit_settings(settings), &inventory.wit)
+                    .map_err(|e| classify(e, &store, deadline, false))
+            })
+            .map_err(|e| self.fail(CALL, e))?;
+        let pools = result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
+        let pools = validate::pools(pools, inventory).map_err(|e| self.fail(CALL, e.into()))?;
+        Ok(outcome(pools, store))
+    }
+
+    /// `allocator.validate-settings`.
+    pub fn validate_allocator_settings(
+        &self,
+        settings: &Settings,
+    ) -> Result<Outcome<()>, PolicyCallError> {
+        const CALL: &str = "allocator validate-settings";
+        let pre = self
+            .allocator
+            .as_ref()
+            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/allocator")))?;
+        let deadline = self.engine.limits().select_deadline;
+        let mut store = self.engine.store(&self.id.name, deadline);
+        let result = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, deadline, true))
+            .and_then(|instance| {
+                instance
+                    .vfpool_policy_allocator()
+                    .call_validate_settings(&mut store, &wit_settings(settings))
+                    .map_err(|e| classify(e, &store, deadline, false))
+            })
+            .map_err(|e| self.fail(CALL, e))?;
+        result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
+        Ok(outcome((), store))
+    }
+
+    /// `allocator.prefer`: the preferred ids for `size` devices of pool `pool` among `available`
+    /// (ids in `inventory`), `must_include` among them; the answer is checked by
+    /// [`validate::preference`].
+    pub fn prefer(
+        &self,
+        settings: &Settings,
+        inventory: &PolicyInventory,
+        pool: &str,
+        available: &[String],
+        must_include: &[String],
+        size: u32,
+    ) -> Result<Outcome<Vec<String>>, PolicyCallError> {
+        const CALL: &str = "prefer";
+        let pre = self
+            .allocator
+            .as_ref()
+            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/allocator")))?;
+        let request = validate::allocation_request(inventory, pool, available, must_include, size)
+            .map_err(|e| self.fail(CALL, e.into()))?;
+        let deadline = self.engine.limits().prefer_deadline;
+        let mut store = self.engine.store(&self.id.name, deadline);
+        let result = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, deadline, true))
+            .and_then(|instance| {
+                instance
+                    .vfpool_policy_allocator()
+                    .call_prefer(&mut store, &wit_settings(settings), &request)
+                    .map_err(|e| classify(e, &store, deadline, false))
+            })
+            .map_err(|e| self.fail(CALL, e))?;
+        let ids = result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
+        let ids = validate::preference(ids, &request).map_err(|e| self.fail(CALL, e.into()))?;
+        Ok(outcome(ids, store))
+    }
+}
+
+fn wit_settings(settings: &Settings) -> wit::Settings {
+    wit::Settings {
+        config: settings.config.clone(),
+        default_resource_prefix: settings.default_resource_prefix.clone(),
+    }
+}
+
+fn outcome<T>(value: T, store: Store<CallState>) -> Outcome<T> {
+    let state = store.into_data();
+    Outcome {
+        value,
+        logs: state.logs.lines,
+        logs_dropped: state.logs.dropped,
+    }
+}
+
+/// Classifies a wasmtime error by type (never by message text): deadline, memory cap, trap.
+fn classify(
+    error: wasmtime::Error,
+    store: &Store<CallState>,
+    deadline: Duration,
+    instantiating: bool,
+) -> CallError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::Timeout(deadline);
+    }
+    if store.data().memory.exceeded {
+        return CallError::MemoryCap(store.data().memory.limit());
+    }
+    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+    let stderr = tail(&stderr, 2048);
+    if instantiating && error.downcast_ref::<Trap>().is_none() {
+        return CallError::Instantiate(format!("{error:#}"));
+    }
+    CallError::Trap {
+        message: format!("{error:#}"),
+        stderr,
+    }
+}
+
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}

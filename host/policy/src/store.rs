@@ -1,0 +1,445 @@
+//! The active policy set and the rule that changes it: load, compile, type-check,
+//! `validate-settings`, dry-run on the current inventory — and only then swap, atomically. Any
+//! failure keeps the last good set serving.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::convert::PolicyInventory;
+use crate::defaults;
+use crate::engine::PolicyEngine;
+use crate::model::{Pool, Settings};
+use crate::policy::{LoadError, Policy, PolicyCallError, PolicyId};
+
+/// Where the policies and the settings come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    /// The policy directory (`--policy-dir`); `None` or a missing directory: embedded defaults.
+    pub policy_dir: Option<PathBuf>,
+    /// The config file (`--config-file`); `None`: empty settings.
+    pub config_file: Option<PathBuf>,
+    /// `--resource-prefix`.
+    pub default_resource_prefix: String,
+}
+
+/// Where an active policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// Embedded in the binary.
+    Embedded,
+    /// A file in the policy directory.
+    File(PathBuf),
+}
+
+/// The policies and settings in force, with the pools they produced when accepted.
+#[derive(Debug)]
+pub struct ActiveSet {
+    /// The selector.
+    pub selector: Arc<Policy>,
+    /// Where it came from.
+    pub selector_source: PolicySource,
+    /// The allocator.
+    pub allocator: Arc<Policy>,
+    /// Where it came from.
+    pub allocator_source: PolicySource,
+    /// The settings both were validated with.
+    pub settings: Settings,
+    /// The pools of the acceptance dry run.
+    pub pools: Vec<Pool>,
+    /// Increases with every accepted change, starting at 1.
+    pub generation: u64,
+}
+
+/// Why a reload could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// An embedded default failed to load: a build defect, never expected at run time.
+    #[error("the embedded default policy does not load")]
+    Default(#[source] LoadError),
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct ReloadOutcome {
+    /// The set in force after the reload (`None` only before anything was ever accepted).
+    pub active: Option<Arc<ActiveSet>>,
+    /// A new set was accepted.
+    pub changed: bool,
+    /// Why the candidate set was refused (empty when accepted or unchanged).
+    pub refused: Vec<String>,
+    /// Files in the policy directory that were skipped, and why.
+    pub ignored: Vec<String>,
+}
+
+/// The active set plus everything needed to change it safely. Share it in an `Arc`.
+pub struct ActivePolicies {
+    engine: PolicyEngine,
+    default_selector: Arc<Policy>,
+    default_allocator: Arc<Policy>,
+    current: RwLock<Option<Arc<ActiveSet>>>,
+    compiled: Mutex<HashMap<String, Arc<Policy>>>,
+    reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for ActivePolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivePolicies")
+            .field("current", &self.current())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A candidate for one role.
+struct Candidate {
+    policy: Arc<Policy>,
+    source: PolicySource,
+}
+
+impl ActivePolicies {
+    /// Compiles the embedded defaults; nothing is active until the first [`Self::reload`].
+    pub fn new(engine: PolicyEngine) -> Result<Self, ReloadError> {
+        let default_selector = Policy::compile(
+            &engine,
+            defaults::UPSTREAM_SELECTOR_NAME,
+            defaults::UPSTREAM_SELECTOR,
+        )
+        .map_err(ReloadError::Default)?;
+        let default_allocator = Policy::compile(
+            &engine,
+            defaults::PACKED_ALLOCATOR_NAME,
+            defaults::PACKED_ALLOCATOR,
+        )
+        .map_err(ReloadError::Default)?;
+        Ok(ActivePolicies {
+            engine,
+            default_selector: Arc::new(default_selector),
+            default_allocator: Arc::new(default_allocator),
+            current: RwLock::new(None),
+            compiled: Mutex::new(HashMap::new()),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// The set in force, if any.
+    pub fn current(&self) -> Option<Arc<ActiveSet>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the sources and, if anything changed, validates the candidate set against
+    /// `inventory` and swaps it in. Blocking (compiles modules): call it off any async runtime.
+    pub fn reload(&self, sources: &Sources, inventory: &PolicyInventory) -> ReloadOutcome {
+        // One reload at a time; readers are never blocked by it.
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let active = self.current();
+        let refuse = |refused: Vec<String>, ignored: Vec<String>| ReloadOutcome {
+            active: active.clone(),
+            changed: false,
+            refused,
+            ignored,
+        };
+
+        let settings = match read_settings(sources) {
+            Ok(s) => s,
+            Err(reason) => return refuse(vec![reason], Vec::new()),
+        };
+        let scan = match self.scan(sources.policy_dir.as_deref()) {
+            Ok(scan) => scan,
+            Err(reason) => return refuse(vec![reason], Vec::new()),
+        };
+        if !scan.refused.is_empty() {
+            return refuse(scan.refused, scan.ignored);
+        }
+        let selector = scan.selector.unwrap_or_else(|| Candidate {
+            policy: Arc::clone(&self.default_selector),
+            source: PolicySource::Embedded,
+        });
+        let allocator = scan.allocator.unwrap_or_else(|| Candidate {
+            policy: Arc::clone(&self.default_allocator),
+            source: PolicySource::Embedded,
+        });
+
+        if let Some(current) = &active
+            && current.selector.id() == selector.policy.id()
+            && current.allocator.id() == allocator.policy.id()
+            && current.selector_source == selector.source
+            && current.allocator_source == allocator.source
+            && current.settings == settings
+        {
+            return ReloadOutcome {
+                active: active.clone(),
+                changed: false,
+                refused: Vec::new(),
+                ignored: scan.ignored,
+            };
+        }
+
+        let pools = match exercise(&selector.policy, &allocator.policy, &settings, inventory) {
+            Ok(pools) => pools,
+            Err(e) => return refuse(vec![e.to_string()], scan.ignored),
+        };
+        let next = Arc::new(ActiveSet {
+            selector: selector.policy,
+            selector_source: selector.source,
+            allocator: allocator.policy,
+            allocator_source: allocator.source,
+            settings,
+            pools,
+            generation: active.as_ref().map_or(1, |a| a.generation + 1),
+        });
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&next));
+        self.prune_cache(&next);
+        ReloadOutcome {
+            active: Some(next),
+            changed: true,
+            refused: Vec::new(),
+            ignored: scan.ignored,
+        }
+    }
+
+    /// Compiles `bytes` or returns the already compiled module with the same digest.
+    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, LoadError> {
+        let id = PolicyId::of(name, bytes);
+        let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(policy) = cache.get(&id.sha256)
+            && policy.id().name == name
+        {
+            return Ok(Arc::clone(policy));
+        }
+        drop(cache);
+        let policy = Arc::new(Policy::compile(&self.engine, name, bytes)?);
+        cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(id.sha256, Arc::clone(&policy));
+        Ok(policy)
+    }
+
+    /// Keeps only the compiled modules the active set uses (bounded memory across many swaps).
+    fn prune_cache(&self, active: &ActiveSet) {
+        let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|digest, _| {
+            *digest == active.selector.id().sha256 || *digest == active.allocator.id().sha256
+        });
+    }
+
+    /// Reads the policy directory: every `*.wasm` regular file (symlinks followed, as ConfigMap
+    /// volumes use them), in name order; the first module per role wins.
+    fn scan(&self, dir: Option<&Path>) -> Result<Scan, String> {
+        let mut scan = Scan::default();
+        let Some(dir) = dir else {
+            return Ok(scan);
+        };
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the policy directory {}: {e}",
+                    dir.display()
+                ));
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        let max = self.engine.limits().max_module_bytes;
+        for path in paths {
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
+                scan.ignored
+                    .push(format!("{}: the file name is not UTF-8", path.display()));
+                continue;
+            };
+            // Hidden entries include the ConfigMap machinery (`..data`, `..2026_11_28...`) and
+            // editor swap files; they are never policies.
+            if name.starts_with('.') {
+                continue;
+            }
+            if !name.ends_with(".wasm") {
+                scan.ignored.push(format!(
+                    "{}: not a .wasm file (temporary and editor files are skipped; install modules as NAME.wasm, written elsewhere and renamed into place)",
+                    path.display()
+                ));
+                continue;
+            }
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() && meta.len() > max as u64 => {
+                    scan.refused.push(format!(
+                        "{}: {} bytes, more than the {max}-byte limit; not loaded",
+                        path.display(),
+                        meta.len()
+                    ));
+                    continue;
+                }
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => {
+                    scan.ignored
+                        .push(format!("{}: not a regular file", path.display()));
+                    continue;
+                }
+                Err(e) => {
+                    // A dangling symlink mid-swap, or the file vanished: the next event re-reads.
+                    scan.refused
+                        .push(format!("{}: cannot read: {e}; not loaded", path.display()));
+                    continue;
+                }
+            }
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    scan.refused
+                        .push(format!("{}: cannot read: {e}; not loaded", path.display()));
+                    continue;
+                }
+            };
+            let policy = match self.compile_cached(&name, &bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    scan.refused.push(format!(
+                        "{}: {}; not loaded",
+                        path.display(),
+                        error_chain(&e)
+                    ));
+                    continue;
+                }
+            };
+            let roles = policy.roles();
+            let source = PolicySource::File(path.clone());
+            if roles.selector {
+                match &scan.selector {
+                    None => {
+                        scan.selector = Some(Candidate {
+                            policy: Arc::clone(&policy),
+                            source: source.clone(),
+                        });
+                    }
+                    Some(first) => scan.ignored.push(format!(
+                        "{}: exports a selector, but {} already provides it (the first file by name wins)",
+                        path.display(),
+                        source_name(&first.source)
+                    )),
+                }
+            }
+            if roles.allocator {
+                match &scan.allocator {
+                    None => {
+                        scan.allocator = Some(Candidate {
+                            policy: Arc::clone(&policy),
+                            source,
+                        });
+                    }
+                    Some(first) => scan.ignored.push(format!(
+                        "{}: exports an allocator, but {} already provides it (the first file by name wins)",
+                        path.display(),
+                        source_name(&first.source)
+                    )),
+                }
+            }
+        }
+        Ok(scan)
+    }
+}
+
+#[derive(Default)]
+struct Scan {
+    selector: Option<Candidate>,
+    allocator: Option<Candidate>,
+    refused: Vec<String>,
+    ignored: Vec<String>,
+}
+
+fn source_name(source: &PolicySource) -> String {
+    match source {
+        PolicySource::Embedded => "the embedded default".to_string(),
+        PolicySource::File(p) => p.display().to_string(),
+    }
+}
+
+/// The error and its causes on one line (`a: b: c`).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn read_settings(sources: &Sources) -> Result<Settings, String> {
+    let config = match &sources.config_file {
+        None => String::new(),
+        Some(path) => {
+            let bytes = fs::read(path)
+                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+            String::from_utf8(bytes).map_err(|e| {
+                format!(
+                    "the config file {} is not UTF-8 text (invalid byte at offset {})",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?
+        }
+    };
+    Ok(Settings {
+        config,
+        default_resource_prefix: sources.default_resource_prefix.clone(),
+    })
+}
+
+/// Everything a running agent does before it accepts a set: both `validate-settings` calls, a
+/// `select` dry run on the inventory, and a `prefer` on the first non-empty pool it produced (or,
+/// without one, on the inventory's devices).
+pub fn exercise(
+    selector: &Policy,
+    allocator: &Policy,
+    settings: &Settings,
+    inventory: &PolicyInventory,
+) -> Result<Vec<Pool>, PolicyCallError> {
+    selector.validate_selector_settings(settings)?;
+    allocator.validate_allocator_settings(settings)?;
+    let pools = selector.select(settings, inventory)?.value;
+    exercise_allocator(allocator, settings, inventory, &pools)?;
+    Ok(pools)
+}
+
+/// A `prefer` call on a sample: the first non-empty pool, or every device of the inventory.
+pub fn exercise_allocator(
+    allocator: &Policy,
+    settings: &Settings,
+    inventory: &PolicyInventory,
+    pools: &[Pool],
+) -> Result<Option<Vec<String>>, PolicyCallError> {
+    let (name, available): (&str, Vec<String>) = match pools.iter().find(|p| !p.devices.is_empty())
+    {
+        Some(pool) => (
+            &pool.resource_name,
+            pool.devices.iter().map(|d| d.id.clone()).collect(),
+        ),
+        None => (
+            "vfpool.io/dry-run",
+            inventory.wit.devices.iter().map(|d| d.id.clone()).collect(),
+        ),
+    };
+    if available.is_empty() {
+        return Ok(None);
+    }
+    let size = available.len().min(2) as u32;
+    let must = available.first().cloned().into_iter().collect::<Vec<_>>();
+    allocator
+        .prefer(settings, inventory, name, &available, &must, size)
+        .map(|o| Some(o.value))
+}

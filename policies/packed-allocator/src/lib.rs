@@ -1,0 +1,203 @@
+//! The default allocator policy (`vfpool:policy/allocator`): answers kubelet's
+//! GetPreferredAllocation by packing.
+//!
+//! Owns the ordering rule ([`plan`], plain Rust, unit-tested natively): honour must-include; prefer
+//! the NUMA node of the must-include devices (or, without any, the node with the most free
+//! devices); within it, fill one PF before the next (the fullest PF first, so whole PFs stay free
+//! for later requests — upstream issues #255/#574); devices of a PF by VF index; deterministic.
+//! Must not touch: anything but its inputs.
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+/// What the plan needs to know about an available device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Device id.
+    pub id: String,
+    /// NUMA node, if known.
+    pub numa: Option<u32>,
+    /// The PF the device belongs to (its own id for a PF).
+    pub pf: String,
+    /// VF index or sub-function number, if any.
+    pub index: Option<u32>,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestProblem(pub String);
+
+/// The preferred ids: `must_include` first (in the given order), then the packed choice.
+pub fn plan(
+    available: &[Candidate],
+    must_include: &[String],
+    size: usize,
+) -> Result<Vec<String>, RequestProblem> {
+    let chosen = checked_must_include(available, must_include, size)?;
+    let need = size - chosen.len();
+    let rest: Vec<&Candidate> = available
+        .iter()
+        .filter(|c| !chosen.contains(&c.id))
+        .collect();
+    let target = target_numa(available, &chosen, &rest);
+    let must_pfs: Vec<&str> = available
+        .iter()
+        .filter(|c| chosen.contains(&c.id))
+        .map(|c| c.pf.as_str())
+        .collect();
+    let mut ordered = rest;
+    let free_on_pf = |pf: &str, list: &[&Candidate]| list.iter().filter(|c| c.pf == pf).count();
+    let snapshot = ordered.clone();
+    ordered.sort_by(|a, b| {
+        numa_rank(a.numa, target, &snapshot)
+            .cmp(&numa_rank(b.numa, target, &snapshot))
+            .then_with(|| {
+                (!must_pfs.contains(&a.pf.as_str())).cmp(&!must_pfs.contains(&b.pf.as_str()))
+            })
+            .then_with(|| free_on_pf(&a.pf, &snapshot).cmp(&free_on_pf(&b.pf, &snapshot)))
+            .then_with(|| a.pf.cmp(&b.pf))
+            .then_with(|| {
+                a.index
+                    .unwrap_or(u32::MAX)
+                    .cmp(&b.index.unwrap_or(u32::MAX))
+            })
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let mut answer = chosen;
+    answer.extend(ordered.into_iter().take(need).map(|c| c.id.clone()));
+    Ok(answer)
+}
+
+/// Checks the request and returns the must-include ids without duplicates.
+pub fn checked_must_include(
+    available: &[Candidate],
+    must_include: &[String],
+    size: usize,
+) -> Result<Vec<String>, RequestProblem> {
+    let mut chosen: Vec<String> = Vec::with_capacity(size);
+    for id in must_include {
+        if !available.iter().any(|c| &c.id == id) {
+            return Err(RequestProblem(format!(
+                "must-include device {id:?} is not among the available devices"
+            )));
+        }
+        if !chosen.contains(id) {
+            chosen.push(id.clone());
+        }
+    }
+    if size < chosen.len() {
+        return Err(RequestProblem(format!(
+            "size {size} is smaller than the {} must-include devices",
+            chosen.len()
+        )));
+    }
+    if size > available.len() {
+        return Err(RequestProblem(format!(
+            "size {size} is more than the {} available devices",
+            available.len()
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The NUMA node to prefer: the most common among the must-include devices, otherwise the node
+/// with the most free devices; ties go to the lower node.
+pub fn target_numa(available: &[Candidate], chosen: &[String], rest: &[&Candidate]) -> Option<u32> {
+    let must: Vec<Option<u32>> = available
+        .iter()
+        .filter(|c| chosen.contains(&c.id))
+        .map(|c| c.numa)
+        .collect();
+    let from_must = most_common(must.iter().copied().flatten());
+    from_must.or_else(|| most_common(rest.iter().filter_map(|c| c.numa)))
+}
+
+fn most_common(nodes: impl Iterator<Item = u32>) -> Option<u32> {
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    for node in nodes {
+        match counts.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((node, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by(|(na, ca), (nb, cb)| ca.cmp(cb).then_with(|| nb.cmp(na)))
+        .map(|(n, _)| n)
+}
+
+/// 0 for the target node, then other nodes by free devices (most first), unknown NUMA last.
+fn numa_rank(numa: Option<u32>, target: Option<u32>, rest: &[&Candidate]) -> (u8, usize, u32) {
+    match numa {
+        Some(n) if Some(n) == target => (0, 0, 0),
+        Some(n) => {
+            let free = rest.iter().filter(|c| c.numa == Some(n)).count();
+            (1, usize::MAX - free, n)
+        }
+        None => (2, 0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, numa: u32, pf: &str, index: u32) -> Candidate {
+        Candidate {
+            id: id.into(),
+            numa: Some(numa),
+            pf: pf.into(),
+            index: Some(index),
+        }
+    }
+
+    fn node() -> Vec<Candidate> {
+        vec![
+            c("a0", 0, "A", 0),
+            c("a1", 0, "A", 1),
+            c("a2", 0, "A", 2),
+            c("b0", 0, "B", 0),
+            c("b1", 0, "B", 1),
+            c("c0", 1, "C", 0),
+            c("c1", 1, "C", 1),
+            c("c2", 1, "C", 2),
+            c("c3", 1, "C", 3),
+        ]
+    }
+
+    #[test]
+    fn fills_the_fullest_pf_of_the_numa_node_with_most_free_devices() {
+        // NUMA 0 has 5 free, NUMA 1 has 4: node 0; PF B (2 free) before A (3 free).
+        assert_eq!(plan(&node(), &[], 3).unwrap(), ["b0", "b1", "a0"]);
+    }
+
+    #[test]
+    fn follows_the_must_include_numa_node_and_pf() {
+        let answer = plan(&node(), &["c2".to_string()], 3).unwrap();
+        assert_eq!(answer, ["c2", "c0", "c1"]);
+    }
+
+    #[test]
+    fn spills_to_other_nodes_when_needed() {
+        let answer = plan(&node(), &[], 7).unwrap();
+        assert_eq!(answer[..5], ["b0", "b1", "a0", "a1", "a2"]);
+        assert_eq!(answer[5..], ["c0", "c1"]);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        assert!(plan(&node(), &["zz".to_string()], 1).is_err());
+        assert!(plan(&node(), &[], 10).is_err());
+        assert!(plan(&node(), &["a0".to_string(), "a1".to_string()], 1).is_err());
+    }
+
+    #[test]
+    fn deterministic_regardless_of_input_order() {
+        let mut reversed = node();
+        reversed.reverse();
+        assert_eq!(
+            plan(&node(), &[], 4).unwrap(),
+            plan(&reversed, &[], 4).unwrap()
+        );
+    }
+}

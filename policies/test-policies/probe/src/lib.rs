@@ -1,0 +1,136 @@
+//! A test policy (selector and allocator) for the host's fault and hot-swap tests. Never shipped.
+//!
+//! With settings text `probe:<mode>` every call misbehaves as `<mode>` says (`loop`, `alloc`,
+//! `trap`, `error`, `huge-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`,
+//! `wrong-size`). With any other text it behaves: `select` puts every VF into one pool
+//! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
+#![allow(unsafe_code)] // wit-bindgen's generated export shims
+#![allow(missing_docs)] // wit-bindgen's generated items in a test-only crate
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "policy",
+});
+
+use exports::vfpool::policy::{allocator, selector};
+use vfpool::policy::log::{Level, log};
+use vfpool::policy::types::{
+    AllocationRequest, DeviceKind, DeviceType, Inventory, PolicyError, Pool, PoolDevice, Settings,
+};
+
+struct Probe;
+
+fn mode(settings: &Settings) -> &str {
+    settings.config.strip_prefix("probe:").unwrap_or("").trim()
+}
+
+/// The faults shared by every call; `Ok(())` means "behave".
+fn misbehave(mode: &str) -> Result<(), PolicyError> {
+    match mode {
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "trap" => panic!("probe policy panics on purpose"),
+        "error" => Err(PolicyError::Internal(
+            "probe policy fails on purpose".to_string(),
+        )),
+        "log-flood" => {
+            for i in 0..10_000 {
+                log(Level::Info, &format!("line {i} {}", "x".repeat(10_000)));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn member(id: &str) -> PoolDevice {
+    PoolDevice {
+        id: id.to_string(),
+        rdma: false,
+        vhost_net: false,
+        vdpa_type: None,
+        additional_info: None,
+    }
+}
+
+fn pool(name: &str, ids: Vec<PoolDevice>) -> Pool {
+    Pool {
+        resource_name: name.to_string(),
+        device_type: DeviceType::NetDevice,
+        exclude_topology: false,
+        devices: ids,
+    }
+}
+
+impl selector::Guest for Probe {
+    fn validate_settings(settings: Settings) -> Result<(), PolicyError> {
+        misbehave(mode(&settings))
+    }
+
+    fn select(settings: Settings, inventory: Inventory) -> Result<Vec<Pool>, PolicyError> {
+        let mode = mode(&settings);
+        misbehave(mode)?;
+        log(
+            Level::Info,
+            &format!("probe selecting from {} devices", inventory.devices.len()),
+        );
+        let vfs: Vec<PoolDevice> = inventory
+            .devices
+            .iter()
+            .filter(|d| d.kind == DeviceKind::Vf)
+            .map(|d| member(&d.id))
+            .collect();
+        Ok(match mode {
+            "huge-result" => (0..200_000)
+                .map(|i| pool(&format!("example.com/p{i}"), Vec::new()))
+                .collect(),
+            "unknown-device" => vec![pool("example.com/probe", vec![member("0000:ff:1f.7")])],
+            "duplicate-device" => {
+                let first = vfs.first().cloned().into_iter().collect::<Vec<_>>();
+                vec![
+                    pool("example.com/a", first.clone()),
+                    pool("example.com/b", first),
+                ]
+            }
+            "bad-name" => vec![pool("Example.com/probe pool", vfs)],
+            _ => vec![pool("example.com/probe", vfs)],
+        })
+    }
+}
+
+impl allocator::Guest for Probe {
+    fn validate_settings(settings: Settings) -> Result<(), PolicyError> {
+        misbehave(mode(&settings))
+    }
+
+    fn prefer(settings: Settings, request: AllocationRequest) -> Result<Vec<String>, PolicyError> {
+        let mode = mode(&settings);
+        misbehave(mode)?;
+        let mut answer = request.must_include.clone();
+        for device in &request.available {
+            if answer.len() >= request.size as usize {
+                break;
+            }
+            if !answer.contains(&device.id) {
+                answer.push(device.id.clone());
+            }
+        }
+        if mode == "wrong-size" {
+            answer.pop();
+        }
+        Ok(answer)
+    }
+}
+
+export!(Probe);

@@ -1,0 +1,619 @@
+//! The upstream device plugin's `config.json`, decoded with Go `encoding/json` semantics and
+//! validated the way upstream's `ValidConfig` does — plus the checks upstream forgot.
+//!
+//! Go decoding rules copied on purpose (users and the sriov-network-operator depend on them):
+//! keys match case-insensitively, unknown keys are ignored, the last duplicate key wins, `null`
+//! leaves a scalar unchanged and empties a list, `selectors` is an object or a list of objects.
+//!
+//! Where upstream fails badly we differ, and say so in the error:
+//! - a missing or `null` `selectors` makes upstream panic; here it is an error;
+//! - a type error (`"vendors": "8086"`) makes upstream drop that resource with a log line; here the
+//!   whole configuration is refused, naming the field, so a typo never silently loses a pool;
+//! - a malformed `#` range (`ens1f0#1-x`) silently deselects devices upstream; here it is an error;
+//! - an unknown `vdpaType` selects nothing upstream; here it is an error;
+//! - a `null` selector inside a list matches every device upstream; here it is an error;
+//! - resource names and prefixes that kubelet would refuse at registration (`-x`, `Intel.com`) are
+//!   refused here, up front.
+
+use std::collections::BTreeMap;
+
+use crate::json::{Json, key_matches};
+use crate::range::PfSelector;
+
+/// What is wrong with the configuration: where, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsProblem {
+    /// Path of the offending field (`resourceList[1].selectors[0].vendors`), empty for the whole
+    /// document.
+    pub field: String,
+    /// The problem, with the offending value and the fix.
+    pub message: String,
+}
+
+impl SettingsProblem {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SettingsProblem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SettingsProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// The three device types upstream supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceType {
+    /// PCI network functions (class 0x02).
+    NetDevice,
+    /// PCI accelerators (class 0x12).
+    Accelerator,
+    /// Auxiliary network devices (sub-functions of class 0x02 parents).
+    AuxNetDevice,
+}
+
+/// Which vDPA bus driver a selector asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VdpaType {
+    /// `vhost_vdpa`
+    Vhost,
+    /// `virtio_vdpa`
+    Virtio,
+}
+
+/// One `resourceList` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// `<prefix>/<resourceName>`.
+    pub resource_name: String,
+    /// The device type.
+    pub device_type: DeviceType,
+    /// `excludeTopology`.
+    pub exclude_topology: bool,
+    /// The selectors, in order (an object counts as a list of one).
+    pub selectors: Vec<Selector>,
+    /// `additionalInfo`: key (`*` or a PCI address) to extra key/value pairs.
+    pub additional_info: Option<BTreeMap<String, BTreeMap<String, String>>>,
+}
+
+/// One selector object. Empty lists mean "no filter". Keys that the resource's device type does
+/// not know are ignored, as upstream ignores them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selector {
+    /// `vendors`
+    pub vendors: Vec<String>,
+    /// `devices`
+    pub devices: Vec<String>,
+    /// `drivers`
+    pub drivers: Vec<String>,
+    /// `pciAddresses` (netDevice, accelerator)
+    pub pci_addresses: Vec<String>,
+    /// `acpiIndexes` (netDevice only; parsed but unused for auxNetDevice, as upstream)
+    pub acpi_indexes: Vec<String>,
+    /// `pfNames` (netDevice, auxNetDevice)
+    pub pf_names: Vec<PfSelector>,
+    /// `rootDevices` (netDevice, auxNetDevice)
+    pub root_devices: Vec<PfSelector>,
+    /// `linkTypes` (netDevice, auxNetDevice)
+    pub link_types: Vec<String>,
+    /// `ddpProfiles` (netDevice)
+    pub ddp_profiles: Vec<String>,
+    /// `pKeys` (netDevice)
+    pub pkeys: Vec<String>,
+    /// `isRdma` (netDevice, auxNetDevice)
+    pub is_rdma: bool,
+    /// `needVhostNet` (netDevice, auxNetDevice)
+    pub need_vhost_net: bool,
+    /// `vdpaType` (netDevice)
+    pub vdpa_type: Option<VdpaType>,
+    /// `auxTypes` (auxNetDevice, required)
+    pub aux_types: Vec<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// The resources in configuration order (first match wins across them).
+    pub resources: Vec<Resource>,
+}
+
+/// Parses and validates `config.json` text. Empty (or all-whitespace) text means "no resources".
+pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem> {
+    if text.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    let doc = Json::parse(text).map_err(|e| {
+        SettingsProblem::new(
+            "",
+            format!(
+                "the configuration is not valid JSON: {e} (strict JSON: no comments, no trailing commas)"
+            ),
+        )
+    })?;
+    let Json::Object(entries) = doc else {
+        return Err(SettingsProblem::new(
+            "",
+            format!(
+                "the configuration must be an object like {{\"resourceList\": [...]}}, got {}",
+                doc.type_name()
+            ),
+        ));
+    };
+    let mut list = Json::Null;
+    for (key, value) in entries {
+        if key_matches(&key, "resourceList") {
+            list = value;
+        }
+    }
+    let items = match list {
+        Json::Null => Vec::new(),
+        Json::Array(items) => items,
+        other => {
+            return Err(SettingsProblem::new(
+                "resourceList",
+                format!("expected a list of resources, got {}", other.type_name()),
+            ));
+        }
+    };
+    let mut resources: Vec<Resource> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let path = format!("resourceList[{index}]");
+        let resource = decode_resource(item, &path, default_prefix)?;
+        if let Some(first) = resources
+            .iter()
+            .position(|r| r.resource_name == resource.resource_name)
+        {
+            return Err(SettingsProblem::new(
+                format!("{path}.resourceName"),
+                format!(
+                    "resource {:?} is already defined by resourceList[{first}]; resource names (with their prefix) must be unique",
+                    resource.resource_name
+                ),
+            ));
+        }
+        resources.push(resource);
+    }
+    Ok(Config { resources })
+}
+
+fn object<'a>(value: &'a Json, path: &str) -> Result<&'a [(String, Json)], SettingsProblem> {
+    match value {
+        Json::Object(entries) => Ok(entries),
+        // Go decodes `null` into a struct as "no change": an all-default object.
+        Json::Null => Ok(&[]),
+        other => Err(SettingsProblem::new(
+            path,
+            format!(
+                "expected an object, got {} ({})",
+                other.type_name(),
+                other.excerpt()
+            ),
+        )),
+    }
+}
+
+fn string(value: &Json, path: &str, target: &mut String) -> Result<(), SettingsProblem> {
+    match value {
+        Json::String(s) => {
+            target.clone_from(s);
+            Ok(())
+        }
+        Json::Null => Ok(()),
+        other => Err(SettingsProblem::new(
+            path,
+            format!(
+                "expected a string, got {} ({}); write it in double quotes",
+                other.type_name(),
+                other.excerpt()
+            ),
+        )),
+    }
+}
+
+fn boolean(value: &Json, path: &str, target: &mut bool) -> Result<(), SettingsProblem> {
+    match value {
+        Json::Bool(b) => {
+            *target = *b;
+            Ok(())
+        }
+        Json::Null => Ok(()),
+        other => Err(SettingsProblem::new(
+            path,
+            format!(
+                "expected true or false, got {} ({}); write it without quotes",
+                other.type_name(),
+                other.excerpt()
+            ),
+        )),
+    }
+}
+
+fn string_list(value: &Json, path: &str) -> Result<Vec<String>, SettingsProblem> {
+    match value {
+        Json::Null => Ok(Vec::new()),
+        Json::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Json::String(s) => Ok(s.clone()),
+                // Go leaves the element at its zero value.
+                Json::Null => Ok(String::new()),
+                other => Err(SettingsProblem::new(
+                    format!("{path}[{i}]"),
+                    format!(
+                        "expected a string, got {} ({})",
+                        other.type_name(),
+                        other.excerpt()
+                    ),
+                )),
+            })
+            .collect(),
+        Json::String(s) => Err(SettingsProblem::new(
+            path,
+            format!("expected a list of strings, got the string {s:?}; write [{s:?}]"),
+        )),
+        other => Err(SettingsProblem::new(
+            path,
+            format!(
+                "expected a list of strings, got {} ({})",
+                other.type_name(),
+                other.excerpt()
+            ),
+        )),
+    }
+}
+
+/// Calls `set` for every entry whose key matches one of `fields` (Go's case-insensitive match), in
+/// input order, so the last duplicate wins. Unknown keys are ignored.
+fn for_each_field<'a>(
+    entries: &'a [(String, Json)],
+    fields: &[&'static str],
+    mut set: impl FnMut(&'static str, &'a Json) -> Result<(), SettingsProblem>,
+) -> Result<(), SettingsProblem> {
+    for (key, value) in entries {
+        if let Some(field) = fields.iter().find(|f| key_matches(key, f)) {
+            set(field, value)?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_resource(
+    item: &Json,
+    path: &str,
+    default_prefix: &str,
+) -> Result<Resource, SettingsProblem> {
+    let entries = object(item, path)?;
+    let mut name = String::new();
+    let mut prefix = String::new();
+    let mut device_type = String::new();
+    let mut exclude_topology = false;
+    let mut selectors: Option<&Json> = None;
+    let mut additional_info: Option<BTreeMap<String, BTreeMap<String, String>>> = None;
+    for_each_field(
+        entries,
+        &[
+            "resourceName",
+            "resourcePrefix",
+            "deviceType",
+            "excludeTopology",
+            "selectors",
+            "additionalInfo",
+        ],
+        |field, value| {
+            let field_path = format!("{path}.{field}");
+            match field {
+                "resourceName" => string(value, &field_path, &mut name),
+                "resourcePrefix" => string(value, &field_path, &mut prefix),
+                "deviceType" => string(value, &field_path, &mut device_type),
+                "excludeTopology" => boolean(value, &field_path, &mut exclude_topology),
+                "selectors" => {
+                    // A json.RawMessage pointer: `null` resets it to nil.
+                    selectors = match value {
+                        Json::Null => None,
+                        v => Some(v),
+                    };
+                    Ok(())
+                }
+                _ => decode_additional_info(value, &field_path, &mut additional_info),
+            }
+        },
+    )?;
+
+    let device_type = match device_type.as_str() {
+        "" | "netDevice" => DeviceType::NetDevice,
+        "accelerator" => DeviceType::Accelerator,
+        "auxNetDevice" => DeviceType::AuxNetDevice,
+        other => {
+            return Err(SettingsProblem::new(
+                format!("{path}.deviceType"),
+                format!(
+                    "unsupported device type {other:?}; use \"netDevice\", \"accelerator\" or \"auxNetDevice\" (exact case)"
+                ),
+            ));
+        }
+    };
+    validate_name(&name, &format!("{path}.resourceName"))?;
+    let (prefix, prefix_path) = if prefix.is_empty() {
+        (
+            default_prefix.to_string(),
+            "resourcePrefix (from --resource-prefix)".to_string(),
+        )
+    } else {
+        (prefix, format!("{path}.resourcePrefix"))
+    };
+    validate_prefix(&prefix, &prefix_path)?;
+
+    let selectors_path = format!("{path}.selectors");
+    let raw = selectors.ok_or_else(|| {
+        SettingsProblem::new(
+            &selectors_path,
+            "missing; every resource needs \"selectors\": an object such as {\"vendors\": [\"15b3\"]} or a list of them ({} matches every device of the type)",
+        )
+    })?;
+    let selectors = match raw {
+        Json::Object(_) => vec![decode_selector(raw, &selectors_path, device_type)?],
+        Json::Array(items) if items.is_empty() => {
+            return Err(SettingsProblem::new(
+                &selectors_path,
+                "the list is empty, so nothing could ever be selected; give at least one selector object ({} matches every device of the type)",
+            ));
+        }
+        Json::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_path = format!("{selectors_path}[{i}]");
+                match item {
+                    Json::Object(_) => decode_selector(item, &item_path, device_type),
+                    other => Err(SettingsProblem::new(
+                        item_path,
+                        format!(
+                            "expected a selector object, got {} ({}); write {{}} to match every device of the type",
+                            other.type_name(),
+                            other.excerpt()
+                        ),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(SettingsProblem::new(
+                &selectors_path,
+                format!(
+                    "expected a selector object or a list of them, got {} ({})",
+                    other.type_name(),
+                    other.excerpt()
+                ),
+            ));
+        }
+    };
+    Ok(Resource {
+        resource_name: format!("{prefix}/{name}"),
+        device_type,
+        exclude_topology,
+        selectors,
+        additional_info,
+    })
+}
+
+fn decode_additional_info(
+    value: &Json,
+    path: &str,
+    target: &mut Option<BTreeMap<String, BTreeMap<String, String>>>,
+) -> Result<(), SettingsProblem> {
+    let entries = match value {
+        Json::Null => {
+            *target = None;
+            return Ok(());
+        }
+        Json::Object(entries) => entries,
+        other => {
+            return Err(SettingsProblem::new(
+                path,
+                format!(
+                    "expected an object such as {{\"*\": {{\"key\": \"value\"}}}}, got {} ({})",
+                    other.type_name(),
+                    other.excerpt()
+                ),
+            ));
+        }
+    };
+    // Go reuses an existing map when a duplicate key decodes into it: entries merge.
+    let map = target.get_or_insert_with(BTreeMap::new);
+    for (key, inner) in entries {
+        let inner_path = format!("{path}.{key:?}");
+        let mut values = BTreeMap::new();
+        match inner {
+            Json::Null => {}
+            Json::Object(pairs) => {
+                for (k, v) in pairs {
+                    let mut s = String::new();
+                    string(v, &format!("{inner_path}.{k:?}"), &mut s)?;
+                    values.insert(k.clone(), s);
+                }
+            }
+            other => {
+                return Err(SettingsProblem::new(
+                    inner_path,
+                    format!(
+                        "expected an object of string values, got {} ({})",
+                        other.type_name(),
+                        other.excerpt()
+                    ),
+                ));
+            }
+        }
+        map.insert(key.clone(), values);
+    }
+    Ok(())
+}
+
+fn decode_selector(
+    value: &Json,
+    path: &str,
+    device_type: DeviceType,
+) -> Result<Selector, SettingsProblem> {
+    let entries = object(value, path)?;
+    let fields: &[&'static str] = match device_type {
+        DeviceType::NetDevice => &[
+            "vendors",
+            "devices",
+            "drivers",
+            "pciAddresses",
+            "acpiIndexes",
+            "pfNames",
+            "rootDevices",
+            "linkTypes",
+            "ddpProfiles",
+            "pKeys",
+            "isRdma",
+            "needVhostNet",
+            "vdpaType",
+        ],
+        DeviceType::Accelerator => &["vendors", "devices", "drivers", "pciAddresses"],
+        DeviceType::AuxNetDevice => &[
+            "vendors",
+            "devices",
+            "drivers",
+            "acpiIndexes",
+            "pfNames",
+            "rootDevices",
+            "linkTypes",
+            "isRdma",
+            "needVhostNet",
+            "auxTypes",
+        ],
+    };
+    let mut selector = Selector::default();
+    let mut vdpa_type = String::new();
+    let mut pf_names = Vec::new();
+    let mut root_devices = Vec::new();
+    for_each_field(entries, fields, |field, value| {
+        let field_path = format!("{path}.{field}");
+        match field {
+            "vendors" => selector.vendors = string_list(value, &field_path)?,
+            "devices" => selector.devices = string_list(value, &field_path)?,
+            "drivers" => selector.drivers = string_list(value, &field_path)?,
+            "pciAddresses" => selector.pci_addresses = string_list(value, &field_path)?,
+            "acpiIndexes" => selector.acpi_indexes = string_list(value, &field_path)?,
+            "pfNames" => pf_names = string_list(value, &field_path)?,
+            "rootDevices" => root_devices = string_list(value, &field_path)?,
+            "linkTypes" => selector.link_types = string_list(value, &field_path)?,
+            "ddpProfiles" => selector.ddp_profiles = string_list(value, &field_path)?,
+            "pKeys" => selector.pkeys = string_list(value, &field_path)?,
+            "auxTypes" => selector.aux_types = string_list(value, &field_path)?,
+            "isRdma" => boolean(value, &field_path, &mut selector.is_rdma)?,
+            "needVhostNet" => boolean(value, &field_path, &mut selector.need_vhost_net)?,
+            _ => string(value, &field_path, &mut vdpa_type)?,
+        }
+        Ok(())
+    })?;
+    selector.pf_names = parse_pf_selectors(&pf_names, &format!("{path}.pfNames"))?;
+    selector.root_devices = parse_pf_selectors(&root_devices, &format!("{path}.rootDevices"))?;
+    selector.vdpa_type = match vdpa_type.as_str() {
+        "" => None,
+        "vhost" => Some(VdpaType::Vhost),
+        "virtio" => Some(VdpaType::Virtio),
+        other => {
+            return Err(SettingsProblem::new(
+                format!("{path}.vdpaType"),
+                format!("unsupported vDPA type {other:?}; use \"vhost\" or \"virtio\""),
+            ));
+        }
+    };
+    if selector.is_rdma && selector.vdpa_type.is_some() {
+        return Err(SettingsProblem::new(
+            path,
+            "isRdma and vdpaType cannot be used in the same selector; put them in separate selectors",
+        ));
+    }
+    if device_type == DeviceType::AuxNetDevice {
+        if selector.aux_types.is_empty() {
+            return Err(SettingsProblem::new(
+                format!("{path}.auxTypes"),
+                "auxNetDevice selectors need auxTypes; write \"auxTypes\": [\"sf\"]",
+            ));
+        }
+        if let Some(bad) = selector.aux_types.iter().find(|t| t.as_str() != "sf") {
+            return Err(SettingsProblem::new(
+                format!("{path}.auxTypes"),
+                format!("unsupported auxiliary device type {bad:?}; only \"sf\" is supported"),
+            ));
+        }
+    }
+    Ok(selector)
+}
+
+fn parse_pf_selectors(entries: &[String], path: &str) -> Result<Vec<PfSelector>, SettingsProblem> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            PfSelector::parse(entry)
+                .map_err(|message| SettingsProblem::new(format!("{path}[{i}]"), message))
+        })
+        .collect()
+}
+
+/// Upstream's `^[a-zA-Z0-9_-]+$`, tightened to what kubelet accepts as the name part of an
+/// extended resource (alphanumeric at both ends, at most 63 characters).
+fn validate_name(name: &str, path: &str) -> Result<(), SettingsProblem> {
+    if name.is_empty() {
+        return Err(SettingsProblem::new(
+            path,
+            "missing; every resource needs a name such as \"mlnx_sriov\"",
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(SettingsProblem::new(
+            path,
+            format!(
+                "{name:?} contains {bad:?}; a resource name may only contain letters, digits, '_' and '-'"
+            ),
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(name.chars().next()) || !alnum(name.chars().last()) || name.len() > 63 {
+        return Err(SettingsProblem::new(
+            path,
+            format!(
+                "{name:?} is not a valid Kubernetes resource name: it must start and end with a letter or digit and have at most 63 characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The prefix must be a DNS subdomain (lower case), or kubelet refuses the resource.
+fn validate_prefix(prefix: &str, path: &str) -> Result<(), SettingsProblem> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+        return Err(SettingsProblem::new(
+            path,
+            format!(
+                "{prefix:?} is not a valid resource prefix: use a lower-case DNS name such as \"intel.com\""
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! `pfNames` / `rootDevices` entries: `<pf>` or `<pf>#<i>,<a>-<b>,...` (0-based, inclusive).
+//!
+//! Difference from upstream: upstream's `getItem` only looks at the *first* entry whose PF part
+//! matches, so `["ens1f0#0-1", "ens1f0#5"]` never selects VF 5. Here every matching entry counts
+//! (the obvious meaning). A malformed entry is a configuration error instead of a silent miss.
+
+/// One parsed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfSelector {
+    /// The PF netdev name or PF PCI address (compared case-insensitively, as upstream does).
+    pub name: String,
+    /// Inclusive index ranges; `None` selects every function of the PF.
+    pub ranges: Option<Vec<(u32, u32)>>,
+}
+
+impl PfSelector {
+    /// Parses one entry; the error explains what is wrong and how to write it.
+    pub fn parse(entry: &str) -> Result<PfSelector, String> {
+        let mut parts = entry.split('#');
+        let name = parts.next().unwrap_or_default();
+        let ranges = parts.next();
+        if parts.next().is_some() {
+            return Err(format!(
+                "{entry:?} has more than one '#'; write \"<pf>#<indexes>\" such as \"ens1f0#0,2-7\""
+            ));
+        }
+        if name.is_empty() {
+            return Err(format!(
+                "{entry:?} has no PF name before '#'; write \"<pf>#<indexes>\" such as \"ens1f0#0,2-7\""
+            ));
+        }
+        let ranges = match ranges {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|item| parse_range(entry, item))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(PfSelector {
+            name: name.to_string(),
+            ranges,
+        })
+    }
+
+    /// Whether this entry names `pf` (case-insensitively).
+    pub fn names(&self, pf: &str) -> bool {
+        self.name.len() == pf.len()
+            && self
+                .name
+                .chars()
+                .flat_map(char::to_lowercase)
+                .eq(pf.chars().flat_map(char::to_lowercase))
+    }
+
+    /// Whether the entry covers function `index` (`None`: the index is unknown).
+    pub fn covers(&self, index: Option<u32>) -> bool {
+        match &self.ranges {
+            None => true,
+            Some(ranges) => {
+                index.is_some_and(|i| ranges.iter().any(|(a, b)| (*a..=*b).contains(&i)))
+            }
+        }
+    }
+}
+
+/// Whether any entry naming `pf` covers `index`. A device without a PF never matches.
+pub fn selects(entries: &[PfSelector], pf: Option<&str>, index: Option<u32>) -> bool {
+    let Some(pf) = pf.filter(|p| !p.is_empty()) else {
+        return false;
+    };
+    entries.iter().any(|e| e.names(pf) && e.covers(index))
+}
+
+fn parse_range(entry: &str, item: &str) -> Result<(u32, u32), String> {
+    let number = |text: &str| {
+        text.parse::<u32>().map_err(|_| {
+            format!(
+                "{entry:?}: {text:?} is not an index; write indexes as non-negative integers, such as \"ens1f0#0,2-7\""
+            )
+        })
+    };
+    let mut bounds = item.split('-');
+    let start = number(bounds.next().unwrap_or_default())?;
+    let end = match bounds.next() {
+        None => start,
+        Some(end) => number(end)?,
+    };
+    if bounds.next().is_some() {
+        return Err(format!(
+            "{entry:?}: {item:?} is not a range; write \"<first>-<last>\" such as \"2-7\""
+        ));
+    }
+    if start > end {
+        return Err(format!(
+            "{entry:?}: the range {item:?} is empty (its start is after its end); write it as \"{end}-{start}\""
+        ));
+    }
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(entries: &[&str]) -> Vec<PfSelector> {
+        entries
+            .iter()
+            .map(|e| PfSelector::parse(e).unwrap())
+            .collect()
+    }
+
+    /// Upstream `deviceSelectors_test.go`: pfNames `["ens0","ens2f0#1","ens2f1#0,3-5,7"]`.
+    #[test]
+    fn upstream_pf_name_vectors() {
+        let entries = parse_all(&["ens0", "ens2f0#1", "ens2f1#0,3-5,7"]);
+        let selected: Vec<u32> = (0..10)
+            .filter(|i| selects(&entries, Some("ens2f1"), Some(*i)))
+            .collect();
+        assert_eq!(selected, [0, 3, 4, 5, 7]);
+        assert!(
+            selects(&entries, Some("ens0"), Some(9)),
+            "no range: every VF"
+        );
+        assert!(selects(&entries, Some("ens2f0"), Some(1)));
+        assert!(!selects(&entries, Some("ens2f0"), Some(0)));
+        assert!(!selects(&entries, Some("eth0"), Some(0)));
+        assert!(
+            !selects(&entries, None, Some(0)),
+            "no PF name: never selected"
+        );
+    }
+
+    /// Upstream: rootDevices `["0000:86:00.0","0000:86:00.1#1","0000:86:00.2#0-2,5,7"]`.
+    #[test]
+    fn upstream_root_device_vectors() {
+        let entries = parse_all(&["0000:86:00.0", "0000:86:00.1#1", "0000:86:00.2#0-2,5,7"]);
+        let selected: Vec<u32> = (0..10)
+            .filter(|i| selects(&entries, Some("0000:86:00.2"), Some(*i)))
+            .collect();
+        assert_eq!(selected, [0, 1, 2, 5, 7]);
+    }
+
+    #[test]
+    fn names_compare_case_insensitively() {
+        let entries = parse_all(&["ENS1F0#1"]);
+        assert!(selects(&entries, Some("ens1f0"), Some(1)));
+    }
+
+    /// Upstream never selects VF 5 here (first-entry quirk); we do.
+    #[test]
+    fn every_matching_entry_counts() {
+        let entries = parse_all(&["ens1f0#0-1", "ens1f0#5"]);
+        assert!(selects(&entries, Some("ens1f0"), Some(5)));
+        assert!(selects(&entries, Some("ens1f0"), Some(1)));
+        assert!(!selects(&entries, Some("ens1f0"), Some(3)));
+    }
+
+    #[test]
+    fn unknown_index_only_matches_without_range() {
+        assert!(!selects(&parse_all(&["p0#1"]), Some("p0"), None));
+        assert!(selects(&parse_all(&["p0"]), Some("p0"), None));
+    }
+
+    #[test]
+    fn malformed_entries_are_errors() {
+        for bad in [
+            "a#1#2", "a#1-2-3", "a#x", "a#-1", "a#", "#1", "a#3-1", "a# 1",
+        ] {
+            assert!(PfSelector::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Native unit tests of the configuration decoder and the selection (the same scenarios also run
+//! through the real WASM host in `host/policy/tests`).
+
+use super::*;
+
+fn vf(id: &str, pf: &str, pf_name: &str, index: u32) -> PlainDevice {
+    PlainDevice {
+        id: id.into(),
+        kind: Some(Kind::Vf),
+        vendor: Some("15b3".into()),
+        device: Some("1018".into()),
+        class_code: Some("020000".into()),
+        driver: Some("mlx5_core".into()),
+        pf_id: Some(pf.into()),
+        pf_name: Some(pf_name.into()),
+        vf_index: Some(index),
+        link_type: Some("ether".into()),
+        ..PlainDevice::default()
+    }
+}
+
+fn ids(devices: &[PlainDevice], pool: &Pool) -> Vec<String> {
+    pool.members
+        .iter()
+        .map(|m| devices[m.index].id.clone())
+        .collect()
+}
+
+#[test]
+fn empty_text_and_null_list_mean_no_resources() {
+    assert!(parse("", "intel.com").unwrap().resources.is_empty());
+    assert!(parse("  \n", "intel.com").unwrap().resources.is_empty());
+    assert!(
+        parse(r#"{"resourceList":null}"#, "intel.com")
+            .unwrap()
+            .resources
+            .is_empty()
+    );
+    assert!(
+        parse(r#"{"resourceList":[]}"#, "intel.com")
+            .unwrap()
+            .resources
+            .is_empty()
+    );
+}
+
+#[test]
+fn operator_style_capitalised_and_junk_keys() {
+    let text = r#"{"resourceList":[{"resourceName":"sriovnics","selectors":{"pfNames":["ens785f0#0-4","ens785f1#0-9"],"IsRdma":false,"NeedVhostNet":false},"SelectorObj":null}]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    assert_eq!(config.resources.len(), 1);
+    assert_eq!(config.resources[0].resource_name, "intel.com/sriovnics");
+    assert_eq!(config.resources[0].selectors[0].pf_names.len(), 2);
+}
+
+#[test]
+fn keys_are_case_insensitive_and_last_duplicate_wins() {
+    let text = r#"{"ResourceList":[{"RESOURCENAME":"a","selectors":{"Vendors":["8086"],"vendors":["15b3"]}}]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    assert_eq!(config.resources[0].selectors[0].vendors, ["15b3"]);
+}
+
+#[test]
+fn object_or_list_selectors() {
+    let object = parse(
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"drivers":["iavf"]}}]}"#,
+        "p.io",
+    )
+    .unwrap();
+    let list = parse(
+        r#"{"resourceList":[{"resourceName":"a","selectors":[{"drivers":["iavf"]}]}]}"#,
+        "p.io",
+    )
+    .unwrap();
+    assert_eq!(object, list);
+}
+
+#[test]
+fn missing_or_null_or_empty_selectors_are_errors() {
+    for text in [
+        r#"{"resourceList":[{"resourceName":"a"}]}"#,
+        r#"{"resourceList":[{"resourceName":"a","selectors":null}]}"#,
+        r#"{"resourceList":[{"resourceName":"a","selectors":[]}]}"#,
+    ] {
+        let err = parse(text, "intel.com").unwrap_err();
+        assert_eq!(err.field, "resourceList[0].selectors", "{text}");
+    }
+}
+
+#[test]
+fn type_errors_name_the_field_and_the_fix() {
+    let err = parse(
+        r#"{"resourceList":[{"resourceName":"a","selectors":[{},{"vendors":"8086"}]}]}"#,
+        "intel.com",
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "resourceList[0].selectors[1].vendors");
+    assert!(err.message.contains(r#"["8086"]"#), "{}", err.message);
+    let err = parse(
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"isRdma":"true"}}]}"#,
+        "intel.com",
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "resourceList[0].selectors.isRdma");
+}
+
+#[test]
+fn resource_name_validation() {
+    let name = |n: &str| {
+        parse(
+            &format!(r#"{{"resourceList":[{{"resourceName":"{n}","selectors":{{}}}}]}}"#),
+            "intel.com",
+        )
+    };
+    assert!(
+        name("sriov-net_0").is_ok(),
+        "upstream allows hyphens and underscores"
+    );
+    let err = name("invalid.name").unwrap_err();
+    assert_eq!(err.field, "resourceList[0].resourceName");
+    assert!(name("junk.net.0").is_err());
+    assert!(name("").is_err());
+    assert!(name("-leading").is_err(), "kubelet refuses it");
+}
+
+#[test]
+fn duplicate_names_are_refused_but_prefix_disambiguates() {
+    let dup = r#"{"resourceList":[{"resourceName":"a","selectors":{}},{"resourceName":"a","selectors":{}}]}"#;
+    assert_eq!(
+        parse(dup, "intel.com").unwrap_err().field,
+        "resourceList[1].resourceName"
+    );
+    let ok = r#"{"resourceList":[{"resourceName":"a","selectors":{}},{"resourceName":"a","resourcePrefix":"nvidia.com","selectors":{}}]}"#;
+    let config = parse(ok, "intel.com").unwrap();
+    assert_eq!(config.resources[1].resource_name, "nvidia.com/a");
+}
+
+#[test]
+fn bad_prefix_and_device_type_are_errors() {
+    let text =
+        r#"{"resourceList":[{"resourceName":"a","resourcePrefix":"Intel.com","selectors":{}}]}"#;
+    assert_eq!(
+        parse(text, "intel.com").unwrap_err().field,
+        "resourceList[0].resourcePrefix"
+    );
+    let text = r#"{"resourceList":[{"resourceName":"a","deviceType":"netdevice","selectors":{}}]}"#;
+    assert_eq!(
+        parse(text, "intel.com").unwrap_err().field,
+        "resourceList[0].deviceType"
+    );
+}
+
+#[test]
+fn rdma_with_vdpa_rejected_in_one_selector_allowed_in_two() {
+    let same =
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"isRdma":true,"vdpaType":"vhost"}}]}"#;
+    assert!(parse(same, "intel.com").is_err());
+    let split = r#"{"resourceList":[{"resourceName":"a","selectors":[{"isRdma":true},{"vdpaType":"vhost"}]}]}"#;
+    assert!(parse(split, "intel.com").is_ok());
+}
+
+#[test]
+fn aux_types_required_and_only_sf() {
+    let aux = |sel: &str| {
+        parse(
+            &format!(
+                r#"{{"resourceList":[{{"resourceName":"a","deviceType":"auxNetDevice","selectors":[{{}},{sel}]}}]}}"#
+            ),
+            "intel.com",
+        )
+    };
+    // The first selector `{}` has no auxTypes either.
+    assert_eq!(
+        aux(r#"{"auxTypes":["sf"]}"#).unwrap_err().field,
+        "resourceList[0].selectors[0].auxTypes"
+    );
+    let ok = parse(
+        r#"{"resourceList":[{"resourceName":"a","deviceType":"auxNetDevice","selectors":[{"auxTypes":["sf"]},{"auxTypes":["sf"]}]}]}"#,
+        "intel.com",
+    );
+    assert!(ok.is_ok());
+    let bad = parse(
+        r#"{"resourceList":[{"resourceName":"a","deviceType":"auxNetDevice","selectors":[{"auxTypes":["sf"]},{"auxTypes":["eth"]}]}]}"#,
+        "intel.com",
+    );
+    assert_eq!(
+        bad.unwrap_err().field,
+        "resourceList[0].selectors[1].auxTypes"
+    );
+}
+
+#[test]
+fn keys_unknown_to_the_device_type_are_ignored() {
+    // Accelerators have no pfNames: even a wrongly typed one is skipped, as Go skips unknown keys.
+    let text = r#"{"resourceList":[{"resourceName":"a","deviceType":"accelerator","selectors":{"pfNames":5,"acpiIndexes":["1"]}}]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    assert!(config.resources[0].selectors[0].pf_names.is_empty());
+    assert!(config.resources[0].selectors[0].acpi_indexes.is_empty());
+}
+
+#[test]
+fn additional_info_duplicates_merge_like_go_maps() {
+    let text = r#"{"resourceList":[{"resourceName":"a","selectors":{},"additionalInfo":{"*":{"k":"1"}},"additionalinfo":{"0000:01:00.1":{"k":"2"}}}]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    let info = config.resources[0].additional_info.as_ref().unwrap();
+    assert_eq!(info.len(), 2);
+}
+
+#[test]
+fn invalid_json_is_an_error() {
+    assert!(parse(r#"{"resourceList":[{"resourceName":"a",}]}"#, "intel.com").is_err());
+    assert!(parse("[]", "intel.com").is_err());
+}
+
+#[test]
+fn first_match_wins_across_resources_and_selectors() {
+    let devices = vec![
+        vf("0000:01:00.2", "0000:01:00.0", "ens1f0", 0),
+        vf("0000:01:00.3", "0000:01:00.0", "ens1f0", 1),
+        vf("0000:01:00.4", "0000:01:00.0", "ens1f0", 2),
+    ];
+    let text = r#"{"resourceList":[
+        {"resourceName":"first","selectors":[{"pfNames":["ens1f0#1"]},{"pfNames":["ens1f0#0"],"isRdma":false,"needVhostNet":true}]},
+        {"resourceName":"rest","selectors":{"vendors":["15b3"]}}]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    let pools = select(&config, &devices);
+    assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.2", "0000:01:00.3"]);
+    assert!(
+        pools[0].members[0].vhost_net,
+        "hints come from the selector that took the device"
+    );
+    assert!(!pools[0].members[1].vhost_net);
+    assert_eq!(ids(&devices, &pools[1]), ["0000:01:00.4"]);
+}
+
+#[test]
+fn pf_with_vfs_and_default_route_devices_are_never_net_devices() {
+    let mut pf = vf("0000:01:00.0", "", "", 0);
+    pf.kind = Some(Kind::Pf);
+    pf.pf_id = None;
+    pf.pf_name = None;
+    pf.vf_index = None;
+    pf.sriov_total_vfs = Some(8);
+    pf.sriov_num_vfs = Some(2);
+    let mut plain_pf = pf.clone();
+    plain_pf.id = "0000:02:00.0".into();
+    plain_pf.sriov_num_vfs = Some(0);
+    let mut uplink = plain_pf.clone();
+    uplink.id = "0000:03:00.0".into();
+    uplink.carries_default_route = true;
+    let mut unbound = vf("0000:01:00.3", "0000:01:00.0", "ens1f0", 1);
+    unbound.driver = None;
+    let devices = vec![
+        pf,
+        vf("0000:01:00.2", "0000:01:00.0", "ens1f0", 0),
+        unbound,
+        plain_pf,
+        uplink,
+    ];
+    let config = parse(
+        r#"{"resourceList":[{"resourceName":"all","selectors":{}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    let pools = select(&config, &devices);
+    assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.2", "0000:02:00.0"]);
+}
