@@ -542,10 +542,8 @@ impl Attachment {
 enum Undo {
     /// A VF setting was applied; this is the original value.
     VfSetting(VfSetting),
-    /// The netdev sits in the temporary netns under the pod name.
-    InTemp(NsId),
-    /// The netdev is in the pod netns under the pod name.
-    InPod(NsId),
+    /// The netdev is in the pod netns under this name.
+    InPodAs(NsId, String),
     /// IPAM allocated addresses.
     Ipam(String),
 }
@@ -643,14 +641,17 @@ fn return_to_host(
                 name: ifname.to_owned(),
             },
         })?;
-    if link.up {
+    let restore_mac = att
+        .effective_mac
+        .filter(|m| !m.is_zero() && link.mac != Some(*m));
+    // Some VF drivers refuse a MAC change while up. Otherwise the move below closes the link
+    // anyway, and an extra down would cost another RCU grace period on the DEL path.
+    if link.up && (restore_mac.is_some() || from == NsId::HOST) {
         netlink
             .set_up(from, ifname, false)
             .map_err(nl(ctx("setting it down")))?;
     }
-    if let Some(mac) = att.effective_mac.filter(|m| !m.is_zero())
-        && link.mac != Some(mac)
-    {
+    if let Some(mac) = restore_mac {
         netlink
             .set_mac(from, ifname, mac)
             .map_err(nl(ctx("restoring its MAC")))?;
@@ -660,7 +661,41 @@ fn return_to_host(
             .set_mtu(from, ifname, att.mtu)
             .map_err(nl(ctx("restoring its MTU")))?;
     }
-    via_temp(netlink, from, ifname, NsId::HOST, &att.host_ifname)
+    let host_name = att.host_ifname.as_str();
+    if from == NsId::HOST {
+        // The kernel already brought it home (its netns died): a rename is all that is left.
+        netlink
+            .rename(from, ifname, host_name)
+            .map_err(nl(ctx("renaming it")))?;
+        return drop_altname(netlink, from, host_name, ifname);
+    }
+    let taken_in_pod = ifname != host_name
+        && netlink
+            .link(from, host_name)
+            .map_err(nl(ctx("checking the name in the pod")))?
+            .is_some();
+    if taken_in_pod {
+        // The pod has its own interface with the VF's host name (#40/#49): rename on the way
+        // through an empty temporary netns instead.
+        return via_temp(netlink, from, ifname, NsId::HOST, host_name);
+    }
+    // One move (each move costs the kernel RCU grace periods): rename inside the pod, drop the
+    // pod name from the altnames (#445), then move home under the original name.
+    if ifname != host_name {
+        netlink
+            .rename(from, ifname, host_name)
+            .map_err(nl(ctx("renaming it in the pod")))?;
+    }
+    let moved = drop_altname(netlink, from, host_name, ifname).and_then(|()| {
+        netlink
+            .move_link(from, host_name, NsId::HOST, host_name)
+            .map_err(nl(ctx("moving it")))
+    });
+    if moved.is_err() && ifname != host_name {
+        // Leave it as it was found rather than under a half-changed name.
+        let _ = netlink.rename(from, host_name, ifname);
+    }
+    moved
 }
 
 /// Moves `name` from `from` to `to` as `new_name` through a fresh temporary netns, dropping the
@@ -907,30 +942,24 @@ fn add_steps(
         }
     }
 
-    // 2. The netdev into the pod, renamed in an empty temporary netns.
+    // 2. The netdev into the pod under its pod name, in one move: the kernel renames it inside
+    // the pod (taking the pod name directly if the host name is taken there), so nothing is ever
+    // renamed in the host (#321) and the pod name never collides with a host interface.
     let ifname = env.ifname.as_str();
     if !att.dpdk {
-        let temp = netlink
-            .create_temp_netns()
-            .map_err(nl("creating a temporary network namespace"))?;
-        if let Err(e) = netlink.move_link(NsId::HOST, &att.host_ifname, temp, ifname) {
-            netlink.close_netns(temp);
+        if let Err(e) = netlink.move_link(NsId::HOST, &att.host_ifname, pod, ifname) {
+            // A move can succeed and the rename after it fail; then the link is in the pod
+            // under its host name and must come back too.
+            if let Ok(Some(_)) = netlink.link(pod, &att.host_ifname) {
+                journal.push(Undo::InPodAs(pod, att.host_ifname.clone()));
+            }
             return Err(nl(format!(
-                "moving {:?} into a temporary network namespace as {ifname:?}",
-                att.host_ifname
+                "moving {:?} into the pod network namespace {} as {ifname:?}",
+                att.host_ifname, env.netns
             ))(e));
         }
-        journal.push(Undo::InTemp(temp));
-        drop_altname(netlink, temp, ifname, &att.host_ifname)?;
-        netlink
-            .move_link(temp, ifname, pod, ifname)
-            .map_err(nl(format!(
-                "moving {ifname:?} into the pod network namespace {}",
-                env.netns
-            )))?;
-        journal.pop();
-        netlink.close_netns(temp);
-        journal.push(Undo::InPod(pod));
+        journal.push(Undo::InPodAs(pod, ifname.to_owned()));
+        drop_altname(netlink, pod, ifname, &att.host_ifname)?;
 
         // Announce addresses when the link comes up (gratuitous ARP / unsolicited NA), as
         // sriov-cni does; failures only cost the announcement (IPv6 may be disabled).
@@ -1037,19 +1066,7 @@ fn rollback(
                 Ok(_) | Err(IpamError::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             },
-            Undo::InPod(pod) => return_to_host(netlink, pod, &env.ifname, att),
-            Undo::InTemp(temp) => {
-                // The rename happens on the way into the host, so the pod name can only be
-                // dropped from the altnames once it is there.
-                let r = netlink
-                    .move_link(temp, &env.ifname, NsId::HOST, &att.host_ifname)
-                    .map_err(nl("moving the netdev back to the host"))
-                    .and_then(|()| {
-                        drop_altname(netlink, NsId::HOST, &att.host_ifname, &env.ifname)
-                    });
-                netlink.close_netns(temp);
-                r
-            }
+            Undo::InPodAs(pod, name) => return_to_host(netlink, pod, &name, att),
             Undo::VfSetting(orig) => apply_vf_setting(netlink, &att.pf, att.vf_index, orig),
         };
         if let Err(e) = outcome {

@@ -475,3 +475,33 @@ fn the_pod_ip_is_announced_to_the_neighbours() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_pod_may_own_an_interface_named_like_the_vf_in_the_host() -> Result<()> {
+    // #40/#49: the pod has its own interface with the VF's host name. ADD must not clash with
+    // it on the way in, DEL must bring the VF home through a temporary netns and leave the
+    // pod's interface alone.
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let vf = node.vf_netdevs[0].clone();
+    pod.ip(&["link", "add", &vf, "type", "veth", "peer", "name", "mine"])?;
+    let before = link_facts(None, &vf)?;
+    let conf = node.netconf(0, json!({}));
+    let add = node.cni("ADD", "c1", &pod.path(), "net1", &conf)?;
+    assert!(add.ok, "{:?}", add.json);
+    assert_eq!(
+        link_facts(Some(&pod), "net1")?["address"],
+        before["address"]
+    );
+    let del = node.cni("DEL", "c1", &pod.path(), "net1", &conf)?;
+    assert!(del.ok, "{:?} {}", del.json, del.stderr);
+    assert_eq!(link_facts(None, &vf)?["address"], before["address"]);
+    assert_ne!(
+        link_facts(Some(&pod), &vf)?["address"],
+        before["address"],
+        "the pod's own interface"
+    );
+    assert!(pod.ip(&["link", "show", "dev", "net1"]).is_err());
+    Ok(())
+}

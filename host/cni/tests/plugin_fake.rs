@@ -238,16 +238,14 @@ fn add_applies_only_requested_settings_in_upstream_order_and_del_restores_them()
     assert_eq!(link.mac.to_string(), "02:00:00:00:00:99");
     assert_eq!(link.addrs[0].to_string(), "10.1.0.5/24");
     assert_eq!(link.routes, vec!["0.0.0.0/0 via 10.1.0.1"]);
-    // The move went through a temporary netns, not a rename in the host (#321).
+    // One move, host -> pod, renamed by the kernel inside the pod: nothing is renamed or
+    // changed in the host (#321), and no temporary netns is needed.
     let moves = w.netlink.calls_starting("move_link");
-    assert_eq!(moves.len(), 2, "{moves:?}");
-    assert!(
-        moves[0].starts_with("move_link 0 pf0v1 ") && moves[0].ends_with(" net1"),
-        "{moves:?}"
-    );
+    assert_eq!(moves, vec![format!("move_link 0 pf0v1 {} net1", pod.0)]);
+    assert!(w.netlink.calls_starting("rename 0 ").is_empty());
     assert!(
         w.netlink.calls_starting("set_mac 0 ").is_empty(),
-        "host-side rename or MAC change"
+        "host-side MAC change"
     );
 
     w.netlink.calls.clear();
@@ -313,9 +311,7 @@ fn a_failure_at_any_add_step_rolls_everything_back() {
         ("set_vf pf0 1 spoofchk", 0),
         ("set_vf pf0 1 trust", 0),
         ("set_vf pf0 1 link_state", 0),
-        ("create_temp_netns", 0),
         ("move_link", 0),
-        ("move_link", 1),
         ("set_mac 1", 0),
         ("set_mtu 1", 0),
         ("ipam", 0),
@@ -355,8 +351,8 @@ fn a_failed_rollback_keeps_the_cache_so_del_can_finish() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
     w.netlink.fail("add_route", nix::libc::ENETUNREACH);
-    // The rollback's move back out of the pod fails too (first move after the forward ones).
-    w.netlink.fail_nth("move_link", nix::libc::EBUSY, 2);
+    // The rollback's move back out of the pod fails too (the move after the forward one).
+    w.netlink.fail_nth("move_link", nix::libc::EBUSY, 1);
     let err = w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap_err();
     assert!(err.msg.contains("rolling back also failed"), "{}", err.msg);
     assert!(
@@ -574,4 +570,29 @@ fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
     let state = vfpool_cni::state::StateDir::new(w.state_dir());
     assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(pod_b));
     assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
+}
+
+#[test]
+fn del_takes_a_detour_when_the_pod_has_an_interface_with_the_vf_host_name() {
+    // The pod has its own interface called like the VF in the host (#40/#49): renaming the VF
+    // back inside the pod would clash, so it is renamed in an empty temporary netns instead.
+    let mut w = World::new();
+    w.netlink.altname_on_rename = true;
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let pod = w.pod();
+    w.netlink
+        .add_link(pod, VF_NETDEV, MacAddr([2, 0, 0, 0, 0, 9]), 1500);
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(pod, "net1").is_some());
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert_eq!(w.netlink.calls_starting("create_temp_netns").len(), 1);
+    let home = w.netlink.find(NsId::HOST, VF_NETDEV).expect("VF home");
+    assert_eq!(home.mac, VF_MAC);
+    assert!(home.altnames.is_empty(), "{:?}", home.altnames);
+    assert!(
+        w.netlink.find(pod, VF_NETDEV).is_some(),
+        "the pod's own interface was touched"
+    );
+    assert!(w.netlink.leaked_in_temp.is_empty());
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
 }

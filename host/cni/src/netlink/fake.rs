@@ -339,25 +339,64 @@ impl Netlink for FakeNetlink {
             };
         let altname_on_rename = self.altname_on_rename;
         let dst = self.ns_mut(to)?;
-        let clash = |n: &str| {
-            dst.links
+        let clash = |links: &[FakeLink], n: &str| {
+            links
                 .iter()
                 .any(|l| l.name == n || l.altnames.iter().any(|a| a == n))
         };
-        if clash(new_name) || link.altnames.iter().any(|a| clash(a)) {
+        // As the kernel's do_setlink: move keeping the name if it is free in the target, else
+        // under `new_name` directly; altnames must be free too.
+        let old_free = !clash(&dst.links, &link.name);
+        if (!old_free && clash(&dst.links, new_name))
+            || link.altnames.iter().any(|a| clash(&dst.links, a))
+        {
             return Err(errno(call, nix::libc::EEXIST));
         }
-        if link.name != new_name {
-            if altname_on_rename {
-                link.altnames.push(link.name.clone());
-            }
-            link.name = new_name.to_owned();
+        if !old_free {
+            new_name.clone_into(&mut link.name);
         }
         link.addrs.clear();
         link.routes.clear();
+        link.up = false;
+        let moved_name = link.name.clone();
+        let rename_clash = moved_name != new_name && clash(&dst.links, new_name);
+        if moved_name != new_name && !rename_clash {
+            if altname_on_rename {
+                link.altnames.push(moved_name.clone());
+            }
+            new_name.clone_into(&mut link.name);
+        }
         dst.links.push(link);
         let src = self.ns_mut(from)?;
         src.links.retain(|l| l.name != name);
+        if rename_clash {
+            // Moved, but the rename inside the target failed: the kernel reports the error and
+            // leaves the link there under its old name.
+            return Err(errno(call, nix::libc::EEXIST));
+        }
+        Ok(())
+    }
+
+    fn rename(&mut self, ns: NsId, name: &str, new_name: &str) -> Result<(), NetlinkError> {
+        let call = format!("rename {} {name} {new_name}", ns.0);
+        self.record(call.clone())?;
+        let altname_on_rename = self.altname_on_rename;
+        let space = self.ns_mut(ns)?;
+        if name != new_name
+            && space
+                .links
+                .iter()
+                .any(|l| l.name == new_name || l.altnames.iter().any(|a| a == new_name))
+        {
+            return Err(errno(call, nix::libc::EEXIST));
+        }
+        let link = self.link_mut(ns, name)?;
+        if name != new_name {
+            if altname_on_rename {
+                link.altnames.push(name.to_owned());
+            }
+            new_name.clone_into(&mut link.name);
+        }
         Ok(())
     }
 

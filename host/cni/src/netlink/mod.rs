@@ -237,7 +237,11 @@ pub trait Netlink {
     fn vfs(&mut self, pf: &str) -> Result<Option<Vec<VfState>>, NetlinkError>;
     /// Applies one VF setting through the PF.
     fn set_vf(&mut self, pf: &str, vf: u32, setting: VfSetting) -> Result<(), NetlinkError>;
-    /// Moves link `name` from `from` into `to`, naming it `new_name` there.
+    /// Renames a link within its namespace.
+    fn rename(&mut self, ns: NsId, name: &str, new_name: &str) -> Result<(), NetlinkError>;
+    /// Moves link `name` from `from` into `to`, naming it `new_name` there. The kernel moves the
+    /// link first and renames it inside `to` (using `new_name` directly if the old name is taken
+    /// there), so the link is never renamed in `from`.
     fn move_link(
         &mut self,
         from: NsId,

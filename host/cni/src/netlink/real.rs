@@ -386,6 +386,14 @@ impl Netlink for RealNetlink {
         })
     }
 
+    fn rename(&mut self, ns: NsId, name: &str, new_name: &str) -> Result<(), NetlinkError> {
+        let op = || format!("renaming link {name:?} to {new_name:?}");
+        self.set_link(ns, name, &op, |msg| {
+            msg.attributes
+                .push(LinkAttribute::IfName(new_name.to_owned()));
+        })
+    }
+
     fn del_altname(&mut self, ns: NsId, name: &str, altname: &str) -> Result<(), NetlinkError> {
         let index = self.index(ns, name)?;
         let mut msg = LinkMessage::default();
