@@ -261,20 +261,18 @@ pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<Str
         .unwrap_or_else(|| version::LATEST.to_owned());
     let fail = |e: PluginError| CniError::from_error(e.code(), &e).with_version(&requested_version);
 
-    let (args, conf) = if env.command == Command::Del {
+    let conf = if env.command == Command::Del {
         // DEL is best effort: bad CNI_ARGS or a bad VF field must not block the cleanup.
         let args = CniArgs::parse(&env.args).unwrap_or_default();
         let (conf, warnings) = NetConf::parse_for_del(stdin, &args).map_err(|e| fail(e.into()))?;
         for w in warnings {
             deps.log.warn(&w);
         }
-        (args, conf)
+        conf
     } else {
         let args = CniArgs::parse(&env.args).map_err(|e| fail(e.into()))?;
-        let conf = NetConf::parse(stdin, &args).map_err(|e| fail(e.into()))?;
-        (args, conf)
+        NetConf::parse(stdin, &args).map_err(|e| fail(e.into()))?
     };
-    let _ = args;
     deps.log.configure(
         conf.log_level,
         conf.log_file.as_deref(),
@@ -901,7 +899,7 @@ fn cmd_add(
             Ok(result)
         }
         Err(error) => {
-            let failures = rollback(env, stdin, conf, &attachment, netlink, deps.ipam, journal);
+            let failures = rollback(env, stdin, &attachment, netlink, deps.ipam, journal);
             netlink.close_netns(pod);
             if failures.is_empty() {
                 // Everything is undone: forget the attachment.
@@ -1052,7 +1050,6 @@ fn add_steps(
 fn rollback(
     env: &CniEnv,
     stdin: &[u8],
-    _conf: &NetConf,
     att: &Attachment,
     netlink: &mut dyn Netlink,
     ipam: &mut dyn Ipam,
@@ -1130,11 +1127,12 @@ fn release(
             match netlink.open_netns(Path::new(netns)) {
                 Ok(pod) => {
                     let present = netlink
-                        .link(pod, &att.ifname_or(env_netns))
+                        .link(pod, &att.ifname)
                         .map_err(nl("looking up the pod interface"));
                     let r = match present {
-                        Ok(Some(_)) => return_to_host(netlink, pod, &att.ifname_or(env_netns), att)
-                            .map(|()| true),
+                        Ok(Some(_)) => {
+                            return_to_host(netlink, pod, &att.ifname, att).map(|()| true)
+                        }
                         Ok(None) => Ok(false),
                         Err(e) => Err(e),
                     };
@@ -1181,12 +1179,6 @@ fn release(
     }
 }
 
-impl Attachment {
-    fn ifname_or(&self, _netns: &str) -> String {
-        self.ifname.clone()
-    }
-}
-
 fn cmd_del(
     env: &CniEnv,
     stdin: &[u8],
@@ -1215,7 +1207,13 @@ fn cmd_del(
             a.ifname.clone_from(&env.ifname);
         }
         if a.netns.is_empty() {
+            // A Go cache does not record the netns; CNI_NETNS or the allocation marker does.
             a.netns.clone_from(&env.netns);
+            if a.netns.is_empty()
+                && let Ok(Some(holder)) = state.marker(&a.pci)
+            {
+                a.netns = holder;
+            }
         }
     }
     let pci = att
@@ -1446,7 +1444,16 @@ fn cmd_gc(
         })
         .unwrap_or_default();
     let state = StateDir::new(&env.state_dir);
-    for name in state.cache_names()? {
+    let names = state.cache_names()?;
+    // VFs that a valid attachment holds: a stale record of the same VF (a late DEL that never
+    // came, then a new pod got the VF) must not take it away (#219).
+    let held: HashSet<String> = names
+        .iter()
+        .filter(|n| valid.contains(*n))
+        .filter_map(|n| state.read_cache_named(n).ok().flatten())
+        .filter_map(|v| v.get("deviceID").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    for name in names {
         if valid.contains(&name) {
             continue;
         }
@@ -1460,6 +1467,19 @@ fn cmd_gc(
         if att.network != conf.name {
             continue;
         }
+        if held.contains(&att.pci) {
+            deps.log.info(&format!(
+                "GC: {name} is stale but VF {} now belongs to a valid attachment; forgetting the record only",
+                att.pci
+            ));
+            let _ = state.remove_cache_named(&name);
+            continue;
+        }
+        if att.netns.is_empty()
+            && let Ok(Some(holder)) = state.marker(&att.pci)
+        {
+            att.netns = holder;
+        }
         deps.log.info(&format!(
             "GC: releasing stale attachment {name} (VF {})",
             att.pci
@@ -1469,10 +1489,14 @@ fn cmd_gc(
                 .warn(&format!("GC: VF {} is busy; skipping {name}", att.pci));
             continue;
         };
-        if att.ifname.is_empty() {
-            // A Go cache does not record the ifname; without it the netdev cannot be found in the
-            // pod, but the kernel returns it to the host once the pod netns is gone.
-            att.ifname = String::new();
+        if att.container_id.is_empty() || att.ifname.is_empty() {
+            // A Go cache does not record them; its name is `<containerID>-<ifname>`, and
+            // container ids (hex) and pod interface names (`net1`) have no '-', so split at the
+            // last one.
+            if let Some((cid, ifname)) = name.rsplit_once('-') {
+                cid.clone_into(&mut att.container_id);
+                ifname.clone_into(&mut att.ifname);
+            }
         }
         if let (Some(plugin), false) = (&conf.ipam_type, att.container_id.is_empty()) {
             let mut owner = env.clone();

@@ -596,3 +596,104 @@ fn del_takes_a_detour_when_the_pod_has_an_interface_with_the_vf_host_name() {
     assert!(w.netlink.leaked_in_temp.is_empty());
     assert_eq!(w.netlink.vf(PF, 1), Some(orig));
 }
+
+fn run_as(
+    w: &mut World,
+    command: &str,
+    container: &str,
+    netns: &str,
+    ifname: &str,
+    c: &Value,
+) -> Result<Option<String>, CniError> {
+    let mut env = w.env(command, netns);
+    env.container_id = container.to_owned();
+    env.ifname = ifname.to_owned();
+    let mut deps = Deps {
+        netlink: &mut w.netlink,
+        ipam: &mut w.ipam,
+        log: &mut w.log,
+        lock_timeout: Duration::from_millis(200),
+    };
+    run(&env, c.to_string().as_bytes(), &mut deps)
+}
+
+#[test]
+fn gc_releases_only_stale_attachments_of_its_own_network() {
+    let mut w = World::new();
+    w.netlink
+        .add_link(NsId::HOST, "pf0v0", MacAddr([2, 0xbb, 0, 0, 0, 1]), 1500);
+    let pod = w.pod();
+    let vf0 = |extra: Value| {
+        let mut c = conf(extra);
+        c["deviceID"] = json!("0000:3b:00.1");
+        c
+    };
+    run_as(&mut w, "ADD", "keep", POD, "net1", &vf0(json!({}))).unwrap();
+    run_as(
+        &mut w,
+        "ADD",
+        "stale",
+        POD,
+        "net2",
+        &conf(json!({"vlan": 4})),
+    )
+    .unwrap();
+    // Another network's attachment is none of this GC's business.
+    let other_state = w.state_dir().join("other-net9");
+    std::fs::write(
+        &other_state,
+        json!({"name": "net-b", "deviceID": "0000:3b:00.7"}).to_string(),
+    )
+    .unwrap();
+
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "net1"}]);
+    w.ipam.calls.clear();
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+
+    assert!(
+        w.netlink.find(NsId::HOST, VF_NETDEV).is_some(),
+        "stale VF not brought home"
+    );
+    assert_eq!(
+        w.netlink.vf(PF, 1).unwrap().vlan,
+        0,
+        "stale VF's VLAN not restored"
+    );
+    assert!(
+        w.netlink.find(pod, "net1").is_some(),
+        "valid attachment touched"
+    );
+    assert!(
+        w.ipam
+            .calls
+            .contains(&("DEL".to_owned(), "fake-ipam".to_owned())),
+        "{:?}",
+        w.ipam.calls
+    );
+    let mut files = w.state_files();
+    files.sort();
+    assert_eq!(files, vec!["0000:3b:00.1", "keep-net1", "other-net9"]);
+}
+
+#[test]
+fn gc_forgets_a_stale_record_of_a_vf_a_valid_attachment_holds() {
+    let mut w = World::new();
+    run_as(&mut w, "ADD", "new", POD, "net1", &conf(json!({"vlan": 8}))).unwrap();
+    // A record for the same VF from a pod whose DEL never came (written by the Go plugin).
+    let old = json!({"name": "net-a", "deviceID": VF_PCI, "Master": PF, "VFID": 1,
+        "vlan": 3, "OrigVfState": {"HostIFName": VF_NETDEV, "Vlan": 0}});
+    std::fs::write(w.state_dir().join("old-net1"), old.to_string()).unwrap();
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "new", "ifname": "net1"}]);
+    w.netlink.calls.clear();
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    assert!(
+        w.netlink.calls_starting("set_vf").is_empty(),
+        "{:?}",
+        w.netlink.calls
+    );
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 8);
+    assert!(w.netlink.find(w.pod(), "net1").is_some());
+    assert!(!w.state_dir().join("old-net1").exists());
+}
