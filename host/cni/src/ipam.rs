@@ -137,7 +137,12 @@ impl Ipam for ExecIpam {
             .spawn()
             .map_err(exec_err)?;
         if let Some(mut pipe) = child.stdin.take() {
-            pipe.write_all(stdin).map_err(exec_err)?;
+            // A plugin that exits before reading its config answers on stdout all the same.
+            if let Err(e) = pipe.write_all(stdin)
+                && e.kind() != io::ErrorKind::BrokenPipe
+            {
+                return Err(exec_err(e));
+            }
         }
         let output = child.wait_with_output().map_err(exec_err)?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -28,15 +28,16 @@ fn fail(err: CniError) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let env = match CniEnv::from_lookup(|k| std::env::var(k).ok()) {
-        Ok(env) => env,
-        Err(e) => return fail(CniError::from_error(code::INVALID_ENV, &e)),
-    };
-    // Every command gets its config on stdin (VERSION too: `{"cniVersion": ...}`).
+    // Read stdin first, whatever happens next: a runtime writing the config into a plugin that
+    // already exited would get EPIPE. Every command gets its config there (VERSION too).
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().take(MAX_STDIN).read_to_end(&mut stdin) {
         return fail(CniError::from_error(code::IO_FAILURE, &e));
     }
+    let env = match CniEnv::from_lookup(|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => return fail(CniError::from_error(code::INVALID_ENV, &e)),
+    };
     let mut netlink = LazyRealNetlink::default();
     let mut ipam = ExecIpam;
     let mut log = Logger::stderr();

@@ -278,7 +278,13 @@ netdev = "{tag}v{{index}}"
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().context("stdin")?.write_all(stdin)?;
+        // A plugin may exit without reading stdin (a bad environment): that is its answer, not
+        // a harness error.
+        if let Err(e) = child.stdin.take().context("stdin")?.write_all(stdin)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
         let out = child.wait_with_output()?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let json = if stdout.trim().is_empty() {
