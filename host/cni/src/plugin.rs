@@ -1263,8 +1263,12 @@ fn cmd_del(
         }
         (None, Some(p)) => {
             deps.log.info(&format!(
-                "no cache for {cache_name}; VF {p} state unknown, only releasing its allocation"
+                "no cache for {cache_name}; the VF {p}'s original settings are unknown, so only its netdev and allocation are released"
             ));
+            if !env.netns.is_empty() {
+                let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+                bring_home_without_cache(netlink, &env.netns, &env.ifname, p, deps.log)?;
+            }
             if let Some(holder) = state.marker(p)?
                 && ((!env.netns.is_empty() && holder == env.netns)
                     || !netns::exists(Path::new(&holder)))
@@ -1277,6 +1281,45 @@ fn cmd_del(
         )),
     }
     Ok(())
+}
+
+/// DEL without a cache: the pod interface is brought home only if the kernel confirms it is
+/// this VF's netdev (its parent device is the VF's PCI address); its host name is unknown, so it
+/// gets the kernel's `dev%d` name, as when a netns dies.
+fn bring_home_without_cache(
+    netlink: &mut dyn Netlink,
+    netns: &str,
+    ifname: &str,
+    pci: &str,
+    log: &mut Logger,
+) -> Result<(), PluginError> {
+    let pod = match netlink.open_netns(Path::new(netns)) {
+        Ok(pod) => pod,
+        Err(NetlinkError::NetnsNotFound { .. }) => return Ok(()),
+        Err(e) => return Err(nl(format!("opening {netns}"))(e)),
+    };
+    let result = (|| {
+        let Some(link) = netlink
+            .link(pod, ifname)
+            .map_err(nl(format!("looking up {ifname:?} in {netns}")))?
+        else {
+            return Ok(());
+        };
+        if link.parent.as_deref() != Some(pci) {
+            log.info(&format!(
+                "{ifname:?} in {netns} is not VF {pci}'s netdev (parent {:?}); leaving it",
+                link.parent
+            ));
+            return Ok(());
+        }
+        netlink
+            .move_link(pod, ifname, NsId::HOST, "dev%d")
+            .map_err(nl(format!(
+                "moving VF {pci}'s netdev {ifname:?} back to the host"
+            )))
+    })();
+    netlink.close_netns(pod);
+    result
 }
 
 fn cmd_check(

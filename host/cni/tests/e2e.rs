@@ -505,3 +505,81 @@ fn the_pod_may_own_an_interface_named_like_the_vf_in_the_host() -> Result<()> {
     assert!(pod.ip(&["link", "show", "dev", "net1"]).is_err());
     Ok(())
 }
+
+#[test]
+fn dual_stack_legacy_results_logging_and_check_failures() -> Result<()> {
+    require_root!();
+    let node = Node::new(2)?;
+    let pod = Netns::new("pod")?;
+    let log = node.dir.path().join("cni.log");
+    let ipam = json!({
+        "type": "host-local",
+        "dataDir": node.ipam_dir(),
+        "ranges": [
+            [{"subnet": "10.77.0.0/24", "gateway": "10.77.0.1"}],
+            [{"subnet": "fd00:77::/64", "gateway": "fd00:77::1"}]
+        ],
+        "routes": [{"dst": "10.78.0.0/16"}, {"dst": "fd00:78::/64"}]
+    });
+    let conf = node.netconf(
+        0,
+        json!({"ipam": ipam, "logLevel": "debug", "logFile": log}),
+    );
+    let add = node.cni("ADD", "c1", &pod.path(), "net1", &conf)?;
+    assert!(add.ok, "{:?} {}", add.json, add.stderr);
+    assert!(
+        add.stderr.is_empty(),
+        "logs must go to logFile: {:?}",
+        add.stderr
+    );
+    let logged = std::fs::read_to_string(&log)?;
+    assert!(logged.contains("attached VF 0000:3b:00.1"), "{logged}");
+    let addrs = pod.ip(&["addr", "show", "dev", "net1"])?;
+    assert!(
+        addrs.contains("10.77.0.2/24") && addrs.contains("fd00:77::2/64"),
+        "{addrs}"
+    );
+    let routes6 = pod.ip(&["-6", "route", "show"])?;
+    assert!(
+        routes6.contains("fd00:78::/64 via fd00:77::1 dev net1"),
+        "{routes6}"
+    );
+
+    // CHECK notices an address that went away.
+    let mut check = conf.clone();
+    check["prevResult"] = add.json.clone();
+    assert!(node.cni("CHECK", "c1", &pod.path(), "net1", &check)?.ok);
+    pod.ip(&["addr", "del", "10.77.0.2/24", "dev", "net1"])?;
+    let bad = node.cni("CHECK", "c1", &pod.path(), "net1", &check)?;
+    assert_eq!(bad.code(), Some(106), "{:?}", bad.json);
+    assert!(bad.msg().contains("10.77.0.2/24"), "{}", bad.msg());
+    // CHECK is not allowed before 0.4.0.
+    let mut old = check.clone();
+    old["cniVersion"] = json!("0.3.1");
+    assert_eq!(
+        node.cni("CHECK", "c1", &pod.path(), "net1", &old)?.code(),
+        Some(1)
+    );
+    assert!(node.cni("DEL", "c1", &pod.path(), "net1", &conf)?.ok);
+
+    // A 0.2.0 runtime gets the legacy ip4/ip6 shape.
+    let legacy = node.netconf(1, json!({"cniVersion": "0.2.0"}));
+    let add = node.cni("ADD", "c2", &pod.path(), "net2", &legacy)?;
+    assert!(add.ok, "{:?}", add.json);
+    assert_eq!(add.json["cniVersion"], "0.2.0");
+    let ip4 = add.json["ip4"]["ip"].as_str().unwrap_or_default();
+    assert!(
+        ip4.starts_with("10.77.0.") && ip4.ends_with("/24"),
+        "{:?}",
+        add.json
+    );
+    assert_eq!(add.json["ip4"]["gateway"], "10.77.0.1");
+    assert!(add.json.get("interfaces").is_none());
+    assert!(node.cni("DEL", "c2", &pod.path(), "net2", &legacy)?.ok);
+    assert!(
+        node.allocated_ips().is_empty(),
+        "{:?}",
+        node.allocated_ips()
+    );
+    Ok(())
+}

@@ -697,3 +697,24 @@ fn gc_forgets_a_stale_record_of_a_vf_a_valid_attachment_holds() {
     assert!(w.netlink.find(w.pod(), "net1").is_some());
     assert!(!w.state_dir().join("old-net1").exists());
 }
+
+#[test]
+fn del_without_cache_brings_home_only_a_netdev_proven_to_be_the_vf() {
+    let mut w = World::new();
+    let pod = w.pod();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    std::fs::remove_file(w.state_dir().join("ctr1-net1")).unwrap();
+    // Not provably ours (no parent device): left alone.
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(pod, "net1").is_some());
+    // The kernel says its parent is the VF: it comes home under a kernel-style name.
+    w.netlink.set_parent(pod, "net1", VF_PCI);
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(pod, "net1").is_none());
+    assert!(
+        w.netlink.find(NsId::HOST, "dev0").is_some(),
+        "{:?}",
+        w.netlink.namespaces[&0].links
+    );
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+}

@@ -33,6 +33,8 @@ pub struct FakeLink {
     pub addrs: Vec<IpNet>,
     /// Routes as `dst via gw`.
     pub routes: Vec<String>,
+    /// Parent device (PCI address).
+    pub parent: Option<String>,
 }
 
 /// A namespace in the model.
@@ -91,6 +93,7 @@ impl FakeNetlink {
             altnames: Vec::new(),
             addrs: Vec::new(),
             routes: Vec::new(),
+            parent: None,
         };
         self.namespaces.entry(ns.0).or_default().links.push(link);
     }
@@ -276,6 +279,7 @@ impl Netlink for FakeNetlink {
                 up: l.up,
                 carrier: l.up,
                 altnames: l.altnames.clone(),
+                parent: l.parent.clone(),
             }))
     }
 
@@ -339,6 +343,17 @@ impl Netlink for FakeNetlink {
             };
         let altname_on_rename = self.altname_on_rename;
         let dst = self.ns_mut(to)?;
+        // A `%d` pattern takes the first free number, as the kernel's dev_alloc_name does.
+        let resolved;
+        let new_name = if new_name.contains("%d") {
+            resolved = (0..)
+                .map(|n| new_name.replace("%d", &n.to_string()))
+                .find(|n| !dst.links.iter().any(|l| &l.name == n))
+                .unwrap_or_default();
+            resolved.as_str()
+        } else {
+            new_name
+        };
         let clash = |links: &[FakeLink], n: &str| {
             links
                 .iter()
@@ -475,6 +490,13 @@ impl FakeNetlink {
         if let (Some(mut link), Some(dst)) = (found, self.namespaces.get_mut(&to.0)) {
             link.name = new_name.to_owned();
             dst.links.push(link);
+        }
+    }
+
+    /// Sets a link's parent device (test setup: a PCI VF's netdev).
+    pub fn set_parent(&mut self, ns: NsId, name: &str, parent: &str) {
+        if let Ok(link) = self.link_mut(ns, name) {
+            link.parent = Some(parent.to_owned());
         }
     }
 

@@ -118,6 +118,8 @@ pub struct LinkInfo {
     pub carrier: bool,
     /// Alternative names.
     pub altnames: Vec<String>,
+    /// The parent device (`IFLA_PARENT_DEV_NAME`): a PCI address for a PCI function's netdev.
+    pub parent: Option<String>,
 }
 
 /// A VF's state as its PF reports it (IFLA_VFINFO_LIST).

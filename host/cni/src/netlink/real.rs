@@ -215,12 +215,14 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
         up: msg.header.flags.contains(LinkFlags::Up),
         carrier: msg.header.flags.contains(LinkFlags::LowerUp),
         altnames: Vec::new(),
+        parent: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => info.name.clone_from(n),
             LinkAttribute::Address(a) => info.mac = MacAddr::from_slice(a),
             LinkAttribute::Mtu(m) => info.mtu = *m,
+            LinkAttribute::ParentDevName(p) => info.parent = Some(p.clone()),
             LinkAttribute::PropList(props) => {
                 for p in props {
                     if let Prop::AltIfName(n) = p {
