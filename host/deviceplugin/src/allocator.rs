@@ -1,0 +1,191 @@
+//! GetPreferredAllocation: which devices kubelet should pick. The answer comes from a pluggable
+//! [`Allocator`] (the agent plugs in the active allocator policy, [`PolicyAllocator`]); when it
+//! errs, times out or answers something invalid, the server falls back to [`builtin_preference`],
+//! a deterministic packing order, and logs why. A pod never fails because of a preference.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use vfpool_policy::{ActivePolicies, PolicyInventory};
+
+use crate::model::PoolSnapshot;
+
+/// One container's preference question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreferenceRequest {
+    /// The pool's resource name.
+    pub resource_name: String,
+    /// Ids kubelet may choose from.
+    pub available: Vec<String>,
+    /// Ids that must be part of the answer.
+    pub must_include: Vec<String>,
+    /// How many devices to choose.
+    pub size: usize,
+}
+
+/// Why an allocator gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocatorError {
+    /// No allocator policy is active yet.
+    #[error("no allocator policy is active")]
+    NotReady,
+    /// The policy call failed (trap, deadline, invalid answer, bad request).
+    #[error("the allocator policy failed")]
+    Policy(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The answer breaks the request's contract.
+    #[error("the allocator's answer is invalid: {0}")]
+    InvalidAnswer(String),
+}
+
+/// Chooses devices for kubelet. Called on a blocking thread, under a deadline.
+pub trait Allocator: Send + Sync + 'static {
+    /// The preferred ids, exactly `request.size` of them, all in `available`, including
+    /// `must_include`.
+    fn prefer(&self, request: &PreferenceRequest) -> Result<Vec<String>, AllocatorError>;
+}
+
+/// Checks an answer against its request (count, membership, no repeats, must-include).
+pub fn check_answer(request: &PreferenceRequest, answer: &[String]) -> Result<(), AllocatorError> {
+    if answer.len() != request.size {
+        return Err(AllocatorError::InvalidAnswer(format!(
+            "{} ids for a request of {}",
+            answer.len(),
+            request.size
+        )));
+    }
+    let available: HashSet<&str> = request.available.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    for id in answer {
+        if !available.contains(id.as_str()) {
+            return Err(AllocatorError::InvalidAnswer(format!(
+                "{id} is not available"
+            )));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(AllocatorError::InvalidAnswer(format!("{id} repeated")));
+        }
+    }
+    if let Some(missing) = request
+        .must_include
+        .iter()
+        .find(|id| !seen.contains(id.as_str()))
+    {
+        return Err(AllocatorError::InvalidAnswer(format!(
+            "must-include {missing} missing"
+        )));
+    }
+    Ok(())
+}
+
+/// The built-in order: must-include devices first, then devices sharing a (NUMA node, PF) group
+/// with them, then the fullest groups (fewest PFs touched), ties broken by NUMA node, PF and id.
+/// Deterministic for a given pool and request.
+pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> Vec<String> {
+    let size = request.size.min(request.available.len());
+    let group_of = |id: &str| -> (Option<u32>, Option<String>) {
+        pool.get(id).map_or((None, None), |m| {
+            (m.device.numa_node, m.device.pf_id.clone())
+        })
+    };
+    let available: HashSet<&str> = request.available.iter().map(String::as_str).collect();
+    let mut chosen: Vec<String> = Vec::with_capacity(size);
+    let mut seen: HashSet<String> = HashSet::new();
+    for id in &request.must_include {
+        if chosen.len() < size.max(request.must_include.len()) && seen.insert(id.clone()) {
+            chosen.push(id.clone());
+        }
+    }
+    let preferred_groups: HashSet<(Option<u32>, Option<String>)> =
+        request.must_include.iter().map(|id| group_of(id)).collect();
+    let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&str>> = BTreeMap::new();
+    for id in &request.available {
+        if !seen.contains(id) && available.contains(id.as_str()) {
+            groups.entry(group_of(id)).or_default().push(id.as_str());
+        }
+    }
+    let mut ordered: Vec<(&(Option<u32>, Option<String>), Vec<&str>)> = groups
+        .iter()
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            v.sort_unstable();
+            v.dedup();
+            (k, v)
+        })
+        .collect();
+    ordered.sort_by(|(ka, va), (kb, vb)| {
+        let pa = preferred_groups.contains(*ka);
+        let pb = preferred_groups.contains(*kb);
+        pb.cmp(&pa)
+            .then(vb.len().cmp(&va.len()))
+            .then(ka.cmp(kb))
+    });
+    for (_, ids) in ordered {
+        for id in ids {
+            if chosen.len() >= size {
+                return chosen;
+            }
+            chosen.push(id.to_string());
+        }
+    }
+    chosen
+}
+
+/// The active allocator policy as an [`Allocator`]. The agent swaps the inventory the policy sees
+/// after every rescan ([`PolicyAllocator::set_inventory`]).
+pub struct PolicyAllocator {
+    policies: Arc<ActivePolicies>,
+    inventory: RwLock<Arc<PolicyInventory>>,
+}
+
+impl std::fmt::Debug for PolicyAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyAllocator").finish_non_exhaustive()
+    }
+}
+
+impl PolicyAllocator {
+    /// An allocator over the active policies, seeing `inventory`.
+    pub fn new(policies: Arc<ActivePolicies>, inventory: Arc<PolicyInventory>) -> Self {
+        PolicyAllocator {
+            policies,
+            inventory: RwLock::new(inventory),
+        }
+    }
+
+    /// Replaces the inventory the policy sees.
+    pub fn set_inventory(&self, inventory: Arc<PolicyInventory>) {
+        *self
+            .inventory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = inventory;
+    }
+}
+
+impl Allocator for PolicyAllocator {
+    fn prefer(&self, request: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+        let active = self.policies.current().ok_or(AllocatorError::NotReady)?;
+        let inventory = Arc::clone(
+            &self
+                .inventory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let size = u32::try_from(request.size)
+            .map_err(|_| AllocatorError::InvalidAnswer("size out of range".to_string()))?;
+        let outcome = active
+            .allocator
+            .prefer(
+                &active.settings,
+                &inventory,
+                &request.resource_name,
+                &request.available,
+                &request.must_include,
+                size,
+            )
+            .map_err(|e| AllocatorError::Policy(Box::new(e)))?;
+        for line in &outcome.logs {
+            tracing::debug!(level = line.level, "allocator policy: {}", line.message);
+        }
+        Ok(outcome.value)
+    }
+}

@@ -1,0 +1,35 @@
+//! `vfpool-deviceplugin`: the kubelet device-plugin API (v1beta1) for vfpool's pools.
+//!
+//! This crate owns: one tonic server per pool on a unix socket `<prefix>_<name>.sock`
+//! ([`server`]); registration in both modes kubelet supports, plugin watcher and legacy `Register`
+//! ([`registration`]); kubelet restart handling (the socket directory is watched: a recreated
+//! `kubelet.sock` re-registers every pool at once, a deleted pool socket is re-bound), retries with
+//! backoff, restart of a failed server; ListAndWatch with health and NUMA topology, sent only on
+//! change to every stream; GetPreferredAllocation through a pluggable [`Allocator`] with a
+//! deterministic fallback; Allocate exactly as upstream answers it ([`allocate`]: env, `_INFO`,
+//! device specs, device-info files); in-use safety through kubelet's PodResources API
+//! ([`podresources`], [`plan`]).
+//!
+//! The served model ([`model`]) is independent of the wire types: pools are the selector policy's
+//! [`vfpool_policy::Pool`] resolved against a [`vfpool_sysfs::Inventory`], so a DRA driver can
+//! serve the same pools later.
+//!
+//! It must not touch: sysfs discovery (it receives inventories; it only reads RDMA character
+//! devices of allocated devices), policy decisions (it asks the [`Allocator`] and takes pools as
+//! given), the command line, signals or the process (the agent owns them), and network namespaces.
+
+pub mod allocate;
+pub mod allocator;
+pub mod health;
+mod manager;
+pub mod model;
+pub mod plan;
+pub mod podresources;
+pub mod registration;
+pub mod server;
+pub mod uds;
+
+pub use allocator::{Allocator, AllocatorError, PolicyAllocator, PreferenceRequest};
+pub use manager::{ApplyReport, DevicePlugins, PluginConfig, StartError};
+pub use model::{Health, Member, PoolSnapshot, Snapshot};
+pub use registration::Mode;

@@ -1,0 +1,371 @@
+//! All pools of a node: starts, updates and stops pool servers as the pools change, watches the
+//! kubelet directory for restarts (kubelet.sock recreated, pool sockets deleted) and asks
+//! PodResources which devices pods hold before every change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vfpool_policy::Pool;
+use vfpool_sysfs::{Inventory, SysfsRoot};
+
+use crate::allocator::Allocator;
+use crate::model::{PoolSnapshot, Snapshot};
+use crate::plan::{self, InUse};
+use crate::podresources;
+use crate::registration::Mode;
+use crate::server::{self, Command, PoolHandle, PoolState};
+
+/// Where the device plugin reads and writes.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// kubelet's directory (`/var/lib/kubelet`).
+    pub kubelet_dir: PathBuf,
+    /// Where device-info files go (`/var/run/k8s.cni.cncf.io/devinfo/dp`).
+    pub devinfo_dir: PathBuf,
+    /// The sysfs root (for RDMA character devices at Allocate time).
+    pub sysfs: SysfsRoot,
+    /// How long GetPreferredAllocation waits for the allocator before the built-in order.
+    pub allocator_timeout: Duration,
+    /// How long a PodResources query may take.
+    pub pod_resources_timeout: Duration,
+}
+
+impl PluginConfig {
+    /// Defaults for everything but the paths.
+    pub fn new(kubelet_dir: PathBuf, devinfo_dir: PathBuf, sysfs: SysfsRoot) -> Self {
+        PluginConfig {
+            kubelet_dir,
+            devinfo_dir,
+            sysfs,
+            allocator_timeout: Duration::from_millis(800),
+            pod_resources_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the device plugin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The socket directory could not be created.
+    #[error("cannot create the device-plugin socket directory {path}")]
+    SocketDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kubelet directory could not be watched.
+    #[error("cannot watch {path} for kubelet restarts")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// What an [`DevicePlugins::apply`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Pools that started serving.
+    pub started: Vec<String>,
+    /// Pools whose advertised devices changed (ListAndWatch updates sent).
+    pub updated: Vec<String>,
+    /// Pools that stopped serving.
+    pub stopped: Vec<String>,
+    /// Decisions worth logging (held devices, duplicates).
+    pub notes: Vec<String>,
+}
+
+type Senders = Arc<Mutex<HashMap<PathBuf, mpsc::UnboundedSender<Command>>>>;
+
+/// The node's device plugin: one server per pool.
+pub struct DevicePlugins {
+    config: PluginConfig,
+    mode: Mode,
+    allocator: Arc<dyn Allocator>,
+    pools: BTreeMap<String, PoolHandle>,
+    senders: Senders,
+    in_use: InUse,
+    watcher: Option<RecommendedWatcher>,
+    events: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DevicePlugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevicePlugins")
+            .field("mode", &self.mode)
+            .field("pools", &self.pools.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevicePlugins {
+    /// Detects the registration mode and starts watching the socket directory. No pool is served
+    /// until [`Self::apply`].
+    pub fn start(config: PluginConfig, allocator: Arc<dyn Allocator>) -> Result<Self, StartError> {
+        let mode = Mode::detect(&config.kubelet_dir);
+        let dir = mode.dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::SocketDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let senders: Senders = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })
+        .map_err(|source| StartError::Watch {
+            path: dir.clone(),
+            source,
+        })?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|source| StartError::Watch {
+                path: dir.clone(),
+                source,
+            })?;
+        let events = tokio::spawn(watch_events(rx, mode.clone(), Arc::clone(&senders)));
+        tracing::info!(?mode, "device plugin started");
+        Ok(DevicePlugins {
+            config,
+            mode,
+            allocator,
+            pools: BTreeMap::new(),
+            senders,
+            in_use: InUse::new(),
+            watcher: Some(watcher),
+            events: Some(events),
+        })
+    }
+
+    /// The registration mode in use.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// The snapshots being served, by resource name.
+    pub fn snapshots(&self) -> BTreeMap<String, Snapshot> {
+        self.pools
+            .iter()
+            .map(|(name, handle)| (name.clone(), handle.state.current()))
+            .collect()
+    }
+
+    /// Devices pods hold, by resource name, from PodResources (the last good answer when it
+    /// fails; nothing when kubelet has no PodResources socket).
+    pub async fn refresh_in_use(&mut self) -> &InUse {
+        let socket = self.config.kubelet_dir.join(podresources::SOCKET);
+        if socket.exists() {
+            match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
+                Ok(used) => self.in_use = used,
+                Err(e) => tracing::warn!(
+                    error = %server::error_chain(&e),
+                    "cannot ask PodResources which devices are in use; using the last answer"
+                ),
+            }
+        }
+        &self.in_use
+    }
+
+    /// Serves `desired` (the selector policy's pools) over `inventory`: starts new pools, updates
+    /// changed ones (ListAndWatch sends only on change), stops removed ones, never moving a device
+    /// a pod holds.
+    pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
+        self.refresh_in_use().await;
+        let previous: BTreeMap<String, PoolSnapshot> = self
+            .pools
+            .iter()
+            .map(|(name, handle)| (name.clone(), (*handle.state.current()).clone()))
+            .collect();
+        let plan = plan::plan(desired, inventory, &previous, &self.in_use);
+        let mut report = ApplyReport {
+            notes: plan.notes,
+            ..ApplyReport::default()
+        };
+        for note in &report.notes {
+            tracing::info!("{note}");
+        }
+
+        let stopping: Vec<String> = self
+            .pools
+            .keys()
+            .filter(|name| !plan.pools.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in stopping {
+            self.stop_pool(&name).await;
+            report.stopped.push(name);
+        }
+
+        for (name, snapshot) in plan.pools {
+            let snapshot: Snapshot = Arc::new(snapshot);
+            match self.pools.get(&name) {
+                Some(handle) => {
+                    let before = handle.state.current();
+                    let gone = before
+                        .members
+                        .iter()
+                        .filter(|m| snapshot.get(m.id()).is_none())
+                        .map(|m| m.id());
+                    server::remove_device_infos(&self.config.devinfo_dir, &name, gone);
+                    if handle.state.update(Arc::clone(&snapshot)) {
+                        tracing::info!(resource = %name, devices = ?server::summary(&snapshot), "pool changed");
+                        report.updated.push(name);
+                    }
+                }
+                None if snapshot.members.is_empty() => {
+                    tracing::info!(resource = %name, "no devices in the pool; not advertising it");
+                }
+                None => {
+                    self.start_pool(&name, snapshot);
+                    report.started.push(name);
+                }
+            }
+        }
+        report
+    }
+
+    fn start_pool(&mut self, name: &str, snapshot: Snapshot) {
+        server::remove_device_infos(
+            &self.config.devinfo_dir,
+            name,
+            snapshot.members.iter().map(|m| m.id()),
+        );
+        tracing::info!(resource = %name, devices = ?server::summary(&snapshot), "starting pool");
+        let socket = self.mode.socket(name);
+        let (tx, _) = watch::channel(snapshot);
+        let state = Arc::new(PoolState {
+            resource_name: name.to_string(),
+            socket: socket.clone(),
+            mode: self.mode.clone(),
+            snapshot: tx,
+            allocator: Arc::clone(&self.allocator),
+            allocator_timeout: self.config.allocator_timeout,
+            devinfo_dir: self.config.devinfo_dir.clone(),
+            sysfs: self.config.sysfs.clone(),
+            registered: Mutex::new(None),
+        });
+        let handle = server::spawn(state);
+        self.senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(socket, handle.commands.clone());
+        self.pools.insert(name.to_string(), handle);
+    }
+
+    async fn stop_pool(&mut self, name: &str) {
+        let Some(handle) = self.pools.remove(name) else {
+            return;
+        };
+        self.senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&handle.state.socket);
+        let last = handle.state.current();
+        // Tell kubelet the pool is empty before going away, so no pod is admitted onto it during
+        // kubelet's grace period (upstream PR #502).
+        handle.state.update(Arc::new(PoolSnapshot::empty(
+            name,
+            last.device_type,
+        )));
+        let _ = handle.commands.send(Command::Stop);
+        let abort = handle.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), handle.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+            let _ = std::fs::remove_file(&handle.state.socket);
+        }
+        server::remove_device_infos(
+            &self.config.devinfo_dir,
+            name,
+            last.members.iter().map(|m| m.id()),
+        );
+        tracing::info!(resource = %name, "pool stopped");
+    }
+
+    /// Stops every pool: ends the streams, stops the servers, removes sockets and device-info files.
+    pub async fn shutdown(mut self) {
+        let names: Vec<String> = self.pools.keys().cloned().collect();
+        for name in names {
+            self.stop_pool(&name).await;
+        }
+        self.watcher.take();
+        if let Some(events) = self.events.take() {
+            events.abort();
+        }
+    }
+
+    /// Whether the socket of `resource_name` is registered (legacy: Register succeeded; plugin
+    /// watcher: kubelet notified success).
+    pub fn registration(&self, resource_name: &str) -> Option<Result<(), String>> {
+        self.pools.get(resource_name).and_then(|h| {
+            h.state
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    }
+}
+
+impl Drop for DevicePlugins {
+    fn drop(&mut self) {
+        if let Some(events) = self.events.take() {
+            events.abort();
+        }
+        for handle in self.pools.values() {
+            let _ = handle.commands.send(Command::Stop);
+        }
+    }
+}
+
+/// Reacts to the socket directory: kubelet.sock (re)created → every pool registers again; a pool
+/// socket removed → that pool re-binds it.
+async fn watch_events(
+    mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    mode: Mode,
+    senders: Senders,
+) {
+    let kubelet = mode.kubelet_socket();
+    while let Some(event) = events.recv().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "socket directory watch error");
+                continue;
+            }
+        };
+        let senders = senders.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for path in &event.paths {
+            if kubelet.as_deref() == Some(path.as_path()) {
+                if matches!(event.kind, EventKind::Create(_)) {
+                    tracing::info!("kubelet.sock created (kubelet restarted); registering every pool again");
+                    for sender in senders.values() {
+                        let _ = sender.send(Command::Rebind);
+                        let _ = sender.send(Command::Register);
+                    }
+                }
+                continue;
+            }
+            if matches!(event.kind, EventKind::Remove(_)) && !path_exists(path) {
+                if let Some(sender) = senders.get(path) {
+                    let _ = sender.send(Command::Rebind);
+                }
+            }
+        }
+    }
+}
+
+fn path_exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}

@@ -1,0 +1,156 @@
+//! Registration with kubelet, in both modes kubelet supports (upstream `pkg/resources/server.go`):
+//!
+//! - **plugin watcher**: when `<kubelet-dir>/plugins_registry` exists, the pool's socket lives there
+//!   and also serves `pluginregistration.v1.Registration`; kubelet finds the socket, calls `GetInfo`
+//!   and reports back with `NotifyRegistrationStatus`.
+//! - **legacy**: otherwise the socket lives in `<kubelet-dir>/device-plugins/` and the plugin calls
+//!   `Register` on `device-plugins/kubelet.sock`, retrying with backoff until kubelet accepts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vfpool_proto::deviceplugin::v1beta1 as api;
+use vfpool_proto::deviceplugin::v1beta1::registration_client::RegistrationClient;
+use vfpool_proto::pluginregistration::v1 as reg;
+
+use crate::server::{Backoff, PoolState, error_chain};
+use crate::uds;
+
+/// Where sockets live and how pools register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// kubelet's plugin watcher (`plugins_registry`).
+    PluginWatcher {
+        /// `<kubelet-dir>/plugins_registry`.
+        dir: PathBuf,
+    },
+    /// `Register` on `device-plugins/kubelet.sock`.
+    Legacy {
+        /// `<kubelet-dir>/device-plugins`.
+        dir: PathBuf,
+    },
+}
+
+impl Mode {
+    /// The plugin watcher when `<kubelet_dir>/plugins_registry` is a directory, else legacy.
+    pub fn detect(kubelet_dir: &Path) -> Mode {
+        let registry = kubelet_dir.join("plugins_registry");
+        if registry.is_dir() {
+            Mode::PluginWatcher { dir: registry }
+        } else {
+            Mode::Legacy {
+                dir: kubelet_dir.join("device-plugins"),
+            }
+        }
+    }
+
+    /// The directory the pool sockets live in.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Mode::PluginWatcher { dir } | Mode::Legacy { dir } => dir,
+        }
+    }
+
+    /// The socket of `resource_name`: `<prefix>_<name>.sock`.
+    pub fn socket(&self, resource_name: &str) -> PathBuf {
+        self.dir().join(socket_name(resource_name))
+    }
+
+    /// kubelet's registration socket (legacy mode only).
+    pub fn kubelet_socket(&self) -> Option<PathBuf> {
+        match self {
+            Mode::Legacy { dir } => Some(dir.join(api::KUBELET_SOCKET)),
+            Mode::PluginWatcher { .. } => None,
+        }
+    }
+}
+
+/// `<prefix>_<name>.sock` for `prefix/name`.
+pub fn socket_name(resource_name: &str) -> String {
+    format!("{}.sock", resource_name.replace('/', "_"))
+}
+
+/// The options every pool registers with: preferred allocation available, no PreStartContainer.
+pub fn options() -> api::DevicePluginOptions {
+    api::DevicePluginOptions {
+        pre_start_required: false,
+        get_preferred_allocation_available: true,
+    }
+}
+
+/// The plugin-watcher `GetInfo` answer.
+pub fn plugin_info(state: &PoolState) -> reg::PluginInfo {
+    reg::PluginInfo {
+        r#type: api::DEVICE_PLUGIN_TYPE.to_string(),
+        name: state.resource_name.clone(),
+        endpoint: state.socket.display().to_string(),
+        supported_versions: vec![api::VERSION.to_string()],
+    }
+}
+
+/// Why a `Register` call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// kubelet's socket is not there (kubelet not running or restarting).
+    #[error("kubelet's registration socket {0} does not exist")]
+    NoSocket(PathBuf),
+    /// kubelet answered with an error (version, resource name, duplicate).
+    #[error("kubelet refused the registration")]
+    Refused(#[source] tonic::Status),
+    /// kubelet did not answer in time.
+    #[error("kubelet did not answer Register within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One `Register` call.
+pub async fn register_once(state: &PoolState) -> Result<(), RegisterError> {
+    let Some(kubelet) = state.mode.kubelet_socket() else {
+        return Ok(());
+    };
+    if !kubelet.exists() {
+        return Err(RegisterError::NoSocket(kubelet));
+    }
+    let mut client = RegistrationClient::new(uds::channel(&kubelet));
+    let endpoint = state
+        .socket
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let request = api::RegisterRequest {
+        version: api::VERSION.to_string(),
+        endpoint,
+        resource_name: state.resource_name.clone(),
+        options: Some(options()),
+    };
+    let timeout = Duration::from_secs(5);
+    tokio::time::timeout(timeout, client.register(request))
+        .await
+        .map_err(|_| RegisterError::Timeout(timeout))?
+        .map_err(RegisterError::Refused)?;
+    Ok(())
+}
+
+/// Registers, retrying with backoff (100 ms doubling to 5 s) until kubelet accepts.
+pub async fn register_with_retry(state: Arc<PoolState>) {
+    let mut backoff = Backoff::new(Duration::from_secs(5));
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match register_once(&state).await {
+            Ok(()) => {
+                tracing::info!(resource = %state.resource_name, attempts, "registered with kubelet");
+                state.set_registered(Ok(()));
+                return;
+            }
+            Err(e) => {
+                let text = error_chain(&e);
+                if attempts == 1 || attempts % 10 == 0 {
+                    tracing::warn!(resource = %state.resource_name, attempts, error = %text, "registration failed; retrying");
+                }
+                state.set_registered(Err(text));
+                tokio::time::sleep(backoff.next()).await;
+            }
+        }
+    }
+}

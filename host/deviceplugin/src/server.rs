@@ -1,0 +1,517 @@
+//! One pool's gRPC server: the v1beta1 `DevicePlugin` service (and the plugin-watcher
+//! `Registration` service on the same socket), and the supervisor task that binds the socket,
+//! registers with kubelet, re-binds when the socket is deleted, re-registers when kubelet
+//! restarts and restarts the server when it fails.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status};
+use vfpool_proto::deviceplugin::v1beta1 as api;
+use vfpool_proto::deviceplugin::v1beta1::device_plugin_server::{DevicePlugin, DevicePluginServer};
+use vfpool_proto::pluginregistration::v1 as reg;
+use vfpool_proto::pluginregistration::v1::registration_server::{
+    Registration as WatcherRegistration, RegistrationServer as WatcherRegistrationServer,
+};
+use vfpool_sysfs::SysfsRoot;
+
+use crate::allocate;
+use crate::allocator::{self, Allocator, PreferenceRequest};
+use crate::model::Snapshot;
+use crate::registration::{self, Mode};
+use crate::uds;
+
+/// What every server of one pool shares: the current snapshot (a watch channel: every
+/// ListAndWatch stream subscribes), the allocator and the paths.
+pub struct PoolState {
+    /// Full resource name.
+    pub resource_name: String,
+    /// The socket this pool serves on.
+    pub socket: PathBuf,
+    /// How the pool registers.
+    pub mode: Mode,
+    pub(crate) snapshot: watch::Sender<Snapshot>,
+    pub(crate) allocator: Arc<dyn Allocator>,
+    pub(crate) allocator_timeout: Duration,
+    pub(crate) devinfo_dir: PathBuf,
+    pub(crate) sysfs: SysfsRoot,
+    /// Set by NotifyRegistrationStatus (plugin-watcher mode) or a successful Register.
+    pub(crate) registered: Mutex<Option<Result<(), String>>>,
+}
+
+impl std::fmt::Debug for PoolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolState")
+            .field("resource_name", &self.resource_name)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolState {
+    /// The snapshot being served.
+    pub fn current(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Replaces the snapshot; ListAndWatch streams are told only if what kubelet sees changed.
+    /// Returns whether they were told.
+    pub fn update(&self, next: Snapshot) -> bool {
+        self.snapshot.send_if_modified(|current| {
+            let changed = current.view() != next.view();
+            *current = next;
+            changed
+        })
+    }
+
+    pub(crate) fn set_registered(&self, status: Result<(), String>) {
+        *self.registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+    }
+}
+
+/// The v1beta1 device list for a snapshot.
+pub fn list_response(snapshot: &Snapshot) -> api::ListAndWatchResponse {
+    api::ListAndWatchResponse {
+        devices: snapshot
+            .view()
+            .into_iter()
+            .map(|(id, health, numa)| api::Device {
+                id: id.to_string(),
+                health: health.as_str().to_string(),
+                topology: numa.map(|n| api::TopologyInfo {
+                    nodes: vec![api::NumaNode { id: i64::from(n) }],
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// One server instance's view of the pool: the shared state plus the signal that ends this
+/// instance's streams when it stops.
+#[derive(Clone)]
+pub(crate) struct PoolService {
+    state: Arc<PoolState>,
+    stop: watch::Receiver<bool>,
+}
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DevicePlugin for PoolService {
+    async fn get_device_plugin_options(
+        &self,
+        _request: Request<api::Empty>,
+    ) -> Result<Response<api::DevicePluginOptions>, Status> {
+        Ok(Response::new(registration::options()))
+    }
+
+    type ListAndWatchStream = ListStream;
+
+    async fn list_and_watch(
+        &self,
+        _request: Request<api::Empty>,
+    ) -> Result<Response<Self::ListAndWatchStream>, Status> {
+        let mut snapshots = self.state.snapshot.subscribe();
+        let mut stop = self.stop.clone();
+        let (tx, rx) = mpsc::channel(1);
+        let resource = self.state.resource_name.clone();
+        tokio::spawn(async move {
+            let first = snapshots.borrow_and_update().clone();
+            if tx.send(Ok(list_response(&first))).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let next = snapshots.borrow_and_update().clone();
+                        if tx.send(Ok(list_response(&next))).await.is_err() {
+                            break;
+                        }
+                    }
+                    () = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
+                    () = tx.closed() => break,
+                }
+            }
+            tracing::debug!(resource, "ListAndWatch stream ended");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_preferred_allocation(
+        &self,
+        request: Request<api::PreferredAllocationRequest>,
+    ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
+        let snapshot = self.state.current();
+        let mut responses = Vec::new();
+        for container in request.into_inner().container_requests {
+            let size = usize::try_from(container.allocation_size.max(0)).unwrap_or(0);
+            let request = PreferenceRequest {
+                resource_name: self.state.resource_name.clone(),
+                size: size.min(container.available_device_i_ds.len()),
+                available: container.available_device_i_ds,
+                must_include: container.must_include_device_i_ds,
+            };
+            let ids = self.prefer(&snapshot, request).await;
+            responses.push(api::ContainerPreferredAllocationResponse { device_i_ds: ids });
+        }
+        Ok(Response::new(api::PreferredAllocationResponse {
+            container_responses: responses,
+        }))
+    }
+
+    async fn allocate(
+        &self,
+        request: Request<api::AllocateRequest>,
+    ) -> Result<Response<api::AllocateResponse>, Status> {
+        let snapshot = self.state.current();
+        let mut responses = Vec::new();
+        for container in request.into_inner().container_requests {
+            let response = allocate_container(&self.state, &snapshot, &container.devices_ids)
+                .map_err(|e| {
+                    tracing::warn!(resource = %self.state.resource_name, error = %e, "Allocate refused");
+                    Status::invalid_argument(error_chain(&e))
+                })?;
+            responses.push(response);
+        }
+        Ok(Response::new(api::AllocateResponse {
+            container_responses: responses,
+        }))
+    }
+
+    async fn pre_start_container(
+        &self,
+        _request: Request<api::PreStartContainerRequest>,
+    ) -> Result<Response<api::PreStartContainerResponse>, Status> {
+        Ok(Response::new(api::PreStartContainerResponse {}))
+    }
+}
+
+impl PoolService {
+    /// The allocator's answer, or the built-in order when it fails, times out or is invalid.
+    async fn prefer(&self, snapshot: &Snapshot, request: PreferenceRequest) -> Vec<String> {
+        if request.size == 0 {
+            return Vec::new();
+        }
+        let allocator = Arc::clone(&self.state.allocator);
+        let question = request.clone();
+        let call = tokio::task::spawn_blocking(move || allocator.prefer(&question));
+        let failure = match tokio::time::timeout(self.state.allocator_timeout, call).await {
+            Ok(Ok(Ok(ids))) => match allocator::check_answer(&request, &ids) {
+                Ok(()) => return ids,
+                Err(e) => error_chain(&e),
+            },
+            Ok(Ok(Err(e))) => error_chain(&e),
+            Ok(Err(join)) => format!("the allocator panicked: {join}"),
+            Err(_) => format!(
+                "the allocator did not answer within {:?}",
+                self.state.allocator_timeout
+            ),
+        };
+        let ids = allocator::builtin_preference(snapshot, &request);
+        tracing::warn!(
+            resource = %self.state.resource_name,
+            reason = %failure,
+            "GetPreferredAllocation: using the built-in order"
+        );
+        ids
+    }
+}
+
+/// Answers one container's Allocate: env, device specs, device-info files.
+pub fn allocate_container(
+    state: &PoolState,
+    snapshot: &Snapshot,
+    ids: &[String],
+) -> Result<api::ContainerAllocateResponse, allocate::AllocateError> {
+    if ids.is_empty() {
+        return Err(allocate::AllocateError::Empty {
+            resource: snapshot.resource_name.clone(),
+        });
+    }
+    let mut grants = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            return Err(allocate::AllocateError::Duplicate { id: id.clone() });
+        }
+        let member = snapshot
+            .get(id)
+            .ok_or_else(|| allocate::AllocateError::UnknownDevice {
+                id: id.clone(),
+                resource: snapshot.resource_name.clone(),
+                count: snapshot.members.len(),
+            })?;
+        let rdma_chars = if member.hints.rdma {
+            allocate::rdma_char_devices(&state.sysfs, id)
+        } else {
+            Vec::new()
+        };
+        grants.push((
+            id.clone(),
+            allocate::grant(member, &snapshot.node, &rdma_chars)?,
+        ));
+    }
+    for id in ids {
+        if let Some(member) = snapshot.get(id) {
+            if let Some(doc) = allocate::device_info_json(snapshot.device_type, member) {
+                let name = allocate::device_info_file_name(&snapshot.resource_name, id);
+                allocate::write_device_info(&state.devinfo_dir, &name, &doc)?;
+            }
+        }
+    }
+    Ok(allocate::container_response(
+        &snapshot.resource_name,
+        ids,
+        &grants,
+    ))
+}
+
+#[tonic::async_trait]
+impl WatcherRegistration for PoolService {
+    async fn get_info(
+        &self,
+        _request: Request<reg::InfoRequest>,
+    ) -> Result<Response<reg::PluginInfo>, Status> {
+        Ok(Response::new(registration::plugin_info(&self.state)))
+    }
+
+    async fn notify_registration_status(
+        &self,
+        request: Request<reg::RegistrationStatus>,
+    ) -> Result<Response<reg::RegistrationStatusResponse>, Status> {
+        let status = request.into_inner();
+        if status.plugin_registered {
+            tracing::info!(resource = %self.state.resource_name, "registered with kubelet (plugin watcher)");
+            self.state.set_registered(Ok(()));
+        } else {
+            // Keep serving: kubelet retries when it sees the socket again (its restart, or our
+            // re-bind); upstream stops the server here and never restarts it.
+            tracing::error!(resource = %self.state.resource_name, error = %status.error, "kubelet refused the registration");
+            self.state.set_registered(Err(status.error));
+        }
+        Ok(Response::new(reg::RegistrationStatusResponse {}))
+    }
+}
+
+/// The error and its causes on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What the supervisor is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Register again (kubelet restarted).
+    Register,
+    /// Re-bind the socket if it was deleted.
+    Rebind,
+    /// Stop serving and remove the socket.
+    Stop,
+}
+
+/// A running pool: its state and its supervisor.
+pub(crate) struct PoolHandle {
+    pub(crate) state: Arc<PoolState>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// Exponential backoff: 100 ms doubling to a cap.
+pub(crate) struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(cap: Duration) -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+            cap,
+        }
+    }
+
+    pub(crate) fn next(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        delay
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
+/// Starts a pool's supervisor.
+pub(crate) fn spawn(state: Arc<PoolState>) -> PoolHandle {
+    let (commands, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(supervise(Arc::clone(&state), rx));
+    PoolHandle {
+        state,
+        commands,
+        task,
+    }
+}
+
+async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut backoff = Backoff::new(Duration::from_secs(5));
+    'serve: loop {
+        let listener = match uds::bind(&state.socket) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(resource = %state.resource_name, error = %error_chain(&e), "cannot serve; retrying");
+                if wait_or_stop(&mut commands, backoff.next()).await {
+                    break 'serve;
+                }
+                continue 'serve;
+            }
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let service = PoolService {
+            state: Arc::clone(&state),
+            stop: stop_rx.clone(),
+        };
+        let mut server = tokio::spawn(serve(listener, service, stop_rx));
+        tracing::info!(resource = %state.resource_name, socket = %state.socket.display(), "serving");
+        let mut registering = start_registration(&state);
+        loop {
+            tokio::select! {
+                result = &mut server => {
+                    if let Some(task) = registering.take() {
+                        task.abort();
+                    }
+                    let reason = match result {
+                        Ok(Ok(())) => "the server stopped".to_string(),
+                        Ok(Err(e)) => error_chain(&e),
+                        Err(e) => format!("the server task failed: {e}"),
+                    };
+                    tracing::error!(resource = %state.resource_name, reason, "gRPC server exited; restarting it");
+                    if wait_or_stop(&mut commands, backoff.next()).await {
+                        break 'serve;
+                    }
+                    continue 'serve;
+                }
+                command = commands.recv() => match command {
+                    None | Some(Command::Stop) => {
+                        stop_instance(&state, stop_tx, server, registering).await;
+                        break 'serve;
+                    }
+                    Some(Command::Rebind) => {
+                        if state.socket.exists() {
+                            continue;
+                        }
+                        tracing::info!(resource = %state.resource_name, "socket deleted (kubelet restart?); serving it again");
+                        stop_instance(&state, stop_tx, server, registering).await;
+                        backoff.reset();
+                        continue 'serve;
+                    }
+                    Some(Command::Register) => {
+                        if let Some(task) = registering.take() {
+                            task.abort();
+                        }
+                        registering = start_registration(&state);
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&state.socket);
+}
+
+fn start_registration(state: &Arc<PoolState>) -> Option<JoinHandle<()>> {
+    match &state.mode {
+        Mode::Legacy { .. } => Some(tokio::spawn(registration::register_with_retry(
+            Arc::clone(state),
+        ))),
+        // kubelet's plugin watcher finds the socket and calls GetInfo itself.
+        Mode::PluginWatcher { .. } => None,
+    }
+}
+
+/// Sleeps `delay` unless a Stop arrives first; true when stopping.
+async fn wait_or_stop(commands: &mut mpsc::UnboundedReceiver<Command>, delay: Duration) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return false,
+            command = commands.recv() => match command {
+                None | Some(Command::Stop) => return true,
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+async fn stop_instance(
+    state: &PoolState,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    registering: Option<JoinHandle<()>>,
+) {
+    if let Some(task) = registering {
+        task.abort();
+    }
+    let _ = stop.send(true);
+    let abort = server.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!(resource = %state.resource_name, "server did not stop within 2s; aborting it");
+        abort.abort();
+    }
+}
+
+async fn serve(
+    listener: tokio::net::UnixListener,
+    service: PoolService,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(DevicePluginServer::new(service.clone()))
+        .add_service(WatcherRegistrationServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}
+
+/// Device-info files of `ids` in pool `resource`, removed.
+pub(crate) fn remove_device_infos<'a>(
+    devinfo_dir: &std::path::Path,
+    resource: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+) {
+    for id in ids {
+        allocate::remove_device_info(devinfo_dir, resource, id);
+    }
+}
+
+/// Counts of members per health, for logs.
+pub(crate) fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for member in &snapshot.members {
+        *counts.entry(member.health.as_str()).or_insert(0) += 1;
+    }
+    counts
+}

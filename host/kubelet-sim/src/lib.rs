@@ -1,0 +1,24 @@
+//! `vfpool-kubelet-sim`: a stand-in for kubelet's device manager, for tests, the demo and
+//! benchmarks on machines without a kubelet.
+//!
+//! It owns, under a kubelet directory it is given: the `v1beta1.Registration` service on
+//! `device-plugins/kubelet.sock`; the plugin-watcher side (`plugins_registry`: GetInfo, then
+//! NotifyRegistrationStatus); for every registered plugin a client that reads its options and
+//! follows ListAndWatch, tracking capacity and allocatable; simulated pods that get devices the way
+//! kubelet gives them (GetPreferredAllocation, then Allocate); the PodResources `v1` service on
+//! `pod-resources/kubelet.sock` reporting those pods; and a restart (sockets deleted and recreated,
+//! plugins forgotten, pods kept, as kubelet's checkpoint keeps them).
+//!
+//! It enforces what kubelet enforces: API version `v1beta1`, an extended resource name
+//! (`domain/name`, not in the `kubernetes.io` namespace), one live plugin per resource name.
+//!
+//! It must not touch: anything outside the kubelet directory it is given, and no vfpool crate
+//! other than the wire types (`vfpool-proto`): it is a model of kubelet, not of vfpool.
+
+mod sim;
+mod uds;
+
+pub use sim::{
+    DeviceView, KubeletSim, PodAllocation, RegistrationRecord, ResourceView, SimError, SimOptions,
+    validate_resource_name,
+};

@@ -1,0 +1,939 @@
+//! The simulator itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use vfpool_proto::deviceplugin::v1beta1 as api;
+use vfpool_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
+use vfpool_proto::deviceplugin::v1beta1::registration_server::{Registration, RegistrationServer};
+use vfpool_proto::pluginregistration::v1 as reg;
+use vfpool_proto::pluginregistration::v1::registration_client::RegistrationClient as WatcherClient;
+use vfpool_proto::podresources::v1 as pr;
+use vfpool_proto::podresources::v1::pod_resources_lister_server::{
+    PodResourcesLister, PodResourcesListerServer,
+};
+
+use crate::uds;
+
+/// Why a simulator operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {path}")]
+    Bind {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory could not be created or watched.
+    #[error("cannot prepare {path}: {message}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// No plugin serves the resource.
+    #[error("no device plugin serves {0}")]
+    UnknownResource(String),
+    /// Not enough healthy free devices.
+    #[error("{resource}: {wanted} devices requested, {free} healthy and free")]
+    Insufficient {
+        /// The resource.
+        resource: String,
+        /// Requested.
+        wanted: usize,
+        /// Available.
+        free: usize,
+    },
+    /// The pod already exists.
+    #[error("pod {0} already exists")]
+    PodExists(String),
+    /// A call to the plugin failed.
+    #[error("{call} on {resource} failed")]
+    Plugin {
+        /// The RPC.
+        call: &'static str,
+        /// The resource.
+        resource: String,
+        /// The status.
+        #[source]
+        source: Status,
+    },
+    /// A condition was not reached in time (tests use this as a failure guard).
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// Simulator options.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Also run the plugin watcher (creates `plugins_registry`, so plugins use that mode).
+    pub plugin_watcher: bool,
+}
+
+/// One device as kubelet last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceView {
+    /// `Healthy` or `Unhealthy`.
+    pub health: String,
+    /// NUMA nodes from the topology (empty when none was sent).
+    pub numa: Vec<i64>,
+}
+
+/// What kubelet knows of a resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceView {
+    /// The plugin's socket.
+    pub endpoint: PathBuf,
+    /// `GetDevicePluginOptions` answer (None until read).
+    pub options: Option<(bool, bool)>,
+    /// The ListAndWatch stream is open.
+    pub connected: bool,
+    /// Devices from the last list.
+    pub devices: BTreeMap<String, DeviceView>,
+    /// ListAndWatch messages received since registration.
+    pub updates: u64,
+    /// How it registered: `legacy` or `plugin-watcher`.
+    pub mode: &'static str,
+}
+
+impl ResourceView {
+    /// Devices in the last list.
+    pub fn capacity(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Healthy devices while connected (kubelet's allocatable before pods are subtracted).
+    pub fn allocatable(&self) -> usize {
+        if !self.connected {
+            return 0;
+        }
+        self.devices
+            .values()
+            .filter(|d| d.health == api::HEALTHY)
+            .count()
+    }
+}
+
+/// One registration attempt, accepted or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    /// The resource name the plugin asked for.
+    pub resource_name: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// `legacy` or `plugin-watcher`.
+    pub mode: &'static str,
+    /// `None` when accepted, else kubelet's error.
+    pub error: Option<String>,
+}
+
+/// A simulated pod's devices.
+#[derive(Debug, Clone)]
+pub struct PodAllocation {
+    /// Pod name.
+    pub pod: String,
+    /// The resource.
+    pub resource: String,
+    /// The devices kubelet chose (the preferred ones when the plugin answered validly).
+    pub device_ids: Vec<String>,
+    /// The plugin's preferred answer, if it was asked.
+    pub preferred: Option<Vec<String>>,
+    /// The Allocate response for the pod's one container.
+    pub response: api::ContainerAllocateResponse,
+}
+
+#[derive(Default)]
+struct State {
+    resources: BTreeMap<String, ResourceView>,
+    /// Per resource: the generation of the client task that owns it (stale tasks must not write).
+    owners: BTreeMap<String, u64>,
+    pods: BTreeMap<String, (String, Vec<String>)>,
+    registrations: Vec<RegistrationRecord>,
+    next_generation: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+    kubelet_dir: PathBuf,
+    clients: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// A running kubelet simulator.
+pub struct KubeletSim {
+    shared: Arc<Shared>,
+    options: SimOptions,
+    servers: Vec<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+    watcher: Option<(RecommendedWatcher, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for KubeletSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletSim")
+            .field("kubelet_dir", &self.shared.kubelet_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks an extended resource name the way kubelet does: `domain/name`, a DNS-subdomain domain
+/// outside `kubernetes.io`, a qualified-name `name` (alphanumerics, `-`, `_`, `.`, at most 63,
+/// starting and ending alphanumeric).
+pub fn validate_resource_name(name: &str) -> Result<(), String> {
+    let Some((domain, short)) = name.split_once('/') else {
+        return Err(format!(
+            "resource name {name:?} is not fully qualified (want domain/name)"
+        ));
+    };
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && alnum(label.chars().next())
+                && alnum(label.chars().last())
+        });
+    if !domain_ok {
+        return Err(format!(
+            "resource name {name:?}: {domain:?} is not a DNS subdomain"
+        ));
+    }
+    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+        return Err(format!(
+            "resource name {name:?} is in the reserved kubernetes.io namespace"
+        ));
+    }
+    let short_ok = !short.is_empty()
+        && short.len() <= 63
+        && short
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && alnum(short.chars().next())
+        && alnum(short.chars().last());
+    if !short_ok {
+        return Err(format!(
+            "resource name {name:?}: {short:?} is not a valid name (alphanumerics, '-', '_', '.', at most 63)"
+        ));
+    }
+    Ok(())
+}
+
+impl KubeletSim {
+    /// Starts the simulator under `kubelet_dir`.
+    pub async fn start(kubelet_dir: &Path, options: SimOptions) -> Result<Self, SimError> {
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed,
+            kubelet_dir: kubelet_dir.to_path_buf(),
+            clients: Mutex::new(Vec::new()),
+        });
+        let mut sim = KubeletSim {
+            shared,
+            options,
+            servers: Vec::new(),
+            watcher: None,
+        };
+        sim.serve()?;
+        Ok(sim)
+    }
+
+    /// The kubelet directory.
+    pub fn kubelet_dir(&self) -> &Path {
+        &self.shared.kubelet_dir
+    }
+
+    fn dir(&self, sub: &str) -> Result<PathBuf, SimError> {
+        let dir = self.shared.kubelet_dir.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|e| SimError::Dir {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(dir)
+    }
+
+    fn serve(&mut self) -> Result<(), SimError> {
+        let pr_dir = self.dir("pod-resources")?;
+        let pr_socket = pr_dir.join("kubelet.sock");
+        let listener = uds::bind(&pr_socket).map_err(|source| SimError::Bind {
+            path: pr_socket.clone(),
+            source,
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let service = PodResourcesListerServer::new(PodResourcesService {
+            shared: Arc::clone(&self.shared),
+        });
+        let task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "kubelet-sim: PodResources server failed");
+            }
+        });
+        self.servers.push((task, tx));
+
+        if self.options.plugin_watcher {
+            let registry = self.dir("plugins_registry")?;
+            self.watch_registry(&registry)?;
+        }
+        // kubelet.sock last: plugins treat its creation as "kubelet is up".
+        let dp_dir = self.dir("device-plugins")?;
+        let socket = dp_dir.join(api::KUBELET_SOCKET);
+        let listener = uds::bind(&socket).map_err(|source| SimError::Bind {
+            path: socket.clone(),
+            source,
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let service = RegistrationServer::new(RegistrationService {
+            shared: Arc::clone(&self.shared),
+        });
+        let task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "kubelet-sim: Registration server failed");
+            }
+        });
+        self.servers.push((task, tx));
+        Ok(())
+    }
+
+    fn watch_registry(&mut self, registry: &Path) -> Result<(), SimError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+        let events_tx = tx.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                if matches!(event.kind, EventKind::Create(_)) {
+                    for path in event.paths {
+                        let _ = events_tx.send(path);
+                    }
+                }
+            }
+        })
+        .map_err(|e| SimError::Dir {
+            path: registry.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        watcher
+            .watch(registry, RecursiveMode::NonRecursive)
+            .map_err(|e| SimError::Dir {
+                path: registry.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        // Sockets already there (kubelet scans the directory on start).
+        if let Ok(entries) = std::fs::read_dir(registry) {
+            for entry in entries.flatten() {
+                let _ = tx.send(entry.path());
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            while let Some(path) = rx.recv().await {
+                if path.extension().is_some_and(|e| e == "sock") {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move { watcher_register(shared, path).await });
+                }
+            }
+        });
+        self.watcher = Some((watcher, task));
+        Ok(())
+    }
+
+    fn stop_all(&mut self) {
+        for (task, stop) in self.servers.drain(..) {
+            let _ = stop.send(());
+            task.abort();
+        }
+        if let Some((watcher, task)) = self.watcher.take() {
+            drop(watcher);
+            task.abort();
+        }
+        for client in self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            client.abort();
+        }
+    }
+
+    /// Simulates a kubelet restart: sockets deleted (including every plugin socket in
+    /// `device-plugins/`, as kubelet cleans that directory), plugins forgotten, pods kept, then
+    /// the sockets recreated.
+    pub async fn restart(&mut self) -> Result<(), SimError> {
+        self.stop_all();
+        let dp_dir = self.shared.kubelet_dir.join("device-plugins");
+        if let Ok(entries) = std::fs::read_dir(&dp_dir) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::remove_file(self.shared.kubelet_dir.join("pod-resources/kubelet.sock"));
+        {
+            let mut state = self.shared.lock();
+            state.resources.clear();
+            state.owners.clear();
+        }
+        self.shared.bump();
+        self.serve()
+    }
+
+    /// Stops serving and removes the simulator's sockets.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+        let _ = std::fs::remove_file(
+            self.shared
+                .kubelet_dir
+                .join("device-plugins")
+                .join(api::KUBELET_SOCKET),
+        );
+        let _ = std::fs::remove_file(self.shared.kubelet_dir.join("pod-resources/kubelet.sock"));
+    }
+
+    /// What kubelet knows of every resource.
+    pub fn resources(&self) -> BTreeMap<String, ResourceView> {
+        self.shared.lock().resources.clone()
+    }
+
+    /// What kubelet knows of `resource`.
+    pub fn resource(&self, resource: &str) -> Option<ResourceView> {
+        self.shared.lock().resources.get(resource).cloned()
+    }
+
+    /// Every registration attempt so far.
+    pub fn registrations(&self) -> Vec<RegistrationRecord> {
+        self.shared.lock().registrations.clone()
+    }
+
+    /// Devices of `resource` assigned to pods.
+    pub fn in_use(&self, resource: &str) -> BTreeSet<String> {
+        self.shared
+            .lock()
+            .pods
+            .values()
+            .filter(|(r, _)| r == resource)
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect()
+    }
+
+    /// Waits until `condition` holds for the resources (checked after every change), failing
+    /// after `timeout` (a guard against hangs, not a timing assertion).
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&BTreeMap<String, ResourceView>) -> bool,
+    ) -> Result<BTreeMap<String, ResourceView>, SimError> {
+        let mut changes = self.shared.changed.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let state = self.shared.lock();
+                    if condition(&state.resources) {
+                        return state.resources.clone();
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    // The sender lives in `self`; keep polling the state on a slow tick.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| SimError::Timeout(timeout, what.to_string()))
+    }
+
+    /// Admits a pod asking for `count` devices of `resource`, as kubelet's device manager does:
+    /// the healthy devices not held by other pods are available; the plugin is asked for its
+    /// preference (when it offers one) and then to Allocate.
+    pub async fn allocate_pod(
+        &self,
+        pod: &str,
+        resource: &str,
+        count: usize,
+    ) -> Result<PodAllocation, SimError> {
+        let (endpoint, available, preferred_available) = {
+            let state = self.shared.lock();
+            if state.pods.contains_key(pod) {
+                return Err(SimError::PodExists(pod.to_string()));
+            }
+            let view = state
+                .resources
+                .get(resource)
+                .filter(|v| v.connected)
+                .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
+            let used: BTreeSet<&String> = state
+                .pods
+                .values()
+                .filter(|(r, _)| r == resource)
+                .flat_map(|(_, ids)| ids.iter())
+                .collect();
+            let available: Vec<String> = view
+                .devices
+                .iter()
+                .filter(|(id, d)| d.health == api::HEALTHY && !used.contains(id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            (
+                view.endpoint.clone(),
+                available,
+                view.options.is_some_and(|(_, preferred)| preferred),
+            )
+        };
+        if available.len() < count {
+            return Err(SimError::Insufficient {
+                resource: resource.to_string(),
+                wanted: count,
+                free: available.len(),
+            });
+        }
+        let mut client = DevicePluginClient::new(uds::channel(&endpoint));
+        let plugin_error = |call, source| SimError::Plugin {
+            call,
+            resource: resource.to_string(),
+            source,
+        };
+        let mut chosen: Vec<String> = available.iter().take(count).cloned().collect();
+        let mut preferred = None;
+        if preferred_available {
+            let answer = client
+                .get_preferred_allocation(api::PreferredAllocationRequest {
+                    container_requests: vec![api::ContainerPreferredAllocationRequest {
+                        available_device_i_ds: available.clone(),
+                        must_include_device_i_ds: Vec::new(),
+                        allocation_size: i32::try_from(count).unwrap_or(i32::MAX),
+                    }],
+                })
+                .await
+                .map_err(|s| plugin_error("GetPreferredAllocation", s))?
+                .into_inner();
+            if let Some(ids) = answer.container_responses.into_iter().next() {
+                let ids = ids.device_i_ds;
+                let valid = ids.len() == count
+                    && ids.iter().all(|id| available.contains(id))
+                    && ids.iter().collect::<BTreeSet<_>>().len() == count;
+                if valid {
+                    chosen = ids.clone();
+                }
+                preferred = Some(ids);
+            }
+        }
+        let response = client
+            .allocate(api::AllocateRequest {
+                container_requests: vec![api::ContainerAllocateRequest {
+                    devices_ids: chosen.clone(),
+                }],
+            })
+            .await
+            .map_err(|s| plugin_error("Allocate", s))?
+            .into_inner();
+        let response = response
+            .container_responses
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        self.shared
+            .lock()
+            .pods
+            .insert(pod.to_string(), (resource.to_string(), chosen.clone()));
+        self.shared.bump();
+        Ok(PodAllocation {
+            pod: pod.to_string(),
+            resource: resource.to_string(),
+            device_ids: chosen,
+            preferred,
+            response,
+        })
+    }
+
+    /// Calls Allocate on `resource`'s plugin with exactly `ids` (kubelet never sends unknown ids;
+    /// tests use this to check that the plugin refuses them). Records nothing.
+    pub async fn allocate_raw(
+        &self,
+        resource: &str,
+        ids: Vec<String>,
+    ) -> Result<api::AllocateResponse, SimError> {
+        let endpoint = self
+            .resource(resource)
+            .map(|v| v.endpoint)
+            .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
+        let mut client = DevicePluginClient::new(uds::channel(&endpoint));
+        client
+            .allocate(api::AllocateRequest {
+                container_requests: vec![api::ContainerAllocateRequest { devices_ids: ids }],
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|source| SimError::Plugin {
+                call: "Allocate",
+                resource: resource.to_string(),
+                source,
+            })
+    }
+
+    /// The pod ends: its devices are free again (and gone from PodResources).
+    pub fn release_pod(&self, pod: &str) -> bool {
+        let removed = self.shared.lock().pods.remove(pod).is_some();
+        self.shared.bump();
+        removed
+    }
+}
+
+impl Drop for KubeletSim {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+struct RegistrationService {
+    shared: Arc<Shared>,
+}
+
+/// Checks a registration the way kubelet does; the error text is what kubelet would answer.
+fn admit(
+    shared: &Shared,
+    resource: &str,
+    versions: &[String],
+    endpoint: &Path,
+) -> Result<(), String> {
+    if !versions.iter().any(|v| v == api::VERSION) {
+        return Err(format!(
+            "requested device plugin API versions {versions:?} are not supported by kubelet; supported: [\"{}\"]",
+            api::VERSION
+        ));
+    }
+    validate_resource_name(resource)?;
+    let state = shared.lock();
+    if let Some(existing) = state.resources.get(resource) {
+        if existing.connected && existing.endpoint != endpoint {
+            return Err(format!(
+                "resource {resource} is already served by another plugin at {}",
+                existing.endpoint.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn record(shared: &Shared, resource: &str, endpoint: &str, mode: &'static str, error: Option<String>) {
+    shared.lock().registrations.push(RegistrationRecord {
+        resource_name: resource.to_string(),
+        endpoint: endpoint.to_string(),
+        mode,
+        error,
+    });
+    shared.bump();
+}
+
+#[tonic::async_trait]
+impl Registration for RegistrationService {
+    async fn register(
+        &self,
+        request: Request<api::RegisterRequest>,
+    ) -> Result<Response<api::Empty>, Status> {
+        let request = request.into_inner();
+        let endpoint_name = Path::new(&request.endpoint);
+        if endpoint_name.components().count() != 1 {
+            let error = format!(
+                "endpoint {:?} must be a socket file name in device-plugins/",
+                request.endpoint
+            );
+            record(&self.shared, &request.resource_name, &request.endpoint, "legacy", Some(error.clone()));
+            return Err(Status::invalid_argument(error));
+        }
+        let endpoint = self
+            .shared
+            .kubelet_dir
+            .join("device-plugins")
+            .join(endpoint_name);
+        if let Err(error) = admit(
+            &self.shared,
+            &request.resource_name,
+            std::slice::from_ref(&request.version),
+            &endpoint,
+        ) {
+            record(&self.shared, &request.resource_name, &request.endpoint, "legacy", Some(error.clone()));
+            return Err(Status::invalid_argument(error));
+        }
+        record(&self.shared, &request.resource_name, &request.endpoint, "legacy", None);
+        let options = request
+            .options
+            .map(|o| (o.pre_start_required, o.get_preferred_allocation_available));
+        start_client(
+            Arc::clone(&self.shared),
+            request.resource_name,
+            endpoint,
+            options,
+            "legacy",
+        );
+        Ok(Response::new(api::Empty {}))
+    }
+}
+
+/// The plugin-watcher side for one socket: GetInfo, checks, NotifyRegistrationStatus, then the
+/// device-plugin client.
+async fn watcher_register(shared: Arc<Shared>, socket: PathBuf) {
+    let mut client = WatcherClient::new(uds::channel(&socket));
+    // The socket exists from bind(); give the server a few tries to start accepting.
+    let mut info = None;
+    for _ in 0..50 {
+        match client.get_info(reg::InfoRequest {}).await {
+            Ok(answer) => {
+                info = Some(answer.into_inner());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let Some(info) = info else {
+        tracing::warn!(socket = %socket.display(), "kubelet-sim: GetInfo never answered");
+        return;
+    };
+    let endpoint = if info.endpoint.is_empty() {
+        socket.clone()
+    } else {
+        PathBuf::from(&info.endpoint)
+    };
+    let verdict = if info.r#type != api::DEVICE_PLUGIN_TYPE {
+        Err(format!("plugin type {:?} is not handled by the device manager", info.r#type))
+    } else {
+        admit(&shared, &info.name, &info.supported_versions, &endpoint)
+    };
+    let error = verdict.as_ref().err().cloned();
+    record(
+        &shared,
+        &info.name,
+        &endpoint.display().to_string(),
+        "plugin-watcher",
+        error.clone(),
+    );
+    let _ = client
+        .notify_registration_status(reg::RegistrationStatus {
+            plugin_registered: error.is_none(),
+            error: error.unwrap_or_default(),
+        })
+        .await;
+    if verdict.is_ok() {
+        start_client(shared, info.name, endpoint, None, "plugin-watcher");
+    }
+}
+
+/// kubelet's endpoint client: options, then ListAndWatch until the stream ends.
+fn start_client(
+    shared: Arc<Shared>,
+    resource: String,
+    endpoint: PathBuf,
+    options: Option<(bool, bool)>,
+    mode: &'static str,
+) {
+    let generation = {
+        let mut state = shared.lock();
+        state.next_generation += 1;
+        let generation = state.next_generation;
+        state.owners.insert(resource.clone(), generation);
+        state.resources.insert(
+            resource.clone(),
+            ResourceView {
+                endpoint: endpoint.clone(),
+                options,
+                connected: false,
+                devices: BTreeMap::new(),
+                updates: 0,
+                mode,
+            },
+        );
+        generation
+    };
+    shared.bump();
+    let task_shared = Arc::clone(&shared);
+    let task = tokio::spawn(async move {
+        let shared = task_shared;
+        let owned = |state: &State| state.owners.get(&resource) == Some(&generation);
+        let mut client = DevicePluginClient::new(uds::channel(&endpoint));
+        if let Ok(answer) = client.get_device_plugin_options(api::Empty {}).await {
+            let answer = answer.into_inner();
+            let mut state = shared.lock();
+            if owned(&state) {
+                if let Some(view) = state.resources.get_mut(&resource) {
+                    view.options = Some((
+                        answer.pre_start_required,
+                        answer.get_preferred_allocation_available,
+                    ));
+                }
+            }
+        }
+        let mut stream = match client.list_and_watch(api::Empty {}).await {
+            Ok(stream) => stream.into_inner(),
+            Err(e) => {
+                tracing::warn!(resource, error = %e, "kubelet-sim: ListAndWatch failed");
+                return;
+            }
+        };
+        loop {
+            let message = stream.message().await;
+            let mut state = shared.lock();
+            if !owned(&state) {
+                return;
+            }
+            let Some(view) = state.resources.get_mut(&resource) else {
+                return;
+            };
+            match message {
+                Ok(Some(list)) => {
+                    view.connected = true;
+                    view.updates += 1;
+                    view.devices = list
+                        .devices
+                        .into_iter()
+                        .map(|d| {
+                            (
+                                d.id,
+                                DeviceView {
+                                    health: d.health,
+                                    numa: d
+                                        .topology
+                                        .map(|t| t.nodes.into_iter().map(|n| n.id).collect())
+                                        .unwrap_or_default(),
+                                },
+                            )
+                        })
+                        .collect();
+                }
+                Ok(None) | Err(_) => {
+                    // kubelet keeps the devices (as unhealthy) for a grace period; the simulator
+                    // reports the endpoint as disconnected (allocatable 0).
+                    view.connected = false;
+                    drop(state);
+                    shared.bump();
+                    return;
+                }
+            }
+            drop(state);
+            shared.bump();
+        }
+    });
+    shared
+        .clients
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(task);
+}
+
+struct PodResourcesService {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl PodResourcesLister for PodResourcesService {
+    async fn list(
+        &self,
+        _request: Request<pr::ListPodResourcesRequest>,
+    ) -> Result<Response<pr::ListPodResourcesResponse>, Status> {
+        let state = self.shared.lock();
+        let pod_resources = state
+            .pods
+            .iter()
+            .map(|(pod, (resource, ids))| pr::PodResources {
+                name: pod.clone(),
+                namespace: "default".to_string(),
+                containers: vec![pr::ContainerResources {
+                    name: "main".to_string(),
+                    devices: vec![pr::ContainerDevices {
+                        resource_name: resource.clone(),
+                        device_ids: ids.clone(),
+                        topology: None,
+                    }],
+                    ..Default::default()
+                }],
+            })
+            .collect();
+        Ok(Response::new(pr::ListPodResourcesResponse { pod_resources }))
+    }
+
+    async fn get_allocatable_resources(
+        &self,
+        _request: Request<pr::AllocatableResourcesRequest>,
+    ) -> Result<Response<pr::AllocatableResourcesResponse>, Status> {
+        let state = self.shared.lock();
+        let devices = state
+            .resources
+            .iter()
+            .map(|(resource, view)| pr::ContainerDevices {
+                resource_name: resource.clone(),
+                device_ids: view
+                    .devices
+                    .iter()
+                    .filter(|(_, d)| d.health == api::HEALTHY)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+                topology: None,
+            })
+            .collect();
+        Ok(Response::new(pr::AllocatableResourcesResponse {
+            devices,
+            ..Default::default()
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pr::GetPodResourcesRequest>,
+    ) -> Result<Response<pr::GetPodResourcesResponse>, Status> {
+        let request = request.into_inner();
+        let state = self.shared.lock();
+        let (resource, ids) = state
+            .pods
+            .get(&request.pod_name)
+            .ok_or_else(|| Status::not_found(format!("pod {} not found", request.pod_name)))?;
+        Ok(Response::new(pr::GetPodResourcesResponse {
+            pod_resources: Some(pr::PodResources {
+                name: request.pod_name.clone(),
+                namespace: request.pod_namespace.clone(),
+                containers: vec![pr::ContainerResources {
+                    name: "main".to_string(),
+                    devices: vec![pr::ContainerDevices {
+                        resource_name: resource.clone(),
+                        device_ids: ids.clone(),
+                        topology: None,
+                    }],
+                    ..Default::default()
+                }],
+            }),
+        }))
+    }
+}
