@@ -57,13 +57,20 @@ pub fn current() -> Result<OwnedFd, NetlinkError> {
         })
 }
 
+/// A helper thread: small stack (it only makes a few syscalls), named for debuggers.
+fn helper() -> std::thread::Builder {
+    std::thread::Builder::new()
+        .name("netns".into())
+        .stack_size(256 * 1024)
+}
+
 /// Runs `f` on a new thread that has entered the namespace `ns`.
 pub fn run_in<T: Send>(
     ns: BorrowedFd<'_>,
     f: impl FnOnce() -> T + Send,
 ) -> Result<T, NetlinkError> {
     std::thread::scope(|scope| {
-        let handle = scope.spawn(move || {
+        let handle = helper().spawn_scoped(scope, move || {
             nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
                 NetlinkError::Netns {
                     what: "enter a network namespace (setns)".into(),
@@ -72,6 +79,10 @@ pub fn run_in<T: Send>(
             })?;
             Ok(f())
         });
+        let handle = handle.map_err(|source| NetlinkError::Netns {
+            what: "start a thread to enter a network namespace".into(),
+            source,
+        })?;
         handle.join().unwrap_or_else(|_| {
             Err(NetlinkError::Netns {
                 what: "run a task in a network namespace: the thread panicked".into(),
@@ -86,7 +97,7 @@ pub fn run_in<T: Send>(
 /// in it, such as a socket).
 pub fn run_in_new<T: Send>(f: impl FnOnce() -> T + Send) -> Result<(OwnedFd, T), NetlinkError> {
     std::thread::scope(|scope| {
-        let handle = scope.spawn(move || {
+        let handle = helper().spawn_scoped(scope, move || {
             nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::Netns {
                 what: "create a temporary network namespace (unshare)".into(),
                 source: e.into(),
@@ -94,6 +105,10 @@ pub fn run_in_new<T: Send>(f: impl FnOnce() -> T + Send) -> Result<(OwnedFd, T),
             let fd = current()?;
             Ok((fd, f()))
         });
+        let handle = handle.map_err(|source| NetlinkError::Netns {
+            what: "start a thread to create a network namespace".into(),
+            source,
+        })?;
         handle.join().unwrap_or_else(|_| {
             Err(NetlinkError::Netns {
                 what: "create a temporary network namespace: the thread panicked".into(),

@@ -959,14 +959,17 @@ fn add_steps(
         journal.push(Undo::InPodAs(pod, ifname.to_owned()));
         drop_altname(netlink, pod, ifname, &att.host_ifname)?;
 
-        // Announce addresses when the link comes up (gratuitous ARP / unsolicited NA), as
-        // sriov-cni does; failures only cost the announcement (IPv6 may be disabled).
-        for key in [
-            format!("net/ipv4/conf/{ifname}/arp_notify"),
-            format!("net/ipv6/conf/{ifname}/ndisc_notify"),
-        ] {
-            let _ = netlink.set_sysctl(pod, &key, "1");
-        }
+        // Announce addresses when the link comes up (gratuitous ARP / unsolicited NA) and let
+        // IPv6 addresses be used during DAD, as sriov-cni does; a failure only costs the
+        // announcement (IPv6 may be disabled in the pod).
+        let _ = netlink.set_sysctls(
+            pod,
+            &[
+                (format!("net/ipv4/conf/{ifname}/arp_notify"), "1"),
+                (format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1"),
+                (format!("net/ipv6/conf/{ifname}/optimistic_dad"), "1"),
+            ],
+        );
         if let Some(mac) = conf.mac {
             netlink
                 .set_mac(pod, ifname, mac)
@@ -1004,10 +1007,6 @@ fn add_steps(
             .or(att.orig.map(|o| o.mac).filter(|m| !m.is_zero()));
     } else {
         for ip in &result.ips {
-            if !ip.address.is_ipv4() {
-                let _ =
-                    netlink.set_sysctl(pod, &format!("net/ipv6/conf/{ifname}/optimistic_dad"), "1");
-            }
             netlink
                 .add_address(pod, ifname, ip.address)
                 .map_err(nl(format!("adding address {} to {ifname:?}", ip.address)))?;

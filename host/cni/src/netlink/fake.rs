@@ -468,11 +468,17 @@ impl Netlink for FakeNetlink {
         Ok(())
     }
 
-    fn set_sysctl(&mut self, ns: NsId, key: &str, value: &str) -> Result<(), NetlinkError> {
-        self.record(format!("set_sysctl {} {key} {value}", ns.0))?;
-        self.ns_mut(ns)?
-            .sysctls
-            .insert(key.to_owned(), value.to_owned());
+    fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError> {
+        let line = settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.record(format!("set_sysctls {} {line}", ns.0))?;
+        let space = self.ns_mut(ns)?;
+        for (k, v) in settings {
+            space.sysctls.insert(k.clone(), (*v).to_owned());
+        }
         Ok(())
     }
 }

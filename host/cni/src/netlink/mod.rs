@@ -271,6 +271,8 @@ pub trait Netlink {
         route: &Route,
         gw: Option<IpAddr>,
     ) -> Result<(), NetlinkError>;
-    /// Writes a sysctl under `/proc/sys/` in namespace `ns` (`key` like `net/ipv4/conf/net1/arp_notify`).
-    fn set_sysctl(&mut self, ns: NsId, key: &str, value: &str) -> Result<(), NetlinkError>;
+    /// Writes sysctls under `/proc/sys/` in namespace `ns` (keys like
+    /// `net/ipv4/conf/net1/arp_notify`), all in one trip into the namespace. Every key is
+    /// attempted; the first failure is returned.
+    fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError>;
 }

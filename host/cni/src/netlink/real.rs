@@ -554,19 +554,29 @@ impl Netlink for RealNetlink {
         .map(drop)
     }
 
-    fn set_sysctl(&mut self, ns: NsId, key: &str, value: &str) -> Result<(), NetlinkError> {
-        if key.split('/').any(|part| part == ".." || part.is_empty()) {
-            return Err(NetlinkError::Netns {
-                what: format!("write sysctl {key:?}"),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a sysctl key"),
-            });
+    fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError> {
+        for (key, _) in settings {
+            if key.split('/').any(|part| part == ".." || part.is_empty()) {
+                return Err(NetlinkError::Netns {
+                    what: format!("write sysctl {key:?}"),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "not a sysctl key"),
+                });
+            }
         }
-        let path = PathBuf::from("/proc/sys").join(key);
         let fd = self.conn(ns)?.ns_fd.as_fd();
-        let result = netns::run_in(fd, || fs::write(&path, value))?;
-        result.map_err(|source| NetlinkError::Netns {
-            what: format!("write {value:?} to {}", path.display()),
-            source,
-        })
+        // One helper thread for all keys: each trip into a namespace costs a thread and a setns.
+        let results = netns::run_in(fd, || {
+            settings
+                .iter()
+                .map(|(key, value)| {
+                    let path = PathBuf::from("/proc/sys").join(key);
+                    fs::write(&path, value).map_err(|source| NetlinkError::Netns {
+                        what: format!("write {value:?} to {}", path.display()),
+                        source,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })?;
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
     }
 }
