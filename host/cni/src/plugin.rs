@@ -151,6 +151,14 @@ pub enum PluginError {
         /// The field.
         field: &'static str,
     },
+    /// DEL could not put every part of the VF back (the cache is kept for the retry).
+    #[error("releasing VF {pci} failed: {failures}; DEL will retry these steps")]
+    Release {
+        /// The VF.
+        pci: String,
+        /// What failed.
+        failures: String,
+    },
     /// STATUS: not ready.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -192,6 +200,7 @@ impl PluginError {
             PluginError::VfNotReported { .. } => code::VF_RESOLUTION,
             PluginError::VersionTooOld { .. } => code::INCOMPATIBLE_VERSION,
             PluginError::Check(_) => code::CHECK_FAILED,
+            PluginError::Release { .. } => code::NETLINK,
             PluginError::NotReady(_) => code::PLUGIN_NOT_AVAILABLE,
             PluginError::RollbackFailed { error, .. } => error.code(),
         }
@@ -585,6 +594,17 @@ fn apply_vf_setting(
         source,
     };
     netlink.set_vf(pf, vf, setting).map_err(refused)?;
+    verify_vf_setting(netlink, pf, vf, setting)
+}
+
+/// Waits until the PF reports an admin MAC that was just set: some drivers apply it
+/// asynchronously (sriov-cni retries 20 × 100 ms). Other settings need no check.
+fn verify_vf_setting(
+    netlink: &mut dyn Netlink,
+    pf: &str,
+    vf: u32,
+    setting: VfSetting,
+) -> Result<(), PluginError> {
     if let VfSetting::Mac(mac) = setting {
         // Some drivers apply the admin MAC asynchronously (sriov-cni retries 20 × 100 ms).
         for attempt in 0..20 {
@@ -935,8 +955,19 @@ fn add_steps(
     // 1. VF settings through the PF, only those requested.
     if let Some(orig) = att.orig {
         for setting in requested {
-            apply_vf_setting(netlink, &att.pf, att.vf_index, *setting)?;
+            netlink
+                .set_vf(&att.pf, att.vf_index, *setting)
+                .map_err(|source| PluginError::VfSetting {
+                    pf: att.pf.clone(),
+                    vf: att.vf_index,
+                    setting: setting.to_string(),
+                    field: setting.field(),
+                    source,
+                })?;
+            // Journal as soon as the kernel took it: a MAC that is slow to show up may still
+            // land, and must be undone if ADD fails.
             journal.push(Undo::VfSetting(setting.current_in(&orig)));
+            verify_vf_setting(netlink, &att.pf, att.vf_index, *setting)?;
         }
     }
 
@@ -1168,12 +1199,9 @@ fn release(
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(PluginError::Netlink {
-            context: format!("releasing VF {}: {}", att.pci, errors.join("; ")),
-            source: NetlinkError::Kernel {
-                op: "release".into(),
-                source: std::io::Error::other("see message"),
-            },
+        Err(PluginError::Release {
+            pci: att.pci.clone(),
+            failures: errors.join("; "),
         })
     }
 }

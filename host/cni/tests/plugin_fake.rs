@@ -718,3 +718,24 @@ fn del_without_cache_brings_home_only_a_netdev_proven_to_be_the_vf() {
     );
     assert!(w.state_files().is_empty(), "{:?}", w.state_files());
 }
+
+#[test]
+fn an_admin_mac_the_pf_never_reports_fails_add_and_is_undone() {
+    // The kernel took the MAC but the PF keeps reporting another one (sriov-cni retries and then
+    // fails); the write must still be undone, since it may land later.
+    let mut w = World::new();
+    w.netlink.mac_never_reported = true;
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let err = w
+        .run("ADD", POD, &conf(json!({"mac": "02:00:00:00:00:77"})))
+        .unwrap_err();
+    assert_eq!(err.code, code::VF_SETTING_UNSUPPORTED, "{err}");
+    assert_eq!(
+        w.netlink.calls_starting("set_vf"),
+        vec![
+            "set_vf pf0 1 mac 02:00:00:00:00:77",
+            "set_vf pf0 1 mac 00:00:00:00:00:00"
+        ]
+    );
+    w.assert_pristine(orig);
+}

@@ -64,6 +64,8 @@ pub struct FakeNetlink {
     pub leaked_in_temp: Vec<String>,
     /// Model kernels that keep the old name as an altname on rename.
     pub altname_on_rename: bool,
+    /// Model a PF driver that accepts admin MAC writes but never reports them.
+    pub mac_never_reported: bool,
     temps: Vec<u32>,
     next_ns: u32,
     next_index: u32,
@@ -309,7 +311,11 @@ impl Netlink for FakeNetlink {
                 state.qos = qos;
                 state.proto = proto;
             }
-            VfSetting::Mac(m) => state.mac = m,
+            VfSetting::Mac(m) => {
+                if !self.mac_never_reported {
+                    state.mac = m;
+                }
+            }
             VfSetting::Rate { min, max } => {
                 state.min_tx_rate = min;
                 state.max_tx_rate = max;
