@@ -1,0 +1,108 @@
+//! The real netlink seam against the real kernel (as root): every operation the plugin uses,
+//! including the ones the veth-based end-to-end tests do not reach (altnames, temporary netns).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use anyhow::Result;
+use common::{Netns, Veth, unique};
+use vfpool_cni::mac::MacAddr;
+use vfpool_cni::netlink::real::RealNetlink;
+use vfpool_cni::netlink::{Netlink, NetlinkError, NsId};
+use vfpool_cni::result::Route;
+
+#[test]
+fn link_operations_across_namespaces() -> Result<()> {
+    require_root!();
+    let pod = Netns::new("rnl")?;
+    let a = unique("ra");
+    let b = unique("rb");
+    let _veth = Veth::new(&a, &b)?;
+    let alt = unique("alt");
+    common::sh(&["ip", "link", "property", "add", "dev", &a, "altname", &alt])?;
+
+    let mut nl = RealNetlink::new()?;
+    let link = nl.link(NsId::HOST, &a)?.expect("veth end");
+    assert!(link.altnames.contains(&alt), "{link:?}");
+    // A lookup by altname finds the same link, as the kernel resolves IFLA_IFNAME.
+    assert!(nl.link(NsId::HOST, "no-such-link0").unwrap().is_none());
+    // A veth reports no VF information.
+    assert_eq!(nl.vfs(&a)?, None);
+
+    nl.del_altname(NsId::HOST, &a, &alt)?;
+    assert!(nl.link(NsId::HOST, &a)?.unwrap().altnames.is_empty());
+
+    let mac = MacAddr([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+    nl.set_mac(NsId::HOST, &a, mac)?;
+    nl.set_mtu(NsId::HOST, &a, 1400)?;
+    let link = nl.link(NsId::HOST, &a)?.unwrap();
+    assert_eq!((link.mac, link.mtu), (Some(mac), 1400));
+
+    // Into the pod under a new name, in one move.
+    let ns = nl.open_netns(Path::new(&pod.path()))?;
+    nl.move_link(NsId::HOST, &a, ns, "net7")?;
+    assert!(nl.link(NsId::HOST, &a)?.is_none());
+    assert!(nl.link(ns, "net7")?.is_some());
+    nl.set_sysctls(ns, &[("net/ipv4/conf/net7/arp_notify".into(), "1")])?;
+    assert_eq!(
+        common::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &pod.name,
+            "cat",
+            "/proc/sys/net/ipv4/conf/net7/arp_notify"
+        ])?
+        .trim(),
+        "1"
+    );
+    let addr = "10.66.0.5/24".parse().unwrap();
+    nl.add_address(ns, "net7", addr)?;
+    nl.set_up(ns, "net7", true)?;
+    let route = Route {
+        dst: "10.67.0.0/16".parse().unwrap(),
+        gw: None,
+        mtu: Some(1300),
+        advmss: None,
+        priority: Some(7),
+        table: None,
+        scope: None,
+    };
+    nl.add_route(ns, "net7", &route, Some("10.66.0.1".parse()?))?;
+    assert_eq!(nl.addresses(ns, "net7")?, vec![addr]);
+    let routes = pod.ip(&["route", "show", "10.67.0.0/16"])?;
+    assert!(
+        routes.contains("via 10.66.0.1")
+            && routes.contains("metric 7")
+            && routes.contains("mtu 1300"),
+        "{routes}"
+    );
+
+    // Out again through a temporary namespace, renamed on the way.
+    let temp = nl.create_temp_netns()?;
+    nl.move_link(ns, "net7", temp, &a)?;
+    assert!(nl.link(temp, &a)?.is_some());
+    nl.rename(temp, &a, "tmpname0")?;
+    nl.move_link(temp, "tmpname0", NsId::HOST, &a)?;
+    nl.close_netns(temp);
+    let home = nl.link(NsId::HOST, &a)?.expect("home");
+    assert_eq!(home.mac, Some(mac));
+    assert!(!home.up, "a moved link comes back down");
+
+    // Errors carry the kernel's answer.
+    let err = nl.set_mtu(NsId::HOST, &a, 10).unwrap_err();
+    assert!(matches!(err, NetlinkError::Kernel { .. }), "{err}");
+    let missing = nl
+        .open_netns(Path::new("/run/netns/definitely-not-here"))
+        .unwrap_err();
+    assert!(
+        matches!(missing, NetlinkError::NetnsNotFound { .. }),
+        "{missing}"
+    );
+    let not_ns = nl.open_netns(Path::new("/etc/hostname")).unwrap_err();
+    assert!(matches!(not_ns, NetlinkError::NotANetns { .. }), "{not_ns}");
+    Ok(())
+}
