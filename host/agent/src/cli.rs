@@ -25,6 +25,8 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// Write a simulated node's sysfs tree from a fixture (for trying vfpool without SR-IOV hardware).
     Sim(SimArgs),
+    /// Run the node agent: serve the pools to kubelet as device plugins and keep them current.
+    Run(RunArgs),
 }
 
 /// The sysfs root flag shared by every command that reads devices.
@@ -58,4 +60,33 @@ pub struct SimArgs {
     /// Print the shipped fixture's TOML instead of writing a tree (a starting point for your own).
     #[arg(long)]
     pub print: bool,
+}
+
+/// `vfpool run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sysfs: SysfsArgs,
+    /// The upstream device plugin's config file (`{"resourceList":[...]}`); watched for changes.
+    #[arg(long, env = "VFPOOL_CONFIG_FILE", default_value = "/etc/pcidp/config.json")]
+    pub config_file: PathBuf,
+    /// Prefix for resources that do not name one.
+    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
+    pub resource_prefix: String,
+    /// kubelet's directory (device-plugins/, plugins_registry/, pod-resources/).
+    #[arg(long, env = "VFPOOL_KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+    /// Where Allocate writes the device-info files Multus and the CNI plugin read.
+    #[arg(
+        long,
+        env = "VFPOOL_DEVINFO_DIR",
+        default_value = "/var/run/k8s.cni.cncf.io/devinfo/dp"
+    )]
+    pub devinfo_dir: PathBuf,
+    /// Directory of policy modules (*.wasm); missing or empty: the embedded defaults. Watched.
+    #[arg(long, env = "VFPOOL_POLICY_DIR", default_value = "/etc/vfpool/policies")]
+    pub policy_dir: PathBuf,
+    /// How often to rediscover devices and health (e.g. 30s, 500ms, 2m).
+    #[arg(long, env = "VFPOOL_RESCAN_INTERVAL", default_value = "30s", value_parser = crate::cmd::parse_duration)]
+    pub rescan_interval: std::time::Duration,
 }

@@ -1,7 +1,10 @@
 //! One module per subcommand; each turns parsed arguments into output and an exit code.
 
 mod discover;
+mod run;
 mod sim;
+
+pub use run::parse_duration;
 
 use crate::cli::Command;
 use crate::exit::CmdResult;
@@ -11,5 +14,6 @@ pub fn run(command: Command) -> CmdResult {
     match command {
         Command::Discover(args) => discover::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Run(args) => run::run(&args),
     }
 }

@@ -1,0 +1,246 @@
+//! `vfpool run`: the node agent daemon. Discovers the node, asks the selector policy for pools,
+//! serves them to kubelet (`vfpool-deviceplugin`), and keeps them current: a rescan every
+//! `--rescan-interval` (health, VF count changes, driver rebinds), policy and config hot swap (the
+//! policy directory and the config file's directory are watched), SIGHUP reloads both, SIGTERM and
+//! SIGINT stop serving, remove sockets and device-info files and exit 0.
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use vfpool_deviceplugin::{DevicePlugins, PluginConfig, PolicyAllocator};
+use vfpool_policy::{
+    ActivePolicies, HostFacts, Limits, PolicyEngine, PolicyInventory, PolicyWatcher, Pool, Sources,
+};
+use vfpool_sysfs::{Inventory, SysfsRoot};
+
+use crate::cli::RunArgs;
+use crate::exit::{CmdResult, Code, WithCode};
+
+pub fn run(args: &RunArgs) -> CmdResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(Code::Failure)?;
+    runtime.block_on(daemon(args))
+}
+
+/// Reads the default-route netdevs of the host (facts policies get; upstream excludes them).
+fn host_facts() -> HostFacts {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    HostFacts {
+        default_route_netdevs: HostFacts::default_routes_from_proc(&routes),
+        ..HostFacts::default()
+    }
+}
+
+async fn discover(root: &SysfsRoot) -> anyhow::Result<Inventory> {
+    let root = root.clone();
+    tokio::task::spawn_blocking(move || vfpool_sysfs::discover(&root))
+        .await
+        .context("the discovery thread failed")?
+        .context("discovery failed")
+}
+
+/// Pools the active selector makes of `inventory`; `None` when there is no active set or the
+/// call fails (the caller keeps the last good pools).
+async fn select(policies: &Arc<ActivePolicies>, inventory: &Arc<PolicyInventory>) -> Option<Vec<Pool>> {
+    let active = policies.current()?;
+    let inventory = Arc::clone(inventory);
+    let result =
+        tokio::task::spawn_blocking(move || active.selector.select(&active.settings, &inventory))
+            .await;
+    match result {
+        Ok(Ok(outcome)) => Some(outcome.value),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the selector policy failed on the new inventory; keeping the previous pools");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the selector thread failed; keeping the previous pools");
+            None
+        }
+    }
+}
+
+async fn daemon(args: &RunArgs) -> CmdResult {
+    let root = SysfsRoot::new(&args.sysfs.sysfs_root);
+    let sources = Sources {
+        policy_dir: Some(args.policy_dir.clone()),
+        config_file: Some(args.config_file.clone()),
+        default_resource_prefix: args.resource_prefix.clone(),
+    };
+    let inventory = discover(&root).await.code(Code::BadInput)?;
+    let facts = host_facts();
+    let policy_inventory = Arc::new(PolicyInventory::new(&inventory, &facts));
+    let latest: Arc<RwLock<Arc<PolicyInventory>>> =
+        Arc::new(RwLock::new(Arc::clone(&policy_inventory)));
+
+    let engine = PolicyEngine::new(Limits::default())
+        .context("cannot start the policy engine")
+        .code(Code::Failure)?;
+    let policies = Arc::new(
+        ActivePolicies::new(engine)
+            .context("cannot load the embedded policies")
+            .code(Code::Failure)?,
+    );
+    let outcome = {
+        let policies = Arc::clone(&policies);
+        let sources = sources.clone();
+        let inventory = Arc::clone(&policy_inventory);
+        tokio::task::spawn_blocking(move || policies.reload(&sources, &inventory))
+            .await
+            .context("the policy loading thread failed")
+            .code(Code::Failure)?
+    };
+    vfpool_policy::watch::log_outcome(&outcome);
+    if outcome.active.is_none() {
+        tracing::error!(
+            "no policy set could be accepted; serving no pools until the config or policies are fixed"
+        );
+    }
+    let mut desired: Vec<Pool> = outcome.active.map(|a| a.pools.clone()).unwrap_or_default();
+
+    let allocator = Arc::new(PolicyAllocator::new(
+        Arc::clone(&policies),
+        Arc::clone(&policy_inventory),
+    ));
+    let config = PluginConfig::new(
+        args.kubelet_dir.clone(),
+        args.devinfo_dir.clone(),
+        root.clone(),
+    );
+    let mut plugins = DevicePlugins::start(config, allocator.clone())
+        .context("cannot start the device plugin")
+        .code(Code::Failure)?;
+    let mut inventory = inventory;
+    log_report(&plugins.apply(&desired, &inventory).await);
+
+    // Policy and config hot swap: the watcher reloads on its own thread and pokes the loop.
+    let (reloaded_tx, mut reloaded) = mpsc::unbounded_channel::<()>();
+    let watcher_inventory = Arc::clone(&latest);
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&policies),
+        sources.clone(),
+        Duration::from_millis(200),
+        move || {
+            (**watcher_inventory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner))
+            .clone()
+        },
+        move |outcome| {
+            if outcome.changed {
+                let _ = reloaded_tx.send(());
+            }
+        },
+    )
+    .map_err(|e| tracing::warn!(error = %e, "policy hot swap is off: cannot watch the policy or config directory"))
+    .ok();
+
+    let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
+    let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
+    let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
+    let mut rescan = tokio::time::interval(args.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rescan.tick().await;
+    tracing::info!(
+        mode = ?plugins.mode(),
+        pools = desired.len(),
+        rescan = ?args.rescan_interval,
+        "vfpool agent running"
+    );
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: stopping");
+                break;
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config and policies");
+                let policies = Arc::clone(&policies);
+                let sources = sources.clone();
+                let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
+                if let Ok(outcome) = tokio::task::spawn_blocking(move || policies.reload(&sources, &current)).await {
+                    vfpool_policy::watch::log_outcome(&outcome);
+                    if let Some(active) = outcome.active {
+                        desired = active.pools.clone();
+                    }
+                    log_report(&plugins.apply(&desired, &inventory).await);
+                }
+            }
+            Some(()) = reloaded.recv() => {
+                if let Some(active) = policies.current() {
+                    desired = active.pools.clone();
+                    log_report(&plugins.apply(&desired, &inventory).await);
+                }
+            }
+            _ = rescan.tick() => {
+                match discover(&root).await {
+                    Ok(next) => {
+                        inventory = next;
+                        let next = Arc::new(PolicyInventory::new(&inventory, &facts));
+                        *latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&next);
+                        allocator.set_inventory(Arc::clone(&next));
+                        if let Some(pools) = select(&policies, &next).await {
+                            desired = pools;
+                        }
+                        log_report(&plugins.apply(&desired, &inventory).await);
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "rescan failed; keeping the current pools"),
+                }
+            }
+        }
+    }
+    plugins.shutdown().await;
+    tracing::info!("stopped: sockets and device-info files removed");
+    Ok(())
+}
+
+fn log_report(report: &vfpool_deviceplugin::ApplyReport) {
+    if !report.started.is_empty() || !report.updated.is_empty() || !report.stopped.is_empty() {
+        tracing::info!(
+            started = ?report.started,
+            updated = ?report.updated,
+            stopped = ?report.stopped,
+            "pools applied"
+        );
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds; zero is refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    if !(seconds.is_finite() && seconds > 0.0 && seconds < 86_400.0 * 365.0) {
+        return Err(format!("{text:?}: the interval must be positive"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
