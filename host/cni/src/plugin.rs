@@ -26,6 +26,9 @@ use crate::state::{StateDir, StateError};
 use crate::version;
 use crate::vf::{self, VfError};
 
+/// How long ADD waits for the VF's carrier before announcing its addresses (sriov-cni's value).
+pub const CARRIER_WAIT: Duration = Duration::from_millis(200);
+
 /// How long ADD/DEL wait for another operation on the same VF (sriov-cni waits 60 s).
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -1056,6 +1059,21 @@ fn add_steps(
             netlink
                 .add_route(pod, ifname, route, gw)
                 .map_err(nl(format!("adding route {} to {ifname:?}", route.dst)))?;
+        }
+        // Refresh the neighbours' caches now that the link has carrier: an IP reused by a new
+        // pod must not keep pointing at the old pod's MAC. The kernel's own announcement at link
+        // up (arp_notify) is lost when carrier comes later, as it does on real VFs. Errors only
+        // cost the announcement, as in sriov-cni.
+        let v4: Vec<std::net::Ipv4Addr> = result
+            .ips
+            .iter()
+            .filter_map(|ip| match ip.address.addr {
+                std::net::IpAddr::V4(a) => Some(a),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        if !v4.is_empty() {
+            let _ = netlink.announce(pod, ifname, &v4, CARRIER_WAIT);
         }
         if let Some(link) = netlink
             .link(pod, ifname)

@@ -583,3 +583,66 @@ fn dual_stack_legacy_results_logging_and_check_failures() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn an_ip_is_announced_even_when_carrier_comes_after_link_up() -> Result<()> {
+    // Real VFs get carrier some milliseconds after they are set up, so the kernel's own
+    // announcement at link-up is lost; ADD waits for carrier (up to 200 ms) and sends one.
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let peer = format!("{}w0", node.tag);
+    node.wire
+        .ip(&["addr", "add", "10.77.0.200/24", "dev", &peer])?;
+    common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.wire.name,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{peer}.arp_accept=1"),
+    ])?;
+    node.wire.ip(&["link", "set", &peer, "down"])?;
+    let add = std::thread::scope(|s| -> Result<common::Outcome> {
+        let add = s.spawn(|| {
+            node.cni(
+                "ADD",
+                "c1",
+                &pod.path(),
+                "net1",
+                &node.netconf(0, json!({})),
+            )
+        });
+        // Give the VF carrier as soon as ADD has set it up.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(5) {
+            if pod
+                .ip(&["link", "show", "dev", "net1"])
+                .is_ok_and(|l| l.contains(",UP"))
+            {
+                node.wire.ip(&["link", "set", &peer, "up"])?;
+                break;
+            }
+        }
+        add.join().unwrap()
+    })?;
+    assert!(add.ok, "{:?}", add.json);
+    let mac = add.json["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut neigh = String::new();
+    for _ in 0..50 {
+        neigh = node.wire.ip(&["neigh", "show", "dev", &peer])?;
+        if neigh.contains("10.77.0.2 ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        neigh.contains(&format!("10.77.0.2 lladdr {mac}")),
+        "wire neighbours: {neigh:?}"
+    );
+    Ok(())
+}

@@ -7,8 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{LinkInfo, Netlink, NetlinkError, NsId, VfSetting, VfState};
 use crate::mac::MacAddr;
@@ -472,6 +473,21 @@ impl Netlink for FakeNetlink {
         self.record(format!("add_route {} {name} {text}", ns.0))?;
         self.link_mut(ns, name)?.routes.push(text);
         Ok(())
+    }
+
+    fn announce(
+        &mut self,
+        ns: NsId,
+        name: &str,
+        ipv4: &[Ipv4Addr],
+        _carrier_wait: Duration,
+    ) -> Result<(), NetlinkError> {
+        let ips = ipv4
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.record(format!("announce {} {name} {ips}", ns.0))
     }
 
     fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError> {

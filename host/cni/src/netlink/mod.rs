@@ -10,8 +10,9 @@ pub mod fake;
 pub mod real;
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -270,6 +271,15 @@ pub trait Netlink {
         name: &str,
         route: &Route,
         gw: Option<IpAddr>,
+    ) -> Result<(), NetlinkError>;
+    /// Announces IPv4 addresses of link `name` in `ns` with a gratuitous ARP each, once the link
+    /// has carrier (waiting at most `carrier_wait`; without carrier nothing is sent).
+    fn announce(
+        &mut self,
+        ns: NsId,
+        name: &str,
+        ipv4: &[Ipv4Addr],
+        carrier_wait: Duration,
     ) -> Result<(), NetlinkError>;
     /// Writes sysctls under `/proc/sys/` in namespace `ns` (keys like
     /// `net/ipv4/conf/net1/arp_notify`), all in one trip into the namespace. Every key is

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
@@ -310,6 +311,60 @@ fn vf_attr(vf: u32, setting: VfSetting) -> VfInfo {
     }
 }
 
+/// A gratuitous ARP request for `ip` from `mac`, as a whole Ethernet frame (RFC 5227 §3: sender
+/// and target protocol address both `ip`, target hardware address zero, to broadcast).
+pub(crate) fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes()); // ARP
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
+    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    // target hardware address stays zero
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+/// Sends gratuitous ARPs from interface `name` of the calling thread's namespace.
+fn send_garps(name: &str, ipv4: &[Ipv4Addr]) -> Result<(), NetlinkError> {
+    use nix::sys::socket::{AddressFamily as Af, MsgFlags, SockFlag, SockType, sendto, socket};
+    let err = |what: String| {
+        move |e: nix::errno::Errno| NetlinkError::Netns {
+            what,
+            source: e.into(),
+        }
+    };
+    // getifaddrs gives the link-layer address (ifindex and MAC) of the interface in this netns.
+    let link = nix::ifaddrs::getifaddrs()
+        .map_err(err("list interfaces".into()))?
+        .filter(|ia| ia.interface_name == name)
+        .find_map(|ia| ia.address.and_then(|a| a.as_link_addr().copied()))
+        .ok_or_else(|| NetlinkError::NoSuchLink {
+            ns: "the pod network namespace".into(),
+            name: name.to_owned(),
+        })?;
+    let Some(mac) = link.addr() else {
+        return Ok(());
+    };
+    let sock = socket(Af::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(err("open a packet socket".into()))?;
+    for ip in ipv4 {
+        sendto(
+            sock.as_raw_fd(),
+            &garp_frame(mac, *ip),
+            &link,
+            MsgFlags::empty(),
+        )
+        .map_err(err(format!("send a gratuitous ARP for {ip} on {name}")))?;
+    }
+    Ok(())
+}
+
 fn family(addr: IpAddr) -> AddressFamily {
     if addr.is_ipv4() {
         AddressFamily::Inet
@@ -554,6 +609,41 @@ impl Netlink for RealNetlink {
         .map(drop)
     }
 
+    fn announce(
+        &mut self,
+        ns: NsId,
+        name: &str,
+        ipv4: &[Ipv4Addr],
+        carrier_wait: Duration,
+    ) -> Result<(), NetlinkError> {
+        if ipv4.is_empty() {
+            return Ok(());
+        }
+        // A frame sent before carrier is dropped; sriov-cni waits up to 200 ms, polling with a
+        // backoff from 2 ms.
+        let deadline = Instant::now() + carrier_wait;
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let link = self.get_link(ns, name, false)?.map(|m| link_info(&m));
+            match link {
+                Some(l) if l.carrier => break,
+                Some(_) if Instant::now() < deadline => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 3 / 2).min(Duration::from_millis(50));
+                }
+                Some(_) => return Ok(()),
+                None => {
+                    return Err(NetlinkError::NoSuchLink {
+                        ns: self.conn(ns)?.label.clone(),
+                        name: name.to_owned(),
+                    });
+                }
+            }
+        }
+        let fd = self.conn(ns)?.ns_fd.as_fd();
+        netns::run_in(fd, || send_garps(name, ipv4))?
+    }
+
     fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError> {
         for (key, _) in settings {
             if key.split('/').any(|part| part == ".." || part.is_empty()) {
@@ -666,6 +756,24 @@ mod tests {
             assert_eq!(vf.link_state, VfLinkState::Auto);
             assert_eq!((vf.min_tx_rate, vf.max_tx_rate), (0, 0));
         }
+    }
+
+    #[test]
+    fn gratuitous_arp_frame_layout() {
+        let mac = [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+        let f = garp_frame(mac, Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(&f[0..6], &[0xff; 6], "broadcast");
+        assert_eq!(&f[6..12], &mac);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(
+            &f[14..22],
+            &[0, 1, 0x08, 0, 6, 4, 0, 1],
+            "Ethernet/IPv4 request"
+        );
+        assert_eq!(&f[22..28], &mac, "sender MAC");
+        assert_eq!(&f[28..32], &[10, 1, 2, 3], "sender IP");
+        assert_eq!(&f[32..38], &[0; 6], "target MAC");
+        assert_eq!(&f[38..42], &[10, 1, 2, 3], "target IP = sender IP");
     }
 
     #[test]
