@@ -68,7 +68,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub sysfs: SysfsArgs,
     /// The upstream device plugin's config file (`{"resourceList":[...]}`); watched for changes.
-    #[arg(long, env = "VFPOOL_CONFIG_FILE", default_value = "/etc/pcidp/config.json")]
+    #[arg(
+        long,
+        env = "VFPOOL_CONFIG_FILE",
+        default_value = "/etc/pcidp/config.json"
+    )]
     pub config_file: PathBuf,
     /// Prefix for resources that do not name one.
     #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
@@ -84,7 +88,11 @@ pub struct RunArgs {
     )]
     pub devinfo_dir: PathBuf,
     /// Directory of policy modules (*.wasm); missing or empty: the embedded defaults. Watched.
-    #[arg(long, env = "VFPOOL_POLICY_DIR", default_value = "/etc/vfpool/policies")]
+    #[arg(
+        long,
+        env = "VFPOOL_POLICY_DIR",
+        default_value = "/etc/vfpool/policies"
+    )]
     pub policy_dir: PathBuf,
     /// How often to rediscover devices and health (e.g. 30s, 500ms, 2m).
     #[arg(long, env = "VFPOOL_RESCAN_INTERVAL", default_value = "30s", value_parser = crate::cmd::parse_duration)]

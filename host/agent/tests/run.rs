@@ -128,6 +128,10 @@ impl Agent {
         panic!("the agent did not exit after SIG{signal}");
     }
 
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
     fn signal(&self, signal: &str) {
         let id = self.child.as_ref().unwrap().id();
         assert!(
@@ -146,7 +150,10 @@ impl Drop for Agent {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("agent log:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            eprintln!(
+                "agent log:\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
     }
 }
@@ -196,7 +203,9 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     let mut agent = node.agent("30s");
     let name = "intel.com/mlnx_sriov";
     let resources = sim
-        .wait_for("24 allocatable mlnx_sriov", GUARD, |r| allocatable(r, name) == 24)
+        .wait_for("24 allocatable mlnx_sriov", GUARD, |r| {
+            allocatable(r, name) == 24
+        })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     let view = &resources[name];
@@ -216,7 +225,10 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
 
     // A pod asks for 4: the allocator packs them on one PF.
     let pod = sim.allocate_pod("pod-a", name, 4).await.unwrap();
-    let preferred = pod.preferred.clone().expect("GetPreferredAllocation was offered");
+    let preferred = pod
+        .preferred
+        .clone()
+        .expect("GetPreferredAllocation was offered");
     assert_eq!(preferred, pod.device_ids);
     let pf_of = |id: &str| {
         fs::read_link(node.sysfs().join("bus/pci/devices").join(id).join("physfn"))
@@ -226,7 +238,8 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
             .to_string_lossy()
             .into_owned()
     };
-    let pfs: std::collections::BTreeSet<String> = pod.device_ids.iter().map(|id| pf_of(id)).collect();
+    let pfs: std::collections::BTreeSet<String> =
+        pod.device_ids.iter().map(|id| pf_of(id)).collect();
     assert_eq!(pfs.len(), 1, "not packed on one PF: {:?}", pod.device_ids);
 
     let envs = &pod.response.envs;
@@ -250,7 +263,10 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     assert!(host_paths.contains(&uverbs));
     assert!(host_paths.contains(&"/dev/infiniband/rdma_cm"));
     assert_eq!(
-        host_paths.iter().filter(|p| **p == "/dev/infiniband/rdma_cm").count(),
+        host_paths
+            .iter()
+            .filter(|p| **p == "/dev/infiniband/rdma_cm")
+            .count(),
         1,
         "specs are de-duplicated by host path"
     );
@@ -258,11 +274,17 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     let devinfo = node
         .devinfo()
         .join(format!("intel.com-mlnx_sriov-{first}-device.json"));
-    let doc: serde_json::Value = serde_json::from_str(&fs::read_to_string(&devinfo).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&devinfo).unwrap()).unwrap();
     assert_eq!(doc["type"], "pci");
     assert_eq!(doc["version"], "1.1.0");
     assert_eq!(doc["pci"]["pci-address"], first.as_str());
-    assert!(doc["pci"]["rdma-device"].as_str().unwrap().starts_with("mlx5_"));
+    assert!(
+        doc["pci"]["rdma-device"]
+            .as_str()
+            .unwrap()
+            .starts_with("mlx5_")
+    );
 
     // kubelet never sends an unknown id; if it did, the error names it.
     let err = sim
@@ -274,6 +296,378 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     let status = agent.signal_and_wait("TERM");
     assert!(status.success(), "exit status {status}");
     assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
-    assert!(files(&node.devinfo()).is_empty(), "{:?}", files(&node.devinfo()));
+    assert!(
+        files(&node.devinfo()).is_empty(),
+        "{:?}",
+        files(&node.devinfo())
+    );
+    sim.shutdown();
+}
+
+const X710_CONFIG: &str = r#"{"resourceList":[
+  {"resourceName":"intel_sriov_netdevice","selectors":{"vendors":["8086"],"devices":["154c"],"drivers":["iavf"]}},
+  {"resourceName":"intel_sriov_dpdk","selectors":{"vendors":["8086"],"devices":["154c"],"drivers":["vfio-pci"]}},
+  {"resourceName":"intel_uio","selectors":{"drivers":["igb_uio"]}}
+]}"#;
+
+/// Plugin-watcher registration on the Intel node; vfio and uio device specs; netdev VFs get no
+/// device nodes; the uio info is there on the first allocation (upstream's bug is not copied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intel_node_plugin_watcher_vfio_and_uio() {
+    let node = Node::shipped("intel-x710", X710_CONFIG);
+    let sim = KubeletSim::start(
+        &node.kubelet(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    let agent = node.agent("30s");
+    let resources = sim
+        .wait_for("the three Intel pools", GUARD, |r| {
+            allocatable(r, "intel.com/intel_sriov_netdevice") == 10
+                && allocatable(r, "intel.com/intel_sriov_dpdk") == 4
+                && allocatable(r, "intel.com/intel_uio") == 1
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    for view in resources.values() {
+        assert_eq!(view.mode, "plugin-watcher");
+        assert!(view.devices.values().all(|d| d.numa == vec![1]));
+    }
+    assert_eq!(
+        sockets(&node.kubelet().join("plugins_registry")),
+        [
+            "intel.com_intel_sriov_dpdk.sock",
+            "intel.com_intel_sriov_netdevice.sock",
+            "intel.com_intel_uio.sock"
+        ]
+    );
+    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+
+    let dpdk = sim
+        .allocate_pod("dpdk", "intel.com/intel_sriov_dpdk", 2)
+        .await
+        .unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&dpdk.response.envs["PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK_INFO"])
+            .unwrap();
+    let mut expected_paths = vec!["/dev/vfio/vfio".to_string()];
+    for id in &dpdk.device_ids {
+        let group = fs::read_link(
+            node.sysfs()
+                .join("bus/pci/devices")
+                .join(id)
+                .join("iommu_group"),
+        )
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+        assert_eq!(info[id]["vfio"]["mount"], "/dev/vfio/vfio");
+        assert_eq!(info[id]["vfio"]["dev-mount"], format!("/dev/vfio/{group}"));
+        expected_paths.push(format!("/dev/vfio/{group}"));
+    }
+    let paths: Vec<String> = dpdk
+        .response
+        .devices
+        .iter()
+        .map(|d| d.host_path.clone())
+        .collect();
+    assert_eq!(paths, expected_paths);
+
+    let uio = sim
+        .allocate_pod("uio", "intel.com/intel_uio", 1)
+        .await
+        .unwrap();
+    let id = &uio.device_ids[0];
+    let info: serde_json::Value =
+        serde_json::from_str(&uio.response.envs["PCIDEVICE_INTEL_COM_INTEL_UIO_INFO"]).unwrap();
+    let mount = info[id]["uio"]["mount"].as_str().unwrap();
+    assert!(mount.starts_with("/dev/uio"), "{info}");
+    assert_eq!(uio.response.devices[0].host_path, mount);
+
+    let net = sim
+        .allocate_pod("net", "intel.com/intel_sriov_netdevice", 1)
+        .await
+        .unwrap();
+    assert!(net.response.devices.is_empty());
+    assert!(net.response.mounts.is_empty());
+    let id = &net.device_ids[0];
+    assert!(
+        node.devinfo()
+            .join(format!("intel.com-intel_sriov_netdevice-{id}-device.json"))
+            .exists()
+    );
+    sim.shutdown();
+}
+
+/// vfio no-IOMMU accelerator VFs: the host path is /dev/vfio/noiommu-N, the container sees
+/// /dev/vfio/N; accelerator pools write no device-info file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accelerator_no_iommu_device_specs() {
+    let config = r#"{"resourceList":[{"resourceName":"acc100","deviceType":"accelerator","selectors":{"vendors":["8086"],"devices":["0d5d"]}}]}"#;
+    let node = Node::shipped("accelerator", config);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let agent = node.agent("30s");
+    let resources = sim
+        .wait_for("16 accelerator VFs", GUARD, |r| {
+            allocatable(r, "intel.com/acc100") == 16
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    // VFs 12-15 are in no-IOMMU groups.
+    let noiommu: Vec<String> = resources["intel.com/acc100"]
+        .devices
+        .keys()
+        .filter(|id| {
+            let group = node
+                .sysfs()
+                .join("bus/pci/devices")
+                .join(id)
+                .join("iommu_group/name");
+            fs::read_to_string(group).is_ok_and(|n| n.trim() == "vfio-noiommu")
+        })
+        .cloned()
+        .collect();
+    assert_eq!(noiommu.len(), 4);
+    let response = sim
+        .allocate_raw("intel.com/acc100", vec![noiommu[0].clone()])
+        .await
+        .unwrap();
+    let container = &response.container_responses[0];
+    let group = fs::read_link(
+        node.sysfs()
+            .join("bus/pci/devices")
+            .join(&noiommu[0])
+            .join("iommu_group"),
+    )
+    .unwrap()
+    .file_name()
+    .unwrap()
+    .to_string_lossy()
+    .into_owned();
+    let specs: Vec<(String, String)> = container
+        .devices
+        .iter()
+        .map(|d| (d.host_path.clone(), d.container_path.clone()))
+        .collect();
+    assert_eq!(
+        specs,
+        [
+            ("/dev/vfio/vfio".to_string(), "/dev/vfio/vfio".to_string()),
+            (
+                format!("/dev/vfio/noiommu-{group}"),
+                format!("/dev/vfio/{group}")
+            ),
+        ]
+    );
+    assert!(files(&node.devinfo()).is_empty());
+    sim.shutdown();
+}
+
+/// kubelet restarts (sockets deleted, kubelet.sock recreated): every pool registers again and
+/// kubelet sees all devices again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_restart_reregisters() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let mut sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let agent = node.agent("30s");
+    let name = "intel.com/mlnx_sriov";
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    sim.restart().await.unwrap();
+    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    sim.wait_for("re-registration after the restart", GUARD, |r| {
+        allocatable(r, name) == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let accepted = sim
+        .registrations()
+        .iter()
+        .filter(|r| r.resource_name == name && r.error.is_none())
+        .count();
+    assert!(accepted >= 2, "{:?}", sim.registrations());
+    assert_eq!(
+        sockets(&node.kubelet().join("device-plugins")),
+        ["intel.com_mlnx_sriov.sock"]
+    );
+    sim.shutdown();
+}
+
+/// Config hot swap: one pool replaced by two; the removed pool's socket goes away and kubelet's
+/// stream for it ends; SIGHUP reloads instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_hot_swap_adds_and_removes_pools() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut agent = node.agent("30s");
+    sim.wait_for("24 allocatable", GUARD, |r| {
+        allocatable(r, "intel.com/mlnx_sriov") == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    node.rewrite_config(
+        r#"{"resourceList":[
+          {"resourceName":"port0","selectors":{"pfNames":["ens1f0"],"isRdma":true}},
+          {"resourceName":"port1","selectors":{"pfNames":["ens1f1"]}}
+        ]}"#,
+    );
+    sim.wait_for("port0 and port1 replace mlnx_sriov", GUARD, |r| {
+        allocatable(r, "intel.com/port0") == 12
+            && allocatable(r, "intel.com/port1") == 12
+            && allocatable(r, "intel.com/mlnx_sriov") == 0
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert_eq!(
+        sockets(&node.kubelet().join("device-plugins")),
+        ["intel.com_port0.sock", "intel.com_port1.sock"]
+    );
+    agent.signal("HUP");
+    // The agent reloads (nothing changed) and keeps serving.
+    let pod = sim.allocate_pod("p", "intel.com/port1", 1).await.unwrap();
+    assert_eq!(pod.device_ids.len(), 1);
+    assert!(agent.alive(), "SIGHUP must not stop the agent");
+    assert!(agent.signal_and_wait("INT").success());
+    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    sim.shutdown();
+}
+
+/// A pool change never moves a device a pod holds: it stays in its pool (and out of the new
+/// one) until the pod releases it; then the next rescan moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_in_use_does_not_move() {
+    let node = Node::shipped(
+        "dell-cx5",
+        r#"{"resourceList":[
+          {"resourceName":"pool_a","selectors":{"pfNames":["ens1f0"]}},
+          {"resourceName":"pool_b","selectors":{"pfNames":["ens1f1"]}}
+        ]}"#,
+    );
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let agent = node.agent("300ms");
+    sim.wait_for("both pools", GUARD, |r| {
+        allocatable(r, "intel.com/pool_a") == 12 && allocatable(r, "intel.com/pool_b") == 12
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let pod = sim
+        .allocate_pod("holder", "intel.com/pool_a", 1)
+        .await
+        .unwrap();
+    let held = pod.device_ids[0].clone();
+
+    // Every Mellanox VF now belongs to pool_b (first match wins), pool_a selects nothing.
+    node.rewrite_config(
+        r#"{"resourceList":[
+          {"resourceName":"pool_b","selectors":{"vendors":["15b3"],"devices":["1018"]}},
+          {"resourceName":"pool_a","selectors":{"pfNames":["ens1f0"]}}
+        ]}"#,
+    );
+    let resources = sim
+        .wait_for("pool_b takes every free VF", GUARD, |r| {
+            r.get("intel.com/pool_b")
+                .is_some_and(|b| b.capacity() == 23)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(!resources["intel.com/pool_b"].devices.contains_key(&held));
+    let a = &resources["intel.com/pool_a"];
+    assert!(a.connected);
+    assert_eq!(a.devices.keys().collect::<Vec<_>>(), [&held]);
+
+    sim.release_pod("holder");
+    let resources = sim
+        .wait_for("the released VF moves to pool_b", GUARD, |r| {
+            r.get("intel.com/pool_b")
+                .is_some_and(|b| b.capacity() == 24)
+                && allocatable(r, "intel.com/pool_a") == 0
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(resources["intel.com/pool_b"].devices.contains_key(&held));
+    assert_eq!(
+        sockets(&node.kubelet().join("device-plugins")),
+        ["intel.com_pool_b.sock"]
+    );
+    sim.shutdown();
+}
+
+/// Health and rediscovery from the rescan: a PF link going down makes its VFs Unhealthy; a
+/// changed sriov_numvfs changes the pool without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pf_link_down_and_vf_count_change() {
+    let text = vfpool_sysfs::sim::fixture_text("dell-cx5").unwrap();
+    let node = Node::new(text, MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let agent = node.agent("300ms");
+    let name = "intel.com/mlnx_sriov";
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+
+    let down = text.replacen(
+        "netdevs = [\"ens1f0\"]",
+        "netdevs = [\"ens1f0\"]\noperstate = \"down\"\ncarrier = false",
+        1,
+    );
+    assert_ne!(down, text);
+    node.rewrite_sysfs(&down);
+    let resources = sim
+        .wait_for("PF 0's VFs unhealthy", GUARD, |r| {
+            r.get(name)
+                .is_some_and(|v| v.capacity() == 24 && v.allocatable() == 12)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let unhealthy: Vec<&String> = resources[name]
+        .devices
+        .iter()
+        .filter(|(_, d)| d.health == "Unhealthy")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        unhealthy
+            .iter()
+            .all(|id| id.starts_with("0000:3b:00.") || id.starts_with("0000:3b:01."))
+    );
+
+    // Link back up, and port 2 goes from 12 to 8 VFs.
+    let mut counts = 0;
+    let fewer: String = text
+        .lines()
+        .map(|line| {
+            if line.trim() == "count = 12" {
+                counts += 1;
+                if counts == 2 {
+                    return "count = 8".to_string();
+                }
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    node.rewrite_sysfs(&fewer);
+    sim.wait_for("20 healthy VFs", GUARD, |r| {
+        r.get(name)
+            .is_some_and(|v| v.capacity() == 20 && v.allocatable() == 20)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     sim.shutdown();
 }

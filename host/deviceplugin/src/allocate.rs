@@ -121,9 +121,11 @@ pub fn grant(
 
     match device.driver.as_deref() {
         Some("vfio-pci") => {
-            let group = device.iommu_group.ok_or_else(|| AllocateError::NoIommuGroup {
-                id: device.id.clone(),
-            })?;
+            let group = device
+                .iommu_group
+                .ok_or_else(|| AllocateError::NoIommuGroup {
+                    id: device.id.clone(),
+                })?;
             let container = format!("/dev/vfio/{group}");
             let host = if device.no_iommu {
                 format!("/dev/vfio/noiommu-{group}")
@@ -166,9 +168,7 @@ pub fn grant(
         if let Some(first) = device.rdma_devices.first() {
             rdma.insert("rdma_dev".to_string(), first.clone());
         }
-        grant
-            .specs
-            .push((RDMA_CM.to_string(), RDMA_CM.to_string()));
+        grant.specs.push((RDMA_CM.to_string(), RDMA_CM.to_string()));
         grant.info.insert("rdma", rdma);
     }
 
@@ -189,11 +189,11 @@ pub fn grant(
         }
     }
 
-    if member.hints.vdpa_type == Some(VdpaType::Vhost) {
-        if let Some(path) = vhost_vdpa_path(member) {
-            grant.info.insert("vdpa", entry(&[("mount", path.clone())]));
-            grant.specs.push((path.clone(), path));
-        }
+    if member.hints.vdpa_type == Some(VdpaType::Vhost)
+        && let Some(path) = vhost_vdpa_path(member)
+    {
+        grant.info.insert("vdpa", entry(&[("mount", path.clone())]));
+        grant.specs.push((path.clone(), path));
     }
 
     if let Some(extra) = &member.hints.additional_info {
@@ -226,13 +226,12 @@ pub fn rdma_char_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
                 continue;
             };
             for entry in entries.flatten() {
-                if let Some(name) = entry.file_name().to_str() {
-                    if name
+                if let Some(name) = entry.file_name().to_str()
+                    && name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                    {
-                        found.push(name.to_string());
-                    }
+                {
+                    found.push(name.to_string());
                 }
             }
         }
@@ -392,6 +391,8 @@ pub fn remove_device_info(dir: &Path, resource_name: &str, id: &str) {
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a device-info file"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a device-info file")
+        }
     }
 }

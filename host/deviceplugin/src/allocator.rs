@@ -77,12 +77,15 @@ pub fn check_answer(request: &PreferenceRequest, answer: &[String]) -> Result<()
     Ok(())
 }
 
+/// A (NUMA node, PF) group of devices.
+type Group = (Option<u32>, Option<String>);
+
 /// The built-in order: must-include devices first, then devices sharing a (NUMA node, PF) group
 /// with them, then the fullest groups (fewest PFs touched), ties broken by NUMA node, PF and id.
 /// Deterministic for a given pool and request.
 pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> Vec<String> {
     let size = request.size.min(request.available.len());
-    let group_of = |id: &str| -> (Option<u32>, Option<String>) {
+    let group_of = |id: &str| -> Group {
         pool.get(id).map_or((None, None), |m| {
             (m.device.numa_node, m.device.pf_id.clone())
         })
@@ -95,15 +98,15 @@ pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> V
             chosen.push(id.clone());
         }
     }
-    let preferred_groups: HashSet<(Option<u32>, Option<String>)> =
+    let preferred_groups: HashSet<Group> =
         request.must_include.iter().map(|id| group_of(id)).collect();
-    let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&str>> = BTreeMap::new();
+    let mut groups: BTreeMap<Group, Vec<&str>> = BTreeMap::new();
     for id in &request.available {
         if !seen.contains(id) && available.contains(id.as_str()) {
             groups.entry(group_of(id)).or_default().push(id.as_str());
         }
     }
-    let mut ordered: Vec<(&(Option<u32>, Option<String>), Vec<&str>)> = groups
+    let mut ordered: Vec<(&Group, Vec<&str>)> = groups
         .iter()
         .map(|(k, v)| {
             let mut v = v.clone();
@@ -115,9 +118,7 @@ pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> V
     ordered.sort_by(|(ka, va), (kb, vb)| {
         let pa = preferred_groups.contains(*ka);
         let pb = preferred_groups.contains(*kb);
-        pb.cmp(&pa)
-            .then(vb.len().cmp(&va.len()))
-            .then(ka.cmp(kb))
+        pb.cmp(&pa).then(vb.len().cmp(&va.len())).then(ka.cmp(kb))
     });
     for (_, ids) in ordered {
         for id in ids {

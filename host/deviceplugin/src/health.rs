@@ -15,28 +15,28 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<String
     if current.driver.is_none() {
         return Some("the device has no driver bound".to_string());
     }
-    if matches!(current.kind, DeviceKind::Vf | DeviceKind::Aux) {
-        if let Some(pf) = current.pf_id.as_deref().and_then(|id| inventory.get(id)) {
-            let uplink = current
-                .pf_name
-                .as_deref()
-                .and_then(|name| pf.netdevs.iter().find(|n| n.name == name))
-                .or_else(|| pf.netdevs.first());
-            if let Some(link) = uplink {
-                let oper_down = matches!(
-                    link.operstate.as_deref(),
-                    Some("down" | "lowerlayerdown" | "notpresent")
-                );
-                if oper_down || link.carrier == Some(false) {
-                    return Some(format!(
-                        "PF {} link {} is down (operstate {}, carrier {})",
-                        pf.id,
-                        link.name,
-                        link.operstate.as_deref().unwrap_or("unknown"),
-                        link.carrier
-                            .map_or("unknown", |c| if c { "1" } else { "0" })
-                    ));
-                }
+    if matches!(current.kind, DeviceKind::Vf | DeviceKind::Aux)
+        && let Some(pf) = current.pf_id.as_deref().and_then(|id| inventory.get(id))
+    {
+        let uplink = current
+            .pf_name
+            .as_deref()
+            .and_then(|name| pf.netdevs.iter().find(|n| n.name == name))
+            .or_else(|| pf.netdevs.first());
+        if let Some(link) = uplink {
+            let oper_down = matches!(
+                link.operstate.as_deref(),
+                Some("down" | "lowerlayerdown" | "notpresent")
+            );
+            if oper_down || link.carrier == Some(false) {
+                return Some(format!(
+                    "PF {} link {} is down (operstate {}, carrier {})",
+                    pf.id,
+                    link.name,
+                    link.operstate.as_deref().unwrap_or("unknown"),
+                    link.carrier
+                        .map_or("unknown", |c| if c { "1" } else { "0" })
+                ));
             }
         }
     }

@@ -176,8 +176,9 @@ impl DevicePlugins {
     }
 
     /// Serves `desired` (the selector policy's pools) over `inventory`: starts new pools, updates
-    /// changed ones (ListAndWatch sends only on change), stops removed ones, never moving a device
-    /// a pod holds.
+    /// changed ones (ListAndWatch sends only on change), stops removed and emptied ones (as
+    /// upstream, an empty pool gets no server; it first advertises an empty list), never moving a
+    /// device a pod holds.
     pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
         self.refresh_in_use().await;
         let previous: BTreeMap<String, PoolSnapshot> = self
@@ -197,7 +198,7 @@ impl DevicePlugins {
         let stopping: Vec<String> = self
             .pools
             .keys()
-            .filter(|name| !plan.pools.contains_key(*name))
+            .filter(|name| plan.pools.get(*name).is_none_or(|p| p.members.is_empty()))
             .cloned()
             .collect();
         for name in stopping {
@@ -272,10 +273,9 @@ impl DevicePlugins {
         let last = handle.state.current();
         // Tell kubelet the pool is empty before going away, so no pod is admitted onto it during
         // kubelet's grace period (upstream PR #502).
-        handle.state.update(Arc::new(PoolSnapshot::empty(
-            name,
-            last.device_type,
-        )));
+        handle
+            .state
+            .update(Arc::new(PoolSnapshot::empty(name, last.device_type)));
         let _ = handle.commands.send(Command::Stop);
         let abort = handle.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), handle.task)
@@ -345,11 +345,16 @@ async fn watch_events(
                 continue;
             }
         };
-        let senders = senders.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let senders = senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for path in &event.paths {
             if kubelet.as_deref() == Some(path.as_path()) {
                 if matches!(event.kind, EventKind::Create(_)) {
-                    tracing::info!("kubelet.sock created (kubelet restarted); registering every pool again");
+                    tracing::info!(
+                        "kubelet.sock created (kubelet restarted); registering every pool again"
+                    );
                     for sender in senders.values() {
                         let _ = sender.send(Command::Rebind);
                         let _ = sender.send(Command::Register);
@@ -357,10 +362,11 @@ async fn watch_events(
                 }
                 continue;
             }
-            if matches!(event.kind, EventKind::Remove(_)) && !path_exists(path) {
-                if let Some(sender) = senders.get(path) {
-                    let _ = sender.send(Command::Rebind);
-                }
+            if matches!(event.kind, EventKind::Remove(_))
+                && !path_exists(path)
+                && let Some(sender) = senders.get(path)
+            {
+                let _ = sender.send(Command::Rebind);
             }
         }
     }

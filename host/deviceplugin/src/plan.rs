@@ -56,14 +56,14 @@ pub fn plan(
         }
         let mut members = Vec::with_capacity(pool.devices.len());
         for hints in &pool.devices {
-            if let Some(holder) = pinned.get(hints.id.as_str()) {
-                if *holder != pool.resource_name {
-                    notes.push(format!(
-                        "device {} stays in {} while a pod uses it (the policy now puts it in {})",
-                        hints.id, holder, pool.resource_name
-                    ));
-                    continue;
-                }
+            if let Some(holder) = pinned.get(hints.id.as_str())
+                && *holder != pool.resource_name
+            {
+                notes.push(format!(
+                    "device {} stays in {} while a pod uses it (the policy now puts it in {})",
+                    hints.id, holder, pool.resource_name
+                ));
+                continue;
             }
             if let Some(first) = taken.get(&hints.id) {
                 notes.push(format!(

@@ -145,7 +145,7 @@ pub async fn register_with_retry(state: Arc<PoolState>) {
             }
             Err(e) => {
                 let text = error_chain(&e);
-                if attempts == 1 || attempts % 10 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(10) {
                     tracing::warn!(resource = %state.resource_name, attempts, error = %text, "registration failed; retrying");
                 }
                 state.set_registered(Err(text));

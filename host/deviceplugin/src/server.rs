@@ -72,7 +72,10 @@ impl PoolState {
     }
 
     pub(crate) fn set_registered(&self, status: Result<(), String>) {
-        *self.registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+        *self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(status);
     }
 }
 
@@ -262,11 +265,11 @@ pub fn allocate_container(
         ));
     }
     for id in ids {
-        if let Some(member) = snapshot.get(id) {
-            if let Some(doc) = allocate::device_info_json(snapshot.device_type, member) {
-                let name = allocate::device_info_file_name(&snapshot.resource_name, id);
-                allocate::write_device_info(&state.devinfo_dir, &name, &doc)?;
-            }
+        if let Some(member) = snapshot.get(id)
+            && let Some(doc) = allocate::device_info_json(snapshot.device_type, member)
+        {
+            let name = allocate::device_info_file_name(&snapshot.resource_name, id);
+            allocate::write_device_info(&state.devinfo_dir, &name, &doc)?;
         }
     }
     Ok(allocate::container_response(
@@ -439,9 +442,9 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
 
 fn start_registration(state: &Arc<PoolState>) -> Option<JoinHandle<()>> {
     match &state.mode {
-        Mode::Legacy { .. } => Some(tokio::spawn(registration::register_with_retry(
-            Arc::clone(state),
-        ))),
+        Mode::Legacy { .. } => Some(tokio::spawn(registration::register_with_retry(Arc::clone(
+            state,
+        )))),
         // kubelet's plugin watcher finds the socket and calls GetInfo itself.
         Mode::PluginWatcher { .. } => None,
     }

@@ -333,19 +333,20 @@ impl KubeletSim {
     fn watch_registry(&mut self, registry: &Path) -> Result<(), SimError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
         let events_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if matches!(event.kind, EventKind::Create(_)) {
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && matches!(event.kind, EventKind::Create(_))
+                {
                     for path in event.paths {
                         let _ = events_tx.send(path);
                     }
                 }
-            }
-        })
-        .map_err(|e| SimError::Dir {
-            path: registry.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            })
+            .map_err(|e| SimError::Dir {
+                path: registry.to_path_buf(),
+                message: e.to_string(),
+            })?;
         watcher
             .watch(registry, RecursiveMode::NonRecursive)
             .map_err(|e| SimError::Dir {
@@ -639,8 +640,11 @@ fn admit(
     }
     validate_resource_name(resource)?;
     let state = shared.lock();
-    if let Some(existing) = state.resources.get(resource) {
-        if existing.connected && existing.endpoint != endpoint {
+    if let Some(existing) = state.resources.get(resource)
+        && existing.connected
+        && existing.endpoint != endpoint
+    {
+        {
             return Err(format!(
                 "resource {resource} is already served by another plugin at {}",
                 existing.endpoint.display()
@@ -650,7 +654,13 @@ fn admit(
     Ok(())
 }
 
-fn record(shared: &Shared, resource: &str, endpoint: &str, mode: &'static str, error: Option<String>) {
+fn record(
+    shared: &Shared,
+    resource: &str,
+    endpoint: &str,
+    mode: &'static str,
+    error: Option<String>,
+) {
     shared.lock().registrations.push(RegistrationRecord {
         resource_name: resource.to_string(),
         endpoint: endpoint.to_string(),
@@ -673,7 +683,13 @@ impl Registration for RegistrationService {
                 "endpoint {:?} must be a socket file name in device-plugins/",
                 request.endpoint
             );
-            record(&self.shared, &request.resource_name, &request.endpoint, "legacy", Some(error.clone()));
+            record(
+                &self.shared,
+                &request.resource_name,
+                &request.endpoint,
+                "legacy",
+                Some(error.clone()),
+            );
             return Err(Status::invalid_argument(error));
         }
         let endpoint = self
@@ -687,10 +703,22 @@ impl Registration for RegistrationService {
             std::slice::from_ref(&request.version),
             &endpoint,
         ) {
-            record(&self.shared, &request.resource_name, &request.endpoint, "legacy", Some(error.clone()));
+            record(
+                &self.shared,
+                &request.resource_name,
+                &request.endpoint,
+                "legacy",
+                Some(error.clone()),
+            );
             return Err(Status::invalid_argument(error));
         }
-        record(&self.shared, &request.resource_name, &request.endpoint, "legacy", None);
+        record(
+            &self.shared,
+            &request.resource_name,
+            &request.endpoint,
+            "legacy",
+            None,
+        );
         let options = request
             .options
             .map(|o| (o.pre_start_required, o.get_preferred_allocation_available));
@@ -730,7 +758,10 @@ async fn watcher_register(shared: Arc<Shared>, socket: PathBuf) {
         PathBuf::from(&info.endpoint)
     };
     let verdict = if info.r#type != api::DEVICE_PLUGIN_TYPE {
-        Err(format!("plugin type {:?} is not handled by the device manager", info.r#type))
+        Err(format!(
+            "plugin type {:?} is not handled by the device manager",
+            info.r#type
+        ))
     } else {
         admit(&shared, &info.name, &info.supported_versions, &endpoint)
     };
@@ -788,8 +819,10 @@ fn start_client(
         if let Ok(answer) = client.get_device_plugin_options(api::Empty {}).await {
             let answer = answer.into_inner();
             let mut state = shared.lock();
-            if owned(&state) {
-                if let Some(view) = state.resources.get_mut(&resource) {
+            if owned(&state)
+                && let Some(view) = state.resources.get_mut(&resource)
+            {
+                {
                     view.options = Some((
                         answer.pre_start_required,
                         answer.get_preferred_allocation_available,
@@ -882,7 +915,9 @@ impl PodResourcesLister for PodResourcesService {
                 }],
             })
             .collect();
-        Ok(Response::new(pr::ListPodResourcesResponse { pod_resources }))
+        Ok(Response::new(pr::ListPodResourcesResponse {
+            pod_resources,
+        }))
     }
 
     async fn get_allocatable_resources(

@@ -48,7 +48,10 @@ async fn discover(root: &SysfsRoot) -> anyhow::Result<Inventory> {
 
 /// Pools the active selector makes of `inventory`; `None` when there is no active set or the
 /// call fails (the caller keeps the last good pools).
-async fn select(policies: &Arc<ActivePolicies>, inventory: &Arc<PolicyInventory>) -> Option<Vec<Pool>> {
+async fn select(
+    policies: &Arc<ActivePolicies>,
+    inventory: &Arc<PolicyInventory>,
+) -> Option<Vec<Pool>> {
     let active = policies.current()?;
     let inventory = Arc::clone(inventory);
     let result =
@@ -243,4 +246,3 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs_f64(seconds))
 }
-
