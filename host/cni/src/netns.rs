@@ -1,8 +1,9 @@
 //! Network namespace handles and running code inside one.
 //!
 //! `setns(2)` and `unshare(CLONE_NEWNET)` change the namespace of the calling *thread* only, so
-//! every switch happens on a dedicated, short-lived thread and the main thread never leaves the
-//! host namespace (the IPAM plugin we fork inherits the main thread's namespace).
+//! every switch happens on a dedicated thread — short-lived ([`run_in`], [`run_in_new`]) or parked
+//! in the namespace for the life of a handle ([`Resident`]) — and the main thread never leaves
+//! the host namespace (the IPAM plugin we fork inherits the main thread's namespace).
 
 use std::fs::File;
 use std::io;
@@ -116,4 +117,98 @@ pub fn run_in_new<T: Send>(f: impl FnOnce() -> T + Send) -> Result<(OwnedFd, T),
             })
         })
     })
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that stays inside one network namespace and runs jobs there, so repeated work in a
+/// namespace (a netlink socket, then sysctls) pays for one thread and one `setns` only. The
+/// thread ends when the `Resident` is dropped.
+pub struct Resident {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Resident {
+    /// Starts a thread inside the namespace `ns`.
+    pub fn enter(ns: BorrowedFd<'_>) -> Result<Resident, NetlinkError> {
+        let ns = ns
+            .try_clone_to_owned()
+            .map_err(|source| NetlinkError::Netns {
+                what: "duplicate a network namespace handle".into(),
+                source,
+            })?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = helper()
+            .spawn(move || {
+                let entered = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET);
+                let ok = entered.is_ok();
+                // The receiver only goes away if `enter` already returned.
+                let _ = ready_tx.send(entered);
+                if ok {
+                    for job in queue {
+                        job();
+                    }
+                }
+            })
+            .map_err(|source| NetlinkError::Netns {
+                what: "start a thread to enter a network namespace".into(),
+                source,
+            })?;
+        let entered = ready.recv().map_err(|_| NetlinkError::Netns {
+            what: "enter a network namespace: the thread died".into(),
+            source: io::Error::other("thread died"),
+        })?;
+        let mut resident = Resident {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        };
+        if let Err(e) = entered {
+            resident.stop();
+            return Err(NetlinkError::Netns {
+                what: "enter a network namespace (setns)".into(),
+                source: e.into(),
+            });
+        }
+        Ok(resident)
+    }
+
+    /// Runs `f` inside the namespace and returns its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NetlinkError> {
+        let gone = || NetlinkError::Netns {
+            what: "run a task in a network namespace: its thread is gone".into(),
+            source: io::Error::other("thread gone"),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        jobs.send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
+    }
+
+    fn stop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            // A job that panicked has already reported through its channel.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for Resident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resident")
+    }
 }

@@ -1062,18 +1062,10 @@ fn add_steps(
         }
         // Refresh the neighbours' caches now that the link has carrier: an IP reused by a new
         // pod must not keep pointing at the old pod's MAC. The kernel's own announcement at link
-        // up (arp_notify) is lost when carrier comes later, as it does on real VFs. Errors only
-        // cost the announcement, as in sriov-cni.
-        let v4: Vec<std::net::Ipv4Addr> = result
-            .ips
-            .iter()
-            .filter_map(|ip| match ip.address.addr {
-                std::net::IpAddr::V4(a) => Some(a),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect();
-        if !v4.is_empty() {
-            let _ = netlink.announce(pod, ifname, &v4, CARRIER_WAIT);
+        // up is lost when carrier comes later, as it does on real VFs. A failure only costs the
+        // announcement, as in sriov-cni.
+        if !result.ips.is_empty() {
+            let _ = netlink.announce(pod, ifname, CARRIER_WAIT);
         }
         if let Some(link) = netlink
             .link(pod, ifname)

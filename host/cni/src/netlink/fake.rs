@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -479,15 +479,9 @@ impl Netlink for FakeNetlink {
         &mut self,
         ns: NsId,
         name: &str,
-        ipv4: &[Ipv4Addr],
         _carrier_wait: Duration,
     ) -> Result<(), NetlinkError> {
-        let ips = ipv4
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        self.record(format!("announce {} {name} {ips}", ns.0))
+        self.record(format!("announce {} {name}", ns.0))
     }
 
     fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError> {

@@ -10,7 +10,7 @@ pub mod fake;
 pub mod real;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -272,13 +272,13 @@ pub trait Netlink {
         route: &Route,
         gw: Option<IpAddr>,
     ) -> Result<(), NetlinkError>;
-    /// Announces IPv4 addresses of link `name` in `ns` with a gratuitous ARP each, once the link
-    /// has carrier (waiting at most `carrier_wait`; without carrier nothing is sent).
+    /// Makes the kernel announce every address of link `name` in `ns` to the neighbours
+    /// (gratuitous ARP, unsolicited NA; needs `arp_notify`/`ndisc_notify` on the link), once the
+    /// link has carrier. Waits at most `carrier_wait`; without carrier nothing is sent.
     fn announce(
         &mut self,
         ns: NsId,
         name: &str,
-        ipv4: &[Ipv4Addr],
         carrier_wait: Duration,
     ) -> Result<(), NetlinkError>;
     /// Writes sysctls under `/proc/sys/` in namespace `ns` (keys like

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ struct Conn {
     ns_fd: OwnedFd,
     label: String,
     seq: u32,
+    /// A thread parked inside the namespace for later work there (sysctls); none for the host.
+    resident: Option<netns::Resident>,
 }
 
 /// The real kernel.
@@ -74,6 +76,7 @@ impl RealNetlink {
                 ns_fd,
                 label: "the host network namespace".into(),
                 seq: 0,
+                resident: None,
             },
         );
         Ok(RealNetlink { conns, next: 1 })
@@ -85,7 +88,13 @@ impl RealNetlink {
             .ok_or(NetlinkError::UnknownNs(ns.0))
     }
 
-    fn add_conn(&mut self, socket: Socket, ns_fd: OwnedFd, label: String) -> NsId {
+    fn add_conn(
+        &mut self,
+        socket: Socket,
+        ns_fd: OwnedFd,
+        label: String,
+        resident: Option<netns::Resident>,
+    ) -> NsId {
         let id = self.next;
         self.next += 1;
         self.conns.insert(
@@ -95,6 +104,7 @@ impl RealNetlink {
                 ns_fd,
                 label,
                 seq: 0,
+                resident,
             },
         );
         NsId(id)
@@ -311,60 +321,6 @@ fn vf_attr(vf: u32, setting: VfSetting) -> VfInfo {
     }
 }
 
-/// A gratuitous ARP request for `ip` from `mac`, as a whole Ethernet frame (RFC 5227 §3: sender
-/// and target protocol address both `ip`, target hardware address zero, to broadcast).
-pub(crate) fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes()); // ARP
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    // target hardware address stays zero
-    f[38..42].copy_from_slice(&ip.octets());
-    f
-}
-
-/// Sends gratuitous ARPs from interface `name` of the calling thread's namespace.
-fn send_garps(name: &str, ipv4: &[Ipv4Addr]) -> Result<(), NetlinkError> {
-    use nix::sys::socket::{AddressFamily as Af, MsgFlags, SockFlag, SockType, sendto, socket};
-    let err = |what: String| {
-        move |e: nix::errno::Errno| NetlinkError::Netns {
-            what,
-            source: e.into(),
-        }
-    };
-    // getifaddrs gives the link-layer address (ifindex and MAC) of the interface in this netns.
-    let link = nix::ifaddrs::getifaddrs()
-        .map_err(err("list interfaces".into()))?
-        .filter(|ia| ia.interface_name == name)
-        .find_map(|ia| ia.address.and_then(|a| a.as_link_addr().copied()))
-        .ok_or_else(|| NetlinkError::NoSuchLink {
-            ns: "the pod network namespace".into(),
-            name: name.to_owned(),
-        })?;
-    let Some(mac) = link.addr() else {
-        return Ok(());
-    };
-    let sock = socket(Af::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(err("open a packet socket".into()))?;
-    for ip in ipv4 {
-        sendto(
-            sock.as_raw_fd(),
-            &garp_frame(mac, *ip),
-            &link,
-            MsgFlags::empty(),
-        )
-        .map_err(err(format!("send a gratuitous ARP for {ip} on {name}")))?;
-    }
-    Ok(())
-}
-
 fn family(addr: IpAddr) -> AddressFamily {
     if addr.is_ipv4() {
         AddressFamily::Inet
@@ -376,12 +332,20 @@ fn family(addr: IpAddr) -> AddressFamily {
 impl Netlink for RealNetlink {
     fn open_netns(&mut self, path: &Path) -> Result<NsId, NetlinkError> {
         let fd = netns::open(path)?;
-        let socket =
-            netns::run_in(fd.as_fd(), new_socket)?.map_err(|source| NetlinkError::Netns {
+        // One thread enters the namespace, opens the socket there and stays for later work.
+        let resident = netns::Resident::enter(fd.as_fd())?;
+        let socket = resident
+            .run(new_socket)?
+            .map_err(|source| NetlinkError::Netns {
                 what: format!("open a netlink socket in {}", path.display()),
                 source,
             })?;
-        Ok(self.add_conn(socket, fd, format!("network namespace {}", path.display())))
+        Ok(self.add_conn(
+            socket,
+            fd,
+            format!("network namespace {}", path.display()),
+            Some(resident),
+        ))
     }
 
     fn create_temp_netns(&mut self) -> Result<NsId, NetlinkError> {
@@ -390,7 +354,7 @@ impl Netlink for RealNetlink {
             what: "open a netlink socket in the temporary network namespace".into(),
             source,
         })?;
-        Ok(self.add_conn(socket, fd, "the temporary network namespace".into()))
+        Ok(self.add_conn(socket, fd, "the temporary network namespace".into(), None))
     }
 
     fn close_netns(&mut self, ns: NsId) {
@@ -613,20 +577,16 @@ impl Netlink for RealNetlink {
         &mut self,
         ns: NsId,
         name: &str,
-        ipv4: &[Ipv4Addr],
         carrier_wait: Duration,
     ) -> Result<(), NetlinkError> {
-        if ipv4.is_empty() {
-            return Ok(());
-        }
         // A frame sent before carrier is dropped; sriov-cni waits up to 200 ms, polling with a
         // backoff from 2 ms.
         let deadline = Instant::now() + carrier_wait;
         let mut delay = Duration::from_millis(2);
-        loop {
+        let mac = loop {
             let link = self.get_link(ns, name, false)?.map(|m| link_info(&m));
             match link {
-                Some(l) if l.carrier => break,
+                Some(l) if l.carrier => break l.mac,
                 Some(_) if Instant::now() < deadline => {
                     std::thread::sleep(delay);
                     delay = (delay * 3 / 2).min(Duration::from_millis(50));
@@ -639,9 +599,15 @@ impl Netlink for RealNetlink {
                     });
                 }
             }
+        };
+        // Setting the link's own MAC again raises NETDEV_CHANGEADDR, on which the kernel sends a
+        // gratuitous ARP for every IPv4 address (arp_notify) and an unsolicited NA for every IPv6
+        // one (ndisc_notify). Cheaper than a packet socket, whose close waits for an RCU grace
+        // period (~10 ms), and it covers both families.
+        match mac {
+            Some(mac) => self.set_mac(ns, name, mac),
+            None => Ok(()),
         }
-        let fd = self.conn(ns)?.ns_fd.as_fd();
-        netns::run_in(fd, || send_garps(name, ipv4))?
     }
 
     fn set_sysctls(&mut self, ns: NsId, settings: &[(String, &str)]) -> Result<(), NetlinkError> {
@@ -653,20 +619,28 @@ impl Netlink for RealNetlink {
                 });
             }
         }
-        let fd = self.conn(ns)?.ns_fd.as_fd();
-        // One helper thread for all keys: each trip into a namespace costs a thread and a setns.
-        let results = netns::run_in(fd, || {
-            settings
-                .iter()
-                .map(|(key, value)| {
-                    let path = PathBuf::from("/proc/sys").join(key);
-                    fs::write(&path, value).map_err(|source| NetlinkError::Netns {
+        let paths: Vec<(PathBuf, String)> = settings
+            .iter()
+            .map(|(key, value)| (PathBuf::from("/proc/sys").join(key), (*value).to_owned()))
+            .collect();
+        let write_all = move || {
+            paths
+                .into_iter()
+                .map(|(path, value)| {
+                    fs::write(&path, &value).map_err(|source| NetlinkError::Netns {
                         what: format!("write {value:?} to {}", path.display()),
                         source,
                     })
                 })
                 .collect::<Vec<_>>()
-        })?;
+        };
+        // /proc/sys/net shows the namespace of the thread that opens it: use the thread parked
+        // in the namespace, or a one-off one.
+        let conn = self.conn(ns)?;
+        let results = match &conn.resident {
+            Some(resident) => resident.run(write_all)?,
+            None => netns::run_in(conn.ns_fd.as_fd(), write_all)?,
+        };
         results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
     }
 }
@@ -756,24 +730,6 @@ mod tests {
             assert_eq!(vf.link_state, VfLinkState::Auto);
             assert_eq!((vf.min_tx_rate, vf.max_tx_rate), (0, 0));
         }
-    }
-
-    #[test]
-    fn gratuitous_arp_frame_layout() {
-        let mac = [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
-        let f = garp_frame(mac, Ipv4Addr::new(10, 1, 2, 3));
-        assert_eq!(&f[0..6], &[0xff; 6], "broadcast");
-        assert_eq!(&f[6..12], &mac);
-        assert_eq!(&f[12..14], &[0x08, 0x06]);
-        assert_eq!(
-            &f[14..22],
-            &[0, 1, 0x08, 0, 6, 4, 0, 1],
-            "Ethernet/IPv4 request"
-        );
-        assert_eq!(&f[22..28], &mac, "sender MAC");
-        assert_eq!(&f[28..32], &[10, 1, 2, 3], "sender IP");
-        assert_eq!(&f[32..38], &[0; 6], "target MAC");
-        assert_eq!(&f[38..42], &[10, 1, 2, 3], "target IP = sender IP");
     }
 
     #[test]
