@@ -11,7 +11,8 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::convert::PolicyInventory;
@@ -102,7 +103,9 @@ impl PolicyWatcher {
                 // Ends when the debouncer (the sender) is dropped.
                 for result in rx {
                     match result {
-                        Ok(events) if events.is_empty() => continue,
+                        // Reading files (our own reload included) produces access events; only
+                        // changes count, or every reload would trigger the next.
+                        Ok(events) if !events.iter().any(|e| is_change(&e.event.kind)) => continue,
                         Ok(_) => {}
                         Err(errors) => {
                             for error in errors {
@@ -138,6 +141,16 @@ impl Drop for PolicyWatcher {
             // A reload in progress finishes first (bounded by the policy deadlines).
             let _ = worker.join();
         }
+    }
+}
+
+/// Whether an event can mean new content: anything but opening or reading a file (a close after
+/// writing counts: it is how a writer that does not rename signals the end of its write).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 

@@ -1,0 +1,198 @@
+//! Fault containment: every way a policy can misbehave is stopped, reported with the policy's name
+//! and digest, and leaves the host able to serve the next call.
+
+use std::time::{Duration, Instant};
+
+use vfpool_policy::validate::ResultError;
+use vfpool_policy::{CallError, LoadError, Policy, PolicyFailure, defaults};
+
+use super::common::*;
+
+fn probe() -> Policy {
+    Policy::compile(engine(), "probe.wasm", &component("probe")).expect("probe compiles")
+}
+
+fn select_error(mode: &str) -> vfpool_policy::PolicyCallError {
+    probe()
+        .select(&settings(&format!("probe:{mode}")), &test_inventory())
+        .expect_err("the probe should fail")
+}
+
+/// After any failure the same compiled policy still serves (fresh store per call).
+fn still_serves(policy: &Policy) {
+    let pools = policy
+        .select(&settings("behave"), &test_inventory())
+        .expect("next call succeeds")
+        .value;
+    assert_eq!(pools[0].resource_name, "example.com/probe");
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    let policy = probe();
+    let started = Instant::now();
+    let error = policy
+        .select(&settings("probe:loop"), &test_inventory())
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(*error.error, CallError::Timeout(_)), "{error}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "stopped after {elapsed:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("probe.wasm") && text.contains("sha256:"),
+        "{text}"
+    );
+    assert!(text.contains("deadline"), "{text}");
+    still_serves(&policy);
+    // The allocator call has its own (shorter) deadline.
+    let ids: Vec<String> = vec!["0000:01:02.0".into()];
+    let error = policy
+        .prefer(
+            &settings("probe:loop"),
+            &test_inventory(),
+            "intel.com/x",
+            &ids,
+            &[],
+            1,
+        )
+        .unwrap_err();
+    assert!(matches!(*error.error, CallError::Timeout(_)), "{error}");
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let policy = probe();
+    let error = policy
+        .select(&settings("probe:alloc"), &test_inventory())
+        .unwrap_err();
+    assert!(matches!(*error.error, CallError::MemoryCap(_)), "{error}");
+    assert!(error.to_string().contains("memory cap"), "{error}");
+    still_serves(&policy);
+}
+
+#[test]
+fn a_trap_is_contained_and_carries_the_panic_message() {
+    let error = select_error("trap");
+    match error.error.as_ref() {
+        CallError::Trap { stderr, .. } => {
+            assert!(
+                stderr.contains("probe policy panics on purpose"),
+                "{stderr}"
+            )
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    still_serves(&probe());
+}
+
+#[test]
+fn an_error_result_is_reported() {
+    let error = select_error("error");
+    assert!(
+        matches!(error.error.as_ref(), CallError::Returned(PolicyFailure::Internal(m)) if m.contains("on purpose")),
+        "{error}"
+    );
+    assert!(error.to_string().contains("probe policy fails on purpose"));
+}
+
+#[test]
+fn invalid_results_are_refused() {
+    assert!(matches!(
+        *select_error("huge-result").error,
+        CallError::InvalidResult(ResultError::TooManyPools { .. })
+    ));
+    let error = select_error("unknown-device");
+    assert!(
+        matches!(
+            *error.error,
+            CallError::InvalidResult(ResultError::UnknownDevice { .. })
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("0000:ff:1f.7"), "{error}");
+    assert!(matches!(
+        *select_error("duplicate-device").error,
+        CallError::InvalidResult(ResultError::DeviceInTwoPools { .. })
+    ));
+    assert!(matches!(
+        *select_error("bad-name").error,
+        CallError::InvalidResult(ResultError::BadResourceName { .. })
+    ));
+    let ids: Vec<String> = vec!["0000:01:02.0".into(), "0000:01:02.1".into()];
+    let error = probe()
+        .prefer(
+            &settings("probe:wrong-size"),
+            &test_inventory(),
+            "intel.com/x",
+            &ids,
+            &[],
+            2,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        *error.error,
+        CallError::InvalidResult(ResultError::WrongCount { got: 1, want: 2 })
+    ));
+}
+
+#[test]
+fn log_lines_are_bounded() {
+    let outcome = probe()
+        .select(&settings("probe:log-flood"), &test_inventory())
+        .expect("logging is not a failure");
+    let limits = engine().limits();
+    assert_eq!(outcome.logs.len(), limits.max_log_lines);
+    assert!(outcome.logs_dropped > 0);
+    assert!(
+        outcome
+            .logs
+            .iter()
+            .all(|l| l.message.len() <= limits.max_log_line_bytes + 3)
+    );
+}
+
+#[test]
+fn bad_module_bytes_are_refused() {
+    let truncated = &defaults::UPSTREAM_SELECTOR[..defaults::UPSTREAM_SELECTOR.len() / 2];
+    let error = Policy::compile(engine(), "half.wasm", truncated).unwrap_err();
+    assert!(matches!(error, LoadError::Compile { .. }), "{error}");
+    assert!(error.to_string().contains("half.wasm"));
+    for junk in [&b"#!/bin/sh\necho hi\n"[..], b"", b"\0asm\x01\0\0\0"] {
+        let error = Policy::compile(engine(), "junk.wasm", junk).unwrap_err();
+        assert!(matches!(error, LoadError::Compile { .. }), "{error}");
+    }
+}
+
+#[test]
+fn wrong_exports_are_refused() {
+    let error = Policy::compile(engine(), "greeter.wasm", &component("wrong_exports")).unwrap_err();
+    assert!(matches!(error, LoadError::NoPolicyExport { .. }), "{error}");
+    assert!(error.to_string().contains("exports neither"), "{error}");
+}
+
+#[test]
+fn roles_follow_exports() {
+    let selector_only = selector().roles();
+    assert!(selector_only.selector && !selector_only.allocator);
+    let both = probe().roles();
+    assert!(both.selector && both.allocator);
+    let allocator = Policy::compile(engine(), "packed", defaults::PACKED_ALLOCATOR).unwrap();
+    let error = allocator
+        .select(&settings(""), &test_inventory())
+        .unwrap_err();
+    assert!(matches!(*error.error, CallError::NotExported(_)));
+}
+
+#[test]
+fn oversized_modules_are_refused_before_compiling() {
+    let engine = vfpool_policy::PolicyEngine::new(vfpool_policy::Limits {
+        max_module_bytes: 1000,
+        ..Default::default()
+    })
+    .unwrap();
+    let error = Policy::compile(&engine, "big.wasm", defaults::UPSTREAM_SELECTOR).unwrap_err();
+    assert!(matches!(error, LoadError::TooLarge { .. }), "{error}");
+}

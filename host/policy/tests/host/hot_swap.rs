@@ -1,0 +1,223 @@
+//! Hot swap with real directories and the real watcher: a new selector dropped in is validated and
+//! activated; a broken one is refused and the previous keeps serving; removing it returns to the
+//! default; a ConfigMap-style `..data` symlink swap changes the settings.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vfpool_policy::{
+    ActivePolicies, PolicySource, PolicyWatcher, ReloadOutcome, Sources, defaults,
+};
+
+use super::common::*;
+
+const CONFIG_V1: &str =
+    r#"{"resourceList":[{"resourceName":"mlx","selectors":{"vendors":["15b3"]}}]}"#;
+const CONFIG_V2: &str =
+    r#"{"resourceList":[{"resourceName":"intel_vfs","selectors":{"vendors":["8086"]}}]}"#;
+
+/// Writes elsewhere in the directory, then renames into place (what operators are told to do).
+fn install(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn pool_names(outcome: &ReloadOutcome) -> Vec<String> {
+    outcome
+        .active
+        .as_ref()
+        .map(|a| a.pools.iter().map(|p| p.resource_name.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits for the next reload that did something (accepted or refused).
+fn next_decision(rx: &mpsc::Receiver<ReloadOutcome>) -> ReloadOutcome {
+    loop {
+        let outcome = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the watcher reloads within 20 s");
+        if outcome.changed || !outcome.refused.is_empty() {
+            return outcome;
+        }
+    }
+}
+
+#[test]
+fn drop_in_swap_refuse_and_fall_back() {
+    let policies = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: Some(config.clone()),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    let first = active.reload(&sources, &test_inventory());
+    assert!(
+        first.changed && first.refused.is_empty(),
+        "{:?}",
+        first.refused
+    );
+    assert_eq!(pool_names(&first), ["intel.com/mlx"]);
+
+    let (tx, rx) = mpsc::channel();
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&active),
+        sources.clone(),
+        Duration::from_millis(50),
+        test_inventory,
+        move |outcome: &ReloadOutcome| {
+            let copy = ReloadOutcome {
+                active: outcome.active.clone(),
+                changed: outcome.changed,
+                refused: outcome.refused.clone(),
+                ignored: outcome.ignored.clone(),
+            };
+            let _ = tx.send(copy);
+        },
+    )
+    .unwrap();
+
+    // A new selector: activated, new pools.
+    install(policies.path(), "selector.wasm", &component("probe"));
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "refused: {:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["example.com/probe"]);
+    let current = active.current().unwrap();
+    assert_eq!(current.selector.id().name, "selector.wasm");
+    assert!(matches!(current.selector_source, PolicySource::File(_)));
+    // The probe also exports an allocator: it replaces the default one too.
+    assert_eq!(current.allocator.id().name, "selector.wasm");
+
+    // A broken module in its place: refused, the probe keeps serving.
+    let half = &defaults::UPSTREAM_SELECTOR[..1000];
+    install(policies.path(), "selector.wasm", half);
+    let outcome = next_decision(&rx);
+    assert!(!outcome.changed);
+    assert!(
+        outcome
+            .refused
+            .iter()
+            .any(|r| r.contains("selector.wasm") && r.contains("not loaded")),
+        "{:?}",
+        outcome.refused
+    );
+    assert_eq!(pool_names(&outcome), ["example.com/probe"]);
+    assert_eq!(active.current().unwrap().generation, current.generation);
+
+    // The broken file is still there: restoring the probe file gives back exactly the active set
+    // (no change to make). Then settings under which the probe traps: refused too.
+    install(policies.path(), "selector.wasm", &component("probe"));
+    fs::write(&config, "probe:trap").unwrap();
+    let outcome = next_decision(&rx);
+    assert!(!outcome.changed);
+    assert!(
+        outcome.refused[0].contains("trapped"),
+        "{:?}",
+        outcome.refused
+    );
+    fs::write(&config, CONFIG_V1).unwrap();
+
+    // Editor and temp files are ignored, never loaded.
+    fs::write(policies.path().join("selector.wasm~"), b"junk").unwrap();
+    // Removing the module returns to the embedded defaults.
+    fs::remove_file(policies.path().join("selector.wasm")).unwrap();
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "{:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["intel.com/mlx"]);
+    assert!(
+        outcome.ignored.iter().any(|n| n.contains("selector.wasm~")),
+        "{:?}",
+        outcome.ignored
+    );
+    assert_eq!(
+        active.current().unwrap().selector_source,
+        PolicySource::Embedded
+    );
+
+    // A module with the wrong exports is not loaded; the defaults keep serving.
+    install(policies.path(), "greeter.wasm", &component("wrong_exports"));
+    let outcome = next_decision(&rx);
+    assert!(!outcome.changed);
+    assert!(
+        outcome
+            .refused
+            .iter()
+            .any(|r| r.contains("exports neither")),
+        "{:?}",
+        outcome.refused
+    );
+    assert_eq!(pool_names(&outcome), ["intel.com/mlx"]);
+}
+
+/// A ConfigMap volume: `config.json -> ..data/config.json`, `..data -> ..v1`; an update creates
+/// `..v2` and renames a new `..data` symlink over the old one.
+#[test]
+fn configmap_symlink_swap_changes_settings() {
+    let mount = tempfile::tempdir().unwrap();
+    let root = mount.path();
+    fs::create_dir(root.join("..v1")).unwrap();
+    fs::write(root.join("..v1/config.json"), CONFIG_V1).unwrap();
+    symlink("..v1", root.join("..data")).unwrap();
+    symlink("..data/config.json", root.join("config.json")).unwrap();
+    let sources = Sources {
+        policy_dir: None,
+        config_file: Some(root.join("config.json")),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    assert_eq!(
+        pool_names(&active.reload(&sources, &test_inventory())),
+        ["intel.com/mlx"]
+    );
+    let (tx, rx) = mpsc::channel();
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&active),
+        sources,
+        Duration::from_millis(50),
+        test_inventory,
+        move |outcome: &ReloadOutcome| {
+            let _ = tx.send(ReloadOutcome {
+                active: outcome.active.clone(),
+                changed: outcome.changed,
+                refused: outcome.refused.clone(),
+                ignored: outcome.ignored.clone(),
+            });
+        },
+    )
+    .unwrap();
+
+    fs::create_dir(root.join("..v2")).unwrap();
+    fs::write(root.join("..v2/config.json"), CONFIG_V2).unwrap();
+    symlink("..v2", root.join("..data_tmp")).unwrap();
+    fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    fs::remove_dir_all(root.join("..v1")).unwrap();
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "{:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
+
+    // A broken config through the same mechanism: refused, naming the field; old pools stay.
+    fs::create_dir(root.join("..v3")).unwrap();
+    fs::write(
+        root.join("..v3/config.json"),
+        r#"{"resourceList":[{"resourceName":"bad name","selectors":{}}]}"#,
+    )
+    .unwrap();
+    symlink("..v3", root.join("..data_tmp")).unwrap();
+    fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    let outcome = next_decision(&rx);
+    assert!(!outcome.changed);
+    assert!(
+        outcome.refused[0].contains("resourceList[0].resourceName"),
+        "{:?}",
+        outcome.refused
+    );
+    assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
+}
