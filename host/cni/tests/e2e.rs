@@ -431,30 +431,45 @@ fn version_answers_fast_and_status_and_gc_work() -> Result<()> {
 }
 
 #[test]
-fn the_pod_ip_is_announced_to_the_neighbours() -> Result<()> {
-    // After ADD a neighbour on the VF's wire learns the pod IP with the VF's MAC without asking
-    // (gratuitous ARP), so an IP reused by a new pod is not sent to the old MAC.
+fn the_pod_ips_are_announced_to_the_neighbours() -> Result<()> {
+    // After ADD a neighbour on the VF's wire learns the pod's IPv4 and IPv6 addresses with the
+    // VF's MAC without asking (gratuitous ARP, unsolicited NA), so an IP reused by a new pod is
+    // not sent to the old MAC.
     require_root!();
     let node = Node::new(1)?;
     let pod = Netns::new("pod")?;
     let peer = format!("{}w0", node.tag);
     node.wire
         .ip(&["addr", "add", "10.77.0.200/24", "dev", &peer])?;
-    common::sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &node.wire.name,
-        "sysctl",
-        "-qw",
-        &format!("net.ipv4.conf.{peer}.arp_accept=1"),
-    ])?;
+    node.wire
+        .ip(&["addr", "add", "fd00:77::200/64", "dev", &peer, "nodad"])?;
+    for setting in [
+        format!("net.ipv4.conf.{peer}.arp_accept=1"),
+        // Linux keeps an unsolicited NA only on a router that asks for it.
+        format!("net.ipv6.conf.{peer}.forwarding=1"),
+        format!("net.ipv6.conf.{peer}.accept_untracked_na=2"),
+    ] {
+        common::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &node.wire.name,
+            "sysctl",
+            "-qw",
+            &setting,
+        ])?;
+    }
+    let ipam = json!({
+        "type": "host-local",
+        "dataDir": node.ipam_dir(),
+        "ranges": [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd00:77::/64"}]]
+    });
     let add = node.cni(
         "ADD",
         "c1",
         &pod.path(),
         "net1",
-        &node.netconf(0, json!({})),
+        &node.netconf(0, json!({"ipam": ipam})),
     )?;
     assert!(add.ok, "{:?}", add.json);
     let mac = add.json["interfaces"][0]["mac"]
@@ -462,15 +477,20 @@ fn the_pod_ip_is_announced_to_the_neighbours() -> Result<()> {
         .unwrap()
         .to_owned();
     let mut neigh = String::new();
-    for _ in 0..50 {
-        neigh = node.wire.ip(&["neigh", "show", "dev", &peer])?;
-        if neigh.contains("10.77.0.2 ") {
+    for _ in 0..100 {
+        neigh = node.wire.ip(&["neigh", "show", "dev", &peer])?
+            + &node.wire.ip(&["-6", "neigh", "show", "dev", &peer])?;
+        if neigh.contains("10.77.0.2 ") && neigh.contains("fd00:77::2 ") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(
         neigh.contains(&format!("10.77.0.2 lladdr {mac}")),
+        "wire neighbours: {neigh:?}"
+    );
+    assert!(
+        neigh.contains(&format!("fd00:77::2 lladdr {mac}")),
         "wire neighbours: {neigh:?}"
     );
     Ok(())
