@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command as Process, Stdio};
+use std::process::{Child, Command as Process, Stdio};
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -62,16 +62,81 @@ pub enum IpamError {
     },
 }
 
+/// An IPAM plugin run that has been started: its answer is collected with [`Pending::wait`].
+/// ADD and DEL start the IPAM plugin first and wait for it only when they need its answer, so
+/// the plugin's run overlaps the kernel's netns move (each takes 10–20 ms).
+#[derive(Debug)]
+pub struct Pending(PendingKind);
+
+#[derive(Debug)]
+enum PendingKind {
+    Running {
+        child: Child,
+        plugin: String,
+        command: &'static str,
+        binary: PathBuf,
+    },
+    Done(Result<String, IpamError>),
+}
+
+impl Pending {
+    /// An answer that is already known (fakes, and plugins that could not be started).
+    pub fn ready(result: Result<String, IpamError>) -> Self {
+        Pending(PendingKind::Done(result))
+    }
+
+    /// Waits for the plugin and returns its stdout on success.
+    pub fn wait(self) -> Result<String, IpamError> {
+        let (child, plugin, command, binary) = match self.0 {
+            PendingKind::Done(result) => return result,
+            PendingKind::Running {
+                child,
+                plugin,
+                command,
+                binary,
+            } => (child, plugin, command, binary),
+        };
+        let output = child
+            .wait_with_output()
+            .map_err(|source| IpamError::Exec { binary, source })?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            return Ok(stdout);
+        }
+        match serde_json::from_str::<ErrorReply>(&stdout) {
+            Ok(reply) => Err(IpamError::Plugin {
+                plugin,
+                command,
+                code: reply.code,
+                msg: reply.msg,
+                details: reply.details,
+            }),
+            Err(_) => Err(IpamError::Crashed {
+                plugin,
+                command,
+                status: output.status.to_string(),
+                output: stdout,
+            }),
+        }
+    }
+}
+
 /// Runs IPAM plugins.
 pub trait Ipam {
-    /// Runs `plugin` with CNI_COMMAND=`command` and `stdin`; returns its stdout on success.
+    /// Starts `plugin` with CNI_COMMAND=`command` and `stdin`.
+    fn start(&mut self, command: &'static str, plugin: &str, stdin: &[u8], env: &CniEnv)
+    -> Pending;
+
+    /// Runs `plugin` to completion; returns its stdout on success.
     fn exec(
         &mut self,
         command: &'static str,
         plugin: &str,
         stdin: &[u8],
         env: &CniEnv,
-    ) -> Result<String, IpamError>;
+    ) -> Result<String, IpamError> {
+        self.start(command, plugin, stdin, env).wait()
+    }
 }
 
 /// Finds plugin binaries in CNI_PATH and runs them.
@@ -103,16 +168,13 @@ impl ExecIpam {
             path: env.path.clone(),
         })
     }
-}
 
-impl Ipam for ExecIpam {
-    fn exec(
-        &mut self,
+    fn spawn(
         command: &'static str,
         plugin: &str,
         stdin: &[u8],
         env: &CniEnv,
-    ) -> Result<String, IpamError> {
+    ) -> Result<Pending, IpamError> {
         let binary = Self::find(plugin, env)?;
         let exec_err = |source| IpamError::Exec {
             binary: binary.clone(),
@@ -137,33 +199,34 @@ impl Ipam for ExecIpam {
             .spawn()
             .map_err(exec_err)?;
         if let Some(mut pipe) = child.stdin.take() {
-            // A plugin that exits before reading its config answers on stdout all the same.
+            // A plugin reads its whole config before it answers, so this cannot deadlock; one
+            // that exits before reading it answers on stdout all the same.
             if let Err(e) = pipe.write_all(stdin)
                 && e.kind() != io::ErrorKind::BrokenPipe
             {
+                let _ = child.kill();
+                let _ = child.wait();
                 return Err(exec_err(e));
             }
         }
-        let output = child.wait_with_output().map_err(exec_err)?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.success() {
-            return Ok(stdout);
-        }
-        match serde_json::from_str::<ErrorReply>(&stdout) {
-            Ok(reply) => Err(IpamError::Plugin {
-                plugin: plugin.to_owned(),
-                command,
-                code: reply.code,
-                msg: reply.msg,
-                details: reply.details,
-            }),
-            Err(_) => Err(IpamError::Crashed {
-                plugin: plugin.to_owned(),
-                command,
-                status: output.status.to_string(),
-                output: stdout,
-            }),
-        }
+        Ok(Pending(PendingKind::Running {
+            child,
+            plugin: plugin.to_owned(),
+            command,
+            binary,
+        }))
+    }
+}
+
+impl Ipam for ExecIpam {
+    fn start(
+        &mut self,
+        command: &'static str,
+        plugin: &str,
+        stdin: &[u8],
+        env: &CniEnv,
+    ) -> Pending {
+        Self::spawn(command, plugin, stdin, env).unwrap_or_else(|e| Pending::ready(Err(e)))
     }
 }
 
@@ -179,27 +242,27 @@ pub struct FakeIpam {
 }
 
 impl Ipam for FakeIpam {
-    fn exec(
+    fn start(
         &mut self,
         command: &'static str,
         plugin: &str,
         _stdin: &[u8],
         _env: &CniEnv,
-    ) -> Result<String, IpamError> {
+    ) -> Pending {
         self.calls.push((command.to_owned(), plugin.to_owned()));
         if self.fail.contains(&command) {
-            return Err(IpamError::Plugin {
+            return Pending::ready(Err(IpamError::Plugin {
                 plugin: plugin.to_owned(),
                 command,
                 code: 999,
                 msg: "injected failure".into(),
                 details: String::new(),
-            });
+            }));
         }
-        Ok(if command == "ADD" {
+        Pending::ready(Ok(if command == "ADD" {
             self.add_result.clone()
         } else {
             String::new()
-        })
+        }))
     }
 }

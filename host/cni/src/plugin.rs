@@ -554,8 +554,8 @@ enum Undo {
     VfSetting(VfSetting),
     /// The netdev is in the pod netns under this name.
     InPodAs(NsId, String),
-    /// IPAM allocated addresses.
-    Ipam(String),
+    /// IPAM was asked for addresses (the run, while it has not been waited for).
+    Ipam(String, Option<crate::ipam::Pending>),
 }
 
 /// The requested VF settings in application order (sriov-cni's ApplyVFConfig order).
@@ -955,6 +955,14 @@ fn add_steps(
     ipam: &mut dyn Ipam,
     journal: &mut Vec<Undo>,
 ) -> Result<CniResult, PluginError> {
+    // 0. IPAM starts first and runs while the VF is configured and moved (the kernel's netns
+    // move takes as long as the plugin). Journaled at once: the spec asks a plugin whose
+    // delegate failed ADD to call its DEL too, so a half-done allocation is released.
+    if let Some(plugin) = &conf.ipam_type {
+        let pending = ipam.start("ADD", plugin, stdin, env);
+        journal.push(Undo::Ipam(plugin.clone(), Some(pending)));
+    }
+
     // 1. VF settings through the PF, only those requested.
     if let Some(orig) = att.orig {
         for setting in requested {
@@ -1019,10 +1027,14 @@ fn add_steps(
     // 3. IPAM.
     let mut result = CniResult::default();
     if let Some(plugin) = &conf.ipam_type {
-        // Journal first: the spec asks a plugin whose delegate failed ADD to call its DEL too,
-        // so a half-done allocation is released.
-        journal.push(Undo::Ipam(plugin.clone()));
-        let out = ipam.exec("ADD", plugin, stdin, env)?;
+        let pending = journal.iter_mut().find_map(|step| match step {
+            Undo::Ipam(_, pending) => pending.take(),
+            _ => None,
+        });
+        let out = match pending {
+            Some(pending) => pending.wait()?,
+            None => ipam.exec("ADD", plugin, stdin, env)?,
+        };
         let ipam = ipam_result(plugin, &out)?;
         result.ips = ipam.ips;
         result.routes = ipam.routes;
@@ -1098,11 +1110,17 @@ fn rollback(
     let mut failures = Vec::new();
     for step in journal.into_iter().rev() {
         let outcome = match step {
-            Undo::Ipam(plugin) => match ipam.exec("DEL", &plugin, stdin, env) {
-                // A plugin that is not installed cannot have allocated anything.
-                Ok(_) | Err(IpamError::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e.into()),
-            },
+            Undo::Ipam(plugin, pending) => {
+                // Its ADD must be over before its DEL runs.
+                if let Some(pending) = pending {
+                    let _ = pending.wait();
+                }
+                match ipam.exec("DEL", &plugin, stdin, env) {
+                    // A plugin that is not installed cannot have allocated anything.
+                    Ok(_) | Err(IpamError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Undo::InPodAs(pod, name) => return_to_host(netlink, pod, &name, att),
             Undo::VfSetting(orig) => apply_vf_setting(netlink, &att.pf, att.vf_index, orig),
         };
@@ -1262,9 +1280,16 @@ fn cmd_del(
         None => None,
     };
 
-    // IPAM first, even when the netns is gone (PR #164); a failure keeps the cache for the retry.
-    if let Some(plugin) = &conf.ipam_type {
-        match deps.ipam.exec("DEL", plugin, stdin, env) {
+    // IPAM DEL runs even when the netns is gone (PR #164). It is started first and runs while
+    // the VF is released (the kernel's netns move takes as long as the plugin); its failure keeps
+    // the cache and the allocation for the retry, which finds the VF already home.
+    let pending = conf
+        .ipam_type
+        .as_ref()
+        .map(|plugin| deps.ipam.start("DEL", plugin, stdin, env));
+    let released = release_for_del(env, &state, &cache_name, att.as_ref(), pci.as_deref(), deps);
+    if let Some(pending) = pending {
+        match pending.wait() {
             Ok(_) => {}
             // A plugin that is not installed cannot hold an allocation; failing here would make
             // the runtime retry DEL forever.
@@ -1274,8 +1299,26 @@ fn cmd_del(
             Err(e) => return Err(e.into()),
         }
     }
+    let forget_marker = released?;
+    if let (Some(p), true) = (&pci, forget_marker) {
+        state.remove_marker(p)?;
+    }
+    if att.is_some() {
+        state.remove_cache(&env.container_id, &env.ifname)?;
+    }
+    Ok(())
+}
 
-    match (&att, &pci) {
+/// DEL's release of the VF; returns whether its allocation marker is to be cleared.
+fn release_for_del(
+    env: &CniEnv,
+    state: &StateDir,
+    cache_name: &str,
+    att: Option<&Attachment>,
+    pci: Option<&str>,
+    deps: &mut Deps<'_>,
+) -> Result<bool, PluginError> {
+    match (att, pci) {
         (Some(a), _) => {
             // A late DEL must not reset a VF that a new pod already owns (#219): the new ADD
             // found this attachment's netns dead, took the VF and re-marked it.
@@ -1287,16 +1330,14 @@ fn cmd_del(
                         "VF {} now belongs to {h}; leaving it alone and forgetting {cache_name}",
                         a.pci
                     ));
+                    Ok(false)
                 }
                 _ => {
                     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                     release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
-                    if holder.is_some() {
-                        state.remove_marker(&a.pci)?;
-                    }
+                    Ok(holder.is_some())
                 }
             }
-            state.remove_cache(&env.container_id, &env.ifname)?;
         }
         (None, Some(p)) => {
             deps.log.info(&format!(
@@ -1306,18 +1347,17 @@ fn cmd_del(
                 let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                 bring_home_without_cache(netlink, &env.netns, &env.ifname, p, deps.log)?;
             }
-            if let Some(holder) = state.marker(p)?
-                && ((!env.netns.is_empty() && holder == env.netns)
-                    || !netns::exists(Path::new(&holder)))
-            {
-                state.remove_marker(p)?;
-            }
+            Ok(state.marker(p)?.is_some_and(|holder| {
+                (!env.netns.is_empty() && holder == env.netns) || !netns::exists(Path::new(&holder))
+            }))
         }
-        (None, None) => deps.log.info(&format!(
-            "no cache for {cache_name} and no deviceID; nothing to release"
-        )),
+        (None, None) => {
+            deps.log.info(&format!(
+                "no cache for {cache_name} and no deviceID; nothing to release"
+            ));
+            Ok(false)
+        }
     }
-    Ok(())
 }
 
 /// DEL without a cache: the pod interface is brought home only if the kernel confirms it is

@@ -333,14 +333,17 @@ fn a_failure_at_any_add_step_rolls_everything_back() {
         let err = w.run("ADD", POD, &c).expect_err(step);
         assert!(err.code >= 100, "{step}: {err}");
         w.assert_pristine(orig);
-        // Steps from IPAM on must have released the IPAM allocation; earlier ones never allocated.
-        let after_ipam = ["ipam", "add_address", "set_up", "add_route"]
-            .iter()
-            .any(|s| step.starts_with(s));
+        // IPAM ADD starts before everything else (it overlaps the netns move), so every failure
+        // must release it, after it finished.
         assert_eq!(
-            w.ipam.calls.iter().any(|c| c.0 == "DEL"),
-            after_ipam,
-            "{step}: IPAM calls {:?}",
+            w.ipam.calls.first().map(|c| c.0.as_str()),
+            Some("ADD"),
+            "{step}"
+        );
+        assert_eq!(
+            w.ipam.calls.last().map(|c| c.0.as_str()),
+            Some("DEL"),
+            "{step}: IPAM not released: {:?}",
             w.ipam.calls
         );
     }
