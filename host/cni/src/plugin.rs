@@ -818,6 +818,14 @@ fn cmd_add(
             .into());
         }
     };
+    deps.log.debug(&format!(
+        "VF {pci}: PF {} index {}, netdev {:?}, driver {:?}{}",
+        vf.pf,
+        vf.index,
+        vf.netdev,
+        vf.driver,
+        if dpdk { " (DPDK: no netns work)" } else { "" }
+    ));
     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
 
     // Record the original state before touching anything.
@@ -890,6 +898,10 @@ fn cmd_add(
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
     };
+    deps.log.debug(&format!(
+        "original state: VF {:?}, netdev MAC {:?} MTU {}; applying {:?}",
+        attachment.orig, attachment.effective_mac, attachment.mtu, attachment.applied
+    ));
     state.write_cache(
         &env.container_id,
         &env.ifname,

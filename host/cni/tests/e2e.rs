@@ -554,6 +554,10 @@ fn dual_stack_legacy_results_logging_and_check_failures() -> Result<()> {
     );
     let logged = std::fs::read_to_string(&log)?;
     assert!(logged.contains("attached VF 0000:3b:00.1"), "{logged}");
+    assert!(
+        logged.contains("[debug]") && logged.contains("original state:"),
+        "{logged}"
+    );
     let addrs = pod.ip(&["addr", "show", "dev", "net1"])?;
     assert!(
         addrs.contains("10.77.0.2/24") && addrs.contains("fd00:77::2/64"),
