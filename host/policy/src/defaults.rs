@@ -18,6 +18,13 @@ pub const PACKED_ALLOCATOR: &[u8] = include_bytes!(concat!(
     "/packed_allocator.wasm"
 ));
 
+/// The spread allocator, an example policy (one device per PF in turn): not a default, embedded
+/// so that `vfpool demo` can show a hot swap without a build directory.
+pub const SPREAD_ALLOCATOR: &[u8] = include_bytes!(concat!(
+    env!("VFPOOL_POLICY_WASM_DIR"),
+    "/spread_allocator.wasm"
+));
+
 /// Where `build.rs` put every component it built (the defaults, the `spread` example and the test
 /// policies), for tests and benchmarks.
 pub const BUILT_COMPONENTS_DIR: &str = env!("VFPOOL_POLICY_WASM_DIR");
