@@ -219,6 +219,10 @@ fn vhost_vdpa_path(member: &Member) -> Option<String> {
 /// time for the allocated devices only (discovery leaves them out to stay fast).
 pub fn rdma_char_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
     let mut found = Vec::new();
+    // Ids come from the pool, but never let one walk out of the device directories.
+    if id.is_empty() || id.contains('/') || id.starts_with('.') {
+        return found;
+    }
     for bus in ["bus/pci/devices", "bus/auxiliary/devices"] {
         let dir = root.path().join(bus).join(id);
         for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
@@ -394,5 +398,302 @@ pub fn remove_device_info(dir: &Path, resource_name: &str, id: &str) {
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove a device-info file")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vfpool_policy::PoolDevice;
+    use vfpool_sysfs::{Device, DeviceKind, VdpaDevice};
+
+    use super::*;
+    use crate::model::Health;
+
+    fn member(device: Device) -> Member {
+        let id = device.id.clone();
+        Member {
+            device,
+            hints: PoolDevice {
+                id,
+                rdma: false,
+                vhost_net: false,
+                vdpa_type: None,
+                additional_info: None,
+            },
+            health: Health::Healthy,
+            held: false,
+        }
+    }
+
+    fn vf(id: &str, driver: &str) -> Device {
+        let mut d = Device::unknown(id, DeviceKind::Vf);
+        d.driver = Some(driver.to_string());
+        d
+    }
+
+    fn node() -> NodeFacts {
+        NodeFacts {
+            vhost_net: true,
+            tun: true,
+        }
+    }
+
+    #[test]
+    fn env_key_replaces_only_dots_and_upper_cases() {
+        assert_eq!(
+            env_key("intel.com/mlnx_sriov"),
+            "PCIDEVICE_INTEL_COM_MLNX_SRIOV"
+        );
+        assert_eq!(
+            env_key("my-co.com/sriov-net_0"),
+            "PCIDEVICE_MY-CO_COM_SRIOV-NET_0"
+        );
+        assert_eq!(env_key("nvidia.com/bf2.sf"), "PCIDEVICE_NVIDIA_COM_BF2_SF");
+    }
+
+    #[test]
+    fn vfio_info_json_is_upstreams_exact_shape() {
+        let mut d = vf("0000:3b:02.6", "vfio-pci");
+        d.iommu_group = Some(169);
+        let m = member(d);
+        let grant = grant(&m, &node(), &[]).unwrap();
+        let response = container_response(
+            "intel.com/sriov_dpdk",
+            &["0000:3b:02.6".to_string()],
+            &[("0000:3b:02.6".to_string(), grant)],
+        );
+        // The example from upstream's README / #633 log, byte for byte.
+        assert_eq!(
+            response.envs["PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO"],
+            r#"{"0000:3b:02.6":{"generic":{"deviceID":"0000:3b:02.6"},"vfio":{"dev-mount":"/dev/vfio/169","mount":"/dev/vfio/vfio"}}}"#
+        );
+        assert_eq!(
+            response.envs["PCIDEVICE_INTEL_COM_SRIOV_DPDK"],
+            "0000:3b:02.6"
+        );
+        let specs: Vec<(&str, &str, &str)> = response
+            .devices
+            .iter()
+            .map(|s| {
+                (
+                    s.host_path.as_str(),
+                    s.container_path.as_str(),
+                    s.permissions.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            specs,
+            [
+                ("/dev/vfio/vfio", "/dev/vfio/vfio", "rw"),
+                ("/dev/vfio/169", "/dev/vfio/169", "rw")
+            ]
+        );
+        assert!(response.mounts.is_empty());
+    }
+
+    #[test]
+    fn two_vfio_devices_share_the_container_device_once() {
+        let mut a = vf("0000:01:10.0", "vfio-pci");
+        a.iommu_group = Some(0);
+        let mut b = vf("0000:01:10.1", "vfio-pci");
+        b.iommu_group = Some(1);
+        let ids = vec![b.id.clone(), a.id.clone()];
+        let grants = vec![
+            (b.id.clone(), grant(&member(b), &node(), &[]).unwrap()),
+            (a.id.clone(), grant(&member(a), &node(), &[]).unwrap()),
+        ];
+        let response = container_response("intel.com/x", &ids, &grants);
+        let hosts: Vec<&str> = response
+            .devices
+            .iter()
+            .map(|s| s.host_path.as_str())
+            .collect();
+        assert_eq!(hosts, ["/dev/vfio/vfio", "/dev/vfio/1", "/dev/vfio/0"]);
+        // Request order in the list, sorted keys in _INFO.
+        assert_eq!(
+            response.envs["PCIDEVICE_INTEL_COM_X"],
+            "0000:01:10.1,0000:01:10.0"
+        );
+        let info = &response.envs["PCIDEVICE_INTEL_COM_X_INFO"];
+        assert!(info.find("0000:01:10.0").unwrap() < info.find("0000:01:10.1").unwrap());
+    }
+
+    #[test]
+    fn no_iommu_uses_the_noiommu_host_node() {
+        let mut d = vf("0000:b0:02.4", "vfio-pci");
+        d.iommu_group = Some(12);
+        d.no_iommu = true;
+        let g = grant(&member(d), &node(), &[]).unwrap();
+        assert_eq!(
+            g.specs[1],
+            (
+                "/dev/vfio/noiommu-12".to_string(),
+                "/dev/vfio/12".to_string()
+            )
+        );
+        assert_eq!(g.info["vfio"]["dev-mount"], "/dev/vfio/12");
+    }
+
+    #[test]
+    fn vfio_without_iommu_group_is_a_clear_error() {
+        let err = grant(&member(vf("0000:b0:02.4", "vfio-pci")), &node(), &[]).unwrap_err();
+        assert!(err.to_string().contains("0000:b0:02.4"));
+        assert!(err.to_string().contains("IOMMU"));
+    }
+
+    #[test]
+    fn uio_info_is_present_on_the_first_allocation() {
+        let mut d = vf("0000:86:0a.6", "igb_uio");
+        d.uio_device = Some("uio0".to_string());
+        let g = grant(&member(d), &node(), &[]).unwrap();
+        assert_eq!(g.info["uio"]["mount"], "/dev/uio0");
+        assert_eq!(
+            g.specs,
+            [("/dev/uio0".to_string(), "/dev/uio0".to_string())]
+        );
+    }
+
+    #[test]
+    fn kernel_netdev_vfs_get_no_device_nodes() {
+        let g = grant(&member(vf("0000:3b:00.2", "mlx5_core")), &node(), &[]).unwrap();
+        assert!(g.specs.is_empty());
+        assert_eq!(g.info.keys().copied().collect::<Vec<_>>(), ["generic"]);
+    }
+
+    #[test]
+    fn rdma_only_when_the_pool_asks() {
+        let mut d = vf("0000:3b:00.2", "mlx5_core");
+        d.rdma_devices = vec!["mlx5_2".to_string()];
+        let chars = [
+            "issm2".to_string(),
+            "umad2".to_string(),
+            "uverbs2".to_string(),
+        ];
+        let plain = grant(&member(d.clone()), &node(), &chars).unwrap();
+        assert!(!plain.info.contains_key("rdma"));
+        let mut m = member(d);
+        m.hints.rdma = true;
+        let g = grant(&m, &node(), &chars).unwrap();
+        let rdma = &g.info["rdma"];
+        assert_eq!(rdma["uverbs"], "/dev/infiniband/uverbs2");
+        assert_eq!(rdma["umad"], "/dev/infiniband/umad2");
+        assert_eq!(rdma["issm"], "/dev/infiniband/issm2");
+        assert_eq!(rdma["rdma_cm"], "/dev/infiniband/rdma_cm");
+        assert_eq!(rdma["rdma_dev"], "mlx5_2");
+        let hosts: Vec<&str> = g.specs.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "/dev/infiniband/issm2",
+                "/dev/infiniband/umad2",
+                "/dev/infiniband/uverbs2",
+                "/dev/infiniband/rdma_cm"
+            ]
+        );
+    }
+
+    #[test]
+    fn vhost_net_specs_only_when_both_nodes_exist() {
+        let mut m = member(vf("0000:3b:00.2", "iavf"));
+        m.hints.vhost_net = true;
+        let g = grant(&m, &node(), &[]).unwrap();
+        assert_eq!(g.info["vhost"]["net-mount"], "/dev/vhost-net");
+        assert_eq!(g.info["vhost"]["tun-mount"], "/dev/net/tun");
+        assert_eq!(g.specs.len(), 2);
+        let no_tun = NodeFacts {
+            vhost_net: true,
+            tun: false,
+        };
+        assert!(grant(&m, &no_tun, &[]).unwrap().specs.is_empty());
+    }
+
+    #[test]
+    fn vdpa_vhost_node_and_device_info() {
+        let mut d = vf("0000:65:00.2", "mlx5_core");
+        d.vdpa_devices = vec![VdpaDevice {
+            name: "vdpa0".to_string(),
+            driver: Some("vhost_vdpa".to_string()),
+            vhost_device: Some("vhost-vdpa-0".to_string()),
+        }];
+        let mut m = member(d);
+        m.hints.vdpa_type = Some(VdpaType::Vhost);
+        let g = grant(&m, &node(), &[]).unwrap();
+        assert_eq!(g.info["vdpa"]["mount"], "/dev/vhost-vdpa-0");
+        assert_eq!(
+            device_info_json(DeviceType::NetDevice, &m).unwrap(),
+            r#"{"type":"vdpa","version":"1.1.0","vdpa":{"parent-device":"vdpa0","driver":"vhost","path":"/dev/vhost-vdpa-0","pci-address":"0000:65:00.2"}}"#
+        );
+    }
+
+    #[test]
+    fn extra_info_is_emitted_even_when_empty() {
+        let mut m = member(vf("0000:3b:00.2", "iavf"));
+        m.hints.additional_info = Some(Vec::new());
+        let g = grant(&m, &node(), &[]).unwrap();
+        let response =
+            container_response("a.b/c", &[m.device.id.clone()], &[(m.device.id.clone(), g)]);
+        assert_eq!(
+            response.envs["PCIDEVICE_A_B_C_INFO"],
+            r#"{"0000:3b:00.2":{"extra":{},"generic":{"deviceID":"0000:3b:00.2"}}}"#
+        );
+        m.hints.additional_info = Some(vec![("vlan".to_string(), "100".to_string())]);
+        let g = grant(&m, &node(), &[]).unwrap();
+        assert_eq!(g.info["extra"]["vlan"], "100");
+    }
+
+    #[test]
+    fn pci_device_info_file_name_and_contents() {
+        assert_eq!(
+            device_info_file_name("intel.com/mlnx_sriov", "0000:3b:00.2"),
+            "intel.com-mlnx_sriov-0000:3b:00.2-device.json"
+        );
+        let mut d = vf("0000:3b:00.2", "mlx5_core");
+        d.rdma_devices = vec!["mlx5_2".to_string()];
+        let mut m = member(d);
+        assert_eq!(
+            device_info_json(DeviceType::NetDevice, &m).unwrap(),
+            r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2"}}"#
+        );
+        m.hints.rdma = true;
+        assert_eq!(
+            device_info_json(DeviceType::NetDevice, &m).unwrap(),
+            r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2","rdma-device":"mlx5_2"}}"#
+        );
+        assert!(device_info_json(DeviceType::Accelerator, &m).is_none());
+    }
+
+    #[test]
+    fn device_info_is_written_atomically_read_only_and_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("devinfo/dp");
+        let path = write_device_info(&dir, "a-b-c-device.json", "{\"v\":1}").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"v\":1}");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        // Rewriting a read-only file works (rename over it) and leaves no temporary behind.
+        write_device_info(&dir, "a-b-c-device.json", "{\"v\":2}").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"v\":2}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        remove_device_info(&dir, "a/b", "c");
+        assert!(!path.exists());
+        remove_device_info(&dir, "a/b", "c");
+    }
+
+    #[test]
+    fn rdma_char_devices_are_read_for_the_device_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, tmp.path()).unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        let chars = rdma_char_devices(&root, "0000:3b:00.2");
+        assert_eq!(chars.len(), 3, "{chars:?}");
+        assert!(chars.iter().any(|c| c.starts_with("uverbs")));
+        assert!(chars.iter().any(|c| c.starts_with("umad")));
+        assert!(chars.iter().any(|c| c.starts_with("issm")));
+        assert!(rdma_char_devices(&root, "0000:04:00.0").is_empty());
+        assert!(rdma_char_devices(&root, "../../etc").is_empty());
     }
 }

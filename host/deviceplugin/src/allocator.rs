@@ -190,3 +190,91 @@ impl Allocator for PolicyAllocator {
         Ok(outcome.value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vfpool_policy::{DeviceType, PoolDevice};
+    use vfpool_sysfs::{Device, DeviceKind, NodeFacts};
+
+    use super::*;
+    use crate::model::{Health, Member};
+
+    /// 4 VFs on PF p0 (NUMA 0), 2 on p1 (NUMA 0), 3 on p2 (NUMA 1).
+    fn pool() -> PoolSnapshot {
+        let mut members = Vec::new();
+        for (pf, numa, count) in [("p0", 0, 4), ("p1", 0, 2), ("p2", 1, 3)] {
+            for i in 0..count {
+                let mut d = Device::unknown(format!("{pf}-{i}"), DeviceKind::Vf);
+                d.pf_id = Some(pf.to_string());
+                d.numa_node = Some(numa);
+                members.push(Member {
+                    hints: PoolDevice {
+                        id: d.id.clone(),
+                        rdma: false,
+                        vhost_net: false,
+                        vdpa_type: None,
+                        additional_info: None,
+                    },
+                    device: d,
+                    health: Health::Healthy,
+                    held: false,
+                });
+            }
+        }
+        PoolSnapshot::new(
+            "x.io/p".to_string(),
+            DeviceType::NetDevice,
+            false,
+            members,
+            NodeFacts::default(),
+        )
+    }
+
+    fn request(available: &[&str], must: &[&str], size: usize) -> PreferenceRequest {
+        PreferenceRequest {
+            resource_name: "x.io/p".to_string(),
+            available: available.iter().map(|s| (*s).to_string()).collect(),
+            must_include: must.iter().map(|s| (*s).to_string()).collect(),
+            size,
+        }
+    }
+
+    #[test]
+    fn builtin_packs_the_fullest_pf_first() {
+        let pool = pool();
+        let all: Vec<&str> = pool.members.iter().map(|m| m.id()).collect();
+        let got = builtin_preference(&pool, &request(&all, &[], 3));
+        assert_eq!(got, ["p0-0", "p0-1", "p0-2"]);
+        check_answer(&request(&all, &[], 3), &got).unwrap();
+    }
+
+    #[test]
+    fn builtin_starts_with_must_include_and_its_pf() {
+        let pool = pool();
+        let all: Vec<&str> = pool.members.iter().map(|m| m.id()).collect();
+        let req = request(&all, &["p2-1"], 3);
+        let got = builtin_preference(&pool, &req);
+        assert_eq!(got, ["p2-1", "p2-0", "p2-2"]);
+        check_answer(&req, &got).unwrap();
+    }
+
+    #[test]
+    fn builtin_is_deterministic_and_spills_over() {
+        let pool = pool();
+        let req = request(&["p1-1", "p2-0", "p1-0", "p0-3"], &[], 3);
+        let a = builtin_preference(&pool, &req);
+        let b = builtin_preference(&pool, &req);
+        assert_eq!(a, b);
+        assert_eq!(a, ["p1-0", "p1-1", "p0-3"]);
+    }
+
+    #[test]
+    fn answers_breaking_the_contract_are_refused() {
+        let req = request(&["a", "b", "c"], &["c"], 2);
+        assert!(check_answer(&req, &["a".into()]).is_err());
+        assert!(check_answer(&req, &["a".into(), "z".into()]).is_err());
+        assert!(check_answer(&req, &["c".into(), "c".into()]).is_err());
+        assert!(check_answer(&req, &["a".into(), "b".into()]).is_err());
+        check_answer(&req, &["b".into(), "c".into()]).unwrap();
+    }
+}

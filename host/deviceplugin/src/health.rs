@@ -50,3 +50,67 @@ pub fn health(device: &Device, inventory: &Inventory) -> Health {
         Some(_) => Health::Unhealthy,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vfpool_sysfs::{Netdev, NodeFacts};
+
+    use super::*;
+
+    fn link(name: &str, operstate: &str, carrier: Option<bool>) -> Netdev {
+        Netdev {
+            name: name.to_string(),
+            link_type: Some("ether".to_string()),
+            operstate: Some(operstate.to_string()),
+            carrier,
+            mac: None,
+            mtu: None,
+            phys_port_name: None,
+            phys_switch_id: None,
+        }
+    }
+
+    fn node(pf_link: Netdev, vf_driver: Option<&str>) -> Inventory {
+        let mut pf = Device::unknown("0000:3b:00.0", DeviceKind::Pf);
+        pf.driver = Some("mlx5_core".to_string());
+        pf.netdevs = vec![pf_link];
+        let mut vf = Device::unknown("0000:3b:00.2", DeviceKind::Vf);
+        vf.driver = vf_driver.map(str::to_string);
+        vf.pf_id = Some(pf.id.clone());
+        vf.pf_name = Some("ens1f0".to_string());
+        Inventory {
+            devices: vec![pf, vf],
+            node: NodeFacts::default(),
+        }
+    }
+
+    #[test]
+    fn healthy_with_the_pf_up_even_without_an_own_netdev() {
+        let inv = node(link("ens1f0", "up", Some(true)), Some("mlx5_core"));
+        assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
+    }
+
+    #[test]
+    fn pf_carrier_or_operstate_down_is_unhealthy() {
+        for l in [
+            link("ens1f0", "down", None),
+            link("ens1f0", "up", Some(false)),
+            link("ens1f0", "lowerlayerdown", Some(true)),
+        ] {
+            let inv = node(l, Some("mlx5_core"));
+            let reason = unhealthy_reason(&inv.devices[1], &inv).unwrap();
+            assert!(reason.contains("ens1f0"), "{reason}");
+        }
+        // `unknown` operstate with carrier up (common for virtual links) is fine.
+        let inv = node(link("ens1f0", "unknown", Some(true)), Some("mlx5_core"));
+        assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
+    }
+
+    #[test]
+    fn lost_driver_or_vanished_is_unhealthy() {
+        let inv = node(link("ens1f0", "up", Some(true)), None);
+        assert_eq!(health(&inv.devices[1], &inv), Health::Unhealthy);
+        let gone = Device::unknown("0000:3b:00.7", DeviceKind::Vf);
+        assert!(unhealthy_reason(&gone, &inv).unwrap().contains("vanished"));
+    }
+}

@@ -10,11 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use vfpool_policy::Pool;
+use vfpool_policy::{Pool, PoolDevice};
 use vfpool_sysfs::Inventory;
 
 use crate::health;
-use crate::model::{Health, Member, PoolSnapshot};
+use crate::model::{Member, PoolSnapshot};
 
 /// Devices kubelet reports as assigned to pods: resource name → device ids.
 pub type InUse = BTreeMap<String, BTreeSet<String>>;
@@ -101,23 +101,41 @@ pub fn plan(
 
     // Devices in use that the desired pools do not place where the pod got them: keep them there.
     for (resource, ids) in in_use {
-        let Some(before) = previous.get(resource) else {
+        let before = previous.get(resource);
+        if before.is_none() && !pools.contains_key(resource) {
+            // Not ours (another plugin's resource, or a pool gone before this agent started).
             continue;
-        };
+        }
         let mut held = Vec::new();
         for id in ids {
             if taken.get(id).is_some_and(|r| r == resource) {
                 continue;
             }
-            let Some(old) = before.get(id) else {
-                continue;
-            };
-            let device = inventory
+            let old = before.and_then(|b| b.get(id));
+            // Not served here before (the agent restarted): the policy's hints for it, if any.
+            let hints = old.map(|m| m.hints.clone()).unwrap_or_else(|| {
+                desired
+                    .iter()
+                    .flat_map(|p| p.devices.iter())
+                    .find(|d| d.id == *id)
+                    .cloned()
+                    .unwrap_or_else(|| PoolDevice {
+                        id: id.clone(),
+                        rdma: false,
+                        vhost_net: false,
+                        vdpa_type: None,
+                        additional_info: None,
+                    })
+            });
+            let Some(device) = inventory
                 .get(id)
                 .cloned()
-                .unwrap_or_else(|| old.device.clone());
-            let health = health::health(&old.device, inventory);
-            if health == Health::Unhealthy && inventory.get(id).is_none() {
+                .or_else(|| old.map(|m| m.device.clone()))
+            else {
+                continue;
+            };
+            let health = health::health(&device, inventory);
+            if inventory.get(id).is_none() {
                 notes.push(format!(
                     "device {id} vanished while in use; {resource} lists it as Unhealthy until the pod releases it"
                 ));
@@ -129,7 +147,7 @@ pub fn plan(
             taken.insert(id.clone(), resource.clone());
             held.push(Member {
                 device,
-                hints: old.hints.clone(),
+                hints,
                 health,
                 held: true,
             });
@@ -137,8 +155,8 @@ pub fn plan(
         if held.is_empty() {
             continue;
         }
-        match pools.get_mut(resource) {
-            Some(pool) => {
+        match (pools.get_mut(resource), before) {
+            (Some(pool), _) => {
                 let mut members = std::mem::take(&mut pool.members);
                 members.extend(held);
                 *pool = PoolSnapshot::new(
@@ -149,7 +167,7 @@ pub fn plan(
                     inventory.node.clone(),
                 );
             }
-            None => {
+            (None, Some(before)) => {
                 notes.push(format!(
                     "pool {resource} was removed but a pod still uses its devices; serving them until released"
                 ));
@@ -164,7 +182,176 @@ pub fn plan(
                     ),
                 );
             }
+            (None, None) => {}
         }
     }
     Plan { pools, notes }
+}
+
+#[cfg(test)]
+mod tests {
+    use vfpool_policy::{DeviceType, PoolDevice};
+    use vfpool_sysfs::{Device, DeviceKind, Inventory, NodeFacts};
+
+    use super::*;
+    use crate::model::Health;
+
+    fn inventory(ids: &[&str]) -> Inventory {
+        let mut devices: Vec<Device> = ids
+            .iter()
+            .map(|id| {
+                let mut d = Device::unknown(*id, DeviceKind::Vf);
+                d.driver = Some("iavf".to_string());
+                d.numa_node = Some(0);
+                d
+            })
+            .collect();
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        Inventory {
+            devices,
+            node: NodeFacts::default(),
+        }
+    }
+
+    fn pool(name: &str, ids: &[&str]) -> Pool {
+        Pool {
+            resource_name: name.to_string(),
+            device_type: DeviceType::NetDevice,
+            exclude_topology: false,
+            devices: ids
+                .iter()
+                .map(|id| PoolDevice {
+                    id: (*id).to_string(),
+                    rdma: false,
+                    vhost_net: false,
+                    vdpa_type: None,
+                    additional_info: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn ids(plan: &Plan, name: &str) -> Vec<String> {
+        plan.pools[name]
+            .members
+            .iter()
+            .map(|m| m.id().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_device_is_never_in_two_pools() {
+        let inv = inventory(&["a", "b", "c"]);
+        let plan = plan(
+            &[pool("x.io/one", &["a", "b"]), pool("x.io/two", &["b", "c"])],
+            &inv,
+            &BTreeMap::new(),
+            &InUse::new(),
+        );
+        assert_eq!(ids(&plan, "x.io/one"), ["a", "b"]);
+        assert_eq!(ids(&plan, "x.io/two"), ["c"]);
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("already in pool x.io/one"))
+        );
+    }
+
+    #[test]
+    fn an_in_use_device_stays_where_it_was_allocated() {
+        let inv = inventory(&["a", "b", "c"]);
+        let first = plan(
+            &[pool("x.io/one", &["a", "b"]), pool("x.io/two", &["c"])],
+            &inv,
+            &BTreeMap::new(),
+            &InUse::new(),
+        );
+        let used: InUse = [("x.io/one".to_string(), ["b".to_string()].into())].into();
+        // The policy now moves b to two.
+        let second = plan(
+            &[pool("x.io/one", &["a"]), pool("x.io/two", &["b", "c"])],
+            &inv,
+            &first.pools,
+            &used,
+        );
+        assert_eq!(ids(&second, "x.io/one"), ["a", "b"]);
+        assert_eq!(ids(&second, "x.io/two"), ["c"]);
+        assert!(second.pools["x.io/one"].get("b").unwrap().held);
+        // Released: it moves.
+        let third = plan(
+            &[pool("x.io/one", &["a"]), pool("x.io/two", &["b", "c"])],
+            &inv,
+            &second.pools,
+            &InUse::new(),
+        );
+        assert_eq!(ids(&third, "x.io/one"), ["a"]);
+        assert_eq!(ids(&third, "x.io/two"), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_removed_pool_is_served_while_a_device_is_in_use_and_a_vanished_one_is_unhealthy() {
+        let inv = inventory(&["a", "b"]);
+        let first = plan(
+            &[pool("x.io/one", &["a", "b"])],
+            &inv,
+            &BTreeMap::new(),
+            &InUse::new(),
+        );
+        let used: InUse = [(
+            "x.io/one".to_string(),
+            ["a".to_string(), "b".to_string()].into(),
+        )]
+        .into();
+        // Pool removed from the config, and b vanished from the node.
+        let gone = inventory(&["a"]);
+        let second = plan(&[], &gone, &first.pools, &used);
+        assert_eq!(ids(&second, "x.io/one"), ["a", "b"]);
+        let one = &second.pools["x.io/one"];
+        assert_eq!(one.get("a").unwrap().health, Health::Healthy);
+        assert_eq!(one.get("b").unwrap().health, Health::Unhealthy);
+        let third = plan(&[], &gone, &second.pools, &InUse::new());
+        assert!(third.pools.is_empty());
+    }
+
+    #[test]
+    fn devices_in_use_by_another_resource_are_not_advertised() {
+        // After an agent restart nothing was served before, but kubelet knows b is in a pod of
+        // x.io/one: the new pools must not offer it elsewhere.
+        let inv = inventory(&["a", "b"]);
+        let used: InUse = [("x.io/one".to_string(), ["b".to_string()].into())].into();
+        let plan = plan(
+            &[pool("x.io/two", &["a", "b"])],
+            &inv,
+            &BTreeMap::new(),
+            &used,
+        );
+        assert_eq!(ids(&plan, "x.io/two"), ["a"]);
+    }
+
+    #[test]
+    fn after_an_agent_restart_a_device_in_use_is_still_counted_in_its_pool() {
+        // The policy now puts b in two, but kubelet says a pod of one holds it.
+        let inv = inventory(&["a", "b"]);
+        let used: InUse = [("x.io/one".to_string(), ["b".to_string()].into())].into();
+        let plan = plan(
+            &[pool("x.io/one", &["a"]), pool("x.io/two", &["b"])],
+            &inv,
+            &BTreeMap::new(),
+            &used,
+        );
+        assert_eq!(ids(&plan, "x.io/one"), ["a", "b"]);
+        assert!(!plan.pools.contains_key("x.io/two") || ids(&plan, "x.io/two").is_empty());
+    }
+
+    #[test]
+    fn pool_devices_missing_from_the_inventory_are_skipped() {
+        let inv = inventory(&["a"]);
+        let plan = plan(
+            &[pool("x.io/one", &["a", "zz"])],
+            &inv,
+            &BTreeMap::new(),
+            &InUse::new(),
+        );
+        assert_eq!(ids(&plan, "x.io/one"), ["a"]);
+    }
 }

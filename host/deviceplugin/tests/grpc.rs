@@ -1,0 +1,378 @@
+//! The device plugin over real unix sockets in temporary directories, driven by the kubelet
+//! simulator: ListAndWatch semantics, the allocator fallback, socket re-binding, registration
+//! retries and what kubelet refuses. Waits are on observed state; timeouts only guard hangs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use vfpool_deviceplugin::{
+    Allocator, AllocatorError, DevicePlugins, PluginConfig, PreferenceRequest,
+};
+use vfpool_kubelet_sim::{KubeletSim, SimOptions};
+use vfpool_policy::{DeviceType, Pool, PoolDevice};
+use vfpool_proto::deviceplugin::v1beta1 as api;
+use vfpool_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
+use vfpool_proto::deviceplugin::v1beta1::registration_client::RegistrationClient;
+use vfpool_sysfs::{Inventory, SysfsRoot};
+
+const GUARD: Duration = Duration::from_secs(60);
+const NAME: &str = "intel.com/mlnx_sriov";
+
+struct Env {
+    tmp: tempfile::TempDir,
+    inventory: Inventory,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, &tmp.path().join("sys")).unwrap();
+        let inventory = vfpool_sysfs::discover(&SysfsRoot::new(tmp.path().join("sys"))).unwrap();
+        std::fs::create_dir_all(tmp.path().join("kubelet")).unwrap();
+        Env { tmp, inventory }
+    }
+
+    fn kubelet(&self) -> std::path::PathBuf {
+        self.tmp.path().join("kubelet")
+    }
+
+    fn config(&self) -> PluginConfig {
+        let mut config = PluginConfig::new(
+            self.kubelet(),
+            self.tmp.path().join("devinfo"),
+            SysfsRoot::new(self.tmp.path().join("sys")),
+        );
+        config.allocator_timeout = Duration::from_millis(200);
+        config
+    }
+
+    /// The 24 Mellanox VFs as one RDMA pool, minus `skip`.
+    fn pool(&self, skip: usize) -> Vec<Pool> {
+        let devices = self
+            .inventory
+            .devices
+            .iter()
+            .filter(|d| d.device.as_deref() == Some("1018"))
+            .skip(skip)
+            .map(|d| PoolDevice {
+                id: d.id.clone(),
+                rdma: true,
+                vhost_net: false,
+                vdpa_type: None,
+                additional_info: None,
+            })
+            .collect();
+        vec![Pool {
+            resource_name: NAME.to_string(),
+            device_type: DeviceType::NetDevice,
+            exclude_topology: false,
+            devices,
+        }]
+    }
+}
+
+struct FnAllocator<F>(F);
+
+impl<F> Allocator for FnAllocator<F>
+where
+    F: Fn(&PreferenceRequest) -> Result<Vec<String>, AllocatorError> + Send + Sync + 'static,
+{
+    fn prefer(&self, request: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+        (self.0)(request)
+    }
+}
+
+fn failing() -> Arc<dyn Allocator> {
+    Arc::new(FnAllocator(|_: &PreferenceRequest| {
+        Err(AllocatorError::NotReady)
+    }))
+}
+
+fn socket(env: &Env) -> std::path::PathBuf {
+    env.kubelet()
+        .join("device-plugins/intel.com_mlnx_sriov.sock")
+}
+
+async fn raw_client(path: &Path) -> DevicePluginClient<tonic::transport::Channel> {
+    DevicePluginClient::new(vfpool_deviceplugin::uds::channel(path))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_watch_sends_only_on_change_to_every_stream() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    let report = plugins.apply(&env.pool(0), &env.inventory).await;
+    assert_eq!(report.started, [NAME]);
+    let r = sim
+        .wait_for("24 devices", GUARD, |r| {
+            r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r[NAME].updates, 1);
+
+    // A second, concurrent stream (kubelet reconnecting) gets the list too.
+    let mut client = raw_client(&socket(&env)).await;
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.devices.len(), 24);
+    assert!(
+        first
+            .devices
+            .iter()
+            .all(|d| { d.health == "Healthy" && d.topology.as_ref().unwrap().nodes[0].id == 0 })
+    );
+
+    // The same pools again: nothing to send. Then one device fewer: exactly one update each.
+    let report = plugins.apply(&env.pool(0), &env.inventory).await;
+    assert!(report.updated.is_empty());
+    let report = plugins.apply(&env.pool(1), &env.inventory).await;
+    assert_eq!(report.updated, [NAME]);
+    let next = tokio::time::timeout(GUARD, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.devices.len(),
+        23,
+        "the unchanged apply must not have sent a list"
+    );
+    let r = sim
+        .wait_for("23 devices", GUARD, |r| {
+            r.get(NAME).is_some_and(|v| v.capacity() == 23)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r[NAME].updates, 2);
+
+    // Stopping: the last list is empty (no pod admitted during kubelet's grace), then the end.
+    plugins.shutdown().await;
+    let mut last = None;
+    while let Ok(Some(message)) = stream.message().await {
+        last = Some(message);
+    }
+    if let Some(last) = last {
+        assert!(last.devices.is_empty());
+    }
+    assert!(!socket(&env).exists());
+    sim.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_allocation_uses_the_allocator_and_falls_back() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mode = Arc::new(AtomicUsize::new(0));
+    let (c, m) = (Arc::clone(&calls), Arc::clone(&mode));
+    let allocator = Arc::new(FnAllocator(move |req: &PreferenceRequest| {
+        c.fetch_add(1, Ordering::SeqCst);
+        match m.load(Ordering::SeqCst) {
+            // A valid answer: the last `size` available ids.
+            0 => Ok(req.available[req.available.len() - req.size..].to_vec()),
+            1 => Err(AllocatorError::InvalidAnswer("boom".to_string())),
+            2 => Ok(vec!["0000:ff:00.0".to_string()]),
+            _ => {
+                std::thread::sleep(Duration::from_secs(3));
+                Ok(req.available[..req.size].to_vec())
+            }
+        }
+    }));
+    let mut plugins = DevicePlugins::start(env.config(), allocator).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+
+    let pod = sim.allocate_pod("valid", NAME, 2).await.unwrap();
+    assert_eq!(pod.device_ids, ["0000:3b:03.0", "0000:3b:03.1"]);
+    let pf = |id: &str| env.inventory.get(id).unwrap().pf_id.clone();
+    for (n, failure) in [(1, "error"), (2, "invalid"), (3, "timeout")] {
+        mode.store(n, Ordering::SeqCst);
+        let pod = sim.allocate_pod(failure, NAME, 3).await.unwrap();
+        let preferred = pod.preferred.clone().unwrap();
+        assert_eq!(
+            preferred, pod.device_ids,
+            "{failure}: the fallback answer is used"
+        );
+        assert_eq!(preferred.len(), 3);
+        assert!(
+            preferred.iter().all(|id| pf(id) == pf(&preferred[0])),
+            "{failure}: packed on one PF"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_socket_is_served_again_and_reregistered() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let before = sim.registrations().len();
+    std::fs::remove_file(socket(&env)).unwrap();
+    sim.wait_for("registered again", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    // Wait for the re-registration itself (the old stream may still have been counted above).
+    let sim_ref = &sim;
+    tokio::time::timeout(GUARD, async move {
+        while sim_ref.registrations().len() == before
+            || !sim_ref.resource(NAME).is_some_and(|v| v.connected)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(socket(&env).exists());
+    let response = sim
+        .allocate_raw(NAME, vec!["0000:3b:00.2".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        response.container_responses[0].envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV"],
+        "0000:3b:00.2"
+    );
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_retries_until_kubelet_is_up() {
+    let env = Env::new();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    assert!(matches!(plugins.registration(NAME), None | Some(Err(_))));
+    // kubelet starts later: kubelet.sock appears and the pool registers.
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_refuses_bad_versions_names_and_a_second_plugin() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let mut kubelet = RegistrationClient::new(vfpool_deviceplugin::uds::channel(
+        &env.kubelet().join("device-plugins/kubelet.sock"),
+    ));
+    let register = |version: &str, name: &str, endpoint: &str| api::RegisterRequest {
+        version: version.to_string(),
+        endpoint: endpoint.to_string(),
+        resource_name: name.to_string(),
+        options: None,
+    };
+    for (request, expect) in [
+        (
+            register("v1alpha", "intel.com/a", "a.sock"),
+            "not supported",
+        ),
+        (register("v1beta1", "sriov", "a.sock"), "fully qualified"),
+        (
+            register("v1beta1", "kubernetes.io/a", "a.sock"),
+            "kubernetes.io",
+        ),
+        (
+            register("v1beta1", "Intel.com/a", "a.sock"),
+            "DNS subdomain",
+        ),
+        (register("v1beta1", NAME, "other.sock"), "already served"),
+        (
+            register("v1beta1", "intel.com/a", "../a.sock"),
+            "socket file name",
+        ),
+    ] {
+        let status = kubelet.register(request).await.unwrap_err();
+        assert!(status.message().contains(expect), "{}", status.message());
+    }
+    assert_eq!(sim.resource(NAME).unwrap().endpoint, socket(&env));
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_watcher_mode_registers_through_get_info() {
+    let env = Env::new();
+    let sim = KubeletSim::start(
+        &env.kubelet(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    assert!(matches!(
+        plugins.mode(),
+        vfpool_deviceplugin::Mode::PluginWatcher { .. }
+    ));
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    let r = sim
+        .wait_for("24 devices", GUARD, |r| {
+            r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r[NAME].mode, "plugin-watcher");
+    assert_eq!(
+        r[NAME].endpoint,
+        env.kubelet()
+            .join("plugins_registry/intel.com_mlnx_sriov.sock")
+    );
+    // NotifyRegistrationStatus arrived.
+    let plugins_ref = &plugins;
+    tokio::time::timeout(GUARD, async move {
+        while plugins_ref.registration(NAME) != Some(Ok(())) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    plugins.shutdown().await;
+    sim.shutdown();
+}
