@@ -239,6 +239,8 @@ pub struct FakeIpam {
     pub add_result: String,
     /// Commands that fail.
     pub fail: Vec<&'static str>,
+    /// A log shared with other fakes (the netlink one), to check the order across them.
+    pub timeline: Option<std::rc::Rc<std::cell::RefCell<Vec<String>>>>,
 }
 
 impl Ipam for FakeIpam {
@@ -250,6 +252,11 @@ impl Ipam for FakeIpam {
         _env: &CniEnv,
     ) -> Pending {
         self.calls.push((command.to_owned(), plugin.to_owned()));
+        if let Some(timeline) = &self.timeline {
+            timeline
+                .borrow_mut()
+                .push(format!("ipam {command} {plugin}"));
+        }
         if self.fail.contains(&command) {
             return Pending::ready(Err(IpamError::Plugin {
                 plugin: plugin.to_owned(),

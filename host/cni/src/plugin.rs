@@ -558,6 +558,13 @@ enum Undo {
     Ipam(String, Option<crate::ipam::Pending>),
 }
 
+/// IPAM plugins that only hand out addresses and never touch the interface or the netns, so
+/// they can run before the interface is in the pod. Any other plugin (dhcp talks DHCP on the
+/// interface) runs with the interface in place, as in sriov-cni.
+pub fn ipam_only_allocates(plugin: &str) -> bool {
+    matches!(plugin, "host-local" | "static" | "whereabouts")
+}
+
 /// The requested VF settings in application order (sriov-cni's ApplyVFConfig order).
 fn requested_settings(conf: &NetConf) -> Vec<VfSetting> {
     let r = &conf.vf;
@@ -967,12 +974,13 @@ fn add_steps(
     ipam: &mut dyn Ipam,
     journal: &mut Vec<Undo>,
 ) -> Result<CniResult, PluginError> {
-    // 0. IPAM starts first and runs while the VF is configured and moved (the kernel's netns
-    // move takes as long as the plugin). Journaled at once: the spec asks a plugin whose
-    // delegate failed ADD to call its DEL too, so a half-done allocation is released.
-    if let Some(plugin) = &conf.ipam_type {
+    // 0. An IPAM plugin that only allocates starts first and runs while the VF is configured
+    // and moved (the kernel's netns move takes as long as the plugin). Journaled at once: the
+    // spec asks a plugin whose delegate failed ADD to call its DEL too, so a half-done allocation
+    // is released.
+    if let Some(plugin) = conf.ipam_type.as_deref().filter(|p| ipam_only_allocates(p)) {
         let pending = ipam.start("ADD", plugin, stdin, env);
-        journal.push(Undo::Ipam(plugin.clone(), Some(pending)));
+        journal.push(Undo::Ipam(plugin.to_owned(), Some(pending)));
     }
 
     // 1. VF settings through the PF, only those requested.
@@ -1036,8 +1044,22 @@ fn add_steps(
         }
     }
 
-    // 3. IPAM.
+    // 3. IPAM. Any other plugin (dhcp, or one we do not know) may work on the interface, so it
+    // runs now, as in sriov-cni: with the interface in the pod, under its name, and up.
     let mut result = CniResult::default();
+    if let Some(plugin) = conf
+        .ipam_type
+        .as_deref()
+        .filter(|p| !ipam_only_allocates(p))
+    {
+        if !att.dpdk {
+            netlink
+                .set_up(pod, ifname, true)
+                .map_err(nl(format!("setting {ifname:?} up")))?;
+        }
+        let pending = ipam.start("ADD", plugin, stdin, env);
+        journal.push(Undo::Ipam(plugin.to_owned(), Some(pending)));
+    }
     if let Some(plugin) = &conf.ipam_type {
         let pending = journal.iter_mut().find_map(|step| match step {
             Undo::Ipam(_, pending) => pending.take(),
@@ -1292,24 +1314,33 @@ fn cmd_del(
         None => None,
     };
 
-    // IPAM DEL runs even when the netns is gone (PR #164). It is started first and runs while
-    // the VF is released (the kernel's netns move takes as long as the plugin); its failure keeps
-    // the cache and the allocation for the retry, which finds the VF already home.
-    let pending = conf
-        .ipam_type
-        .as_ref()
-        .map(|plugin| deps.ipam.start("DEL", plugin, stdin, env));
+    // IPAM DEL runs even when the netns is gone (PR #164); its failure keeps the cache and the
+    // allocation for the retry, which finds the VF already home. An IPAM plugin that only
+    // allocates runs while the VF is released (the kernel's netns move takes as long as the
+    // plugin); any other one (dhcp releases its lease on the interface) runs first, while the
+    // interface is still in the pod, as in sriov-cni.
+    let plugin = conf.ipam_type.as_deref();
+    let ipam_done = |outcome: Result<String, IpamError>, log: &mut Logger| match outcome {
+        Ok(_) => Ok(()),
+        // A plugin that is not installed cannot hold an allocation; failing here would make the
+        // runtime retry DEL forever.
+        Err(e @ IpamError::NotFound { .. }) => {
+            log.warn(&format!("IPAM DEL skipped: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(PluginError::from(e)),
+    };
+    let mut pending = None;
+    if let Some(plugin) = plugin {
+        if ipam_only_allocates(plugin) {
+            pending = Some(deps.ipam.start("DEL", plugin, stdin, env));
+        } else {
+            ipam_done(deps.ipam.exec("DEL", plugin, stdin, env), deps.log)?;
+        }
+    }
     let released = release_for_del(env, &state, &cache_name, att.as_ref(), pci.as_deref(), deps);
     if let Some(pending) = pending {
-        match pending.wait() {
-            Ok(_) => {}
-            // A plugin that is not installed cannot hold an allocation; failing here would make
-            // the runtime retry DEL forever.
-            Err(e @ IpamError::NotFound { .. }) => {
-                deps.log.warn(&format!("IPAM DEL skipped: {e}"));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        ipam_done(pending.wait(), deps.log)?;
     }
     let forget_marker = released?;
     if let (Some(p), true) = (&pci, forget_marker) {

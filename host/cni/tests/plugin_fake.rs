@@ -191,7 +191,7 @@ fn conf(extra: Value) -> Value {
         "name": "net-a",
         "type": "sriov",
         "deviceID": VF_PCI,
-        "ipam": {"type": "fake-ipam"}
+        "ipam": {"type": "host-local"}
     });
     if let (Value::Object(c), Value::Object(e)) = (&mut c, extra) {
         c.extend(e);
@@ -319,33 +319,33 @@ fn a_failure_at_any_add_step_rolls_everything_back() {
         ("set_up 1 net1 true", 0),
         ("add_route", 0),
     ];
-    for (step, nth) in steps {
-        let mut w = World::new();
-        w.netlink.altname_on_rename = true;
-        let orig = w.netlink.vf(PF, 1).unwrap();
-        if *step == "ipam" {
-            w.ipam.fail.push("ADD");
-        } else {
-            w.netlink.fail_nth(step, nix::libc::EOPNOTSUPP, *nth);
+    // host-local starts before everything else (it overlaps the netns move); dhcp starts once
+    // the interface is in the pod and up. Either way a started IPAM ADD must be released after
+    // it finished, and one that never started must not be.
+    for plugin in ["host-local", "dhcp"] {
+        for (step, nth) in steps {
+            let mut w = World::new();
+            w.netlink.altname_on_rename = true;
+            let orig = w.netlink.vf(PF, 1).unwrap();
+            if *step == "ipam" {
+                w.ipam.fail.push("ADD");
+            } else {
+                w.netlink.fail_nth(step, nix::libc::EOPNOTSUPP, *nth);
+            }
+            let mut c = conf(all_settings());
+            c["mtu"] = json!(9000);
+            c["ipam"] = json!({"type": plugin});
+            let err = w.run("ADD", POD, &c).expect_err(step);
+            assert!(err.code >= 100, "{plugin} {step}: {err}");
+            w.assert_pristine(orig);
+            let started = plugin == "host-local"
+                || ["ipam", "add_address", "add_route"]
+                    .iter()
+                    .any(|s| step.starts_with(s));
+            let calls: Vec<&str> = w.ipam.calls.iter().map(|c| c.0.as_str()).collect();
+            let expected: &[&str] = if started { &["ADD", "DEL"] } else { &[] };
+            assert_eq!(calls, expected, "{plugin} {step}");
         }
-        let mut c = conf(all_settings());
-        c["mtu"] = json!(9000);
-        let err = w.run("ADD", POD, &c).expect_err(step);
-        assert!(err.code >= 100, "{step}: {err}");
-        w.assert_pristine(orig);
-        // IPAM ADD starts before everything else (it overlaps the netns move), so every failure
-        // must release it, after it finished.
-        assert_eq!(
-            w.ipam.calls.first().map(|c| c.0.as_str()),
-            Some("ADD"),
-            "{step}"
-        );
-        assert_eq!(
-            w.ipam.calls.last().map(|c| c.0.as_str()),
-            Some("DEL"),
-            "{step}: IPAM not released: {:?}",
-            w.ipam.calls
-        );
     }
 }
 
@@ -404,7 +404,7 @@ fn del_is_idempotent_and_works_without_netns_or_cache() {
     w.run("DEL", POD, &c).unwrap();
     assert_eq!(
         w.ipam.calls,
-        vec![("DEL".to_owned(), "fake-ipam".to_owned())]
+        vec![("DEL".to_owned(), "host-local".to_owned())]
     );
 }
 
@@ -501,7 +501,7 @@ fn del_reads_a_cache_written_by_the_go_plugin() {
         .set_vf_for_test(PF, 1, 300, true, MacAddr([2, 0, 0, 0, 0, 0x33]));
     let go_cache = json!({
         "cniVersion": "1.0.0", "name": "net-a", "type": "sriov",
-        "ipam": {"type": "fake-ipam"},
+        "ipam": {"type": "host-local"},
         "OrigVfState": {"HostIFName": VF_NETDEV, "SpoofChk": true, "Trust": false,
             "AdminMAC": "00:00:00:00:00:00", "EffectiveMAC": VF_MAC.to_string(),
             "Vlan": 0, "VlanQoS": 0, "VlanProto": 33024, "MinTxRate": 0, "MaxTxRate": 0,
@@ -670,7 +670,7 @@ fn gc_releases_only_stale_attachments_of_its_own_network() {
     assert!(
         w.ipam
             .calls
-            .contains(&("DEL".to_owned(), "fake-ipam".to_owned())),
+            .contains(&("DEL".to_owned(), "host-local".to_owned())),
         "{:?}",
         w.ipam.calls
     );
@@ -741,4 +741,52 @@ fn an_admin_mac_the_pf_never_reports_fails_add_and_is_undone() {
         ]
     );
     w.assert_pristine(orig);
+}
+
+#[test]
+fn only_allocating_ipam_plugins_overlap_the_move_others_see_the_interface() {
+    // host-local only hands out addresses, so it runs while the VF moves; dhcp works on the
+    // interface, so it runs once the interface is in the pod and up (ADD) and before it leaves
+    // (DEL), as in sriov-cni.
+    let position = |timeline: &[String], prefix: &str| {
+        timeline
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {timeline:#?}"))
+    };
+    for (plugin, overlaps) in [
+        ("host-local", true),
+        ("whereabouts", true),
+        ("dhcp", false),
+        ("my-ipam", false),
+    ] {
+        let mut w = World::new();
+        let timeline = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        w.netlink.timeline = Some(timeline.clone());
+        w.ipam.timeline = Some(timeline.clone());
+        let c = conf(json!({"ipam": {"type": plugin}}));
+        w.run("ADD", POD, &c).unwrap();
+        let pod = w.pod().0;
+        {
+            let t = timeline.borrow();
+            let ipam = position(&t, "ipam ADD");
+            let moved = position(&t, "move_link 0 pf0v1");
+            let up = position(&t, &format!("set_up {pod} net1 true"));
+            if overlaps {
+                assert!(ipam < moved, "{plugin}: {t:#?}");
+            } else {
+                assert!(moved < ipam && up < ipam, "{plugin}: {t:#?}");
+            }
+        }
+        timeline.borrow_mut().clear();
+        w.run("DEL", POD, &c).unwrap();
+        let t = timeline.borrow();
+        let ipam = position(&t, "ipam DEL");
+        let out = position(&t, &format!("move_link {pod} pf0v1"));
+        assert!(ipam < out, "{plugin}: {t:#?}");
+        if !overlaps {
+            // Nothing of the release starts before a non-allocating plugin's DEL is over.
+            assert_eq!(ipam, 0, "{plugin}: {t:#?}");
+        }
+    }
 }

@@ -67,6 +67,8 @@ pub struct FakeNetlink {
     pub altname_on_rename: bool,
     /// Model a PF driver that accepts admin MAC writes but never reports them.
     pub mac_never_reported: bool,
+    /// A log shared with other fakes (the IPAM one), to check the order across them.
+    pub timeline: Option<std::rc::Rc<std::cell::RefCell<Vec<String>>>>,
     temps: Vec<u32>,
     next_ns: u32,
     next_index: u32,
@@ -188,6 +190,9 @@ impl FakeNetlink {
 
     fn record(&mut self, call: String) -> Result<(), NetlinkError> {
         self.calls.push(call.clone());
+        if let Some(timeline) = &self.timeline {
+            timeline.borrow_mut().push(call.clone());
+        }
         let mut fire = None;
         for (i, (prefix, errno, skip)) in self.failures.iter_mut().enumerate() {
             if call.starts_with(prefix.as_str()) {
