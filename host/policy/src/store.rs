@@ -376,7 +376,8 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    // Some causes (wasmparser's) span lines; a log line stays one line.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn read_settings(sources: &Sources) -> Result<Settings, String> {

@@ -1,0 +1,194 @@
+//! `vfpool policy check FILE.wasm...`: everything a running agent does before it accepts a module —
+//! size limit, compile, type-check the exports, `validate-settings`, a `select` dry run and a
+//! `prefer` exercise on an inventory — then prints what the module produced. Exit 0 only if every
+//! file would be accepted. A module that exports one role is checked together with the embedded
+//! default for the other, as the agent would run it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use vfpool_policy::{
+    Limits, Policy, PolicyEngine, PolicyInventory, Pool, Settings, defaults, exercise,
+    exercise_allocator,
+};
+use vfpool_sysfs::SysfsRoot;
+
+use crate::cli::PolicyCheckArgs;
+use crate::exit::{CmdResult, Code, Failure, WithCode};
+
+pub fn run(args: &PolicyCheckArgs) -> CmdResult {
+    let inventory = inventory(args)?;
+    let config = match &args.config_file {
+        None => String::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))
+            .code(Code::BadInput)?,
+    };
+    let settings = Settings {
+        config,
+        default_resource_prefix: args.resource_prefix.clone(),
+    };
+    let engine = PolicyEngine::new(Limits::default()).code(Code::Failure)?;
+    let default_selector = Policy::compile(
+        &engine,
+        defaults::UPSTREAM_SELECTOR_NAME,
+        defaults::UPSTREAM_SELECTOR,
+    )
+    .code(Code::Failure)?;
+    let default_allocator = Policy::compile(
+        &engine,
+        defaults::PACKED_ALLOCATOR_NAME,
+        defaults::PACKED_ALLOCATOR,
+    )
+    .code(Code::Failure)?;
+
+    let mut refused = Vec::new();
+    for file in &args.files {
+        match check(
+            file,
+            &engine,
+            &settings,
+            &inventory,
+            &default_selector,
+            &default_allocator,
+        ) {
+            Ok(report) => print!("{report}"),
+            Err(reason) => {
+                println!("{}: REFUSED: {reason}", file.display());
+                refused.push(file.display().to_string());
+            }
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: Code::BadInput,
+            error: anyhow::anyhow!(
+                "{} of {} modules would be refused: {}",
+                refused.len(),
+                args.files.len(),
+                refused.join(", ")
+            ),
+        })
+    }
+}
+
+fn inventory(args: &PolicyCheckArgs) -> Result<PolicyInventory, Failure> {
+    let (inventory, facts) = match &args.fixture {
+        Some(name) => {
+            let fixture = vfpool_sysfs::sim::Fixture::load(name).code(Code::BadInput)?;
+            let dir = tempfile::tempdir()
+                .context("cannot create a temporary directory for the simulated node")
+                .code(Code::Failure)?;
+            vfpool_sysfs::sim::write_tree(&fixture, dir.path()).code(Code::Failure)?;
+            let inventory =
+                vfpool_sysfs::discover(&SysfsRoot::new(dir.path())).code(Code::Failure)?;
+            (inventory, vfpool_policy::HostFacts::default())
+        }
+        None => {
+            let root = &args.sysfs.sysfs_root;
+            let inventory = vfpool_sysfs::discover(&SysfsRoot::new(root)).code(Code::BadInput)?;
+            (inventory, super::pools::host_facts(root))
+        }
+    };
+    Ok(PolicyInventory::new(&inventory, &facts))
+}
+
+fn check(
+    file: &Path,
+    engine: &PolicyEngine,
+    settings: &Settings,
+    inventory: &PolicyInventory,
+    default_selector: &Policy,
+    default_allocator: &Policy,
+) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let policy = Policy::compile(engine, &name, &bytes).map_err(|e| chain(&e))?;
+    let roles = policy.roles();
+    let selector = if roles.selector {
+        &policy
+    } else {
+        default_selector
+    };
+    let allocator = if roles.allocator {
+        &policy
+    } else {
+        default_allocator
+    };
+    let pools = exercise(selector, allocator, settings, inventory).map_err(|e| chain(&e))?;
+    let preference =
+        exercise_allocator(allocator, settings, inventory, &pools).map_err(|e| chain(&e))?;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: ACCEPTED: {} exports {}{}{} (compiled in {:.1?})",
+        file.display(),
+        policy.id(),
+        if roles.selector { "selector" } else { "" },
+        if roles.selector && roles.allocator {
+            " + "
+        } else {
+            ""
+        },
+        if roles.allocator { "allocator" } else { "" },
+        policy.compile_time(),
+    );
+    if roles.selector {
+        let _ = writeln!(out, "  pools ({}):", pools.len());
+        out.push_str(&pool_lines(&pools));
+    }
+    if roles.allocator {
+        match preference {
+            Some(ids) => {
+                let _ = writeln!(out, "  sample preference: {}", ids.join(" "));
+            }
+            None => {
+                let _ = writeln!(out, "  sample preference: (no devices to choose from)");
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn pool_lines(pools: &[Pool]) -> String {
+    let mut out = String::new();
+    for pool in pools {
+        let ids: Vec<&str> = pool.devices.iter().map(|d| d.id.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "    {} ({}, {} devices): {}",
+            pool.resource_name,
+            pool.device_type,
+            ids.len(),
+            if ids.is_empty() {
+                "-".to_string()
+            } else {
+                ids.join(" ")
+            }
+        );
+    }
+    out
+}
+
+/// The error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    // Some causes (wasmparser's) span lines; a report line stays one line.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
