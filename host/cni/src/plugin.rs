@@ -645,8 +645,9 @@ fn verify_vf_setting(
 }
 
 /// Moves a netdev from `from` (named `ifname`) back into the host as `host_ifname`, restoring
-/// its MAC and MTU and leaving it down, through a temporary netns so neither name can collide on
-/// the way (#321) and the pod name never lingers as an altname (#445).
+/// its MAC and MTU and leaving it down: renamed inside `from` and moved once, or through an empty
+/// temporary netns when `from` has its own interface with the host name, so no name collides on
+/// the way (#40, #321) and the pod name never lingers as an altname (#445).
 fn return_to_host(
     netlink: &mut dyn Netlink,
     from: NsId,
