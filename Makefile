@@ -18,18 +18,25 @@ demo: setup
 	$(CARGO) build --release --locked -p vfpool-agent
 	@bash scripts/try-discover.sh ./target/release/vfpool
 
+# The WASM policies are their own cargo workspace (policies/): their pure logic is linted and
+# unit-tested natively here; host/policy's build script builds them for wasm32-wasip2.
 lint:
 	$(CARGO) fmt --all -- --check
+	cd policies && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	cd policies && $(CARGO) clippy --all-targets --locked -- -D warnings
 
 test: setup lint
 	$(CARGO) test --workspace --locked
+	cd policies && $(CARGO) test --locked
 
 bench: setup
 	$(CARGO) bench --locked -p vfpool-sysfs --bench discovery
+	$(CARGO) bench --locked -p vfpool-policy --bench policy
 
 fmt:
 	$(CARGO) fmt --all
+	cd policies && $(CARGO) fmt --all
 
 clean:
 	$(CARGO) clean
