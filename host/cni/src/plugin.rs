@@ -1190,21 +1190,53 @@ fn release(
     // VF settings first: some drivers refuse to reset a VF whose netdev is elsewhere with trust
     // off (sriov-cni PR #232/#239).
     let mut errors = Vec::new();
-    for setting in att.restore_settings() {
-        if setting == VfSetting::Mac(MacAddr::ZERO) && att.orig.is_some_and(|o| o.mac.is_zero()) {
-            // Nothing to restore: the VF had no admin MAC (writing zeros is refused by some drivers).
-            if !att.applied.iter().any(|s| matches!(s, VfSetting::Mac(_))) {
-                continue;
+    let restores: Vec<VfSetting> = att
+        .restore_settings()
+        .into_iter()
+        .filter(|setting| {
+            // Nothing to restore when the VF had no admin MAC and none was set (writing zeros is
+            // refused by some drivers).
+            !(*setting == VfSetting::Mac(MacAddr::ZERO)
+                && att.orig.is_some_and(|o| o.mac.is_zero())
+                && !att.applied.iter().any(|s| matches!(s, VfSetting::Mac(_))))
+        })
+        .collect();
+    // A PF that is gone, or reports no VF information, holds no VF settings to restore; failing
+    // DEL for it would make the runtime retry forever.
+    let pf_has_vfs = if restores.is_empty() {
+        false
+    } else {
+        match netlink.vfs(&att.pf) {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                log.warn(&format!(
+                    "PF {} reports no VF information; VF {} settings not restored",
+                    att.pf, att.vf_index
+                ));
+                false
             }
-        }
-        match apply_vf_setting(netlink, &att.pf, att.vf_index, setting) {
-            Ok(()) => {}
-            Err(PluginError::VfSetting { source, .. }) if source.is_not_found() => {
+            Err(e) if e.is_not_found() => {
                 log.warn(&format!(
                     "PF {} is gone; VF {} settings not restored",
                     att.pf, att.vf_index
                 ));
-                break;
+                false
+            }
+            Err(e) => {
+                errors.push(error_chain(&nl(format!("reading PF {}", att.pf))(e)));
+                false
+            }
+        }
+    };
+    for setting in restores.into_iter().filter(|_| pf_has_vfs) {
+        match apply_vf_setting(netlink, &att.pf, att.vf_index, setting) {
+            Ok(()) => {}
+            // A setting the driver does not support cannot have been applied.
+            Err(PluginError::VfSetting { source, .. }) if source.is_unsupported() => {
+                log.warn(&format!(
+                    "PF {} does not support {setting} for VF {}; not restored",
+                    att.pf, att.vf_index
+                ));
             }
             Err(e) => errors.push(error_chain(&e)),
         }

@@ -670,3 +670,50 @@ fn an_ip_is_announced_even_when_carrier_comes_after_link_up() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn del_finishes_an_attachment_made_by_the_go_plugin() -> Result<()> {
+    // An upgrade: sriov-cni ADDed this pod (moved the VF in as net1, changed its MAC and MTU, wrote
+    // its cache and allocation marker); vfpool-cni gets the DEL.
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let vf = node.vf_netdevs[0].clone();
+    let before = link_facts(None, &vf)?;
+    common::sh(&["ip", "link", "set", &vf, "netns", &pod.name, "name", "net1"])?;
+    pod.ip(&[
+        "link",
+        "set",
+        "net1",
+        "address",
+        "02:00:00:00:00:99",
+        "mtu",
+        "1400",
+        "up",
+    ])?;
+    let go_cache = json!({
+        "cniVersion": "1.0.0", "name": "sriov-test", "type": "sriov",
+        "OrigVfState": {"HostIFName": vf, "SpoofChk": false, "Trust": false,
+            "AdminMAC": "", "EffectiveMAC": before["address"], "Vlan": 0, "VlanQoS": 0,
+            "VlanProto": 0, "MinTxRate": 0, "MaxTxRate": 0, "LinkState": 0, "MTU": 1500},
+        "Master": node.pf, "MAC": "02:00:00:00:00:99", "MTU": 1500, "vlan": null,
+        "deviceID": node.vf_pci[0], "VFID": 0, "runtimeConfig": {}
+    });
+    std::fs::create_dir_all(node.state_dir().join("pci"))?;
+    std::fs::write(node.state_dir().join("goctr-net1"), go_cache.to_string())?;
+    std::fs::write(
+        node.state_dir().join("pci").join(&node.vf_pci[0]),
+        pod.path(),
+    )?;
+
+    let mut conf = node.netconf(0, json!({}));
+    conf.as_object_mut().unwrap().remove("ipam");
+    let del = node.cni("DEL", "goctr", &pod.path(), "net1", &conf)?;
+    assert!(del.ok, "{:?} {}", del.json, del.stderr);
+    let home = link_facts(None, &vf)?;
+    assert_eq!(home["address"], before["address"]);
+    assert_eq!(home["mtu"], 1500);
+    assert!(pod.ip(&["link", "show", "dev", "net1"]).is_err());
+    assert!(node.state_files().is_empty(), "{:?}", node.state_files());
+    Ok(())
+}

@@ -790,3 +790,31 @@ fn only_allocating_ipam_plugins_overlap_the_move_others_see_the_interface() {
         }
     }
 }
+
+#[test]
+fn del_skips_a_setting_the_pf_does_not_support_and_restores_the_rest() {
+    // Failing DEL for a setting the driver cannot do would make the runtime retry it forever.
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({"vlan": 30, "trust": "on"})))
+        .unwrap();
+    w.netlink.fail("set_vf pf0 1 trust", nix::libc::EOPNOTSUPP);
+    w.run("DEL", POD, &conf(json!({"vlan": 30, "trust": "on"})))
+        .unwrap();
+    let vf = w.netlink.vf(PF, 1).unwrap();
+    assert_eq!(vf.vlan, 0, "the VLAN is restored all the same");
+    assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
+    assert!(w.state_files().is_empty());
+    // Any other refusal keeps the cache so the retry can finish.
+    w.run("ADD", POD, &conf(json!({"vlan": 31}))).unwrap();
+    w.netlink.fail("set_vf pf0 1 vlan", nix::libc::EBUSY);
+    assert_eq!(
+        w.run("DEL", POD, &conf(json!({"vlan": 31})))
+            .unwrap_err()
+            .code,
+        code::NETLINK
+    );
+    assert!(!w.state_files().is_empty());
+    w.run("DEL", POD, &conf(json!({"vlan": 31}))).unwrap();
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 0);
+    assert!(w.state_files().is_empty());
+}
