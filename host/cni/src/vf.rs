@@ -13,7 +13,9 @@ pub const DPDK_DRIVERS: [&str; 3] = ["vfio-pci", "uio_pci_generic", "igb_uio"];
 #[derive(Debug, Error)]
 pub enum VfError {
     /// sysfs could not be read or has no such device.
-    #[error("cannot resolve deviceID {pci} under {root}")]
+    #[error(
+        "cannot resolve deviceID {pci} under {root}: it must be a VF on this node (Multus takes it from the pod's device allocation; check the NetworkAttachmentDefinition's resourceName)"
+    )]
     Discovery {
         /// The VF.
         pci: String,
