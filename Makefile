@@ -33,6 +33,7 @@ test: setup lint
 bench: setup
 	$(CARGO) bench --locked -p vfpool-sysfs --bench discovery
 	$(CARGO) bench --locked -p vfpool-policy --bench policy
+	$(CARGO) bench --locked -p vfpool-cni --bench add_del
 
 fmt:
 	$(CARGO) fmt --all
