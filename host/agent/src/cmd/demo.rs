@@ -1,0 +1,711 @@
+//! `vfpool demo`: the whole chain on a temporary simulated node, for a newcomer.
+//!
+//! Every answer it prints comes from the real parts: the simulated node's sysfs tree read by the
+//! real discovery, the real agent (`vfpool run`, a child process of this executable) speaking the
+//! kubelet device-plugin API over unix sockets to the in-process kubelet simulator, the real
+//! `vfpool-cni` binary in network namespaces, and policy hot swap observed in the agent's own log.
+//! Everything it creates lives in one temporary directory and (for the CNI step) two network
+//! namespaces, and is removed at the end, on failure and on Ctrl-C/SIGTERM.
+
+mod agent;
+mod cni;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use vfpool_kubelet_sim::{KubeletSim, PodAllocation, ResourceView, SimOptions};
+use vfpool_sysfs::sim::{self, Fixture};
+use vfpool_sysfs::{DeviceKind, Inventory, SysfsRoot};
+
+use self::agent::AgentChild;
+use self::cni::Namespaces;
+use crate::cli::DemoArgs;
+use crate::exit::{CmdResult, Code, Failure, WithCode};
+
+/// The shipped fixture the demo node is written from.
+const FIXTURE: &str = "demo";
+/// Prefix for the pools (upstream's default).
+const PREFIX: &str = "intel.com";
+/// The operator's config, in the upstream device plugin's format.
+const CONFIG: &str = r#"{"resourceList": [
+  {"resourceName": "mlnx_sriov", "selectors": {"vendors": ["15b3"], "devices": ["1018"], "drivers": ["mlx5_core"]}},
+  {"resourceName": "intel_sriov_netdevice", "selectors": {"vendors": ["8086"], "devices": ["154c"], "drivers": ["iavf"]}},
+  {"resourceName": "intel_sriov_dpdk", "selectors": {"vendors": ["8086"], "devices": ["154c"], "drivers": ["vfio-pci"]}}
+]}
+"#;
+/// The pool the demo's pods ask for, and how many devices.
+const POOL: &str = "mlnx_sriov";
+const POD_SIZE: usize = 2;
+/// Guards against hangs (never reached when things work: each wait is on observed state).
+const GUARD: Duration = Duration::from_secs(60);
+
+pub fn run(args: &DemoArgs) -> CmdResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(Code::Failure)?;
+    runtime.block_on(demo(args))
+}
+
+/// Everything the demo created, for clean-up in reverse order.
+#[derive(Default)]
+struct Created {
+    tmp: Option<tempfile::TempDir>,
+    sim: Option<KubeletSim>,
+    agent: Option<AgentChild>,
+    namespaces: Namespaces,
+}
+
+/// How the steps ended when they did not finish.
+enum Stop {
+    Signal(&'static str),
+    Failed(anyhow::Error),
+}
+
+async fn demo(args: &DemoArgs) -> CmdResult {
+    let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
+    let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
+    let started = Instant::now();
+    let mut created = Created::default();
+    let mut outcome = tokio::select! {
+        result = steps(&mut created) => result.map_err(Stop::Failed),
+        _ = interrupt.recv() => Err(Stop::Signal("Ctrl-C")),
+        _ = terminate.recv() => Err(Stop::Signal("SIGTERM")),
+    };
+    let took = started.elapsed();
+    if outcome.is_ok() && args.keep {
+        keep_instructions(&created);
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        println!();
+    }
+    match &outcome {
+        Ok(()) => {}
+        Err(Stop::Signal(which)) => println!("\n{which}: stopping the demo and cleaning up."),
+        Err(Stop::Failed(error)) => {
+            eprintln!("\nthe demo failed: {error:#}");
+            if let Some(agent) = &created.agent {
+                eprintln!(
+                    "the agent's log ({}):\n{}",
+                    agent.log_path().display(),
+                    agent.log()
+                );
+            }
+        }
+    }
+    heading(6, "Clean-up");
+    if let Err(e) = cleanup(&mut created) {
+        println!("   clean-up incomplete: {e:#}");
+        if outcome.is_ok() {
+            outcome = Err(Stop::Failed(e));
+        }
+    }
+    match outcome {
+        Ok(()) => {
+            if !args.keep {
+                println!(
+                    "\nDone in {:.1} s. Nothing of the demo is left on this machine.",
+                    took.as_secs_f64()
+                );
+            }
+            Ok(())
+        }
+        Err(Stop::Signal(which)) => Err(Failure {
+            code: Code::Failure,
+            error: anyhow::anyhow!(
+                "interrupted by {which}; everything the demo created is removed"
+            ),
+        }),
+        Err(Stop::Failed(error)) => Err(Failure {
+            code: Code::Failure,
+            error,
+        }),
+    }
+}
+
+fn heading(n: u32, title: &str) {
+    println!("\n{n}. {title}");
+}
+
+/// Paths inside the demo's temporary directory.
+struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    fn sysfs(&self) -> PathBuf {
+        self.root.join("sys")
+    }
+    fn kubelet(&self) -> PathBuf {
+        self.root.join("kubelet")
+    }
+    fn devinfo(&self) -> PathBuf {
+        self.root.join("devinfo")
+    }
+    fn policies(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+    fn config(&self) -> PathBuf {
+        self.root.join("etc/config.json")
+    }
+    fn log(&self) -> PathBuf {
+        self.root.join("agent.log")
+    }
+}
+
+async fn steps(created: &mut Created) -> anyhow::Result<()> {
+    println!(
+        "vfpool demo: the whole chain on a temporary simulated node, with the real agent, the kubelet\n\
+         device-plugin protocol (gRPC over unix sockets, to a kubelet simulator) and the real CNI plugin.\n\
+         Nothing here touches this machine's devices or its network."
+    );
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("vfpool-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let paths = Paths {
+        root: tmp.path().to_path_buf(),
+    };
+    created.tmp = Some(tmp);
+
+    // 1. Discovery.
+    let fixture = Fixture::load(FIXTURE)?;
+    sim::write_tree(&fixture, &paths.sysfs())?;
+    let inventory = vfpool_sysfs::discover(&SysfsRoot::new(paths.sysfs()))?;
+    heading(1, "Discovery");
+    println!(
+        "   A simulated node from the shipped fixture {FIXTURE:?} ({}),",
+        fixture.description
+    );
+    println!(
+        "   written to {} and read back by vfpool's discovery (`vfpool discover --sysfs-root`):",
+        paths.sysfs().display()
+    );
+    print_pf_table(&inventory);
+
+    // 2. The agent and kubelet.
+    fs::create_dir_all(paths.root.join("etc"))?;
+    fs::write(paths.config(), CONFIG)?;
+    fs::create_dir_all(paths.policies())?;
+    let pools = pool_names(CONFIG)?;
+    let sim = &*created.sim.insert(
+        KubeletSim::start(&paths.kubelet(), SimOptions::default())
+            .await
+            .context("cannot start the kubelet simulator")?,
+    );
+    let agent_args: Vec<OsString> = vec![
+        "--sysfs-root".into(),
+        paths.sysfs().into(),
+        "--config-file".into(),
+        paths.config().into(),
+        "--resource-prefix".into(),
+        PREFIX.into(),
+        "--kubelet-dir".into(),
+        paths.kubelet().into(),
+        "--devinfo-dir".into(),
+        paths.devinfo().into(),
+        "--policy-dir".into(),
+        paths.policies().into(),
+        "--log-level".into(),
+        "info".into(),
+    ];
+    let started = Instant::now();
+    let agent = created
+        .agent
+        .insert(AgentChild::spawn(&exe, &agent_args, &paths.log())?);
+    heading(2, "The agent registers its pools with kubelet");
+    println!(
+        "   `vfpool run` (pid {}) with the embedded default policies and this config (upstream's format):",
+        agent.pid()
+    );
+    for line in CONFIG.lines() {
+        println!("     {line}");
+    }
+    let resources = tokio::select! {
+        r = sim.wait_for("the three pools", GUARD, |r| {
+            pools.iter().all(|p| r.get(p).is_some_and(|v| v.connected))
+        }) => r?,
+        e = exits(agent) => return Err(e),
+    };
+    let allocator = agent
+        .wait_for_log("the agent's policies", 0, GUARD, agent::activated_allocator)
+        .await?;
+    let modes: BTreeSet<&str> = resources.values().map(|v| v.mode).collect();
+    println!(
+        "   It registered {} pools with the kubelet simulator in {:.1} s ({} registration, one socket each in {}).",
+        resources.len(),
+        started.elapsed().as_secs_f64(),
+        modes.into_iter().collect::<Vec<_>>().join(", "),
+        paths.kubelet().join("device-plugins").display()
+    );
+    println!(
+        "   The node's allocatable, as `kubectl get node -o json | jq .status.allocatable` would show it:"
+    );
+    let allocatable: BTreeMap<&String, String> = resources
+        .iter()
+        .map(|(name, view)| (name, view.allocatable().to_string()))
+        .collect();
+    for line in serde_json::to_string_pretty(&allocatable)?.lines() {
+        println!("     {line}");
+    }
+
+    // 3. A pod.
+    let resource = format!("{PREFIX}/{POOL}");
+    let view = resources
+        .get(&resource)
+        .with_context(|| format!("{resource} is not served"))?;
+    heading(
+        3,
+        &format!("A pod asks for {resource}: {POD_SIZE} (the scheduler picked this node)"),
+    );
+    let pod = sim
+        .allocate_pod("pod-1", &resource, POD_SIZE)
+        .await
+        .context("kubelet's allocation for pod-1")?;
+    println!(
+        "   kubelet asks the agent GetPreferredAllocation; the allocator policy ({allocator}) prefers:"
+    );
+    print_devices(&inventory, view, preferred(&pod)?);
+    let (pfs, numas) = spread_of(&inventory, view, &pod.device_ids);
+    println!(
+        "   -> {} PF{} ({}), {} NUMA node{} ({}).",
+        if pfs.len() == 1 { "the same" } else { "across" },
+        if pfs.len() == 1 { "" } else { "s" },
+        pfs.iter().cloned().collect::<Vec<_>>().join(", "),
+        if numas.len() == 1 {
+            "the same"
+        } else {
+            "across"
+        },
+        if numas.len() == 1 { "" } else { "s" },
+        numas.iter().cloned().collect::<Vec<_>>().join(", "),
+    );
+    println!(
+        "   kubelet calls Allocate with them; the container gets these environment variables:"
+    );
+    let envs: BTreeMap<&String, &String> = pod.response.envs.iter().collect();
+    for (name, value) in envs {
+        println!("     {name}={value}");
+    }
+    let specs: Vec<String> = pod
+        .response
+        .devices
+        .iter()
+        .map(|d| format!("{} -> {}", d.host_path, d.container_path))
+        .collect();
+    let mounts: Vec<String> = pod
+        .response
+        .mounts
+        .iter()
+        .map(|m| format!("{} -> {}", m.host_path, m.container_path))
+        .collect();
+    let listed = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!(
+        "   device nodes: {}; mounts: {}",
+        listed(specs),
+        listed(mounts)
+    );
+    println!(
+        "   and the agent wrote the device-info files Multus and the CNI plugin read ({}):",
+        paths.devinfo().display()
+    );
+    for name in dir_names(&paths.devinfo()) {
+        println!("     {name}");
+    }
+
+    // 4. The CNI plugin.
+    heading(4, "The pod's network: vfpool-cni moves the VF into the pod");
+    let vf_id = pod.device_ids.first().context("the pod got no device")?;
+    let vf = inventory
+        .get(vf_id)
+        .with_context(|| format!("{vf_id} is not in the discovered inventory"))?;
+    let cni_bin = exe.with_file_name("vfpool-cni");
+    match cni::cannot_run(&cni_bin) {
+        Some(reason) => println!("   skipped: {reason}"),
+        None => {
+            let plan = cni::Plan {
+                cni: &cni_bin,
+                tmp: &paths.root,
+                sysfs: &paths.sysfs(),
+                vf: vf_id,
+                vf_netdev: vf.netdev.as_deref().context("the VF has no netdev")?,
+                pf_netdev: vf.pf_name.as_deref().context("the VF has no PF netdev")?,
+                resource: &resource,
+                pod: "pod-1",
+            };
+            cni::step(&plan, &mut created.namespaces)?;
+        }
+    }
+
+    // 5. Hot swap.
+    heading(
+        5,
+        "Hot swap: a different allocator policy, then a broken one",
+    );
+    let from = agent.log().len();
+    install(
+        &paths.policies(),
+        "spread.wasm",
+        vfpool_policy::defaults::SPREAD_ALLOCATOR,
+    )?;
+    println!(
+        "   spread.wasm (the spread allocator example: one device per PF in turn) copied into {}",
+        paths.policies().display()
+    );
+    let swapped = agent
+        .wait_for_log("the agent to take spread.wasm", from, GUARD, |line| {
+            if line.contains("policy reload refused") {
+                Some(Err(line.to_string()))
+            } else {
+                agent::activated_allocator(line).map(Ok)
+            }
+        })
+        .await?;
+    let swapped =
+        swapped.map_err(|line| anyhow::anyhow!("the agent refused spread.wasm: {line}"))?;
+    println!(
+        "   The agent validated it and swapped it in (log: policies activated, allocator {swapped:?})."
+    );
+    let next = sim
+        .allocate_pod("pod-2", &resource, POD_SIZE)
+        .await
+        .context("kubelet's allocation for pod-2")?;
+    println!("   The next pod asking for {resource}: {POD_SIZE} is preferred:");
+    print_devices(&inventory, view, preferred(&next)?);
+    let (pfs, _) = spread_of(&inventory, view, &next.device_ids);
+    println!(
+        "   -> {} ({}), where the default allocator kept pod-1 on one PF.",
+        if pfs.len() > 1 {
+            format!("spread across {} PFs", pfs.len())
+        } else {
+            "one PF".to_string()
+        },
+        pfs.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+
+    let from = agent.log().len();
+    install(
+        &paths.policies(),
+        "broken.wasm",
+        b"this is not a WebAssembly component",
+    )?;
+    println!(
+        "   broken.wasm (a few bytes of text, not a WebAssembly component) dropped in as well."
+    );
+    let reason = agent
+        .wait_for_log(
+            "the agent to judge broken.wasm",
+            from,
+            GUARD,
+            |line| match line.split_once("the previous policies keep serving: ") {
+                Some((_, reason)) if line.contains("broken.wasm") => Some(Ok(reason.to_string())),
+                _ => agent::activated_allocator(line).map(Err),
+            },
+        )
+        .await?
+        .map_err(|name| anyhow::anyhow!("the agent activated {name:?} with broken.wasm present"))?;
+    println!("   The agent refused it, and the previous policies keep serving:");
+    println!("     {reason}");
+    let last = sim
+        .allocate_pod("pod-3", &resource, POD_SIZE)
+        .await
+        .context("kubelet's allocation for pod-3")?;
+    let (pfs, _) = spread_of(&inventory, view, &last.device_ids);
+    println!(
+        "   The next pod is preferred {} -> {}: spread.wasm still serves.",
+        preferred(&last)?.join(", "),
+        if pfs.len() > 1 {
+            format!("across {} PFs", pfs.len())
+        } else {
+            "one PF".to_string()
+        }
+    );
+    agent.check_alive()?;
+    Ok(())
+}
+
+/// Resolves when the agent has exited (polling), with the error to report.
+async fn exits(agent: &mut AgentChild) -> anyhow::Error {
+    loop {
+        if let Err(e) = agent.check_alive() {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The fully qualified pool names the config asks for.
+fn pool_names(config: &str) -> anyhow::Result<Vec<String>> {
+    let doc: serde_json::Value = serde_json::from_str(config)?;
+    let list = doc["resourceList"]
+        .as_array()
+        .context("the demo config has no resourceList")?;
+    list.iter()
+        .map(|r| {
+            r["resourceName"]
+                .as_str()
+                .map(|n| format!("{PREFIX}/{n}"))
+                .context("a resource without a name")
+        })
+        .collect()
+}
+
+/// Writes a policy file the way an operator should: elsewhere (a hidden name the agent skips),
+/// then renamed into place.
+fn install(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let staging = dir.join(format!(".{name}.tmp"));
+    fs::write(&staging, bytes).with_context(|| format!("cannot write {}", staging.display()))?;
+    fs::rename(&staging, dir.join(name))
+        .with_context(|| format!("cannot install {name} in {}", dir.display()))
+}
+
+fn preferred(pod: &PodAllocation) -> anyhow::Result<&[String]> {
+    match &pod.preferred {
+        Some(ids) if *ids == pod.device_ids => Ok(ids),
+        Some(ids) => bail!(
+            "the agent preferred {ids:?}, which kubelet could not use; it allocated {:?}",
+            pod.device_ids
+        ),
+        None => bail!("the agent does not offer GetPreferredAllocation"),
+    }
+}
+
+/// The NUMA nodes kubelet was told for a device (ListAndWatch topology).
+fn numa_of(view: &ResourceView, id: &str) -> String {
+    view.devices.get(id).map_or_else(
+        || "?".to_string(),
+        |d| {
+            d.numa
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    )
+}
+
+fn print_devices(inventory: &Inventory, view: &ResourceView, ids: &[String]) {
+    for id in ids {
+        let device = inventory.get(id);
+        println!(
+            "     {id}  netdev {:<9} VF {:<2} of PF {:<7} NUMA node {}",
+            device.and_then(|d| d.netdev.as_deref()).unwrap_or("-"),
+            device
+                .and_then(|d| d.vf_index)
+                .map_or_else(|| "?".to_string(), |i| i.to_string()),
+            device.and_then(|d| d.pf_name.as_deref()).unwrap_or("?"),
+            numa_of(view, id)
+        );
+    }
+}
+
+/// The PFs (from sysfs) and NUMA nodes (as the agent reported them to kubelet) of `ids`.
+fn spread_of(
+    inventory: &Inventory,
+    view: &ResourceView,
+    ids: &[String],
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let pfs = ids
+        .iter()
+        .map(|id| {
+            inventory
+                .get(id)
+                .and_then(|d| d.pf_name.clone())
+                .unwrap_or_else(|| "?".to_string())
+        })
+        .collect();
+    let numas = ids.iter().map(|id| numa_of(view, id)).collect();
+    (pfs, numas)
+}
+
+fn print_pf_table(inventory: &Inventory) {
+    let mut rows = vec![[
+        "PF".to_string(),
+        "ADDRESS".to_string(),
+        "VENDOR:DEVICE".to_string(),
+        "DRIVER".to_string(),
+        "NUMA".to_string(),
+        "VFS".to_string(),
+        "VF DRIVERS".to_string(),
+    ]];
+    for pf in inventory
+        .devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Pf)
+    {
+        let mut drivers: BTreeMap<String, usize> = BTreeMap::new();
+        for vf in &pf.vfs {
+            let driver = inventory
+                .get(&vf.id)
+                .and_then(|d| d.driver.clone())
+                .unwrap_or_else(|| "none".to_string());
+            *drivers.entry(driver).or_default() += 1;
+        }
+        rows.push([
+            pf.netdev.clone().unwrap_or_else(|| "-".to_string()),
+            pf.id.clone(),
+            format!(
+                "{}:{}",
+                pf.vendor.as_deref().unwrap_or("?"),
+                pf.device.as_deref().unwrap_or("?")
+            ),
+            pf.driver.clone().unwrap_or_else(|| "-".to_string()),
+            pf.numa_node
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            pf.vfs.len().to_string(),
+            drivers
+                .iter()
+                .map(|(d, n)| format!("{n} {d}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("     {}", line.join("  ").trim_end());
+    }
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Stops and removes everything, in reverse order of creation, saying what it did.
+fn cleanup(created: &mut Created) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if let Some(mut agent) = created.agent.take() {
+        let pid = agent.pid();
+        match agent.stop() {
+            Ok(Some(status)) => {
+                let root = created.tmp.as_ref().map(|t| t.path().to_path_buf());
+                let sockets: Vec<String> = root
+                    .as_ref()
+                    .map(|r| dir_names(&r.join("kubelet/device-plugins")))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|n| n != "kubelet.sock")
+                    .collect();
+                let devinfo = root
+                    .as_ref()
+                    .map(|r| dir_names(&r.join("devinfo")))
+                    .unwrap_or_default();
+                let status_text = status
+                    .code()
+                    .map_or_else(|| status.to_string(), |c| format!("exit code {c}"));
+                println!(
+                    "   agent (pid {pid}) stopped by SIGTERM: {status_text}; plugin sockets left: {}, device-info files left: {}",
+                    sockets.len(),
+                    devinfo.len()
+                );
+                if !status.success() {
+                    problems.push(format!("the agent exited with {status}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    if let Some(sim) = created.sim.take() {
+        sim.shutdown();
+        println!("   kubelet simulator stopped, its sockets removed");
+    }
+    match created.namespaces.delete_all() {
+        Ok(deleted) if !deleted.is_empty() => println!(
+            "   network namespaces {} deleted, with the veths in them",
+            deleted.join(" and ")
+        ),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    if let Some(tmp) = created.tmp.take() {
+        let path = tmp.path().display().to_string();
+        match tmp.close() {
+            Ok(()) => println!("   {path} removed"),
+            Err(e) => problems.push(format!("cannot remove {path}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("; "))
+    }
+}
+
+/// `--keep`: what is running and how to poke at it.
+fn keep_instructions(created: &Created) {
+    let Some(root) = created.tmp.as_ref().map(|t| t.path().to_path_buf()) else {
+        return;
+    };
+    let exe =
+        std::env::current_exe().map_or_else(|_| "vfpool".to_string(), |p| p.display().to_string());
+    let paths = Paths { root };
+    println!("\n--keep: the agent and the kubelet simulator keep running until you press Ctrl-C.");
+    if let Some(agent) = &created.agent {
+        println!(
+            "   the agent: pid {}, its log: tail -f {}",
+            agent.pid(),
+            agent.log_path().display()
+        );
+    }
+    println!(
+        "   sockets (kubelet.sock and one per pool, device plugin API v1beta1): ls {}",
+        paths.kubelet().join("device-plugins").display()
+    );
+    println!(
+        "   what the policies make of the node: {exe} pools --sysfs-root {} --config-file {} --policy-dir {}",
+        paths.sysfs().display(),
+        paths.config().display(),
+        paths.policies().display()
+    );
+    println!(
+        "   every device: {exe} discover --sysfs-root {}",
+        paths.sysfs().display()
+    );
+    println!(
+        "   hot swap: drop a policy into {} (or remove spread.wasm and broken.wasm) and watch the log",
+        paths.policies().display()
+    );
+    println!(
+        "   config hot swap: edit {} (upstream's format)",
+        paths.config().display()
+    );
+    println!("   device-info files: ls {}", paths.devinfo().display());
+    for ns in created.namespaces.names() {
+        println!("   network namespace: ip netns exec {ns} ip addr");
+    }
+}
