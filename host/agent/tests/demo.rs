@@ -146,7 +146,7 @@ impl Run {
     }
 
     /// Nothing left: no temporary directory, no demo network namespace, no agent process.
-    fn assert_nothing_left(&self, namespaces_before: &[String]) {
+    fn assert_nothing_left(&self) {
         let output = self.output();
         let left: Vec<_> = fs::read_dir(self.tmpdir.path())
             .unwrap()
@@ -154,9 +154,11 @@ impl Run {
             .map(|e| e.path())
             .collect();
         assert!(left.is_empty(), "left in TMPDIR: {left:?}\n{output}");
+        // The demo names its namespaces after its process id (tests run in parallel).
+        let mine = format!("vfpool-demo-{}-", self.child.id());
         let namespaces: Vec<String> = demo_namespaces()
             .into_iter()
-            .filter(|n| !namespaces_before.contains(n))
+            .filter(|n| n.starts_with(&mine))
             .collect();
         assert!(
             namespaces.is_empty(),
@@ -223,7 +225,6 @@ fn the_demo_runs_every_step_and_leaves_nothing_behind() {
         cni || std::env::var_os("CI").is_none(),
         "CI must run the demo's CNI step: needs root, iproute2 and /usr/lib/cni/host-local"
     );
-    let before = demo_namespaces();
     let mut run = Run::start(&[]);
     let status = run.wait();
     let stdout = run.stdout();
@@ -367,13 +368,12 @@ fn the_demo_runs_every_step_and_leaves_nothing_behind() {
         stdout.contains("Nothing of the demo is left on this machine."),
         "{output}"
     );
-    run.assert_nothing_left(&before);
+    run.assert_nothing_left();
 }
 
 /// Ctrl-C in the middle: the demo stops, cleans everything up and exits non-zero.
 #[test]
 fn ctrl_c_cleans_up() {
-    let before = demo_namespaces();
     let mut run = Run::start(&[]);
     run.wait_for_output("\n3. ");
     run.signal("INT");
@@ -390,14 +390,13 @@ fn ctrl_c_cleans_up() {
         "{output}"
     );
     assert!(output.contains("interrupted by Ctrl-C"), "{output}");
-    run.assert_nothing_left(&before);
+    run.assert_nothing_left();
 }
 
 /// `--keep`: the agent keeps serving after the steps, with directions; Ctrl-C then cleans up and
 /// exits 0.
 #[test]
 fn keep_leaves_the_agent_running_until_ctrl_c() {
-    let before = demo_namespaces();
     let mut run = Run::start(&["--keep"]);
     run.wait_for_output("config hot swap: edit ");
     let stdout = run.stdout();
@@ -427,5 +426,5 @@ fn keep_leaves_the_agent_running_until_ctrl_c() {
     let output = run.output();
     assert!(status.success(), "{output}");
     assert!(run.stdout().contains("\n6. Clean-up"), "{output}");
-    run.assert_nothing_left(&before);
+    run.assert_nothing_left();
 }
