@@ -14,9 +14,10 @@ export CARGO_TERM_COLOR ?= never
 setup:
 	@bash scripts/setup.sh "$(APT_PACKAGES)" "$(RUST_TARGETS)"
 
+# The demo runs vfpool-cni from beside vfpool, so both are built.
 demo: setup
-	$(CARGO) build --release --locked -p vfpool-agent
-	@bash scripts/try-discover.sh ./target/release/vfpool
+	$(CARGO) build --release --locked -p vfpool-agent -p vfpool-cni
+	"$${CARGO_TARGET_DIR:-target}/release/vfpool" demo
 
 # The WASM policies are their own cargo workspace (policies/): their pure logic is linted and
 # unit-tested natively here; host/policy's build script builds them for wasm32-wasip2.
