@@ -581,6 +581,7 @@ async fn device_in_use_does_not_move() {
         .wait_for("pool_b takes every free VF", GUARD, |r| {
             r.get("intel.com/pool_b")
                 .is_some_and(|b| b.capacity() == 23)
+                && r.get("intel.com/pool_a").is_some_and(|a| a.capacity() == 1)
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
@@ -669,5 +670,128 @@ async fn pf_link_down_and_vf_count_change() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    sim.shutdown();
+}
+
+/// Deletes a network namespace when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn wait_for_log(agent: &Agent, needle: &str) {
+    for _ in 0..2400 {
+        if agent.log().contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the agent never logged {needle:?}:\n{}", agent.log());
+}
+
+/// On a real sysfs root the agent subscribes to rtnetlink link events and uevents; a link
+/// appearing triggers a rescan long before the (1 h) rescan interval. Runs the agent in its own
+/// network namespace so the test's link changes touch nothing else.
+#[test]
+fn kernel_link_events_trigger_a_rescan() {
+    let ns = Netns(format!("vfpool-ev-{}", std::process::id()));
+    let added = Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .expect("iproute2 (`ip`) is needed: make setup installs it");
+    assert!(added.success(), "ip netns add failed (the test needs root)");
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let log = node.path("agent.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(env!("CARGO_BIN_EXE_vfpool"))
+        .arg("run")
+        .args([
+            "--sysfs-root",
+            "/sys",
+            "--rescan-interval",
+            "1h",
+            "--log-level",
+            "info",
+        ])
+        .arg("--config-file")
+        .arg(node.config())
+        .arg("--kubelet-dir")
+        .arg(node.kubelet())
+        .arg("--devinfo-dir")
+        .arg(node.devinfo())
+        .arg("--policy-dir")
+        .arg(node.path("policies"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent {
+        child: Some(child),
+        log,
+    };
+    wait_for_log(&agent, "kernel events: watching");
+    assert!(
+        agent.log().contains("netlink link events"),
+        "{}",
+        agent.log()
+    );
+    wait_for_log(&agent, "vfpool agent running");
+    assert!(!agent.log().contains("kernel event: rescanning"));
+    let link = Command::new("ip")
+        .args([
+            "-n", &ns.0, "link", "add", "vfpev0", "type", "veth", "peer", "name", "vfpev1",
+        ])
+        .status()
+        .unwrap();
+    assert!(link.success());
+    wait_for_log(&agent, "kernel event: rescanning");
+    assert!(agent.signal_and_wait("TERM").success());
+}
+
+/// Upstream #565: after an agent restart, a VF whose netdev moved into a pod's network namespace
+/// is still advertised (and healthy), so capacity does not drop under running pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_still_counts_devices_in_pods() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let name = "intel.com/mlnx_sriov";
+    let mut agent = node.agent("30s");
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let pod = sim.allocate_pod("in-pod", name, 1).await.unwrap();
+    let id = pod.device_ids[0].clone();
+    // The CNI plugin moved the VF's netdev into the pod: it is gone from the host's sysfs.
+    let net = node.sysfs().join("bus/pci/devices").join(&id).join("net");
+    let netdev = fs::read_dir(&net)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    fs::remove_dir_all(net.join(&netdev)).unwrap();
+    fs::remove_file(node.sysfs().join("class/net").join(&netdev)).unwrap();
+    assert!(agent.signal_and_wait("TERM").success());
+    sim.wait_for("the old agent's stream ended", GUARD, |r| {
+        r.get(name).is_some_and(|v| !v.connected)
+    })
+    .await
+    .unwrap();
+
+    let agent = node.agent("30s");
+    let resources = sim
+        .wait_for("24 allocatable again", GUARD, |r| {
+            allocatable(r, name) == 24
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert_eq!(resources[name].devices[&id].health, "Healthy");
+    assert_eq!(sim.in_use(name).into_iter().collect::<Vec<_>>(), [id]);
     sim.shutdown();
 }

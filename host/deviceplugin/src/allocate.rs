@@ -364,8 +364,8 @@ pub fn device_info_json(device_type: DeviceType, member: &Member) -> Option<Stri
     serde_json::to_string(&doc).ok()
 }
 
-/// Writes `contents` to `dir/name` atomically (a temporary file in the same directory, mode 0444,
-/// renamed over the old file), creating `dir` if needed.
+/// Writes `contents` to `dir/name` atomically for readers (a temporary file in the same
+/// directory, mode 0444, renamed over the old file), creating `dir` if needed.
 pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, AllocateError> {
     let path = dir.join(name);
     let fail = |source| AllocateError::DeviceInfo {
@@ -378,7 +378,8 @@ pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathB
         let _ = fs::remove_file(&tmp);
         let mut file = fs::File::create(&tmp)?;
         file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
+        // No fsync: the directory is a tmpfs under /var/run, readers only need the rename to be
+        // atomic, and an fsync costs milliseconds on the pod start path.
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
         fs::rename(&tmp, &path)
     })();

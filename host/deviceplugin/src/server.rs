@@ -415,6 +415,8 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 }
                 command = commands.recv() => match command {
                     None | Some(Command::Stop) => {
+                        // The socket goes first, so nothing can connect to a stopping server.
+                        let _ = std::fs::remove_file(&state.socket);
                         stop_instance(&state, stop_tx, server, registering).await;
                         break 'serve;
                     }

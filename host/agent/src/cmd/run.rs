@@ -148,6 +148,15 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
     let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
     let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
+    // Kernel events trigger an early rescan on a real node (a simulated tree has none).
+    let (kernel_tx, mut kernel) = mpsc::unbounded_channel::<()>();
+    let mut real_sysfs = std::fs::canonicalize(&args.sysfs.sysfs_root)
+        .is_ok_and(|p| p == std::path::Path::new("/sys"));
+    if real_sysfs {
+        let sources = kernel_events(&kernel_tx);
+        tracing::info!(?sources, "kernel events: watching");
+    }
+    drop(kernel_tx);
     let mut rescan = tokio::time::interval(args.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
@@ -187,6 +196,18 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                     log_report(&plugins.apply(&desired, &inventory).await);
                 }
             }
+            event = kernel.recv(), if real_sysfs => {
+                if event.is_none() {
+                    tracing::warn!("kernel events: every source closed; relying on the periodic rescan");
+                    real_sysfs = false;
+                    continue;
+                }
+                // A burst (a VF count change is hundreds of events) becomes one rescan.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while kernel.try_recv().is_ok() {}
+                tracing::info!("kernel event: rescanning");
+                rescan.reset_immediately();
+            }
             _ = rescan.tick() => {
                 match discover(&root).await {
                     Ok(next) => {
@@ -207,6 +228,61 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     plugins.shutdown().await;
     tracing::info!("stopped: sockets and device-info files removed");
     Ok(())
+}
+
+/// Opens the kernel event sources that may change devices or their health — rtnetlink link
+/// events (links appearing, vanishing, carrier and operstate changes) and uevents (PCI functions
+/// added or removed, drivers bound or unbound) — each on its own thread that pokes `tx` per
+/// message. Returns the sources that could be opened; a failure only logs (the periodic rescan
+/// still runs).
+fn kernel_events(tx: &mpsc::UnboundedSender<()>) -> Vec<&'static str> {
+    use netlink_sys::{Socket, SocketAddr, protocols};
+    /// `RTMGRP_LINK`.
+    const LINK_GROUP: u32 = 1;
+    /// The kernel's uevent multicast group.
+    const UEVENT_GROUP: u32 = 1;
+    let mut opened = Vec::new();
+    for (name, protocol, group) in [
+        ("netlink link events", protocols::NETLINK_ROUTE, LINK_GROUP),
+        ("uevents", protocols::NETLINK_KOBJECT_UEVENT, UEVENT_GROUP),
+    ] {
+        let socket = Socket::new(protocol).and_then(|mut socket| {
+            socket.bind(&SocketAddr::new(0, group))?;
+            Ok(socket)
+        });
+        let socket = match socket {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(source = name, error = %e, "kernel events: cannot subscribe");
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vfpool-{}", name.replace(' ', "-")))
+            .spawn(move || {
+                loop {
+                    match socket.recv_from_full() {
+                        Ok(_) => {
+                            if tx.send(()).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = name, error = %e, "kernel events: receive failed; source closed");
+                            return;
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => opened.push(name),
+            Err(e) => {
+                tracing::warn!(source = name, error = %e, "kernel events: cannot start the reader thread")
+            }
+        }
+    }
+    opened
 }
 
 fn log_report(report: &vfpool_deviceplugin::ApplyReport) {
