@@ -81,6 +81,9 @@ pub struct ActivePolicies {
     default_allocator: Arc<Policy>,
     current: RwLock<Option<Arc<ActiveSet>>>,
     compiled: Mutex<HashMap<String, Arc<Policy>>>,
+    /// Why a module could not be loaded, by digest: compiling and type-checking are deterministic,
+    /// so a bad file is not recompiled on every directory event (a 20 MB component takes seconds).
+    rejected: Mutex<HashMap<String, String>>,
     reload_lock: Mutex<()>,
 }
 
@@ -119,6 +122,7 @@ impl ActivePolicies {
             default_allocator: Arc::new(default_allocator),
             current: RwLock::new(None),
             compiled: Mutex::new(HashMap::new()),
+            rejected: Mutex::new(HashMap::new()),
             reload_lock: Mutex::new(()),
         })
     }
@@ -205,20 +209,46 @@ impl ActivePolicies {
         }
     }
 
-    /// Compiles `bytes` or returns the already compiled module with the same digest.
-    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, LoadError> {
+    /// Compiles `bytes` or returns the already compiled module (or the load error) with the same
+    /// digest. Errors are returned as one-line messages.
+    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, String> {
         let id = PolicyId::of(name, bytes);
-        let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(policy) = cache.get(&id.sha256)
             && policy.id().name == name
         {
             return Ok(Arc::clone(policy));
         }
         drop(cache);
-        let policy = Arc::new(Policy::compile(&self.engine, name, bytes)?);
-        cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.insert(id.sha256, Arc::clone(&policy));
-        Ok(policy)
+        let key = format!("{name}\0{}", id.sha256);
+        if let Some(reason) = self
+            .rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Err(reason.clone());
+        }
+        match Policy::compile(&self.engine, name, bytes) {
+            Ok(policy) => {
+                let policy = Arc::new(policy);
+                self.compiled
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id.sha256, Arc::clone(&policy));
+                Ok(policy)
+            }
+            Err(error) => {
+                let reason = error_chain(&error);
+                let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+                // Bounded: a directory churning through bad files cannot grow this forever.
+                if rejected.len() >= 64 {
+                    rejected.clear();
+                }
+                rejected.insert(key, reason.clone());
+                Err(reason)
+            }
+        }
     }
 
     /// Keeps only the compiled modules the active set uses (bounded memory across many swaps).
@@ -303,12 +333,9 @@ impl ActivePolicies {
             };
             let policy = match self.compile_cached(&name, &bytes) {
                 Ok(p) => p,
-                Err(e) => {
-                    scan.refused.push(format!(
-                        "{}: {}; not loaded",
-                        path.display(),
-                        error_chain(&e)
-                    ));
+                Err(reason) => {
+                    scan.refused
+                        .push(format!("{}: {reason}; not loaded", path.display()));
                     continue;
                 }
             };

@@ -7,6 +7,8 @@
 //! for later requests — upstream issues #255/#574); devices of a PF by VF index; deterministic.
 //! Must not touch: anything but its inputs.
 
+use std::collections::BTreeMap;
+
 #[cfg(target_arch = "wasm32")]
 mod component;
 
@@ -45,23 +47,34 @@ pub fn plan(
         .filter(|c| chosen.contains(&c.id))
         .map(|c| c.pf.as_str())
         .collect();
+    // Counted once: sorting compares O(n log n) times.
+    let mut free_on_pf: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut free_on_numa: BTreeMap<u32, usize> = BTreeMap::new();
+    for c in &rest {
+        *free_on_pf.entry(c.pf.as_str()).or_default() += 1;
+        if let Some(n) = c.numa {
+            *free_on_numa.entry(n).or_default() += 1;
+        }
+    }
+    let numa_rank = |numa: Option<u32>| match numa {
+        Some(n) if Some(n) == target => (0u8, 0usize, 0u32),
+        Some(n) => (
+            1,
+            usize::MAX - free_on_numa.get(&n).copied().unwrap_or(0),
+            n,
+        ),
+        None => (2, 0, 0),
+    };
     let mut ordered = rest;
-    let free_on_pf = |pf: &str, list: &[&Candidate]| list.iter().filter(|c| c.pf == pf).count();
-    let snapshot = ordered.clone();
-    ordered.sort_by(|a, b| {
-        numa_rank(a.numa, target, &snapshot)
-            .cmp(&numa_rank(b.numa, target, &snapshot))
-            .then_with(|| {
-                (!must_pfs.contains(&a.pf.as_str())).cmp(&!must_pfs.contains(&b.pf.as_str()))
-            })
-            .then_with(|| free_on_pf(&a.pf, &snapshot).cmp(&free_on_pf(&b.pf, &snapshot)))
-            .then_with(|| a.pf.cmp(&b.pf))
-            .then_with(|| {
-                a.index
-                    .unwrap_or(u32::MAX)
-                    .cmp(&b.index.unwrap_or(u32::MAX))
-            })
-            .then_with(|| a.id.cmp(&b.id))
+    ordered.sort_by_cached_key(|c| {
+        (
+            numa_rank(c.numa),
+            !must_pfs.contains(&c.pf.as_str()),
+            free_on_pf.get(c.pf.as_str()).copied().unwrap_or(0),
+            c.pf.clone(),
+            c.index.unwrap_or(u32::MAX),
+            c.id.clone(),
+        )
     });
     let mut answer = chosen;
     answer.extend(ordered.into_iter().take(need).map(|c| c.id.clone()));
@@ -124,18 +137,6 @@ fn most_common(nodes: impl Iterator<Item = u32>) -> Option<u32> {
         .into_iter()
         .max_by(|(na, ca), (nb, cb)| ca.cmp(cb).then_with(|| nb.cmp(na)))
         .map(|(n, _)| n)
-}
-
-/// 0 for the target node, then other nodes by free devices (most first), unknown NUMA last.
-fn numa_rank(numa: Option<u32>, target: Option<u32>, rest: &[&Candidate]) -> (u8, usize, u32) {
-    match numa {
-        Some(n) if Some(n) == target => (0, 0, 0),
-        Some(n) => {
-            let free = rest.iter().filter(|c| c.numa == Some(n)).count();
-            (1, usize::MAX - free, n)
-        }
-        None => (2, 0, 0),
-    }
 }
 
 #[cfg(test)]
