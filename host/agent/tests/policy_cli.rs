@@ -1,0 +1,190 @@
+//! `vfpool pools` and `vfpool policy check` as users and scripts see them: the real binary, real
+//! simulated nodes, real WASM components (built from `policies/` by vfpool-policy's build script).
+
+// Test helpers unwrap: a failure there is a failed test with a backtrace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CONFIG: &str = r#"{"resourceList":[{"resourceName":"mlnx_sriov","selectors":{"vendors":["15b3"],"devices":["1018"],"isRdma":true}}]}"#;
+
+fn vfpool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args(args)
+        .env_remove("VFPOOL_SYSFS_ROOT")
+        .env_remove("VFPOOL_CONFIG_FILE")
+        .env_remove("VFPOOL_POLICY_DIR")
+        .output()
+        .unwrap()
+}
+
+fn component(name: &str) -> PathBuf {
+    Path::new(vfpool_policy::defaults::BUILT_COMPONENTS_DIR).join(format!("{name}.wasm"))
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn dell_cx5(config: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let out = vfpool(&[
+            "sim",
+            "--out",
+            dir.path().join("node").to_str().unwrap(),
+            "--fixture",
+            "dell-cx5",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        Node { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+    fn pools(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "pools".to_string(),
+            "--sysfs-root".into(),
+            self.path("node"),
+            "--config-file".into(),
+            self.path("config.json"),
+            "--policy-dir".into(),
+            self.path("policies"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        vfpool(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
+#[test]
+fn pools_json_is_the_documented_shape() {
+    let node = Node::dell_cx5(CONFIG);
+    let out = node.pools(&["--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pools = json["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0]["resourceName"], "intel.com/mlnx_sriov");
+    assert_eq!(pools[0]["deviceType"], "netDevice");
+    let devices = pools[0]["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 24);
+    assert_eq!(
+        devices[0],
+        serde_json::json!({"id":"0000:3b:00.2","health":"Healthy","numaNode":0})
+    );
+    let table = node.pools(&["--resource-prefix", "example.com"]);
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("example.com/mlnx_sriov"), "{text}");
+    assert!(text.contains("builtin:upstream-selector"), "{text}");
+}
+
+#[test]
+fn pools_with_a_bad_config_exits_2_naming_the_field() {
+    let node = Node::dell_cx5(
+        r#"{"resourceList":[{"resourceName":"mlnx","selectors":{"vendors":"15b3"}}]}"#,
+    );
+    let out = node.pools(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("resourceList[0].selectors.vendors"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(r#"["15b3"]"#), "{stderr}");
+}
+
+#[test]
+fn pools_use_the_policy_directory() {
+    let node = Node::dell_cx5(CONFIG);
+    std::fs::copy(
+        component("probe"),
+        node.dir.path().join("policies/selector.wasm"),
+    )
+    .unwrap();
+    let out = node.pools(&["--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pools"][0]["resourceName"], "example.com/probe");
+    // A broken module in the directory: refused, exit 2, the file named.
+    std::fs::write(
+        node.dir.path().join("policies/selector.wasm"),
+        b"\0asm\x01\0\0\0",
+    )
+    .unwrap();
+    let out = node.pools(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("selector.wasm")
+    );
+}
+
+#[test]
+fn policy_check_accepts_good_modules_and_refuses_bad_ones() {
+    let node = Node::dell_cx5(CONFIG);
+    let good = vfpool(&[
+        "policy",
+        "check",
+        component("spread_allocator").to_str().unwrap(),
+        component("upstream_selector").to_str().unwrap(),
+        "--config-file",
+        &node.path("config.json"),
+        "--sysfs-root",
+        &node.path("node"),
+    ]);
+    assert!(good.status.success(), "{good:?}");
+    let text = String::from_utf8(good.stdout).unwrap();
+    assert!(
+        text.contains("intel.com/mlnx_sriov (netDevice, 24 devices)"),
+        "{text}"
+    );
+    assert!(text.contains("sample preference: 0000:3b:00.2 "), "{text}");
+
+    let truncated = node.dir.path().join("half.wasm");
+    let bytes = std::fs::read(component("upstream_selector")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let bad = vfpool(&[
+        "policy",
+        "check",
+        component("wrong_exports").to_str().unwrap(),
+        truncated.to_str().unwrap(),
+        "--fixture",
+        "dell-cx5",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let text = String::from_utf8(bad.stdout).unwrap();
+    assert!(
+        text.contains("wrong_exports.wasm: REFUSED") && text.contains("exports neither"),
+        "{text}"
+    );
+    assert!(
+        text.contains("half.wasm: REFUSED") && text.contains("not a valid WebAssembly component"),
+        "{text}"
+    );
+}
+
+#[test]
+fn policy_check_reports_a_runaway_policy() {
+    let node = Node::dell_cx5("probe:loop");
+    let out = vfpool(&[
+        "policy",
+        "check",
+        component("probe").to_str().unwrap(),
+        "--config-file",
+        &node.path("config.json"),
+        "--fixture",
+        "dell-cx5",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("deadline") && text.contains("sha256:"),
+        "{text}"
+    );
+}
