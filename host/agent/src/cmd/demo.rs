@@ -277,6 +277,7 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     );
     print_devices(&inventory, view, preferred(&pod)?);
     let (pfs, numas) = spread_of(&inventory, view, &pod.device_ids);
+    let first_pfs = pfs.len();
     println!(
         "   -> {} PF{} ({}), {} NUMA node{} ({}).",
         if pfs.len() == 1 { "the same" } else { "across" },
@@ -390,13 +391,18 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     print_devices(&inventory, view, preferred(&next)?);
     let (pfs, _) = spread_of(&inventory, view, &next.device_ids);
     println!(
-        "   -> {} ({}), where the default allocator kept pod-1 on one PF.",
+        "   -> {} ({}), where {allocator} put pod-1 on {}.",
         if pfs.len() > 1 {
             format!("spread across {} PFs", pfs.len())
         } else {
             "one PF".to_string()
         },
-        pfs.iter().cloned().collect::<Vec<_>>().join(", ")
+        pfs.iter().cloned().collect::<Vec<_>>().join(", "),
+        if first_pfs == 1 {
+            "one PF".to_string()
+        } else {
+            format!("{first_pfs} PFs")
+        }
     );
 
     let from = agent.log().len();
