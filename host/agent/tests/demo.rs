@@ -420,7 +420,21 @@ fn keep_leaves_the_agent_running_until_ctrl_c() {
             "kubelet.sock"
         ]
     );
-    assert!(stdout.contains(" pools --sysfs-root "), "{stdout}");
+    // The first poke the directions suggest works while the agent serves.
+    let (_, rest) = stdout
+        .split_once("what the policies make of the node: ")
+        .unwrap();
+    let pools_cmd: Vec<&str> = rest.lines().next().unwrap().split_whitespace().collect();
+    let pools = Command::new(pools_cmd[0])
+        .args(&pools_cmd[1..])
+        .output()
+        .unwrap();
+    let pools_out = String::from_utf8_lossy(&pools.stdout);
+    assert!(
+        pools.status.success() && pools_out.contains("intel.com/mlnx_sriov"),
+        "{pools_cmd:?}: {pools_out}{}",
+        String::from_utf8_lossy(&pools.stderr)
+    );
     run.signal("INT");
     let status = run.wait();
     let output = run.output();

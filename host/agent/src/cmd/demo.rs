@@ -681,6 +681,11 @@ fn keep_instructions(created: &Created) {
         std::env::current_exe().map_or_else(|_| "vfpool".to_string(), |p| p.display().to_string());
     let paths = Paths { root };
     println!("\n--keep: the agent and the kubelet simulator keep running until you press Ctrl-C.");
+    if fs::remove_file(paths.policies().join("broken.wasm")).is_ok() {
+        println!(
+            "   (broken.wasm is removed again, so that the policy directory holds only spread.wasm)"
+        );
+    }
     if let Some(agent) = &created.agent {
         println!(
             "   the agent: pid {}, its log: tail -f {}",
