@@ -136,42 +136,33 @@ pub fn step(plan: &Plan<'_>, namespaces: &mut Namespaces) -> anyhow::Result<bool
     let pid = std::process::id();
     let node = format!("vfpool-demo-{pid}-node");
     let pod = format!("vfpool-demo-{pid}-pod");
-    if let Err(e) = namespaces.add(&node) {
-        println!("   skipped: cannot create a network namespace here ({e:#})");
-        return Ok(false);
-    }
-    namespaces.add(&pod)?;
     let ip = |args: &[&str]| -> anyhow::Result<String> {
         let mut full = vec!["ip", "-n", node.as_str()];
         full.extend_from_slice(args);
         run(&full)
     };
-    // Stand-ins: the PF (the plugin reads its VF table through netlink) and the VF's netdev, each
-    // a veth whose other end stays up in the node namespace (so the VF gets carrier in the pod).
-    ip(&[
-        "link",
-        "add",
-        plan.pf_netdev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "pf-wire",
-    ])?;
-    ip(&[
-        "link",
-        "add",
-        plan.vf_netdev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "vf-wire",
-    ])?;
-    for link in [plan.pf_netdev, "pf-wire", "vf-wire"] {
-        ip(&["link", "set", link, "up"])?;
-    }
-    let before = link_json(&ip(&["-j", "link", "show", "dev", plan.vf_netdev])?)?;
+    // The stand-ins: the PF (the plugin reads its VF table through netlink) and the VF's netdev,
+    // each a veth whose other end stays up in the node namespace (so the VF has carrier in the
+    // pod). A machine that cannot do this (a container without the privilege, no veth support)
+    // skips the step; the plugin's own failures are failures.
+    let mut setup = || -> anyhow::Result<Value> {
+        namespaces.add(&node)?;
+        namespaces.add(&pod)?;
+        for (link, peer) in [(plan.pf_netdev, "pf-wire"), (plan.vf_netdev, "vf-wire")] {
+            ip(&["link", "add", link, "type", "veth", "peer", "name", peer])?;
+        }
+        for link in [plan.pf_netdev, "pf-wire", "vf-wire"] {
+            ip(&["link", "set", link, "up"])?;
+        }
+        link_json(&ip(&["-j", "link", "show", "dev", plan.vf_netdev])?)
+    };
+    let before = match setup() {
+        Ok(before) => before,
+        Err(e) => {
+            println!("   skipped: cannot set up network namespaces and veths here ({e:#})");
+            return Ok(false);
+        }
+    };
     let mac = before["address"].as_str().unwrap_or("?").to_string();
     println!(
         "   In network namespace {node} (standing in for the node, so these names never meet this machine's links):"
