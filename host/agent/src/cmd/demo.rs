@@ -103,15 +103,21 @@ async fn demo(args: &DemoArgs) -> CmdResult {
         }
     }
     heading(6, "Clean-up");
-    if let Err(e) = cleanup(&mut created) {
-        println!("   clean-up incomplete: {e:#}");
-        if outcome.is_ok() {
-            outcome = Err(Stop::Failed(e));
+    let cleaned = match cleanup(&mut created) {
+        Ok(()) => true,
+        Err(e) => {
+            println!("   clean-up incomplete: {e:#}");
+            if outcome.is_ok() {
+                outcome = Err(Stop::Failed(e));
+            }
+            false
         }
-    }
+    };
     match outcome {
         Ok(()) => {
-            if !args.keep {
+            if args.keep {
+                println!("\nDone. Nothing of the demo is left on this machine.");
+            } else {
                 println!(
                     "\nDone in {:.1} s. Nothing of the demo is left on this machine.",
                     took.as_secs_f64()
@@ -122,7 +128,12 @@ async fn demo(args: &DemoArgs) -> CmdResult {
         Err(Stop::Signal(which)) => Err(Failure {
             code: Code::Failure,
             error: anyhow::anyhow!(
-                "interrupted by {which}; everything the demo created is removed"
+                "interrupted by {which}; {}",
+                if cleaned {
+                    "everything the demo created is removed"
+                } else {
+                    "the clean-up above is incomplete"
+                }
             ),
         }),
         Err(Stop::Failed(error)) => Err(Failure {
