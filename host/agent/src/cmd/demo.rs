@@ -242,6 +242,10 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     for line in CONFIG.lines() {
         println!("     {line}");
     }
+    println!(
+        "   (On a real node the agent runs as a DaemonSet pod and registers with the node's kubelet; here\n   \
+         kubelet is a simulator inside this process, reached over the same unix sockets and gRPC API.)"
+    );
     let resources = tokio::select! {
         r = sim.wait_for("the three pools", GUARD, |r| {
             pools.iter().all(|p| r.get(p).is_some_and(|v| v.connected))
