@@ -1,8 +1,11 @@
 //! Device-plugin round trips over the unix socket on a 1,024-VF pool (the `large` simulated node),
 //! with the kubelet simulator as the client side:
 //!
-//! - Allocate (1 device per call) and GetPreferredAllocation (1,024 available, size 1 and 4)
-//!   latency, p50/p99, 16 concurrent callers each on its own connection;
+//! - Allocate (1 device per call) and GetPreferredAllocation (1,024 available, size 4) latency,
+//!   p50/p99, 1 and 16 concurrent callers each on its own connection, next to a baseline measured
+//!   in the same run: the empty GetDevicePluginOptions call (gRPC over the socket and scheduling
+//!   on this machine, nothing else) with the same callers, and for GetPreferredAllocation the same
+//!   request with size 0 (the 1,024-id payload, answered without any choosing);
 //! - GetPreferredAllocation through the real allocator policy (the embedded default, WebAssembly)
 //!   and through the built-in fallback order;
 //! - pool change → ListAndWatch update: from the start of `apply` (PodResources query, planning,
@@ -25,9 +28,9 @@ use vfpool_proto::deviceplugin::v1beta1 as api;
 use vfpool_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use vfpool_sysfs::SysfsRoot;
 
-const CALLERS: usize = 16;
-const CALLS_PER_CALLER: usize = 250;
 const NAME: &str = "intel.com/large";
+/// Calls per measurement row, spread over the callers.
+const CALLS: usize = 4000;
 
 struct NoAllocator;
 
@@ -42,37 +45,100 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn report(what: &str, mut samples: Vec<Duration>) {
+/// Prints a row; returns the p50 and p99.
+fn report(
+    what: &str,
+    mut samples: Vec<Duration>,
+    baseline: Option<(Duration, Duration)>,
+) -> (Duration, Duration) {
     samples.sort();
+    let p50 = percentile(&samples, 0.50);
+    let p99 = percentile(&samples, 0.99);
+    let ratio = baseline.map_or_else(String::new, |(b50, b99)| {
+        format!(
+            "  ratio to baseline p50 {:.1}x p99 {:.1}x",
+            p50.as_secs_f64() / b50.as_secs_f64(),
+            p99.as_secs_f64() / b99.as_secs_f64()
+        )
+    });
     println!(
-        "{what:<58} n={:<5} p50={:>9.3?} p99={:>9.3?} max={:>9.3?}",
+        "{what:<62} n={:<5} p50={:>9.3?} p99={:>9.3?} max={:>9.3?}{ratio}",
         samples.len(),
-        percentile(&samples, 0.50),
-        percentile(&samples, 0.99),
+        p50,
+        p99,
         samples[samples.len() - 1]
     );
+    (p50, p99)
 }
 
-async fn concurrent<F, Fut>(socket: &std::path::Path, call: F) -> Vec<Duration>
-where
-    F: Fn(DevicePluginClient<tonic::transport::Channel>, usize) -> Fut
-        + Send
-        + Sync
-        + Clone
-        + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
+#[derive(Clone, Copy)]
+enum Call {
+    Options,
+    Allocate,
+    Prefer(i32),
+}
+
+async fn one(
+    client: &mut DevicePluginClient<tonic::transport::Channel>,
+    call: Call,
+    ids: &[String],
+    n: usize,
+) {
+    match call {
+        Call::Options => {
+            client
+                .get_device_plugin_options(api::Empty {})
+                .await
+                .unwrap();
+        }
+        Call::Allocate => {
+            client
+                .allocate(api::AllocateRequest {
+                    container_requests: vec![api::ContainerAllocateRequest {
+                        devices_ids: vec![ids[n % ids.len()].clone()],
+                    }],
+                })
+                .await
+                .unwrap();
+        }
+        Call::Prefer(size) => {
+            let answer = client
+                .get_preferred_allocation(api::PreferredAllocationRequest {
+                    container_requests: vec![api::ContainerPreferredAllocationRequest {
+                        available_device_i_ds: ids.to_vec(),
+                        must_include_device_i_ds: Vec::new(),
+                        allocation_size: size,
+                    }],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                answer.container_responses[0].device_i_ds.len(),
+                size as usize
+            );
+        }
+    }
+}
+
+/// `CALLS` calls of `call` from `callers` concurrent callers, each on its own connection.
+async fn concurrent(
+    socket: &std::path::Path,
+    callers: usize,
+    call: Call,
+    ids: Arc<Vec<String>>,
+) -> Vec<Duration> {
     let mut tasks = Vec::new();
-    for caller in 0..CALLERS {
-        let client = DevicePluginClient::new(vfpool_deviceplugin::uds::channel(socket));
-        let call = call.clone();
+    for caller in 0..callers {
+        let mut client = DevicePluginClient::new(vfpool_deviceplugin::uds::channel(socket));
+        let ids = Arc::clone(&ids);
         tasks.push(tokio::spawn(async move {
-            // Warm the connection.
-            call(client.clone(), caller).await;
-            let mut samples = Vec::with_capacity(CALLS_PER_CALLER);
-            for i in 0..CALLS_PER_CALLER {
+            one(&mut client, call, &ids, caller).await; // connect + warm up
+            let per = CALLS / callers;
+            let mut samples = Vec::with_capacity(per);
+            for i in 0..per {
                 let start = Instant::now();
-                call(client.clone(), caller * CALLS_PER_CALLER + i).await;
+                one(&mut client, call, &ids, caller * per + i).await;
                 samples.push(start.elapsed());
             }
             samples
@@ -86,48 +152,26 @@ where
 }
 
 async fn bench_pool(label: &str, socket: std::path::PathBuf, ids: Arc<Vec<String>>) {
-    let allocate_ids = Arc::clone(&ids);
-    let samples = concurrent(&socket, move |mut client, n| {
-        let id = allocate_ids[n % allocate_ids.len()].clone();
-        async move {
-            client
-                .allocate(api::AllocateRequest {
-                    container_requests: vec![api::ContainerAllocateRequest {
-                        devices_ids: vec![id],
-                    }],
-                })
-                .await
-                .unwrap();
-        }
-    })
-    .await;
-    report(&format!("Allocate 1 device [{label}]"), samples);
-    for size in [1, 4] {
-        let prefer_ids = Arc::clone(&ids);
-        let samples = concurrent(&socket, move |mut client, _| {
-            let available = (*prefer_ids).clone();
-            async move {
-                let answer = client
-                    .get_preferred_allocation(api::PreferredAllocationRequest {
-                        container_requests: vec![api::ContainerPreferredAllocationRequest {
-                            available_device_i_ds: available,
-                            must_include_device_i_ds: Vec::new(),
-                            allocation_size: size,
-                        }],
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                assert_eq!(
-                    answer.container_responses[0].device_i_ds.len(),
-                    size as usize
-                );
-            }
-        })
-        .await;
+    for callers in [1, 16] {
+        let baseline = report(
+            &format!("baseline: GetDevicePluginOptions, {callers} callers"),
+            concurrent(&socket, callers, Call::Options, Arc::clone(&ids)).await,
+            None,
+        );
         report(
-            &format!("GetPreferredAllocation 1024 avail, size {size} [{label}]"),
-            samples,
+            &format!("Allocate 1 device, {callers} callers"),
+            concurrent(&socket, callers, Call::Allocate, Arc::clone(&ids)).await,
+            Some(baseline),
+        );
+        let payload = report(
+            &format!("baseline: GetPreferredAllocation 1024 avail size 0, {callers} callers"),
+            concurrent(&socket, callers, Call::Prefer(0), Arc::clone(&ids)).await,
+            None,
+        );
+        report(
+            &format!("GetPreferredAllocation 1024 avail size 4 [{label}], {callers} callers"),
+            concurrent(&socket, callers, Call::Prefer(4), Arc::clone(&ids)).await,
+            Some(payload),
         );
     }
 }
@@ -142,7 +186,13 @@ fn main() {
 }
 
 async fn run() {
-    let tmp = tempfile::tempdir().unwrap();
+    // tmpfs, as /sys and /var/run (the device-info directory) are on a node.
+    let shm = std::path::Path::new("/dev/shm");
+    let tmp = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
     let sys = tmp.path().join("sys");
     let fixture = vfpool_sysfs::sim::Fixture::load("large").unwrap();
     vfpool_sysfs::sim::write_tree(&fixture, &sys).unwrap();
@@ -175,7 +225,7 @@ async fn run() {
 
     for (label, allocator, sub) in [
         (
-            "allocator policy (wasm)",
+            "policy",
             Arc::new(PolicyAllocator::new(
                 Arc::clone(&policies),
                 Arc::clone(&policy_inventory),
@@ -221,7 +271,7 @@ async fn run() {
             let mut smaller = pools.clone();
             smaller[0].devices.pop();
             let mut samples = Vec::new();
-            for i in 0..100 {
+            for i in 0..200 {
                 let next = if i % 2 == 0 { &smaller } else { &pools };
                 let start = Instant::now();
                 let report = plugins.apply(next, &inventory).await;
@@ -230,7 +280,11 @@ async fn run() {
                 samples.push(start.elapsed());
                 assert_eq!(list.devices.len(), next[0].devices.len());
             }
-            report("pool change -> ListAndWatch update (1024 devices)", samples);
+            report(
+                "pool change -> ListAndWatch update (1024 devices)",
+                samples,
+                None,
+            );
         }
         plugins.shutdown().await;
         sim.shutdown();

@@ -3,7 +3,7 @@
 //! errs, times out or answers something invalid, the server falls back to [`builtin_preference`],
 //! a deterministic packing order, and logs why. A pod never fails because of a preference.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use vfpool_policy::{ActivePolicies, PolicyInventory};
@@ -77,56 +77,72 @@ pub fn check_answer(request: &PreferenceRequest, answer: &[String]) -> Result<()
     Ok(())
 }
 
-/// A (NUMA node, PF) group of devices.
-type Group = (Option<u32>, Option<String>);
-
 /// The built-in order: must-include devices first, then devices sharing a (NUMA node, PF) group
-/// with them, then the fullest groups (fewest PFs touched), ties broken by NUMA node, PF and id.
-/// Deterministic for a given pool and request.
+/// with them, then the fullest groups (fewest PFs touched), ties broken by NUMA node and PF
+/// address, ids in order within a group; ids the pool does not know come last. Deterministic for a
+/// given pool and request, and linear in the request (groups are precomputed per snapshot).
 pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> Vec<String> {
     let size = request.size.min(request.available.len());
-    let group_of = |id: &str| -> Group {
-        pool.get(id).map_or((None, None), |m| {
-            (m.device.numa_node, m.device.pf_id.clone())
-        })
-    };
-    let available: HashSet<&str> = request.available.iter().map(String::as_str).collect();
-    let mut chosen: Vec<String> = Vec::with_capacity(size);
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut chosen: Vec<String> = Vec::with_capacity(size.max(request.must_include.len()));
+    let mut seen: HashSet<&str> = HashSet::with_capacity(request.must_include.len());
+    let mut preferred = vec![false; pool.group_count()];
     for id in &request.must_include {
-        if chosen.len() < size.max(request.must_include.len()) && seen.insert(id.clone()) {
+        if seen.insert(id.as_str()) {
             chosen.push(id.clone());
-        }
-    }
-    let preferred_groups: HashSet<Group> =
-        request.must_include.iter().map(|id| group_of(id)).collect();
-    let mut groups: BTreeMap<Group, Vec<&str>> = BTreeMap::new();
-    for id in &request.available {
-        if !seen.contains(id) && available.contains(id.as_str()) {
-            groups.entry(group_of(id)).or_default().push(id.as_str());
-        }
-    }
-    let mut ordered: Vec<(&Group, Vec<&str>)> = groups
-        .iter()
-        .map(|(k, v)| {
-            let mut v = v.clone();
-            v.sort_unstable();
-            v.dedup();
-            (k, v)
-        })
-        .collect();
-    ordered.sort_by(|(ka, va), (kb, vb)| {
-        let pa = preferred_groups.contains(*ka);
-        let pb = preferred_groups.contains(*kb);
-        pb.cmp(&pa).then(vb.len().cmp(&va.len())).then(ka.cmp(kb))
-    });
-    for (_, ids) in ordered {
-        for id in ids {
-            if chosen.len() >= size {
-                return chosen;
+            if let Some(group) = pool.position(id).and_then(|p| pool.group(p))
+                && let Some(flag) = preferred.get_mut(group as usize)
+            {
+                *flag = true;
             }
-            chosen.push(id.to_string());
         }
+    }
+    if chosen.len() >= size {
+        return chosen;
+    }
+    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); pool.group_count()];
+    let mut unknown: Vec<&str> = Vec::new();
+    for id in &request.available {
+        if seen.contains(id.as_str()) {
+            continue;
+        }
+        match pool
+            .position(id)
+            .and_then(|p| pool.group(p).map(|g| (p, g)))
+        {
+            Some((position, group)) => {
+                if let Some(bucket) = buckets.get_mut(group as usize) {
+                    bucket.push(position);
+                }
+            }
+            None => unknown.push(id.as_str()),
+        }
+    }
+    let mut order: Vec<usize> = (0..buckets.len())
+        .filter(|&g| buckets.get(g).is_some_and(|b| !b.is_empty()))
+        .collect();
+    for bucket in &mut buckets {
+        bucket.sort_unstable();
+        bucket.dedup();
+    }
+    let len = |g: usize| buckets.get(g).map_or(0, Vec::len);
+    let is_preferred = |g: usize| preferred.get(g).copied().unwrap_or(false);
+    order.sort_by(|&a, &b| {
+        is_preferred(b)
+            .cmp(&is_preferred(a))
+            .then(len(b).cmp(&len(a)))
+            .then(a.cmp(&b))
+    });
+    unknown.sort_unstable();
+    unknown.dedup();
+    let known = order
+        .iter()
+        .flat_map(|&g| buckets.get(g).into_iter().flatten())
+        .filter_map(|&p| pool.members.get(p).map(|m| m.id()));
+    for id in known.chain(unknown) {
+        if chosen.len() >= size {
+            break;
+        }
+        chosen.push(id.to_string());
     }
     chosen
 }

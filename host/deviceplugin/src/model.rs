@@ -61,6 +61,9 @@ pub struct PoolSnapshot {
     /// Node facts at the time of the snapshot (`/dev/vhost-net`, `/dev/net/tun`).
     pub node: NodeFacts,
     index: HashMap<String, usize>,
+    /// Per member: the rank of its (NUMA node, PF) group, groups ranked in key order.
+    groups: Vec<u32>,
+    group_count: usize,
 }
 
 impl PoolSnapshot {
@@ -79,6 +82,24 @@ impl PoolSnapshot {
             .enumerate()
             .map(|(i, m)| (m.device.id.clone(), i))
             .collect();
+        let keys: std::collections::BTreeSet<(Option<u32>, Option<&str>)> = members
+            .iter()
+            .map(|m| (m.device.numa_node, m.device.pf_id.as_deref()))
+            .collect();
+        let rank: HashMap<(Option<u32>, Option<&str>), u32> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        let groups = members
+            .iter()
+            .map(|m| {
+                rank.get(&(m.device.numa_node, m.device.pf_id.as_deref()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let group_count = keys.len();
         PoolSnapshot {
             resource_name,
             device_type,
@@ -86,6 +107,8 @@ impl PoolSnapshot {
             members,
             node,
             index,
+            groups,
+            group_count,
         }
     }
 
@@ -103,6 +126,22 @@ impl PoolSnapshot {
     /// The member with this id.
     pub fn get(&self, id: &str) -> Option<&Member> {
         self.index.get(id).and_then(|&i| self.members.get(i))
+    }
+
+    /// The position of `id` in [`Self::members`].
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// The (NUMA node, PF) group rank of the member at `position`, and how many groups there are.
+    /// Groups are ranked in (NUMA node, PF address) order.
+    pub fn group(&self, position: usize) -> Option<u32> {
+        self.groups.get(position).copied()
+    }
+
+    /// How many (NUMA node, PF) groups the members form.
+    pub fn group_count(&self) -> usize {
+        self.group_count
     }
 
     /// What kubelet sees: (id, health, NUMA node unless topology is excluded), in id order. Two
@@ -135,3 +174,61 @@ impl PoolSnapshot {
 
 /// A shared snapshot.
 pub type Snapshot = Arc<PoolSnapshot>;
+
+#[cfg(test)]
+mod tests {
+    use vfpool_policy::PoolDevice;
+    use vfpool_sysfs::DeviceKind;
+
+    use super::*;
+
+    fn member(id: &str, numa: Option<u32>, health: Health) -> Member {
+        let mut device = Device::unknown(id, DeviceKind::Vf);
+        device.numa_node = numa;
+        Member {
+            hints: PoolDevice {
+                id: id.to_string(),
+                rdma: false,
+                vhost_net: false,
+                vdpa_type: None,
+                additional_info: None,
+            },
+            device,
+            health,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn the_view_is_sorted_and_exclude_topology_drops_numa() {
+        let members = vec![
+            member("b", Some(1), Health::Unhealthy),
+            member("a", Some(0), Health::Healthy),
+            member("c", None, Health::Healthy),
+        ];
+        let pool = PoolSnapshot::new(
+            "x.io/p".into(),
+            DeviceType::NetDevice,
+            false,
+            members.clone(),
+            NodeFacts::default(),
+        );
+        assert_eq!(
+            pool.view(),
+            [
+                ("a", Health::Healthy, Some(0)),
+                ("b", Health::Unhealthy, Some(1)),
+                ("c", Health::Healthy, None)
+            ]
+        );
+        assert_eq!(pool.healthy(), 2);
+        let excluded = PoolSnapshot::new(
+            "x.io/p".into(),
+            DeviceType::NetDevice,
+            true,
+            members,
+            NodeFacts::default(),
+        );
+        assert!(excluded.view().iter().all(|(_, _, numa)| numa.is_none()));
+    }
+}

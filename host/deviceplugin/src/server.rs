@@ -206,7 +206,8 @@ impl PoolService {
             return Vec::new();
         }
         let allocator = Arc::clone(&self.state.allocator);
-        let question = request.clone();
+        let request = Arc::new(request);
+        let question = Arc::clone(&request);
         let call = tokio::task::spawn_blocking(move || allocator.prefer(&question));
         let failure = match tokio::time::timeout(self.state.allocator_timeout, call).await {
             Ok(Ok(Ok(ids))) => match allocator::check_answer(&request, &ids) {

@@ -338,7 +338,7 @@ async fn kubelet_refuses_bad_versions_names_and_a_second_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_watcher_mode_registers_through_get_info() {
     let env = Env::new();
-    let sim = KubeletSim::start(
+    let mut sim = KubeletSim::start(
         &env.kubelet(),
         SimOptions {
             plugin_watcher: true,
@@ -373,6 +373,15 @@ async fn plugin_watcher_mode_registers_through_get_info() {
     })
     .await
     .unwrap();
+    // kubelet restarts: its plugin watcher finds the socket again and re-registers it.
+    let before = sim.registrations().len();
+    sim.restart().await.unwrap();
+    sim.wait_for("registered again after the restart", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    assert!(sim.registrations().len() > before);
     plugins.shutdown().await;
     sim.shutdown();
 }
