@@ -841,3 +841,46 @@ async fn sighup_reloads_the_config() {
     assert!(agent.signal_and_wait("TERM").success());
     sim.shutdown();
 }
+
+/// `vfpool run` takes DESIGN.md's flags, each with its environment twin and upstream's defaults,
+/// and refuses a bad value naming it.
+#[test]
+fn run_flags_have_env_twins_and_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env, default) in [
+        (
+            "--config-file",
+            "VFPOOL_CONFIG_FILE",
+            "/etc/pcidp/config.json",
+        ),
+        ("--resource-prefix", "VFPOOL_RESOURCE_PREFIX", "intel.com"),
+        ("--sysfs-root", "VFPOOL_SYSFS_ROOT", "/sys"),
+        ("--kubelet-dir", "VFPOOL_KUBELET_DIR", "/var/lib/kubelet"),
+        (
+            "--devinfo-dir",
+            "VFPOOL_DEVINFO_DIR",
+            "/var/run/k8s.cni.cncf.io/devinfo/dp",
+        ),
+        ("--policy-dir", "VFPOOL_POLICY_DIR", "/etc/vfpool/policies"),
+        ("--rescan-interval", "VFPOOL_RESCAN_INTERVAL", "30s"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+        assert!(help.contains(env), "{env} missing:\n{help}");
+        assert!(help.contains(default), "{default} missing:\n{help}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args(["run", "--rescan-interval", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0s") && err.contains("rescan-interval"),
+        "{err}"
+    );
+}
