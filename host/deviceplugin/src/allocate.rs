@@ -223,7 +223,14 @@ pub fn rdma_char_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
     if id.is_empty() || id.contains('/') || id.starts_with('.') {
         return found;
     }
-    for bus in ["bus/pci/devices", "bus/auxiliary/devices"] {
+    // A PCI address (`0000:3b:00.2`) lives on the PCI bus, anything else (`mlx5_core.sf.4`) on
+    // the auxiliary bus.
+    let bus = if id.contains(':') {
+        "bus/pci/devices"
+    } else {
+        "bus/auxiliary/devices"
+    };
+    {
         let dir = root.path().join(bus).join(id);
         for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
             let Ok(entries) = fs::read_dir(dir.join(class)) else {
@@ -375,8 +382,15 @@ pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathB
     fs::create_dir_all(dir).map_err(fail)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
-        let _ = fs::remove_file(&tmp);
-        let mut file = fs::File::create(&tmp)?;
+        let mut file = match fs::File::create(&tmp) {
+            Ok(file) => file,
+            // A read-only leftover of an interrupted write (only root could reopen it).
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                fs::remove_file(&tmp)?;
+                fs::File::create(&tmp)?
+            }
+            Err(e) => return Err(e),
+        };
         file.write_all(contents.as_bytes())?;
         // No fsync: the directory is a tmpfs under /var/run, readers only need the rename to be
         // atomic, and an fsync costs milliseconds on the pod start path.
