@@ -27,6 +27,78 @@ pub enum Command {
     Sim(SimArgs),
     /// Run the node agent: serve the pools to kubelet as device plugins and keep them current.
     Run(RunArgs),
+    /// Show the pools the active policies make of this node (a dry run; nothing is served).
+    Pools(PoolsArgs),
+    /// Work with policy modules.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show the whole chain on a temporary simulated node: discovery, the agent registering with a
+    /// kubelet simulator, a pod's allocation, the CNI plugin (as root), a policy hot swap.
+    Demo(DemoArgs),
+}
+
+/// `vfpool demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Leave the agent and the kubelet simulator running at the end, and print how to poke at
+    /// them; Ctrl-C cleans up.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `vfpool policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load, type-check and exercise policy modules; exit 0 only if a running agent would accept
+    /// every one of them.
+    Check(PolicyCheckArgs),
+}
+
+/// `vfpool pools`.
+#[derive(Debug, clap::Args)]
+pub struct PoolsArgs {
+    #[command(flatten)]
+    pub sysfs: SysfsArgs,
+    /// The upstream device plugin's config file (`{"resourceList":[...]}`).
+    #[arg(
+        long,
+        env = "VFPOOL_CONFIG_FILE",
+        default_value = "/etc/pcidp/config.json"
+    )]
+    pub config_file: PathBuf,
+    /// Prefix for resources that do not name one.
+    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
+    pub resource_prefix: String,
+    /// Directory of policy modules (*.wasm); missing or empty: the embedded defaults.
+    #[arg(
+        long,
+        env = "VFPOOL_POLICY_DIR",
+        default_value = "/etc/vfpool/policies"
+    )]
+    pub policy_dir: PathBuf,
+    /// Print JSON (`{"pools":[...]}`) instead of a table.
+    #[arg(long, env = "VFPOOL_JSON")]
+    pub json: bool,
+}
+
+/// `vfpool policy check`.
+#[derive(Debug, clap::Args)]
+pub struct PolicyCheckArgs {
+    /// The modules to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The config file to validate and exercise the modules with (default: empty settings).
+    #[arg(long, env = "VFPOOL_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Prefix for resources that do not name one.
+    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
+    pub resource_prefix: String,
+    #[command(flatten)]
+    pub sysfs: SysfsArgs,
+    /// Exercise the modules on a simulated node (a shipped fixture name or a fixture file) instead
+    /// of --sysfs-root.
+    #[arg(long, conflicts_with = "sysfs_root")]
+    pub fixture: Option<String>,
 }
 
 /// The sysfs root flag shared by every command that reads devices.

@@ -1,12 +1,15 @@
 //! One module per subcommand; each turns parsed arguments into output and an exit code.
 
+mod demo;
 mod discover;
+mod policy_check;
+mod pools;
 mod run;
 mod sim;
 
 pub use run::parse_duration;
 
-use crate::cli::Command;
+use crate::cli::{Command, PolicyCommand};
 use crate::exit::CmdResult;
 
 /// Runs a parsed subcommand.
@@ -15,5 +18,8 @@ pub fn run(command: Command) -> CmdResult {
         Command::Discover(args) => discover::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Pools(args) => pools::run(&args),
+        Command::Policy(PolicyCommand::Check(args)) => policy_check::run(&args),
+        Command::Demo(args) => demo::run(&args),
     }
 }
