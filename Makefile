@@ -1,15 +1,16 @@
 # The project's entry points. `make demo` and `make test` are the README's quick start; both install
 # what a fresh machine lacks first (`make setup`), so nothing has to be installed by hand.
 
-# Debian packages the tests and the demo need. Crates add theirs here.
-APT_PACKAGES := iproute2 containernetworking-plugins
+# Debian packages the tests and the demo need. Crates add theirs here. (python3-venv: the Python
+# example policy's toolchain venv; Node.js and npm must be on PATH for the JavaScript example.)
+APT_PACKAGES := iproute2 containernetworking-plugins python3-venv
 # rustup targets (the policies are WebAssembly components).
 RUST_TARGETS := wasm32-wasip2
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup demo test lint fmt bench clean
+.PHONY: setup demo test lint fmt bench clean policies
 
 setup:
 	@bash scripts/setup.sh "$(APT_PACKAGES)" "$(RUST_TARGETS)"
@@ -27,7 +28,12 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	cd policies && $(CARGO) clippy --all-targets --locked -- -D warnings
 
-test: setup lint
+# The example policies in other languages (policies/examples/): built from source with pinned,
+# project-local toolchains (componentize-py in a venv, componentize-js from package-lock.json).
+policies: setup
+	bash scripts/build-policies.sh
+
+test: setup lint policies
 	$(CARGO) test --workspace --locked
 	cd policies && $(CARGO) test --locked
 

@@ -15,6 +15,7 @@ const COMPONENTS: &[&str] = &[
     "spread_allocator",
     "probe",
     "wrong_exports",
+    "rust_starter",
 ];
 
 fn main() {
@@ -46,6 +47,7 @@ fn run() -> Result<(), String> {
         "packed-allocator",
         "spread-allocator",
         "test-policies",
+        "examples/rust-starter",
     ] {
         watch_sources(&policies.join(member))?;
     }

@@ -166,6 +166,11 @@ pub struct RunArgs {
         default_value = "/etc/vfpool/policies"
     )]
     pub policy_dir: PathBuf,
+    /// Keep compiled policy modules in this directory (created 0700; must be owned by the agent's
+    /// user), so a restart or hot swap of a large Python or JavaScript policy loads in
+    /// milliseconds instead of compiling for seconds. Unset: compile every time.
+    #[arg(long, env = "VFPOOL_POLICY_CACHE_DIR")]
+    pub policy_cache_dir: Option<PathBuf>,
     /// How often to rediscover devices and health (e.g. 30s, 500ms, 2m).
     #[arg(long, env = "VFPOOL_RESCAN_INTERVAL", default_value = "30s", value_parser = crate::cmd::parse_duration)]
     pub rescan_interval: std::time::Duration,

@@ -8,6 +8,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod facts;
 mod telemetry;
 
 use std::process::ExitCode;

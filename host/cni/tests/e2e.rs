@@ -269,24 +269,26 @@ fn del_copes_with_a_gone_netns_an_empty_netns_and_a_lost_cache() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn concurrent_adds_on_different_vfs_all_succeed() -> Result<()> {
-    require_root!();
-    let node = Node::new(4)?;
-    let pods: Vec<Netns> = (0..4).map(|_| Netns::new("pod")).collect::<Result<_>>()?;
-    let outs: Vec<common::Outcome> = std::thread::scope(|s| {
+/// Runs ADD `c<i>` for every pod `i` at once, each on VF `vf(i)`, and returns the outcomes in pod
+/// order.
+fn concurrent_adds(
+    node: &Node,
+    pods: &[Netns],
+    vf: impl Fn(usize) -> usize + Sync,
+) -> Result<Vec<common::Outcome>> {
+    std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
             .enumerate()
             .map(|(i, pod)| {
-                let node = &node;
+                let vf = &vf;
                 s.spawn(move || {
                     node.cni(
                         "ADD",
                         &format!("c{i}"),
                         &pod.path(),
                         "net1",
-                        &node.netconf(i, json!({})),
+                        &node.netconf(vf(i), json!({})),
                     )
                 })
             })
@@ -295,7 +297,15 @@ fn concurrent_adds_on_different_vfs_all_succeed() -> Result<()> {
             .into_iter()
             .map(|h| h.join().unwrap())
             .collect::<Result<Vec<_>>>()
-    })?;
+    })
+}
+
+#[test]
+fn concurrent_adds_on_different_vfs_all_succeed() -> Result<()> {
+    require_root!();
+    let node = Node::new(4)?;
+    let pods: Vec<Netns> = (0..4).map(|_| Netns::new("pod")).collect::<Result<_>>()?;
+    let outs = concurrent_adds(&node, &pods, |i| i)?;
     let mut ips: Vec<String> = outs
         .iter()
         .map(|o| {
@@ -327,28 +337,7 @@ fn two_adds_racing_for_one_vf_one_wins_one_gets_try_again_later() -> Result<()> 
     require_root!();
     let node = Node::new(1)?;
     let pods = [Netns::new("pod")?, Netns::new("pod")?];
-    let outs: Vec<common::Outcome> = std::thread::scope(|s| {
-        let handles: Vec<_> = pods
-            .iter()
-            .enumerate()
-            .map(|(i, pod)| {
-                let node = &node;
-                s.spawn(move || {
-                    node.cni(
-                        "ADD",
-                        &format!("c{i}"),
-                        &pod.path(),
-                        "net1",
-                        &node.netconf(0, json!({})),
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let outs = concurrent_adds(&node, &pods, |_| 0)?;
     let winners: Vec<usize> = (0..2).filter(|i| outs[*i].ok).collect();
     assert_eq!(winners.len(), 1, "{outs:?}");
     let loser = 1 - winners[0];
@@ -436,29 +425,7 @@ fn the_pod_ips_are_announced_to_the_neighbours() -> Result<()> {
     // VF's MAC without asking (gratuitous ARP, unsolicited NA), so an IP reused by a new pod is
     // not sent to the old MAC.
     require_root!();
-    let node = Node::new(1)?;
-    let pod = Netns::new("pod")?;
-    let peer = format!("{}w0", node.tag);
-    node.wire
-        .ip(&["addr", "add", "10.77.0.200/24", "dev", &peer])?;
-    node.wire
-        .ip(&["addr", "add", "fd00:77::200/64", "dev", &peer, "nodad"])?;
-    for setting in [
-        format!("net.ipv4.conf.{peer}.arp_accept=1"),
-        // Linux keeps an unsolicited NA only on a router that asks for it.
-        format!("net.ipv6.conf.{peer}.forwarding=1"),
-        format!("net.ipv6.conf.{peer}.accept_untracked_na=2"),
-    ] {
-        common::sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &node.wire.name,
-            "sysctl",
-            "-qw",
-            &setting,
-        ])?;
-    }
+    let (node, pod, peer) = listening_wire(true)?;
     let ipam = json!({
         "type": "host-local",
         "dataDir": node.ipam_dir(),
@@ -472,19 +439,8 @@ fn the_pod_ips_are_announced_to_the_neighbours() -> Result<()> {
         &node.netconf(0, json!({"ipam": ipam})),
     )?;
     assert!(add.ok, "{:?}", add.json);
-    let mac = add.json["interfaces"][0]["mac"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut neigh = String::new();
-    for _ in 0..100 {
-        neigh = node.wire.ip(&["neigh", "show", "dev", &peer])?
-            + &node.wire.ip(&["-6", "neigh", "show", "dev", &peer])?;
-        if neigh.contains("10.77.0.2 ") && neigh.contains("fd00:77::2 ") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mac = added_mac(&add);
+    let neigh = wire_neighbours(&node, &peer, &["10.77.0.2 ", "fd00:77::2 "], 100)?;
     assert!(
         neigh.contains(&format!("10.77.0.2 lladdr {mac}")),
         "wire neighbours: {neigh:?}"
@@ -494,6 +450,69 @@ fn the_pod_ips_are_announced_to_the_neighbours() -> Result<()> {
         "wire neighbours: {neigh:?}"
     );
     Ok(())
+}
+
+/// A one-VF node and a pod, with the VF's wire peer addressed in 10.77.0.0/24 (and fd00:77::/64
+/// when `ipv6`) and set to keep unsolicited announcements; returns the peer's name too.
+fn listening_wire(ipv6: bool) -> Result<(Node, Netns, String)> {
+    let node = Node::new(1)?;
+    let pod = Netns::new("pod")?;
+    let peer = format!("{}w0", node.tag);
+    node.wire
+        .ip(&["addr", "add", "10.77.0.200/24", "dev", &peer])?;
+    wire_sysctl(&node, &format!("net.ipv4.conf.{peer}.arp_accept=1"))?;
+    if ipv6 {
+        node.wire
+            .ip(&["addr", "add", "fd00:77::200/64", "dev", &peer, "nodad"])?;
+        // Linux keeps an unsolicited NA only on a router that asks for it.
+        wire_sysctl(&node, &format!("net.ipv6.conf.{peer}.forwarding=1"))?;
+        wire_sysctl(
+            &node,
+            &format!("net.ipv6.conf.{peer}.accept_untracked_na=2"),
+        )?;
+    }
+    Ok((node, pod, peer))
+}
+
+/// Sets a sysctl inside the wire's network namespace (the neighbour side of the VFs).
+fn wire_sysctl(node: &Node, setting: &str) -> Result<()> {
+    common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.wire.name,
+        "sysctl",
+        "-qw",
+        setting,
+    ])?;
+    Ok(())
+}
+
+/// The MAC of the first interface in an ADD result.
+fn added_mac(add: &common::Outcome) -> String {
+    add.json["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls the wire peer's neighbour table (IPv6 too when an entry to wait for is an IPv6 address)
+/// every 20 ms, up to `tries` times, until every `entries` text appears; returns the last table
+/// for the caller's assertions.
+fn wire_neighbours(node: &Node, peer: &str, entries: &[&str], tries: usize) -> Result<String> {
+    let ipv6 = entries.iter().any(|e| e.contains(':'));
+    let mut neigh = String::new();
+    for _ in 0..tries {
+        neigh = node.wire.ip(&["neigh", "show", "dev", peer])?;
+        if ipv6 {
+            neigh += &node.wire.ip(&["-6", "neigh", "show", "dev", peer])?;
+        }
+        if entries.iter().all(|e| neigh.contains(e)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(neigh)
 }
 
 #[test]
@@ -613,20 +632,7 @@ fn an_ip_is_announced_even_when_carrier_comes_after_link_up() -> Result<()> {
     // Real VFs get carrier some milliseconds after they are set up, so the kernel's own
     // announcement at link-up is lost; ADD waits for carrier (up to 200 ms) and sends one.
     require_root!();
-    let node = Node::new(1)?;
-    let pod = Netns::new("pod")?;
-    let peer = format!("{}w0", node.tag);
-    node.wire
-        .ip(&["addr", "add", "10.77.0.200/24", "dev", &peer])?;
-    common::sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &node.wire.name,
-        "sysctl",
-        "-qw",
-        &format!("net.ipv4.conf.{peer}.arp_accept=1"),
-    ])?;
+    let (node, pod, peer) = listening_wire(false)?;
     node.wire.ip(&["link", "set", &peer, "down"])?;
     let add = std::thread::scope(|s| -> Result<common::Outcome> {
         let add = s.spawn(|| {
@@ -652,18 +658,8 @@ fn an_ip_is_announced_even_when_carrier_comes_after_link_up() -> Result<()> {
         add.join().unwrap()
     })?;
     assert!(add.ok, "{:?}", add.json);
-    let mac = add.json["interfaces"][0]["mac"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut neigh = String::new();
-    for _ in 0..50 {
-        neigh = node.wire.ip(&["neigh", "show", "dev", &peer])?;
-        if neigh.contains("10.77.0.2 ") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mac = added_mac(&add);
+    let neigh = wire_neighbours(&node, &peer, &["10.77.0.2 "], 50)?;
     assert!(
         neigh.contains(&format!("10.77.0.2 lladdr {mac}")),
         "wire neighbours: {neigh:?}"

@@ -11,7 +11,15 @@
 //! - pool change → ListAndWatch update: from the start of `apply` (PodResources query, planning,
 //!   publishing) to the new list arriving on a kubelet-side stream.
 //!
+//! The agent and kubelet are separate processes on a node, so the two sides run on separate tokio
+//! runtimes with their own threads: the device plugin on a 2-worker runtime as `vfpool run` builds
+//! it, the client (the kubelet stand-in) on another 2-worker runtime. They still share the
+//! machine's cores, as they do on a node; only the tokio scheduler is no longer shared (a client
+//! task ready to encode the next request used to sit in the server's run queue).
+//!
 //! Run: `cargo bench -p vfpool-deviceplugin --bench grpc`. Prints one table; no assertions.
+//! `VFPOOL_BENCH_CALLS=allocate,prefer,change` and `VFPOOL_BENCH_CALLERS=1,16` pick rows (for
+//! profiling one of them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -30,7 +38,7 @@ use vfpool_sysfs::SysfsRoot;
 
 const NAME: &str = "intel.com/large";
 /// Calls per measurement row, spread over the callers.
-const CALLS: usize = 4000;
+const CALLS: usize = 8000;
 
 struct NoAllocator;
 
@@ -62,7 +70,7 @@ fn report(
         )
     });
     println!(
-        "{what:<62} n={:<5} p50={:>9.3?} p99={:>9.3?} max={:>9.3?}{ratio}",
+        "{what:<80} n={:<5} p50={:>9.3?} p99={:>9.3?} max={:>9.3?}{ratio}",
         samples.len(),
         p50,
         p99,
@@ -121,16 +129,41 @@ async fn one(
     }
 }
 
-/// `CALLS` calls of `call` from `callers` concurrent callers, each on its own connection.
+/// How the callers reach the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    /// One connection that every caller shares, as kubelet's device manager has one gRPC client
+    /// connection per plugin socket and multiplexes its calls over it.
+    Shared,
+    /// A connection per caller (a stress case: more connections than kubelet makes).
+    PerCaller,
+}
+
+impl Conn {
+    fn label(self) -> &'static str {
+        match self {
+            Conn::Shared => "1 connection",
+            Conn::PerCaller => "a connection each",
+        }
+    }
+}
+
+/// `CALLS` calls of `call` from `callers` concurrent callers.
 async fn concurrent(
     socket: &std::path::Path,
     callers: usize,
+    conn: Conn,
     call: Call,
     ids: Arc<Vec<String>>,
 ) -> Vec<Duration> {
+    let shared = vfpool_deviceplugin::uds::channel(socket);
     let mut tasks = Vec::new();
     for caller in 0..callers {
-        let mut client = DevicePluginClient::new(vfpool_deviceplugin::uds::channel(socket));
+        let channel = match conn {
+            Conn::Shared => shared.clone(),
+            Conn::PerCaller => vfpool_deviceplugin::uds::channel(socket),
+        };
+        let mut client = DevicePluginClient::new(channel);
         let ids = Arc::clone(&ids);
         tasks.push(tokio::spawn(async move {
             one(&mut client, call, &ids, caller).await; // connect + warm up
@@ -151,41 +184,104 @@ async fn concurrent(
     all
 }
 
-async fn bench_pool(label: &str, socket: std::path::PathBuf, ids: Arc<Vec<String>>) {
-    for callers in [1, 16] {
-        let baseline = report(
-            &format!("baseline: GetDevicePluginOptions, {callers} callers"),
-            concurrent(&socket, callers, Call::Options, Arc::clone(&ids)).await,
-            None,
-        );
-        report(
-            &format!("Allocate 1 device, {callers} callers"),
-            concurrent(&socket, callers, Call::Allocate, Arc::clone(&ids)).await,
-            Some(baseline),
-        );
-        let payload = report(
-            &format!("baseline: GetPreferredAllocation 1024 avail size 0, {callers} callers"),
-            concurrent(&socket, callers, Call::Prefer(0), Arc::clone(&ids)).await,
-            None,
-        );
-        report(
-            &format!("GetPreferredAllocation 1024 avail size 4 [{label}], {callers} callers"),
-            concurrent(&socket, callers, Call::Prefer(4), Arc::clone(&ids)).await,
-            Some(payload),
-        );
+/// Which rows to run: `VFPOOL_BENCH_CALLS` and `VFPOOL_BENCH_CALLERS` (all by default).
+struct Rows {
+    calls: Vec<String>,
+    callers: Vec<usize>,
+}
+
+impl Rows {
+    fn from_env() -> Rows {
+        let calls = std::env::var("VFPOOL_BENCH_CALLS")
+            .unwrap_or_else(|_| "allocate,prefer,change".to_string())
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let callers = std::env::var("VFPOOL_BENCH_CALLERS")
+            .unwrap_or_else(|_| "1,16".to_string())
+            .split(',')
+            .map(|n| n.parse().expect("VFPOOL_BENCH_CALLERS: numbers"))
+            .collect();
+        Rows { calls, callers }
+    }
+
+    fn has(&self, call: &str) -> bool {
+        self.calls.iter().any(|c| c == call)
+    }
+}
+
+/// The client side (kubelet's runtime): `block_on` there.
+fn client<F: std::future::Future>(kubelet: &tokio::runtime::Runtime, f: F) -> F::Output {
+    kubelet.block_on(f)
+}
+
+fn bench_pool(
+    kubelet: &tokio::runtime::Runtime,
+    rows: &Rows,
+    label: &str,
+    socket: &std::path::Path,
+    ids: &Arc<Vec<String>>,
+) {
+    for &callers in &rows.callers {
+        for conn in [Conn::Shared, Conn::PerCaller] {
+            if callers == 1 && conn == Conn::PerCaller {
+                continue;
+            }
+            let run = |call| {
+                client(
+                    kubelet,
+                    concurrent(socket, callers, conn, call, Arc::clone(ids)),
+                )
+            };
+            let how = format!("{callers} callers, {}", conn.label());
+            if rows.has("allocate") {
+                let baseline = report(
+                    &format!("baseline: GetDevicePluginOptions, {how}"),
+                    run(Call::Options),
+                    None,
+                );
+                report(
+                    &format!("Allocate 1 device [{label}], {how}"),
+                    run(Call::Allocate),
+                    Some(baseline),
+                );
+            }
+            if rows.has("prefer") {
+                let payload = report(
+                    &format!("baseline: GetPreferredAllocation 1024 avail size 0, {how}"),
+                    run(Call::Prefer(0)),
+                    None,
+                );
+                report(
+                    &format!("GetPreferredAllocation 1024 avail size 4 [{label}], {how}"),
+                    run(Call::Prefer(4)),
+                    Some(payload),
+                );
+            }
+        }
     }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The agent's runtime, as `vfpool run` builds it.
+    let agent = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("agent")
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run());
+    // kubelet's side: another process on a node, so its own threads here.
+    let kubelet = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kubelet")
+        .enable_all()
+        .build()
+        .unwrap();
+    run(&agent, &kubelet);
 }
 
-async fn run() {
+fn run(agent: &tokio::runtime::Runtime, kubelet: &tokio::runtime::Runtime) {
+    let rows = Rows::from_env();
     // tmpfs, as /sys and /var/run (the device-info directory) are on a node.
     let shm = std::path::Path::new("/dev/shm");
     let tmp = if shm.is_dir() {
@@ -223,70 +319,132 @@ async fn run() {
     assert_eq!(pools[0].devices.len(), 1024);
     let ids: Arc<Vec<String>> = Arc::new(pools[0].devices.iter().map(|d| d.id.clone()).collect());
 
-    for (label, allocator, sub) in [
-        (
-            "policy",
-            Arc::new(PolicyAllocator::new(
-                Arc::clone(&policies),
-                Arc::clone(&policy_inventory),
-            )) as Arc<dyn Allocator>,
-            "policy",
-        ),
+    let policy = || {
+        Arc::new(PolicyAllocator::new(
+            Arc::clone(&policies),
+            Arc::clone(&policy_inventory),
+        )) as Arc<dyn Allocator>
+    };
+    // The third pool is the policy again with every call admitted at once (as before allocator
+    // calls were limited to one per core), for comparison in the same run: prefer rows only.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for (label, allocator, sub, concurrency) in [
+        ("policy", policy(), "policy", cores),
         (
             "built-in fallback order",
             Arc::new(NoAllocator) as Arc<dyn Allocator>,
             "builtin",
+            cores,
         ),
+        ("policy, calls not limited", policy(), "unlimited", 64),
     ] {
-        let kubelet = tmp.path().join(sub).join("kubelet");
-        std::fs::create_dir_all(&kubelet).unwrap();
-        let sim = KubeletSim::start(&kubelet, SimOptions::default())
-            .await
-            .unwrap();
+        if sub == "unlimited" && !rows.has("prefer") {
+            continue;
+        }
+        if sub != "builtin" {
+            // The policy rows must measure the policy, not the fallback a failing call gets.
+            let direct = allocator.prefer(&PreferenceRequest {
+                resource_name: NAME.to_string(),
+                available: ids.to_vec(),
+                must_include: Vec::new(),
+                size: 4,
+            });
+            assert!(
+                direct.as_ref().is_ok_and(|ids| ids.len() == 4),
+                "the allocator policy does not answer: {direct:?}"
+            );
+        }
+        let kubelet_dir = tmp.path().join(sub).join("kubelet");
+        std::fs::create_dir_all(&kubelet_dir).unwrap();
+        let sim = client(
+            kubelet,
+            KubeletSim::start(&kubelet_dir, SimOptions::default()),
+        )
+        .unwrap();
         let mut config = PluginConfig::new(
-            kubelet.clone(),
+            kubelet_dir.clone(),
             tmp.path().join(sub).join("devinfo"),
             root.clone(),
         );
         config.allocator_timeout = Duration::from_secs(2);
-        let mut plugins = DevicePlugins::start(config, allocator).unwrap();
-        plugins.apply(&pools, &inventory).await;
-        sim.wait_for("1024 devices", Duration::from_secs(60), |r| {
-            r.get(NAME).is_some_and(|v| v.allocatable() == 1024)
-        })
-        .await
+        config.allocator_concurrency = concurrency;
+        let mut plugins = agent.block_on(async {
+            let mut plugins = DevicePlugins::start(config, allocator).unwrap();
+            let start = Instant::now();
+            plugins.apply(&pools, &inventory).await;
+            if sub == "policy" {
+                // Includes preparing every member's Allocate answer (RDMA character devices).
+                println!(
+                    "first apply: start serving 1024 devices                                          {:>9.3?}",
+                    start.elapsed()
+                );
+            }
+            plugins
+        });
+        client(
+            kubelet,
+            sim.wait_for("1024 devices", Duration::from_secs(60), |r| {
+                r.get(NAME).is_some_and(|v| v.allocatable() == 1024)
+            }),
+        )
         .unwrap();
-        let socket = kubelet.join("device-plugins/intel.com_large.sock");
-        bench_pool(label, socket.clone(), Arc::clone(&ids)).await;
+        let socket = kubelet_dir.join("device-plugins/intel.com_large.sock");
+        if sub == "unlimited" {
+            let only_prefer = Rows {
+                calls: vec!["prefer".to_string()],
+                callers: rows.callers.iter().copied().filter(|&c| c > 1).collect(),
+            };
+            bench_pool(kubelet, &only_prefer, label, &socket, &ids);
+        } else {
+            bench_pool(kubelet, &rows, label, &socket, &ids);
+        }
 
-        if sub == "policy" {
-            // Pool change → ListAndWatch update, seen by a kubelet-side stream.
-            let mut client = DevicePluginClient::new(vfpool_deviceplugin::uds::channel(&socket));
-            let mut stream = client
-                .list_and_watch(api::Empty {})
-                .await
-                .unwrap()
-                .into_inner();
-            stream.message().await.unwrap().unwrap();
+        if sub == "policy" && rows.has("change") {
+            // Pool change → ListAndWatch update: from the start of `apply` on the agent side to
+            // the list arriving on a kubelet-side stream.
+            let (arrived_tx, arrived) = std::sync::mpsc::channel::<(Instant, usize)>();
+            let reader = kubelet.spawn({
+                let socket = socket.clone();
+                async move {
+                    let mut client =
+                        DevicePluginClient::new(vfpool_deviceplugin::uds::channel(&socket));
+                    let mut stream = client
+                        .list_and_watch(api::Empty {})
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    while let Ok(Some(list)) = stream.message().await {
+                        if arrived_tx
+                            .send((Instant::now(), list.devices.len()))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            });
+            arrived.recv().unwrap();
             let mut smaller = pools.clone();
             smaller[0].devices.pop();
             let mut samples = Vec::new();
             for i in 0..200 {
                 let next = if i % 2 == 0 { &smaller } else { &pools };
                 let start = Instant::now();
-                let report = plugins.apply(next, &inventory).await;
+                let report = agent.block_on(plugins.apply(next, &inventory));
                 assert_eq!(report.updated.len(), 1);
-                let list = stream.message().await.unwrap().unwrap();
-                samples.push(start.elapsed());
-                assert_eq!(list.devices.len(), next[0].devices.len());
+                let (at, devices) = arrived.recv().unwrap();
+                samples.push(at - start);
+                assert_eq!(devices, next[0].devices.len());
             }
             report(
                 "pool change -> ListAndWatch update (1024 devices)",
                 samples,
                 None,
             );
+            reader.abort();
         }
-        plugins.shutdown().await;
+        agent.block_on(plugins.shutdown());
+        let _guard = kubelet.enter();
         sim.shutdown();
     }
 }

@@ -9,10 +9,11 @@
 //! the `uio`/`vdpa` info is present on the first allocation too (upstream adds it only after the
 //! device specs were computed once).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -203,6 +204,58 @@ pub fn grant(
     Ok(grant)
 }
 
+/// A member's Allocate answer computed when its snapshot is published rather than per call: the
+/// grant, with the RDMA character devices read from sysfs (the largest per-call cost before:
+/// three directory reads per RDMA device), and the device-info document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// What the device gets.
+    pub grant: DeviceGrant,
+    /// Its device-info document, when the pool type has one ([`device_info_json`]).
+    pub device_info: Option<String>,
+    /// Its `_INFO` entry, serialised: `"<id>":{...}` ([`prepared_response`] joins them).
+    pub info_entry: String,
+    /// Its device nodes as the response carries them.
+    pub specs: Vec<DeviceSpec>,
+}
+
+/// Prepares `member` of a pool of `device_type`; `None` when its grant is an error, which Allocate
+/// then computes and reports itself.
+pub fn prepare(
+    member: &Member,
+    device_type: DeviceType,
+    node: &NodeFacts,
+    sysfs: &SysfsRoot,
+) -> Option<Prepared> {
+    let rdma_chars = if member.hints.rdma {
+        rdma_char_devices(sysfs, member.id())
+    } else {
+        Vec::new()
+    };
+    let grant = grant(member, node, &rdma_chars).ok()?;
+    // Serialising strings and maps of strings cannot fail.
+    let info_entry = format!(
+        "{}:{}",
+        serde_json::to_string(member.id()).ok()?,
+        serde_json::to_string(&grant.info).ok()?
+    );
+    let specs = grant
+        .specs
+        .iter()
+        .map(|(host, container)| DeviceSpec {
+            container_path: container.clone(),
+            host_path: host.clone(),
+            permissions: "rw".to_string(),
+        })
+        .collect();
+    Some(Prepared {
+        grant,
+        device_info: device_info_json(device_type, member),
+        info_entry,
+        specs,
+    })
+}
+
 /// The `/dev/vhost-vdpa-N` node of the device's first vDPA device bound to `vhost_vdpa`.
 fn vhost_vdpa_path(member: &Member) -> Option<String> {
     member
@@ -257,13 +310,14 @@ pub fn rdma_char_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
 pub fn container_response(
     resource_name: &str,
     requested: &[String],
-    grants: &[(String, DeviceGrant)],
+    grants: &[(impl AsRef<str>, impl Borrow<DeviceGrant>)],
 ) -> ContainerAllocateResponse {
     let key = env_key(resource_name);
     let mut info: BTreeMap<&str, &DeviceInfoMap> = BTreeMap::new();
     let mut specs: Vec<DeviceSpec> = Vec::new();
     for (id, grant) in grants {
-        info.insert(id.as_str(), &grant.info);
+        let grant: &DeviceGrant = grant.borrow();
+        info.insert(id.as_ref(), &grant.info);
         for (host, container) in &grant.specs {
             if specs.iter().any(|s| &s.host_path == host) {
                 continue;
@@ -280,6 +334,46 @@ pub fn container_response(
     let mut response = ContainerAllocateResponse::default();
     response.envs.insert(key.clone(), requested.join(","));
     response.envs.insert(format!("{key}_INFO"), info_json);
+    response.devices = specs;
+    response
+}
+
+/// [`container_response`] from prepared answers (`(id, prepared)` in request order, no id
+/// twice): the same bytes, without serialising anything per call. The `_INFO` entries are joined
+/// in id order, which is the order of the map [`container_response`] serialises.
+pub fn prepared_response(
+    resource_name: &str,
+    requested: &[String],
+    prepared: &[(&str, &Prepared)],
+) -> ContainerAllocateResponse {
+    let key = env_key(resource_name);
+    let mut by_id: Vec<&(&str, &Prepared)> = prepared.iter().collect();
+    by_id.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut info = String::with_capacity(
+        2 + by_id
+            .iter()
+            .map(|(_, p)| p.info_entry.len() + 1)
+            .sum::<usize>(),
+    );
+    info.push('{');
+    for (n, (_, p)) in by_id.iter().enumerate() {
+        if n > 0 {
+            info.push(',');
+        }
+        info.push_str(&p.info_entry);
+    }
+    info.push('}');
+    let mut specs: Vec<DeviceSpec> = Vec::new();
+    for (_, p) in prepared {
+        for spec in &p.specs {
+            if !specs.iter().any(|s| s.host_path == spec.host_path) {
+                specs.push(spec.clone());
+            }
+        }
+    }
+    let mut response = ContainerAllocateResponse::default();
+    response.envs.insert(key.clone(), requested.join(","));
+    response.envs.insert(format!("{key}_INFO"), info);
     response.devices = specs;
     response
 }
@@ -372,29 +466,50 @@ pub fn device_info_json(device_type: DeviceType, member: &Member) -> Option<Stri
 }
 
 /// Writes `contents` to `dir/name` atomically for readers (a temporary file in the same
-/// directory, mode 0444, renamed over the old file), creating `dir` if needed.
+/// directory, mode 0444, renamed over the old file), creating `dir` if needed. A file that already
+/// holds exactly `contents` with mode 0444 is left as it is (a device allocated again, to the next
+/// pod, has the same document): replacing it would cost a create, a write, a rename and freeing
+/// the old inode on every Allocate, for readers that would see the same bytes.
 pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, AllocateError> {
     let path = dir.join(name);
+    if holds(&path, contents.as_bytes()) {
+        return Ok(path);
+    }
     let fail = |source| AllocateError::DeviceInfo {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(dir).map_err(fail)?;
     let tmp = dir.join(format!(".{name}.tmp"));
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            // Created read-only: the open descriptor may still write, and no chmod is needed.
+            .mode(0o444)
+            .open(&tmp)
+    };
     let result = (|| {
-        let mut file = match fs::File::create(&tmp) {
+        let mut file = match create() {
             Ok(file) => file,
-            // A read-only leftover of an interrupted write (only root could reopen it).
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            // The directory is not there yet (first Allocate, or removed under us).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)?;
+                create()?
+            }
+            // A leftover of an interrupted write.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 fs::remove_file(&tmp)?;
-                fs::File::create(&tmp)?
+                create()?
             }
             Err(e) => return Err(e),
         };
         file.write_all(contents.as_bytes())?;
+        // The umask may have masked bits off the create mode; 0444 is what upstream writes.
+        if file.metadata()?.permissions().mode() & 0o777 != 0o444 {
+            file.set_permissions(fs::Permissions::from_mode(0o444))?;
+        }
         // No fsync: the directory is a tmpfs under /var/run, readers only need the rename to be
         // atomic, and an fsync costs milliseconds on the pod start path.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
         fs::rename(&tmp, &path)
     })();
     if let Err(e) = result {
@@ -402,6 +517,27 @@ pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathB
         return Err(fail(e));
     }
     Ok(path)
+}
+
+/// Whether `path` is a regular file with mode 0444 holding exactly `contents`.
+fn holds(path: &Path, contents: &[u8]) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.permissions().mode() & 0o777 != 0o444
+        || meta.len() != contents.len() as u64
+    {
+        return false;
+    }
+    let mut existing = Vec::with_capacity(contents.len() + 1);
+    // One byte more than expected: a file that grew since the stat must not compare equal.
+    file.take(contents.len() as u64 + 1)
+        .read_to_end(&mut existing)
+        .is_ok_and(|_| existing == contents)
 }
 
 /// Removes the device-info file of `id` in pool `resource_name`, if any.
@@ -695,6 +831,91 @@ mod tests {
         remove_device_info(&dir, "a/b", "c");
         assert!(!path.exists());
         remove_device_info(&dir, "a/b", "c");
+    }
+
+    #[test]
+    fn an_identical_device_info_file_is_left_alone_anything_else_is_replaced() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("devinfo");
+        let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+        let path = write_device_info(&dir, "f.json", "{\"v\":1}").unwrap();
+        let first = inode(&path);
+        // The same document again (the device's next pod): the file is not replaced.
+        write_device_info(&dir, "f.json", "{\"v\":1}").unwrap();
+        assert_eq!(inode(&path), first);
+        // Same length, other bytes: replaced.
+        write_device_info(&dir, "f.json", "{\"v\":2}").unwrap();
+        assert_ne!(inode(&path), first);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"v\":2}");
+        // Same bytes but writable (not what we write): replaced, read-only again.
+        let second = inode(&path);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_device_info(&dir, "f.json", "{\"v\":2}").unwrap();
+        assert_ne!(inode(&path), second);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        // A leftover temporary from an interrupted write does not block the next one.
+        fs::write(dir.join(".g.json.tmp"), "junk").unwrap();
+        write_device_info(&dir, "g.json", "{}").unwrap();
+        assert_eq!(fs::read_to_string(dir.join("g.json")).unwrap(), "{}");
+        assert!(!dir.join(".g.json.tmp").exists());
+    }
+
+    #[test]
+    fn prepared_answers_are_what_allocate_would_compute() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, tmp.path()).unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        let inventory = vfpool_sysfs::discover(&root).unwrap();
+        let mut m = member(inventory.get("0000:3b:00.2").unwrap().clone());
+        m.hints.rdma = true;
+        let prepared = prepare(&m, DeviceType::NetDevice, &node(), &root).unwrap();
+        let chars = rdma_char_devices(&root, "0000:3b:00.2");
+        assert_eq!(prepared.grant, grant(&m, &node(), &chars).unwrap());
+        assert!(
+            prepared.grant.specs.len() >= 4,
+            "{:?}",
+            prepared.grant.specs
+        );
+        assert_eq!(
+            prepared.device_info,
+            device_info_json(DeviceType::NetDevice, &m)
+        );
+        // The response from prepared answers is byte for byte the computed one, in any order.
+        let mut other = member(inventory.get("0000:3b:00.3").unwrap().clone());
+        other.hints.rdma = true;
+        other.hints.additional_info = Some(vec![("k".to_string(), "v\"q".to_string())]);
+        let other_prepared = prepare(&other, DeviceType::NetDevice, &node(), &root).unwrap();
+        let ids = vec![other.id().to_string(), m.id().to_string()];
+        let computed = container_response(
+            "intel.com/x",
+            &ids,
+            &[
+                (other.id(), &other_prepared.grant),
+                (m.id(), &prepared.grant),
+            ],
+        );
+        let fast = prepared_response(
+            "intel.com/x",
+            &ids,
+            &[(other.id(), &other_prepared), (m.id(), &prepared)],
+        );
+        assert_eq!(fast, computed);
+        assert!(
+            fast.devices
+                .iter()
+                .filter(|d| d.host_path == RDMA_CM)
+                .count()
+                == 1
+        );
+        // A grant that is an error is not prepared (Allocate reports it).
+        let mut d = vf("0000:3b:02.6", "vfio-pci");
+        d.iommu_group = None;
+        assert!(prepare(&member(d), DeviceType::NetDevice, &node(), &root).is_none());
     }
 
     #[test]

@@ -53,10 +53,17 @@ pub fn check_answer(request: &PreferenceRequest, answer: &[String]) -> Result<()
             request.size
         )));
     }
-    let available: HashSet<&str> = request.available.iter().map(String::as_str).collect();
-    let mut seen = HashSet::new();
+    // Answers are a few ids out of up to thousands available: scanning the request per answer id
+    // is cheaper than hashing every available id on every call.
+    let available: Option<HashSet<&str>> =
+        (answer.len() > 16).then(|| request.available.iter().map(String::as_str).collect());
+    let is_available = |id: &str| match &available {
+        Some(set) => set.contains(id),
+        None => request.available.iter().any(|a| a == id),
+    };
+    let mut seen = HashSet::with_capacity(answer.len());
     for id in answer {
-        if !available.contains(id.as_str()) {
+        if !is_available(id) {
             return Err(AllocatorError::InvalidAnswer(format!(
                 "{id} is not available"
             )));

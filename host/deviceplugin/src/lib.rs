@@ -8,7 +8,8 @@
 //! change to every stream; GetPreferredAllocation through a pluggable [`Allocator`] with a
 //! deterministic fallback; Allocate exactly as upstream answers it ([`allocate`]: env, `_INFO`,
 //! device specs, device-info files); in-use safety through kubelet's PodResources API
-//! ([`podresources`], [`plan`]).
+//! ([`podresources`], [`plan`]); the kernel events (rtnetlink link events, uevents) that make the
+//! agent rescan early ([`events`]).
 //!
 //! The served model ([`model`]) is independent of the wire types: pools are the selector policy's
 //! [`vfpool_policy::Pool`] resolved against a [`vfpool_sysfs::Inventory`], so a DRA driver can
@@ -20,6 +21,7 @@
 
 pub mod allocate;
 pub mod allocator;
+pub mod events;
 pub mod health;
 mod manager;
 pub mod model;

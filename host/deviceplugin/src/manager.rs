@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use vfpool_policy::Pool;
 use vfpool_sysfs::{Inventory, SysfsRoot};
@@ -19,10 +19,15 @@ use crate::plan::{self, InUse};
 use crate::podresources;
 use crate::registration::Mode;
 use crate::server::{self, Command, PoolHandle, PoolState};
+use crate::uds;
 
 /// Where the device plugin reads and writes.
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
+    /// Where pool servers get their connections (the real unix sockets, [`uds::UnixSocket`]).
+    pub listen: Arc<dyn uds::Listen>,
+    /// How many allocator calls may run at once, across all pools (default: one per core).
+    pub allocator_concurrency: usize,
     /// kubelet's directory (`/var/lib/kubelet`).
     pub kubelet_dir: PathBuf,
     /// Where device-info files go (`/var/run/k8s.cni.cncf.io/devinfo/dp`).
@@ -39,6 +44,8 @@ impl PluginConfig {
     /// Defaults for everything but the paths.
     pub fn new(kubelet_dir: PathBuf, devinfo_dir: PathBuf, sysfs: SysfsRoot) -> Self {
         PluginConfig {
+            listen: Arc::new(uds::UnixSocket),
+            allocator_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             kubelet_dir,
             devinfo_dir,
             sysfs,
@@ -91,6 +98,7 @@ pub struct DevicePlugins {
     config: PluginConfig,
     mode: Mode,
     allocator: Arc<dyn Allocator>,
+    allocator_permits: Arc<Semaphore>,
     pools: BTreeMap<String, PoolHandle>,
     senders: Senders,
     in_use: InUse,
@@ -134,10 +142,12 @@ impl DevicePlugins {
             })?;
         let events = tokio::spawn(watch_events(rx, mode.clone(), Arc::clone(&senders)));
         tracing::info!(?mode, "device plugin started");
+        let allocator_permits = Arc::new(Semaphore::new(config.allocator_concurrency.max(1)));
         Ok(DevicePlugins {
             config,
             mode,
             allocator,
+            allocator_permits,
             pools: BTreeMap::new(),
             senders,
             in_use: InUse::new(),
@@ -206,7 +216,8 @@ impl DevicePlugins {
             report.stopped.push(name);
         }
 
-        for (name, snapshot) in plan.pools {
+        for (name, mut snapshot) in plan.pools {
+            snapshot.prepare(&self.config.sysfs, previous.get(&name));
             let snapshot: Snapshot = Arc::new(snapshot);
             match self.pools.get(&name) {
                 Some(handle) => {
@@ -249,7 +260,9 @@ impl DevicePlugins {
             mode: self.mode.clone(),
             snapshot: tx,
             allocator: Arc::clone(&self.allocator),
+            allocator_permits: Arc::clone(&self.allocator_permits),
             allocator_timeout: self.config.allocator_timeout,
+            listen: Arc::clone(&self.config.listen),
             devinfo_dir: self.config.devinfo_dir.clone(),
             sysfs: self.config.sysfs.clone(),
             registered: Mutex::new(None),

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use vfpool_policy::{DeviceType, PoolDevice};
-use vfpool_sysfs::{Device, NodeFacts};
+use vfpool_sysfs::{Device, NodeFacts, SysfsRoot};
+
+use crate::allocate::{self, Prepared};
 
 /// Whether kubelet may hand a device to a new pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +66,8 @@ pub struct PoolSnapshot {
     /// Per member: the rank of its (NUMA node, PF) group, groups ranked in key order.
     groups: Vec<u32>,
     group_count: usize,
+    /// Per member: its Allocate answer, once [`Self::prepare`] ran (empty before).
+    prepared: Vec<Option<Arc<Prepared>>>,
 }
 
 impl PoolSnapshot {
@@ -109,7 +113,39 @@ impl PoolSnapshot {
             index,
             groups,
             group_count,
+            prepared: Vec::new(),
         }
+    }
+
+    /// Computes every member's Allocate answer ahead of the calls (reading the RDMA character
+    /// devices from `sysfs`), so Allocate only looks it up. A member whose device record and hints
+    /// are unchanged from `previous` (the snapshot served so far) keeps its answer: a rescan
+    /// every 30 s then costs no sysfs reads, and the character devices of an RDMA device only
+    /// change with the device itself (a driver rebind, a new VF), which the record shows.
+    pub fn prepare(&mut self, sysfs: &SysfsRoot, previous: Option<&PoolSnapshot>) {
+        let reusable =
+            previous.filter(|p| p.node == self.node && p.device_type == self.device_type);
+        self.prepared = self
+            .members
+            .iter()
+            .map(|member| {
+                if let Some(previous) = reusable
+                    && let Some(at) = previous.position(member.id())
+                    && let Some(before) = previous.members.get(at)
+                    && let Some(Some(ready)) = previous.prepared.get(at)
+                    && before.device == member.device
+                    && before.hints == member.hints
+                {
+                    return Some(Arc::clone(ready));
+                }
+                allocate::prepare(member, self.device_type, &self.node, sysfs).map(Arc::new)
+            })
+            .collect();
+    }
+
+    /// The prepared Allocate answer of the member at `position`, if [`Self::prepare`] made one.
+    pub fn prepared(&self, position: usize) -> Option<&Prepared> {
+        self.prepared.get(position).and_then(Option::as_deref)
     }
 
     /// An empty snapshot for `resource_name` (what a stopping pool advertises last).
@@ -230,5 +266,54 @@ mod tests {
             NodeFacts::default(),
         );
         assert!(excluded.view().iter().all(|(_, _, numa)| numa.is_none()));
+    }
+
+    /// Prepared answers are reused for unchanged members and recomputed (sysfs read again) for
+    /// changed ones.
+    #[test]
+    fn prepare_reuses_answers_of_unchanged_members_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, tmp.path()).unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        let inventory = vfpool_sysfs::discover(&root).unwrap();
+        let rdma = |id: &str| {
+            let mut m = member(id, Some(0), Health::Healthy);
+            m.device = inventory.get(id).unwrap().clone();
+            m.hints.rdma = true;
+            m
+        };
+        let ids = ["0000:3b:00.2", "0000:3b:00.3"];
+        let snapshot = |members: Vec<Member>| {
+            PoolSnapshot::new(
+                "x.io/p".into(),
+                DeviceType::NetDevice,
+                false,
+                members,
+                NodeFacts::default(),
+            )
+        };
+        let mut first = snapshot(ids.iter().map(|id| rdma(id)).collect());
+        first.prepare(&root, None);
+        let specs = |s: &PoolSnapshot, i: usize| s.prepared(i).unwrap().grant.specs.len();
+        assert!(specs(&first, 0) > 1 && specs(&first, 1) > 1);
+
+        // The character devices vanish from sysfs; the first VF's record changes (a rebind).
+        for id in ids {
+            for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
+                let _ = std::fs::remove_dir_all(
+                    tmp.path().join("bus/pci/devices").join(id).join(class),
+                );
+            }
+        }
+        let mut changed = rdma(ids[0]);
+        changed.device.driver = Some("mlx5_core_rebound".to_string());
+        let mut next = snapshot(vec![changed, rdma(ids[1])]);
+        next.prepare(&root, Some(&first));
+        // Recomputed: only rdma_cm is left. Reused: the earlier answer, character devices included.
+        assert_eq!(specs(&next, 0), 1);
+        assert_eq!(specs(&next, 1), specs(&first, 1));
+        // Unprepared snapshots have no answers.
+        assert!(snapshot(vec![rdma(ids[0])]).prepared(0).is_none());
     }
 }

@@ -4,15 +4,18 @@
 //! restarts and restarts the server when it fails.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::net::UnixStream;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vfpool_proto::deviceplugin::v1beta1 as api;
 use vfpool_proto::deviceplugin::v1beta1::device_plugin_server::{DevicePlugin, DevicePluginServer};
@@ -39,7 +42,11 @@ pub struct PoolState {
     pub mode: Mode,
     pub(crate) snapshot: watch::Sender<Snapshot>,
     pub(crate) allocator: Arc<dyn Allocator>,
+    /// Bounds how many allocator calls run at once, across all pools (see [`PoolService::prefer`]).
+    pub(crate) allocator_permits: Arc<Semaphore>,
     pub(crate) allocator_timeout: Duration,
+    /// Where the server's connections come from.
+    pub(crate) listen: Arc<dyn uds::Listen>,
     pub(crate) devinfo_dir: PathBuf,
     pub(crate) sysfs: SysfsRoot,
     /// Set by NotifyRegistrationStatus (plugin-watcher mode) or a successful Register.
@@ -206,9 +213,24 @@ impl PoolService {
             return Vec::new();
         }
         let allocator = Arc::clone(&self.state.allocator);
+        let permits = Arc::clone(&self.state.allocator_permits);
         let request = Arc::new(request);
         let question = Arc::clone(&request);
-        let call = tokio::task::spawn_blocking(move || allocator.prefer(&question));
+        // An allocator call is CPU-bound (a policy runs in WebAssembly). Started all at once on
+        // blocking threads, 16 concurrent calls share the cores in time slices, so every one of
+        // them finishes late (measured: p99 4x p50); admitted a few at a time (one per core), they
+        // finish in arrival order. The wait for a permit counts against the deadline, so an
+        // overloaded allocator falls back to the built-in order instead of queueing without bound.
+        // The permit moves into the blocking call: a call past its deadline cannot be stopped and
+        // keeps its core until it returns.
+        let call = async move {
+            let permit = permits.acquire_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                allocator.prefer(&question)
+            })
+            .await
+        };
         let failure = match tokio::time::timeout(self.state.allocator_timeout, call).await {
             Ok(Ok(Ok(ids))) => match allocator::check_answer(&request, &ids) {
                 Ok(()) => return ids,
@@ -231,7 +253,9 @@ impl PoolService {
     }
 }
 
-/// Answers one container's Allocate: env, device specs, device-info files.
+/// Answers one container's Allocate: env, device specs, device-info files. Uses the answers the
+/// snapshot prepared when it was published; computes them here only for a snapshot that was not
+/// prepared or a member whose grant is an error (which is then reported).
 pub fn allocate_container(
     state: &PoolState,
     snapshot: &Snapshot,
@@ -242,36 +266,65 @@ pub fn allocate_container(
             resource: snapshot.resource_name.clone(),
         });
     }
-    let mut grants = Vec::with_capacity(ids.len());
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    // Validate every id first: a refused request writes no file.
+    let mut members: Vec<(&str, usize)> = Vec::with_capacity(ids.len());
+    // Requests are usually a handful of ids, for which a scan beats hashing them.
+    let mut seen = (ids.len() > 16).then(|| std::collections::HashSet::with_capacity(ids.len()));
     for id in ids {
-        if !seen.insert(id.as_str()) {
+        let repeated = match &mut seen {
+            Some(seen) => !seen.insert(id.as_str()),
+            None => members.iter().any(|(other, _)| *other == id.as_str()),
+        };
+        if repeated {
             return Err(allocate::AllocateError::Duplicate { id: id.clone() });
         }
-        let member = snapshot
-            .get(id)
+        let position = snapshot
+            .position(id)
+            .filter(|&p| p < snapshot.members.len())
             .ok_or_else(|| allocate::AllocateError::UnknownDevice {
                 id: id.clone(),
                 resource: snapshot.resource_name.clone(),
                 count: snapshot.members.len(),
             })?;
+        members.push((id.as_str(), position));
+    }
+    let prepared: Option<Vec<(&str, &allocate::Prepared)>> = members
+        .iter()
+        .map(|&(id, position)| snapshot.prepared(position).map(|p| (id, p)))
+        .collect();
+    if let Some(prepared) = prepared {
+        for (id, p) in &prepared {
+            if let Some(doc) = &p.device_info {
+                let name = allocate::device_info_file_name(&snapshot.resource_name, id);
+                allocate::write_device_info(&state.devinfo_dir, &name, doc)?;
+            }
+        }
+        return Ok(allocate::prepared_response(
+            &snapshot.resource_name,
+            ids,
+            &prepared,
+        ));
+    }
+    // A snapshot that was not prepared, or a member whose grant is an error (reported here).
+    let mut grants = Vec::with_capacity(members.len());
+    let mut documents = Vec::with_capacity(members.len());
+    for &(id, position) in &members {
+        let Some(member) = snapshot.members.get(position) else {
+            continue;
+        };
         let rdma_chars = if member.hints.rdma {
             allocate::rdma_char_devices(&state.sysfs, id)
         } else {
             Vec::new()
         };
-        grants.push((
-            id.clone(),
-            allocate::grant(member, &snapshot.node, &rdma_chars)?,
-        ));
-    }
-    for id in ids {
-        if let Some(member) = snapshot.get(id)
-            && let Some(doc) = allocate::device_info_json(snapshot.device_type, member)
-        {
-            let name = allocate::device_info_file_name(&snapshot.resource_name, id);
-            allocate::write_device_info(&state.devinfo_dir, &name, &doc)?;
+        grants.push((id, allocate::grant(member, &snapshot.node, &rdma_chars)?));
+        if let Some(doc) = allocate::device_info_json(snapshot.device_type, member) {
+            documents.push((id, doc));
         }
+    }
+    for (id, doc) in &documents {
+        let name = allocate::device_info_file_name(&snapshot.resource_name, id);
+        allocate::write_device_info(&state.devinfo_dir, &name, doc)?;
     }
     Ok(allocate::container_response(
         &snapshot.resource_name,
@@ -379,8 +432,8 @@ pub(crate) fn spawn(state: Arc<PoolState>) -> PoolHandle {
 async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut backoff = Backoff::new(Duration::from_secs(5));
     'serve: loop {
-        let listener = match uds::bind(&state.socket) {
-            Ok(listener) => listener,
+        let incoming = match state.listen.bind(&state.socket) {
+            Ok(incoming) => incoming,
             Err(e) => {
                 tracing::error!(resource = %state.resource_name, error = %error_chain(&e), "cannot serve; retrying");
                 if wait_or_stop(&mut commands, backoff.next()).await {
@@ -394,11 +447,26 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
             state: Arc::clone(&state),
             stop: stop_rx.clone(),
         };
-        let mut server = tokio::spawn(serve(listener, service, stop_rx));
+        let (failed_tx, mut failed) = mpsc::unbounded_channel();
+        let incoming = Guarded {
+            inner: incoming,
+            failed: Some(failed_tx),
+        };
+        let mut server = tokio::spawn(serve(incoming, service, stop_rx));
         tracing::info!(resource = %state.resource_name, socket = %state.socket.display(), "serving");
         let mut registering = start_registration(&state);
         loop {
             tokio::select! {
+                // The accept loop broke. The server future itself would not end: it waits for
+                // open connections (kubelet's ListAndWatch stream) to close first.
+                Some(error) = failed.recv() => {
+                    tracing::error!(resource = %state.resource_name, error = %error, "gRPC server stopped accepting connections; restarting it");
+                    stop_instance(&state, stop_tx, server, registering).await;
+                    if wait_or_stop(&mut commands, backoff.next()).await {
+                        break 'serve;
+                    }
+                    continue 'serve;
+                }
                 result = &mut server => {
                     if let Some(task) = registering.take() {
                         task.abort();
@@ -488,15 +556,60 @@ async fn stop_instance(
     }
 }
 
+/// A server instance's connections, ended on an accept error that retrying does not cure.
+///
+/// tonic logs accept errors at trace level and polls again, so a listener that broke (too many
+/// open files, the socket closed under it) would leave a server that accepts nothing, silently,
+/// or spins on the error (upstream #648). This ends the stream instead and tells the supervisor,
+/// which restarts the server with backoff.
+struct Guarded {
+    inner: uds::Incoming,
+    /// Taken when the failure is reported; the stream has ended from then on.
+    failed: Option<mpsc::UnboundedSender<io::Error>>,
+}
+
+impl Stream for Guarded {
+    type Item = io::Result<UnixStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.failed.is_none() {
+            return Poll::Ready(None);
+        }
+        let error = match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Err(e))) if !transient_accept_error(&e) => e,
+            Poll::Ready(None) => io::Error::new(io::ErrorKind::BrokenPipe, "the listener closed"),
+            other => return other,
+        };
+        if let Some(failed) = this.failed.take() {
+            let _ = failed.send(error);
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// Accept errors about one connection (the peer gave up) rather than the listener.
+fn transient_accept_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
 async fn serve(
-    listener: tokio::net::UnixListener,
+    incoming: Guarded,
     service: PoolService,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(DevicePluginServer::new(service.clone()))
         .add_service(WatcherRegistrationServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
         .await

@@ -1,12 +1,37 @@
 //! gRPC over unix sockets: a tonic client channel to a socket path, and binding a listener
-//! (removing a stale socket file first, as kubelet and upstream do).
+//! (removing a stale socket file first, as kubelet and upstream do). Pool servers get their
+//! connections through the [`Listen`] seam, so a test can make a server's accept loop fail and
+//! check that the server is restarted.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The connections one server instance accepts.
+pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<UnixStream>> + Send>>;
+
+/// Where a pool server's connections come from. The agent uses [`UnixSocket`]; tests pass one
+/// whose accept loop fails, to check that the server is restarted (upstream #648).
+pub trait Listen: Send + Sync + std::fmt::Debug + 'static {
+    /// Binds `path` (replacing a stale socket) and returns the connections made to it.
+    fn bind(&self, path: &Path) -> Result<Incoming, BindError>;
+}
+
+/// The real [`Listen`]: a unix socket at the path ([`bind`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnixSocket;
+
+impl Listen for UnixSocket {
+    fn bind(&self, path: &Path) -> Result<Incoming, BindError> {
+        Ok(Box::pin(UnixListenerStream::new(bind(path)?)))
+    }
+}
 
 /// Why a socket could not be bound.
 #[derive(Debug, thiserror::Error)]

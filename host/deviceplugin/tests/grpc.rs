@@ -385,3 +385,219 @@ async fn plugin_watcher_mode_registers_through_get_info() {
     plugins.shutdown().await;
     sim.shutdown();
 }
+
+/// The real unix socket, except that the first server instance's listener breaks after its first
+/// connection (as `accept` failing with EMFILE would) and accepts nothing more.
+#[derive(Debug, Default)]
+struct BreaksOnce {
+    binds: AtomicUsize,
+}
+
+impl vfpool_deviceplugin::uds::Listen for BreaksOnce {
+    fn bind(
+        &self,
+        path: &Path,
+    ) -> Result<vfpool_deviceplugin::uds::Incoming, vfpool_deviceplugin::uds::BindError> {
+        use tokio_stream::StreamExt as _;
+        let real = vfpool_deviceplugin::uds::UnixSocket.bind(path)?;
+        if self.binds.fetch_add(1, Ordering::SeqCst) > 0 {
+            return Ok(real);
+        }
+        let emfile = std::io::Error::from_raw_os_error(24);
+        Ok(Box::pin(
+            real.take(1)
+                .chain(tokio_stream::once(Err(emfile)))
+                .chain(tokio_stream::pending()),
+        ))
+    }
+}
+
+/// Upstream #648 (#411): a gRPC server whose accept loop fails is restarted, re-registers, and
+/// serves new connections. tonic on its own swallows accept errors and would leave a server that
+/// accepts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_listener_fails_is_restarted() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let listen = Arc::new(BreaksOnce::default());
+    let mut config = env.config();
+    config.listen = Arc::clone(&listen) as Arc<dyn vfpool_deviceplugin::uds::Listen>;
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    // The first instance takes kubelet's connection, then its listener fails.
+    let listen_ref = &listen;
+    let sim_ref = &sim;
+    tokio::time::timeout(GUARD, async move {
+        while listen_ref.binds.load(Ordering::SeqCst) < 2
+            || !sim_ref
+                .resource(NAME)
+                .is_some_and(|v| v.connected && v.allocatable() == 24)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the failed server was not restarted and registered again");
+    // A new connection is served (the broken instance would never accept it).
+    let response = tokio::time::timeout(
+        GUARD,
+        sim.allocate_raw(NAME, vec!["0000:3b:00.2".to_string()]),
+    )
+    .await
+    .expect("a new connection was not served")
+    .unwrap();
+    assert_eq!(
+        response.container_responses[0].envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV"],
+        "0000:3b:00.2"
+    );
+    assert!(
+        sim.registrations().len() >= 2,
+        "registered again after the restart"
+    );
+    plugins.shutdown().await;
+    assert!(!socket(&env).exists());
+    sim.shutdown();
+}
+
+/// A refused Allocate (an id twice, an id not in the pool) names the id and writes no
+/// device-info file; a two-device request gets both, in request order, `rdma_cm` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_refuses_repeats_and_strangers_without_writing_files() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let devinfo = env.tmp.path().join("devinfo");
+    let files = || -> Vec<String> {
+        std::fs::read_dir(&devinfo)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (a, b) = ("0000:3b:00.2".to_string(), "0000:3b:00.3".to_string());
+    let twice = sim
+        .allocate_raw(NAME, vec![a.clone(), b.clone(), a.clone()])
+        .await
+        .unwrap_err();
+    assert!(format!("{twice:?}").contains("twice"), "{twice:?}");
+    let stranger = sim
+        .allocate_raw(NAME, vec![a.clone(), "0000:ff:1f.7".to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{stranger:?}").contains("0000:ff:1f.7"),
+        "{stranger:?}"
+    );
+    assert!(files().is_empty(), "a refused request wrote {:?}", files());
+
+    let response = sim
+        .allocate_raw(NAME, vec![b.clone(), a.clone()])
+        .await
+        .unwrap();
+    let container = &response.container_responses[0];
+    assert_eq!(
+        container.envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV"],
+        format!("{b},{a}")
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&container.envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV_INFO"]).unwrap();
+    assert_eq!(info[&a]["generic"]["deviceID"], a.as_str());
+    assert_eq!(info[&b]["generic"]["deviceID"], b.as_str());
+    assert!(info[&a]["rdma"]["rdma_dev"].is_string());
+    let cm = container
+        .devices
+        .iter()
+        .filter(|d| d.host_path == "/dev/infiniband/rdma_cm")
+        .count();
+    assert_eq!(cm, 1);
+    let mut written = files();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            format!("intel.com-mlnx_sriov-{a}-device.json"),
+            format!("intel.com-mlnx_sriov-{b}-device.json"),
+        ]
+    );
+    plugins.shutdown().await;
+    assert!(files().is_empty(), "stopping removes the files");
+    sim.shutdown();
+}
+
+/// Allocator calls run at most `allocator_concurrency` at a time (a CPU-bound policy on every
+/// blocking thread at once makes all of them late), and every one is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocator_calls_are_admitted_one_per_permit() {
+    let env = Env::new();
+    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (f, m, c) = (
+        Arc::clone(&in_flight),
+        Arc::clone(&most),
+        Arc::clone(&calls),
+    );
+    let allocator = Arc::new(FnAllocator(move |req: &PreferenceRequest| {
+        let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+        m.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        f.fetch_sub(1, Ordering::SeqCst);
+        c.fetch_add(1, Ordering::SeqCst);
+        Ok(req.available[..req.size].to_vec())
+    }));
+    let mut config = env.config();
+    config.allocator_concurrency = 1;
+    config.allocator_timeout = GUARD;
+    let mut plugins = DevicePlugins::start(config, allocator).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let available: Vec<String> = env.pool(0)[0]
+        .devices
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut client = raw_client(&socket(&env)).await;
+        let available = available.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .get_preferred_allocation(api::PreferredAllocationRequest {
+                    container_requests: vec![api::ContainerPreferredAllocationRequest {
+                        available_device_i_ds: available.clone(),
+                        must_include_device_i_ds: Vec::new(),
+                        allocation_size: 2,
+                    }],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.container_responses[0].device_i_ds, available[..2]);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(most.load(Ordering::SeqCst), 1, "calls overlapped");
+    plugins.shutdown().await;
+    sim.shutdown();
+}

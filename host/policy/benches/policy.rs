@@ -72,6 +72,7 @@ fn plain(inventory: &Inventory) -> Vec<upstream_selector::PlainDevice> {
             vf_index: d.vf_index,
             link_type: d.link_type.clone(),
             has_rdma: !d.rdma_devices.is_empty(),
+            devlink_enable_rdma: None,
             pkey: d.pkey.clone(),
             first_vdpa_driver: d.vdpa_devices.first().and_then(|v| v.driver.clone()),
             aux_type: d.aux_type.clone(),

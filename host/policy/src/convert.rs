@@ -1,9 +1,11 @@
 //! From the discovery model (`vfpool_sysfs`) to the WIT records policies see.
 //!
 //! Every field of [`vfpool_sysfs::Device`] is passed on; the agent adds facts discovery cannot know
-//! ([`HostFacts`]: which netdevs carry the default route, DDP profiles).
+//! ([`HostFacts`]: which netdevs carry the default route, DDP profiles, devlink `enable_rdma`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 
 use vfpool_sysfs::{Device, DeviceKind, Inventory};
 
@@ -16,6 +18,8 @@ pub struct HostFacts {
     pub default_route_netdevs: BTreeSet<String>,
     /// DDP profile name by device id, for devices whose profile the agent knows.
     pub ddp_profiles: BTreeMap<String, String>,
+    /// The devlink parameter `enable_rdma` by device id, for devices where the agent could read it.
+    pub rdma_enabled: BTreeMap<String, bool>,
 }
 
 impl HostFacts {
@@ -53,7 +57,8 @@ impl HostFacts {
 #[derive(Debug, Clone)]
 pub struct PolicyInventory {
     pub(crate) wit: wit::Inventory,
-    index: HashMap<String, usize>,
+    /// Position in `wit.devices` by id. Keys come from discovery, so a fast non-keyed hash is safe.
+    index: FxHashMap<String, usize>,
 }
 
 impl PolicyInventory {
@@ -104,7 +109,16 @@ impl PolicyInventory {
     }
 
     pub(crate) fn device(&self, id: &str) -> Option<&wit::Device> {
-        self.index.get(id).and_then(|i| self.wit.devices.get(*i))
+        self.position(id).and_then(|i| self.wit.devices.get(i))
+    }
+
+    /// Where the device is in `wit.devices` (sorted by id).
+    pub(crate) fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    pub(crate) fn devices(&self) -> &[wit::Device] {
+        &self.wit.devices
     }
 }
 
@@ -159,6 +173,7 @@ fn device(d: &Device, facts: &HostFacts) -> wit::Device {
         link_type: d.link_type.clone(),
         rdma_devices: d.rdma_devices.clone(),
         pkey: d.pkey.clone(),
+        devlink_enable_rdma: facts.rdma_enabled.get(&d.id).copied(),
         vdpa_devices: d
             .vdpa_devices
             .iter()
@@ -220,6 +235,7 @@ ens1f0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
         facts
             .ddp_profiles
             .insert("0000:3b:00.2".into(), "GTPv1-C/U IPv4/IPv6 payload".into());
+        facts.rdma_enabled.insert("0000:3b:00.2".into(), true);
         let converted = PolicyInventory::new(&inventory, &facts);
         let w = converted.device("0000:3b:00.2").unwrap();
         assert_eq!(w.class_code.as_deref(), Some("020000"));
@@ -227,6 +243,7 @@ ens1f0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
         assert_eq!(w.netdevs[0].mtu, Some(1500));
         assert!(w.carries_default_route);
         assert!(w.ddp_profile.is_some());
+        assert_eq!(w.devlink_enable_rdma, Some(true));
         assert_eq!(converted.numa_node("0000:3b:00.2"), Some(1));
         assert!(!converted.contains("0000:3b:00.3"));
     }

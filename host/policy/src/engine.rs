@@ -15,6 +15,7 @@ use wasmtime_wasi::{
 };
 
 use crate::bindings::{WitLogLevel, selector_world};
+use crate::cache::CompileCache;
 use crate::model::LogLine;
 
 /// The sandbox limits. The defaults suit the default policies with a wide margin and still stop a
@@ -79,6 +80,8 @@ pub(crate) struct EngineInner {
     pub(crate) linker: Linker<CallState>,
     pub(crate) limits: Limits,
     stop_ticker: Arc<AtomicBool>,
+    /// Where compiled components are kept across restarts, if anywhere.
+    pub(crate) cache: Option<CompileCache>,
 }
 
 impl Drop for EngineInner {
@@ -99,6 +102,12 @@ impl PolicyEngine {
     /// Creates the engine (epoch interruption on), the linker (the `log` import and a WASI with no
     /// capabilities) and the ticker thread.
     pub fn new(limits: Limits) -> Result<Self, EngineError> {
+        Self::with_cache(limits, None)
+    }
+
+    /// Like [`PolicyEngine::new`], with a precompiled-module cache for [`crate::Policy::compile`]
+    /// (`None`: compile every module every time).
+    pub fn with_cache(limits: Limits, cache: Option<CompileCache>) -> Result<Self, EngineError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -137,6 +146,7 @@ impl PolicyEngine {
                 linker,
                 limits,
                 stop_ticker,
+                cache,
             }),
         })
     }

@@ -5,14 +5,16 @@
 //! an epoch ticker; a fresh `Store` per call with a deadline, a memory cap and bounded host
 //! buffers), compiling and type-checking modules ([`Policy`]), checking every result a policy
 //! returns ([`validate`]), the conversion of the discovery model to the WIT records ([`convert`]),
-//! the embedded default policies ([`defaults`]), the active policy set with its
-//! validate-then-swap rule ([`ActivePolicies`]) and the policy directory watcher ([`watch`]).
+//! the embedded default policies ([`defaults`]), the precompiled-module cache ([`cache`]), the
+//! active policy set with its validate-then-swap rule ([`ActivePolicies`]) and the policy
+//! directory watcher ([`watch`]).
 //!
 //! Must not touch: gRPC, kubelet, netlink, tokio. It knows devices (from `vfpool-sysfs`) but not
 //! how pools are served. Calls are synchronous and may block for up to their deadline: call them
 //! from a blocking thread (`spawn_blocking`), never from an async task.
 
 mod bindings;
+pub mod cache;
 pub mod convert;
 pub mod defaults;
 mod engine;
@@ -22,6 +24,7 @@ mod store;
 pub mod validate;
 pub mod watch;
 
+pub use cache::{CacheError, CompileCache};
 pub use convert::{HostFacts, PolicyInventory};
 pub use engine::{EngineError, Limits, PolicyEngine};
 pub use model::{DeviceType, LogLine, Outcome, Pool, PoolDevice, Settings, VdpaType};

@@ -243,7 +243,8 @@ impl fmt::Debug for Policy {
 
 impl Policy {
     /// Compiles `bytes` (blocking; seconds for multi-megabyte components: call it off any async
-    /// runtime), links it and type-checks its exports.
+    /// runtime) or loads it from the engine's precompiled-module cache, links it and type-checks
+    /// its exports.
     pub fn compile(engine: &PolicyEngine, name: &str, bytes: &[u8]) -> Result<Policy, LoadError> {
         let id = PolicyId::of(name, bytes);
         let limit = engine.limits().max_module_bytes;
@@ -255,9 +256,19 @@ impl Policy {
             });
         }
         let started = std::time::Instant::now();
-        let component = match Component::new(&engine.inner.engine, bytes) {
-            Ok(c) => c,
-            Err(source) => return Err(LoadError::Compile { id, source }),
+        // A cache hit skips Cranelift (seconds for a Python or JavaScript component).
+        let cache = engine.inner.cache.as_ref();
+        let component = match cache.and_then(|c| c.load(&engine.inner.engine, bytes)) {
+            Some(c) => c,
+            None => match Component::new(&engine.inner.engine, bytes) {
+                Ok(c) => {
+                    if let Some(cache) = cache {
+                        cache.store(&engine.inner.engine, bytes, &c);
+                    }
+                    c
+                }
+                Err(source) => return Err(LoadError::Compile { id, source }),
+            },
         };
         let compile_time = started.elapsed();
         let pre = match engine.inner.linker.instantiate_pre(&component) {
@@ -295,7 +306,7 @@ impl Policy {
         }
     }
 
-    /// How long compiling took.
+    /// How long compiling (or loading from the cache) took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
     }
@@ -308,30 +319,62 @@ impl Policy {
         }
     }
 
+    /// Runs one export call in a fresh store: instantiate, call, classify a failure (deadline,
+    /// memory cap, trap) and turn an error the policy returned into [`CallError::Returned`].
+    fn run<I, R>(
+        &self,
+        call: &'static str,
+        deadline: Duration,
+        instantiate: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<I>,
+        invoke: impl FnOnce(I, &mut Store<CallState>) -> wasmtime::Result<Result<R, wit::PolicyError>>,
+    ) -> Result<(R, Store<CallState>), PolicyCallError> {
+        let mut store = self.engine.store(&self.id.name, deadline);
+        let result = instantiate(&mut store)
+            .map_err(|e| classify(e, &store, deadline, true))
+            .and_then(|instance| {
+                invoke(instance, &mut store).map_err(|e| classify(e, &store, deadline, false))
+            })
+            .map_err(|e| self.fail(call, e))?;
+        let value = result.map_err(|e| self.fail(call, CallError::Returned(e.into())))?;
+        Ok((value, store))
+    }
+
+    fn selector(
+        &self,
+        call: &'static str,
+    ) -> Result<&SelectorPolicyPre<CallState>, PolicyCallError> {
+        self.selector
+            .as_ref()
+            .ok_or_else(|| self.fail(call, CallError::NotExported("vfpool:policy/selector")))
+    }
+
+    fn allocator(
+        &self,
+        call: &'static str,
+    ) -> Result<&AllocatorPolicyPre<CallState>, PolicyCallError> {
+        self.allocator
+            .as_ref()
+            .ok_or_else(|| self.fail(call, CallError::NotExported("vfpool:policy/allocator")))
+    }
+
     /// `selector.validate-settings`.
     pub fn validate_selector_settings(
         &self,
         settings: &Settings,
     ) -> Result<Outcome<()>, PolicyCallError> {
         const CALL: &str = "selector validate-settings";
-        let pre = self
-            .selector
-            .as_ref()
-            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/selector")))?;
-        let deadline = self.engine.limits().select_deadline;
-        let mut store = self.engine.store(&self.id.name, deadline);
-        let result = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, deadline, true))
-            .and_then(|instance| {
+        let pre = self.selector(CALL)?;
+        let (value, store) = self.run(
+            CALL,
+            self.engine.limits().select_deadline,
+            |store| pre.instantiate(store),
+            |instance, store| {
                 instance
                     .vfpool_policy_selector()
-                    .call_validate_settings(&mut store, &wit_settings(settings))
-                    .map_err(|e| classify(e, &store, deadline, false))
-            })
-            .map_err(|e| self.fail(CALL, e))?;
-        result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
-        Ok(outcome((), store))
+                    .call_validate_settings(store, &wit_settings(settings))
+            },
+        )?;
+        Ok(outcome(value, store))
     }
 
     /// `selector.select` over `inventory`, with the result checked by [`validate::pools`].
@@ -341,23 +384,19 @@ impl Policy {
         inventory: &PolicyInventory,
     ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
         const CALL: &str = "select";
-        let pre = self
-            .selector
-            .as_ref()
-            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/selector")))?;
-        let deadline = self.engine.limits().select_deadline;
-        let mut store = self.engine.store(&self.id.name, deadline);
-        let result = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, deadline, true))
-            .and_then(|instance| {
-                instance
-                    .vfpool_policy_selector()
-                    .call_select(&mut store, &wit_settings(settings), &inventory.wit)
-                    .map_err(|e| classify(e, &store, deadline, false))
-            })
-            .map_err(|e| self.fail(CALL, e))?;
-        let pools = result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
+        let pre = self.selector(CALL)?;
+        let (pools, store) = self.run(
+            CALL,
+            self.engine.limits().select_deadline,
+            |store| pre.instantiate(store),
+            |instance, store| {
+                instance.vfpool_policy_selector().call_select(
+                    store,
+                    &wit_settings(settings),
+                    &inventory.wit,
+                )
+            },
+        )?;
         let pools = validate::pools(pools, inventory).map_err(|e| self.fail(CALL, e.into()))?;
         Ok(outcome(pools, store))
     }
@@ -368,24 +407,18 @@ impl Policy {
         settings: &Settings,
     ) -> Result<Outcome<()>, PolicyCallError> {
         const CALL: &str = "allocator validate-settings";
-        let pre = self
-            .allocator
-            .as_ref()
-            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/allocator")))?;
-        let deadline = self.engine.limits().select_deadline;
-        let mut store = self.engine.store(&self.id.name, deadline);
-        let result = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, deadline, true))
-            .and_then(|instance| {
+        let pre = self.allocator(CALL)?;
+        let (value, store) = self.run(
+            CALL,
+            self.engine.limits().select_deadline,
+            |store| pre.instantiate(store),
+            |instance, store| {
                 instance
                     .vfpool_policy_allocator()
-                    .call_validate_settings(&mut store, &wit_settings(settings))
-                    .map_err(|e| classify(e, &store, deadline, false))
-            })
-            .map_err(|e| self.fail(CALL, e))?;
-        result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
-        Ok(outcome((), store))
+                    .call_validate_settings(store, &wit_settings(settings))
+            },
+        )?;
+        Ok(outcome(value, store))
     }
 
     /// `allocator.prefer`: the preferred ids for `size` devices of pool `pool` among `available`
@@ -401,25 +434,21 @@ impl Policy {
         size: u32,
     ) -> Result<Outcome<Vec<String>>, PolicyCallError> {
         const CALL: &str = "prefer";
-        let pre = self
-            .allocator
-            .as_ref()
-            .ok_or_else(|| self.fail(CALL, CallError::NotExported("vfpool:policy/allocator")))?;
+        let pre = self.allocator(CALL)?;
         let request = validate::allocation_request(inventory, pool, available, must_include, size)
             .map_err(|e| self.fail(CALL, e.into()))?;
-        let deadline = self.engine.limits().prefer_deadline;
-        let mut store = self.engine.store(&self.id.name, deadline);
-        let result = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, deadline, true))
-            .and_then(|instance| {
-                instance
-                    .vfpool_policy_allocator()
-                    .call_prefer(&mut store, &wit_settings(settings), &request)
-                    .map_err(|e| classify(e, &store, deadline, false))
-            })
-            .map_err(|e| self.fail(CALL, e))?;
-        let ids = result.map_err(|e| self.fail(CALL, CallError::Returned(e.into())))?;
+        let (ids, store) = self.run(
+            CALL,
+            self.engine.limits().prefer_deadline,
+            |store| pre.instantiate(store),
+            |instance, store| {
+                instance.vfpool_policy_allocator().call_prefer(
+                    store,
+                    &wit_settings(settings),
+                    &request,
+                )
+            },
+        )?;
         let ids = validate::preference(ids, &request).map_err(|e| self.fail(CALL, e.into()))?;
         Ok(outcome(ids, store))
     }

@@ -19,8 +19,9 @@ pub struct Candidate {
     pub id: String,
     /// NUMA node, if known.
     pub numa: Option<u32>,
-    /// The PF the device belongs to (its own id for a PF).
-    pub pf: String,
+    /// The device's PF group: devices with the same value share a PF; groups order like their PF's
+    /// PCI address. A device without a parent PF is a group of its own.
+    pub pf: u64,
     /// VF index or sub-function number, if any.
     pub index: Option<u32>,
 }
@@ -42,16 +43,16 @@ pub fn plan(
         .filter(|c| !chosen.contains(&c.id))
         .collect();
     let target = target_numa(available, &chosen, &rest);
-    let must_pfs: Vec<&str> = available
+    let must_pfs: Vec<u64> = available
         .iter()
         .filter(|c| chosen.contains(&c.id))
-        .map(|c| c.pf.as_str())
+        .map(|c| c.pf)
         .collect();
     // Counted once: sorting compares O(n log n) times.
-    let mut free_on_pf: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut free_on_pf: BTreeMap<u64, usize> = BTreeMap::new();
     let mut free_on_numa: BTreeMap<u32, usize> = BTreeMap::new();
     for c in &rest {
-        *free_on_pf.entry(c.pf.as_str()).or_default() += 1;
+        *free_on_pf.entry(c.pf).or_default() += 1;
         if let Some(n) = c.numa {
             *free_on_numa.entry(n).or_default() += 1;
         }
@@ -65,19 +66,28 @@ pub fn plan(
         ),
         None => (2, 0, 0),
     };
-    let mut ordered = rest;
-    ordered.sort_by_cached_key(|c| {
+    let key = |c: &Candidate| {
         (
             numa_rank(c.numa),
-            !must_pfs.contains(&c.pf.as_str()),
-            free_on_pf.get(c.pf.as_str()).copied().unwrap_or(0),
-            c.pf.clone(),
+            !must_pfs.contains(&c.pf),
+            free_on_pf.get(&c.pf).copied().unwrap_or(0),
+            c.pf,
             c.index.unwrap_or(u32::MAX),
-            c.id.clone(),
         )
-    });
+    };
+    let mut ordered: Vec<_> = rest.into_iter().map(|c| (key(c), c)).collect();
+    // Ids are unique, so the order is total and the unstable sort deterministic. Only the first
+    // `need` matter: partition around them (linear), then sort just those.
+    let order = |(ka, a): &(_, &Candidate), (kb, b): &(_, &Candidate)| {
+        Ord::cmp(ka, kb).then_with(|| a.id.cmp(&b.id))
+    };
+    if need > 0 && need < ordered.len() {
+        ordered.select_nth_unstable_by(need - 1, order);
+        ordered.truncate(need);
+    }
+    ordered.sort_unstable_by(order);
     let mut answer = chosen;
-    answer.extend(ordered.into_iter().take(need).map(|c| c.id.clone()));
+    answer.extend(ordered.into_iter().take(need).map(|(_, c)| c.id.clone()));
     Ok(answer)
 }
 
@@ -143,26 +153,26 @@ fn most_common(nodes: impl Iterator<Item = u32>) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn c(id: &str, numa: u32, pf: &str, index: u32) -> Candidate {
+    fn c(id: &str, numa: u32, pf: char, index: u32) -> Candidate {
         Candidate {
             id: id.into(),
             numa: Some(numa),
-            pf: pf.into(),
+            pf: u64::from(pf),
             index: Some(index),
         }
     }
 
     fn node() -> Vec<Candidate> {
         vec![
-            c("a0", 0, "A", 0),
-            c("a1", 0, "A", 1),
-            c("a2", 0, "A", 2),
-            c("b0", 0, "B", 0),
-            c("b1", 0, "B", 1),
-            c("c0", 1, "C", 0),
-            c("c1", 1, "C", 1),
-            c("c2", 1, "C", 2),
-            c("c3", 1, "C", 3),
+            c("a0", 0, 'A', 0),
+            c("a1", 0, 'A', 1),
+            c("a2", 0, 'A', 2),
+            c("b0", 0, 'B', 0),
+            c("b1", 0, 'B', 1),
+            c("c0", 1, 'C', 0),
+            c("c1", 1, 'C', 1),
+            c("c2", 1, 'C', 2),
+            c("c3", 1, 'C', 3),
         ]
     }
 
@@ -190,6 +200,15 @@ mod tests {
         assert!(plan(&node(), &["zz".to_string()], 1).is_err());
         assert!(plan(&node(), &[], 10).is_err());
         assert!(plan(&node(), &["a0".to_string(), "a1".to_string()], 1).is_err());
+    }
+
+    #[test]
+    fn a_smaller_answer_is_a_prefix_of_a_larger_one() {
+        // Guards the partial selection: choosing k must give the first k of the full order.
+        let full = plan(&node(), &[], node().len()).unwrap();
+        for k in 0..=node().len() {
+            assert_eq!(plan(&node(), &[], k).unwrap(), full[..k], "size {k}");
+        }
     }
 
     #[test]

@@ -22,17 +22,26 @@ impl Guest for SpreadAllocator {
     }
 
     fn prefer(_settings: Settings, request: AllocationRequest) -> Result<Vec<String>, PolicyError> {
-        let candidates: Vec<crate::Candidate> = request
-            .available
+        let AllocationRequest {
+            available,
+            pfs,
+            must_include,
+            size,
+            ..
+        } = request;
+        // A device without a parent PF is a group of its own, after every PF.
+        let standalone = pfs.len() as u64;
+        let candidates: Vec<crate::Candidate> = available
             .into_iter()
-            .map(|d| crate::Candidate {
-                pf: d.pf_id.unwrap_or_else(|| d.id.clone()),
-                index: d.vf_index.or(d.sf_num),
-                numa: d.numa_node,
-                id: d.id,
+            .enumerate()
+            .map(|(position, c)| crate::Candidate {
+                pf: c.pf.map_or(standalone + position as u64, u64::from),
+                index: c.vf_index,
+                numa: c.numa_node,
+                id: c.id,
             })
             .collect();
-        crate::plan(&candidates, &request.must_include, request.size as usize)
+        crate::plan(&candidates, &must_include, size as usize)
             .map_err(|p| PolicyError::InvalidRequest(p.0))
     }
 }

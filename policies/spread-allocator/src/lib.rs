@@ -14,8 +14,9 @@ pub struct Candidate {
     pub id: String,
     /// NUMA node, if known.
     pub numa: Option<u32>,
-    /// The PF the device belongs to (its own id for a PF).
-    pub pf: String,
+    /// The device's PF group: devices with the same value share a PF; groups order like their PF's
+    /// PCI address. A device without a parent PF is a group of its own.
+    pub pf: u64,
     /// VF index or sub-function number, if any.
     pub index: Option<u32>,
 }
@@ -73,11 +74,11 @@ pub fn plan(
     groups.sort_unstable();
     groups.dedup();
     for (_, numa) in groups {
-        let mut queues: Vec<(String, Vec<&Candidate>)> = Vec::new();
+        let mut queues: Vec<(u64, Vec<&Candidate>)> = Vec::new();
         for c in rest.iter().filter(|c| c.numa == numa) {
             match queues.iter_mut().find(|(pf, _)| *pf == c.pf) {
                 Some((_, q)) => q.push(c),
-                None => queues.push((c.pf.clone(), vec![c])),
+                None => queues.push((c.pf, vec![c])),
             }
         }
         for (_, q) in &mut queues {
@@ -104,11 +105,11 @@ pub fn plan(
 mod tests {
     use super::*;
 
-    fn c(id: &str, numa: u32, pf: &str, index: u32) -> Candidate {
+    fn c(id: &str, numa: u32, pf: char, index: u32) -> Candidate {
         Candidate {
             id: id.into(),
             numa: Some(numa),
-            pf: pf.into(),
+            pf: u64::from(pf),
             index: Some(index),
         }
     }
@@ -116,12 +117,12 @@ mod tests {
     #[test]
     fn round_robin_across_pfs_of_one_node() {
         let node = vec![
-            c("a0", 0, "A", 0),
-            c("a1", 0, "A", 1),
-            c("b0", 0, "B", 0),
-            c("b1", 0, "B", 1),
-            c("b2", 0, "B", 2),
-            c("c0", 1, "C", 0),
+            c("a0", 0, 'A', 0),
+            c("a1", 0, 'A', 1),
+            c("b0", 0, 'B', 0),
+            c("b1", 0, 'B', 1),
+            c("b2", 0, 'B', 2),
+            c("c0", 1, 'C', 0),
         ];
         assert_eq!(plan(&node, &[], 3).unwrap(), ["b0", "a0", "b1"]);
         assert_eq!(plan(&node, &["c0".into()], 2).unwrap(), ["c0", "b0"]);

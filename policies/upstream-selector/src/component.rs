@@ -67,6 +67,9 @@ impl DeviceView for Device {
     fn has_rdma(&self) -> bool {
         !self.rdma_devices.is_empty()
     }
+    fn devlink_enable_rdma(&self) -> Option<bool> {
+        self.devlink_enable_rdma
+    }
     fn pkey(&self) -> Option<&str> {
         self.pkey.as_deref()
     }

@@ -36,6 +36,7 @@ pub struct PlainDevice {
     pub vf_index: Option<u32>,
     pub link_type: Option<String>,
     pub has_rdma: bool,
+    pub devlink_enable_rdma: Option<bool>,
     pub pkey: Option<String>,
     pub first_vdpa_driver: Option<String>,
     pub aux_type: Option<String>,
@@ -86,6 +87,9 @@ impl DeviceView for PlainDevice {
     }
     fn has_rdma(&self) -> bool {
         self.has_rdma
+    }
+    fn devlink_enable_rdma(&self) -> Option<bool> {
+        self.devlink_enable_rdma
     }
     fn pkey(&self) -> Option<&str> {
         self.pkey.as_deref()

@@ -48,6 +48,8 @@ pub trait DeviceView {
     fn link_type(&self) -> Option<&str>;
     /// Whether the function has RDMA devices.
     fn has_rdma(&self) -> bool;
+    /// The function's devlink `enable_rdma` parameter, when the agent could read it.
+    fn devlink_enable_rdma(&self) -> Option<bool>;
     /// Default InfiniBand pkey.
     fn pkey(&self) -> Option<&str>;
     /// Driver of the first vDPA device.
@@ -172,7 +174,7 @@ pub fn matches<D: DeviceView>(device_type: DeviceType, selector: &Selector, devi
         (s.pf_names.is_empty() || range::selects(&s.pf_names, device.pf_name(), index))
             && (s.root_devices.is_empty() || range::selects(&s.root_devices, device.pf_id(), index))
             && listed(&s.link_types, device.link_type())
-            && (!s.is_rdma || device.has_rdma())
+            && (!s.is_rdma || rdma_capable(device))
     };
     match device_type {
         DeviceType::Accelerator => listed(&selector.pci_addresses, Some(device.id())),
@@ -197,6 +199,14 @@ pub fn matches<D: DeviceView>(device_type: DeviceType, selector: &Selector, devi
                 }
         }
     }
+}
+
+/// Upstream's `isRdma` test (`rdmaSpec.IsRdma`): RDMA devices under the function, or else the
+/// devlink parameter `enable_rdma` — an exclusive-RDMA VF whose RDMA device has moved into a pod's
+/// network namespace has none left on the host but still counts (upstream #565), so a restarted
+/// agent keeps advertising it. An unknown parameter counts as false, as upstream's error path does.
+pub fn rdma_capable<D: DeviceView>(device: &D) -> bool {
+    device.has_rdma() || device.devlink_enable_rdma() == Some(true)
 }
 
 fn additional_info<D: DeviceView>(

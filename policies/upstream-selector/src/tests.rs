@@ -265,3 +265,91 @@ fn pf_with_vfs_and_default_route_devices_are_never_net_devices() {
     let pools = select(&config, &devices);
     assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.2", "0000:02:00.0"]);
 }
+
+/// Four VFs: RDMA devices on the host; none but devlink `enable_rdma` true (an exclusive-RDMA VF
+/// inside a pod); `enable_rdma` false; parameter unknown.
+fn rdma_vfs() -> Vec<PlainDevice> {
+    let mut with_devices = vf("0000:01:00.2", "0000:01:00.0", "ens1f0", 0);
+    with_devices.has_rdma = true;
+    let mut devlink_only = vf("0000:01:00.3", "0000:01:00.0", "ens1f0", 1);
+    devlink_only.devlink_enable_rdma = Some(true);
+    let mut disabled = vf("0000:01:00.4", "0000:01:00.0", "ens1f0", 2);
+    disabled.devlink_enable_rdma = Some(false);
+    let unknown = vf("0000:01:00.5", "0000:01:00.0", "ens1f0", 3);
+    vec![with_devices, devlink_only, disabled, unknown]
+}
+
+#[test]
+fn is_rdma_also_takes_devices_whose_devlink_enable_rdma_is_true() {
+    let devices = rdma_vfs();
+    let config = parse(
+        r#"{"resourceList":[{"resourceName":"rdma","selectors":{"isRdma":true}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    let pools = select(&config, &devices);
+    assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.2", "0000:01:00.3"]);
+    assert!(pools[0].members.iter().all(|m| m.rdma));
+}
+
+#[test]
+fn is_rdma_false_or_absent_is_no_filter() {
+    let devices = rdma_vfs();
+    for selectors in [r#"{"isRdma":false}"#, "{}"] {
+        let config = parse(
+            &format!(r#"{{"resourceList":[{{"resourceName":"any","selectors":{selectors}}}]}}"#),
+            "intel.com",
+        )
+        .unwrap();
+        let pools = select(&config, &devices);
+        assert_eq!(pools[0].members.len(), 4, "{selectors}");
+        assert!(pools[0].members.iter().all(|m| !m.rdma), "{selectors}");
+    }
+}
+
+#[test]
+fn aux_is_rdma_also_takes_devlink_enable_rdma() {
+    let sf = |id: &str, num: u32, enable: Option<bool>| PlainDevice {
+        id: id.into(),
+        kind: Some(Kind::Aux),
+        vendor: Some("15b3".into()),
+        class_code: Some("020000".into()),
+        driver: Some("mlx5_core".into()),
+        pf_id: Some("0000:01:00.0".into()),
+        pf_name: Some("p0".into()),
+        aux_type: Some("sf".into()),
+        sf_num: Some(num),
+        devlink_enable_rdma: enable,
+        ..PlainDevice::default()
+    };
+    let devices = vec![
+        sf("mlx5_core.sf.2", 2, Some(true)),
+        sf("mlx5_core.sf.3", 3, Some(false)),
+        sf("mlx5_core.sf.4", 4, None),
+    ];
+    let config = parse(
+        r#"{"resourceList":[{"resourceName":"sf","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"isRdma":true}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    let pools = select(&config, &devices);
+    assert_eq!(ids(&devices, &pools[0]), ["mlx5_core.sf.2"]);
+}
+
+#[test]
+fn ddp_profiles_match_exactly_and_skip_unknown_profiles() {
+    let mut gtp = vf("0000:01:00.2", "0000:01:00.0", "ens1f0", 0);
+    gtp.ddp_profile = Some("GTPv1-C/U IPv4/IPv6 payload".into());
+    let mut comms = vf("0000:01:00.3", "0000:01:00.0", "ens1f0", 1);
+    comms.ddp_profile = Some("ICE COMMS Package".into());
+    let unknown = vf("0000:01:00.4", "0000:01:00.0", "ens1f0", 2);
+    let devices = vec![gtp, comms, unknown];
+    let config = parse(
+        r#"{"resourceList":[{"resourceName":"gtp","selectors":{"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload","ice comms package"]}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    let pools = select(&config, &devices);
+    // Case-sensitive, like upstream's `contains`.
+    assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.2"]);
+}

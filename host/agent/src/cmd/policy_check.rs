@@ -90,7 +90,8 @@ fn inventory(args: &PolicyCheckArgs) -> Result<PolicyInventory, Failure> {
         None => {
             let root = &args.sysfs.sysfs_root;
             let inventory = vfpool_sysfs::discover(&SysfsRoot::new(root)).code(Code::BadInput)?;
-            (inventory, super::pools::host_facts(root))
+            let facts = crate::facts::FactsGatherer::for_sysfs_root(root).gather(&inventory);
+            (inventory, facts)
         }
     };
     Ok(PolicyInventory::new(&inventory, &facts))

@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
-use vfpool_policy::{ActivePolicies, HostFacts, Limits, PolicyEngine, PolicyInventory, Sources};
+use vfpool_policy::{ActivePolicies, Limits, PolicyEngine, PolicyInventory, Sources};
 use vfpool_sysfs::{DiscoveryError, Inventory, SysfsRoot};
 
 use crate::cli::PoolsArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
+use crate::facts::FactsGatherer;
 
 /// `{"pools":[{"resourceName":..,"deviceType":..,"devices":[{"id","health","numaNode"}]}]}`.
 #[derive(Serialize)]
@@ -37,7 +38,7 @@ struct PoolDeviceJson {
 
 pub fn run(args: &PoolsArgs) -> CmdResult {
     let inventory = discover(&args.sysfs.sysfs_root)?;
-    let facts = host_facts(&args.sysfs.sysfs_root);
+    let facts = FactsGatherer::for_sysfs_root(&args.sysfs.sysfs_root).gather(&inventory);
     let inventory = PolicyInventory::new(&inventory, &facts);
     let engine = PolicyEngine::new(Limits::default()).code(Code::Failure)?;
     let policies = ActivePolicies::new(engine).code(Code::Failure)?;
@@ -100,19 +101,6 @@ fn discover(sysfs_root: &Path) -> Result<Inventory, Failure> {
         },
         error: error.into(),
     })
-}
-
-/// The default-route fact comes from this machine's routing table, so it only applies when the
-/// devices are this machine's (`--sysfs-root /sys`), not a simulated node's.
-pub(crate) fn host_facts(sysfs_root: &Path) -> HostFacts {
-    if sysfs_root != Path::new("/sys") {
-        return HostFacts::default();
-    }
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    HostFacts {
-        default_route_netdevs: HostFacts::default_routes_from_proc(&routes),
-        ..HostFacts::default()
-    }
 }
 
 /// One row per pool: name, type, device count, NUMA nodes, then the device ids.

@@ -10,14 +10,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use vfpool_deviceplugin::events::{self, KernelEvents};
 use vfpool_deviceplugin::{DevicePlugins, PluginConfig, PolicyAllocator};
 use vfpool_policy::{
-    ActivePolicies, HostFacts, Limits, PolicyEngine, PolicyInventory, PolicyWatcher, Pool, Sources,
+    ActivePolicies, CompileCache, HostFacts, Limits, PolicyEngine, PolicyInventory, PolicyWatcher,
+    Pool, Sources,
 };
 use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::cli::RunArgs;
 use crate::exit::{CmdResult, Code, WithCode};
+use crate::facts::FactsGatherer;
 
 pub fn run(args: &RunArgs) -> CmdResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -29,21 +32,23 @@ pub fn run(args: &RunArgs) -> CmdResult {
     runtime.block_on(daemon(args))
 }
 
-/// Reads the default-route netdevs of the host (facts policies get; upstream excludes them).
-fn host_facts() -> HostFacts {
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    HostFacts {
-        default_route_netdevs: HostFacts::default_routes_from_proc(&routes),
-        ..HostFacts::default()
-    }
-}
-
-async fn discover(root: &SysfsRoot) -> anyhow::Result<Inventory> {
+/// Discovers the node and gathers the host facts about its devices (default routes, devlink),
+/// off the async runtime: both are blocking reads and process spawns. Facts are gathered on every
+/// call, so a rescan sees a changed route or devlink parameter.
+async fn discover(
+    root: &SysfsRoot,
+    facts: &Arc<FactsGatherer>,
+) -> anyhow::Result<(Inventory, HostFacts)> {
     let root = root.clone();
-    tokio::task::spawn_blocking(move || vfpool_sysfs::discover(&root))
-        .await
-        .context("the discovery thread failed")?
-        .context("discovery failed")
+    let facts = Arc::clone(facts);
+    tokio::task::spawn_blocking(move || {
+        let inventory = vfpool_sysfs::discover(&root)?;
+        let host = facts.gather(&inventory);
+        Ok::<_, vfpool_sysfs::DiscoveryError>((inventory, host))
+    })
+    .await
+    .context("the discovery thread failed")?
+    .context("discovery failed")
 }
 
 /// Pools the active selector makes of `inventory`; `None` when there is no active set or the
@@ -77,13 +82,18 @@ async fn daemon(args: &RunArgs) -> CmdResult {
         config_file: Some(args.config_file.clone()),
         default_resource_prefix: args.resource_prefix.clone(),
     };
-    let inventory = discover(&root).await.code(Code::BadInput)?;
-    let facts = host_facts();
+    let gatherer = Arc::new(FactsGatherer::for_sysfs_root(&args.sysfs.sysfs_root));
+    let (inventory, facts) = discover(&root, &gatherer).await.code(Code::BadInput)?;
     let policy_inventory = Arc::new(PolicyInventory::new(&inventory, &facts));
     let latest: Arc<RwLock<Arc<PolicyInventory>>> =
         Arc::new(RwLock::new(Arc::clone(&policy_inventory)));
 
-    let engine = PolicyEngine::new(Limits::default())
+    // A cache that cannot be used is refused loudly rather than silently compiling every time.
+    let cache = match &args.policy_cache_dir {
+        Some(dir) => Some(CompileCache::open(dir).code(Code::BadInput)?),
+        None => None,
+    };
+    let engine = PolicyEngine::with_cache(Limits::default(), cache)
         .context("cannot start the policy engine")
         .code(Code::Failure)?;
     let policies = Arc::new(
@@ -149,14 +159,14 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
     let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
     // Kernel events trigger an early rescan on a real node (a simulated tree has none).
-    let (kernel_tx, mut kernel) = mpsc::unbounded_channel::<()>();
     let mut real_sysfs = std::fs::canonicalize(&args.sysfs.sysfs_root)
         .is_ok_and(|p| p == std::path::Path::new("/sys"));
-    if real_sysfs {
-        let sources = kernel_events(&kernel_tx);
-        tracing::info!(?sources, "kernel events: watching");
-    }
-    drop(kernel_tx);
+    let mut kernel = real_sysfs.then(|| {
+        // A burst (a VF count change is hundreds of events) becomes one rescan.
+        let events = KernelEvents::spawn(events::kernel_sources(), Duration::from_millis(200));
+        tracing::info!(sources = ?events.sources(), "kernel events: watching");
+        events
+    });
     let mut rescan = tokio::time::interval(args.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
@@ -196,21 +206,18 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                     log_report(&plugins.apply(&desired, &inventory).await);
                 }
             }
-            event = kernel.recv(), if real_sysfs => {
-                if event.is_none() {
+            burst = next_kernel_burst(&mut kernel), if real_sysfs => {
+                let Some(events) = burst else {
                     tracing::warn!("kernel events: every source closed; relying on the periodic rescan");
                     real_sysfs = false;
                     continue;
-                }
-                // A burst (a VF count change is hundreds of events) becomes one rescan.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while kernel.try_recv().is_ok() {}
-                tracing::info!("kernel event: rescanning");
+                };
+                tracing::info!(events, "kernel event: rescanning");
                 rescan.reset_immediately();
             }
             _ = rescan.tick() => {
-                match discover(&root).await {
-                    Ok(next) => {
+                match discover(&root, &gatherer).await {
+                    Ok((next, facts)) => {
                         inventory = next;
                         let next = Arc::new(PolicyInventory::new(&inventory, &facts));
                         *latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&next);
@@ -230,59 +237,12 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     Ok(())
 }
 
-/// Opens the kernel event sources that may change devices or their health — rtnetlink link
-/// events (links appearing, vanishing, carrier and operstate changes) and uevents (PCI functions
-/// added or removed, drivers bound or unbound) — each on its own thread that pokes `tx` per
-/// message. Returns the sources that could be opened; a failure only logs (the periodic rescan
-/// still runs).
-fn kernel_events(tx: &mpsc::UnboundedSender<()>) -> Vec<&'static str> {
-    use netlink_sys::{Socket, SocketAddr, protocols};
-    /// `RTMGRP_LINK`.
-    const LINK_GROUP: u32 = 1;
-    /// The kernel's uevent multicast group.
-    const UEVENT_GROUP: u32 = 1;
-    let mut opened = Vec::new();
-    for (name, protocol, group) in [
-        ("netlink link events", protocols::NETLINK_ROUTE, LINK_GROUP),
-        ("uevents", protocols::NETLINK_KOBJECT_UEVENT, UEVENT_GROUP),
-    ] {
-        let socket = Socket::new(protocol).and_then(|mut socket| {
-            socket.bind(&SocketAddr::new(0, group))?;
-            Ok(socket)
-        });
-        let socket = match socket {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::warn!(source = name, error = %e, "kernel events: cannot subscribe");
-                continue;
-            }
-        };
-        let tx = tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("vfpool-{}", name.replace(' ', "-")))
-            .spawn(move || {
-                loop {
-                    match socket.recv_from_full() {
-                        Ok(_) => {
-                            if tx.send(()).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(source = name, error = %e, "kernel events: receive failed; source closed");
-                            return;
-                        }
-                    }
-                }
-            });
-        match spawned {
-            Ok(_) => opened.push(name),
-            Err(e) => {
-                tracing::warn!(source = name, error = %e, "kernel events: cannot start the reader thread")
-            }
-        }
+/// The next burst of kernel events (how many it held); never without sources. Cancel-safe.
+async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
+    match kernel {
+        Some(events) => events.next_rescan().await,
+        None => std::future::pending().await,
     }
-    opened
 }
 
 fn log_report(report: &vfpool_deviceplugin::ApplyReport) {

@@ -116,6 +116,79 @@ fn filters_by_each_key() {
     }
 }
 
+/// The agent's devlink facts through the host: `isRdma` also takes a function whose devlink
+/// `enable_rdma` is true although it has no RDMA device on the host (an exclusive-RDMA VF inside a
+/// pod, upstream #565), for netDevice and auxNetDevice alike; `false` or unknown does not count;
+/// `isRdma: false` filters nothing. `ddpProfiles` matches the profile the agent reports for a PF
+/// and its VFs.
+#[test]
+fn devlink_facts_feed_is_rdma_and_ddp_profiles() {
+    let mut facts = vfpool_policy::HostFacts::default();
+    facts.default_route_netdevs.insert("eno1".into());
+    for (id, enabled) in [
+        ("0000:5e:00.2", true),
+        ("0000:5e:00.3", false),
+        ("mlx5_core.sf.3", true),
+        ("mlx5_core.sf.4", false),
+    ] {
+        facts.rdma_enabled.insert(id.into(), enabled);
+    }
+    for id in [
+        "0000:01:00.0",
+        "0000:01:02.0",
+        "0000:01:02.1",
+        "0000:01:02.2",
+    ] {
+        facts
+            .ddp_profiles
+            .insert(id.into(), "ICE COMMS Package".into());
+    }
+    let inventory = vfpool_policy::PolicyInventory::new(&test_node(), &facts);
+    let run = |config: &str| -> Vec<(String, Vec<String>)> {
+        summary(
+            &selector()
+                .select(&settings(config), &inventory)
+                .unwrap_or_else(|e| panic!("select failed: {e}"))
+                .value,
+        )
+    };
+    let only = |config: String| -> Vec<String> {
+        let mut pools = run(&config);
+        assert_eq!(pools.len(), 1, "{config}");
+        pools.remove(0).1
+    };
+
+    assert_eq!(
+        only(net(r#"{"isRdma":true}"#)),
+        [
+            "0000:3b:00.2",
+            "0000:3b:00.3",
+            "0000:3b:00.4",
+            "0000:5e:00.2"
+        ]
+    );
+    assert_eq!(only(net(r#"{"isRdma":false}"#)), ALL_NET);
+    assert_eq!(
+        only(r#"{"resourceList":[{"resourceName":"sf","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"isRdma":true}}]}"#.into()),
+        ["mlx5_core.sf.3"]
+    );
+    // The pool's Allocate hint says rdma for the devlink-only member too.
+    let pools = selector()
+        .select(&settings(&net(r#"{"isRdma":true}"#)), &inventory)
+        .unwrap()
+        .value;
+    assert!(pools[0].devices.iter().all(|d| d.rdma));
+    // The PF has VFs enabled, so only its bound, eligible VFs are pooled.
+    assert_eq!(
+        only(net(r#"{"ddpProfiles":["ICE COMMS Package"]}"#)),
+        ["0000:01:02.0", "0000:01:02.1"]
+    );
+    assert_eq!(
+        only(net(r#"{"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload"]}"#)),
+        Vec::<String>::new()
+    );
+}
+
 /// deviceSelectors_test.go: `["ens0","ens2f0#1","ens2f1#0,3-5,7"]` style ranges, here on ens2f0.
 #[test]
 fn pf_name_ranges() {

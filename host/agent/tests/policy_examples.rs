@@ -1,0 +1,190 @@
+//! Hot swap of an example policy in another language into a running agent: the real `vfpool run`
+//! binary on the simulated `dell-cx5` node, registered with the kubelet simulator, gets the Python
+//! selector (`policies/examples/python-selector`, built by `make policies`) dropped into its policy
+//! directory, and the simulated kubelet sees the Python policy's pools replace the default's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vfpool_kubelet_sim::{KubeletSim, ResourceView, SimOptions};
+use vfpool_sysfs::sim::{Fixture, write_tree};
+
+/// Generous: the agent compiles an 18 MB component (seconds; longer on a busy CI machine).
+const GUARD: Duration = Duration::from_secs(300);
+
+/// One config for both selectors: the default reads `resourceList`, the Python selector `pools`;
+/// each ignores the other's key, so the swap needs no config change.
+const CONFIG: &str = r#"{
+  "resourceList": [{"resourceName": "mlnx_sriov", "selectors": {"vendors": ["15b3"], "devices": ["1018"]}}],
+  "pools": [
+    {"name": "fast_numa0", "pf": ["ens1f0"], "numa": 0},
+    {"name": "{pf}_numa{numa}", "pf": ["ens1f1"], "rdma": true}
+  ]
+}"#;
+
+fn python_selector() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../policies/examples/target/python_selector.wasm");
+    fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): run `make policies` (scripts/build-policies.sh) to build the example policies, then run the tests again",
+            path.display()
+        )
+    })
+}
+
+struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("agent log:\n{}", self.log());
+        }
+    }
+}
+
+fn allocatable(resources: &std::collections::BTreeMap<String, ResourceView>, name: &str) -> usize {
+    resources.get(name).map_or(0, ResourceView::allocatable)
+}
+
+/// Writes `bytes` as `dir/name` the way an operator should: elsewhere, then rename into place.
+fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_selector_hot_swaps_into_a_running_agent() {
+    let wasm = python_selector();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |rel: &str| tmp.path().join(rel);
+    let fixture = Fixture::load("dell-cx5").unwrap();
+    write_tree(&fixture, &path("sys")).unwrap();
+    for dir in ["etc", "kubelet", "policies"] {
+        fs::create_dir_all(path(dir)).unwrap();
+    }
+    fs::write(path("etc/config.json"), CONFIG).unwrap();
+
+    let sim = KubeletSim::start(&path("kubelet"), SimOptions::default())
+        .await
+        .unwrap();
+    let log = path("agent.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .arg("run")
+        .arg("--sysfs-root")
+        .arg(path("sys"))
+        .arg("--config-file")
+        .arg(path("etc/config.json"))
+        .arg("--kubelet-dir")
+        .arg(path("kubelet"))
+        .arg("--devinfo-dir")
+        .arg(path("devinfo"))
+        .arg("--policy-dir")
+        .arg(path("policies"))
+        .arg("--policy-cache-dir")
+        .arg(path("cache"))
+        .arg("--rescan-interval")
+        .arg("1s")
+        .arg("--log-level")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent {
+        child: Some(child),
+        log,
+    };
+
+    sim.wait_for("the default selector's 24 VFs", GUARD, |r| {
+        allocatable(r, "intel.com/mlnx_sriov") == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+
+    drop_in(&path("policies"), "python_selector.wasm", &wasm);
+    sim.wait_for(
+        "the Python selector's pools replace the default's",
+        GUARD,
+        |r| {
+            allocatable(r, "intel.com/fast_numa0") == 12
+                && allocatable(r, "intel.com/ens1f1_numa0") == 12
+                && allocatable(r, "intel.com/mlnx_sriov") == 0
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+
+    // A pod gets a VF of the PF the Python policy put in the pool.
+    let pod = sim
+        .allocate_pod("p", "intel.com/fast_numa0", 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let ens1f0_vfs: Vec<String> = fixture_vfs(&path("sys"), "0000:3b:00.0");
+    assert!(
+        pod.device_ids.iter().all(|id| ens1f0_vfs.contains(id)),
+        "{:?} not VFs of ens1f0 {ens1f0_vfs:?}",
+        pod.device_ids
+    );
+    // The compiled component went into the cache, for the next start.
+    let cached: Vec<_> = fs::read_dir(path("cache"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .collect();
+    assert!(!cached.is_empty(), "nothing cached\n{}", agent.log());
+
+    // Removing the module returns to the embedded default once the pod has let its VF go (a
+    // device in use never moves; the next rescan moves it).
+    assert!(sim.release_pod("p"));
+    fs::remove_file(path("policies/python_selector.wasm")).unwrap();
+    sim.wait_for("back to the default selector", GUARD, |r| {
+        allocatable(r, "intel.com/mlnx_sriov") == 24
+            && allocatable(r, "intel.com/fast_numa0") == 0
+            && allocatable(r, "intel.com/ens1f1_numa0") == 0
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+
+    let mut child = agent.child.take().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", agent.log());
+    sim.shutdown();
+}
+
+/// The VF addresses of the PF `pf` in a simulated sysfs tree (its `virtfnN` links).
+fn fixture_vfs(sysfs: &Path, pf: &str) -> Vec<String> {
+    let dir = sysfs.join("bus/pci/devices").join(pf);
+    let mut vfs: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("virtfn"))
+        .map(|e| {
+            let target = fs::read_link(e.path()).unwrap();
+            target.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    vfs.sort_unstable();
+    assert_eq!(vfs.len(), 12, "{}", dir.display());
+    vfs
+}

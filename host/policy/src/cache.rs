@@ -1,0 +1,412 @@
+//! The precompiled-module cache: compiled policy components kept on disk so that an agent restart
+//! or a hot swap of a large component (a Python or JavaScript policy is 12–18 MB of WebAssembly
+//! and takes seconds to compile) loads it in milliseconds instead.
+//!
+//! Why it is safe to load machine code from disk here, and what keeps it so:
+//! - The key is the module's SHA-256 *and* a SHA-256 of `Engine::precompile_compatibility_hash`
+//!   (wasmtime version, compiler and its settings, target): an entry is only ever used for the
+//!   exact module bytes and engine that produced it.
+//! - Only this process writes entries: the directory is created `0700`, and before every use it
+//!   must still be a real directory (not a symlink), owned by our effective uid, and not accessible
+//!   to group or others. An entry file must be a regular file owned by us with no group/other
+//!   write permission. Anything else is ignored (and logged), never deserialized.
+//! - Each entry carries a header — magic, format version, module digest, engine digest and the
+//!   SHA-256 of the artifact — checked against the in-memory bytes before they are deserialized, so
+//!   a truncated, corrupted or renamed file is recompiled rather than trusted.
+//! - Entries are written to a temporary file in the same directory and renamed into place, so a
+//!   reader never sees half an entry. The file is read whole into memory (not mapped), so a later
+//!   change to the file cannot change code that is already loaded.
+//!
+//! Every failure here is a cache miss: the module is compiled as if there were no cache.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Identifies the entry format; bump it when the header changes.
+const MAGIC: &[u8; 8] = b"VFPCWv01";
+/// Magic, module digest, engine digest, artifact digest.
+const HEADER_LEN: usize = 8 + 32 + 32 + 32;
+
+/// Why the cache directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The directory could not be created or inspected.
+    #[error("policy cache directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory exists but another user could have written into it.
+    #[error(
+        "policy cache directory {path} is not safe to load compiled code from: {reason} (it must be a directory owned by uid {uid} with mode 0700; remove it or pick another)"
+    )]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// Our effective uid.
+        uid: u32,
+    },
+}
+
+/// A directory of precompiled policy components. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    /// Opens `dir`, creating it (and missing parents) with mode 0700, and checks that only we can
+    /// write into it.
+    pub fn open(dir: &Path) -> Result<CompileCache, CacheError> {
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
+            Ok(()) => {}
+            Err(source) => {
+                return Err(CacheError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        let cache = CompileCache {
+            dir: dir.to_path_buf(),
+        };
+        cache.check_dir()?;
+        Ok(cache)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory is still ours alone; checked before every read, as it may have changed.
+    fn check_dir(&self) -> Result<(), CacheError> {
+        let uid = rustix::process::geteuid().as_raw();
+        let meta = fs::symlink_metadata(&self.dir).map_err(|source| CacheError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let unsafe_dir = |reason: String| CacheError::Unsafe {
+            path: self.dir.clone(),
+            reason,
+            uid,
+        };
+        if !meta.file_type().is_dir() {
+            return Err(unsafe_dir("not a directory (a symlink?)".to_string()));
+        }
+        if meta.uid() != uid {
+            return Err(unsafe_dir(format!("owned by uid {}", meta.uid())));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(unsafe_dir(format!(
+                "mode {:04o} lets group or others in",
+                meta.permissions().mode() & 0o7777
+            )));
+        }
+        Ok(())
+    }
+
+    fn entry_path(&self, module_sha256: &[u8; 32], engine_sha256: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.cwasm",
+            hex(module_sha256),
+            hex(&engine_sha256[..8])
+        ))
+    }
+
+    /// The cached component for `bytes`, or `None` on any miss (absent, foreign, corrupt, made by
+    /// another engine). Never fails: a problem is logged and the caller compiles.
+    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Option<Component> {
+        let module = sha256(bytes);
+        let engine_digest = engine_digest(engine);
+        let path = self.entry_path(&module, &engine_digest);
+        if let Err(e) = self.check_dir() {
+            tracing::warn!("not using the policy cache: {e}");
+            return None;
+        }
+        let artifact = match read_entry(&path, &module, &engine_digest) {
+            Ok(Some(a)) => a,
+            Ok(None) => return None,
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), "ignoring policy cache entry: {reason}");
+                return None;
+            }
+        };
+        match deserialize(engine, &artifact) {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring policy cache entry: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Stores `component`, compiled from `bytes`. Best effort: a failure is logged, not returned,
+    /// because the component is already compiled and usable.
+    pub(crate) fn store(&self, engine: &Engine, bytes: &[u8], component: &Component) {
+        if let Err(e) = self.try_store(engine, bytes, component) {
+            tracing::warn!(dir = %self.dir.display(), "could not write the policy cache: {e:#}");
+        }
+    }
+
+    fn try_store(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        component: &Component,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.check_dir()?;
+        let module = sha256(bytes);
+        let engine_digest = engine_digest(engine);
+        let artifact = component.serialize()?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.dir)?;
+        // tempfile creates the file 0600; say so explicitly, as the loader insists on it.
+        file.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(MAGIC)?;
+        file.write_all(&module)?;
+        file.write_all(&engine_digest)?;
+        file.write_all(&sha256(&artifact))?;
+        file.write_all(&artifact)?;
+        file.as_file().sync_all()?;
+        file.persist(self.entry_path(&module, &engine_digest))?;
+        Ok(())
+    }
+}
+
+/// Reads and checks an entry; `Ok(None)` when there is none.
+fn read_entry(
+    path: &Path,
+    module: &[u8; 32],
+    engine_digest: &[u8; 32],
+) -> Result<Option<Vec<u8>>, String> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".to_string());
+    }
+    if meta.uid() != uid {
+        return Err(format!("owned by uid {}, not {uid}", meta.uid()));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err("writable by group or others".to_string());
+    }
+    let data = fs::read(path).map_err(|e| e.to_string())?;
+    if data.len() < HEADER_LEN || &data[..8] != MAGIC {
+        return Err("not a vfpool cache entry (bad header)".to_string());
+    }
+    if &data[8..40] != module || &data[40..72] != engine_digest {
+        return Err("made for another module or engine".to_string());
+    }
+    let artifact = &data[HEADER_LEN..];
+    if sha256(artifact) != data[72..HEADER_LEN] {
+        return Err("artifact digest mismatch (corrupted or truncated)".to_string());
+    }
+    Ok(Some(artifact.to_vec()))
+}
+
+/// Turns cached machine code back into a component.
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own output. These bytes
+    // are: they come from a file in a directory only our uid can write (checked just before the
+    // read), written by `CompileCache::store` from `Component::serialize`, and their SHA-256 was
+    // checked against the digest stored with them, for this module's digest and this engine's
+    // compatibility hash. They are an in-memory copy, so the file changing later cannot affect
+    // them. wasmtime itself also refuses an artifact from another version or configuration.
+    unsafe { Component::deserialize(engine, artifact) }
+}
+
+/// The SHA-256 of the engine's compatibility hash: what must match for an artifact to load.
+fn engine_digest(engine: &Engine) -> [u8; 32] {
+    let mut hasher = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize().into()
+}
+
+/// Feeds `Hash` into SHA-256 (std's `DefaultHasher` is not stable across Rust releases).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        // Unused: the digest is taken from the inner SHA-256.
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::{Limits, Policy, PolicyEngine, defaults};
+
+    fn engine_with(dir: &Path) -> PolicyEngine {
+        let cache = CompileCache::open(dir).unwrap();
+        PolicyEngine::with_cache(Limits::default(), Some(cache)).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn cache_of(engine: &PolicyEngine) -> &CompileCache {
+        engine.inner.cache.as_ref().unwrap()
+    }
+
+    const MODULE: &[u8] = defaults::PACKED_ALLOCATOR;
+
+    #[test]
+    fn a_compiled_module_is_stored_and_loaded_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let engine = engine_with(&dir);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let engine_raw = &engine.inner.engine;
+        assert!(
+            cache_of(&engine).load(engine_raw, MODULE).is_none(),
+            "empty cache"
+        );
+        let policy = Policy::compile(&engine, "packed", MODULE).unwrap();
+        assert!(policy.roles().allocator);
+        let stored = entries(&dir);
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(
+            fs::metadata(&stored[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(cache_of(&engine).load(engine_raw, MODULE).is_some(), "hit");
+        // A policy loaded from the cache works like a compiled one.
+        let again = Policy::compile(&engine, "packed", MODULE).unwrap();
+        assert!(again.roles().allocator && !again.roles().selector);
+    }
+
+    #[test]
+    fn a_corrupted_entry_is_ignored_and_rewritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let engine = engine_with(&dir);
+        Policy::compile(&engine, "packed", MODULE).unwrap();
+        let entry = entries(&dir).remove(0);
+        let good = fs::read(&entry).unwrap();
+        // A flipped byte in the artifact, then a truncated file.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        for corrupt in [bad, good[..HEADER_LEN + 10].to_vec(), b"junk".to_vec()] {
+            fs::write(&entry, &corrupt).unwrap();
+            assert!(
+                cache_of(&engine)
+                    .load(&engine.inner.engine, MODULE)
+                    .is_none()
+            );
+            // Compiling again works and replaces the entry with a good one.
+            Policy::compile(&engine, "packed", MODULE).unwrap();
+            assert_eq!(fs::read(&entry).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn another_modules_entry_under_this_name_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let engine = engine_with(&dir);
+        Policy::compile(&engine, "selector", defaults::UPSTREAM_SELECTOR).unwrap();
+        let foreign = entries(&dir).remove(0);
+        // A valid entry for another module, renamed to this module's key.
+        let key =
+            cache_of(&engine).entry_path(&sha256(MODULE), &engine_digest(&engine.inner.engine));
+        fs::copy(&foreign, &key).unwrap();
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn entries_and_directories_others_can_write_are_not_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let engine = engine_with(&dir);
+        Policy::compile(&engine, "packed", MODULE).unwrap();
+        let entry = entries(&dir).remove(0);
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_none()
+        );
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_some()
+        );
+
+        // The directory opened to others: refused at open and ignored by a running cache.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_none()
+        );
+        let error = CompileCache::open(&dir).unwrap_err();
+        assert!(matches!(error, CacheError::Unsafe { .. }), "{error}");
+        assert!(error.to_string().contains("0777"), "{error}");
+
+        // A symlink in place of the directory is refused too.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(matches!(
+            CompileCache::open(&link),
+            Err(CacheError::Unsafe { .. })
+        ));
+    }
+}
