@@ -2,7 +2,7 @@
 # what a fresh machine lacks first (`make setup`), so nothing has to be installed by hand.
 
 # Debian packages the tests and the demo need. Crates add theirs here. (python3-venv: the Python
-# example policy's toolchain venv; Node.js and npm must be on PATH for the JavaScript example.)
+# example policy's toolchain venv; Node.js and npm come from Debian when `npm` is not on PATH.)
 APT_PACKAGES := iproute2 containernetworking-plugins python3-venv
 # rustup targets (the policies are WebAssembly components).
 RUST_TARGETS := wasm32-wasip2

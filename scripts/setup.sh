@@ -12,6 +12,10 @@ for pkg in $apt_packages; do
     missing+=("$pkg")
   fi
 done
+# The JavaScript example policy's toolchain (componentize-js) runs on Node.js; Debian's is enough.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   sudo=""

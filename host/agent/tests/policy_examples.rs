@@ -4,13 +4,14 @@
 //! directory, and the simulated kubelet sees the Python policy's pools replace the default's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vfpool_kubelet_sim::{KubeletSim, ResourceView, SimOptions};
-use vfpool_sysfs::sim::{Fixture, write_tree};
+use common::{Node, allocatable};
+use vfpool_kubelet_sim::{KubeletSim, SimOptions};
 
 /// Generous: the agent compiles an 18 MB component (seconds; longer on a busy CI machine).
 const GUARD: Duration = Duration::from_secs(300);
@@ -36,31 +37,6 @@ fn python_selector() -> Vec<u8> {
     })
 }
 
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!("agent log:\n{}", self.log());
-        }
-    }
-}
-
-fn allocatable(resources: &std::collections::BTreeMap<String, ResourceView>, name: &str) -> usize {
-    resources.get(name).map_or(0, ResourceView::allocatable)
-}
-
 /// Writes `bytes` as `dir/name` the way an operator should: elsewhere, then rename into place.
 fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -71,45 +47,17 @@ fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_selector_hot_swaps_into_a_running_agent() {
     let wasm = python_selector();
-    let tmp = tempfile::tempdir().unwrap();
-    let path = |rel: &str| tmp.path().join(rel);
-    let fixture = Fixture::load("dell-cx5").unwrap();
-    write_tree(&fixture, &path("sys")).unwrap();
-    for dir in ["etc", "kubelet", "policies"] {
-        fs::create_dir_all(path(dir)).unwrap();
-    }
-    fs::write(path("etc/config.json"), CONFIG).unwrap();
+    let node = Node::shipped("dell-cx5", CONFIG);
+    let path = |rel: &str| node.path(rel);
+    fs::create_dir_all(path("policies")).unwrap();
 
-    let sim = KubeletSim::start(&path("kubelet"), SimOptions::default())
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
         .await
         .unwrap();
-    let log = path("agent.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
-        .arg("run")
-        .arg("--sysfs-root")
-        .arg(path("sys"))
-        .arg("--config-file")
-        .arg(path("etc/config.json"))
-        .arg("--kubelet-dir")
-        .arg(path("kubelet"))
-        .arg("--devinfo-dir")
-        .arg(path("devinfo"))
-        .arg("--policy-dir")
-        .arg(path("policies"))
-        .arg("--policy-cache-dir")
-        .arg(path("cache"))
-        .arg("--rescan-interval")
-        .arg("1s")
-        .arg("--log-level")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent {
-        child: Some(child),
-        log,
-    };
+    let mut agent = node.agent_with(
+        "1s",
+        &["--policy-cache-dir".as_ref(), path("cache").as_os_str()],
+    );
 
     sim.wait_for("the default selector's 24 VFs", GUARD, |r| {
         allocatable(r, "intel.com/mlnx_sriov") == 24
@@ -161,13 +109,7 @@ async fn python_selector_hot_swaps_into_a_running_agent() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
 
-    let mut child = agent.child.take().unwrap();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    let status = agent.signal_and_wait("TERM");
     assert!(status.success(), "{status}\n{}", agent.log());
     sim.shutdown();
 }

@@ -3,6 +3,7 @@
 //! retries and what kubelet refuses. Waits are on observed state; timeouts only guard hangs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use vfpool_deviceplugin::{
     Allocator, AllocatorError, DevicePlugins, PluginConfig, PreferenceRequest,
 };
-use vfpool_kubelet_sim::{KubeletSim, SimOptions};
+use vfpool_kubelet_sim::{KubeletSim, ResourceView, SimOptions};
 use vfpool_policy::{DeviceType, Pool, PoolDevice};
 use vfpool_proto::deviceplugin::v1beta1 as api;
 use vfpool_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
@@ -38,6 +39,13 @@ impl Env {
 
     fn kubelet(&self) -> std::path::PathBuf {
         self.tmp.path().join("kubelet")
+    }
+
+    /// The kubelet simulator on this environment's kubelet directory (device-plugins mode).
+    async fn sim(&self) -> KubeletSim {
+        KubeletSim::start(&self.kubelet(), SimOptions::default())
+            .await
+            .unwrap()
     }
 
     fn config(&self) -> PluginConfig {
@@ -92,6 +100,15 @@ fn failing() -> Arc<dyn Allocator> {
     }))
 }
 
+/// Waits until kubelet sees every device of [`Env::pool`]`(0)` allocatable; returns its view.
+async fn all_allocatable(sim: &KubeletSim) -> BTreeMap<String, ResourceView> {
+    sim.wait_for("24 devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap()
+}
+
 fn socket(env: &Env) -> std::path::PathBuf {
     env.kubelet()
         .join("device-plugins/intel.com_mlnx_sriov.sock")
@@ -104,18 +121,11 @@ async fn raw_client(path: &Path) -> DevicePluginClient<tonic::transport::Channel
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_watch_sends_only_on_change_to_every_stream() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
     let report = plugins.apply(&env.pool(0), &env.inventory).await;
     assert_eq!(report.started, [NAME]);
-    let r = sim
-        .wait_for("24 devices", GUARD, |r| {
-            r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-        })
-        .await
-        .unwrap();
+    let r = all_allocatable(&sim).await;
     assert_eq!(r[NAME].updates, 1);
 
     // A second, concurrent stream (kubelet reconnecting) gets the list too.
@@ -173,9 +183,7 @@ async fn list_and_watch_sends_only_on_change_to_every_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_allocation_uses_the_allocator_and_falls_back() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let mode = Arc::new(AtomicUsize::new(0));
     let (c, m) = (Arc::clone(&calls), Arc::clone(&mode));
@@ -194,11 +202,7 @@ async fn preferred_allocation_uses_the_allocator_and_falls_back() {
     }));
     let mut plugins = DevicePlugins::start(env.config(), allocator).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    sim.wait_for("24 devices", GUARD, |r| {
-        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    all_allocatable(&sim).await;
 
     let pod = sim.allocate_pod("valid", NAME, 2).await.unwrap();
     assert_eq!(pod.device_ids, ["0000:3b:03.0", "0000:3b:03.1"]);
@@ -225,16 +229,10 @@ async fn preferred_allocation_uses_the_allocator_and_falls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_socket_is_served_again_and_reregistered() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    sim.wait_for("24 devices", GUARD, |r| {
-        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    all_allocatable(&sim).await;
     let before = sim.registrations().len();
     std::fs::remove_file(socket(&env)).unwrap();
     sim.wait_for("registered again", GUARD, |r| {
@@ -273,14 +271,8 @@ async fn registration_retries_until_kubelet_is_up() {
     plugins.apply(&env.pool(0), &env.inventory).await;
     assert!(matches!(plugins.registration(NAME), None | Some(Err(_))));
     // kubelet starts later: kubelet.sock appears and the pool registers.
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
-    sim.wait_for("24 devices", GUARD, |r| {
-        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    let sim = env.sim().await;
+    all_allocatable(&sim).await;
     plugins.shutdown().await;
     sim.shutdown();
 }
@@ -288,16 +280,10 @@ async fn registration_retries_until_kubelet_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_refuses_bad_versions_names_and_a_second_plugin() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    sim.wait_for("24 devices", GUARD, |r| {
-        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    all_allocatable(&sim).await;
     let mut kubelet = RegistrationClient::new(vfpool_deviceplugin::uds::channel(
         &env.kubelet().join("device-plugins/kubelet.sock"),
     ));
@@ -352,12 +338,7 @@ async fn plugin_watcher_mode_registers_through_get_info() {
         vfpool_deviceplugin::Mode::PluginWatcher { .. }
     ));
     plugins.apply(&env.pool(0), &env.inventory).await;
-    let r = sim
-        .wait_for("24 devices", GUARD, |r| {
-            r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-        })
-        .await
-        .unwrap();
+    let r = all_allocatable(&sim).await;
     assert_eq!(r[NAME].mode, "plugin-watcher");
     assert_eq!(
         r[NAME].endpoint,
@@ -418,9 +399,7 @@ impl vfpool_deviceplugin::uds::Listen for BreaksOnce {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_listener_fails_is_restarted() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let listen = Arc::new(BreaksOnce::default());
     let mut config = env.config();
     config.listen = Arc::clone(&listen) as Arc<dyn vfpool_deviceplugin::uds::Listen>;
@@ -466,16 +445,10 @@ async fn a_server_whose_listener_fails_is_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_refuses_repeats_and_strangers_without_writing_files() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    sim.wait_for("24 devices", GUARD, |r| {
-        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    all_allocatable(&sim).await;
     let devinfo = env.tmp.path().join("devinfo");
     let files = || -> Vec<String> {
         std::fs::read_dir(&devinfo)
@@ -540,9 +513,7 @@ async fn allocate_refuses_repeats_and_strangers_without_writing_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocator_calls_are_admitted_one_per_permit() {
     let env = Env::new();
-    let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = env.sim().await;
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -564,11 +535,7 @@ async fn allocator_calls_are_admitted_one_per_permit() {
     config.allocator_timeout = GUARD;
     let mut plugins = DevicePlugins::start(config, allocator).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    sim.wait_for("24 devices", GUARD, |r| {
-        r.get(NAME).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    all_allocatable(&sim).await;
     let available: Vec<String> = env.pool(0)[0]
         .devices
         .iter()
