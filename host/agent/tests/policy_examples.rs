@@ -1,7 +1,8 @@
 //! Hot swap of an example policy in another language into a running agent: the real `vfpool run`
 //! binary on the simulated `dell-cx5` node, registered with the kubelet simulator, gets the Python
 //! selector (`policies/examples/python-selector`, built by `make policies`) dropped into its policy
-//! directory, and the simulated kubelet sees the Python policy's pools replace the default's.
+//! directory, and the simulated kubelet sees the Python policy's pools replace the default's; removing
+//! it while a pod holds one of its VFs returns to the default without moving that VF.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -97,17 +98,48 @@ async fn python_selector_hot_swaps_into_a_running_agent() {
         .collect();
     assert!(!cached.is_empty(), "nothing cached\n{}", agent.log());
 
-    // Removing the module returns to the embedded default once the pod has let its VF go (a
-    // device in use never moves; the next rescan moves it).
-    assert!(sim.release_pod("p"));
+    // Removing the module returns to the embedded default, except for the VF the pod holds: a
+    // policy swap never moves a device in use. It stays alone in the Python policy's pool, out of
+    // the default's, until the pod lets it go; then the next rescan moves it.
+    let held = pod.device_ids[0].clone();
     fs::remove_file(path("policies/python_selector.wasm")).unwrap();
-    sim.wait_for("back to the default selector", GUARD, |r| {
-        allocatable(r, "intel.com/mlnx_sriov") == 24
-            && allocatable(r, "intel.com/fast_numa0") == 0
-            && allocatable(r, "intel.com/ens1f1_numa0") == 0
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let resources = sim
+        .wait_for("the default selector, minus the VF in use", GUARD, |r| {
+            r.get("intel.com/mlnx_sriov")
+                .is_some_and(|v| v.capacity() == 23)
+                && r.get("intel.com/fast_numa0")
+                    .is_some_and(|v| v.capacity() == 1)
+                && allocatable(r, "intel.com/ens1f1_numa0") == 0
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(
+        !resources["intel.com/mlnx_sriov"]
+            .devices
+            .contains_key(&held)
+    );
+    assert_eq!(
+        resources["intel.com/fast_numa0"]
+            .devices
+            .keys()
+            .collect::<Vec<_>>(),
+        [&held]
+    );
+
+    assert!(sim.release_pod("p"));
+    let resources = sim
+        .wait_for("the released VF joins the default's pool", GUARD, |r| {
+            allocatable(r, "intel.com/mlnx_sriov") == 24
+                && allocatable(r, "intel.com/fast_numa0") == 0
+                && allocatable(r, "intel.com/ens1f1_numa0") == 0
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(
+        resources["intel.com/mlnx_sriov"]
+            .devices
+            .contains_key(&held)
+    );
 
     let status = agent.signal_and_wait("TERM");
     assert!(status.success(), "{status}\n{}", agent.log());
