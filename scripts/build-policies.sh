@@ -28,6 +28,8 @@ build_rust() {
   echo "build-policies: rust-starter (cargo, wasm32-wasip2)"
   # The caller's target directory when it has one (CI shares one), else a local one.
   local target_dir="${CARGO_TARGET_DIR:-$out/cargo}"
+  # cargo runs in policies/ below; a relative directory means one relative to where we were run.
+  case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
   (cd "$repo/policies" && env -u RUSTFLAGS -u CARGO_BUILD_TARGET \
     cargo build --quiet --locked --release --target wasm32-wasip2 -p rust-starter --target-dir "$target_dir")
   cp "$target_dir/wasm32-wasip2/release/rust_starter.wasm" "$out/rust_starter.wasm.tmp"
@@ -53,7 +55,14 @@ build_python() {
 
 build_js() {
   local dir="$examples/js-allocator"
-  command -v npm >/dev/null || { echo "build-policies: npm not found: install Node.js 20 with npm" >&2; exit 1; }
+  command -v npm >/dev/null || { echo "build-policies: npm not found: install Node.js 20.19 or later with npm" >&2; exit 1; }
+  # componentize-js 0.23's dependencies (rolldown, oxc-minify) need Node.js 20.19 or later.
+  local node_version
+  node_version=$(node -p 'process.versions.node' 2>/dev/null || echo 0)
+  if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' 2>/dev/null; then
+    echo "build-policies: Node.js $node_version is too old for the JavaScript toolchain: install Node.js 20.19 or later (e.g. from nodejs.org or NodeSource) and run again" >&2
+    exit 1
+  fi
   # `npm ci` installs exactly package-lock.json; a stamp of the lock file's digest skips it when
   # node_modules already holds that install.
   local lock_digest stamp="$dir/node_modules/.vfpool-lock.sha256"

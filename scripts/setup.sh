@@ -12,7 +12,8 @@ for pkg in $apt_packages; do
     missing+=("$pkg")
   fi
 done
-# The JavaScript example policy's toolchain (componentize-js) runs on Node.js; Debian's is enough.
+# The JavaScript example policy's toolchain (componentize-js) runs on Node.js 20.19 or later;
+# Debian 13 ships 20.19, Debian 12 only 18 (scripts/build-policies.sh then says what to install).
 if ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi

@@ -6,16 +6,23 @@
 //! - The key is the module's SHA-256 *and* a SHA-256 of `Engine::precompile_compatibility_hash`
 //!   (wasmtime version, compiler and its settings, target): an entry is only ever used for the
 //!   exact module bytes and engine that produced it.
-//! - Only this process writes entries: the directory is created `0700`, and before every use it
-//!   must still be a real directory (not a symlink), owned by our effective uid, and not accessible
-//!   to group or others. An entry file must be a regular file owned by us with no group/other
-//!   write permission. Anything else is ignored (and logged), never deserialized.
+//! - Only our uid writes entries: the directory is created `0700`, and before every use it must
+//!   still be a real directory (not a symlink), owned by our effective uid, and not writable by
+//!   group or others (`0700` or `0755`; a Kubernetes `hostPath` created `DirectoryOrCreate` is
+//!   `0755`). An entry file must be a regular file owned by us with no group/other write
+//!   permission. Anything else is ignored (and logged), never deserialized. The digests detect
+//!   corruption, not forgery: another process running as our uid could write an entry, but such a
+//!   process could equally replace the agent's binary.
 //! - Each entry carries a header — magic, format version, module digest, engine digest and the
 //!   SHA-256 of the artifact — checked against the in-memory bytes before they are deserialized, so
 //!   a truncated, corrupted or renamed file is recompiled rather than trusted.
 //! - Entries are written to a temporary file in the same directory and renamed into place, so a
 //!   reader never sees half an entry. The file is read whole into memory (not mapped), so a later
 //!   change to the file cannot change code that is already loaded.
+//!
+//! - The directory does not grow without bound: after each write, entries made by another engine
+//!   (a wasmtime upgrade makes them unloadable), temporary files a killed process left behind and
+//!   all but the [`MAX_ENTRIES`] most recently used entries are removed.
 //!
 //! Every failure here is a cache miss: the module is compiled as if there were no cache.
 
@@ -24,6 +31,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -33,6 +41,13 @@ use wasmtime::component::Component;
 const MAGIC: &[u8; 8] = b"VFPCWv01";
 /// Magic, module digest, engine digest, artifact digest.
 const HEADER_LEN: usize = 8 + 32 + 32 + 32;
+/// Entries kept for this engine. A node runs one selector and one allocator at a time; the rest
+/// are recent versions an operator may roll back to. Python and JavaScript entries are 50–70 MB.
+pub const MAX_ENTRIES: usize = 8;
+/// A temporary file older than this is left over from a process killed while writing.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+const TEMP_PREFIX: &str = ".tmp-";
+const ENTRY_SUFFIX: &str = ".cwasm";
 
 /// Why the cache directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +63,7 @@ pub enum CacheError {
     },
     /// The directory exists but another user could have written into it.
     #[error(
-        "policy cache directory {path} is not safe to load compiled code from: {reason} (it must be a directory owned by uid {uid} with mode 0700; remove it or pick another)"
+        "policy cache directory {path} is not safe to load compiled code from: {reason} (it must be a directory owned by uid {uid} that group and others cannot write, e.g. mode 0700; fix it, remove it or pick another)"
     )]
     Unsafe {
         /// The directory.
@@ -67,8 +82,8 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// Opens `dir`, creating it (and missing parents) with mode 0700, and checks that only we can
-    /// write into it.
+    /// Opens `dir`, creating it (and missing parents) with mode 0700, and checks that only our uid
+    /// can write into it.
     pub fn open(dir: &Path) -> Result<CompileCache, CacheError> {
         match fs::DirBuilder::new()
             .recursive(true)
@@ -113,9 +128,9 @@ impl CompileCache {
         if meta.uid() != uid {
             return Err(unsafe_dir(format!("owned by uid {}", meta.uid())));
         }
-        if meta.permissions().mode() & 0o077 != 0 {
+        if meta.permissions().mode() & 0o022 != 0 {
             return Err(unsafe_dir(format!(
-                "mode {:04o} lets group or others in",
+                "mode {:04o} lets group or others write into it",
                 meta.permissions().mode() & 0o7777
             )));
         }
@@ -124,9 +139,9 @@ impl CompileCache {
 
     fn entry_path(&self, module_sha256: &[u8; 32], engine_sha256: &[u8; 32]) -> PathBuf {
         self.dir.join(format!(
-            "{}-{}.cwasm",
+            "{}{}",
             hex(module_sha256),
-            hex(&engine_sha256[..8])
+            engine_suffix(engine_sha256)
         ))
     }
 
@@ -140,15 +155,19 @@ impl CompileCache {
             tracing::warn!("not using the policy cache: {e}");
             return None;
         }
-        let artifact = match read_entry(&path, &module, &engine_digest) {
-            Ok(Some(a)) => a,
+        let entry = match read_entry(&path, &module, &engine_digest) {
+            Ok(Some(entry)) => entry,
             Ok(None) => return None,
             Err(reason) => {
                 tracing::warn!(path = %path.display(), "ignoring policy cache entry: {reason}");
                 return None;
             }
         };
-        match deserialize(engine, &artifact) {
+        // Most recently used first when pruning; best effort.
+        if let Err(e) = fs::File::open(&path).and_then(|f| f.set_modified(SystemTime::now())) {
+            tracing::debug!(path = %path.display(), "could not mark the policy cache entry used: {e}");
+        }
+        match deserialize(engine, &entry[HEADER_LEN..]) {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring policy cache entry: {e:#}");
@@ -176,7 +195,7 @@ impl CompileCache {
         let engine_digest = engine_digest(engine);
         let artifact = component.serialize()?;
         let mut file = tempfile::Builder::new()
-            .prefix(".tmp-")
+            .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)?;
         // tempfile creates the file 0600; say so explicitly, as the loader insists on it.
         file.as_file()
@@ -188,11 +207,68 @@ impl CompileCache {
         file.write_all(&artifact)?;
         file.as_file().sync_all()?;
         file.persist(self.entry_path(&module, &engine_digest))?;
+        self.prune(&engine_digest);
         Ok(())
+    }
+
+    /// Removes what can never be loaded again or has not been used for longest: entries of other
+    /// engines, stale temporary files, and this engine's entries beyond [`MAX_ENTRIES`] (oldest
+    /// modification time first; a hit refreshes it). Only regular files of ours with the cache's
+    /// own name shapes are touched. Best effort: a failure is logged.
+    fn prune(&self, engine_digest: &[u8; 32]) {
+        let suffix = engine_suffix(engine_digest);
+        let uid = rustix::process::geteuid().as_raw();
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "could not prune the policy cache: {e}");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        let mut current = Vec::new();
+        let mut doomed = Vec::new();
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.file_type().is_file() || meta.uid() != uid {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with(TEMP_PREFIX) {
+                let age = now.duration_since(modified).unwrap_or_default();
+                if age > STALE_TEMP {
+                    doomed.push(entry.path());
+                }
+            } else if name.ends_with(&suffix) {
+                current.push((modified, entry.path()));
+            } else if name.ends_with(ENTRY_SUFFIX) {
+                doomed.push(entry.path());
+            }
+        }
+        if current.len() > MAX_ENTRIES {
+            current.sort_unstable_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+            doomed.extend(current.drain(MAX_ENTRIES..).map(|(_, path)| path));
+        }
+        for path in doomed {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "pruned from the policy cache"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "could not prune the policy cache: {e}")
+                }
+            }
+        }
     }
 }
 
-/// Reads and checks an entry; `Ok(None)` when there is none.
+/// The end of an entry's file name for `engine_digest`: entries of other engines never load.
+fn engine_suffix(engine_digest: &[u8; 32]) -> String {
+    format!("-{}{ENTRY_SUFFIX}", hex(&engine_digest[..8]))
+}
+
+/// Reads and checks an entry: the whole file, header included (the artifact is
+/// `[HEADER_LEN..]`, not copied out); `Ok(None)` when there is none.
 fn read_entry(
     path: &Path,
     module: &[u8; 32],
@@ -220,11 +296,10 @@ fn read_entry(
     if &data[8..40] != module || &data[40..72] != engine_digest {
         return Err("made for another module or engine".to_string());
     }
-    let artifact = &data[HEADER_LEN..];
-    if sha256(artifact) != data[72..HEADER_LEN] {
+    if sha256(&data[HEADER_LEN..]) != data[72..HEADER_LEN] {
         return Err("artifact digest mismatch (corrupted or truncated)".to_string());
     }
-    Ok(Some(artifact.to_vec()))
+    Ok(Some(data))
 }
 
 /// Turns cached machine code back into a component.
@@ -389,6 +464,15 @@ mod tests {
                 .is_some()
         );
 
+        // Readable by others (a hostPath created 0755) is fine: nobody else can write.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(CompileCache::open(&dir).is_ok());
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_some()
+        );
+
         // The directory opened to others: refused at open and ignored by a running cache.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         assert!(
@@ -408,5 +492,69 @@ mod tests {
             CompileCache::open(&link),
             Err(CacheError::Unsafe { .. })
         ));
+    }
+
+    #[test]
+    fn storing_prunes_other_engines_stale_temporaries_and_the_least_recently_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let engine = engine_with(&dir);
+        let suffix = engine_suffix(&engine_digest(&engine.inner.engine));
+        let long_ago = |path: &Path, seconds: u64| {
+            fs::File::open(path)
+                .unwrap()
+                .set_modified(SystemTime::now() - Duration::from_secs(seconds))
+                .unwrap();
+        };
+        // Entries of this engine, each older than the last; an old wasmtime's entry; a stale and a
+        // fresh temporary file; a file that is none of the cache's.
+        let mut ours = Vec::new();
+        for i in 0..MAX_ENTRIES + 2 {
+            let path = dir.join(format!("{:064x}{suffix}", i));
+            fs::write(&path, b"x").unwrap();
+            long_ago(&path, 1000 + 100 * i as u64);
+            ours.push(path);
+        }
+        let other_engine = dir.join(format!("{:064x}-0123456789abcdef.cwasm", 1));
+        let stale_temp = dir.join(".tmp-stale");
+        let fresh_temp = dir.join(".tmp-fresh");
+        let unrelated = dir.join("README");
+        for path in [&other_engine, &stale_temp, &fresh_temp, &unrelated] {
+            fs::write(path, b"x").unwrap();
+        }
+        long_ago(&other_engine, 10);
+        long_ago(&stale_temp, 3600);
+
+        Policy::compile(&engine, "packed", MODULE).unwrap();
+
+        let stored = dir.join(format!("{}{suffix}", hex(&sha256(MODULE))));
+        assert!(stored.exists(), "the new entry is kept");
+        assert!(!other_engine.exists(), "another engine's entry is removed");
+        assert!(!stale_temp.exists(), "a stale temporary file is removed");
+        assert!(
+            fresh_temp.exists(),
+            "a temporary file being written is kept"
+        );
+        assert!(
+            unrelated.exists(),
+            "files that are not the cache's are kept"
+        );
+        // The new entry and the MAX_ENTRIES - 1 most recent of the others.
+        let kept: Vec<bool> = ours.iter().map(|p| p.exists()).collect();
+        let mut expected = vec![true; MAX_ENTRIES - 1];
+        expected.extend([false; 3]);
+        assert_eq!(kept, expected);
+        assert_eq!(entries(&dir).len(), MAX_ENTRIES);
+
+        // A hit makes an entry the most recent: it survives the next prune.
+        long_ago(&stored, 100_000);
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_some()
+        );
+        Policy::compile(&engine, "selector", defaults::UPSTREAM_SELECTOR).unwrap();
+        assert!(stored.exists());
+        assert_eq!(entries(&dir).len(), MAX_ENTRIES);
     }
 }

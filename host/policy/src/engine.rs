@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
-use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -34,7 +34,8 @@ pub struct Limits {
     pub max_log_lines: usize,
     /// Longest log line kept (bytes); longer lines are cut.
     pub max_log_line_bytes: usize,
-    /// Bytes of guest stdout and stderr each kept per call (a write beyond traps the guest).
+    /// Bytes of guest stderr kept per call (a write beyond traps the guest). Stdout is discarded:
+    /// a `print` left in a policy must never stop it; the `log` import is the way to be heard.
     pub max_output_bytes: usize,
     /// Epoch ticker period: the deadline resolution.
     pub tick: Duration,
@@ -157,14 +158,13 @@ impl PolicyEngine {
     }
 
     /// A fresh store for one call: no capabilities, frozen clocks, deterministic randomness,
-    /// bounded stdout/stderr, the memory cap, and a deadline `deadline` from now.
+    /// stdout discarded, bounded stderr, the memory cap, and a deadline `deadline` from now.
     pub(crate) fn store(&self, policy: &str, deadline: Duration) -> Store<CallState> {
         let limits = &self.inner.limits;
-        let stdout = MemoryOutputPipe::new(limits.max_output_bytes);
         let stderr = MemoryOutputPipe::new(limits.max_output_bytes);
         let wasi = WasiCtxBuilder::new()
             .stdin(ClosedInputStream)
-            .stdout(stdout.clone())
+            .stdout(SinkOutputStream)
             .stderr(stderr.clone())
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
@@ -191,7 +191,6 @@ impl PolicyEngine {
                 max_line_bytes: limits.max_log_line_bytes,
             },
             stderr,
-            _stdout: stdout,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
@@ -234,7 +233,6 @@ pub(crate) struct CallState {
     pub(crate) memory: MemoryCap,
     pub(crate) logs: LogBuffer,
     pub(crate) stderr: MemoryOutputPipe,
-    _stdout: MemoryOutputPipe,
 }
 
 impl WasiView for CallState {

@@ -107,6 +107,14 @@ pub enum RequestError {
     /// A must-include id not among the available ones.
     #[error("must-include device {0:?} is not among the available devices")]
     MustIncludeNotAvailable(String),
+    /// More must-include devices than the request's size: no answer can satisfy it.
+    #[error("{must_include} must-include devices do not fit in a request for {size}")]
+    MustIncludeExceedsSize {
+        /// Distinct must-include ids.
+        must_include: usize,
+        /// Requested.
+        size: u32,
+    },
     /// More devices asked for than available.
     #[error("asked for {size} devices but only {available} are available")]
     TooFew {
@@ -266,6 +274,19 @@ pub fn allocation_request(
     if !devices.is_sorted_by(|a, b| a.id < b.id) {
         devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     }
+    // Kubelet never repeats a must-include id, but a request is input: an id twice counts once.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(must_include.len());
+    let must_include: Vec<String> = must_include
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    if must_include.len() > size as usize {
+        return Err(RequestError::MustIncludeExceedsSize {
+            must_include: must_include.len(),
+            size,
+        });
+    }
     if let Some(missing) = must_include.iter().find(|id| {
         devices
             .binary_search_by(|d| d.id.as_str().cmp(id.as_str()))
@@ -318,13 +339,14 @@ pub fn allocation_request(
                     .and_then(|i| u32::try_from(i).ok())
             }),
             vf_index: d.vf_index,
+            sf_num: d.sf_num,
         })
         .collect();
     Ok(wit::AllocationRequest {
         pool: pool.to_string(),
         available,
         pfs,
-        must_include: must_include.to_vec(),
+        must_include,
         size,
     })
 }
@@ -478,6 +500,25 @@ mod tests {
             Err(RequestError::TooFew {
                 size: 2,
                 available: 1
+            })
+        ));
+        // A repeated must-include id counts once; more distinct ones than `size` fit nowhere.
+        let both = ids(&["0000:3b:00.2", "0000:3b:00.3"]);
+        let repeated = allocation_request(
+            &inventory,
+            "p",
+            &both,
+            &ids(&["0000:3b:00.3", "0000:3b:00.3"]),
+            1,
+        )
+        .unwrap();
+        assert_eq!(repeated.must_include, ["0000:3b:00.3"]);
+        let over = allocation_request(&inventory, "p", &both, &both, 1);
+        assert!(matches!(
+            over,
+            Err(RequestError::MustIncludeExceedsSize {
+                must_include: 2,
+                size: 1
             })
         ));
     }

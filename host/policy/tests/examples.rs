@@ -239,6 +239,35 @@ fn python_selector_builds_pools_by_pf_and_numa_on_dell_cx5() {
     );
 }
 
+/// A VF whose RDMA device is in a pod's network namespace shows no RDMA devices to discovery;
+/// devlink's `enable_rdma` still says it has one, and the pool must keep handing RDMA out.
+#[test]
+fn python_selector_keeps_rdma_for_a_vf_whose_rdma_device_is_in_a_pod() {
+    let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    vfpool_sysfs::sim::write_tree(&fixture, dir.path()).unwrap();
+    let mut inventory = vfpool_sysfs::discover(&SysfsRoot::new(dir.path())).unwrap();
+    let in_pod = vfs_of(&inventory.devices, "ens1f1").remove(0);
+    let mut facts = HostFacts::default();
+    for device in &mut inventory.devices {
+        if device.id == in_pod {
+            device.rdma_devices.clear();
+        }
+        if device.pf_name.as_deref() == Some("ens1f1") {
+            facts.rdma_enabled.insert(device.id.clone(), true);
+        }
+    }
+    let inventory = PolicyInventory::new(&inventory, &facts);
+    let outcome = python().select(&settings(PY_CONFIG), &inventory).unwrap();
+    let pool = outcome
+        .value
+        .iter()
+        .find(|p| p.resource_name == "intel.com/ens1f1_numa0")
+        .unwrap();
+    let member = pool.devices.iter().find(|d| d.id == in_pod).unwrap();
+    assert!(member.rdma, "{member:?}");
+}
+
 #[test]
 fn python_selector_names_pools_by_template_and_keeps_empty_named_pools() {
     // intel-x710: every PF is on NUMA node 1, so the fixed-name NUMA-0 pool is empty (advertised

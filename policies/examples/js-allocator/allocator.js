@@ -159,7 +159,7 @@ export const allocator = {
       });
     }
 
-    const answer = [...request.mustInclude];
+    const answer = [...new Set(request.mustInclude)];
     const chosen = new Set(answer);
     const chosenPerPf = new Map();
     for (const id of answer) {

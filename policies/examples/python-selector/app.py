@@ -243,7 +243,10 @@ class Selector(exports.Selector):
                 pools.setdefault(name, []).append(
                     types.PoolDevice(
                         id=device.id,
-                        rdma=rule.rdma and bool(device.rdma_devices),
+                        # A VF whose RDMA device is inside a pod's network namespace shows no
+                        # rdma-devices here; devlink's enable_rdma still says it has one.
+                        rdma=rule.rdma
+                        and (bool(device.rdma_devices) or device.devlink_enable_rdma is True),
                         vhost_net=False,
                         vdpa_type=None,
                         additional_info=None,

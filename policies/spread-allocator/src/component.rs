@@ -36,7 +36,7 @@ impl Guest for SpreadAllocator {
             .enumerate()
             .map(|(position, c)| crate::Candidate {
                 pf: c.pf.map_or(standalone + position as u64, u64::from),
-                index: c.vf_index,
+                index: c.vf_index.or(c.sf_num),
                 numa: c.numa_node,
                 id: c.id,
             })

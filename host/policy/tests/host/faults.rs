@@ -154,6 +154,15 @@ fn log_lines_are_bounded() {
     );
 }
 
+/// Stdout is discarded, so a policy that prints a lot still works (it used to trap at 64 KiB).
+#[test]
+fn printing_to_stdout_never_stops_a_policy() {
+    let outcome = probe()
+        .select(&settings("probe:print-flood"), &test_inventory())
+        .expect("printing is not a failure");
+    assert!(!outcome.value.is_empty());
+}
+
 #[test]
 fn bad_module_bytes_are_refused() {
     let truncated = &defaults::UPSTREAM_SELECTOR[..defaults::UPSTREAM_SELECTOR.len() / 2];

@@ -1,6 +1,6 @@
 //! The default allocator through the real host.
 
-use vfpool_policy::{CallError, Policy, PolicyFailure, defaults};
+use vfpool_policy::{CallError, Policy, defaults, validate::RequestError};
 
 use super::common::*;
 
@@ -51,8 +51,10 @@ fn packs_by_numa_then_pf() {
     assert!(matches!(*error.error, CallError::Request(_)), "{error}");
 }
 
+/// More must-include devices than the size fit no answer: the host refuses the request (a
+/// caller's error) before any policy runs, instead of blaming the policy's answer.
 #[test]
-fn the_policy_reports_impossible_requests_as_data() {
+fn impossible_requests_are_refused_before_the_policy_runs() {
     let available = ids(&["0000:01:02.0", "0000:01:02.1"]);
     let error = packed()
         .prefer(
@@ -67,7 +69,10 @@ fn the_policy_reports_impossible_requests_as_data() {
     assert!(
         matches!(
             error.error.as_ref(),
-            CallError::Returned(PolicyFailure::InvalidRequest(_))
+            CallError::Request(RequestError::MustIncludeExceedsSize {
+                must_include: 2,
+                size: 1
+            })
         ),
         "{error}"
     );
@@ -96,4 +101,42 @@ fn spread_example_round_robins_pfs() {
         .value;
     // One VF from each PF: the emptiest PF (CX-6, 3 free) first.
     assert_eq!(answer, ["0000:5e:00.2", "0000:01:02.0"]);
+}
+
+/// Sub-functions of one PF are preferred in SF-number order, not in their names' string order
+/// (`mlx5_core.sf.10` sorts before `mlx5_core.sf.9` as a string).
+#[test]
+fn sub_functions_are_preferred_by_sf_number() {
+    let mut node = test_node();
+    for (id, sf_num) in [("mlx5_core.sf.10", 10), ("mlx5_core.sf.9", 9)] {
+        let mut sf = vfpool_sysfs::Device::unknown(id, vfpool_sysfs::DeviceKind::Aux);
+        sf.pf_id = Some("0000:01:00.0".into());
+        sf.sf_num = Some(sf_num);
+        sf.numa_node = Some(0);
+        node.devices.push(sf);
+    }
+    node.devices.sort_by(|a, b| a.id.cmp(&b.id));
+    let inventory =
+        vfpool_policy::PolicyInventory::new(&node, &vfpool_policy::HostFacts::default());
+    let available = ids(&["mlx5_core.sf.9", "mlx5_core.sf.10"]);
+    for (name, policy) in [
+        ("packed", packed()),
+        (
+            "spread",
+            Policy::compile(engine(), "spread.wasm", &component("spread_allocator")).unwrap(),
+        ),
+    ] {
+        let answer = policy
+            .prefer(
+                &settings(""),
+                &inventory,
+                "intel.com/sf",
+                &available,
+                &[],
+                1,
+            )
+            .unwrap()
+            .value;
+        assert_eq!(answer, ["mlx5_core.sf.9"], "{name}");
+    }
 }

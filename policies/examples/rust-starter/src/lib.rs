@@ -25,6 +25,9 @@ pub struct StarterSettings {
     pub pfs: Option<Vec<String>>,
 }
 
+/// 63 (a resource name's longest) minus 15 (a Linux interface name's longest).
+const MAX_SUFFIX_LEN: usize = 48;
+
 fn default_suffix() -> String {
     "_vfs".to_string()
 }
@@ -66,19 +69,28 @@ impl StarterSettings {
                 field: "starter".to_string(),
                 message: format!("{e}; expected {{\"suffix\": \"_vfs\", \"pfs\": [\"ens1f0\"]}}"),
             })?;
-        // The pool name must stay a valid Kubernetes resource name: check the suffix's characters.
-        if !settings
-            .suffix
+        // The pool name must stay a valid Kubernetes resource name (at most 63 characters, ending
+        // in a letter or digit) for any PF name (at most 15 characters on Linux).
+        let suffix = &settings.suffix;
+        let refuse = |why: &str| SettingsError {
+            field: "starter.suffix".to_string(),
+            message: format!("{suffix:?} {why}"),
+        };
+        if !suffix
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(SettingsError {
-                field: "starter.suffix".to_string(),
-                message: format!(
-                    "{:?} may only have letters, digits, '-', '_' and '.'",
-                    settings.suffix
-                ),
-            });
+            return Err(refuse("may only have letters, digits, '-', '_' and '.'"));
+        }
+        if suffix.len() > MAX_SUFFIX_LEN {
+            return Err(refuse(&format!(
+                "is longer than {MAX_SUFFIX_LEN} characters (the pool name, PF name included, must fit in 63)"
+            )));
+        }
+        if suffix.ends_with(['-', '_', '.']) {
+            return Err(refuse(
+                "must end with a letter or digit, as resource names do",
+            ));
         }
         Ok(settings)
     }
@@ -154,6 +166,19 @@ mod tests {
         assert!(e.message.contains("sufix"), "{}", e.message);
         let e = StarterSettings::parse(r#"{"starter":{"suffix":"/x"}}"#).unwrap_err();
         assert_eq!(e.field, "starter.suffix");
+        // Every pool name would be refused by the host: caught here, naming the field.
+        for suffix in ["_", "x-", &"x".repeat(49)] {
+            let e = StarterSettings::parse(&format!(r#"{{"starter":{{"suffix":"{suffix}"}}}}"#))
+                .unwrap_err();
+            assert_eq!(e.field, "starter.suffix", "{suffix}: {}", e.message);
+        }
+        assert!(
+            StarterSettings::parse(&format!(
+                r#"{{"starter":{{"suffix":"{}"}}}}"#,
+                "x".repeat(48)
+            ))
+            .is_ok()
+        );
         assert!(StarterSettings::parse("{").is_err());
         assert_eq!(
             StarterSettings::parse("").unwrap(),

@@ -50,6 +50,14 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
             }
             Ok(())
         }
+        "print-flood" => {
+            // A debugging `print` left in: 1 MiB to stdout, and a little to stderr.
+            for i in 0..1_000 {
+                println!("line {i} {}", "x".repeat(1_000));
+            }
+            eprintln!("probe wrote to stdout");
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
