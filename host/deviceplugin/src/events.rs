@@ -1,25 +1,29 @@
 //! Kernel events that may change devices or their health, so the agent rescans at once instead of
 //! at the next `--rescan-interval` tick: rtnetlink link events (a PF's carrier or operstate
-//! changing, netdevs appearing and vanishing) and uevents (PCI functions added or removed when
-//! `sriov_numvfs` changes, drivers bound and unbound).
+//! changing, netdevs appearing and vanishing) and uevents of the subsystems that make up a pool
+//! ([`RELEVANT_SUBSYSTEMS`]: PCI functions added or removed when `sriov_numvfs` changes, drivers
+//! bound and unbound, netdevs, RDMA devices, sub-functions). Uevents of any other subsystem (block
+//! devices, USB, ttys, ...) are dropped by the reader.
 //!
 //! The sources are behind [`EventSource`], read each on its own thread by [`KernelEvents`], which
-//! turns a burst (a VF count change is hundreds of events) into one rescan. The agent passes the
-//! real sources ([`NetlinkSource`]); tests pass fakes.
+//! turns a burst (a VF count change is hundreds of events) into one rescan once the burst has gone
+//! quiet. The agent passes the real sources ([`NetlinkSource`]); tests pass fakes.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use netlink_sys::{Socket, SocketAddr, protocols};
-use tokio::sync::mpsc;
+use nix::errno::Errno;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// One kernel notification channel.
 pub trait EventSource: Send + 'static {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
-    /// Blocks until the kernel reports something. An error ends the source.
+    /// Blocks until the kernel reports something worth a rescan. An error ends the source.
     fn wait(&mut self) -> io::Result<()>;
 }
 
@@ -28,30 +32,67 @@ pub trait EventSource: Send + 'static {
 pub struct NetlinkSource {
     name: &'static str,
     socket: Socket,
+    /// Whether a received message is worth reporting (every link event is; uevents are filtered).
+    relevant: fn(&[u8]) -> bool,
 }
 
 /// `RTMGRP_LINK`: link created, deleted, or changed (flags, carrier, operstate).
 const RTMGRP_LINK: u32 = 1;
 /// The kernel's uevent multicast group.
 const UEVENT_GROUP: u32 = 1;
-/// Linux `ENOBUFS`: a netlink socket's receive buffer overflowed.
-const ENOBUFS: i32 = 105;
+
+/// The uevent subsystems whose events can change a pool: PCI functions and their drivers, netdevs,
+/// RDMA devices and their character devices, auxiliary devices (sub-functions).
+pub const RELEVANT_SUBSYSTEMS: [&str; 5] =
+    ["pci", "net", "infiniband", "infiniband_verbs", "auxiliary"];
+
+/// Whether a kernel uevent (`ACTION@DEVPATH` then NUL-separated `KEY=VALUE` fields) belongs to one
+/// of the [`RELEVANT_SUBSYSTEMS`]. A message without a `SUBSYSTEM` field is dropped.
+pub fn uevent_is_relevant(message: &[u8]) -> bool {
+    message
+        .split(|&b| b == 0)
+        .find_map(|field| field.strip_prefix(b"SUBSYSTEM="))
+        .is_some_and(|subsystem| {
+            RELEVANT_SUBSYSTEMS
+                .iter()
+                .any(|relevant| relevant.as_bytes() == subsystem)
+        })
+}
 
 impl NetlinkSource {
     /// rtnetlink link events of the caller's network namespace.
     pub fn link_events() -> io::Result<Self> {
-        Self::open("netlink link events", protocols::NETLINK_ROUTE, RTMGRP_LINK)
+        Self::open(
+            "netlink link events",
+            protocols::NETLINK_ROUTE,
+            RTMGRP_LINK,
+            |_| true,
+        )
     }
 
-    /// Kernel uevents (`NETLINK_KOBJECT_UEVENT`).
+    /// Kernel uevents (`NETLINK_KOBJECT_UEVENT`) of the [`RELEVANT_SUBSYSTEMS`].
     pub fn uevents() -> io::Result<Self> {
-        Self::open("uevents", protocols::NETLINK_KOBJECT_UEVENT, UEVENT_GROUP)
+        Self::open(
+            "uevents",
+            protocols::NETLINK_KOBJECT_UEVENT,
+            UEVENT_GROUP,
+            uevent_is_relevant,
+        )
     }
 
-    fn open(name: &'static str, protocol: isize, groups: u32) -> io::Result<Self> {
+    fn open(
+        name: &'static str,
+        protocol: isize,
+        groups: u32,
+        relevant: fn(&[u8]) -> bool,
+    ) -> io::Result<Self> {
         let mut socket = Socket::new(protocol)?;
         socket.bind(&SocketAddr::new(0, groups))?;
-        Ok(NetlinkSource { name, socket })
+        Ok(NetlinkSource {
+            name,
+            socket,
+            relevant,
+        })
     }
 }
 
@@ -63,11 +104,12 @@ impl EventSource for NetlinkSource {
     fn wait(&mut self) -> io::Result<()> {
         loop {
             match self.socket.recv_from_full() {
-                Ok(_) => return Ok(()),
+                Ok((message, _)) if (self.relevant)(&message) => return Ok(()),
+                Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The receive buffer overflowed (a burst larger than it): events were lost, which
                 // is itself a reason to rescan.
-                Err(e) if e.raw_os_error() == Some(ENOBUFS) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
@@ -93,53 +135,81 @@ pub fn kernel_sources() -> Vec<Box<dyn EventSource>> {
     sources
 }
 
+/// What the reader threads share with [`KernelEvents`]: a counter and a wake-up, so the queue
+/// between them is bounded whatever the event rate and however long the agent's loop is busy.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Events reported and not yet taken by [`KernelEvents::next_rescan`].
+    events: AtomicUsize,
+    /// Reader threads still running.
+    alive: AtomicUsize,
+    /// Set when [`KernelEvents`] is dropped: the readers stop after their next event.
+    closed: AtomicBool,
+    /// Wakes [`KernelEvents::next_rescan`] (an event, or a reader ended).
+    notify: Notify,
+}
+
 /// The sources, read on their own threads, as rescan requests.
 #[derive(Debug)]
 pub struct KernelEvents {
-    events: mpsc::UnboundedReceiver<&'static str>,
-    debounce: Duration,
+    shared: Arc<Shared>,
+    quiet: Duration,
+    max_delay: Duration,
     sources: Vec<&'static str>,
-    /// Events of the burst being collected, and when it is over.
+    /// Events of the burst being collected (0: no burst).
     pending: usize,
-    settled_at: Instant,
+    /// When the burst's first event was seen.
+    started: Instant,
+    /// When its latest event was seen.
+    latest: Instant,
 }
 
 impl KernelEvents {
-    /// Starts a reader thread per source. A burst of events within `debounce` of its first
-    /// becomes one rescan.
-    pub fn spawn(sources: Vec<Box<dyn EventSource>>, debounce: Duration) -> Self {
-        let (tx, events) = mpsc::unbounded_channel();
+    /// Starts a reader thread per source. A burst of events becomes one rescan, reported once no
+    /// event came for `quiet`, or `max_delay` after the burst's first event if it does not settle.
+    pub fn spawn(sources: Vec<Box<dyn EventSource>>, quiet: Duration, max_delay: Duration) -> Self {
+        let shared = Arc::new(Shared::default());
         let mut names = Vec::new();
         for mut source in sources {
             let name = source.name();
-            let tx = tx.clone();
+            let reader = Arc::clone(&shared);
+            // Counted before the thread starts so a source that ends at once is not missed.
+            shared.alive.fetch_add(1, Ordering::AcqRel);
             let spawned = std::thread::Builder::new()
                 .name(format!("vfpool-{}", name.replace(' ', "-")))
                 .spawn(move || {
                     loop {
                         if let Err(e) = source.wait() {
                             tracing::warn!(source = name, error = %e, "kernel events: receive failed; source closed");
-                            return;
+                            break;
                         }
                         // The receiver is gone: the agent is stopping.
-                        if tx.send(name).is_err() {
-                            return;
+                        if reader.closed.load(Ordering::Acquire) {
+                            break;
                         }
+                        reader.events.fetch_add(1, Ordering::AcqRel);
+                        reader.notify.notify_one();
                     }
+                    reader.alive.fetch_sub(1, Ordering::AcqRel);
+                    reader.notify.notify_one();
                 });
             match spawned {
                 Ok(_) => names.push(name),
                 Err(e) => {
+                    shared.alive.fetch_sub(1, Ordering::AcqRel);
                     tracing::warn!(source = name, error = %e, "kernel events: cannot start the reader thread");
                 }
             }
         }
+        let now = Instant::now();
         KernelEvents {
-            events,
-            debounce,
+            shared,
+            quiet,
+            max_delay,
             sources: names,
             pending: 0,
-            settled_at: Instant::now(),
+            started: now,
+            latest: now,
         }
     }
 
@@ -148,28 +218,70 @@ impl KernelEvents {
         &self.sources
     }
 
-    /// Waits for an event, lets its burst settle for the debounce time and returns how many
-    /// events it held: one rescan for all of them. `None` once every source has ended.
+    /// Takes the events reported since the last look into the current burst.
+    fn collect(&mut self) {
+        let new = self.shared.events.swap(0, Ordering::AcqRel);
+        if new == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if self.pending == 0 {
+            self.started = now;
+        }
+        self.pending += new;
+        self.latest = now;
+    }
+
+    /// Waits for an event, then for its burst to go quiet (no event for the quiet time, at most
+    /// the maximum delay after its first event), and returns how many events it held: one rescan
+    /// for all of them. `None` once every source has ended and nothing is pending.
     ///
     /// Cancel-safe (the agent's loop `select!`s on it next to signals and timers): a burst that
     /// started is remembered and reported by the next call.
     pub async fn next_rescan(&mut self) -> Option<usize> {
-        if self.pending == 0 {
-            self.events.recv().await?;
-            self.pending = 1;
-            self.settled_at = Instant::now() + self.debounce;
+        loop {
+            self.collect();
+            if self.pending == 0 {
+                if self.shared.alive.load(Ordering::Acquire) == 0 {
+                    // A reader may have counted an event just before it ended.
+                    self.collect();
+                    if self.pending == 0 {
+                        return None;
+                    }
+                    continue;
+                }
+                // `notify_one` leaves a permit when nobody waits, so an event between `collect`
+                // and here is not missed.
+                self.shared.notify.notified().await;
+                continue;
+            }
+            let due = (self.latest + self.quiet).min(self.started + self.max_delay);
+            if Instant::now() >= due {
+                return Some(std::mem::take(&mut self.pending));
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {
+                    self.collect();
+                    let due = (self.latest + self.quiet).min(self.started + self.max_delay);
+                    if Instant::now() >= due {
+                        return Some(std::mem::take(&mut self.pending));
+                    }
+                }
+                () = self.shared.notify.notified() => {}
+            }
         }
-        tokio::time::sleep_until(self.settled_at).await;
-        while self.events.try_recv().is_ok() {
-            self.pending += 1;
-        }
-        Some(std::mem::take(&mut self.pending))
+    }
+}
+
+impl Drop for KernelEvents {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -218,7 +330,11 @@ mod tests {
     #[tokio::test]
     async fn a_burst_is_one_rescan_and_a_later_event_another() {
         let (source, feed, delivered) = fake("fake");
-        let mut events = KernelEvents::spawn(vec![source], Duration::from_millis(300));
+        let mut events = KernelEvents::spawn(
+            vec![source],
+            Duration::from_millis(300),
+            Duration::from_secs(2),
+        );
         assert_eq!(events.sources(), ["fake"]);
         for _ in 0..100 {
             feed.send(Ok(())).unwrap();
@@ -235,7 +351,11 @@ mod tests {
     #[tokio::test]
     async fn a_burst_interrupted_by_another_branch_is_still_reported() {
         let (source, feed, _) = fake("fake");
-        let mut events = KernelEvents::spawn(vec![source], Duration::from_millis(300));
+        let mut events = KernelEvents::spawn(
+            vec![source],
+            Duration::from_millis(300),
+            Duration::from_secs(2),
+        );
         feed.send(Ok(())).unwrap();
         // The agent's loop picks another branch while the burst settles: the future is dropped.
         let cut = tokio::time::timeout(Duration::from_millis(100), events.next_rescan()).await;
@@ -249,7 +369,11 @@ mod tests {
     async fn a_failed_source_leaves_the_others_and_all_failed_ends() {
         let (links, link_feed, _) = fake("links");
         let (uevents, uevent_feed, _) = fake("uevents");
-        let mut events = KernelEvents::spawn(vec![links, uevents], Duration::from_millis(10));
+        let mut events = KernelEvents::spawn(
+            vec![links, uevents],
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        );
         link_feed
             .send(Err(io::Error::other("socket closed")))
             .unwrap();
@@ -258,6 +382,129 @@ mod tests {
         drop(uevent_feed);
         let end = tokio::time::timeout(Duration::from_secs(30), events.next_rescan()).await;
         assert_eq!(end.unwrap(), None);
+    }
+
+    /// A burst keeps collecting while events keep coming within the quiet time, even well past
+    /// the quiet time after its first event.
+    #[tokio::test]
+    async fn a_burst_lasts_until_it_goes_quiet() {
+        let (source, feed, _) = fake("fake");
+        let mut events = KernelEvents::spawn(
+            vec![source],
+            Duration::from_millis(400),
+            Duration::from_secs(30),
+        );
+        let started = std::time::Instant::now();
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..8 {
+                feed.send(Ok(())).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            feed
+        });
+        assert_eq!(events.next_rescan().await, Some(8));
+        // The last event came about 700 ms after the first; the burst ended 400 ms later.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1000),
+            "{:?}",
+            started.elapsed()
+        );
+        let _feed = feeder.join().unwrap();
+    }
+
+    /// A burst that never goes quiet is still reported at the maximum delay after its first event.
+    #[tokio::test]
+    async fn an_endless_burst_is_reported_at_the_maximum_delay() {
+        let (source, feed, _) = fake("fake");
+        let mut events = KernelEvents::spawn(
+            vec![source],
+            Duration::from_millis(400),
+            Duration::from_millis(800),
+        );
+        // 100 events 20 ms apart: never quiet for 400 ms, about 2 s in all.
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..100 {
+                feed.send(Ok(())).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            feed
+        });
+        let started = std::time::Instant::now();
+        let first = tokio::time::timeout(Duration::from_secs(5), events.next_rescan())
+            .await
+            .expect("an endless burst must still be reported")
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        assert!((1..100).contains(&first), "{first}");
+        // The events after the cut are the next bursts; none is lost.
+        let mut total = first;
+        while total < 100 {
+            let next = tokio::time::timeout(Duration::from_secs(5), events.next_rescan()).await;
+            total += next.unwrap().unwrap();
+        }
+        assert_eq!(total, 100);
+        let _feed = feeder.join().unwrap();
+    }
+
+    /// The events of a loop that does not look for a long while are one count, not a queue.
+    #[tokio::test]
+    async fn events_while_nobody_looks_are_counted_not_queued() {
+        let (source, feed, delivered) = fake("fake");
+        let mut events = KernelEvents::spawn(
+            vec![source],
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        );
+        for _ in 0..10_000 {
+            feed.send(Ok(())).unwrap();
+        }
+        while *delivered.lock().unwrap() < 10_000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(events.shared.events.load(Ordering::Acquire), 10_000);
+        assert_eq!(events.next_rescan().await, Some(10_000));
+    }
+
+    #[test]
+    fn only_uevents_of_pool_subsystems_are_relevant() {
+        let uevent = |fields: &[&str]| fields.join("\0").into_bytes();
+        for subsystem in RELEVANT_SUBSYSTEMS {
+            let message = uevent(&[
+                "add@/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2",
+                "ACTION=add",
+                "DEVPATH=/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2",
+                &format!("SUBSYSTEM={subsystem}"),
+                "SEQNUM=4242",
+            ]);
+            assert!(uevent_is_relevant(&message), "{subsystem}");
+        }
+        for subsystem in [
+            "block",
+            "usb",
+            "tty",
+            "pci_bus",
+            "netx",
+            "",
+            "infiniband_mad",
+        ] {
+            let message = uevent(&[
+                "change@/devices/virtual/block/loop0",
+                "ACTION=change",
+                &format!("SUBSYSTEM={subsystem}"),
+            ]);
+            assert!(!uevent_is_relevant(&message), "{subsystem:?}");
+        }
+        // No SUBSYSTEM field, a value in another field, garbage.
+        assert!(!uevent_is_relevant(b"add@/devices/x\0ACTION=add"));
+        assert!(!uevent_is_relevant(
+            b"add@/devices/x\0DEVPATH=SUBSYSTEM=pci"
+        ));
+        assert!(!uevent_is_relevant(b""));
+        assert!(!uevent_is_relevant(b"\xff\xfe\0\0SUBSYSTEM"));
+        // The first SUBSYSTEM field counts; a trailing NUL is fine.
+        assert!(uevent_is_relevant(b"bind@/devices/x\0SUBSYSTEM=pci\0"));
     }
 
     /// The real sources in a network namespace of their own (needs root): a link added there is a
@@ -285,7 +532,11 @@ mod tests {
         let (links, uevents) = opened;
         for source in [Box::new(links) as Box<dyn EventSource>, Box::new(uevents)] {
             let name = source.name();
-            let mut events = KernelEvents::spawn(vec![source], Duration::from_millis(10));
+            let mut events = KernelEvents::spawn(
+                vec![source],
+                Duration::from_millis(10),
+                Duration::from_secs(2),
+            );
             let got = tokio::time::timeout(Duration::from_secs(30), events.next_rescan()).await;
             assert!(
                 matches!(got, Ok(Some(n)) if n >= 1),

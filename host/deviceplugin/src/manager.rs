@@ -216,8 +216,28 @@ impl DevicePlugins {
             report.stopped.push(name);
         }
 
-        for (name, mut snapshot) in plan.pools {
-            snapshot.prepare(&self.config.sysfs, previous.get(&name));
+        // Preparing reads sysfs (three directories per RDMA member, a thousand members on a big
+        // node): off the runtime's worker threads, which serve Allocate meanwhile.
+        let sysfs = self.config.sysfs.clone();
+        let pools = plan.pools;
+        let prepared = tokio::task::spawn_blocking(move || {
+            pools
+                .into_iter()
+                .map(|(name, mut snapshot)| {
+                    snapshot.prepare(&sysfs, previous.get(&name));
+                    (name, snapshot)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::error!(error = %e, "preparing the pools' Allocate answers failed; the pools are unchanged");
+                return report;
+            }
+        };
+        for (name, snapshot) in prepared {
             let snapshot: Snapshot = Arc::new(snapshot);
             match self.pools.get(&name) {
                 Some(handle) => {

@@ -119,9 +119,11 @@ impl PoolSnapshot {
 
     /// Computes every member's Allocate answer ahead of the calls (reading the RDMA character
     /// devices from `sysfs`), so Allocate only looks it up. A member whose device record and hints
-    /// are unchanged from `previous` (the snapshot served so far) keeps its answer: a rescan
-    /// every 30 s then costs no sysfs reads, and the character devices of an RDMA device only
-    /// change with the device itself (a driver rebind, a new VF), which the record shows.
+    /// are unchanged from `previous` (the snapshot served so far) keeps its answer, so a rescan
+    /// every 30 s costs no sysfs reads for it, except an RDMA member (`hints.rdma`): its character
+    /// devices (`/dev/infiniband/uverbsN`, `umadN`, ...) are not part of the device record and can
+    /// be renumbered by a driver rebind the record does not show, so they are read again on every
+    /// prepare. Handing a pod a stale `uverbsN` would give it another device's RDMA interface.
     pub fn prepare(&mut self, sysfs: &SysfsRoot, previous: Option<&PoolSnapshot>) {
         let reusable =
             previous.filter(|p| p.node == self.node && p.device_type == self.device_type);
@@ -129,7 +131,8 @@ impl PoolSnapshot {
             .members
             .iter()
             .map(|member| {
-                if let Some(previous) = reusable
+                if !member.hints.rdma
+                    && let Some(previous) = reusable
                     && let Some(at) = previous.position(member.id())
                     && let Some(before) = previous.members.get(at)
                     && let Some(Some(ready)) = previous.prepared.get(at)
@@ -268,52 +271,131 @@ mod tests {
         assert!(excluded.view().iter().all(|(_, _, numa)| numa.is_none()));
     }
 
-    /// Prepared answers are reused for unchanged members and recomputed (sysfs read again) for
-    /// changed ones.
-    #[test]
-    fn prepare_reuses_answers_of_unchanged_members_only() {
+    /// A dell-cx5 tree in a temporary directory, its root, and a member builder for its devices.
+    fn cx5() -> (tempfile::TempDir, SysfsRoot, vfpool_sysfs::Inventory) {
         let tmp = tempfile::tempdir().unwrap();
         let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
         vfpool_sysfs::sim::write_tree(&fixture, tmp.path()).unwrap();
         let root = SysfsRoot::new(tmp.path());
         let inventory = vfpool_sysfs::discover(&root).unwrap();
+        (tmp, root, inventory)
+    }
+
+    fn snapshot(members: Vec<Member>) -> PoolSnapshot {
+        PoolSnapshot::new(
+            "x.io/p".into(),
+            DeviceType::NetDevice,
+            false,
+            members,
+            NodeFacts::default(),
+        )
+    }
+
+    const IDS: [&str; 2] = ["0000:3b:00.2", "0000:3b:00.3"];
+
+    /// Prepared answers are reused (the same allocation) for unchanged non-RDMA members and
+    /// recomputed for changed ones.
+    #[test]
+    fn prepare_reuses_answers_of_unchanged_members_only() {
+        let (_tmp, root, inventory) = cx5();
+        let plain = |id: &str| {
+            let mut m = member(id, Some(0), Health::Healthy);
+            m.device = inventory.get(id).unwrap().clone();
+            m
+        };
+        let mut first = snapshot(IDS.iter().map(|id| plain(id)).collect());
+        first.prepare(&root, None);
+        assert!(first.prepared(0).is_some() && first.prepared(1).is_some());
+
+        let mut changed = plain(IDS[0]);
+        changed.device.driver = Some("mlx5_core_rebound".to_string());
+        let mut next = snapshot(vec![changed, plain(IDS[1])]);
+        next.prepare(&root, Some(&first));
+        let same = |a: &PoolSnapshot, b: &PoolSnapshot, i: usize| {
+            std::ptr::eq(a.prepared(i).unwrap(), b.prepared(i).unwrap())
+        };
+        assert!(
+            !same(&first, &next, 0),
+            "a changed record is prepared again"
+        );
+        assert!(
+            same(&first, &next, 1),
+            "an unchanged record keeps its answer"
+        );
+        // Unprepared snapshots have no answers.
+        assert!(snapshot(vec![plain(IDS[0])]).prepared(0).is_none());
+    }
+
+    /// An RDMA member's character devices are read again on every prepare, even when its record
+    /// and hints are unchanged: a rebind can renumber `uverbsN`/`umadN` without the record showing it.
+    #[test]
+    fn prepare_rereads_rdma_character_devices_of_unchanged_members() {
+        let (tmp, root, inventory) = cx5();
         let rdma = |id: &str| {
             let mut m = member(id, Some(0), Health::Healthy);
             m.device = inventory.get(id).unwrap().clone();
             m.hints.rdma = true;
             m
         };
-        let ids = ["0000:3b:00.2", "0000:3b:00.3"];
-        let snapshot = |members: Vec<Member>| {
-            PoolSnapshot::new(
-                "x.io/p".into(),
-                DeviceType::NetDevice,
-                false,
-                members,
-                NodeFacts::default(),
-            )
+        let hosts = |s: &PoolSnapshot, i: usize| -> Vec<String> {
+            let mut paths: Vec<String> = s
+                .prepared(i)
+                .unwrap()
+                .grant
+                .specs
+                .iter()
+                .map(|(host, _)| host.clone())
+                .collect();
+            paths.sort();
+            paths
         };
-        let mut first = snapshot(ids.iter().map(|id| rdma(id)).collect());
+        let mut first = snapshot(IDS.iter().map(|id| rdma(id)).collect());
         first.prepare(&root, None);
-        let specs = |s: &PoolSnapshot, i: usize| s.prepared(i).unwrap().grant.specs.len();
-        assert!(specs(&first, 0) > 1 && specs(&first, 1) > 1);
+        let before = hosts(&first, 0);
+        assert!(
+            before
+                .iter()
+                .any(|p| p.starts_with("/dev/infiniband/uverbs")),
+            "{before:?}"
+        );
 
-        // The character devices vanish from sysfs; the first VF's record changes (a rebind).
-        for id in ids {
-            for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
-                let _ = std::fs::remove_dir_all(
-                    tmp.path().join("bus/pci/devices").join(id).join(class),
-                );
+        // The driver is rebound and the kernel numbers the character devices anew; the device
+        // record (what discovery reads) stays the same.
+        let dir = tmp.path().join("bus/pci/devices").join(IDS[0]);
+        let mut renamed = Vec::new();
+        for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(class)) else {
+                continue;
+            };
+            for entry in entries {
+                let entry = entry.unwrap();
+                let name = entry.file_name().into_string().unwrap();
+                let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+                let fresh = format!("{stem}77");
+                std::fs::rename(entry.path(), dir.join(class).join(&fresh)).unwrap();
+                renamed.push(format!("/dev/infiniband/{fresh}"));
             }
         }
-        let mut changed = rdma(ids[0]);
-        changed.device.driver = Some("mlx5_core_rebound".to_string());
-        let mut next = snapshot(vec![changed, rdma(ids[1])]);
+        assert!(
+            renamed.iter().any(|p| p.ends_with("uverbs77")),
+            "{renamed:?}"
+        );
+        let rediscovered = vfpool_sysfs::discover(&root).unwrap();
+        assert_eq!(rediscovered.get(IDS[0]), inventory.get(IDS[0]));
+
+        let mut next = snapshot(IDS.iter().map(|id| rdma(id)).collect());
         next.prepare(&root, Some(&first));
-        // Recomputed: only rdma_cm is left. Reused: the earlier answer, character devices included.
-        assert_eq!(specs(&next, 0), 1);
-        assert_eq!(specs(&next, 1), specs(&first, 1));
-        // Unprepared snapshots have no answers.
-        assert!(snapshot(vec![rdma(ids[0])]).prepared(0).is_none());
+        let after = hosts(&next, 0);
+        for path in &renamed {
+            assert!(after.contains(path), "{path} missing from {after:?}");
+        }
+        assert!(
+            before
+                .iter()
+                .all(|p| !after.contains(p) || p.ends_with("rdma_cm")),
+            "stale character devices kept: {after:?}"
+        );
+        // The other member's devices did not change.
+        assert_eq!(hosts(&next, 1), hosts(&first, 1));
     }
 }

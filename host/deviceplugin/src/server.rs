@@ -451,12 +451,18 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
         let incoming = Guarded {
             inner: incoming,
             failed: Some(failed_tx),
+            resource: state.resource_name.clone(),
+            pause: None,
+            exhausted: false,
         };
         let mut server = tokio::spawn(serve(incoming, service, stop_rx));
         tracing::info!(resource = %state.resource_name, socket = %state.socket.display(), "serving");
         let mut registering = start_registration(&state);
         loop {
             tokio::select! {
+                // A broken accept loop usually ends the server too (when no connection is open):
+                // look at the failure first, so its error is the one logged.
+                biased;
                 // The accept loop broke. The server future itself would not end: it waits for
                 // open connections (kubelet's ListAndWatch stream) to close first.
                 Some(error) = failed.recv() => {
@@ -558,33 +564,69 @@ async fn stop_instance(
 
 /// A server instance's connections, ended on an accept error that retrying does not cure.
 ///
-/// tonic logs accept errors at trace level and polls again, so a listener that broke (too many
-/// open files, the socket closed under it) would leave a server that accepts nothing, silently,
-/// or spins on the error (upstream #648). This ends the stream instead and tells the supervisor,
-/// which restarts the server with backoff.
+/// tonic logs accept errors at trace level and polls again, so a listener that broke (the socket
+/// closed under it) would leave a server that accepts nothing, silently, or spins on the error
+/// (upstream #648). This ends the stream instead and tells the supervisor, which restarts the
+/// server with backoff. Running out of file descriptors or memory ([`resource_exhausted`]) is not
+/// the listener's fault and a new server would not cure it: the stream pauses briefly
+/// ([`EXHAUSTED_PAUSE`]) and accepts again, so the open connections (kubelet's ListAndWatch)
+/// are kept.
 struct Guarded {
     inner: uds::Incoming,
     /// Taken when the failure is reported; the stream has ended from then on.
     failed: Option<mpsc::UnboundedSender<io::Error>>,
+    /// The pool, for logs.
+    resource: String,
+    /// While set, the stream waits before accepting again (resources ran out).
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Resources ran out at the last accept and no connection was accepted since (one warning
+    /// per episode).
+    exhausted: bool,
 }
+
+/// How long accepting pauses after running out of file descriptors or memory.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
 impl Stream for Guarded {
     type Item = io::Result<UnixStream>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.failed.is_none() {
+        loop {
+            if this.failed.is_none() {
+                return Poll::Ready(None);
+            }
+            if let Some(pause) = &mut this.pause {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.pause = None;
+            }
+            let error = match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Err(e))) if resource_exhausted(&e) => {
+                    if !std::mem::replace(&mut this.exhausted, true) {
+                        tracing::warn!(resource = %this.resource, error = %e, pause = ?EXHAUSTED_PAUSE, "cannot accept a connection: out of resources; retrying");
+                    }
+                    this.pause = Some(Box::pin(tokio::time::sleep(EXHAUSTED_PAUSE)));
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) if !transient_accept_error(&e) => e,
+                Poll::Ready(None) => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "the listener closed")
+                }
+                Poll::Ready(Some(Ok(stream))) => {
+                    if std::mem::take(&mut this.exhausted) {
+                        tracing::info!(resource = %this.resource, "accepting connections again");
+                    }
+                    return Poll::Ready(Some(Ok(stream)));
+                }
+                other => return other,
+            };
+            if let Some(failed) = this.failed.take() {
+                let _ = failed.send(error);
+            }
             return Poll::Ready(None);
         }
-        let error = match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Err(e))) if !transient_accept_error(&e) => e,
-            Poll::Ready(None) => io::Error::new(io::ErrorKind::BrokenPipe, "the listener closed"),
-            other => return other,
-        };
-        if let Some(failed) = this.failed.take() {
-            let _ = failed.send(error);
-        }
-        Poll::Ready(None)
     }
 }
 
@@ -599,6 +641,17 @@ fn transient_accept_error(error: &io::Error) -> bool {
             | io::ErrorKind::WouldBlock
             | io::ErrorKind::TimedOut
     )
+}
+
+/// Accept errors of a process or system out of file descriptors or memory (`EMFILE`, `ENFILE`,
+/// `ENOMEM`, `ENOBUFS`): the listener is fine, and accepting again later may succeed.
+fn resource_exhausted(error: &io::Error) -> bool {
+    use nix::errno::Errno;
+    error.raw_os_error().is_some_and(|code| {
+        [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::ENOBUFS]
+            .iter()
+            .any(|errno| *errno as i32 == code)
+    })
 }
 
 async fn serve(

@@ -368,7 +368,8 @@ async fn plugin_watcher_mode_registers_through_get_info() {
 }
 
 /// The real unix socket, except that the first server instance's listener breaks after its first
-/// connection (as `accept` failing with EMFILE would) and accepts nothing more.
+/// connection (as `accept` failing with EBADF would, the socket closed under it) and accepts
+/// nothing more.
 #[derive(Debug, Default)]
 struct BreaksOnce {
     binds: AtomicUsize,
@@ -384,13 +385,72 @@ impl vfpool_deviceplugin::uds::Listen for BreaksOnce {
         if self.binds.fetch_add(1, Ordering::SeqCst) > 0 {
             return Ok(real);
         }
-        let emfile = std::io::Error::from_raw_os_error(24);
+        let ebadf = std::io::Error::from_raw_os_error(nix::errno::Errno::EBADF as i32);
         Ok(Box::pin(
             real.take(1)
-                .chain(tokio_stream::once(Err(emfile)))
+                .chain(tokio_stream::once(Err(ebadf)))
                 .chain(tokio_stream::pending()),
         ))
     }
+}
+
+/// The real unix socket, except that each server instance's accept first fails with every
+/// out-of-resources error (EMFILE, ENFILE, ENOMEM, ENOBUFS), a few times each.
+#[derive(Debug, Default)]
+struct OutOfResources {
+    binds: AtomicUsize,
+}
+
+impl vfpool_deviceplugin::uds::Listen for OutOfResources {
+    fn bind(
+        &self,
+        path: &Path,
+    ) -> Result<vfpool_deviceplugin::uds::Incoming, vfpool_deviceplugin::uds::BindError> {
+        use nix::errno::Errno;
+        use tokio_stream::StreamExt as _;
+        self.binds.fetch_add(1, Ordering::SeqCst);
+        let real = vfpool_deviceplugin::uds::UnixSocket.bind(path)?;
+        let errors: Vec<std::io::Result<tokio::net::UnixStream>> =
+            [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::ENOBUFS]
+                .iter()
+                .cycle()
+                .take(8)
+                .map(|errno| Err(std::io::Error::from_raw_os_error(*errno as i32)))
+                .collect();
+        Ok(Box::pin(tokio_stream::iter(errors).chain(real)))
+    }
+}
+
+/// Running out of file descriptors or memory at accept is not a broken listener: the server pauses
+/// and accepts again, without a restart (which would not help and would drop kubelet's stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_out_of_resources_pauses_instead_of_restarting() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let listen = Arc::new(OutOfResources::default());
+    let mut config = env.config();
+    config.listen = Arc::clone(&listen) as Arc<dyn vfpool_deviceplugin::uds::Listen>;
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    let response = tokio::time::timeout(
+        GUARD,
+        sim.allocate_raw(NAME, vec!["0000:3b:00.2".to_string()]),
+    )
+    .await
+    .expect("a new connection was not served")
+    .unwrap();
+    assert_eq!(
+        response.container_responses[0].envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV"],
+        "0000:3b:00.2"
+    );
+    assert_eq!(
+        listen.binds.load(Ordering::SeqCst),
+        1,
+        "the server was restarted"
+    );
+    plugins.shutdown().await;
+    sim.shutdown();
 }
 
 /// Upstream #648 (#411): a gRPC server whose accept loop fails is restarted, re-registers, and

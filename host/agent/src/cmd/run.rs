@@ -162,8 +162,13 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     let mut real_sysfs = std::fs::canonicalize(&args.sysfs.sysfs_root)
         .is_ok_and(|p| p == std::path::Path::new("/sys"));
     let mut kernel = real_sysfs.then(|| {
-        // A burst (a VF count change is hundreds of events) becomes one rescan.
-        let events = KernelEvents::spawn(events::kernel_sources(), Duration::from_millis(200));
+        // A burst (a VF count change is hundreds of events) becomes one rescan once no event came
+        // for 200 ms, or 2 s after its first event if it does not settle.
+        let events = KernelEvents::spawn(
+            events::kernel_sources(),
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+        );
         tracing::info!(sources = ?events.sources(), "kernel events: watching");
         events
     });
@@ -212,7 +217,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                     real_sysfs = false;
                     continue;
                 };
-                tracing::info!(events, "kernel event: rescanning");
+                tracing::debug!(events, "kernel events: rescanning");
                 rescan.reset_immediately();
             }
             _ = rescan.tick() => {

@@ -121,6 +121,16 @@ pub enum DevlinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A thread to read devlink's output could not be started (out of memory, thread limit); the
+    /// devlink process was killed.
+    #[error("`devlink {args}`: cannot start a thread to read its output")]
+    Thread {
+        /// The query's arguments.
+        args: String,
+        /// The thread creation error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The output is not JSON.
     #[error("`devlink {args}` printed invalid JSON")]
     InvalidJson {
@@ -162,6 +172,7 @@ impl DevlinkError {
             DevlinkError::Timeout { .. } => "timeout",
             DevlinkError::OutputTooLarge { .. } => "output-too-large",
             DevlinkError::Io { .. } => "io",
+            DevlinkError::Thread { .. } => "thread",
             DevlinkError::InvalidJson { .. } => "invalid-json",
             DevlinkError::UnexpectedShape { .. } => "unexpected-shape",
         }
@@ -267,21 +278,39 @@ impl Devlink for DevlinkCli {
         let (out_tx, out_rx) = mpsc::channel();
         let (err_tx, err_rx) = mpsc::channel();
         let limit = self.output_limit;
-        if let Some(stdout) = child.stdout.take() {
-            std::thread::spawn(move || {
-                let _ = out_tx.send(read_bounded(stdout, limit));
-            });
-        }
-        if let Some(stderr) = child.stderr.take() {
-            std::thread::spawn(move || {
-                let _ = err_tx.send(read_bounded(stderr, STDERR_LIMIT));
-            });
-        }
-
         let kill = |child: &mut std::process::Child| {
             let _ = child.kill();
             let _ = child.wait();
         };
+        // A thread that cannot be created (out of memory, thread limit) fails the query; the child
+        // is not left running. An already started reader ends when the killed child's pipe closes.
+        let thread_error = |source| DevlinkError::Thread {
+            args: args.clone(),
+            source,
+        };
+        if let Some(stdout) = child.stdout.take() {
+            let started = std::thread::Builder::new()
+                .name("vfpool-devlink-out".into())
+                .spawn(move || {
+                    let _ = out_tx.send(read_bounded(stdout, limit));
+                });
+            if let Err(e) = started {
+                kill(&mut child);
+                return Err(thread_error(e));
+            }
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let started = std::thread::Builder::new()
+                .name("vfpool-devlink-err".into())
+                .spawn(move || {
+                    let _ = err_tx.send(read_bounded(stderr, STDERR_LIMIT));
+                });
+            if let Err(e) = started {
+                kill(&mut child);
+                return Err(thread_error(e));
+            }
+        }
+
         let mut stdout: Option<std::io::Result<Vec<u8>>> = None;
         let mut pause = Duration::from_micros(200);
         let status = loop {
@@ -536,6 +565,16 @@ pub mod fake {
         ) -> Self {
             self.answers
                 .insert(query.command_line(), Box::new(move || Err(make())));
+            self
+        }
+
+        /// Answers `query` with whatever `answer()` returns at the time (a changing answer).
+        pub fn script(
+            mut self,
+            query: Query,
+            answer: impl Fn() -> Result<Vec<u8>, DevlinkError> + Send + Sync + 'static,
+        ) -> Self {
+            self.answers.insert(query.command_line(), Box::new(answer));
             self
         }
 

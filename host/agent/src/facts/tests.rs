@@ -139,15 +139,15 @@ fn gathers_routes_enable_rdma_and_ddp_with_bulk_queries_only() {
             ("0000:3b:01.1", "ICE COMMS Package".to_string()),
         ])
     );
-    // Two bulk dumps, then `dev info` only for bound network PFs that have a devlink instance:
-    // not the VFs, not the virtio NIC, not the accelerator, not the unbound PF.
+    // Two bulk dumps, then `dev info` only for bound ice PFs that have a devlink instance: not
+    // the mlx5 PF (no DDP), not the VFs, not the virtio NIC, not the accelerator, not the unbound
+    // PF.
     assert_eq!(
         fake.calls(),
         [
             Query::Devices,
             Query::AllParams,
             Query::Info("pci/0000:3b:00.0".into()),
-            Query::Info("pci/0000:5e:00.0".into()),
         ]
     );
     assert!(gatherer.logged().is_empty(), "{:?}", gatherer.logged());
@@ -232,19 +232,205 @@ fn a_timeout_stops_the_round_of_info_queries() {
     assert_eq!(gatherer.logged(), ["dev info pci/0000:3b:00.0:timeout"]);
 }
 
+/// [`node`] with a second ice PF (with a devlink instance) and a VF of it.
+fn two_ice_node() -> (Inventory, &'static str) {
+    let mut inventory = node();
+    inventory
+        .devices
+        .push(device("0000:d8:00.0", DeviceKind::Pf, "020000", "ice"));
+    inventory
+        .devices
+        .push(vf("0000:d8:01.0", "0000:d8:00.0", "iavf"));
+    let devices = r#"{"dev":{"pci/0000:3b:00.0":{},"pci/0000:5e:00.0":{},"pci/0000:5e:00.2":{},
+"pci/0000:86:00.0":{},"pci/0000:af:00.0":{},"pci/0000:d8:00.0":{},"auxiliary/mlx5_core.sf.4":{}}}"#;
+    (inventory, devices)
+}
+
+const ICE2_INFO: &str = r#"{"info":{"pci/0000:d8:00.0":{"driver":"ice",
+"versions":{"running":{"fw.app.name":"ICE OS Default Package"}}}}}"#;
+
 #[test]
 fn an_unsupported_device_is_unknown_and_the_others_still_answer() {
     let routes = routes_file();
-    // No scripted answer for the ice PF: the fake fails like devlink on a device without info.
+    let (inventory, devices) = two_ice_node();
+    // No scripted answer for the first ice PF: the fake fails like devlink on a device without
+    // info.
     let fake = RecordingDevlink::default()
-        .answer(Query::Devices, DEVICES)
+        .answer(Query::Devices, devices)
         .answer(Query::AllParams, PARAMS)
-        .answer(Query::Info("pci/0000:5e:00.0".into()), MLX_INFO);
+        .answer(Query::Info("pci/0000:d8:00.0".into()), ICE2_INFO);
+    let (gatherer, fake) = gatherer(fake, routes.path());
+    let facts = gatherer.gather(&inventory);
+    assert_eq!(
+        facts.ddp_profiles,
+        map(&[
+            ("0000:d8:00.0", "ICE OS Default Package".to_string()),
+            ("0000:d8:01.0", "ICE OS Default Package".to_string()),
+        ])
+    );
+    assert_eq!(fake.calls().len(), 4, "the second ice PF is still asked");
+    assert_eq!(gatherer.logged(), ["dev info pci/0000:3b:00.0:failed"]);
+}
+
+#[test]
+fn a_timeout_of_the_param_dump_skips_the_rest_of_the_round() {
+    let routes = routes_file();
+    let fake = full_fake().fail(Query::AllParams, || DevlinkError::Timeout {
+        args: "dev param show".into(),
+        timeout: Duration::from_secs(5),
+    });
     let (gatherer, fake) = gatherer(fake, routes.path());
     let facts = gatherer.gather(&node());
-    assert!(facts.ddp_profiles.is_empty());
-    assert_eq!(fake.calls().len(), 4, "the mlx5 PF is still asked");
-    assert_eq!(gatherer.logged(), ["dev info pci/0000:3b:00.0:failed"]);
+    assert!(facts.rdma_enabled.is_empty() && facts.ddp_profiles.is_empty());
+    assert_eq!(fake.calls(), [Query::Devices, Query::AllParams]);
+    assert_eq!(gatherer.logged(), ["dev param show:timeout"]);
+}
+
+/// A query that fails after good answers keeps the last good facts instead of emptying them (which
+/// would make pools built on `isRdma` or `ddpProfiles` flap).
+#[test]
+fn a_failed_query_keeps_the_last_good_facts() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let routes = routes_file();
+    // Round 1 answers everything; round 2 fails the dumps' and the ice PF's answers; round 3
+    // times out at once.
+    let round = Arc::new(AtomicUsize::new(1));
+    let answer = |json: &'static str, fails_in: &'static [usize]| {
+        let round = Arc::clone(&round);
+        move || {
+            let now = round.load(Ordering::Relaxed);
+            if now == 3 {
+                return Err(DevlinkError::Timeout {
+                    args: "dev".into(),
+                    timeout: Duration::from_secs(5),
+                });
+            }
+            if fails_in.contains(&now) {
+                return Err(DevlinkError::Failed {
+                    args: "dev".into(),
+                    status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+                    stderr: "devlink answers: Resource temporarily unavailable".into(),
+                });
+            }
+            Ok(json.as_bytes().to_vec())
+        }
+    };
+    let fake = RecordingDevlink::default()
+        .script(Query::Devices, answer(DEVICES, &[]))
+        .script(Query::AllParams, answer(PARAMS, &[2]))
+        .script(
+            Query::Info("pci/0000:3b:00.0".into()),
+            answer(ICE_INFO, &[2]),
+        );
+    let (gatherer, fake) = gatherer(fake, routes.path());
+    let first = gatherer.gather(&node());
+    assert_eq!(first.rdma_enabled.len(), 3);
+    assert_eq!(first.ddp_profiles.len(), 3);
+
+    round.store(2, Ordering::Relaxed);
+    assert_eq!(
+        gatherer.gather(&node()),
+        first,
+        "failed queries keep the facts"
+    );
+    round.store(3, Ordering::Relaxed);
+    let calls = fake.calls().len();
+    assert_eq!(gatherer.gather(&node()), first, "a timeout keeps the facts");
+    assert_eq!(
+        fake.calls().len(),
+        calls + 1,
+        "nothing is asked after a timeout"
+    );
+
+    // The kept facts follow the inventory: a VF that went away is not reported.
+    let mut smaller = node();
+    smaller.devices.retain(|d| d.id != "0000:3b:01.1");
+    let facts = gatherer.gather(&smaller);
+    assert!(!facts.ddp_profiles.contains_key("0000:3b:01.1"));
+    assert_eq!(facts.ddp_profiles.len(), 2);
+
+    // devlink answers again.
+    round.store(1, Ordering::Relaxed);
+    assert_eq!(gatherer.gather(&node()), first);
+}
+
+/// Captures what the gatherer logs, at every level.
+fn logs_of(run: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer(Arc::new(Mutex::new(Vec::new())));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, run);
+    let text = buffer.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn unavailable_devlink_is_one_warning_per_process_where_devices_need_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let routes = routes_file();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    // Not installed, then no kernel support: one warning for both.
+    let fake = RecordingDevlink::default().script(Query::Devices, move || {
+        if counted.fetch_add(1, Ordering::Relaxed) == 0 {
+            Err(DevlinkError::NotInstalled {
+                program: "devlink".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+        } else {
+            Err(DevlinkError::NoKernelSupport {
+                args: "dev show".into(),
+                stderr: "Failed to connect to devlink Netlink".into(),
+            })
+        }
+    });
+    let (needing, _) = gatherer(fake, routes.path());
+    let logs = logs_of(|| {
+        for _ in 0..4 {
+            needing.gather(&node());
+        }
+    });
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains("devlink is unavailable"), "{logs}");
+
+    // A node without devices that have devlink facts gets no warning.
+    let fake = RecordingDevlink::default().fail(Query::Devices, || DevlinkError::NotInstalled {
+        program: "devlink".into(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    });
+    let (gatherer, _) = gatherer(fake, routes.path());
+    let mut plain = node();
+    plain
+        .devices
+        .retain(|d| !DEVLINK_FACT_DRIVERS.contains(&d.driver.as_deref().unwrap_or("")));
+    let logs = logs_of(|| {
+        gatherer.gather(&plain);
+        gatherer.gather(&plain);
+    });
+    assert!(!logs.contains("WARN"), "{logs}");
+    assert_eq!(logs.lines().count(), 1, "{logs}");
 }
 
 #[test]
