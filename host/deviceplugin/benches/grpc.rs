@@ -313,7 +313,13 @@ fn run(agent: &tokio::runtime::Runtime, kubelet: &tokio::runtime::Runtime) {
     );
     let pools: Vec<Pool> = outcome
         .active
-        .expect("the default policies accept the config")
+        .as_ref()
+        .unwrap_or_else(|| {
+            panic!(
+                "the default policies refused the config: {:?}",
+                outcome.refused
+            )
+        })
         .pools
         .clone();
     assert_eq!(pools[0].devices.len(), 1024);
