@@ -16,6 +16,9 @@
 //! - Each entry carries a header — magic, format version, module digest, engine digest and the
 //!   SHA-256 of the artifact — checked against the in-memory bytes before they are deserialized, so
 //!   a truncated, corrupted or renamed file is recompiled rather than trusted.
+//! - The directory and the entry are opened without following symlinks and checked through their
+//!   open descriptors (the entry relative to the directory's), so what was checked is what is
+//!   read, even if the paths are swapped in between.
 //! - Entries are written to a temporary file in the same directory and renamed into place, so a
 //!   reader never sees half an entry. The file is read whole into memory (not mapped), so a later
 //!   change to the file cannot change code that is already loaded.
@@ -28,11 +31,14 @@
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -101,7 +107,7 @@ impl CompileCache {
         let cache = CompileCache {
             dir: dir.to_path_buf(),
         };
-        cache.check_dir()?;
+        cache.open_dir()?;
         Ok(cache)
     }
 
@@ -110,39 +116,47 @@ impl CompileCache {
         &self.dir
     }
 
-    /// The directory is still ours alone; checked before every read, as it may have changed.
-    fn check_dir(&self) -> Result<(), CacheError> {
+    /// Opens the directory (not following a symlink in its place) and checks, through the open
+    /// descriptor, that it is still ours alone: checked before every read and write, as it may
+    /// have changed. Entries are then opened relative to this descriptor, so swapping the
+    /// directory after the check cannot redirect the read.
+    fn open_dir(&self) -> Result<OwnedFd, CacheError> {
         let uid = rustix::process::geteuid().as_raw();
-        let meta = fs::symlink_metadata(&self.dir).map_err(|source| CacheError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
         let unsafe_dir = |reason: String| CacheError::Unsafe {
             path: self.dir.clone(),
             reason,
             uid,
         };
-        if !meta.file_type().is_dir() {
-            return Err(unsafe_dir("not a directory (a symlink?)".to_string()));
+        let dir = rfs::open(
+            &self.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| match errno {
+            Errno::LOOP | Errno::NOTDIR => unsafe_dir("not a directory (a symlink?)".to_string()),
+            errno => CacheError::Io {
+                path: self.dir.clone(),
+                source: errno.into(),
+            },
+        })?;
+        let stat = rfs::fstat(&dir).map_err(|errno| CacheError::Io {
+            path: self.dir.clone(),
+            source: errno.into(),
+        })?;
+        if stat.st_uid != uid {
+            return Err(unsafe_dir(format!("owned by uid {}", stat.st_uid)));
         }
-        if meta.uid() != uid {
-            return Err(unsafe_dir(format!("owned by uid {}", meta.uid())));
-        }
-        if meta.permissions().mode() & 0o022 != 0 {
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o022 != 0 {
             return Err(unsafe_dir(format!(
-                "mode {:04o} lets group or others write into it",
-                meta.permissions().mode() & 0o7777
+                "mode {mode:04o} lets group or others write into it"
             )));
         }
-        Ok(())
+        Ok(dir)
     }
 
     fn entry_path(&self, module_sha256: &[u8; 32], engine_sha256: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!(
-            "{}{}",
-            hex(module_sha256),
-            engine_suffix(engine_sha256)
-        ))
+        self.dir.join(entry_name(module_sha256, engine_sha256))
     }
 
     /// The cached component for `bytes`, or `None` on any miss (absent, foreign, corrupt, made by
@@ -151,11 +165,19 @@ impl CompileCache {
         let module = sha256(bytes);
         let engine_digest = engine_digest(engine);
         let path = self.entry_path(&module, &engine_digest);
-        if let Err(e) = self.check_dir() {
-            tracing::warn!("not using the policy cache: {e}");
-            return None;
-        }
-        let entry = match read_entry(&path, &module, &engine_digest) {
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::warn!("not using the policy cache: {e}");
+                return None;
+            }
+        };
+        let entry = match read_entry(
+            &dir,
+            &entry_name(&module, &engine_digest),
+            &module,
+            &engine_digest,
+        ) {
             Ok(Some(entry)) => entry,
             Ok(None) => return None,
             Err(reason) => {
@@ -164,10 +186,10 @@ impl CompileCache {
             }
         };
         // Most recently used first when pruning; best effort.
-        if let Err(e) = fs::File::open(&path).and_then(|f| f.set_modified(SystemTime::now())) {
+        if let Err(e) = entry.file.set_modified(SystemTime::now()) {
             tracing::debug!(path = %path.display(), "could not mark the policy cache entry used: {e}");
         }
-        match deserialize(engine, &entry[HEADER_LEN..]) {
+        match deserialize(engine, &entry.data[HEADER_LEN..]) {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring policy cache entry: {e:#}");
@@ -190,7 +212,7 @@ impl CompileCache {
         bytes: &[u8],
         component: &Component,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.check_dir()?;
+        self.open_dir()?;
         let module = sha256(bytes);
         let engine_digest = engine_digest(engine);
         let artifact = component.serialize()?;
@@ -262,34 +284,57 @@ impl CompileCache {
     }
 }
 
+/// An entry's file name: the module's digest and the engine's.
+fn entry_name(module_sha256: &[u8; 32], engine_sha256: &[u8; 32]) -> String {
+    format!("{}{}", hex(module_sha256), engine_suffix(engine_sha256))
+}
+
 /// The end of an entry's file name for `engine_digest`: entries of other engines never load.
 fn engine_suffix(engine_digest: &[u8; 32]) -> String {
     format!("-{}{ENTRY_SUFFIX}", hex(&engine_digest[..8]))
 }
 
-/// Reads and checks an entry: the whole file, header included (the artifact is
-/// `[HEADER_LEN..]`, not copied out); `Ok(None)` when there is none.
+/// An entry read and checked: its open file and its whole content, header included (the artifact
+/// is `data[HEADER_LEN..]`, not copied out).
+struct Entry {
+    file: fs::File,
+    data: Vec<u8>,
+}
+
+/// Reads and checks the entry `name` of the directory `dir`; `Ok(None)` when there is none. The
+/// file is opened without following a symlink and checked through its descriptor, so what is
+/// checked is what is read.
 fn read_entry(
-    path: &Path,
+    dir: &OwnedFd,
+    name: &str,
     module: &[u8; 32],
     engine_digest: &[u8; 32],
-) -> Result<Option<Vec<u8>>, String> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+) -> Result<Option<Entry>, String> {
+    let fd = match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err("not a regular file (a symlink)".to_string()),
+        Err(errno) => return Err(io::Error::from(errno).to_string()),
     };
+    let stat = rfs::fstat(&fd).map_err(|e| io::Error::from(e).to_string())?;
     let uid = rustix::process::geteuid().as_raw();
-    if !meta.file_type().is_file() {
+    if rfs::FileType::from_raw_mode(stat.st_mode) != rfs::FileType::RegularFile {
         return Err("not a regular file".to_string());
     }
-    if meta.uid() != uid {
-        return Err(format!("owned by uid {}, not {uid}", meta.uid()));
+    if stat.st_uid != uid {
+        return Err(format!("owned by uid {}, not {uid}", stat.st_uid));
     }
-    if meta.permissions().mode() & 0o022 != 0 {
+    if stat.st_mode & 0o022 != 0 {
         return Err("writable by group or others".to_string());
     }
-    let data = fs::read(path).map_err(|e| e.to_string())?;
+    let mut file = fs::File::from(fd);
+    let mut data = Vec::with_capacity(usize::try_from(stat.st_size).unwrap_or(0));
+    file.read_to_end(&mut data).map_err(|e| e.to_string())?;
     if data.len() < HEADER_LEN || &data[..8] != MAGIC {
         return Err("not a vfpool cache entry (bad header)".to_string());
     }
@@ -299,7 +344,7 @@ fn read_entry(
     if sha256(&data[HEADER_LEN..]) != data[72..HEADER_LEN] {
         return Err("artifact digest mismatch (corrupted or truncated)".to_string());
     }
-    Ok(Some(data))
+    Ok(Some(Entry { file, data }))
 }
 
 /// Turns cached machine code back into a component.
@@ -463,6 +508,17 @@ mod tests {
                 .load(&engine.inner.engine, MODULE)
                 .is_some()
         );
+        // A symlink in place of the entry, even to a good copy of it, is not followed.
+        let copy = tmp.path().join("copy.cwasm");
+        fs::rename(&entry, &copy).unwrap();
+        std::os::unix::fs::symlink(&copy, &entry).unwrap();
+        assert!(
+            cache_of(&engine)
+                .load(&engine.inner.engine, MODULE)
+                .is_none()
+        );
+        fs::remove_file(&entry).unwrap();
+        fs::rename(&copy, &entry).unwrap();
 
         // Readable by others (a hostPath created 0755) is fine: nobody else can write.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
