@@ -16,6 +16,7 @@ use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use serde::Serialize;
 use vfpool_policy::{DeviceType, VdpaType};
 use vfpool_proto::deviceplugin::v1beta1::{ContainerAllocateResponse, DeviceSpec};
@@ -519,9 +520,14 @@ pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathB
     Ok(path)
 }
 
-/// Whether `path` is a regular file with mode 0444 holding exactly `contents`.
+/// Whether `path` is a regular file with mode 0444 holding exactly `contents`. Opened without
+/// following a symlink or waiting on a FIFO put in its place: Allocate must not block on it.
 fn holds(path: &Path, contents: &[u8]) -> bool {
-    let Ok(file) = fs::File::open(path) else {
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
+    else {
         return false;
     };
     let Ok(meta) = file.metadata() else {
@@ -857,6 +863,14 @@ mod tests {
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o444
         );
+        // A symlink in place of the file is not followed (and not mistaken for it): replaced.
+        let elsewhere = tmp.path().join("elsewhere.json");
+        fs::write(&elsewhere, "{\"v\":2}").unwrap();
+        fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o444)).unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        write_device_info(&dir, "f.json", "{\"v\":2}").unwrap();
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
         // A leftover temporary from an interrupted write does not block the next one.
         fs::write(dir.join(".g.json.tmp"), "junk").unwrap();
         write_device_info(&dir, "g.json", "{}").unwrap();

@@ -191,10 +191,10 @@ impl DevicePlugins {
     /// device a pod holds.
     pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
         self.refresh_in_use().await;
-        let previous: BTreeMap<String, PoolSnapshot> = self
+        let previous: BTreeMap<String, Snapshot> = self
             .pools
             .iter()
-            .map(|(name, handle)| (name.clone(), (*handle.state.current()).clone()))
+            .map(|(name, handle)| (name.clone(), handle.state.current()))
             .collect();
         let plan = plan::plan(desired, inventory, &previous, &self.in_use);
         let mut report = ApplyReport {
@@ -224,7 +224,7 @@ impl DevicePlugins {
             pools
                 .into_iter()
                 .map(|(name, mut snapshot)| {
-                    snapshot.prepare(&sysfs, previous.get(&name));
+                    snapshot.prepare(&sysfs);
                     (name, snapshot)
                 })
                 .collect::<Vec<_>>()

@@ -67,7 +67,7 @@ pub struct PoolSnapshot {
     groups: Vec<u32>,
     group_count: usize,
     /// Per member: its Allocate answer, once [`Self::prepare`] ran (empty before).
-    prepared: Vec<Option<Arc<Prepared>>>,
+    prepared: Vec<Option<Prepared>>,
 }
 
 impl PoolSnapshot {
@@ -117,38 +117,22 @@ impl PoolSnapshot {
         }
     }
 
-    /// Computes every member's Allocate answer ahead of the calls (reading the RDMA character
-    /// devices from `sysfs`), so Allocate only looks it up. A member whose device record and hints
-    /// are unchanged from `previous` (the snapshot served so far) keeps its answer, so a rescan
-    /// every 30 s costs no sysfs reads for it, except an RDMA member (`hints.rdma`): its character
-    /// devices (`/dev/infiniband/uverbsN`, `umadN`, ...) are not part of the device record and can
-    /// be renumbered by a driver rebind the record does not show, so they are read again on every
-    /// prepare. Handing a pod a stale `uverbsN` would give it another device's RDMA interface.
-    pub fn prepare(&mut self, sysfs: &SysfsRoot, previous: Option<&PoolSnapshot>) {
-        let reusable =
-            previous.filter(|p| p.node == self.node && p.device_type == self.device_type);
+    /// Computes every member's Allocate answer ahead of the calls, so Allocate only looks it up.
+    /// Done on every publish, also for members that did not change: an RDMA member's character
+    /// devices (`/dev/infiniband/uverbsN`, `umadN`, ...) are read from `sysfs` here and are not
+    /// part of the device record (a driver rebind can renumber them unseen), and for the others
+    /// the answer is computed in memory, about what comparing it with the previous one would cost.
+    pub fn prepare(&mut self, sysfs: &SysfsRoot) {
         self.prepared = self
             .members
             .iter()
-            .map(|member| {
-                if !member.hints.rdma
-                    && let Some(previous) = reusable
-                    && let Some(at) = previous.position(member.id())
-                    && let Some(before) = previous.members.get(at)
-                    && let Some(Some(ready)) = previous.prepared.get(at)
-                    && before.device == member.device
-                    && before.hints == member.hints
-                {
-                    return Some(Arc::clone(ready));
-                }
-                allocate::prepare(member, self.device_type, &self.node, sysfs).map(Arc::new)
-            })
+            .map(|member| allocate::prepare(member, self.device_type, &self.node, sysfs))
             .collect();
     }
 
     /// The prepared Allocate answer of the member at `position`, if [`Self::prepare`] made one.
     pub fn prepared(&self, position: usize) -> Option<&Prepared> {
-        self.prepared.get(position).and_then(Option::as_deref)
+        self.prepared.get(position).and_then(Option::as_ref)
     }
 
     /// An empty snapshot for `resource_name` (what a stopping pool advertises last).
@@ -293,37 +277,20 @@ mod tests {
 
     const IDS: [&str; 2] = ["0000:3b:00.2", "0000:3b:00.3"];
 
-    /// Prepared answers are reused (the same allocation) for unchanged non-RDMA members and
-    /// recomputed for changed ones.
+    /// Only a prepared snapshot has answers, one per member.
     #[test]
-    fn prepare_reuses_answers_of_unchanged_members_only() {
+    fn prepare_answers_every_member() {
         let (_tmp, root, inventory) = cx5();
         let plain = |id: &str| {
             let mut m = member(id, Some(0), Health::Healthy);
             m.device = inventory.get(id).unwrap().clone();
             m
         };
-        let mut first = snapshot(IDS.iter().map(|id| plain(id)).collect());
-        first.prepare(&root, None);
-        assert!(first.prepared(0).is_some() && first.prepared(1).is_some());
-
-        let mut changed = plain(IDS[0]);
-        changed.device.driver = Some("mlx5_core_rebound".to_string());
-        let mut next = snapshot(vec![changed, plain(IDS[1])]);
-        next.prepare(&root, Some(&first));
-        let same = |a: &PoolSnapshot, b: &PoolSnapshot, i: usize| {
-            std::ptr::eq(a.prepared(i).unwrap(), b.prepared(i).unwrap())
-        };
-        assert!(
-            !same(&first, &next, 0),
-            "a changed record is prepared again"
-        );
-        assert!(
-            same(&first, &next, 1),
-            "an unchanged record keeps its answer"
-        );
-        // Unprepared snapshots have no answers.
-        assert!(snapshot(vec![plain(IDS[0])]).prepared(0).is_none());
+        let mut pool = snapshot(IDS.iter().map(|id| plain(id)).collect());
+        assert!(pool.prepared(0).is_none());
+        pool.prepare(&root);
+        assert!(pool.prepared(0).is_some() && pool.prepared(1).is_some());
+        assert!(pool.prepared(2).is_none());
     }
 
     /// An RDMA member's character devices are read again on every prepare, even when its record
@@ -350,7 +317,7 @@ mod tests {
             paths
         };
         let mut first = snapshot(IDS.iter().map(|id| rdma(id)).collect());
-        first.prepare(&root, None);
+        first.prepare(&root);
         let before = hosts(&first, 0);
         assert!(
             before
@@ -384,7 +351,7 @@ mod tests {
         assert_eq!(rediscovered.get(IDS[0]), inventory.get(IDS[0]));
 
         let mut next = snapshot(IDS.iter().map(|id| rdma(id)).collect());
-        next.prepare(&root, Some(&first));
+        next.prepare(&root);
         let after = hosts(&next, 0);
         for path in &renamed {
             assert!(after.contains(path), "{path} missing from {after:?}");

@@ -8,6 +8,7 @@
 //!
 //! Pure: the caller supplies the PodResources view and the previous plan.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use vfpool_policy::{Pool, PoolDevice};
@@ -32,7 +33,7 @@ pub struct Plan {
 pub fn plan(
     desired: &[Pool],
     inventory: &Inventory,
-    previous: &BTreeMap<String, PoolSnapshot>,
+    previous: &BTreeMap<String, impl Borrow<PoolSnapshot>>,
     in_use: &InUse,
 ) -> Plan {
     let mut notes = Vec::new();
@@ -101,7 +102,7 @@ pub fn plan(
 
     // Devices in use that the desired pools do not place where the pod got them: keep them there.
     for (resource, ids) in in_use {
-        let before = previous.get(resource);
+        let before: Option<&PoolSnapshot> = previous.get(resource).map(Borrow::borrow);
         if before.is_none() && !pools.contains_key(resource) {
             // Not ours (another plugin's resource, or a pool gone before this agent started).
             continue;
@@ -194,6 +195,11 @@ mod tests {
     use vfpool_sysfs::{Device, DeviceKind, Inventory, NodeFacts};
 
     use super::*;
+
+    /// No pool served yet (the agent's first apply).
+    fn nothing_served() -> BTreeMap<String, PoolSnapshot> {
+        BTreeMap::new()
+    }
     use crate::model::Health;
 
     fn inventory(ids: &[&str]) -> Inventory {
@@ -245,7 +251,7 @@ mod tests {
         let plan = plan(
             &[pool("x.io/one", &["a", "b"]), pool("x.io/two", &["b", "c"])],
             &inv,
-            &BTreeMap::new(),
+            &nothing_served(),
             &InUse::new(),
         );
         assert_eq!(ids(&plan, "x.io/one"), ["a", "b"]);
@@ -263,7 +269,7 @@ mod tests {
         let first = plan(
             &[pool("x.io/one", &["a", "b"]), pool("x.io/two", &["c"])],
             &inv,
-            &BTreeMap::new(),
+            &nothing_served(),
             &InUse::new(),
         );
         let used: InUse = [("x.io/one".to_string(), ["b".to_string()].into())].into();
@@ -294,7 +300,7 @@ mod tests {
         let first = plan(
             &[pool("x.io/one", &["a", "b"])],
             &inv,
-            &BTreeMap::new(),
+            &nothing_served(),
             &InUse::new(),
         );
         let used: InUse = [(
@@ -322,7 +328,7 @@ mod tests {
         let plan = plan(
             &[pool("x.io/two", &["a", "b"])],
             &inv,
-            &BTreeMap::new(),
+            &nothing_served(),
             &used,
         );
         assert_eq!(ids(&plan, "x.io/two"), ["a"]);
@@ -336,7 +342,7 @@ mod tests {
         let plan = plan(
             &[pool("x.io/one", &["a"]), pool("x.io/two", &["b"])],
             &inv,
-            &BTreeMap::new(),
+            &nothing_served(),
             &used,
         );
         assert_eq!(ids(&plan, "x.io/one"), ["a", "b"]);
@@ -349,7 +355,7 @@ mod tests {
         let plan = plan(
             &[pool("x.io/one", &["a", "zz"])],
             &inv,
-            &BTreeMap::new(),
+            &nothing_served(),
             &InUse::new(),
         );
         assert_eq!(ids(&plan, "x.io/one"), ["a"]);
