@@ -159,8 +159,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
     let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
     // Kernel events trigger an early rescan on a real node (a simulated tree has none).
-    let mut real_sysfs = std::fs::canonicalize(&args.sysfs.sysfs_root)
-        .is_ok_and(|p| p == std::path::Path::new("/sys"));
+    let mut real_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
     let mut kernel = real_sysfs.then(|| {
         // A burst (a VF count change is hundreds of events) becomes one rescan once no event came
         // for 200 ms, or 2 s after its first event if it does not settle.

@@ -44,6 +44,12 @@ use self::devlink::{Devlink, DevlinkCli, DevlinkError, Query};
 /// loudly when devlink is unavailable, since `isRdma`/`ddpProfiles` selectors may rely on it.
 pub const DEVLINK_FACT_DRIVERS: [&str; 2] = ["ice", "mlx5_core"];
 
+/// Whether `sysfs_root` is this machine's own `/sys` (not a simulated node): only then do host
+/// facts and kernel events describe its devices.
+pub fn is_host_sysfs(sysfs_root: &Path) -> bool {
+    std::fs::canonicalize(sysfs_root).is_ok_and(|p| p == Path::new("/sys"))
+}
+
 /// The driver whose PFs report the running DDP package (`fw.app.name`) through devlink.
 const DDP_DRIVER: &str = "ice";
 
@@ -85,8 +91,7 @@ impl FactsGatherer {
     /// Facts for the devices under `sysfs_root`: this machine's (`/proc/net/route`, iproute2's
     /// devlink) when the root is the real `/sys`, none for a simulated node.
     pub fn for_sysfs_root(sysfs_root: &Path) -> Self {
-        let real = std::fs::canonicalize(sysfs_root).is_ok_and(|p| p == Path::new("/sys"));
-        if real {
+        if is_host_sysfs(sysfs_root) {
             FactsGatherer::new("/proc/net/route", Box::new(DevlinkCli::new()))
         } else {
             FactsGatherer::none()
