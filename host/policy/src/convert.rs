@@ -64,8 +64,13 @@ pub struct PolicyInventory {
 impl PolicyInventory {
     /// Converts `inventory` plus the agent's `facts`.
     pub fn new(inventory: &Inventory, facts: &HostFacts) -> Self {
-        let devices: Vec<wit::Device> =
+        let mut devices: Vec<wit::Device> =
             inventory.devices.iter().map(|d| device(d, facts)).collect();
+        // Sorted by id, as discovery sorts them, whoever built the inventory: allocation requests
+        // order candidates by position instead of comparing ids on every call.
+        if !devices.is_sorted_by(|a, b| a.id <= b.id) {
+            devices.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         let index = devices
             .iter()
             .enumerate()

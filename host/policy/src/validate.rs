@@ -266,14 +266,12 @@ pub fn allocation_request(
                 .ok_or_else(|| RequestError::UnknownAvailable(id.clone()))?,
         );
     }
-    // The inventory is sorted by id, so sorting positions sorts by id without comparing strings.
+    // The inventory is sorted by id (`PolicyInventory::new`), so sorting positions sorts by id
+    // without comparing strings.
     positions.sort_unstable();
     positions.dedup();
     let all = inventory.devices();
-    let mut devices: Vec<&wit::Device> = positions.iter().filter_map(|&i| all.get(i)).collect();
-    if !devices.is_sorted_by(|a, b| a.id < b.id) {
-        devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    }
+    let devices: Vec<&wit::Device> = positions.iter().filter_map(|&i| all.get(i)).collect();
     // Kubelet never repeats a must-include id, but a request is input: an id twice counts once.
     let mut seen: HashSet<&str> = HashSet::with_capacity(must_include.len());
     let must_include: Vec<String> = must_include
@@ -420,6 +418,39 @@ mod tests {
             node: Default::default(),
         };
         PolicyInventory::new(&inventory, &HostFacts::default())
+    }
+
+    /// An inventory built in any order (a test's, an API user's) still gives candidates in id
+    /// order: `PolicyInventory::new` sorts what discovery did not.
+    #[test]
+    fn candidates_are_in_id_order_whatever_the_inventory_order() {
+        let mut devices = vec![
+            vf("0000:5e:00.2", "0000:5e:00.0", "ens2f0", 0, 0),
+            vf("0000:3b:00.3", "0000:3b:00.0", "ens1f0", 1, 1),
+            vf("0000:3b:00.2", "0000:3b:00.0", "ens1f0", 0, 1),
+        ];
+        devices.push(Device::unknown("0000:3b:00.0", DeviceKind::Pf));
+        let inventory = PolicyInventory::new(
+            &Inventory {
+                devices,
+                node: Default::default(),
+            },
+            &HostFacts::default(),
+        );
+        let request = allocation_request(
+            &inventory,
+            "p",
+            &ids(&["0000:5e:00.2", "0000:3b:00.2", "0000:3b:00.3"]),
+            &[],
+            1,
+        )
+        .unwrap();
+        let got: Vec<&str> = request.available.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(got, ["0000:3b:00.2", "0000:3b:00.3", "0000:5e:00.2"]);
+        assert_eq!(
+            inventory.devices()[inventory.position("0000:5e:00.2").unwrap()].id,
+            "0000:5e:00.2"
+        );
     }
 
     fn ids(available: &[&str]) -> Vec<String> {
