@@ -188,3 +188,37 @@ fn policy_check_reports_a_runaway_policy() {
         "{text}"
     );
 }
+
+/// Under an address-space limit (`ulimit -v`) the policy instance pool cannot be reserved: the
+/// agent says so once and serves without it, instead of failing to start.
+#[test]
+fn pools_work_without_the_instance_pool_under_an_address_space_limit() {
+    let node = Node::dell_cx5(CONFIG);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 8388608 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_vfpool"))
+        .args([
+            "pools",
+            "--json",
+            "--sysfs-root",
+            &node.path("node"),
+            "--config-file",
+            &node.path("config.json"),
+            "--policy-dir",
+            &node.path("policies"),
+        ])
+        .env_remove("VFPOOL_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reserve the policy instance pool"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pools"][0]["devices"].as_array().unwrap().len(), 24);
+}

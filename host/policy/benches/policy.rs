@@ -208,6 +208,48 @@ fn main() {
         fmt(prefer_small.0),
     ));
     let rss_loaded = rss_kib();
+
+    // The same calls with every instance mapping fresh memory (no pre-reserved slots), for the
+    // effect of the instance pool.
+    let unpooled_engine = PolicyEngine::new(Limits {
+        pool_instances: false,
+        ..Limits::default()
+    })
+    .unwrap();
+    let unpooled_selector = Policy::compile(
+        &unpooled_engine,
+        "upstream-selector",
+        defaults::UPSTREAM_SELECTOR,
+    )
+    .unwrap();
+    let unpooled_allocator = Policy::compile(
+        &unpooled_engine,
+        "packed-allocator",
+        defaults::PACKED_ALLOCATOR,
+    )
+    .unwrap();
+    let unpooled_select = stats(time_n(300, || {
+        unpooled_selector
+            .select(&settings, &policy_inventory)
+            .unwrap();
+    }));
+    let unpooled_prefer = stats(time_n(300, || {
+        unpooled_allocator
+            .prefer(&settings, &policy_inventory, "intel.com/x", &vfs, &[], 4)
+            .unwrap();
+    }));
+    rows.push((
+        "without the instance pool: select / prefer 1,024 (median)".into(),
+        format!(
+            "{} ({:.2}× pooled) / {} ({:.2}× pooled)",
+            fmt(unpooled_select.0),
+            unpooled_select.0.as_secs_f64() / wasm.0.as_secs_f64(),
+            fmt(unpooled_prefer.0),
+            unpooled_prefer.0.as_secs_f64() / prefer.0.as_secs_f64(),
+        ),
+    ));
+    drop((unpooled_selector, unpooled_allocator, unpooled_engine));
+
     rows.push((
         "RSS: process / added by engine + both defaults + calls".into(),
         format!(

@@ -52,13 +52,17 @@ impl HostFacts {
     }
 }
 
-/// An inventory converted once to WIT records, with an index by id so allocation requests can be
-/// assembled without converting again.
+/// An inventory converted once to WIT records, with an index by id and the parent PFs resolved,
+/// so allocation requests can be assembled without converting or comparing ids again.
 #[derive(Debug, Clone)]
 pub struct PolicyInventory {
     pub(crate) wit: wit::Inventory,
     /// Position in `wit.devices` by id. Keys come from discovery, so a fast non-keyed hash is safe.
     index: FxHashMap<String, usize>,
+    /// Every distinct `pf-id` a device names, sorted by id, with its netdev name and NUMA node.
+    parents: Vec<wit::ParentPf>,
+    /// For each device (same positions as `wit.devices`), its entry in `parents`.
+    parent_of: Vec<Option<usize>>,
 }
 
 impl PolicyInventory {
@@ -71,11 +75,12 @@ impl PolicyInventory {
         if !devices.is_sorted_by(|a, b| a.id <= b.id) {
             devices.sort_by(|a, b| a.id.cmp(&b.id));
         }
-        let index = devices
+        let index: FxHashMap<String, usize> = devices
             .iter()
             .enumerate()
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
+        let (parents, parent_of) = parents(&devices, &index);
         PolicyInventory {
             wit: wit::Inventory {
                 devices,
@@ -85,6 +90,8 @@ impl PolicyInventory {
                 },
             },
             index,
+            parents,
+            parent_of,
         }
     }
 
@@ -125,6 +132,56 @@ impl PolicyInventory {
     pub(crate) fn devices(&self) -> &[wit::Device] {
         &self.wit.devices
     }
+
+    /// The parent PFs, sorted by id.
+    pub(crate) fn parents(&self) -> &[wit::ParentPf] {
+        &self.parents
+    }
+
+    /// The device at `position`'s entry in [`Self::parents`].
+    pub(crate) fn parent_of(&self, position: usize) -> Option<usize> {
+        self.parent_of.get(position).copied().flatten()
+    }
+}
+
+/// The distinct parent PFs of `devices` (sorted by id, so a PF's index orders like its PCI
+/// address) and each device's entry among them. A parent's name is its netdev when the PF is in
+/// the inventory and shows one, else the `pf-name` its first VF knows (the uplink representor in
+/// switchdev mode, a PF outside this inventory).
+fn parents(
+    devices: &[wit::Device],
+    index: &FxHashMap<String, usize>,
+) -> (Vec<wit::ParentPf>, Vec<Option<usize>>) {
+    let mut vf_pf_names: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for d in devices {
+        if let Some(pf_id) = d.pf_id.as_deref() {
+            let name = vf_pf_names.entry(pf_id).or_default();
+            if name.is_none() {
+                *name = d.pf_name.as_deref();
+            }
+        }
+    }
+    let parents: Vec<wit::ParentPf> = vf_pf_names
+        .iter()
+        .map(|(pf_id, vf_pf_name)| {
+            let pf = index.get(*pf_id).and_then(|&i| devices.get(i));
+            wit::ParentPf {
+                id: (*pf_id).to_string(),
+                name: pf
+                    .and_then(|pf| pf.netdev.clone())
+                    .or_else(|| vf_pf_name.map(str::to_string)),
+                numa_node: pf.and_then(|pf| pf.numa_node),
+            }
+        })
+        .collect();
+    let parent_of = devices
+        .iter()
+        .map(|d| {
+            let pf_id = d.pf_id.as_deref()?;
+            parents.binary_search_by(|p| p.id.as_str().cmp(pf_id)).ok()
+        })
+        .collect();
+    (parents, parent_of)
 }
 
 fn device(d: &Device, facts: &HostFacts) -> wit::Device {

@@ -114,6 +114,10 @@ pub enum CallError {
     /// The deadline passed (epoch interruption).
     #[error("did not finish within its {0:?} deadline")]
     Timeout(Duration),
+    /// Every instance slot stayed busy until the call's deadline (`Limits::concurrent_calls`
+    /// calls were already running): the host was overloaded, the policy did not run.
+    #[error("did not start: all {0} call slots stayed busy until its deadline")]
+    Busy(usize),
     /// The policy tried to use more memory than the cap.
     #[error("exceeded its memory cap of {0} bytes")]
     MemoryCap(usize),
@@ -327,7 +331,11 @@ impl Policy {
         deadline: Duration,
         instantiate: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<I>,
         invoke: impl FnOnce(I, &mut Store<CallState>) -> wasmtime::Result<Result<R, wit::PolicyError>>,
-    ) -> Result<(R, Store<CallState>), PolicyCallError> {
+    ) -> Result<(R, CallState), PolicyCallError> {
+        // Declared before the store, so released after it: the store's instances hold the slot.
+        let _slot = self.engine.slot(deadline).ok_or_else(|| {
+            self.fail(call, CallError::Busy(self.engine.limits().concurrent_calls))
+        })?;
         let mut store = self.engine.store(&self.id.name, deadline);
         let result = instantiate(&mut store)
             .map_err(|e| classify(e, &store, deadline, true))
@@ -336,7 +344,7 @@ impl Policy {
             })
             .map_err(|e| self.fail(call, e))?;
         let value = result.map_err(|e| self.fail(call, CallError::Returned(e.into())))?;
-        Ok((value, store))
+        Ok((value, store.into_data()))
     }
 
     fn selector(
@@ -364,7 +372,7 @@ impl Policy {
     ) -> Result<Outcome<()>, PolicyCallError> {
         const CALL: &str = "selector validate-settings";
         let pre = self.selector(CALL)?;
-        let (value, store) = self.run(
+        let (value, state) = self.run(
             CALL,
             self.engine.limits().select_deadline,
             |store| pre.instantiate(store),
@@ -374,7 +382,7 @@ impl Policy {
                     .call_validate_settings(store, &wit_settings(settings))
             },
         )?;
-        Ok(outcome(value, store))
+        Ok(outcome(value, state))
     }
 
     /// `selector.select` over `inventory`, with the result checked by [`validate::pools`].
@@ -385,7 +393,7 @@ impl Policy {
     ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
         const CALL: &str = "select";
         let pre = self.selector(CALL)?;
-        let (pools, store) = self.run(
+        let (pools, state) = self.run(
             CALL,
             self.engine.limits().select_deadline,
             |store| pre.instantiate(store),
@@ -398,7 +406,7 @@ impl Policy {
             },
         )?;
         let pools = validate::pools(pools, inventory).map_err(|e| self.fail(CALL, e.into()))?;
-        Ok(outcome(pools, store))
+        Ok(outcome(pools, state))
     }
 
     /// `allocator.validate-settings`.
@@ -408,7 +416,7 @@ impl Policy {
     ) -> Result<Outcome<()>, PolicyCallError> {
         const CALL: &str = "allocator validate-settings";
         let pre = self.allocator(CALL)?;
-        let (value, store) = self.run(
+        let (value, state) = self.run(
             CALL,
             self.engine.limits().select_deadline,
             |store| pre.instantiate(store),
@@ -418,7 +426,7 @@ impl Policy {
                     .call_validate_settings(store, &wit_settings(settings))
             },
         )?;
-        Ok(outcome(value, store))
+        Ok(outcome(value, state))
     }
 
     /// `allocator.prefer`: the preferred ids for `size` devices of pool `pool` among `available`
@@ -437,7 +445,7 @@ impl Policy {
         let pre = self.allocator(CALL)?;
         let request = validate::allocation_request(inventory, pool, available, must_include, size)
             .map_err(|e| self.fail(CALL, e.into()))?;
-        let (ids, store) = self.run(
+        let (ids, state) = self.run(
             CALL,
             self.engine.limits().prefer_deadline,
             |store| pre.instantiate(store),
@@ -450,7 +458,7 @@ impl Policy {
             },
         )?;
         let ids = validate::preference(ids, &request).map_err(|e| self.fail(CALL, e.into()))?;
-        Ok(outcome(ids, store))
+        Ok(outcome(ids, state))
     }
 }
 
@@ -461,8 +469,7 @@ fn wit_settings(settings: &Settings) -> wit::Settings {
     }
 }
 
-fn outcome<T>(value: T, store: Store<CallState>) -> Outcome<T> {
-    let state = store.into_data();
+fn outcome<T>(value: T, state: CallState) -> Outcome<T> {
     Outcome {
         value,
         logs: state.logs.lines,

@@ -4,7 +4,7 @@
 //! most one pool, in a pool of a matching type; bounded sizes. Preferences: exactly the requested
 //! number of distinct available ids with every must-include id among them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::bindings::wit;
 use crate::convert::PolicyInventory;
@@ -131,13 +131,16 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
         return Err(ResultError::TooManyPools { count: pools.len() });
     }
     let mut names: HashSet<String> = HashSet::with_capacity(pools.len());
-    let mut owner: HashMap<String, String> = HashMap::new();
-    let mut out = Vec::with_capacity(pools.len());
+    // Which pool (index into `out`, or `out.len()` for the one being checked) holds each device,
+    // by inventory position: no id is hashed or cloned twice.
+    let mut owner: Vec<Option<usize>> = vec![None; inventory.len()];
+    let mut out: Vec<Pool> = Vec::with_capacity(pools.len());
     for pool in pools {
         resource_name(&pool.resource_name)?;
         if !names.insert(pool.resource_name.clone()) {
             return Err(ResultError::DuplicatePool(pool.resource_name));
         }
+        let this_pool = out.len();
         let device_type = match pool.device_type {
             wit::DeviceType::NetDevice => DeviceType::NetDevice,
             wit::DeviceType::Accelerator => DeviceType::Accelerator,
@@ -145,12 +148,16 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
         };
         let mut devices = Vec::with_capacity(pool.devices.len());
         for member in pool.devices {
-            let Some(is_aux) = inventory.is_aux(&member.id) else {
+            let Some(position) = inventory.position(&member.id) else {
                 return Err(ResultError::UnknownDevice {
                     pool: pool.resource_name,
                     device: member.id,
                 });
             };
+            let is_aux = inventory
+                .devices()
+                .get(position)
+                .is_some_and(|d| d.kind == wit::DeviceKind::Aux);
             if is_aux != (device_type == DeviceType::AuxNetDevice) {
                 return Err(ResultError::WrongDeviceType {
                     pool: pool.resource_name,
@@ -163,13 +170,23 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     },
                 });
             }
-            if let Some(first) = owner.get(&member.id) {
+            let Some(slot) = owner.get_mut(position) else {
+                return Err(ResultError::UnknownDevice {
+                    pool: pool.resource_name,
+                    device: member.id,
+                });
+            };
+            if let Some(first) = *slot {
+                let first = out
+                    .get(first)
+                    .map_or_else(|| pool.resource_name.clone(), |p| p.resource_name.clone());
                 return Err(ResultError::DeviceInTwoPools {
                     device: member.id,
-                    first: first.clone(),
+                    first,
                     second: pool.resource_name,
                 });
             }
+            *slot = Some(this_pool);
             if let Some(info) = &member.additional_info {
                 let too_long = |s: &String| s.len() > MAX_INFO_BYTES;
                 if info.len() > MAX_INFO_PAIRS
@@ -181,7 +198,6 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     });
                 }
             }
-            owner.insert(member.id.clone(), pool.resource_name.clone());
             devices.push(PoolDevice {
                 id: member.id,
                 rdma: member.rdma,
@@ -299,45 +315,35 @@ pub fn allocation_request(
         });
     }
 
-    // Parent PFs sorted by id, so that a PF's index orders like its PCI address. A VF knows its
-    // PF's netdev name even when the PF record has none to show (the uplink representor in
-    // switchdev mode, a PF outside this inventory).
-    let mut vf_pf_names: BTreeMap<&str, Option<&str>> = BTreeMap::new();
-    for d in &devices {
-        if let Some(pf_id) = d.pf_id.as_deref() {
-            let name = vf_pf_names.entry(pf_id).or_default();
-            if name.is_none() {
-                *name = d.pf_name.as_deref();
-            }
+    // The parents of the available devices, in the inventory's order (by id), renumbered densely.
+    let mut parent_slot: Vec<Option<u32>> = vec![None; inventory.parents().len()];
+    for &position in &positions {
+        if let Some(parent) = inventory.parent_of(position)
+            && let Some(slot) = parent_slot.get_mut(parent)
+        {
+            *slot = Some(0);
         }
     }
-    let pf_ids: Vec<&str> = vf_pf_names.keys().copied().collect();
-    let pfs: Vec<wit::ParentPf> = vf_pf_names
+    let mut pfs: Vec<wit::ParentPf> = Vec::new();
+    for (slot, parent) in parent_slot.iter_mut().zip(inventory.parents()) {
+        if slot.is_some() {
+            *slot = u32::try_from(pfs.len()).ok();
+            pfs.push(parent.clone());
+        }
+    }
+    let available = positions
         .iter()
-        .map(|(pf_id, vf_pf_name)| {
-            let pf = inventory.device(pf_id);
-            wit::ParentPf {
-                id: (*pf_id).to_string(),
-                name: pf
-                    .and_then(|pf| pf.netdev.clone())
-                    .or_else(|| vf_pf_name.map(str::to_string)),
-                numa_node: pf.and_then(|pf| pf.numa_node),
-            }
-        })
-        .collect();
-    let available = devices
-        .iter()
-        .map(|d| wit::Candidate {
-            id: d.id.clone(),
-            numa_node: d.numa_node,
-            pf: d.pf_id.as_deref().and_then(|pf_id| {
-                pf_ids
-                    .binary_search(&pf_id)
-                    .ok()
-                    .and_then(|i| u32::try_from(i).ok())
-            }),
-            vf_index: d.vf_index,
-            sf_num: d.sf_num,
+        .filter_map(|&position| {
+            let d = all.get(position)?;
+            Some(wit::Candidate {
+                id: d.id.clone(),
+                numa_node: d.numa_node,
+                pf: inventory
+                    .parent_of(position)
+                    .and_then(|parent| parent_slot.get(parent).copied().flatten()),
+                vf_index: d.vf_index,
+                sf_num: d.sf_num,
+            })
         })
         .collect();
     Ok(wit::AllocationRequest {
@@ -578,6 +584,65 @@ mod tests {
             preference(ids(&["0000:3b:00.2"]), &request),
             Err(ResultError::WrongCount { got: 1, want: 2 })
         ));
+    }
+
+    fn wit_pool(name: &str, ids: &[&str]) -> wit::Pool {
+        wit::Pool {
+            resource_name: name.to_string(),
+            device_type: wit::DeviceType::NetDevice,
+            exclude_topology: false,
+            devices: ids
+                .iter()
+                .map(|id| wit::PoolDevice {
+                    id: id.to_string(),
+                    rdma: false,
+                    vhost_net: false,
+                    vdpa_type: None,
+                    additional_info: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_device_in_two_pools_names_both() {
+        let inventory = inventory();
+        let pools = vec![
+            wit_pool("intel.com/a", &["0000:3b:00.2"]),
+            wit_pool("intel.com/b", &["0000:3b:00.3", "0000:3b:00.2"]),
+        ];
+        match super::pools(pools, &inventory) {
+            Err(ResultError::DeviceInTwoPools {
+                device,
+                first,
+                second,
+            }) => assert_eq!(
+                (device.as_str(), first.as_str(), second.as_str()),
+                ("0000:3b:00.2", "intel.com/a", "intel.com/b")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let twice = vec![wit_pool("intel.com/a", &["0000:3b:00.2", "0000:3b:00.2"])];
+        match super::pools(twice, &inventory) {
+            Err(ResultError::DeviceInTwoPools { first, second, .. }) => {
+                assert_eq!(
+                    (first.as_str(), second.as_str()),
+                    ("intel.com/a", "intel.com/a")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let unknown = vec![wit_pool("intel.com/a", &["0000:99:00.2"])];
+        assert!(matches!(
+            super::pools(unknown, &inventory),
+            Err(ResultError::UnknownDevice { .. })
+        ));
+        let fine = vec![
+            wit_pool("intel.com/a", &["0000:3b:00.2"]),
+            wit_pool("intel.com/b", &["0000:3b:00.3"]),
+        ];
+        let checked = super::pools(fine, &inventory).unwrap();
+        assert_eq!(checked[1].devices[0].id, "0000:3b:00.3");
     }
 
     #[test]

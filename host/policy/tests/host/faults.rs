@@ -195,6 +195,34 @@ fn roles_follow_exports() {
     assert!(matches!(*error.error, CallError::NotExported(_)));
 }
 
+/// More simultaneous calls than instance slots queue for a slot instead of failing to instantiate
+/// (which would read as a broken policy and, for a hot swap, refuse a good one).
+#[test]
+fn calls_beyond_the_instance_slots_wait_for_one() {
+    let engine = vfpool_policy::PolicyEngine::new(vfpool_policy::Limits {
+        concurrent_calls: 1,
+        select_deadline: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap();
+    let policy = Policy::compile(&engine, "probe.wasm", &component("probe")).unwrap();
+    let inventory = test_inventory();
+    std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..5)
+                        .map(|_| policy.select(&settings("behave"), &inventory).map(|_| ()))
+                        .collect::<Result<Vec<()>, _>>()
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().unwrap().expect("every call gets a slot");
+        }
+    });
+}
+
 #[test]
 fn oversized_modules_are_refused_before_compiling() {
     let engine = vfpool_policy::PolicyEngine::new(vfpool_policy::Limits {
