@@ -26,9 +26,10 @@ use crate::model::LogLine;
 /// runaway policy quickly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Deadline of a `select` or `validate-settings` call, instantiation included.
+    /// Deadline of a `select` or `validate-settings` call, the wait for an instance slot and
+    /// instantiation included.
     pub select_deadline: Duration,
-    /// Deadline of a `prefer` call (kubelet waits on it), instantiation included.
+    /// Deadline of a `prefer` call (kubelet waits on it), slot wait and instantiation included.
     pub prefer_deadline: Duration,
     /// Linear memory a call may use, summed over the component's memories.
     pub memory_bytes: usize,
@@ -49,7 +50,7 @@ pub struct Limits {
     pub concurrent_calls: usize,
     /// Reserve the instance slots up front (wasmtime's pooling allocator; a few hundred GiB of
     /// address space, no memory) so a call reuses a warm slot. `false`, or a pool the process
-    /// cannot reserve: every call maps and unmaps fresh memory, 15–25% slower on large inputs.
+    /// cannot reserve: every call maps and unmaps fresh memory (slower; see BENCHMARKS.md).
     pub pool_instances: bool,
 }
 

@@ -332,11 +332,14 @@ impl Policy {
         instantiate: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<I>,
         invoke: impl FnOnce(I, &mut Store<CallState>) -> wasmtime::Result<Result<R, wit::PolicyError>>,
     ) -> Result<(R, CallState), PolicyCallError> {
+        let started = std::time::Instant::now();
         // Declared before the store, so released after it: the store's instances hold the slot.
         let _slot = self.engine.slot(deadline).ok_or_else(|| {
             self.fail(call, CallError::Busy(self.engine.limits().concurrent_calls))
         })?;
-        let mut store = self.engine.store(&self.id.name, deadline);
+        // The wait for a slot counts against the deadline: callers (kubelet) wait on the whole.
+        let left = deadline.saturating_sub(started.elapsed());
+        let mut store = self.engine.store(&self.id.name, left);
         let result = instantiate(&mut store)
             .map_err(|e| classify(e, &store, deadline, true))
             .and_then(|instance| {
