@@ -28,7 +28,9 @@ pub use cache::{CacheError, CompileCache};
 pub use convert::{HostFacts, PolicyInventory};
 pub use engine::{EngineError, Limits, PolicyEngine};
 pub use model::{DeviceType, LogLine, Outcome, Pool, PoolDevice, Settings, VdpaType};
-pub use policy::{CallError, LoadError, Policy, PolicyCallError, PolicyFailure, PolicyId, Roles};
+pub use policy::{
+    CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyFailure, PolicyId, Roles,
+};
 pub use store::{
     ActivePolicies, ActiveSet, PolicySource, ReloadError, ReloadOutcome, Sources, exercise,
     exercise_allocator,

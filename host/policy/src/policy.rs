@@ -58,6 +58,42 @@ pub struct Roles {
     pub allocator: bool,
 }
 
+/// What a refused file looks like, judged from its preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// Not WebAssembly.
+    NotWasm,
+    /// A core WebAssembly module, not a component.
+    CoreModule,
+    /// A component preamble: damaged contents, or more than the sandbox allows.
+    Component,
+}
+
+impl ModuleKind {
+    /// Judges `bytes` by their first eight bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => ModuleKind::CoreModule,
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => ModuleKind::Component,
+            _ => ModuleKind::NotWasm,
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            ModuleKind::NotWasm => {
+                "not a valid WebAssembly component: not WebAssembly at all (build policies with a component toolchain, e.g. cargo build --target wasm32-wasip2)"
+            }
+            ModuleKind::CoreModule => {
+                "not a valid WebAssembly component: a core module (build policies with a component toolchain, e.g. cargo build --target wasm32-wasip2, or wrap it with wasm-tools component new)"
+            }
+            ModuleKind::Component => {
+                "not a valid WebAssembly component, or one beyond the sandbox's limits (damaged or truncated, or a memory larger than the per-call memory cap, or too many instances or tables; wasmtime's reason follows)"
+            }
+        }
+    }
+}
+
 /// Why a module was not accepted as a policy.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -71,13 +107,14 @@ pub enum LoadError {
         /// The limit.
         limit: usize,
     },
-    /// The bytes are not a WebAssembly component (truncated, a core module, not WASM at all).
-    #[error(
-        "{id}: not a valid WebAssembly component (build it with a component toolchain, e.g. cargo build --target wasm32-wasip2)"
-    )]
+    /// wasmtime refused the bytes: not WASM at all, a core module, a damaged (truncated)
+    /// component, or a component beyond the sandbox's limits.
+    #[error("{id}: {}", .what.explain())]
     Compile {
         /// The module.
         id: PolicyId,
+        /// What the file looks like, for the message.
+        what: ModuleKind,
         /// wasmtime's reason.
         #[source]
         source: wasmtime::Error,
@@ -271,7 +308,13 @@ impl Policy {
                     }
                     c
                 }
-                Err(source) => return Err(LoadError::Compile { id, source }),
+                Err(source) => {
+                    return Err(LoadError::Compile {
+                        id,
+                        what: ModuleKind::of(bytes),
+                        source,
+                    });
+                }
             },
         };
         let compile_time = started.elapsed();

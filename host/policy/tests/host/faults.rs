@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use vfpool_policy::validate::ResultError;
-use vfpool_policy::{CallError, LoadError, Policy, PolicyFailure, defaults};
+use vfpool_policy::{CallError, LoadError, ModuleKind, Policy, PolicyFailure, defaults};
 
 use super::common::*;
 
@@ -169,10 +169,54 @@ fn bad_module_bytes_are_refused() {
     let error = Policy::compile(engine(), "half.wasm", truncated).unwrap_err();
     assert!(matches!(error, LoadError::Compile { .. }), "{error}");
     assert!(error.to_string().contains("half.wasm"));
-    for junk in [&b"#!/bin/sh\necho hi\n"[..], b"", b"\0asm\x01\0\0\0"] {
+    assert!(matches!(
+        error,
+        LoadError::Compile {
+            what: ModuleKind::Component,
+            ..
+        }
+    ));
+    for (junk, kind) in [
+        (&b"#!/bin/sh\necho hi\n"[..], ModuleKind::NotWasm),
+        (b"", ModuleKind::NotWasm),
+        (b"\0asm\x01\0\0\0", ModuleKind::CoreModule),
+    ] {
         let error = Policy::compile(engine(), "junk.wasm", junk).unwrap_err();
-        assert!(matches!(error, LoadError::Compile { .. }), "{error}");
+        assert!(
+            matches!(&error, LoadError::Compile { what, .. } if *what == kind),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("not a valid WebAssembly component")
+        );
     }
+}
+
+/// A component that needs more memory than a call may have is refused when it is loaded, and the
+/// message says the sandbox's limits may be why (the instance pool cannot hold it).
+#[test]
+fn a_component_beyond_the_memory_cap_is_refused_when_loaded() {
+    let engine = vfpool_policy::PolicyEngine::new(vfpool_policy::Limits {
+        memory_bytes: 64 << 10,
+        ..Default::default()
+    })
+    .unwrap();
+    let error = Policy::compile(&engine, "big.wasm", defaults::UPSTREAM_SELECTOR).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LoadError::Compile {
+                what: ModuleKind::Component,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let text = format!("{:#}", anyhow::Error::from(error));
+    assert!(text.contains("beyond the sandbox's limits"), "{text}");
+    assert!(text.contains("memory"), "{text}");
 }
 
 #[test]
