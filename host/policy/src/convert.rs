@@ -110,11 +110,6 @@ impl PolicyInventory {
         self.wit.devices.is_empty()
     }
 
-    /// Whether the device is an auxiliary device (`None`: unknown id).
-    pub fn is_aux(&self, id: &str) -> Option<bool> {
-        self.device(id).map(|d| d.kind == wit::DeviceKind::Aux)
-    }
-
     /// The NUMA node of a device, if known.
     pub fn numa_node(&self, id: &str) -> Option<u32> {
         self.device(id).and_then(|d| d.numa_node)

@@ -135,23 +135,22 @@ impl PolicyEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        let engine = if limits.pool_instances {
+        if limits.pool_instances {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
-            match Engine::new(&config) {
-                Ok(engine) => engine,
-                Err(error) => {
-                    // An address-space limit (`ulimit -v`) can refuse the reservation; calls
-                    // still work without it, only slower.
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot reserve the policy instance pool; every call will map its own memory"
-                    );
-                    config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-                    Engine::new(&config).map_err(EngineError::Engine)?
-                }
+        }
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            Err(error) if limits.pool_instances => {
+                // An address-space limit (`ulimit -v`) can refuse the reservation; calls still
+                // work without it, only slower.
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot reserve the policy instance pool; every call will map its own memory"
+                );
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(EngineError::Engine)?
             }
-        } else {
-            Engine::new(&config).map_err(EngineError::Engine)?
+            Err(error) => return Err(EngineError::Engine(error)),
         };
 
         let mut linker: Linker<CallState> = Linker::new(&engine);

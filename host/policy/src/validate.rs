@@ -148,16 +148,16 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
         };
         let mut devices = Vec::with_capacity(pool.devices.len());
         for member in pool.devices {
-            let Some(position) = inventory.position(&member.id) else {
+            let known = inventory.position(&member.id).and_then(|position| {
+                Some((inventory.devices().get(position)?, owner.get_mut(position)?))
+            });
+            let Some((device, slot)) = known else {
                 return Err(ResultError::UnknownDevice {
                     pool: pool.resource_name,
                     device: member.id,
                 });
             };
-            let is_aux = inventory
-                .devices()
-                .get(position)
-                .is_some_and(|d| d.kind == wit::DeviceKind::Aux);
+            let is_aux = device.kind == wit::DeviceKind::Aux;
             if is_aux != (device_type == DeviceType::AuxNetDevice) {
                 return Err(ResultError::WrongDeviceType {
                     pool: pool.resource_name,
@@ -170,12 +170,6 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     },
                 });
             }
-            let Some(slot) = owner.get_mut(position) else {
-                return Err(ResultError::UnknownDevice {
-                    pool: pool.resource_name,
-                    device: member.id,
-                });
-            };
             if let Some(first) = *slot {
                 let first = out
                     .get(first)
@@ -316,17 +310,18 @@ pub fn allocation_request(
     }
 
     // The parents of the available devices, in the inventory's order (by id), renumbered densely.
-    let mut parent_slot: Vec<Option<u32>> = vec![None; inventory.parents().len()];
+    let mut used = vec![false; inventory.parents().len()];
     for &position in &positions {
         if let Some(parent) = inventory.parent_of(position)
-            && let Some(slot) = parent_slot.get_mut(parent)
+            && let Some(used) = used.get_mut(parent)
         {
-            *slot = Some(0);
+            *used = true;
         }
     }
     let mut pfs: Vec<wit::ParentPf> = Vec::new();
-    for (slot, parent) in parent_slot.iter_mut().zip(inventory.parents()) {
-        if slot.is_some() {
+    let mut parent_slot: Vec<Option<u32>> = vec![None; used.len()];
+    for ((slot, parent), used) in parent_slot.iter_mut().zip(inventory.parents()).zip(used) {
+        if used {
             *slot = u32::try_from(pfs.len()).ok();
             pfs.push(parent.clone());
         }
