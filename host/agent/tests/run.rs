@@ -397,6 +397,37 @@ async fn config_hot_swap_adds_and_removes_pools() {
     sim.shutdown();
 }
 
+/// A config change made while the agent is still starting (its first pool socket is bound, the
+/// registration may be in flight) is not lost: the watch is in place before the first load, so
+/// nothing written after it goes unnoticed until the next restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_change_during_startup_is_picked_up() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let agent = node.agent("30s");
+    let plugins = node.kubelet().join("device-plugins");
+    let deadline = std::time::Instant::now() + GUARD;
+    while sockets(&plugins).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pool socket\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    node.rewrite_config(
+        r#"{"resourceList":[{"resourceName":"port1","selectors":{"pfNames":["ens1f1"]}}]}"#,
+    );
+    sim.wait_for("port1 replaces mlnx_sriov", GUARD, |r| {
+        allocatable(r, "intel.com/port1") == 12 && allocatable(r, "intel.com/mlnx_sriov") == 0
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    sim.shutdown();
+}
+
 /// A pool change never moves a device a pod holds: it stays in its pool (and out of the new
 /// one) until the pod releases it; then the next rescan moves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,31 @@ async fn daemon(args: &RunArgs) -> CmdResult {
             .context("cannot load the embedded policies")
             .code(Code::Failure)?,
     );
+    // Policy and config hot swap: the watcher reloads on its own thread and pokes the loop. It
+    // watches before the first load, so a change written while the agent starts (a ConfigMap
+    // update racing a pod restart) is never lost: reloads are serialised, and one that changes
+    // something is applied once the loop runs.
+    let (reloaded_tx, mut reloaded) = mpsc::unbounded_channel::<()>();
+    let watcher_inventory = Arc::clone(&latest);
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&policies),
+        sources.clone(),
+        Duration::from_millis(200),
+        move || {
+            (**watcher_inventory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner))
+            .clone()
+        },
+        move |outcome| {
+            if outcome.changed {
+                let _ = reloaded_tx.send(());
+            }
+        },
+    )
+    .map_err(|e| tracing::warn!(error = %e, "policy hot swap is off: cannot watch the policy or config directory"))
+    .ok();
+
     let outcome = {
         let policies = Arc::clone(&policies);
         let sources = sources.clone();
@@ -132,28 +157,6 @@ async fn daemon(args: &RunArgs) -> CmdResult {
         .code(Code::Failure)?;
     let mut inventory = inventory;
     log_report(&plugins.apply(&desired, &inventory).await);
-
-    // Policy and config hot swap: the watcher reloads on its own thread and pokes the loop.
-    let (reloaded_tx, mut reloaded) = mpsc::unbounded_channel::<()>();
-    let watcher_inventory = Arc::clone(&latest);
-    let _watcher = PolicyWatcher::spawn(
-        Arc::clone(&policies),
-        sources.clone(),
-        Duration::from_millis(200),
-        move || {
-            (**watcher_inventory
-                .read()
-                .unwrap_or_else(PoisonError::into_inner))
-            .clone()
-        },
-        move |outcome| {
-            if outcome.changed {
-                let _ = reloaded_tx.send(());
-            }
-        },
-    )
-    .map_err(|e| tracing::warn!(error = %e, "policy hot swap is off: cannot watch the policy or config directory"))
-    .ok();
 
     let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
     let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
