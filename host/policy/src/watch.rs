@@ -4,16 +4,24 @@
 //! symlink, and editors replace files by rename, both of which end an inode watch. Every debounced
 //! burst of events triggers one [`ActivePolicies::reload`], which re-reads everything from the
 //! paths (so symlinks are re-resolved) and is a cheap no-op when nothing changed.
+//!
+//! A directory that does not exist yet (the default `/etc/vfpool/policies` on a node where no
+//! operator has created it) is waited for by watching its nearest existing ancestor; one that is
+//! removed and created again (`rm -rf` + `mkdir`, a volume remounted) is watched again. After
+//! every burst the watches are re-armed from the paths, so hot swap never silently stops.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify_debouncer_full::{
+    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
+};
 
 use crate::convert::PolicyInventory;
 use crate::store::{ActivePolicies, ReloadOutcome, Sources};
@@ -38,25 +46,29 @@ pub enum WatchError {
     Thread(#[source] std::io::Error),
 }
 
+type FsDebouncer = Debouncer<RecommendedWatcher, RecommendedCache>;
+
 /// A running watcher; dropping it stops watching and joins the reload thread.
 pub struct PolicyWatcher {
-    debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
+    /// Shared with the reload thread, which re-arms the watches; taken (and so dropped, which
+    /// closes the event channel and ends that thread) on drop.
+    debouncer: Arc<Mutex<Option<FsDebouncer>>>,
+    arming: Arc<Mutex<Arming>>,
     worker: Option<JoinHandle<()>>,
-    watched: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for PolicyWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyWatcher")
-            .field("watched", &self.watched)
+            .field("watched", &self.watched())
             .finish_non_exhaustive()
     }
 }
 
 impl PolicyWatcher {
-    /// Watches the policy directory and the config file's directory (those that exist) and, after
-    /// each debounced burst of changes, reloads with the inventory `inventory()` returns and hands
-    /// the outcome to `on_reload` (which also logs it).
+    /// Watches the policy directory and the config file's directory (or, until they exist, their
+    /// nearest existing ancestors) and, after each debounced burst of changes, reloads with the
+    /// inventory `inventory()` returns and hands the outcome to `on_reload` (which also logs it).
     pub fn spawn(
         active: Arc<ActivePolicies>,
         sources: Sources,
@@ -66,52 +78,68 @@ impl PolicyWatcher {
     ) -> Result<Self, WatchError> {
         let (tx, rx) = mpsc::channel::<DebounceEventResult>();
         let mut debouncer = new_debouncer(debounce, None, tx).map_err(WatchError::Create)?;
-        let mut watched = Vec::new();
-        let config_dir = sources
-            .config_file
-            .as_deref()
-            .and_then(Path::parent)
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            });
-        for dir in [sources.policy_dir.as_deref(), config_dir]
-            .into_iter()
-            .flatten()
-        {
-            if watched.iter().any(|w: &PathBuf| w == dir) {
-                continue;
+        let config_dir = sources.config_file.as_deref().map(|file| {
+            match file.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
             }
-            if !dir.is_dir() {
-                tracing::warn!(path = %dir.display(), "not watching: the directory does not exist");
-                continue;
-            }
-            debouncer
-                .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|source| WatchError::Watch {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            watched.push(dir.to_path_buf());
-        }
+            .to_path_buf()
+        });
+        let mut arming = Arming::new(
+            [sources.policy_dir.clone(), config_dir]
+                .into_iter()
+                .flatten()
+                .collect(),
+        );
+        // At start a directory that exists but cannot be watched is an error the caller reports
+        // (hot swap off); later, re-arming failures are logged and retried on the next burst.
+        arming.arm(&mut debouncer)?;
+        let debouncer = Arc::new(Mutex::new(Some(debouncer)));
+        let arming = Arc::new(Mutex::new(arming));
+        let worker_debouncer = Arc::clone(&debouncer);
+        let worker_arming = Arc::clone(&arming);
         let worker = thread::Builder::new()
             .name("vfpool-policy-watch".to_string())
             .spawn(move || {
-                // Ends when the debouncer (the sender) is dropped.
+                // Ends when the debouncer (the only sender) is dropped.
                 for result in rx {
-                    match result {
+                    let rearmed = {
+                        let mut guard = worker_debouncer
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        let Some(debouncer) = guard.as_mut() else {
+                            break;
+                        };
+                        let mut arming =
+                            worker_arming.lock().unwrap_or_else(PoisonError::into_inner);
+                        match arming.arm(debouncer) {
+                            Ok(changed) => changed,
+                            Err(error) => {
+                                tracing::warn!(error = %error, "policy watcher: cannot watch; retrying on the next change");
+                                true
+                            }
+                        }
+                    };
+                    let relevant = match &result {
                         // Reading files (our own reload included) produces access events; only
-                        // changes count, or every reload would trigger the next.
-                        Ok(events) if !events.iter().any(|e| is_change(&e.event.kind)) => continue,
-                        Ok(_) => {}
+                        // changes count, or every reload would trigger the next. Events in an
+                        // ancestor watched while a directory is missing count only on its path.
+                        Ok(events) => {
+                            let arming =
+                                worker_arming.lock().unwrap_or_else(PoisonError::into_inner);
+                            events
+                                .iter()
+                                .any(|e| is_change(&e.event.kind) && arming.concerns(e))
+                        }
                         Err(errors) => {
                             for error in errors {
                                 tracing::warn!(%error, "policy watcher error; reloading anyway");
                             }
+                            true
                         }
+                    };
+                    if !(relevant || rearmed) {
+                        continue;
                     }
                     let outcome = active.reload(&sources, &inventory());
                     log_outcome(&outcome);
@@ -120,27 +148,138 @@ impl PolicyWatcher {
             })
             .map_err(WatchError::Thread)?;
         Ok(PolicyWatcher {
-            debouncer: Some(debouncer),
+            debouncer,
+            arming,
             worker: Some(worker),
-            watched,
         })
     }
 
-    /// The directories being watched.
-    pub fn watched(&self) -> &[PathBuf] {
-        &self.watched
+    /// The directories being watched now: the wanted ones that exist, and the nearest existing
+    /// ancestor of each that does not.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        self.arming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .watching
+            .iter()
+            .map(|w| w.path.clone())
+            .collect()
     }
 }
 
 impl Drop for PolicyWatcher {
     fn drop(&mut self) {
-        if let Some(debouncer) = self.debouncer.take() {
+        let debouncer = self
+            .debouncer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(debouncer) = debouncer {
             debouncer.stop();
         }
         if let Some(worker) = self.worker.take() {
             // A reload in progress finishes first (bounded by the policy deadlines).
             let _ = worker.join();
         }
+    }
+}
+
+/// A directory under watch, with the identity it had when the watch was placed: a directory
+/// removed and created again at the same path is a new inode that the old watch does not see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Watched {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+/// Which directories are wanted and which are watched for them.
+#[derive(Debug)]
+struct Arming {
+    wanted: Vec<PathBuf>,
+    watching: Vec<Watched>,
+}
+
+impl Arming {
+    fn new(wanted: Vec<PathBuf>) -> Self {
+        // Absolute, so that events (reported under the watched path) compare with them even
+        // when an ancestor is watched in place of a missing directory.
+        let mut wanted: Vec<PathBuf> = wanted
+            .into_iter()
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        Arming {
+            wanted,
+            watching: Vec::new(),
+        }
+    }
+
+    /// What should be watched now: each wanted directory if it exists, else its nearest existing
+    /// ancestor.
+    fn desired(&self) -> Vec<Watched> {
+        let mut desired: Vec<Watched> = Vec::new();
+        for dir in &self.wanted {
+            let found = dir.ancestors().find_map(|candidate| {
+                let meta = std::fs::metadata(candidate).ok()?;
+                meta.is_dir().then(|| Watched {
+                    path: candidate.to_path_buf(),
+                    identity: (meta.dev(), meta.ino()),
+                })
+            });
+            match found {
+                Some(found) if !desired.contains(&found) => desired.push(found),
+                Some(_) => {}
+                None => {
+                    tracing::warn!(path = %dir.display(), "not watching: neither the directory nor any parent exists");
+                }
+            }
+        }
+        desired
+    }
+
+    /// Brings the watches in line with [`Arming::desired`]; whether anything changed (a
+    /// directory appeared or was replaced, so its contents must be read again).
+    fn arm(&mut self, debouncer: &mut FsDebouncer) -> Result<bool, WatchError> {
+        let desired = self.desired();
+        let mut changed = false;
+        for stale in self.watching.iter().filter(|w| !desired.contains(w)) {
+            // A removed directory's watch is already gone; nothing to report then.
+            let _ = debouncer.unwatch(&stale.path);
+            changed = true;
+        }
+        self.watching.retain(|w| desired.contains(w));
+        for want in desired {
+            if self.watching.contains(&want) {
+                continue;
+            }
+            if !self.wanted.contains(&want.path) {
+                tracing::info!(
+                    path = %want.path.display(),
+                    "a watched directory does not exist yet; watching its parent until it does"
+                );
+            }
+            debouncer
+                .watch(&want.path, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::Watch {
+                    path: want.path.clone(),
+                    source,
+                })?;
+            self.watching.push(want);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Whether an event can concern a wanted directory: inside one, or on the way to one that
+    /// does not exist yet (its ancestor's watch reports the missing component being created).
+    fn concerns(&self, event: &DebouncedEvent) -> bool {
+        event.paths.is_empty()
+            || event.paths.iter().any(|path| {
+                self.wanted
+                    .iter()
+                    .any(|dir| path.starts_with(dir) || dir.starts_with(path))
+            })
     }
 }
 

@@ -221,3 +221,104 @@ fn configmap_symlink_swap_changes_settings() {
     );
     assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
 }
+
+fn spawn_recording(
+    active: &Arc<ActivePolicies>,
+    sources: &Sources,
+) -> (PolicyWatcher, mpsc::Receiver<ReloadOutcome>) {
+    let (tx, rx) = mpsc::channel();
+    let watcher = PolicyWatcher::spawn(
+        Arc::clone(active),
+        sources.clone(),
+        Duration::from_millis(50),
+        test_inventory,
+        move |outcome: &ReloadOutcome| {
+            let _ = tx.send(ReloadOutcome {
+                active: outcome.active.clone(),
+                changed: outcome.changed,
+                refused: outcome.refused.clone(),
+                ignored: outcome.ignored.clone(),
+            });
+        },
+    )
+    .unwrap();
+    (watcher, rx)
+}
+
+/// The default policy directory often does not exist when the agent starts; an operator who
+/// creates it later (one level at a time, as `mkdir` without `-p` does) and drops a module in
+/// gets it hot-swapped without a restart.
+#[test]
+fn policy_dir_created_after_start_is_watched() {
+    let root = tempfile::tempdir().unwrap();
+    let policies = root.path().join("etc/vfpool/policies");
+    let config = root.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.clone()),
+        config_file: Some(config),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    assert_eq!(
+        pool_names(&active.reload(&sources, &test_inventory())),
+        ["intel.com/mlx"]
+    );
+    let (watcher, rx) = spawn_recording(&active, &sources);
+    assert_eq!(watcher.watched(), [root.path().to_path_buf()]);
+
+    fs::create_dir(root.path().join("etc")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::create_dir(root.path().join("etc/vfpool")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::create_dir(&policies).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    install(&policies, "selector.wasm", &component("probe"));
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "refused: {:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["example.com/probe"]);
+    let mut watched = watcher.watched();
+    watched.sort();
+    assert_eq!(watched, [root.path().to_path_buf(), policies]);
+}
+
+/// A policy directory removed and created again (a volume remounted, `rm -rf` + `mkdir`) is a new
+/// inode: the old watch ended with the old directory, and the new one is watched again.
+#[test]
+fn policy_dir_removed_and_recreated_is_watched_again() {
+    let root = tempfile::tempdir().unwrap();
+    let policies = root.path().join("policies");
+    fs::create_dir(&policies).unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    install(&policies, "selector.wasm", &component("probe"));
+    let sources = Sources {
+        policy_dir: Some(policies.clone()),
+        config_file: Some(config),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    assert_eq!(
+        pool_names(&active.reload(&sources, &test_inventory())),
+        ["example.com/probe"]
+    );
+    let (watcher, rx) = spawn_recording(&active, &sources);
+
+    // Removed: back to the embedded defaults, and the parent is watched meanwhile.
+    fs::remove_dir_all(&policies).unwrap();
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "refused: {:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["intel.com/mlx"]);
+    assert!(watcher.watched().contains(&root.path().to_path_buf()));
+
+    // Created again, empty first so the module arrives through the new watch.
+    fs::create_dir(&policies).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    install(&policies, "selector.wasm", &component("probe"));
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "refused: {:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["example.com/probe"]);
+    assert!(watcher.watched().contains(&policies));
+    assert!(!watcher.watched().contains(&root.path().to_path_buf()));
+}
