@@ -126,6 +126,27 @@ fn main() {
         fmt(allocator.compile_time()),
     ));
 
+    // For profiles: `VFPOOL_BENCH_LOOP=prefer perf record -g target/release/deps/policy-* --bench`
+    // runs only that call for 5 s, so the profile holds nothing else.
+    if let Ok(call) = std::env::var("VFPOOL_BENCH_LOOP") {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut calls = 0u64;
+        while Instant::now() < until {
+            match call.as_str() {
+                "select" => drop(selector.select(&settings, &policy_inventory).unwrap()),
+                "prefer" => drop(
+                    allocator
+                        .prefer(&settings, &policy_inventory, "intel.com/x", &vfs, &[], 4)
+                        .unwrap(),
+                ),
+                other => panic!("VFPOOL_BENCH_LOOP: unknown call {other:?} (select, prefer)"),
+            }
+            calls += 1;
+        }
+        println!("{call}: {calls} calls in 5 s");
+        return;
+    }
+
     let t = Instant::now();
     let pools = selector.select(&settings, &policy_inventory).unwrap().value;
     rows.push(("first select (1,024 VFs)".into(), fmt(t.elapsed())));

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::{Store, Trap};
 
 use crate::bindings::allocator_world::AllocatorPolicyPre;
@@ -15,7 +15,12 @@ use crate::bindings::wit;
 use crate::convert::PolicyInventory;
 use crate::engine::{CallState, PolicyEngine};
 use crate::model::{Outcome, Pool, Settings};
+use crate::request::{AllocationRequestRef, SettingsRef};
 use crate::validate;
+
+/// The allocator interface as the host's bindings name it (a component exporting a compatible
+/// `0.1.x` matches, as the generated bindings do).
+const ALLOCATOR_INTERFACE: &str = "vfpool:policy/allocator@0.1.0";
 
 /// A policy's identity in every message: its name and the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -269,8 +274,28 @@ pub struct Policy {
     id: PolicyId,
     engine: PolicyEngine,
     selector: Option<SelectorPolicyPre<CallState>>,
-    allocator: Option<AllocatorPolicyPre<CallState>>,
+    allocator: Option<Allocator>,
     compile_time: Duration,
+}
+
+/// The allocator export: the generated bindings (type-checked at load) and the index of `prefer`,
+/// which is called through the borrowing request types of [`crate::request`].
+struct Allocator {
+    pre: AllocatorPolicyPre<CallState>,
+    prefer: ComponentExportIndex,
+}
+
+impl Allocator {
+    fn new(pre: AllocatorPolicyPre<CallState>) -> wasmtime::Result<Self> {
+        let component = pre.instance_pre().component();
+        let prefer = component
+            .get_export_index(None, ALLOCATOR_INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), "prefer"))
+            .ok_or_else(|| {
+                wasmtime::format_err!("no function `prefer` in `{ALLOCATOR_INTERFACE}`")
+            })?;
+        Ok(Allocator { pre, prefer })
+    }
 }
 
 impl fmt::Debug for Policy {
@@ -323,7 +348,7 @@ impl Policy {
             Err(source) => return Err(LoadError::Imports { id, source }),
         };
         let selector = SelectorPolicyPre::new(pre.clone());
-        let allocator = AllocatorPolicyPre::new(pre);
+        let allocator = AllocatorPolicyPre::new(pre).and_then(Allocator::new);
         match (selector, allocator) {
             (Err(s), Err(a)) => Err(LoadError::NoPolicyExport {
                 id,
@@ -402,10 +427,7 @@ impl Policy {
             .ok_or_else(|| self.fail(call, CallError::NotExported("vfpool:policy/selector")))
     }
 
-    fn allocator(
-        &self,
-        call: &'static str,
-    ) -> Result<&AllocatorPolicyPre<CallState>, PolicyCallError> {
+    fn allocator(&self, call: &'static str) -> Result<&Allocator, PolicyCallError> {
         self.allocator
             .as_ref()
             .ok_or_else(|| self.fail(call, CallError::NotExported("vfpool:policy/allocator")))
@@ -461,7 +483,7 @@ impl Policy {
         settings: &Settings,
     ) -> Result<Outcome<()>, PolicyCallError> {
         const CALL: &str = "allocator validate-settings";
-        let pre = self.allocator(CALL)?;
+        let pre = &self.allocator(CALL)?.pre;
         let (value, state) = self.run(
             CALL,
             self.engine.limits().select_deadline,
@@ -488,19 +510,21 @@ impl Policy {
         size: u32,
     ) -> Result<Outcome<Vec<String>>, PolicyCallError> {
         const CALL: &str = "prefer";
-        let pre = self.allocator(CALL)?;
+        let allocator = self.allocator(CALL)?;
         let request = validate::allocation_request(inventory, pool, available, must_include, size)
             .map_err(|e| self.fail(CALL, e.into()))?;
         let (ids, state) = self.run(
             CALL,
             self.engine.limits().prefer_deadline,
-            |store| pre.instantiate(store),
+            |store| allocator.pre.instance_pre().instantiate(store),
             |instance, store| {
-                instance.vfpool_policy_allocator().call_prefer(
-                    store,
-                    &wit_settings(settings),
-                    &request,
-                )
+                let prefer = instance.get_typed_func::<
+                    (SettingsRef<'_>, AllocationRequestRef<'_>),
+                    (Result<Vec<String>, wit::PolicyError>,),
+                >(&mut *store, &allocator.prefer)?;
+                let (answer,) =
+                    prefer.call(&mut *store, (SettingsRef::new(settings), request.lowered()))?;
+                Ok(answer)
             },
         )?;
         let ids = validate::preference(ids, &request).map_err(|e| self.fail(CALL, e.into()))?;

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use crate::bindings::wit;
 use crate::convert::PolicyInventory;
 use crate::model::{DeviceType, Pool, PoolDevice, VdpaType};
+pub use crate::request::{AllocationRequest, Candidate, ParentPf};
 
 /// Most pools one selector may return (kubelet runs one plugin server per pool).
 pub const MAX_POOLS: usize = 1024;
@@ -255,19 +256,21 @@ pub fn resource_name(name: &str) -> Result<(), ResultError> {
     Ok(())
 }
 
-/// Builds the WIT request from ids, checking the caller's side of the contract.
+/// Builds the WIT request from ids, checking the caller's side of the contract. The request
+/// borrows the inventory's records and the caller's must-include ids: nothing is cloned per
+/// candidate on kubelet's path.
 ///
 /// Candidates carry only what placement decides on (NUMA node, parent PF, VF index), with each
 /// parent PF listed once: lowering a full device record into the guest costs ~1.5 µs (a guest
 /// `realloc` per string and list), which over a 1,024-device pool would dominate kubelet's
 /// GetPreferredAllocation.
-pub fn allocation_request(
-    inventory: &PolicyInventory,
-    pool: &str,
+pub fn allocation_request<'a>(
+    inventory: &'a PolicyInventory,
+    pool: &'a str,
     available: &[String],
-    must_include: &[String],
+    must_include: &'a [String],
     size: u32,
-) -> Result<wit::AllocationRequest, RequestError> {
+) -> Result<AllocationRequest<'a>, RequestError> {
     let mut positions = Vec::with_capacity(available.len());
     for id in available {
         positions.push(
@@ -281,13 +284,13 @@ pub fn allocation_request(
     positions.sort_unstable();
     positions.dedup();
     let all = inventory.devices();
-    let devices: Vec<&wit::Device> = positions.iter().filter_map(|&i| all.get(i)).collect();
+    let devices: Vec<&'a wit::Device> = positions.iter().filter_map(|&i| all.get(i)).collect();
     // Kubelet never repeats a must-include id, but a request is input: an id twice counts once.
     let mut seen: HashSet<&str> = HashSet::with_capacity(must_include.len());
-    let must_include: Vec<String> = must_include
+    let must_include: Vec<&'a str> = must_include
         .iter()
-        .filter(|id| seen.insert(id.as_str()))
-        .cloned()
+        .map(String::as_str)
+        .filter(|id| seen.insert(id))
         .collect();
     if must_include.len() > size as usize {
         return Err(RequestError::MustIncludeExceedsSize {
@@ -295,12 +298,11 @@ pub fn allocation_request(
             size,
         });
     }
-    if let Some(missing) = must_include.iter().find(|id| {
-        devices
-            .binary_search_by(|d| d.id.as_str().cmp(id.as_str()))
-            .is_err()
-    }) {
-        return Err(RequestError::MustIncludeNotAvailable(missing.clone()));
+    if let Some(missing) = must_include
+        .iter()
+        .find(|id| devices.binary_search_by(|d| d.id.as_str().cmp(id)).is_err())
+    {
+        return Err(RequestError::MustIncludeNotAvailable(missing.to_string()));
     }
     if size as usize > devices.len() {
         return Err(RequestError::TooFew {
@@ -318,31 +320,33 @@ pub fn allocation_request(
             *used = true;
         }
     }
-    let mut pfs: Vec<wit::ParentPf> = Vec::new();
+    let mut pfs: Vec<ParentPf<'a>> = Vec::new();
     let mut parent_slot: Vec<Option<u32>> = vec![None; used.len()];
     for ((slot, parent), used) in parent_slot.iter_mut().zip(inventory.parents()).zip(used) {
         if used {
             *slot = u32::try_from(pfs.len()).ok();
-            pfs.push(parent.clone());
+            pfs.push(ParentPf {
+                id: &parent.id,
+                name: parent.name.as_deref(),
+                numa_node: parent.numa_node,
+            });
         }
     }
     let available = positions
         .iter()
-        .filter_map(|&position| {
-            let d = all.get(position)?;
-            Some(wit::Candidate {
-                id: d.id.clone(),
-                numa_node: d.numa_node,
-                pf: inventory
-                    .parent_of(position)
-                    .and_then(|parent| parent_slot.get(parent).copied().flatten()),
-                vf_index: d.vf_index,
-                sf_num: d.sf_num,
-            })
+        .zip(&devices)
+        .map(|(&position, d)| Candidate {
+            id: &d.id,
+            numa_node: d.numa_node,
+            pf: inventory
+                .parent_of(position)
+                .and_then(|parent| parent_slot.get(parent).copied().flatten()),
+            vf_index: d.vf_index,
+            sf_num: d.sf_num,
         })
         .collect();
-    Ok(wit::AllocationRequest {
-        pool: pool.to_string(),
+    Ok(AllocationRequest {
+        pool,
         available,
         pfs,
         must_include,
@@ -353,7 +357,7 @@ pub fn allocation_request(
 /// Checks an allocator's answer against its request.
 pub fn preference(
     ids: Vec<String>,
-    request: &wit::AllocationRequest,
+    request: &AllocationRequest<'_>,
 ) -> Result<Vec<String>, ResultError> {
     let want = request.size as usize;
     if ids.len() != want {
@@ -363,12 +367,7 @@ pub fn preference(
         });
     }
     // `allocation_request` sorted the candidates by id.
-    let offered = |id: &str| {
-        request
-            .available
-            .binary_search_by(|c| c.id.as_str().cmp(id))
-            .is_ok()
-    };
+    let offered = |id: &str| request.available.binary_search_by(|c| c.id.cmp(id)).is_ok();
     let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
     for id in &ids {
         if !offered(id) {
@@ -378,12 +377,8 @@ pub fn preference(
             return Err(ResultError::Repeated(id.clone()));
         }
     }
-    if let Some(missing) = request
-        .must_include
-        .iter()
-        .find(|id| !seen.contains(id.as_str()))
-    {
-        return Err(ResultError::MissingMustInclude(missing.clone()));
+    if let Some(missing) = request.must_include.iter().find(|id| !seen.contains(*id)) {
+        return Err(ResultError::MissingMustInclude(missing.to_string()));
     }
     Ok(ids)
 }
@@ -446,7 +441,7 @@ mod tests {
             1,
         )
         .unwrap();
-        let got: Vec<&str> = request.available.iter().map(|c| c.id.as_str()).collect();
+        let got: Vec<&str> = request.available.iter().map(|c| c.id).collect();
         assert_eq!(got, ["0000:3b:00.2", "0000:3b:00.3", "0000:5e:00.2"]);
         assert_eq!(
             inventory.devices()[inventory.position("0000:5e:00.2").unwrap()].id,
@@ -466,18 +461,13 @@ mod tests {
             "0000:3b:00.2",
             "0000:3b:00.3",
         ]);
-        let request = allocation_request(
-            &inventory(),
-            "intel.com/x",
-            &available,
-            &ids(&["0000:3b:00.3"]),
-            2,
-        )
-        .unwrap();
+        let inventory = inventory();
+        let must = ids(&["0000:3b:00.3"]);
+        let request = allocation_request(&inventory, "intel.com/x", &available, &must, 2).unwrap();
         let got: Vec<_> = request
             .available
             .iter()
-            .map(|c| (c.id.as_str(), c.numa_node, c.pf, c.vf_index))
+            .map(|c| (c.id, c.numa_node, c.pf, c.vf_index))
             .collect();
         assert_eq!(
             got,
@@ -490,7 +480,7 @@ mod tests {
         let pfs: Vec<_> = request
             .pfs
             .iter()
-            .map(|p| (p.id.as_str(), p.name.as_deref(), p.numa_node))
+            .map(|p| (p.id, p.name, p.numa_node))
             .collect();
         // The PF outside the inventory still gets the name its VF knows.
         assert_eq!(
@@ -508,13 +498,8 @@ mod tests {
         let inventory = inventory();
         let unknown = allocation_request(&inventory, "p", &ids(&["0000:99:00.2"]), &[], 1);
         assert!(matches!(unknown, Err(RequestError::UnknownAvailable(id)) if id == "0000:99:00.2"));
-        let must = allocation_request(
-            &inventory,
-            "p",
-            &ids(&["0000:3b:00.2"]),
-            &ids(&["0000:3b:00.3"]),
-            1,
-        );
+        let must_ids = ids(&["0000:3b:00.3"]);
+        let must = allocation_request(&inventory, "p", &ids(&["0000:3b:00.2"]), &must_ids, 1);
         assert!(matches!(
             must,
             Err(RequestError::MustIncludeNotAvailable(_))
@@ -536,14 +521,8 @@ mod tests {
         ));
         // A repeated must-include id counts once; more distinct ones than `size` fit nowhere.
         let both = ids(&["0000:3b:00.2", "0000:3b:00.3"]);
-        let repeated = allocation_request(
-            &inventory,
-            "p",
-            &both,
-            &ids(&["0000:3b:00.3", "0000:3b:00.3"]),
-            1,
-        )
-        .unwrap();
+        let twice = ids(&["0000:3b:00.3", "0000:3b:00.3"]);
+        let repeated = allocation_request(&inventory, "p", &both, &twice, 1).unwrap();
         assert_eq!(repeated.must_include, ["0000:3b:00.3"]);
         let over = allocation_request(&inventory, "p", &both, &both, 1);
         assert!(matches!(
@@ -557,11 +536,13 @@ mod tests {
 
     #[test]
     fn preference_checks_against_the_sorted_candidates() {
+        let inventory = inventory();
+        let must = ids(&["0000:5e:00.2"]);
         let request = allocation_request(
-            &inventory(),
+            &inventory,
             "p",
             &ids(&["0000:5e:00.2", "0000:3b:00.2"]),
-            &ids(&["0000:5e:00.2"]),
+            &must,
             2,
         )
         .unwrap();
