@@ -3,12 +3,12 @@
 //!
 //! Owns: the wasmtime engine and its sandbox (one [`PolicyEngine`]: one `Engine`, one `Linker`,
 //! an epoch ticker; a fresh `Store` per call, in one of a fixed number of pre-reserved instance
-//! slots, with a deadline, a memory cap and bounded host buffers), compiling and type-checking modules ([`Policy`]), the allocator request lowered from borrowed data
-//! (`request`), checking every result a policy
-//! returns ([`validate`]), the conversion of the discovery model to the WIT records ([`convert`]),
-//! the embedded default policies ([`defaults`]), the precompiled-module cache ([`cache`]), the
-//! active policy set with its validate-then-swap rule ([`ActivePolicies`]) and the policy
-//! directory watcher ([`watch`]).
+//! slots, with a deadline, a memory cap and bounded host buffers), compiling and type-checking
+//! modules ([`Policy`]), the allocator request lowered from borrowed data (`request`), checking
+//! every result a policy returns ([`validate`]), the conversion of the discovery model to the WIT
+//! records ([`convert`]), the embedded default policies ([`defaults`]), the precompiled-module
+//! cache ([`cache`]), the active policy set with its validate-then-swap rule ([`ActivePolicies`])
+//! and the policy directory watcher ([`watch`]).
 //!
 //! Must not touch: gRPC, kubelet, netlink, tokio. It knows devices (from `vfpool-sysfs`) but not
 //! how pools are served. Calls are synchronous and may block for up to their deadline: call them

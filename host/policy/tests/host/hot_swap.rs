@@ -1,6 +1,7 @@
 //! Hot swap with real directories and the real watcher: a new selector dropped in is validated and
 //! activated; a broken one is refused and the previous keeps serving; removing it returns to the
-//! default; a ConfigMap-style `..data` symlink swap changes the settings.
+//! default; a ConfigMap-style `..data` symlink swap changes the settings; a policy directory
+//! created after start, or removed and created again, is watched.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -47,6 +48,30 @@ fn next_decision(rx: &mpsc::Receiver<ReloadOutcome>) -> ReloadOutcome {
     }
 }
 
+/// Starts the real watcher (50 ms debounce) with a channel receiving a copy of every outcome.
+fn spawn_recording(
+    active: &Arc<ActivePolicies>,
+    sources: &Sources,
+) -> (PolicyWatcher, mpsc::Receiver<ReloadOutcome>) {
+    let (tx, rx) = mpsc::channel();
+    let watcher = PolicyWatcher::spawn(
+        Arc::clone(active),
+        sources.clone(),
+        Duration::from_millis(50),
+        test_inventory,
+        move |outcome: &ReloadOutcome| {
+            let _ = tx.send(ReloadOutcome {
+                active: outcome.active.clone(),
+                changed: outcome.changed,
+                refused: outcome.refused.clone(),
+                ignored: outcome.ignored.clone(),
+            });
+        },
+    )
+    .unwrap();
+    (watcher, rx)
+}
+
 #[test]
 fn drop_in_swap_refuse_and_fall_back() {
     let policies = tempfile::tempdir().unwrap();
@@ -67,23 +92,7 @@ fn drop_in_swap_refuse_and_fall_back() {
     );
     assert_eq!(pool_names(&first), ["intel.com/mlx"]);
 
-    let (tx, rx) = mpsc::channel();
-    let _watcher = PolicyWatcher::spawn(
-        Arc::clone(&active),
-        sources.clone(),
-        Duration::from_millis(50),
-        test_inventory,
-        move |outcome: &ReloadOutcome| {
-            let copy = ReloadOutcome {
-                active: outcome.active.clone(),
-                changed: outcome.changed,
-                refused: outcome.refused.clone(),
-                ignored: outcome.ignored.clone(),
-            };
-            let _ = tx.send(copy);
-        },
-    )
-    .unwrap();
+    let (_watcher, rx) = spawn_recording(&active, &sources);
 
     // A new selector: activated, new pools.
     install(policies.path(), "selector.wasm", &component("probe"));
@@ -177,22 +186,7 @@ fn configmap_symlink_swap_changes_settings() {
         pool_names(&active.reload(&sources, &test_inventory())),
         ["intel.com/mlx"]
     );
-    let (tx, rx) = mpsc::channel();
-    let _watcher = PolicyWatcher::spawn(
-        Arc::clone(&active),
-        sources,
-        Duration::from_millis(50),
-        test_inventory,
-        move |outcome: &ReloadOutcome| {
-            let _ = tx.send(ReloadOutcome {
-                active: outcome.active.clone(),
-                changed: outcome.changed,
-                refused: outcome.refused.clone(),
-                ignored: outcome.ignored.clone(),
-            });
-        },
-    )
-    .unwrap();
+    let (_watcher, rx) = spawn_recording(&active, &sources);
 
     fs::create_dir(root.join("..v2")).unwrap();
     fs::write(root.join("..v2/config.json"), CONFIG_V2).unwrap();
@@ -220,29 +214,6 @@ fn configmap_symlink_swap_changes_settings() {
         outcome.refused
     );
     assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
-}
-
-fn spawn_recording(
-    active: &Arc<ActivePolicies>,
-    sources: &Sources,
-) -> (PolicyWatcher, mpsc::Receiver<ReloadOutcome>) {
-    let (tx, rx) = mpsc::channel();
-    let watcher = PolicyWatcher::spawn(
-        Arc::clone(active),
-        sources.clone(),
-        Duration::from_millis(50),
-        test_inventory,
-        move |outcome: &ReloadOutcome| {
-            let _ = tx.send(ReloadOutcome {
-                active: outcome.active.clone(),
-                changed: outcome.changed,
-                refused: outcome.refused.clone(),
-                ignored: outcome.ignored.clone(),
-            });
-        },
-    )
-    .unwrap();
-    (watcher, rx)
 }
 
 /// The default policy directory often does not exist when the agent starts; an operator who
