@@ -138,10 +138,12 @@ impl SysDir {
     }
 
     fn read_into(&self, name: &str, buf: &mut [u8]) -> Option<usize> {
+        // NONBLOCK: no effect on a sysfs attribute, but a FIFO in a hand-built tree would block the
+        // `open` (and the whole discovery) until a writer appeared; this way it reads as empty.
         let fd = match openat(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
         ) {
             Ok(fd) => fd,

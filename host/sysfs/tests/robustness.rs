@@ -156,6 +156,35 @@ fn unreadable_and_garbage_attributes_become_nulls() {
     assert_eq!(other.netdevs[0].mtu, None);
 }
 
+/// A FIFO where an attribute should be (never in a kernel's sysfs, possible in a tree someone built
+/// by hand): opened without `O_NONBLOCK` it blocked discovery forever, and with it `vfpool run`'s
+/// rescans and its signal handling. Now it reads as empty, like any attribute without a value.
+#[test]
+fn a_fifo_in_place_of_an_attribute_does_not_block_discovery() {
+    let (_dir, root) = small_node();
+    let vf = device_dir(&root, "0000:3b:00.2");
+    fs::remove_file(vf.join("numa_node")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(vf.join("numa_node"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+
+    // On a thread, so that a regression fails this test instead of hanging the test run.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let scan_root = root.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(discover(&SysfsRoot::new(&scan_root)));
+    });
+    let inv = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("discovery blocked on a FIFO")
+        .unwrap();
+    let dev = inv.get("0000:3b:00.2").unwrap();
+    assert_eq!(dev.numa_node, None);
+    assert_eq!(dev.device.as_deref(), Some("1018"));
+}
+
 #[test]
 fn a_vf_without_a_pf_netdev_has_no_pf_name_but_keeps_its_index() {
     let (_dir, root) = small_node();

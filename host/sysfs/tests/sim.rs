@@ -83,3 +83,29 @@ fn the_simulator_never_writes_into_a_non_empty_directory() {
     assert!(matches!(e, SimError::OutputNotEmpty(_)), "{e:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// Names in a fixture become path components; one with `..` used to make the writer create files
+/// outside the output directory (a netdev named `../../../x` landed beside it).
+#[test]
+fn names_that_would_leave_the_output_directory_are_refused() {
+    let outer = tempfile::tempdir().unwrap();
+    let out = outer.path().join("node");
+    for (from, to) in [
+        ("netdevs = [\"ens1f0\"]", "netdevs = [\"../../../escaped\"]"),
+        ("driver = \"mlx5_core\"", "driver = \"../../escaped\""),
+        ("netdevs = [\"ens1f0\"]", "netdevs = [\"..\"]"),
+    ] {
+        let text = PF.replace(from, to);
+        assert_ne!(text, PF);
+        let fixture = Fixture::from_toml(&text, "hostile.toml").unwrap();
+        let e = write_tree(&fixture, &out).unwrap_err();
+        assert!(matches!(e, SimError::UnsafeName { .. }), "{to}: {e:?}");
+        assert!(e.to_string().contains("plain file names"), "{e}");
+        let _ = std::fs::remove_dir_all(&out);
+        let left: Vec<_> = std::fs::read_dir(outer.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{to}: wrote {left:?} outside the node");
+    }
+}

@@ -74,6 +74,15 @@ pub enum SimError {
     /// The output directory exists and is not empty; the simulator never writes over files.
     #[error("{0} is not empty: choose a new or empty directory for the simulated node")]
     OutputNotEmpty(PathBuf),
+    /// A name in the fixture (netdev, driver, RDMA device, ...) is not a plain file name, so the
+    /// path built from it would leave the output directory.
+    #[error(
+        "the fixture names {path:?} inside the simulated node: names must be plain file names (no '/', '.' or '..')"
+    )]
+    UnsafeName {
+        /// The path, relative to the output directory, that the name produced.
+        path: String,
+    },
     /// Writing the tree failed.
     #[error("cannot write {path}: {source}")]
     Write {

@@ -122,14 +122,29 @@ impl<'f> Tree<'f> {
         }
     }
 
+    /// `rel` under the root, refused unless every component is a plain name: fixture names end
+    /// up in these paths, and the simulator writes only inside the directory it is given.
+    fn under_root(&self, rel: &str) -> Result<PathBuf, SimError> {
+        let plain = !rel.is_empty()
+            && Path::new(rel)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(SimError::UnsafeName {
+                path: rel.to_owned(),
+            });
+        }
+        Ok(self.root.join(rel))
+    }
+
     fn dir(&self, rel: &str) -> Result<PathBuf, SimError> {
-        let path = self.root.join(rel);
+        let path = self.under_root(rel)?;
         create_dirs(&path)?;
         Ok(path)
     }
 
     fn file(&self, rel: &str, contents: &str) -> Result<(), SimError> {
-        let path = self.root.join(rel);
+        let path = self.under_root(rel)?;
         if let Some(parent) = path.parent() {
             create_dirs(parent)?;
         }
@@ -139,7 +154,8 @@ impl<'f> Tree<'f> {
     /// A relative symlink at `link` (relative to the root) pointing at `target` (relative to the
     /// root), like the kernel's.
     fn link(&self, link: &str, target: &str) -> Result<(), SimError> {
-        let link_path = self.root.join(link);
+        let link_path = self.under_root(link)?;
+        self.under_root(target)?;
         if let Some(parent) = link_path.parent() {
             create_dirs(parent)?;
         }
