@@ -15,6 +15,7 @@ const COMPONENTS: &[&str] = &[
     "spread_allocator",
     "probe",
     "wrong_exports",
+    "mistyped_allocator",
     "rust_starter",
 ];
 

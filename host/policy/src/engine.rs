@@ -42,6 +42,13 @@ pub struct Limits {
     /// Bytes of guest stderr kept per call (a write beyond traps the guest). Stdout is discarded:
     /// a `print` left in a policy must never stop it; the `log` import is the way to be heard.
     pub max_output_bytes: usize,
+    /// Bytes a policy may hand the host in one transfer: the strings and lists of a call's result,
+    /// or of one `log` call. wasmtime copies them into the agent's memory before any check can
+    /// look at them, and strings of a result may all point at the same guest bytes, so without
+    /// this a policy well within its memory cap could make the agent allocate far more than it
+    /// (wasmtime's own default is 128 MiB). 16 MiB holds the pools of a node with tens of
+    /// thousands of devices.
+    pub max_result_bytes: usize,
     /// Epoch ticker period: the deadline resolution.
     pub tick: Duration,
     /// Calls that may run at once. The engine keeps this many pre-reserved instance slots (a call
@@ -64,6 +71,7 @@ impl Default for Limits {
             max_log_lines: 100,
             max_log_line_bytes: 2048,
             max_output_bytes: 64 << 10,
+            max_result_bytes: 16 << 20,
             tick: Duration::from_millis(5),
             concurrent_calls: 16,
             pool_instances: true,
@@ -240,6 +248,7 @@ impl PolicyEngine {
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
+        store.set_hostcall_fuel(limits.max_result_bytes);
         let tick_nanos = limits.tick.as_nanos().max(1);
         // +1: the current epoch period is already partly over.
         let ticks = u64::try_from(deadline.as_nanos().div_ceil(tick_nanos)).unwrap_or(u64::MAX);

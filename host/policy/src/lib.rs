@@ -34,7 +34,7 @@ pub use policy::{
     CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyFailure, PolicyId, Roles,
 };
 pub use store::{
-    ActivePolicies, ActiveSet, PolicySource, ReloadError, ReloadOutcome, Sources, exercise,
-    exercise_allocator,
+    ActivePolicies, ActiveSet, PolicySource, ReloadError, ReloadOutcome, SkippedName, Sources,
+    exercise, exercise_allocator, skipped_policy_name,
 };
 pub use watch::{PolicyWatcher, WatchError};

@@ -18,6 +18,9 @@ use crate::model::{Outcome, Pool, Settings};
 use crate::request::{AllocationRequestRef, SettingsRef};
 use crate::validate;
 
+/// The selector interface as the host's bindings name it.
+const SELECTOR_INTERFACE: &str = "vfpool:policy/selector@0.1.0";
+
 /// The allocator interface as the host's bindings name it (a component exporting a compatible
 /// `0.1.x` matches, as the generated bindings do).
 const ALLOCATOR_INTERFACE: &str = "vfpool:policy/allocator@0.1.0";
@@ -135,6 +138,19 @@ pub enum LoadError {
         #[source]
         source: wasmtime::Error,
     },
+    /// The component exports `vfpool:policy/selector` or `vfpool:policy/allocator`, but with
+    /// types other than the contract's (built against another version of the WIT).
+    #[error(
+        "{id}: exports {interface} with types other than vfpool's ({reason}); rebuild it against wit/policy.wit"
+    )]
+    WrongExportType {
+        /// The module.
+        id: PolicyId,
+        /// The interface whose export does not type-check.
+        interface: &'static str,
+        /// wasmtime's reason.
+        reason: String,
+    },
     /// The component exports neither `vfpool:policy/selector` nor `vfpool:policy/allocator`
     /// (with the expected types).
     #[error(
@@ -171,6 +187,11 @@ pub enum CallError {
         /// What the guest wrote to stderr (a Rust panic message lands here), bounded.
         stderr: String,
     },
+    /// The policy handed the host data it refuses to read: a result (or log message) larger than
+    /// `Limits::max_result_bytes`, or one that is malformed (out-of-bounds pointers, invalid
+    /// UTF-8).
+    #[error("handed the host data it refuses to read: {0}")]
+    Refused(String),
     /// The component could not be instantiated.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
@@ -349,6 +370,36 @@ impl Policy {
         };
         let selector = SelectorPolicyPre::new(pre.clone());
         let allocator = AllocatorPolicyPre::new(pre).and_then(Allocator::new);
+        // An interface that is exported but does not type-check is a broken policy, not a
+        // missing role: serving the module without it would silently swap in the default.
+        let exported: Vec<String> = component
+            .component_type()
+            .exports(&engine.inner.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        // Any version of the interface: one built against an incompatible version is broken too.
+        let exports = |interface: &str| {
+            let unversioned = interface
+                .split_once('@')
+                .map_or(interface, |(name, _)| name);
+            exported
+                .iter()
+                .any(|name| name.split_once('@').map_or(name.as_str(), |(n, _)| n) == unversioned)
+        };
+        for (interface, result) in [
+            (SELECTOR_INTERFACE, selector.as_ref().err()),
+            (ALLOCATOR_INTERFACE, allocator.as_ref().err()),
+        ] {
+            if let Some(reason) = result
+                && exports(interface)
+            {
+                return Err(LoadError::WrongExportType {
+                    id,
+                    interface,
+                    reason: format!("{reason:#}"),
+                });
+            }
+        }
         match (selector, allocator) {
             (Err(s), Err(a)) => Err(LoadError::NoPolicyExport {
                 id,
@@ -562,8 +613,14 @@ fn classify(
     }
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
     let stderr = tail(&stderr, 2048);
-    if instantiating && error.downcast_ref::<Trap>().is_none() {
-        return CallError::Instantiate(format!("{error:#}"));
+    if error.downcast_ref::<Trap>().is_none() {
+        // Not a trap: wasmtime refused what the guest handed over (or, while instantiating, the
+        // component itself).
+        return if instantiating {
+            CallError::Instantiate(format!("{error:#}"))
+        } else {
+            CallError::Refused(format!("{error:#}"))
+        };
     }
     CallError::Trap {
         message: format!("{error:#}"),

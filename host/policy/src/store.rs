@@ -289,17 +289,16 @@ impl ActivePolicies {
                     .push(format!("{}: the file name is not UTF-8", path.display()));
                 continue;
             };
-            // Hidden entries include the ConfigMap machinery (`..data`, `..2026_11_28...`) and
-            // editor swap files; they are never policies.
-            if name.starts_with('.') {
-                continue;
-            }
-            if !name.ends_with(".wasm") {
-                scan.ignored.push(format!(
-                    "{}: not a .wasm file (temporary and editor files are skipped; install modules as NAME.wasm, written elsewhere and renamed into place)",
-                    path.display()
-                ));
-                continue;
+            match skipped_policy_name(&name) {
+                Some(SkippedName::Hidden) => continue,
+                Some(SkippedName::NotWasm) => {
+                    scan.ignored.push(format!(
+                        "{}: not a .wasm file (temporary and editor files are skipped; install modules as NAME.wasm, written elsewhere and renamed into place)",
+                        path.display()
+                    ));
+                    continue;
+                }
+                None => {}
             }
             match fs::metadata(&path) {
                 Ok(meta) if meta.is_file() && meta.len() > max as u64 => {
@@ -470,4 +469,25 @@ pub fn exercise_allocator(
     allocator
         .prefer(settings, inventory, name, &available, &must, size)
         .map(|o| Some(o.value))
+}
+
+/// Why a file in the policy directory is not a policy the agent loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkippedName {
+    /// Starts with `.`: the ConfigMap machinery (`..data`, `..2026_11_28...`) and editor swap
+    /// files. Skipped without a word.
+    Hidden,
+    /// Does not end in `.wasm` (a temporary or editor file). Skipped with a message.
+    NotWasm,
+}
+
+/// Whether the agent skips a policy-directory entry named `name`, and why; `None` means it loads it.
+pub fn skipped_policy_name(name: &str) -> Option<SkippedName> {
+    if name.starts_with('.') {
+        Some(SkippedName::Hidden)
+    } else if !name.ends_with(".wasm") {
+        Some(SkippedName::NotWasm)
+    } else {
+        None
+    }
 }

@@ -98,6 +98,25 @@ fn an_error_result_is_reported() {
     assert!(error.to_string().contains("probe policy fails on purpose"));
 }
 
+/// A result far larger than any node's pools is refused while wasmtime copies it out, before the
+/// agent holds it (strings of a result may alias the same guest bytes, so the guest's memory cap
+/// alone does not bound what the host would allocate). It used to be copied whole (24 MiB here)
+/// and only then refused by the result checks.
+#[test]
+fn a_result_larger_than_the_host_accepts_is_refused_while_copying() {
+    let policy = probe();
+    let error = policy
+        .select(&settings("probe:bloated-result"), &test_inventory())
+        .unwrap_err();
+    assert!(matches!(*error.error, CallError::Refused(_)), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("probe.wasm") && text.contains("too much data"),
+        "{text}"
+    );
+    still_serves(&policy);
+}
+
 #[test]
 fn invalid_results_are_refused() {
     assert!(matches!(
@@ -224,6 +243,30 @@ fn wrong_exports_are_refused() {
     let error = Policy::compile(engine(), "greeter.wasm", &component("wrong_exports")).unwrap_err();
     assert!(matches!(error, LoadError::NoPolicyExport { .. }), "{error}");
     assert!(error.to_string().contains("exports neither"), "{error}");
+}
+
+/// An interface exported with the wrong types is a broken policy, named as such. It used to count as
+/// not exported: a module exporting a good selector and a mistyped allocator was served as a
+/// selector alone, the default allocator silently standing in.
+#[test]
+fn an_interface_exported_with_the_wrong_types_is_refused_by_name() {
+    let error =
+        Policy::compile(engine(), "mistyped.wasm", &component("mistyped_allocator")).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LoadError::WrongExportType {
+                interface: "vfpool:policy/allocator@0.1.0",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("mistyped.wasm") && text.contains("rebuild it against wit/policy.wit"),
+        "{text}"
+    );
 }
 
 #[test]

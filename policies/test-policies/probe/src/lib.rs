@@ -1,7 +1,7 @@
 //! A test policy (selector and allocator) for the host's fault and hot-swap tests. Never shipped.
 //!
 //! With settings text `probe:<mode>` every call misbehaves as `<mode>` says (`loop`, `alloc`,
-//! `trap`, `error`, `huge-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`,
+//! `trap`, `error`, `huge-result`, `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`,
 //! `wrong-size`). With any other text it behaves: `select` puts every VF into one pool
 //! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
@@ -103,6 +103,12 @@ impl selector::Guest for Probe {
             "huge-result" => (0..200_000)
                 .map(|i| pool(&format!("example.com/p{i}"), Vec::new()))
                 .collect(),
+            // 24 MiB in one string: far under the memory cap, over what the host accepts back.
+            "bloated-result" => {
+                let mut device = member("0000:ff:1f.7");
+                device.additional_info = Some(vec![("blob".to_string(), "x".repeat(24 << 20))]);
+                vec![pool("example.com/probe", vec![device])]
+            }
             "unknown-device" => vec![pool("example.com/probe", vec![member("0000:ff:1f.7")])],
             "duplicate-device" => {
                 let first = vfs.first().cloned().into_iter().collect::<Vec<_>>();
