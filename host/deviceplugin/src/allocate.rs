@@ -159,7 +159,9 @@ pub fn grant(
         let mut rdma = BTreeMap::new();
         for char_dev in rdma_chars {
             let path = format!("/dev/infiniband/{char_dev}");
-            for key in ["uverbs", "umad", "issm", "ucm"] {
+            // Upstream's `_INFO` names these three (plus rdma_cm and rdma_dev below); the ucm
+            // device is mounted but has no key there.
+            for key in ["uverbs", "umad", "issm"] {
                 if char_dev.starts_with(key) {
                     rdma.entry(key.to_string()).or_insert_with(|| path.clone());
                 }
@@ -724,6 +726,7 @@ mod tests {
         d.rdma_devices = vec!["mlx5_2".to_string()];
         let chars = [
             "issm2".to_string(),
+            "ucm2".to_string(),
             "umad2".to_string(),
             "uverbs2".to_string(),
         ];
@@ -738,11 +741,17 @@ mod tests {
         assert_eq!(rdma["issm"], "/dev/infiniband/issm2");
         assert_eq!(rdma["rdma_cm"], "/dev/infiniband/rdma_cm");
         assert_eq!(rdma["rdma_dev"], "mlx5_2");
+        // Exactly upstream's keys: the ucm device is mounted but not named (it used to add "ucm").
+        assert_eq!(
+            rdma.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["issm", "rdma_cm", "rdma_dev", "umad", "uverbs"]
+        );
         let hosts: Vec<&str> = g.specs.iter().map(|(h, _)| h.as_str()).collect();
         assert_eq!(
             hosts,
             [
                 "/dev/infiniband/issm2",
+                "/dev/infiniband/ucm2",
                 "/dev/infiniband/umad2",
                 "/dev/infiniband/uverbs2",
                 "/dev/infiniband/rdma_cm"

@@ -89,6 +89,10 @@ pub struct ApplyReport {
     pub stopped: Vec<String>,
     /// Decisions worth logging (held devices, duplicates).
     pub notes: Vec<String>,
+    /// Devices withdrawn from their pool to join another: apply again soon (a second apply places
+    /// them once kubelet has stopped offering them in the old pool and PodResources confirms no
+    /// pod took them meanwhile).
+    pub moving: Vec<String>,
 }
 
 type Senders = Arc<Mutex<HashMap<PathBuf, mpsc::UnboundedSender<Command>>>>;
@@ -102,6 +106,11 @@ pub struct DevicePlugins {
     pools: BTreeMap<String, PoolHandle>,
     senders: Senders,
     in_use: InUse,
+    /// kubelet's PodResources socket was there at some point: its absence now means kubelet is
+    /// restarting, not that it has no such API.
+    pod_resources_seen: bool,
+    /// Devices the last apply withdrew from a pool (id → that pool) to move them elsewhere.
+    withdrawn: BTreeMap<String, String>,
     watcher: Option<RecommendedWatcher>,
     events: Option<JoinHandle<()>>,
 }
@@ -151,6 +160,8 @@ impl DevicePlugins {
             pools: BTreeMap::new(),
             senders,
             in_use: InUse::new(),
+            pod_resources_seen: false,
+            withdrawn: BTreeMap::new(),
             watcher: Some(watcher),
             events: Some(events),
         })
@@ -169,19 +180,38 @@ impl DevicePlugins {
             .collect()
     }
 
-    /// Devices pods hold, by resource name, from PodResources (the last good answer when it
-    /// fails; nothing when kubelet has no PodResources socket).
-    pub async fn refresh_in_use(&mut self) -> &InUse {
+    /// Asks PodResources which devices pods hold (by resource name) and keeps the answer; returns
+    /// whether it is current. Not current: the query failed, or the socket that was there is gone
+    /// (kubelet restarting); the last answer is kept. A kubelet that never had the socket has
+    /// nothing to tell: current, and empty.
+    pub async fn refresh_in_use(&mut self) -> bool {
         let socket = self.config.kubelet_dir.join(podresources::SOCKET);
-        if socket.exists() {
-            match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
-                Ok(used) => self.in_use = used,
-                Err(e) => tracing::warn!(
+        if !socket.exists() {
+            if self.pod_resources_seen {
+                tracing::warn!(
+                    "kubelet's PodResources socket is gone; until it is back, no served device moves"
+                );
+            }
+            return !self.pod_resources_seen;
+        }
+        self.pod_resources_seen = true;
+        match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
+            Ok(used) => {
+                self.in_use = used;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
                     error = %server::error_chain(&e),
-                    "cannot ask PodResources which devices are in use; using the last answer"
-                ),
+                    "cannot ask PodResources which devices are in use; until it answers, no served device moves"
+                );
+                false
             }
         }
+    }
+
+    /// Devices pods hold, as of the last answer from PodResources.
+    pub fn in_use(&self) -> &InUse {
         &self.in_use
     }
 
@@ -190,15 +220,44 @@ impl DevicePlugins {
     /// upstream, an empty pool gets no server; it first advertises an empty list), never moving a
     /// device a pod holds.
     pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
-        self.refresh_in_use().await;
+        let current = self.refresh_in_use().await;
         let previous: BTreeMap<String, Snapshot> = self
             .pools
             .iter()
             .map(|(name, handle)| (name.clone(), handle.state.current()))
             .collect();
-        let plan = plan::plan(desired, inventory, &previous, &self.in_use);
+        // A withdrawn device served again (placed in its new pool, or back) is no longer moving.
+        self.withdrawn
+            .retain(|id, _| previous.values().all(|snapshot| snapshot.get(id).is_none()));
+        let mut in_use = self.in_use.clone();
+        if !current {
+            // Which devices pods hold is unknown: every served device, and every device withdrawn
+            // last time, counts as held where it is. Nothing moves; nothing is handed out twice.
+            let served = previous.iter().flat_map(|(name, snapshot)| {
+                snapshot
+                    .members
+                    .iter()
+                    .map(move |m| (m.id(), name.as_str()))
+            });
+            let withdrawn = self
+                .withdrawn
+                .iter()
+                .map(|(id, name)| (id.as_str(), name.as_str()));
+            for (id, name) in served.chain(withdrawn) {
+                in_use
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+        let plan = plan::plan(desired, inventory, &previous, &in_use);
+        if current {
+            self.withdrawn.clear();
+        }
+        self.withdrawn.extend(plan.withdrawn.iter().cloned());
         let mut report = ApplyReport {
             notes: plan.notes,
+            moving: plan.withdrawn.into_iter().map(|(id, _)| id).collect(),
             ..ApplyReport::default()
         };
         for note in &report.notes {

@@ -4,7 +4,12 @@
 //! - a device a pod uses (kubelet's PodResources) stays in the pool it was allocated from, even
 //!   when the policy now puts it elsewhere or nowhere, even when it vanished (then Unhealthy), and
 //!   is not advertised in any other pool until the pod releases it;
-//! - a pool that no longer exists keeps being served while one of its devices is in use.
+//! - a pool that no longer exists keeps being served while one of its devices is in use;
+//! - a device held that way is advertised Unhealthy: kubelet keeps counting it (the pod has it)
+//!   but never hands it to another pod;
+//! - a free device the policy moves from one pool to another moves in two plans: this one
+//!   withdraws it from its old pool, the next one (after kubelet has stopped offering it there,
+//!   and after an Allocate already under way shows up in PodResources) places it in the new one.
 //!
 //! Pure: the caller supplies the PodResources view and the previous plan.
 
@@ -15,7 +20,7 @@ use vfpool_policy::{Pool, PoolDevice};
 use vfpool_sysfs::Inventory;
 
 use crate::health;
-use crate::model::{Member, PoolSnapshot};
+use crate::model::{Health, Member, PoolSnapshot};
 
 /// Devices kubelet reports as assigned to pods: resource name → device ids.
 pub type InUse = BTreeMap<String, BTreeSet<String>>;
@@ -27,6 +32,9 @@ pub struct Plan {
     pub pools: BTreeMap<String, PoolSnapshot>,
     /// Decisions worth a log line (held devices, duplicates dropped).
     pub notes: Vec<String>,
+    /// Devices withdrawn from the pool they were served in (id, that pool) because the policy now
+    /// puts them in another: the next plan places them there. Plan again soon.
+    pub withdrawn: Vec<(String, String)>,
 }
 
 /// Plans the served pools. `previous` is what is served now (by resource name).
@@ -44,6 +52,14 @@ pub fn plan(
             pinned.insert(id.as_str(), resource.as_str());
         }
     }
+    // Device → the pool it is served in now.
+    let mut served: HashMap<&str, &str> = HashMap::new();
+    for (resource, snapshot) in previous {
+        for member in &snapshot.borrow().members {
+            served.insert(member.id(), resource.as_str());
+        }
+    }
+    let mut withdrawn = Vec::new();
     let mut taken: HashMap<String, String> = HashMap::new();
     let mut pools: BTreeMap<String, PoolSnapshot> = BTreeMap::new();
 
@@ -81,6 +97,18 @@ pub fn plan(
                 continue;
             };
             taken.insert(hints.id.clone(), pool.resource_name.clone());
+            if let Some(from) = served.get(hints.id.as_str())
+                && *from != pool.resource_name
+            {
+                // kubelet may still hand it out from `from` until it has our new list, and an
+                // Allocate under way now shows in PodResources only once it returns.
+                notes.push(format!(
+                    "device {} leaves {from}; it joins {} on the next update",
+                    hints.id, pool.resource_name
+                ));
+                withdrawn.push((hints.id.clone(), (*from).to_owned()));
+                continue;
+            }
             members.push(Member {
                 device: device.clone(),
                 hints: hints.clone(),
@@ -135,14 +163,16 @@ pub fn plan(
             else {
                 continue;
             };
-            let health = health::health(&device, inventory);
+            // Unhealthy whether or not the device is fine: kubelet then never hands it to another
+            // pod, while the pod using it keeps it (kubelet does not take devices back).
+            let health = Health::Unhealthy;
             if inventory.get(id).is_none() {
                 notes.push(format!(
                     "device {id} vanished while in use; {resource} lists it as Unhealthy until the pod releases it"
                 ));
             } else {
                 notes.push(format!(
-                    "device {id} is held in {resource} until the pod using it releases it"
+                    "device {id} is held in {resource} (advertised Unhealthy, so no other pod gets it) until the pod using it releases it"
                 ));
             }
             taken.insert(id.clone(), resource.clone());
@@ -186,7 +216,11 @@ pub fn plan(
             (None, None) => {}
         }
     }
-    Plan { pools, notes }
+    Plan {
+        pools,
+        notes,
+        withdrawn,
+    }
 }
 
 #[cfg(test)]
@@ -200,7 +234,6 @@ mod tests {
     fn nothing_served() -> BTreeMap<String, PoolSnapshot> {
         BTreeMap::new()
     }
-    use crate::model::Health;
 
     fn inventory(ids: &[&str]) -> Inventory {
         let mut devices: Vec<Device> = ids
@@ -282,16 +315,57 @@ mod tests {
         );
         assert_eq!(ids(&second, "x.io/one"), ["a", "b"]);
         assert_eq!(ids(&second, "x.io/two"), ["c"]);
-        assert!(second.pools["x.io/one"].get("b").unwrap().held);
-        // Released: it moves.
-        let third = plan(
-            &[pool("x.io/one", &["a"]), pool("x.io/two", &["b", "c"])],
+        let held = second.pools["x.io/one"].get("b").unwrap();
+        assert!(held.held);
+        // Held devices are Unhealthy, so kubelet never gives them to a second pod (they used to
+        // be advertised Healthy, and allocatable).
+        assert_eq!(held.health, Health::Unhealthy);
+        assert_eq!(
+            second.pools["x.io/one"].get("a").unwrap().health,
+            Health::Healthy
+        );
+        // Released: it leaves one now and joins two on the next plan.
+        let desired = [pool("x.io/one", &["a"]), pool("x.io/two", &["b", "c"])];
+        let third = plan(&desired, &inv, &second.pools, &InUse::new());
+        assert_eq!(ids(&third, "x.io/one"), ["a"]);
+        assert_eq!(ids(&third, "x.io/two"), ["c"]);
+        assert_eq!(third.withdrawn, [("b".to_string(), "x.io/one".to_string())]);
+        let fourth = plan(&desired, &inv, &third.pools, &InUse::new());
+        assert_eq!(ids(&fourth, "x.io/one"), ["a"]);
+        assert_eq!(ids(&fourth, "x.io/two"), ["b", "c"]);
+        assert!(fourth.withdrawn.is_empty());
+    }
+
+    /// A free device the policy moves is never in two pools' lists at once, not even for the time
+    /// kubelet takes to read both updates: it leaves its pool in one plan and joins the other in
+    /// the next. It used to switch in one step, so an Allocate kubelet had already started from
+    /// the old pool's list could hand it to a pod while the new pool offered it to another.
+    #[test]
+    fn a_free_device_moves_in_two_plans() {
+        let inv = inventory(&["a", "b"]);
+        let first = plan(
+            &[pool("x.io/one", &["a", "b"])],
             &inv,
-            &second.pools,
+            &nothing_served(),
             &InUse::new(),
         );
-        assert_eq!(ids(&third, "x.io/one"), ["a"]);
-        assert_eq!(ids(&third, "x.io/two"), ["b", "c"]);
+        let desired = [pool("x.io/two", &["a"]), pool("x.io/one", &["b"])];
+        let second = plan(&desired, &inv, &first.pools, &InUse::new());
+        assert_eq!(ids(&second, "x.io/one"), ["b"]);
+        assert!(ids(&second, "x.io/two").is_empty());
+        assert_eq!(
+            second.withdrawn,
+            [("a".to_string(), "x.io/one".to_string())]
+        );
+        // An Allocate under way when `a` was withdrawn shows up in PodResources: it stays.
+        let used: InUse = [("x.io/one".to_string(), ["a".to_string()].into())].into();
+        let raced = plan(&desired, &inv, &second.pools, &used);
+        assert!(ids(&raced, "x.io/two").is_empty());
+        assert!(raced.pools["x.io/one"].get("a").unwrap().held);
+        // Nobody took it: it joins two.
+        let third = plan(&desired, &inv, &second.pools, &InUse::new());
+        assert_eq!(ids(&third, "x.io/two"), ["a"]);
+        assert_eq!(ids(&third, "x.io/one"), ["b"]);
     }
 
     #[test]
@@ -313,8 +387,10 @@ mod tests {
         let second = plan(&[], &gone, &first.pools, &used);
         assert_eq!(ids(&second, "x.io/one"), ["a", "b"]);
         let one = &second.pools["x.io/one"];
-        assert_eq!(one.get("a").unwrap().health, Health::Healthy);
+        // Both held: Unhealthy, so the removed pool takes no new pods.
+        assert_eq!(one.get("a").unwrap().health, Health::Unhealthy);
         assert_eq!(one.get("b").unwrap().health, Health::Unhealthy);
+        assert!(second.notes.iter().any(|n| n.contains("b vanished")));
         let third = plan(&[], &gone, &second.pools, &InUse::new());
         assert!(third.pools.is_empty());
     }

@@ -139,6 +139,10 @@ impl DevicePlugin for PoolService {
             }
             loop {
                 tokio::select! {
+                    // A stopping pool publishes its empty list and then stops: both are often ready
+                    // at once, and the empty list must go out first (upstream PR #502), so no pod is
+                    // admitted onto the pool during kubelet's grace period.
+                    biased;
                     changed = snapshots.changed() => {
                         if changed.is_err() {
                             break;
