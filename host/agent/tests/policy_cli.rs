@@ -83,6 +83,39 @@ fn pools_json_is_the_documented_shape() {
     assert!(text.contains("builtin:upstream-selector"), "{text}");
 }
 
+/// `pools` shows the health `vfpool run` would advertise (it used to print every device Healthy),
+/// devices sorted by id as DESIGN.md's JSON contract says.
+#[test]
+fn pools_report_the_health_the_agent_would_advertise() {
+    let node = Node::dell_cx5(CONFIG);
+    let pf0 = node
+        .dir
+        .path()
+        .join("node/bus/pci/devices/0000:3b:00.0/net/ens1f0");
+    std::fs::write(pf0.join("operstate"), "down\n").unwrap();
+    std::fs::write(pf0.join("carrier"), "0\n").unwrap();
+    let out = node.pools(&["--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = json["pools"][0]["devices"].as_array().unwrap();
+    let ids: Vec<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted);
+    let unhealthy: Vec<&str> = devices
+        .iter()
+        .filter(|d| d["health"] == "Unhealthy")
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(unhealthy.len(), 12, "{unhealthy:?}");
+    assert!(
+        unhealthy
+            .iter()
+            .all(|id| id.starts_with("0000:3b:00.") || id.starts_with("0000:3b:01.")),
+        "{unhealthy:?}"
+    );
+}
+
 #[test]
 fn pools_with_a_bad_config_exits_2_naming_the_field() {
     let node = Node::dell_cx5(
@@ -165,6 +198,24 @@ fn policy_check_accepts_good_modules_and_refuses_bad_ones() {
     );
     assert!(
         text.contains("half.wasm: REFUSED") && text.contains("not a valid WebAssembly component"),
+        "{text}"
+    );
+
+    // A good module under a name the agent skips: refused, so that "ACCEPTED" always means a
+    // running agent would load it (it used to be accepted).
+    let temporary = node.dir.path().join("selector.wasm.tmp");
+    std::fs::copy(component("upstream_selector"), &temporary).unwrap();
+    let skipped = vfpool(&[
+        "policy",
+        "check",
+        temporary.to_str().unwrap(),
+        "--fixture",
+        "dell-cx5",
+    ]);
+    assert_eq!(skipped.status.code(), Some(2), "{skipped:?}");
+    let text = String::from_utf8(skipped.stdout).unwrap();
+    assert!(
+        text.contains("selector.wasm.tmp: REFUSED") && text.contains("NAME.wasm"),
         "{text}"
     );
 }

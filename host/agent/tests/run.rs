@@ -331,7 +331,7 @@ async fn kubelet_restart_reregisters() {
     let mut sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
         .await
         .unwrap();
-    let agent = node.agent("30s");
+    let mut agent = node.agent("30s");
     let name = "intel.com/mlnx_sriov";
     sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
         .await
@@ -353,6 +353,11 @@ async fn kubelet_restart_reregisters() {
         sockets(&node.kubelet().join("device-plugins")),
         ["intel.com_mlnx_sriov.sock"]
     );
+    // SIGQUIT stops it cleanly, as SIGTERM does (upstream handles it; it used to kill the agent
+    // with its sockets left behind).
+    let status = agent.signal_and_wait("QUIT");
+    assert!(status.success(), "exit status {status}");
+    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
     sim.shutdown();
 }
 
@@ -473,6 +478,8 @@ async fn device_in_use_does_not_move() {
     let a = &resources["intel.com/pool_a"];
     assert!(a.connected);
     assert_eq!(a.devices.keys().collect::<Vec<_>>(), [&held]);
+    // Held only for its pod: counted, never allocatable to another pod (it used to be).
+    assert_eq!(a.allocatable(), 0);
 
     sim.release_pod("holder");
     let resources = sim
@@ -731,6 +738,51 @@ async fn sighup_reloads_the_config() {
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(agent.alive());
     assert!(agent.signal_and_wait("TERM").success());
+    sim.shutdown();
+}
+
+/// SIGHUP is a refresh: devices are rediscovered, and the pools it leaves are those of the node as
+/// it is now. It used to put back the pools computed when the policy set was accepted (an unchanged
+/// reload hands that set back), undoing a VF count change seen since, until the next rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rediscovers_and_never_restores_stale_pools() {
+    let text = vfpool_sysfs::sim::fixture_text("dell-cx5").unwrap();
+    let node = Node::new(text, MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    // No periodic rescan within the test: only SIGHUP can make the agent look again.
+    let mut agent = node.agent("1h");
+    let name = "intel.com/mlnx_sriov";
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+
+    // Port 2 goes from 12 to 8 VFs.
+    let mut counts = 0;
+    let fewer: String = text
+        .lines()
+        .map(|line| {
+            if line.trim() == "count = 12" {
+                counts += 1;
+                if counts == 2 {
+                    return "count = 8".to_string();
+                }
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(counts, 2);
+    node.rewrite_sysfs(&fewer);
+    agent.signal("HUP");
+    sim.wait_for("20 VFs after SIGHUP", GUARD, |r| {
+        r.get(name)
+            .is_some_and(|v| v.capacity() == 20 && v.allocatable() == 20)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(agent.alive());
     sim.shutdown();
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use vfpool_policy::{
     Limits, Policy, PolicyEngine, PolicyInventory, Pool, Settings, defaults, exercise,
-    exercise_allocator,
+    exercise_allocator, skipped_policy_name,
 };
 use vfpool_sysfs::SysfsRoot;
 
@@ -105,11 +105,17 @@ fn check(
     default_selector: &Policy,
     default_allocator: &Policy,
 ) -> Result<String, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let name = file.file_name().map_or_else(
         || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    // The agent would never load it under this name, so "accepted" would mislead.
+    if skipped_policy_name(&name).is_some() {
+        return Err(format!(
+            "a running agent skips {name:?}: it loads only files named NAME.wasm that do not start with '.'; install it under such a name (written elsewhere, renamed into place)"
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let policy = Policy::compile(engine, &name, &bytes).map_err(|e| chain(&e))?;
     let roles = policy.roles();
     let selector = if roles.selector {

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
+use vfpool_deviceplugin::Health;
+use vfpool_deviceplugin::health::health;
 use vfpool_policy::{ActivePolicies, Limits, PolicyEngine, PolicyInventory, Sources};
 use vfpool_sysfs::{DiscoveryError, Inventory, SysfsRoot};
 
@@ -39,7 +41,8 @@ struct PoolDeviceJson {
 pub fn run(args: &PoolsArgs) -> CmdResult {
     let inventory = discover(&args.sysfs.sysfs_root)?;
     let facts = FactsGatherer::for_sysfs_root(&args.sysfs.sysfs_root).gather(&inventory);
-    let inventory = PolicyInventory::new(&inventory, &facts);
+    let devices = inventory;
+    let inventory = PolicyInventory::new(&devices, &facts);
     let engine = PolicyEngine::new(Limits::default()).code(Code::Failure)?;
     let policies = ActivePolicies::new(engine).code(Code::Failure)?;
     let sources = Sources {
@@ -69,15 +72,23 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
         .map(|p| PoolJson {
             resource_name: p.resource_name.clone(),
             device_type: p.device_type.as_str(),
-            devices: p
-                .devices
-                .iter()
-                .map(|d| PoolDeviceJson {
-                    id: d.id.clone(),
-                    health: "Healthy",
-                    numa_node: inventory.numa_node(&d.id),
-                })
-                .collect(),
+            devices: {
+                // The health the agent would advertise (PF link down, driver gone: Unhealthy).
+                let mut devices: Vec<PoolDeviceJson> = p
+                    .devices
+                    .iter()
+                    .map(|d| PoolDeviceJson {
+                        id: d.id.clone(),
+                        health: devices
+                            .get(&d.id)
+                            .map_or(Health::Unhealthy, |device| health(device, &devices))
+                            .as_str(),
+                        numa_node: inventory.numa_node(&d.id),
+                    })
+                    .collect();
+                devices.sort_by(|a, b| a.id.cmp(&b.id));
+                devices
+            },
         })
         .collect();
     if args.json {

@@ -76,6 +76,14 @@ async fn select(
 }
 
 async fn daemon(args: &RunArgs) -> CmdResult {
+    // Signals are caught from the start: one that arrives while the agent starts (up to seconds:
+    // discovery, compiling policies, the first PodResources query) is handled once the loop runs,
+    // with the usual cleanup, instead of killing the process with its sockets bound. SIGQUIT stops
+    // it like SIGTERM, as upstream.
+    let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
+    let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
+    let mut quit = signal(SignalKind::quit()).code(Code::Failure)?;
+    let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
     let root = SysfsRoot::new(&args.sysfs.sysfs_root);
     let sources = Sources {
         policy_dir: Some(args.policy_dir.clone()),
@@ -158,9 +166,6 @@ async fn daemon(args: &RunArgs) -> CmdResult {
     let mut inventory = inventory;
     log_report(&plugins.apply(&desired, &inventory).await);
 
-    let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
-    let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
-    let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
     // Kernel events trigger an early rescan on a real node (a simulated tree has none).
     let mut real_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
     let mut kernel = real_sysfs.then(|| {
@@ -194,6 +199,10 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                 tracing::info!("SIGINT: stopping");
                 break;
             }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: stopping");
+                break;
+            }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the config and policies");
                 let policies = Arc::clone(&policies);
@@ -201,16 +210,24 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                 let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
                 if let Ok(outcome) = tokio::task::spawn_blocking(move || policies.reload(&sources, &current)).await {
                     vfpool_policy::watch::log_outcome(&outcome);
-                    if let Some(active) = outcome.active {
+                    // Only a newly accepted set's pools are new: an unchanged or refused reload
+                    // hands back the set as it was accepted, whose pools predate every rescan
+                    // since (applying them would undo a VF count change until the next rescan).
+                    if let Some(active) = outcome.active.filter(|_| outcome.changed) {
                         desired = active.pools.clone();
+                        settle(&plugins.apply(&desired, &inventory).await, &mut rescan);
                     }
-                    log_report(&plugins.apply(&desired, &inventory).await);
                 }
+                // A reload is a refresh: rediscover the devices too, now.
+                rescan.reset_immediately();
             }
             Some(()) = reloaded.recv() => {
-                if let Some(active) = policies.current() {
-                    desired = active.pools.clone();
-                    log_report(&plugins.apply(&desired, &inventory).await);
+                // The new set's dry run used the inventory of when the reload started; a rescan
+                // may have replaced it while the module compiled, so select on the current one.
+                let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
+                if let Some(pools) = select(&policies, &current).await {
+                    desired = pools;
+                    settle(&plugins.apply(&desired, &inventory).await, &mut rescan);
                 }
             }
             burst = next_kernel_burst(&mut kernel), if real_sysfs => {
@@ -232,7 +249,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                         if let Some(pools) = select(&policies, &next).await {
                             desired = pools;
                         }
-                        log_report(&plugins.apply(&desired, &inventory).await);
+                        settle(&plugins.apply(&desired, &inventory).await, &mut rescan);
                     }
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "rescan failed; keeping the current pools"),
                 }
@@ -249,6 +266,20 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
     match kernel {
         Some(events) => events.next_rescan().await,
         None => std::future::pending().await,
+    }
+}
+
+/// How long a device withdrawn from one pool waits before the rescan that places it in its new
+/// pool: time for kubelet to take the old pool's new list, and for an Allocate it had already
+/// started from the old list to return and show in PodResources.
+const MOVE_SETTLE: Duration = Duration::from_secs(1);
+
+/// Logs an apply; when it withdrew devices to move them, rescans soon to place them.
+fn settle(report: &vfpool_deviceplugin::ApplyReport, rescan: &mut tokio::time::Interval) {
+    log_report(report);
+    if !report.moving.is_empty() {
+        tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {MOVE_SETTLE:?}");
+        rescan.reset_after(MOVE_SETTLE);
     }
 }
 
