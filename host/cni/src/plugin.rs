@@ -1201,13 +1201,21 @@ fn release(
                 && !att.applied.iter().any(|s| matches!(s, VfSetting::Mac(_))))
         })
         .collect();
-    // A PF that is gone, or reports no VF information, holds no VF settings to restore; failing
-    // DEL for it would make the runtime retry forever.
+    // A PF that is gone, reports no VF information or no longer reports this VF (sriov_numvfs
+    // lowered) holds no VF settings to restore; failing DEL for it would make the runtime retry
+    // forever.
     let pf_has_vfs = if restores.is_empty() {
         false
     } else {
         match netlink.vfs(&att.pf) {
-            Ok(Some(_)) => true,
+            Ok(Some(list)) if list.iter().any(|s| s.vf == att.vf_index) => true,
+            Ok(Some(_)) => {
+                log.warn(&format!(
+                    "PF {} no longer reports VF {}; it is gone, settings not restored",
+                    att.pf, att.vf_index
+                ));
+                false
+            }
             Ok(None) => {
                 log.warn(&format!(
                     "PF {} reports no VF information; VF {} settings not restored",
@@ -1309,6 +1317,10 @@ fn cmd_del(
 ) -> Result<(), PluginError> {
     let state = StateDir::new(&env.state_dir);
     let cache_name = format!("{}-{}", env.container_id, env.ifname);
+    // An unreadable cache, or one that names no VF, cannot be replayed; DEL then does what it
+    // can without it (IPAM DEL with the NetConf, the no-cache release) and removes it, since
+    // failing would leave the IP allocated and the runtime retrying forever.
+    let mut unusable = None;
     let cached = match state.read_cache(&env.container_id, &env.ifname) {
         Ok(v) => v,
         Err(StateError::Corrupt { path, source }) => {
@@ -1316,12 +1328,23 @@ fn cmd_del(
                 "ignoring corrupt cache {}: {source}",
                 path.display()
             ));
+            unusable = Some(path);
             None
         }
         Err(e) => return Err(e.into()),
     };
     let mut att = match &cached {
-        Some(v) => Some(Attachment::from_cache(&cache_name, v)?),
+        Some(v) => match Attachment::from_cache(&cache_name, v) {
+            Ok(a) => Some(a),
+            Err(e @ PluginError::BadCache { .. }) => {
+                let path = state.cache_path(&env.container_id, &env.ifname);
+                deps.log
+                    .warn(&format!("ignoring unusable cache {}: {e}", path.display()));
+                unusable = Some(path);
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     if let Some(a) = &mut att {
@@ -1382,7 +1405,21 @@ fn cmd_del(
     if att.is_some() {
         state.remove_cache(&env.container_id, &env.ifname)?;
     }
+    if let Some(path) = unusable {
+        deps.log
+            .warn(&format!("removing unusable cache {}", path.display()));
+        state.remove_cache(&env.container_id, &env.ifname)?;
+    }
     Ok(())
+}
+
+/// The live netns that holds `att`'s VF by its allocation marker when that is not `att`'s own
+/// pod. A late DEL or a GC must not reset such a VF (#219): a new ADD found `att`'s netns dead,
+/// took the VF (perhaps under another network name) and re-marked it. `env_netns` is the
+/// request's CNI_NETNS ("" when it has none).
+fn new_owner<'h>(holder: Option<&'h str>, att: &Attachment, env_netns: &str) -> Option<&'h str> {
+    let ours = |h: &str| h == att.netns || (!env_netns.is_empty() && h == env_netns);
+    holder.filter(|h| !h.is_empty() && !ours(h) && netns::exists(Path::new(h)))
 }
 
 /// DEL's release of the VF; returns whether its allocation marker is to be cleared.
@@ -1396,19 +1433,16 @@ fn release_for_del(
 ) -> Result<bool, PluginError> {
     match (att, pci) {
         (Some(a), _) => {
-            // A late DEL must not reset a VF that a new pod already owns (#219): the new ADD
-            // found this attachment's netns dead, took the VF and re-marked it.
             let holder = state.marker(&a.pci)?;
-            let ours = |h: &str| h == a.netns || (!env.netns.is_empty() && h == env.netns);
-            match &holder {
-                Some(h) if !h.is_empty() && !ours(h) && netns::exists(Path::new(h)) => {
+            match new_owner(holder.as_deref(), a, &env.netns) {
+                Some(h) => {
                     deps.log.warn(&format!(
                         "VF {} now belongs to {h}; leaving it alone and forgetting {cache_name}",
                         a.pci
                     ));
                     Ok(false)
                 }
-                _ => {
+                None => {
                     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                     release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
                     Ok(holder.is_some())
@@ -1706,6 +1740,26 @@ fn cmd_gc(
                 deps.log
                     .warn(&format!("GC: IPAM DEL for {name} failed: {e}"));
             }
+        }
+        // The held set above only covers this network's valid attachments; the marker also
+        // catches a live pod that got the VF through another network name.
+        let holder = match state.marker(&att.pci) {
+            Ok(h) => h,
+            Err(e) => {
+                deps.log.warn(&format!(
+                    "GC: {e}; cannot tell who owns VF {}; skipping {name}",
+                    att.pci
+                ));
+                continue;
+            }
+        };
+        if let Some(h) = new_owner(holder.as_deref(), &att, "") {
+            deps.log.warn(&format!(
+                "GC: VF {} now belongs to {h}; leaving it alone and forgetting {name}",
+                att.pci
+            ));
+            let _ = state.remove_cache_named(&name);
+            continue;
         }
         let netlink = match deps.netlink.get() {
             Ok(n) => n,

@@ -818,3 +818,106 @@ fn del_skips_a_setting_the_pf_does_not_support_and_restores_the_rest() {
     assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 0);
     assert!(w.state_files().is_empty());
 }
+
+#[test]
+fn del_succeeds_when_the_pf_no_longer_reports_the_vf() {
+    // The operator lowered sriov_numvfs after ADD: the VF is gone, so there is nothing to restore,
+    // and failing DEL would keep the pod Terminating forever.
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+    w.netlink.pfs.insert(PF.to_owned(), Some(vec![]));
+    let pod = w.pod();
+    w.netlink
+        .namespaces
+        .get_mut(&pod.0)
+        .unwrap()
+        .links
+        .retain(|l| l.name != "net1");
+    w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+    w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+}
+
+#[test]
+fn gc_does_not_reset_a_vf_a_live_pod_of_another_network_owns() {
+    // Pod A's netns dies and pod B gets the same VF through another network name (same
+    // resource); A's record is stale for net-a's GC, but the VF's settings are B's now.
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+    w.netlink.destroy_netns(Path::new(POD));
+    let net = w
+        .dir
+        .path()
+        .join("sys/bus/pci/devices")
+        .join(VF_PCI)
+        .join("net");
+    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    let pod_b = "/proc/self/ns/net";
+    let b = w.netlink.add_netns(Path::new(pod_b));
+    run_as(
+        &mut w,
+        "ADD",
+        "ctr2",
+        pod_b,
+        "net1",
+        &conf(json!({"name": "net-b", "vlan": 6})),
+    )
+    .unwrap();
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6);
+
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    w.netlink.calls.clear();
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    assert_eq!(
+        w.netlink.vf(PF, 1).unwrap().vlan,
+        6,
+        "pod B's VLAN was reset; calls: {:?}",
+        w.netlink.calls
+    );
+    assert!(
+        w.netlink.find(b, "net1").is_some(),
+        "pod B lost its interface"
+    );
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(pod_b));
+    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
+    assert!(state.read_cache("ctr2", "net1").unwrap().is_some());
+}
+
+#[test]
+fn del_removes_a_corrupt_cache() {
+    let mut w = World::new();
+    std::fs::create_dir_all(w.state_dir()).unwrap();
+    std::fs::write(w.state_dir().join("ctr1-net1"), "{trunc").unwrap();
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(!w.state_dir().join("ctr1-net1").exists());
+    assert!(
+        w.ipam
+            .calls
+            .contains(&("DEL".to_owned(), "host-local".to_owned()))
+    );
+}
+
+#[test]
+fn del_with_a_cache_without_device_id_releases_what_it_can() {
+    // A record that names no VF cannot be replayed, but the IPAM allocation and the NetConf's
+    // deviceID still can be released, as with no cache at all.
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+    let path = w.state_dir().join("ctr1-net1");
+    let mut cache: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cache.as_object_mut().unwrap().remove("deviceID");
+    std::fs::write(&path, cache.to_string()).unwrap();
+    let pod = w.pod();
+    w.netlink.set_parent(pod, "net1", VF_PCI);
+    w.ipam.calls.clear();
+    w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
+    assert_eq!(
+        w.ipam.calls,
+        vec![("DEL".to_owned(), "host-local".to_owned())]
+    );
+    assert!(w.netlink.find(pod, "net1").is_none());
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+}
