@@ -37,10 +37,14 @@ test: setup lint policies
 	$(CARGO) test --workspace --locked
 	cd policies && $(CARGO) test --locked
 
-bench: setup
+# Every benchmark BENCHMARKS.md reports (the languages one needs the example policies built).
+bench: setup policies
 	$(CARGO) bench --locked -p vfpool-sysfs --bench discovery
 	$(CARGO) bench --locked -p vfpool-policy --bench policy
+	$(CARGO) bench --locked -p vfpool-policy --bench languages
 	$(CARGO) bench --locked -p vfpool-cni --bench add_del
+	$(CARGO) bench --locked -p vfpool-deviceplugin --bench grpc
+	$(CARGO) bench --locked -p vfpool-agent --bench agent
 
 fmt:
 	$(CARGO) fmt --all

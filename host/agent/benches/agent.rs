@@ -3,6 +3,8 @@
 //! config change → kubelet sees the new pool end to end (includes the watcher's 200 ms debounce).
 //!
 //! Run: `cargo bench -p vfpool-agent --bench agent`. Prints one table; no assertions on numbers.
+//! `VFPOOL_BENCH_BIN=PATH` runs another build of `vfpool` instead of this one (to compare two
+//! builds in the same session, on the same machine state).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
@@ -50,7 +52,11 @@ async fn run() {
         .await
         .unwrap();
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+    let binary = std::env::var_os("VFPOOL_BENCH_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_vfpool").into(),
+        std::path::PathBuf::from,
+    );
+    let mut child = Command::new(&binary)
         .arg("run")
         .arg("--sysfs-root")
         .arg(&sys)
