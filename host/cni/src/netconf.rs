@@ -595,7 +595,7 @@ impl NetConf {
         }
     }
 
-    fn vf_request(raw: &Map<String, Value>) -> Result<VfRequest, NetConfError> {
+    pub(crate) fn vf_request(raw: &Map<String, Value>) -> Result<VfRequest, NetConfError> {
         let vlan = int_field(
             raw,
             "vlan",

@@ -17,7 +17,7 @@ use crate::error::{CniError, code};
 use crate::ipam::{Ipam, IpamError};
 use crate::log::Logger;
 use crate::mac::MacAddr;
-use crate::netconf::{CniArgs, NetConf, NetConfError, VfLinkState, VlanProto};
+use crate::netconf::{CniArgs, NetConf, NetConfError, VfLinkState, VfRequest, VlanProto};
 use crate::netlink::real::RealNetlink;
 use crate::netlink::{Netlink, NetlinkError, NsId, VfSetting, VfState};
 use crate::netns;
@@ -331,6 +331,9 @@ pub struct Attachment {
     pub mtu: u32,
     /// The VF settings ADD applied (their kinds tell DEL what to restore).
     pub applied: Vec<VfSetting>,
+    /// Whether `applied` holds the values ADD set, not only their kinds (a cache of an older
+    /// vfpool recorded only the kinds, so CHECK cannot compare them with the PF).
+    pub applied_values_known: bool,
     /// The pod's netns path.
     pub netns: String,
     /// The network name.
@@ -386,6 +389,7 @@ impl Attachment {
             "vfpoolDpdk": self.dpdk,
             "vfpoolVfInfo": self.orig.is_some(),
             "vfpoolApplied": self.applied.iter().map(|s| s.field()).collect::<Vec<_>>(),
+            "vfpoolAppliedValues": applied_values(&self.applied),
             "vfpoolNetns": self.netns,
             "vfpoolContainerID": self.container_id,
             "vfpoolIfname": self.ifname,
@@ -474,7 +478,7 @@ impl Attachment {
             }
         };
         let zero = VfSetting::Mac(MacAddr::ZERO);
-        let applied = applied_fields
+        let kinds: Vec<VfSetting> = applied_fields
             .iter()
             .filter_map(|f| {
                 Some(match f.as_str() {
@@ -492,6 +496,27 @@ impl Attachment {
                 })
             })
             .collect();
+        // The values ADD set, for CHECK: ours are recorded in NetConf spelling; a Go cache is the
+        // NetConf ADD applied, with the MAC it chose (CNI_ARGS, runtimeConfig) under "MAC".
+        let values = match get("vfpoolAppliedValues") {
+            Some(Value::Object(m)) => NetConf::vf_request(m).ok(),
+            Some(_) => None,
+            None if get("vfpoolApplied").is_none() => NetConf::vf_request(obj).ok(),
+            None => None,
+        }
+        .map(|r| settings_of(&r));
+        let same_kind =
+            |a: &VfSetting, b: &VfSetting| std::mem::discriminant(a) == std::mem::discriminant(b);
+        let (applied, applied_values_known) = match values {
+            Some(values) if kinds.iter().all(|k| values.iter().any(|v| same_kind(k, v))) => (
+                kinds
+                    .iter()
+                    .filter_map(|k| values.iter().find(|v| same_kind(k, v)).copied())
+                    .collect(),
+                true,
+            ),
+            _ => (kinds, false),
+        };
         Ok(Attachment {
             pci,
             pf: text("Master"),
@@ -506,6 +531,7 @@ impl Attachment {
                 .and_then(|s| s.parse().ok()),
             mtu: num(o("MTU")) as u32,
             applied,
+            applied_values_known,
             netns: text("vfpoolNetns"),
             network: text("name"),
             container_id: text("vfpoolContainerID"),
@@ -567,7 +593,11 @@ pub fn ipam_only_allocates(plugin: &str) -> bool {
 
 /// The requested VF settings in application order (sriov-cni's ApplyVFConfig order).
 fn requested_settings(conf: &NetConf) -> Vec<VfSetting> {
-    let r = &conf.vf;
+    settings_of(&conf.vf)
+}
+
+/// The settings a request asks for, in sriov-cni's ApplyVFConfig order.
+fn settings_of(r: &VfRequest) -> Vec<VfSetting> {
     let mut out = Vec::new();
     if let Some((id, qos, proto)) = r.vlan {
         out.push(VfSetting::Vlan { id, qos, proto });
@@ -588,6 +618,38 @@ fn requested_settings(conf: &NetConf) -> Vec<VfSetting> {
         out.push(VfSetting::LinkState(s));
     }
     out
+}
+
+/// `applied` in NetConf spelling (`NetConf::vf_request` reads it back).
+fn applied_values(applied: &[VfSetting]) -> Value {
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let mut out = Map::new();
+    for setting in applied {
+        match *setting {
+            VfSetting::Vlan { id, qos, proto } => {
+                out.insert("vlan".into(), json!(id));
+                out.insert("vlanQoS".into(), json!(qos));
+                out.insert("vlanProto".into(), json!(proto.as_str()));
+            }
+            VfSetting::Mac(mac) => {
+                out.insert("mac".into(), json!(mac.to_string()));
+            }
+            VfSetting::Rate { min, max } => {
+                out.insert("min_tx_rate".into(), json!(min));
+                out.insert("max_tx_rate".into(), json!(max));
+            }
+            VfSetting::SpoofChk(on) => {
+                out.insert("spoofchk".into(), json!(on_off(on)));
+            }
+            VfSetting::Trust(on) => {
+                out.insert("trust".into(), json!(on_off(on)));
+            }
+            VfSetting::LinkState(state) => {
+                out.insert("link_state".into(), json!(state.as_str()));
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 fn apply_vf_setting(
@@ -901,6 +963,7 @@ fn cmd_add(
         effective_mac: host_link.as_ref().and_then(|l| l.mac),
         mtu: host_link.as_ref().map_or(0, |l| l.mtu),
         applied: requested.clone(),
+        applied_values_known: true,
         netns: env.netns.clone(),
         network: conf.name.clone(),
         container_id: env.container_id.clone(),
@@ -1352,13 +1415,10 @@ fn cmd_del(
             a.ifname.clone_from(&env.ifname);
         }
         if a.netns.is_empty() {
-            // A Go cache does not record the netns; CNI_NETNS or the allocation marker does.
+            // A Go cache does not record the netns; CNI_NETNS does. The allocation marker must
+            // not stand in for it: by now it may name another live pod that got the VF, which
+            // would then pass for this one (release_for_del leaves such a VF alone).
             a.netns.clone_from(&env.netns);
-            if a.netns.is_empty()
-                && let Ok(Some(holder)) = state.marker(&a.pci)
-            {
-                a.netns = holder;
-            }
         }
     }
     let pci = att
@@ -1413,12 +1473,17 @@ fn cmd_del(
     Ok(())
 }
 
-/// The live netns that holds `att`'s VF by its allocation marker when that is not `att`'s own
-/// pod. A late DEL or a GC must not reset such a VF (#219): a new ADD found `att`'s netns dead,
-/// took the VF (perhaps under another network name) and re-marked it. `env_netns` is the
-/// request's CNI_NETNS ("" when it has none).
-fn new_owner<'h>(holder: Option<&'h str>, att: &Attachment, env_netns: &str) -> Option<&'h str> {
-    let ours = |h: &str| h == att.netns || (!env_netns.is_empty() && h == env_netns);
+/// The live netns that holds a VF by its allocation marker when that is not the attachment's own
+/// pod. A late DEL or a GC must not reset such a VF (#219): a new ADD found the attachment's netns
+/// dead, took the VF (perhaps under another network name) and re-marked it. `own_netns` is the
+/// attachment's netns as its cache or the request's CNI_NETNS gives it, never as the marker
+/// does, and "" when neither knows it: then any live holder counts as another pod, since
+/// touching another pod's interface is worse than leaving this pod's VF to the kernel (it comes
+/// home when the netns dies).
+fn new_owner<'h>(holder: Option<&'h str>, own_netns: &str, env_netns: &str) -> Option<&'h str> {
+    let ours = |h: &str| {
+        (!own_netns.is_empty() && h == own_netns) || (!env_netns.is_empty() && h == env_netns)
+    };
     holder.filter(|h| !h.is_empty() && !ours(h) && netns::exists(Path::new(h)))
 }
 
@@ -1434,7 +1499,14 @@ fn release_for_del(
     match (att, pci) {
         (Some(a), _) => {
             let holder = state.marker(&a.pci)?;
-            match new_owner(holder.as_deref(), a, &env.netns) {
+            match new_owner(holder.as_deref(), &a.netns, &env.netns) {
+                Some(h) if a.netns.is_empty() => {
+                    deps.log.warn(&format!(
+                        "VF {} is allocated to the live netns {h}, and neither {cache_name} nor CNI_NETNS says whether that is this pod's; leaving the VF alone and forgetting {cache_name}",
+                        a.pci
+                    ));
+                    Ok(false)
+                }
                 Some(h) => {
                     deps.log.warn(&format!(
                         "VF {} now belongs to {h}; leaving it alone and forgetting {cache_name}",
@@ -1568,6 +1640,16 @@ fn cmd_check(
                         env.ifname, env.netns
                     ))
                 })?;
+            // A kernel that names the parent device tells whether this is still the VF ADD
+            // attached (another plugin may have replaced it under the same name).
+            if let Some(parent) = link.parent.as_deref()
+                && !parent.eq_ignore_ascii_case(&att.pci)
+            {
+                return Err(PluginError::Check(format!(
+                    "{:?} in {} is the netdev of {parent}, not of VF {} that ADD attached",
+                    env.ifname, env.netns, att.pci
+                )));
+            }
             if let Some(want) = &iface.mac {
                 let have = mac_text(link.mac);
                 if !want.eq_ignore_ascii_case(&have) {
@@ -1599,8 +1681,61 @@ fn cmd_check(
         netlink.close_netns(pod);
         checked?;
     }
+    if !att.applied.is_empty() {
+        let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+        check_vf_settings(&att, netlink, deps.log)?;
+    }
     if let Some(plugin) = &conf.ipam_type {
         deps.ipam.exec("CHECK", plugin, stdin, env)?;
+    }
+    Ok(())
+}
+
+/// Compares every VF setting ADD applied with what the PF reports now: anyone with access to the
+/// PF (`ip link set pf0 vf 1 vlan 0`) can move the pod to another network without touching its
+/// netns. Settings the NetConf left alone are the operator's and are not checked.
+fn check_vf_settings(
+    att: &Attachment,
+    netlink: &mut dyn Netlink,
+    log: &mut Logger,
+) -> Result<(), PluginError> {
+    if !att.applied_values_known {
+        log.info(&format!(
+            "the cache of VF {} records which settings ADD applied but not their values; not comparing them with PF {}",
+            att.pci, att.pf
+        ));
+        return Ok(());
+    }
+    let reported = netlink
+        .vfs(&att.pf)
+        .map_err(nl(format!("reading the VF information of PF {}", att.pf)))?;
+    let Some(list) = reported else {
+        log.warn(&format!(
+            "PF {} reports no VF information; VF {} settings not checked",
+            att.pf, att.vf_index
+        ));
+        return Ok(());
+    };
+    let now = list
+        .into_iter()
+        .find(|s| s.vf == att.vf_index)
+        .ok_or_else(|| {
+            PluginError::Check(format!(
+                "PF {} no longer reports VF {} ({}); is sriov_numvfs lower than at ADD?",
+                att.pf, att.vf_index, att.pci
+            ))
+        })?;
+    for want in &att.applied {
+        let have = want.current_in(&now);
+        if have != *want {
+            return Err(PluginError::Check(format!(
+                "VF {} ({}) of PF {} is not as ADD left it: setting {:?} expected {want}, PF reports {have}",
+                att.vf_index,
+                att.pci,
+                att.pf,
+                want.field()
+            )));
+        }
     }
     Ok(())
 }
@@ -1705,8 +1840,12 @@ fn cmd_gc(
             let _ = state.remove_cache_named(&name);
             continue;
         }
+        // A Go cache records no netns. A marker naming a netns that is gone may stand in for it
+        // (IPAM DEL gets it); a live one may be another pod that got the VF, and must pass
+        // neither for this attachment's netns (new_owner below) nor be handed to IPAM.
         if att.netns.is_empty()
             && let Ok(Some(holder)) = state.marker(&att.pci)
+            && !netns::exists(Path::new(&holder))
         {
             att.netns = holder;
         }
@@ -1753,7 +1892,7 @@ fn cmd_gc(
                 continue;
             }
         };
-        if let Some(h) = new_owner(holder.as_deref(), &att, "") {
+        if let Some(h) = new_owner(holder.as_deref(), &att.netns, "") {
             deps.log.warn(&format!(
                 "GC: VF {} now belongs to {h}; leaving it alone and forgetting {name}",
                 att.pci

@@ -494,24 +494,7 @@ fn dpdk_vfs_get_settings_and_ipam_but_no_netns_work() {
 fn del_reads_a_cache_written_by_the_go_plugin() {
     // Layout of sriov-cni's SaveNetConf: the NetConf plus OrigVfState/Master/VFID, no vfpool keys.
     let mut w = World::new();
-    let pod = w.pod();
-    // The Go plugin moved the VF into the pod as net1 and set vlan 300, trust on, admin MAC.
-    w.netlink.move_link_for_test(VF_NETDEV, pod, "net1");
-    w.netlink
-        .set_vf_for_test(PF, 1, 300, true, MacAddr([2, 0, 0, 0, 0, 0x33]));
-    let go_cache = json!({
-        "cniVersion": "1.0.0", "name": "net-a", "type": "sriov",
-        "ipam": {"type": "host-local"},
-        "OrigVfState": {"HostIFName": VF_NETDEV, "SpoofChk": true, "Trust": false,
-            "AdminMAC": "00:00:00:00:00:00", "EffectiveMAC": VF_MAC.to_string(),
-            "Vlan": 0, "VlanQoS": 0, "VlanProto": 33024, "MinTxRate": 0, "MaxTxRate": 0,
-            "LinkState": 0, "MTU": 1500},
-        "Master": PF, "MAC": "02:00:00:00:00:33", "MTU": 1500, "vlan": 300, "vlanQoS": 0,
-        "vlanProto": "802.1q", "deviceID": VF_PCI, "VFID": 1, "trust": "on",
-        "runtimeConfig": {}
-    });
-    std::fs::create_dir_all(w.state_dir()).unwrap();
-    std::fs::write(w.state_dir().join("ctr1-net1"), go_cache.to_string()).unwrap();
+    go_plugin_attached(&mut w);
     w.run("DEL", POD, &conf(json!({}))).unwrap();
     let vf = w.netlink.vf(PF, 1).unwrap();
     assert_eq!((vf.vlan, vf.trust, vf.mac), (0, false, MacAddr::ZERO));
@@ -920,4 +903,188 @@ fn del_with_a_cache_without_device_id_releases_what_it_can() {
     );
     assert!(w.netlink.find(pod, "net1").is_none());
     assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+}
+
+/// CHECK's NetConf: the ADD's with its result as prevResult.
+fn check_conf(add_conf: &Value, add_out: &str) -> Value {
+    let mut c = add_conf.clone();
+    c["prevResult"] = serde_json::from_str(add_out).unwrap();
+    c
+}
+
+#[test]
+fn check_fails_when_the_vf_vlan_drifted_after_add() {
+    // `ip link set pf0 vf 1 vlan 0` puts the pod on the untagged network: CHECK must notice.
+    let mut w = World::new();
+    let c = conf(json!({"vlan": 100}));
+    let out = w.run("ADD", POD, &c).unwrap().unwrap();
+    let check = check_conf(&c, &out);
+    w.run("CHECK", POD, &check).unwrap();
+    let now = w.netlink.vf(PF, 1).unwrap();
+    w.netlink.set_vf_for_test(PF, 1, 0, now.trust, now.mac);
+    let err = w.run("CHECK", POD, &check).unwrap_err();
+    assert_eq!(err.code, code::CHECK_FAILED, "{}", err.msg);
+    assert!(err.msg.contains("\"vlan\""), "{}", err.msg);
+    assert!(err.msg.contains("vlan 100"), "{}", err.msg);
+    assert!(err.msg.contains("vlan 0"), "{}", err.msg);
+
+    // A cache of an older vfpool names the settings but not their values: nothing to compare.
+    let path = w.state_dir().join("ctr1-net1");
+    let mut cache: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cache.as_object_mut().unwrap().remove("vfpoolAppliedValues");
+    std::fs::write(&path, cache.to_string()).unwrap();
+    w.run("CHECK", POD, &check).unwrap();
+}
+
+#[test]
+fn check_passes_after_add_and_checks_only_the_settings_add_applied() {
+    let mut w = World::new();
+    let c = conf(json!({
+        "vlan": 100, "spoofchk": "off", "trust": "on", "mac": "02:00:00:00:00:99"
+    }));
+    let out = w.run("ADD", POD, &c).unwrap().unwrap();
+    let check = check_conf(&c, &out);
+    w.run("CHECK", POD, &check).unwrap();
+
+    // A setting the NetConf left alone may change without CHECK caring.
+    if let Some(Some(vfs)) = w.netlink.pfs.get_mut(PF) {
+        let vf = vfs.iter_mut().find(|s| s.vf == 1).unwrap();
+        vf.link_state = VfLinkState::Disable;
+        vf.max_tx_rate = 5;
+    }
+    w.run("CHECK", POD, &check).unwrap();
+
+    // One it applied may not.
+    let now = w.netlink.vf(PF, 1).unwrap();
+    w.netlink.set_vf_for_test(PF, 1, now.vlan, false, now.mac);
+    let err = w.run("CHECK", POD, &check).unwrap_err();
+    assert_eq!(err.code, code::CHECK_FAILED, "{}", err.msg);
+    assert!(err.msg.contains("\"trust\""), "{}", err.msg);
+    assert!(err.msg.contains("trust on"), "{}", err.msg);
+    assert!(err.msg.contains("trust off"), "{}", err.msg);
+
+    // A PF that stops reporting VF information cannot be checked, which is not a failure.
+    w.netlink.pfs.insert(PF.to_owned(), None);
+    w.run("CHECK", POD, &check).unwrap();
+}
+
+#[test]
+fn check_fails_when_the_pod_interface_is_not_the_cached_vf() {
+    let mut w = World::new();
+    let c = conf(json!({}));
+    let out = w.run("ADD", POD, &c).unwrap().unwrap();
+    let check = check_conf(&c, &out);
+    let pod = w.pod();
+    w.netlink.set_parent(pod, "net1", VF_PCI);
+    w.run("CHECK", POD, &check).unwrap();
+    w.netlink.set_parent(pod, "net1", "0000:3b:00.3");
+    let err = w.run("CHECK", POD, &check).unwrap_err();
+    assert_eq!(err.code, code::CHECK_FAILED, "{}", err.msg);
+    assert!(err.msg.contains(VF_PCI), "{}", err.msg);
+    assert!(err.msg.contains("0000:3b:00.3"), "{}", err.msg);
+}
+
+#[test]
+fn check_compares_a_go_cache_with_the_pf() {
+    // A pod attached by the Go plugin before the upgrade: its cache holds the NetConf values.
+    let mut w = World::new();
+    go_plugin_attached(&mut w);
+    let mut check = conf(json!({"vlan": 300, "trust": "on"}));
+    check["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "sandbox": POD}]
+    });
+    check["ipam"] = json!({});
+    w.run("CHECK", POD, &check).unwrap();
+    w.netlink
+        .set_vf_for_test(PF, 1, 300, true, MacAddr([2, 0, 0, 0, 0, 0x34]));
+    let err = w.run("CHECK", POD, &check).unwrap_err();
+    assert_eq!(err.code, code::CHECK_FAILED, "{}", err.msg);
+    assert!(err.msg.contains("02:00:00:00:00:33"), "{}", err.msg);
+}
+
+/// sriov-cni's cache for `ctr1-net1`: vlan `vlan`, trust on, admin MAC 02:00:00:00:00:33; no
+/// `vfpool*` keys, so no netns of its own.
+fn go_cache(vlan: u16) -> Value {
+    json!({
+        "cniVersion": "1.0.0", "name": "net-a", "type": "sriov",
+        "ipam": {"type": "host-local"},
+        "OrigVfState": {"HostIFName": VF_NETDEV, "SpoofChk": true, "Trust": false,
+            "AdminMAC": "00:00:00:00:00:00", "EffectiveMAC": VF_MAC.to_string(),
+            "Vlan": 0, "VlanQoS": 0, "VlanProto": 33024, "MinTxRate": 0, "MaxTxRate": 0,
+            "LinkState": 0, "MTU": 1500},
+        "Master": PF, "MAC": "02:00:00:00:00:33", "MTU": 1500, "vlan": vlan, "vlanQoS": 0,
+        "vlanProto": "802.1q", "deviceID": VF_PCI, "VFID": 1, "trust": "on",
+        "min_tx_rate": null, "max_tx_rate": null,
+        "runtimeConfig": {}
+    })
+}
+
+/// The Go plugin attached the VF to the pod as net1 with vlan 300, trust on and an admin MAC, and
+/// left its cache `ctr1-net1`. Returns the pod.
+fn go_plugin_attached(w: &mut World) -> NsId {
+    let pod = w.pod();
+    w.netlink.move_link_for_test(VF_NETDEV, pod, "net1");
+    w.netlink
+        .set_vf_for_test(PF, 1, 300, true, MacAddr([2, 0, 0, 0, 0, 0x33]));
+    std::fs::create_dir_all(w.state_dir()).unwrap();
+    std::fs::write(w.state_dir().join("ctr1-net1"), go_cache(300).to_string()).unwrap();
+    pod
+}
+
+/// Pod B holds the VF as net1 with vlan 6 and the allocation marker names B's (live) netns,
+/// while the Go plugin's cache of pod A (`ctr1-net1`) is still there.
+fn go_cache_and_a_live_new_owner(w: &mut World) -> NsId {
+    let pod_b = "/proc/self/ns/net";
+    let b = w.netlink.add_netns(Path::new(pod_b));
+    w.netlink.move_link_for_test(VF_NETDEV, b, "net1");
+    w.netlink.set_vf_for_test(PF, 1, 6, false, MacAddr::ZERO);
+    std::fs::create_dir_all(w.state_dir()).unwrap();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    state.write_marker(VF_PCI, pod_b).unwrap();
+    std::fs::write(w.state_dir().join("ctr1-net1"), go_cache(5).to_string()).unwrap();
+    b
+}
+
+/// Pod B (`b`) still has its net1 and its vlan 6; pod A's Go cache is gone.
+fn pod_b_untouched_and_the_go_cache_forgotten(w: &World, b: NsId) {
+    assert!(
+        w.netlink.find(b, "net1").is_some(),
+        "pod B lost its interface; calls: {:?}",
+        w.netlink.calls
+    );
+    assert_eq!(
+        w.netlink.vf(PF, 1).unwrap().vlan,
+        6,
+        "pod B's VLAN was reset"
+    );
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
+}
+
+#[test]
+fn del_without_netns_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
+    // Upgrade window: the Go cache records no netns and CNI_NETNS is empty, so the marker's
+    // netns (pod B's) must not pass for pod A's.
+    let mut w = World::new();
+    let b = go_cache_and_a_live_new_owner(&mut w);
+    w.netlink.calls.clear();
+    w.run("DEL", "", &conf(json!({"vlan": 5}))).unwrap();
+    pod_b_untouched_and_the_go_cache_forgotten(&w, b);
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(
+        state.marker(VF_PCI).unwrap().as_deref(),
+        Some("/proc/self/ns/net")
+    );
+}
+
+#[test]
+fn gc_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
+    let mut w = World::new();
+    let b = go_cache_and_a_live_new_owner(&mut w);
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    w.netlink.calls.clear();
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    pod_b_untouched_and_the_go_cache_forgotten(&w, b);
 }
