@@ -540,6 +540,19 @@ async fn pf_link_down_and_vf_count_change() {
     );
 
     // Link back up, and port 2 goes from 12 to 8 VFs.
+    let fewer = port_2_with_8_vfs(text);
+    node.rewrite_sysfs(&fewer);
+    sim.wait_for("20 healthy VFs", GUARD, |r| {
+        r.get(name)
+            .is_some_and(|v| v.capacity() == 20 && v.allocatable() == 20)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    sim.shutdown();
+}
+
+/// The dell-cx5 fixture `text` with port 2's 12 VFs cut to 8 (20 VFs on the node).
+fn port_2_with_8_vfs(text: &str) -> String {
     let mut counts = 0;
     let fewer: String = text
         .lines()
@@ -554,14 +567,8 @@ async fn pf_link_down_and_vf_count_change() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    node.rewrite_sysfs(&fewer);
-    sim.wait_for("20 healthy VFs", GUARD, |r| {
-        r.get(name)
-            .is_some_and(|v| v.capacity() == 20 && v.allocatable() == 20)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
-    sim.shutdown();
+    assert_eq!(counts, 2, "the fixture changed: no second \"count = 12\"");
+    fewer
 }
 
 /// Deletes a network namespace when dropped.
@@ -743,45 +750,55 @@ async fn sighup_reloads_the_config() {
 
 /// SIGHUP is a refresh: devices are rediscovered, and the pools it leaves are those of the node as
 /// it is now. It used to put back the pools computed when the policy set was accepted (an unchanged
-/// reload hands that set back), undoing a VF count change seen since, until the next rescan.
+/// reload hands that set back): after a VF count rise, every later SIGHUP took the new VFs away
+/// until the next rescan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rediscovers_and_never_restores_stale_pools() {
     let text = vfpool_sysfs::sim::fixture_text("dell-cx5").unwrap();
-    let node = Node::new(text, MLNX_CONFIG);
+    // Port 2 starts with 8 VFs instead of 12.
+    let fewer = port_2_with_8_vfs(text);
+    let node = Node::new(&fewer, MLNX_CONFIG);
     let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
         .await
         .unwrap();
     // No periodic rescan within the test: only SIGHUP can make the agent look again.
     let mut agent = node.agent("1h");
     let name = "intel.com/mlnx_sriov";
-    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+    sim.wait_for("20 allocatable", GUARD, |r| allocatable(r, name) == 20)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
 
-    // Port 2 goes from 12 to 8 VFs.
-    let mut counts = 0;
-    let fewer: String = text
-        .lines()
-        .map(|line| {
-            if line.trim() == "count = 12" {
-                counts += 1;
-                if counts == 2 {
-                    return "count = 8".to_string();
-                }
-            }
-            line.to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert_eq!(counts, 2);
-    node.rewrite_sysfs(&fewer);
+    // Back to 12: SIGHUP rediscovers.
+    node.rewrite_sysfs(text);
     agent.signal("HUP");
-    sim.wait_for("20 VFs after SIGHUP", GUARD, |r| {
-        r.get(name)
-            .is_some_and(|v| v.capacity() == 20 && v.allocatable() == 20)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let seen = sim
+        .wait_for("24 VFs after SIGHUP", GUARD, |r| {
+            r.get(name)
+                .is_some_and(|v| v.capacity() == 24 && v.allocatable() == 24)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let updates = seen[name].updates;
+
+    // A second SIGHUP, nothing changed: no list is sent at all (it used to send the start-up
+    // pools of 20, then the rescan's 24 again).
+    agent.signal("HUP");
+    for _ in 0..600 {
+        if agent.log().matches("SIGHUP: reloading").count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(agent.log().matches("SIGHUP: reloading").count(), 2);
+    // The reload and the rescan it triggers take milliseconds; a stale list would show by then.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = &sim.resources()[name];
+    assert_eq!(
+        (now.capacity(), now.updates),
+        (24, updates),
+        "{}",
+        agent.log()
+    );
     assert!(agent.alive());
     sim.shutdown();
 }

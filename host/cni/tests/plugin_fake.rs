@@ -966,6 +966,9 @@ fn check_passes_after_add_and_checks_only_the_settings_add_applied() {
     // A PF that stops reporting VF information cannot be checked, which is not a failure.
     w.netlink.pfs.insert(PF.to_owned(), None);
     w.run("CHECK", POD, &check).unwrap();
+    // Nor is a PF netdev renamed since ADD (it used to fail CHECK with a netlink error).
+    w.netlink.pfs.remove(PF);
+    w.run("CHECK", POD, &check).unwrap();
 }
 
 #[test]

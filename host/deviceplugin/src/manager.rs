@@ -2,15 +2,16 @@
 //! kubelet directory for restarts (kubelet.sock recreated, pool sockets deleted) and asks
 //! PodResources which devices pods hold before every change.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
-use vfpool_policy::Pool;
+use vfpool_policy::{Pool, PoolDevice};
 use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::allocator::Allocator;
@@ -38,6 +39,10 @@ pub struct PluginConfig {
     pub allocator_timeout: Duration,
     /// How long a PodResources query may take.
     pub pod_resources_timeout: Duration,
+    /// How long a device withdrawn from one pool stays out of every pool before it joins
+    /// another: time for kubelet to take the old pool's new list, and for an Allocate it had
+    /// already started from the old list to return and show in PodResources.
+    pub move_settle: Duration,
 }
 
 impl PluginConfig {
@@ -51,6 +56,7 @@ impl PluginConfig {
             sysfs,
             allocator_timeout: Duration::from_millis(800),
             pod_resources_timeout: Duration::from_secs(2),
+            move_settle: Duration::from_secs(1),
         }
     }
 }
@@ -89,9 +95,9 @@ pub struct ApplyReport {
     pub stopped: Vec<String>,
     /// Decisions worth logging (held devices, duplicates).
     pub notes: Vec<String>,
-    /// Devices withdrawn from their pool to join another: apply again soon (a second apply places
-    /// them once kubelet has stopped offering them in the old pool and PodResources confirms no
-    /// pod took them meanwhile).
+    /// Devices withdrawn from their pool to join another, out of every pool for now: apply again
+    /// after `PluginConfig::move_settle` (an apply places them once they have waited that long
+    /// and PodResources confirms no pod took them meanwhile).
     pub moving: Vec<String>,
 }
 
@@ -109,8 +115,9 @@ pub struct DevicePlugins {
     /// kubelet's PodResources socket was there at some point: its absence now means kubelet is
     /// restarting, not that it has no such API.
     pod_resources_seen: bool,
-    /// Devices the last apply withdrew from a pool (id → that pool) to move them elsewhere.
-    withdrawn: BTreeMap<String, String>,
+    /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
+    /// for `move_settle` and, while PodResources cannot answer, until it can.
+    withdrawn: BTreeMap<String, Instant>,
     watcher: Option<RecommendedWatcher>,
     events: Option<JoinHandle<()>>,
 }
@@ -226,38 +233,51 @@ impl DevicePlugins {
             .iter()
             .map(|(name, handle)| (name.clone(), handle.state.current()))
             .collect();
-        // A withdrawn device served again (placed in its new pool, or back) is no longer moving.
-        self.withdrawn
-            .retain(|id, _| previous.values().all(|snapshot| snapshot.get(id).is_none()));
+        // A withdrawn device served again (held where it was: a pod got it after all) is no longer
+        // moving; one that has waited `move_settle`, with PodResources answering now, may join
+        // its new pool. The others stay out of every pool this time.
+        let settle = self.config.move_settle;
+        self.withdrawn.retain(|id, since| {
+            previous.values().all(|snapshot| snapshot.get(id).is_none())
+                && (!current || since.elapsed() < settle)
+        });
         let mut in_use = self.in_use.clone();
         if !current {
-            // Which devices pods hold is unknown: every served device, and every device withdrawn
-            // last time, counts as held where it is. Nothing moves; nothing is handed out twice.
-            let served = previous.iter().flat_map(|(name, snapshot)| {
-                snapshot
-                    .members
-                    .iter()
-                    .map(move |m| (m.id(), name.as_str()))
-            });
-            let withdrawn = self
-                .withdrawn
-                .iter()
-                .map(|(id, name)| (id.as_str(), name.as_str()));
-            for (id, name) in served.chain(withdrawn) {
-                in_use
-                    .entry(name.to_owned())
-                    .or_default()
-                    .insert(id.to_owned());
+            // Which devices pods hold is unknown: every served device counts as held where it is.
+            // Nothing moves; nothing is handed out twice.
+            for (name, snapshot) in &previous {
+                let held = in_use.entry(name.clone()).or_default();
+                held.extend(snapshot.members.iter().map(|m| m.id().to_owned()));
             }
         }
-        let plan = plan::plan(desired, inventory, &previous, &in_use);
-        if current {
-            self.withdrawn.clear();
-        }
-        self.withdrawn.extend(plan.withdrawn.iter().cloned());
+        let kept_out: Cow<'_, [Pool]> = if self.withdrawn.is_empty() {
+            Cow::Borrowed(desired)
+        } else {
+            let moving = |d: &&PoolDevice| self.withdrawn.contains_key(&d.id);
+            Cow::Owned(
+                desired
+                    .iter()
+                    .map(|pool| Pool {
+                        resource_name: pool.resource_name.clone(),
+                        device_type: pool.device_type,
+                        exclude_topology: pool.exclude_topology,
+                        devices: pool
+                            .devices
+                            .iter()
+                            .filter(|d| !moving(d))
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect(),
+            )
+        };
+        let plan = plan::plan(&kept_out, inventory, &previous, &in_use);
+        let now = Instant::now();
+        self.withdrawn
+            .extend(plan.withdrawn.iter().map(|(id, _)| (id.clone(), now)));
         let mut report = ApplyReport {
             notes: plan.notes,
-            moving: plan.withdrawn.into_iter().map(|(id, _)| id).collect(),
+            moving: self.withdrawn.keys().cloned().collect(),
             ..ApplyReport::default()
         };
         for note in &report.notes {

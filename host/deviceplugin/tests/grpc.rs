@@ -58,6 +58,15 @@ impl Env {
         config
     }
 
+    /// The ids of the 24 Mellanox VFs.
+    fn ids(&self) -> Vec<String> {
+        self.pool(0)[0]
+            .devices
+            .iter()
+            .map(|d| d.id.clone())
+            .collect()
+    }
+
     /// The 24 Mellanox VFs as one RDMA pool, minus `skip`.
     fn pool(&self, skip: usize) -> Vec<Pool> {
         let devices = self
@@ -658,11 +667,7 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
     let env = Env::new();
     let sim = env.sim().await;
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
-    let ids: Vec<String> = env.pool(0)[0]
-        .devices
-        .iter()
-        .map(|d| d.id.clone())
-        .collect();
+    let ids = env.ids();
     let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
     plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
     sim.wait_for("pool_a", GUARD, |r| {
@@ -686,5 +691,52 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
         .expect("the held device stays in pool_a");
     assert!(kept.held);
     assert_eq!(kept.health, vfpool_deviceplugin::Health::Unhealthy);
+    sim.shutdown();
+}
+
+/// A device moving between pools stays out of every pool for `move_settle`, however soon the next
+/// apply comes (a SIGHUP or a kernel event used to place it at once), and for as long as
+/// PodResources cannot confirm that no pod took it; then it joins its new pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moving_device_waits_out_the_settle_time_and_pod_resources() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let mut config = env.config();
+    config.move_settle = Duration::from_millis(300);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    let ids = env.ids();
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    let (moved, stay) = ids.split_at(1);
+    let desired = [named_pool(b, moved), named_pool(a, stay)];
+    let in_b = |plugins: &DevicePlugins| {
+        plugins
+            .snapshots()
+            .get(b)
+            .is_some_and(|s| s.get(&moved[0]).is_some())
+    };
+    let in_a = |plugins: &DevicePlugins| plugins.snapshots()[a].get(&moved[0]).is_some();
+
+    let first = plugins.apply(&desired, &env.inventory).await;
+    assert_eq!(first.moving, moved);
+    // Applied again at once: still in neither pool, still moving.
+    let again = plugins.apply(&desired, &env.inventory).await;
+    assert_eq!(again.moving, moved);
+    assert!(!in_a(&plugins) && !in_b(&plugins));
+
+    // PodResources cannot answer: it stays out (not pinned back into pool_a), however long.
+    let socket = env.kubelet().join("pod-resources/kubelet.sock");
+    let hidden = env.kubelet().join("pod-resources/hidden.sock");
+    std::fs::rename(&socket, &hidden).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = plugins.apply(&desired, &env.inventory).await;
+    assert_eq!(stale.moving, moved);
+    assert!(!in_a(&plugins) && !in_b(&plugins));
+
+    // It answers again, and the time has passed: the device joins pool_b.
+    std::fs::rename(&hidden, &socket).unwrap();
+    let placed = plugins.apply(&desired, &env.inventory).await;
+    assert!(placed.moving.is_empty(), "{placed:?}");
+    assert!(in_b(&plugins) && !in_a(&plugins));
     sim.shutdown();
 }

@@ -613,6 +613,13 @@ fn classify(
     }
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
     let stderr = tail(&stderr, 2048);
+    if let Some(wasmtime_wasi::I32Exit(status)) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        // `process::exit`, a Go `log.Fatal`: the reason is on stderr.
+        return CallError::Trap {
+            message: format!("exited with status {status} instead of returning"),
+            stderr,
+        };
+    }
     if error.downcast_ref::<Trap>().is_none() {
         // Not a trap: wasmtime refused what the guest handed over (or, while instantiating, the
         // component itself).

@@ -160,6 +160,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
         args.devinfo_dir.clone(),
         root.clone(),
     );
+    let move_settle = config.move_settle;
     let mut plugins = DevicePlugins::start(config, allocator.clone())
         .context("cannot start the device plugin")
         .code(Code::Failure)?;
@@ -215,7 +216,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                     // since (applying them would undo a VF count change until the next rescan).
                     if let Some(active) = outcome.active.filter(|_| outcome.changed) {
                         desired = active.pools.clone();
-                        settle(&plugins.apply(&desired, &inventory).await, &mut rescan);
+                        settle(&plugins.apply(&desired, &inventory).await, move_settle, &mut rescan);
                     }
                 }
                 // A reload is a refresh: rediscover the devices too, now.
@@ -227,7 +228,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                 let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
                 if let Some(pools) = select(&policies, &current).await {
                     desired = pools;
-                    settle(&plugins.apply(&desired, &inventory).await, &mut rescan);
+                    settle(&plugins.apply(&desired, &inventory).await, move_settle, &mut rescan);
                 }
             }
             burst = next_kernel_burst(&mut kernel), if real_sysfs => {
@@ -249,7 +250,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                         if let Some(pools) = select(&policies, &next).await {
                             desired = pools;
                         }
-                        settle(&plugins.apply(&desired, &inventory).await, &mut rescan);
+                        settle(&plugins.apply(&desired, &inventory).await, move_settle, &mut rescan);
                     }
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "rescan failed; keeping the current pools"),
                 }
@@ -269,17 +270,18 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
     }
 }
 
-/// How long a device withdrawn from one pool waits before the rescan that places it in its new
-/// pool: time for kubelet to take the old pool's new list, and for an Allocate it had already
-/// started from the old list to return and show in PodResources.
-const MOVE_SETTLE: Duration = Duration::from_secs(1);
-
-/// Logs an apply; when it withdrew devices to move them, rescans soon to place them.
-fn settle(report: &vfpool_deviceplugin::ApplyReport, rescan: &mut tokio::time::Interval) {
+/// Logs an apply; while devices are moving between pools (kept out of every pool for
+/// `PluginConfig::move_settle`, which the device plugin enforces), rescans once that has passed to
+/// place them.
+fn settle(
+    report: &vfpool_deviceplugin::ApplyReport,
+    move_settle: Duration,
+    rescan: &mut tokio::time::Interval,
+) {
     log_report(report);
     if !report.moving.is_empty() {
-        tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {MOVE_SETTLE:?}");
-        rescan.reset_after(MOVE_SETTLE);
+        tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {move_settle:?}");
+        rescan.reset_after(move_settle);
     }
 }
 

@@ -117,6 +117,21 @@ fn a_result_larger_than_the_host_accepts_is_refused_while_copying() {
     still_serves(&policy);
 }
 
+/// A policy that exits (`process::exit`, a Go `log.Fatal`) is reported with its status and what
+/// it wrote to stderr (the reason), not as data the host refused.
+#[test]
+fn an_exit_is_reported_with_its_status_and_stderr() {
+    let error = select_error("exit");
+    match error.error.as_ref() {
+        CallError::Trap { message, stderr } => {
+            // WASI 0.2's exit carries only success or failure: `exit(3)` arrives as 1.
+            assert!(message.contains("exited with status 1"), "{message}");
+            assert!(stderr.contains("gives up on purpose"), "{stderr}");
+        }
+        other => panic!("not reported as an exit: {other}"),
+    }
+}
+
 #[test]
 fn invalid_results_are_refused() {
     assert!(matches!(

@@ -74,10 +74,10 @@ pub enum SimError {
     /// The output directory exists and is not empty; the simulator never writes over files.
     #[error("{0} is not empty: choose a new or empty directory for the simulated node")]
     OutputNotEmpty(PathBuf),
-    /// A name in the fixture (netdev, driver, RDMA device, ...) is not a plain file name, so the
-    /// path built from it would leave the output directory.
+    /// A name in the fixture (netdev, driver, RDMA device, ...) contains `..` or is empty, so the
+    /// path built from it would leave the output directory (or name it).
     #[error(
-        "the fixture names {path:?} inside the simulated node: names must be plain file names (no '/', '.' or '..')"
+        "the fixture names {path:?} inside the simulated node, which would leave the output directory: names must not be empty or contain '..'"
     )]
     UnsafeName {
         /// The path, relative to the output directory, that the name produced.

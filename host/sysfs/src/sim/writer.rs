@@ -122,8 +122,9 @@ impl<'f> Tree<'f> {
         }
     }
 
-    /// `rel` under the root, refused unless every component is a plain name: fixture names end
-    /// up in these paths, and the simulator writes only inside the directory it is given.
+    /// `rel` under the root, refused unless every component is a normal name (no `..`, `.`, root
+    /// or empty path): fixture names end up in these paths, and the simulator writes only inside
+    /// the directory it is given.
     fn under_root(&self, rel: &str) -> Result<PathBuf, SimError> {
         let plain = !rel.is_empty()
             && Path::new(rel)

@@ -1,7 +1,7 @@
 //! A test policy (selector and allocator) for the host's fault and hot-swap tests. Never shipped.
 //!
 //! With settings text `probe:<mode>` every call misbehaves as `<mode>` says (`loop`, `alloc`,
-//! `trap`, `error`, `huge-result`, `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`,
+//! `trap`, `exit`, `error`, `huge-result`, `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`,
 //! `wrong-size`). With any other text it behaves: `select` puts every VF into one pool
 //! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
@@ -41,6 +41,10 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
             }
         }
         "trap" => panic!("probe policy panics on purpose"),
+        "exit" => {
+            eprintln!("probe policy gives up on purpose");
+            std::process::exit(3)
+        }
         "error" => Err(PolicyError::Internal(
             "probe policy fails on purpose".to_string(),
         )),
