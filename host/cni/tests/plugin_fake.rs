@@ -502,10 +502,9 @@ fn del_reads_a_cache_written_by_the_go_plugin() {
     assert!(w.state_files().is_empty());
 }
 
-#[test]
-fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
-    // sriov-cni #219: pod A's netns dies, pod B gets the VF, then A's DEL arrives.
-    let mut w = World::new();
+/// sriov-cni #219: pod A (`ctr1`, network net-a, vlan 5) attaches the VF, its netns dies, and pod
+/// B (`ctr2`, a live netns, `b_conf`) gets the same VF as net1 with vlan 6. Returns B's netns.
+fn pod_b_took_the_vf_of_dead_pod_a(w: &mut World, b_conf: &Value) -> NsId {
     w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
     w.netlink.destroy_netns(Path::new(POD));
     let net = w
@@ -518,25 +517,36 @@ fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
     // Pod B: a live netns (the fake's) whose path also exists on the host, so the marker is live.
     let pod_b = "/proc/self/ns/net";
     let b = w.netlink.add_netns(Path::new(pod_b));
-    let env_b = {
-        let mut e = w.env("ADD", pod_b);
-        e.container_id = "ctr2".into();
-        e
-    };
-    let mut deps = Deps {
-        netlink: &mut w.netlink,
-        ipam: &mut w.ipam,
-        log: &mut w.log,
-        lock_timeout: Duration::from_millis(200),
-    };
-    run(
-        &env_b,
-        conf(json!({"vlan": 6})).to_string().as_bytes(),
-        &mut deps,
-    )
-    .unwrap();
+    run_as(w, "ADD", "ctr2", pod_b, "net1", b_conf).unwrap();
     assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6);
+    b
+}
 
+/// After A's late DEL or GC: B still has its net1, its vlan 6 and its allocation marker; A's cache
+/// is gone.
+fn pod_b_keeps_the_vf(w: &World, b: NsId) {
+    assert_eq!(
+        w.netlink.vf(PF, 1).unwrap().vlan,
+        6,
+        "pod B's VLAN was reset; calls: {:?}",
+        w.netlink.calls
+    );
+    assert!(
+        w.netlink.find(b, "net1").is_some(),
+        "pod B lost its interface"
+    );
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(
+        state.marker(VF_PCI).unwrap().as_deref(),
+        Some("/proc/self/ns/net")
+    );
+    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
+}
+
+#[test]
+fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
+    let mut w = World::new();
+    let b = pod_b_took_the_vf_of_dead_pod_a(&mut w, &conf(json!({"vlan": 6})));
     w.netlink.calls.clear();
     w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
     assert!(
@@ -544,18 +554,7 @@ fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
         "{:?}",
         w.netlink.calls
     );
-    assert_eq!(
-        w.netlink.vf(PF, 1).unwrap().vlan,
-        6,
-        "pod B's VLAN was reset"
-    );
-    assert!(
-        w.netlink.find(b, "net1").is_some(),
-        "pod B lost its interface"
-    );
-    let state = vfpool_cni::state::StateDir::new(w.state_dir());
-    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(pod_b));
-    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
+    pod_b_keeps_the_vf(&w, b);
 }
 
 #[test]
@@ -824,48 +823,16 @@ fn del_succeeds_when_the_pf_no_longer_reports_the_vf() {
 
 #[test]
 fn gc_does_not_reset_a_vf_a_live_pod_of_another_network_owns() {
-    // Pod A's netns dies and pod B gets the same VF through another network name (same
-    // resource); A's record is stale for net-a's GC, but the VF's settings are B's now.
+    // Pod B gets the VF through another network name (same resource); A's record is stale for
+    // net-a's GC, but the VF's settings are B's now.
     let mut w = World::new();
-    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
-    w.netlink.destroy_netns(Path::new(POD));
-    let net = w
-        .dir
-        .path()
-        .join("sys/bus/pci/devices")
-        .join(VF_PCI)
-        .join("net");
-    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
-    let pod_b = "/proc/self/ns/net";
-    let b = w.netlink.add_netns(Path::new(pod_b));
-    run_as(
-        &mut w,
-        "ADD",
-        "ctr2",
-        pod_b,
-        "net1",
-        &conf(json!({"name": "net-b", "vlan": 6})),
-    )
-    .unwrap();
-    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6);
-
+    let b = pod_b_took_the_vf_of_dead_pod_a(&mut w, &conf(json!({"name": "net-b", "vlan": 6})));
     let mut gc = conf(json!({"cniVersion": "1.1.0"}));
     gc["cni.dev/valid-attachments"] = json!([]);
     w.netlink.calls.clear();
     run_as(&mut w, "GC", "", "", "", &gc).unwrap();
-    assert_eq!(
-        w.netlink.vf(PF, 1).unwrap().vlan,
-        6,
-        "pod B's VLAN was reset; calls: {:?}",
-        w.netlink.calls
-    );
-    assert!(
-        w.netlink.find(b, "net1").is_some(),
-        "pod B lost its interface"
-    );
+    pod_b_keeps_the_vf(&w, b);
     let state = vfpool_cni::state::StateDir::new(w.state_dir());
-    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(pod_b));
-    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
     assert!(state.read_cache("ctr2", "net1").unwrap().is_some());
 }
 
@@ -1049,22 +1016,6 @@ fn go_cache_and_a_live_new_owner(w: &mut World) -> NsId {
     b
 }
 
-/// Pod B (`b`) still has its net1 and its vlan 6; pod A's Go cache is gone.
-fn pod_b_untouched_and_the_go_cache_forgotten(w: &World, b: NsId) {
-    assert!(
-        w.netlink.find(b, "net1").is_some(),
-        "pod B lost its interface; calls: {:?}",
-        w.netlink.calls
-    );
-    assert_eq!(
-        w.netlink.vf(PF, 1).unwrap().vlan,
-        6,
-        "pod B's VLAN was reset"
-    );
-    let state = vfpool_cni::state::StateDir::new(w.state_dir());
-    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
-}
-
 #[test]
 fn del_without_netns_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
     // Upgrade window: the Go cache records no netns and CNI_NETNS is empty, so the marker's
@@ -1073,12 +1024,7 @@ fn del_without_netns_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
     let b = go_cache_and_a_live_new_owner(&mut w);
     w.netlink.calls.clear();
     w.run("DEL", "", &conf(json!({"vlan": 5}))).unwrap();
-    pod_b_untouched_and_the_go_cache_forgotten(&w, b);
-    let state = vfpool_cni::state::StateDir::new(w.state_dir());
-    assert_eq!(
-        state.marker(VF_PCI).unwrap().as_deref(),
-        Some("/proc/self/ns/net")
-    );
+    pod_b_keeps_the_vf(&w, b);
 }
 
 #[test]
@@ -1089,5 +1035,5 @@ fn gc_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
     gc["cni.dev/valid-attachments"] = json!([]);
     w.netlink.calls.clear();
     run_as(&mut w, "GC", "", "", "", &gc).unwrap();
-    pod_b_untouched_and_the_go_cache_forgotten(&w, b);
+    pod_b_keeps_the_vf(&w, b);
 }

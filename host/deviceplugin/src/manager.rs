@@ -217,11 +217,6 @@ impl DevicePlugins {
         }
     }
 
-    /// Devices pods hold, as of the last answer from PodResources.
-    pub fn in_use(&self) -> &InUse {
-        &self.in_use
-    }
-
     /// Serves `desired` (the selector policy's pools) over `inventory`: starts new pools, updates
     /// changed ones (ListAndWatch sends only on change), stops removed and emptied ones (as
     /// upstream, an empty pool gets no server; it first advertises an empty list), never moving a
@@ -274,7 +269,7 @@ impl DevicePlugins {
         let plan = plan::plan(&kept_out, inventory, &previous, &in_use);
         let now = Instant::now();
         self.withdrawn
-            .extend(plan.withdrawn.iter().map(|(id, _)| (id.clone(), now)));
+            .extend(plan.withdrawn.iter().map(|id| (id.clone(), now)));
         let mut report = ApplyReport {
             notes: plan.notes,
             moving: self.withdrawn.keys().cloned().collect(),

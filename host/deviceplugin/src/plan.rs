@@ -32,9 +32,9 @@ pub struct Plan {
     pub pools: BTreeMap<String, PoolSnapshot>,
     /// Decisions worth a log line (held devices, duplicates dropped).
     pub notes: Vec<String>,
-    /// Devices withdrawn from the pool they were served in (id, that pool) because the policy now
-    /// puts them in another: the next plan places them there. Plan again soon.
-    pub withdrawn: Vec<(String, String)>,
+    /// Devices withdrawn from the pool they were served in because the policy now puts them in
+    /// another: a later plan places them there. Plan again soon.
+    pub withdrawn: Vec<String>,
 }
 
 /// Plans the served pools. `previous` is what is served now (by resource name).
@@ -106,7 +106,7 @@ pub fn plan(
                     "device {} leaves {from}; it joins {} on the next update",
                     hints.id, pool.resource_name
                 ));
-                withdrawn.push((hints.id.clone(), (*from).to_owned()));
+                withdrawn.push(hints.id.clone());
                 continue;
             }
             members.push(Member {
@@ -329,7 +329,7 @@ mod tests {
         let third = plan(&desired, &inv, &second.pools, &InUse::new());
         assert_eq!(ids(&third, "x.io/one"), ["a"]);
         assert_eq!(ids(&third, "x.io/two"), ["c"]);
-        assert_eq!(third.withdrawn, [("b".to_string(), "x.io/one".to_string())]);
+        assert_eq!(third.withdrawn, ["b"]);
         let fourth = plan(&desired, &inv, &third.pools, &InUse::new());
         assert_eq!(ids(&fourth, "x.io/one"), ["a"]);
         assert_eq!(ids(&fourth, "x.io/two"), ["b", "c"]);
@@ -353,10 +353,7 @@ mod tests {
         let second = plan(&desired, &inv, &first.pools, &InUse::new());
         assert_eq!(ids(&second, "x.io/one"), ["b"]);
         assert!(ids(&second, "x.io/two").is_empty());
-        assert_eq!(
-            second.withdrawn,
-            [("a".to_string(), "x.io/one".to_string())]
-        );
+        assert_eq!(second.withdrawn, ["a"]);
         // An Allocate under way when `a` was withdrawn shows up in PodResources: it stays.
         let used: InUse = [("x.io/one".to_string(), ["a".to_string()].into())].into();
         let raced = plan(&desired, &inv, &second.pools, &used);

@@ -25,6 +25,11 @@ const SELECTOR_INTERFACE: &str = "vfpool:policy/selector@0.1.0";
 /// `0.1.x` matches, as the generated bindings do).
 const ALLOCATOR_INTERFACE: &str = "vfpool:policy/allocator@0.1.0";
 
+/// An interface name without its `@version`.
+fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(name, _)| name)
+}
+
 /// A policy's identity in every message: its name and the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PolicyId {
@@ -379,12 +384,9 @@ impl Policy {
             .collect();
         // Any version of the interface: one built against an incompatible version is broken too.
         let exports = |interface: &str| {
-            let unversioned = interface
-                .split_once('@')
-                .map_or(interface, |(name, _)| name);
             exported
                 .iter()
-                .any(|name| name.split_once('@').map_or(name.as_str(), |(n, _)| n) == unversioned)
+                .any(|name| unversioned(name) == unversioned(interface))
         };
         for (interface, result) in [
             (SELECTOR_INTERFACE, selector.as_ref().err()),
