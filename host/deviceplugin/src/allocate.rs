@@ -4,10 +4,12 @@
 //! file Multus and the CNI plugin read.
 //!
 //! Everything here is plain data in, plain data out (plus reading a few sysfs entries and writing
-//! the device-info files), so it is unit-tested without gRPC. Two deliberate differences from
-//! upstream: an id that is not in the pool is an error naming it (upstream skips it silently), and
+//! the device-info files), so it is unit-tested without gRPC. Deliberate differences from
+//! upstream: an id that is not in the pool is an error naming it (upstream skips it silently);
 //! the `uio`/`vdpa` info is present on the first allocation too (upstream adds it only after the
-//! device specs were computed once).
+//! device specs were computed once); and a vfio-pci device without an IOMMU group fails the
+//! allocation (upstream logs and starts the pod with `/dev/vfio/vfio` alone, where DPDK cannot open
+//! the device).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -32,7 +34,7 @@ pub const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
 pub const VHOST_NET: &str = "/dev/vhost-net";
 /// `/dev/net/tun`.
 pub const TUN: &str = "/dev/net/tun";
-/// The RDMA connection-manager device, added for every RDMA device.
+/// The RDMA connection-manager device, added for every RDMA device when the node has it.
 pub const RDMA_CM: &str = "/dev/infiniband/rdma_cm";
 
 /// Why a container's allocation cannot be answered.
@@ -168,15 +170,21 @@ pub fn grant(
             }
             grant.specs.push((path.clone(), path));
         }
-        rdma.insert("rdma_cm".to_string(), RDMA_CM.to_string());
         if let Some(first) = device.rdma_devices.first() {
             rdma.insert("rdma_dev".to_string(), first.clone());
         }
-        grant.specs.push((RDMA_CM.to_string(), RDMA_CM.to_string()));
+        // Upstream hands out the connection manager only when the node has it (`rdma_ucm`
+        // loaded): a device spec whose host path is missing fails the container's creation.
+        if node.rdma_cm {
+            rdma.insert("rdma_cm".to_string(), RDMA_CM.to_string());
+            grant.specs.push((RDMA_CM.to_string(), RDMA_CM.to_string()));
+        }
         grant.info.insert("rdma", rdma);
     }
 
-    if member.hints.vhost_net {
+    // Upstream adds the vhost provider only when `/dev/vhost-net` exists, so without it the
+    // `_INFO` names no device the container does not get.
+    if member.hints.vhost_net && node.vhost_net {
         grant.info.insert(
             "vhost",
             entry(&[
@@ -185,7 +193,7 @@ pub fn grant(
             ]),
         );
         // Upstream mounts them only when both exist at that moment.
-        if node.vhost_net && node.tun {
+        if node.tun {
             grant
                 .specs
                 .push((VHOST_NET.to_string(), VHOST_NET.to_string()));
@@ -193,11 +201,19 @@ pub fn grant(
         }
     }
 
-    if member.hints.vdpa_type == Some(VdpaType::Vhost)
-        && let Some(path) = vhost_vdpa_path(member)
+    // Upstream's vdpa provider exists for both types whenever the device has a vDPA device; only
+    // a vhost one names (and mounts) a character device, a virtio one is `"vdpa":{}`.
+    if let Some(vdpa_type) = member.hints.vdpa_type
+        && !device.vdpa_devices.is_empty()
     {
-        grant.info.insert("vdpa", entry(&[("mount", path.clone())]));
-        grant.specs.push((path.clone(), path));
+        let mut vdpa = BTreeMap::new();
+        if vdpa_type == VdpaType::Vhost
+            && let Some(path) = vhost_vdpa_path(member)
+        {
+            vdpa.insert("mount".to_string(), path.clone());
+            grant.specs.push((path.clone(), path));
+        }
+        grant.info.insert("vdpa", vdpa);
     }
 
     if let Some(extra) = &member.hints.additional_info {
@@ -594,6 +610,7 @@ mod tests {
         NodeFacts {
             vhost_net: true,
             tun: true,
+            rdma_cm: true,
         }
     }
 
@@ -768,10 +785,65 @@ mod tests {
         assert_eq!(g.info["vhost"]["tun-mount"], "/dev/net/tun");
         assert_eq!(g.specs.len(), 2);
         let no_tun = NodeFacts {
-            vhost_net: true,
             tun: false,
+            ..node()
         };
         assert!(grant(&m, &no_tun, &[]).unwrap().specs.is_empty());
+        // Without /dev/vhost-net upstream adds no vhost provider: `_INFO` must not name devices
+        // the container does not get.
+        let no_vhost_net = NodeFacts {
+            vhost_net: false,
+            ..node()
+        };
+        let g = grant(&m, &no_vhost_net, &[]).unwrap();
+        assert!(g.specs.is_empty());
+        assert!(!g.info.contains_key("vhost"), "{:?}", g.info);
+    }
+
+    #[test]
+    fn rdma_cm_only_when_the_node_has_it() {
+        let mut d = vf("0000:3b:00.2", "mlx5_core");
+        d.rdma_devices = vec!["mlx5_2".to_string()];
+        let mut m = member(d);
+        m.hints.rdma = true;
+        let without = NodeFacts {
+            rdma_cm: false,
+            ..node()
+        };
+        let g = grant(&m, &without, &["uverbs2".to_string()]).unwrap();
+        assert_eq!(
+            g.info["rdma"]
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["rdma_dev", "uverbs"]
+        );
+        let hosts: Vec<&str> = g.specs.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(hosts, ["/dev/infiniband/uverbs2"]);
+    }
+
+    #[test]
+    fn vdpa_virtio_is_named_with_no_mount() {
+        let mut d = vf("0000:65:00.3", "mlx5_core");
+        d.vdpa_devices = vec![VdpaDevice {
+            name: "vdpa1".to_string(),
+            driver: Some("virtio_vdpa".to_string()),
+            vhost_device: None,
+        }];
+        let mut m = member(d);
+        m.hints.vdpa_type = Some(VdpaType::Virtio);
+        let g = grant(&m, &node(), &[]).unwrap();
+        assert!(g.info["vdpa"].is_empty(), "{:?}", g.info);
+        assert!(g.specs.is_empty());
+        // No vDPA device at all: upstream adds no provider.
+        let mut bare = member(vf("0000:65:00.4", "mlx5_core"));
+        bare.hints.vdpa_type = Some(VdpaType::Virtio);
+        assert!(
+            !grant(&bare, &node(), &[])
+                .unwrap()
+                .info
+                .contains_key("vdpa")
+        );
     }
 
     #[test]

@@ -539,6 +539,7 @@ fn read_node_facts(root: &SysfsRoot) -> NodeFacts {
     NodeFacts {
         vhost_net: misc.join("vhost-net").exists(),
         tun: misc.join("tun").exists(),
+        rdma_cm: misc.join("rdma_cm").exists(),
     }
 }
 

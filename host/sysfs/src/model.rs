@@ -37,6 +37,9 @@ pub struct NodeFacts {
     pub vhost_net: bool,
     /// The `tun` misc device exists (`class/misc/tun`), i.e. `/dev/net/tun`.
     pub tun: bool,
+    /// The RDMA connection manager's misc device exists (`class/misc/rdma_cm`, present while
+    /// `rdma_ucm` is loaded), i.e. `/dev/infiniband/rdma_cm`.
+    pub rdma_cm: bool,
 }
 
 /// Whether a device is a physical function, a virtual function, or an auxiliary (sub-function) device.

@@ -124,7 +124,16 @@ fn dell_cx5_has_two_pfs_with_twelve_vfs_each_on_numa_0() {
     groups.sort_unstable();
     groups.dedup();
     assert_eq!(groups.len(), count);
-    assert!(inv.node.vhost_net && inv.node.tun);
+    assert!(inv.node.vhost_net && inv.node.tun && inv.node.rdma_cm);
+}
+
+#[test]
+fn node_facts_follow_the_misc_devices() {
+    let fixture = Fixture::from_toml("vhost_net = false\nrdma_cm = false\n", "inline").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&fixture, dir.path()).unwrap();
+    let inv = discover(&SysfsRoot::new(dir.path())).unwrap();
+    assert!(!inv.node.vhost_net && inv.node.tun && !inv.node.rdma_cm);
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub struct Fixture {
     /// Whether `/dev/net/tun` exists (`class/misc/tun`).
     #[serde(default = "yes")]
     pub tun: bool,
+    /// Whether `/dev/infiniband/rdma_cm` exists (`class/misc/rdma_cm`).
+    #[serde(default = "yes")]
+    pub rdma_cm: bool,
     /// The node's PCI functions that are not VFs (VFs are described inside their PF).
     #[serde(default, rename = "function")]
     pub functions: Vec<FunctionSpec>,

@@ -39,6 +39,9 @@ pub fn write_tree(fixture: &Fixture, out: &Path) -> Result<Summary, SimError> {
     if fixture.tun {
         tree.file("class/misc/tun/dev", "10:200")?;
     }
+    if fixture.rdma_cm {
+        tree.file("class/misc/rdma_cm/dev", "10:122")?;
+    }
     let mut summary = Summary::default();
     for spec in &fixture.functions {
         let counts = tree.physical_function(spec)?;
