@@ -11,7 +11,7 @@
 //!   whole configuration is refused, naming the field, so a typo never silently loses a pool;
 //! - a malformed `#` range (`ens1f0#1-x`) silently deselects devices upstream; here it is an error;
 //! - an unknown `vdpaType` selects nothing upstream; here it is an error;
-//! - a `null` selector inside a list matches every device upstream; here it is an error;
+//! - a `null` selector inside a list makes upstream panic (a nil pointer); here it is an error;
 //! - resource names and prefixes that kubelet would refuse at registration (`-x`, `Intel.com`) are
 //!   refused here, up front.
 
@@ -110,7 +110,8 @@ pub struct Selector {
     pub pkeys: Vec<String>,
     /// `isRdma` (netDevice, auxNetDevice)
     pub is_rdma: bool,
-    /// `needVhostNet` (netDevice, auxNetDevice)
+    /// `needVhostNet` (netDevice only: upstream's auxNetDevice selectors have no such field, so the
+    /// key is ignored there like any unknown key)
     pub need_vhost_net: bool,
     /// `vdpaType` (netDevice)
     pub vdpa_type: Option<VdpaType>,
@@ -489,7 +490,6 @@ fn decode_selector(
             "rootDevices",
             "linkTypes",
             "isRdma",
-            "needVhostNet",
             "auxTypes",
         ],
     };
@@ -557,9 +557,10 @@ fn parse_pf_selectors(entries: &[String], path: &str) -> Result<Vec<PfSelector>,
     entries
         .iter()
         .enumerate()
-        .map(|(i, entry)| {
+        .filter_map(|(i, entry)| {
             PfSelector::parse(entry)
                 .map_err(|message| SettingsProblem::new(format!("{path}[{i}]"), message))
+                .transpose()
         })
         .collect()
 }

@@ -3,6 +3,9 @@
 //! Difference from upstream: upstream's `getItem` only looks at the *first* entry whose PF part
 //! matches, so `["ens1f0#0-1", "ens1f0#5"]` never selects VF 5. Here every matching entry counts
 //! (the obvious meaning). A malformed entry is a configuration error instead of a silent miss.
+//! Empty pieces are not malformed: an empty entry (`""`, or `null` in the list) names no PF and an
+//! empty index item (`"ens1f0#0-3,"`, `"0,,2"`) covers nothing, as upstream, where they never match
+//! either — configs that work today keep working.
 
 /// One parsed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +17,12 @@ pub struct PfSelector {
 }
 
 impl PfSelector {
-    /// Parses one entry; the error explains what is wrong and how to write it.
-    pub fn parse(entry: &str) -> Result<PfSelector, String> {
+    /// Parses one entry; `None` for an empty entry, which names nothing. The error explains what
+    /// is wrong and how to write it.
+    pub fn parse(entry: &str) -> Result<Option<PfSelector>, String> {
+        if entry.is_empty() {
+            return Ok(None);
+        }
         let mut parts = entry.split('#');
         let name = parts.next().unwrap_or_default();
         let ranges = parts.next();
@@ -31,16 +38,24 @@ impl PfSelector {
         }
         let ranges = match ranges {
             None => None,
-            Some(list) => Some(
-                list.split(',')
+            Some(list) => {
+                let ranges = list
+                    .split(',')
+                    .filter(|item| !item.is_empty())
                     .map(|item| parse_range(entry, item))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+                    .collect::<Result<Vec<_>, _>>()?;
+                if ranges.is_empty() {
+                    return Err(format!(
+                        "{entry:?} has no indexes after '#'; write \"<pf>#<indexes>\" such as \"ens1f0#0,2-7\", or the PF name alone for all its VFs"
+                    ));
+                }
+                Some(ranges)
+            }
         };
-        Ok(PfSelector {
+        Ok(Some(PfSelector {
             name: name.to_string(),
             ranges,
-        })
+        }))
     }
 
     /// Whether this entry names `pf` (case-insensitively).
@@ -106,7 +121,7 @@ mod tests {
     fn parse_all(entries: &[&str]) -> Vec<PfSelector> {
         entries
             .iter()
-            .map(|e| PfSelector::parse(e).unwrap())
+            .filter_map(|e| PfSelector::parse(e).unwrap())
             .collect()
     }
 
@@ -169,5 +184,21 @@ mod tests {
         ] {
             assert!(PfSelector::parse(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    /// Empty pieces match nothing upstream (they never get as far as selecting), so configs that
+    /// carry them work today and must keep working.
+    #[test]
+    fn empty_pieces_are_not_errors() {
+        assert_eq!(PfSelector::parse(""), Ok(None));
+        let entries = parse_all(&["ens1f0#0-1,", "ens1f1#,3,,5", ""]);
+        let picked = |pf: &str| -> Vec<u32> {
+            (0..8)
+                .filter(|i| selects(&entries, Some(pf), Some(*i)))
+                .collect()
+        };
+        assert_eq!(picked("ens1f0"), [0, 1]);
+        assert_eq!(picked("ens1f1"), [3, 5]);
+        assert!(!selects(&entries, Some(""), Some(0)));
     }
 }

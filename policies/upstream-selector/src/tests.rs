@@ -307,6 +307,39 @@ fn is_rdma_false_or_absent_is_no_filter() {
     }
 }
 
+/// Upstream's auxNetDevice selectors have no `needVhostNet`: the key is ignored there (a value of
+/// any type), so a sub-function never gets `/dev/vhost-net`.
+#[test]
+fn aux_ignores_need_vhost_net() {
+    let sf = PlainDevice {
+        id: "mlx5_core.sf.2".into(),
+        kind: Some(Kind::Aux),
+        vendor: Some("15b3".into()),
+        class_code: Some("020000".into()),
+        driver: Some("mlx5_core".into()),
+        pf_id: Some("0000:01:00.0".into()),
+        pf_name: Some("p0".into()),
+        aux_type: Some("sf".into()),
+        sf_num: Some(2),
+        ..PlainDevice::default()
+    };
+    for value in ["true", "\"yes\""] {
+        let config = parse(
+            &format!(
+                r#"{{"resourceList":[{{"resourceName":"sf","deviceType":"auxNetDevice","selectors":{{"auxTypes":["sf"],"needVhostNet":{value}}}}}]}}"#
+            ),
+            "intel.com",
+        )
+        .unwrap();
+        let pools = select(&config, std::slice::from_ref(&sf));
+        assert_eq!(
+            ids(std::slice::from_ref(&sf), &pools[0]),
+            ["mlx5_core.sf.2"]
+        );
+        assert!(!pools[0].members[0].vhost_net, "needVhostNet {value}");
+    }
+}
+
 #[test]
 fn aux_is_rdma_also_takes_devlink_enable_rdma() {
     let sf = |id: &str, num: u32, enable: Option<bool>| PlainDevice {
