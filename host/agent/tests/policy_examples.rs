@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Node, allocatable};
+use common::{Node, allocatable, wait_for_log};
 use vfpool_kubelet_sim::{KubeletSim, SimOptions};
 
 /// Generous: the agent compiles an 18 MB component (seconds; longer on a busy CI machine).
@@ -161,4 +161,42 @@ fn fixture_vfs(sysfs: &Path, pf: &str) -> Vec<String> {
     vfs.sort_unstable();
     assert_eq!(vfs.len(), 12, "{}", dir.display());
     vfs
+}
+
+/// A stop signal wins over whatever the agent is doing: here compiling an 18 MB component at
+/// start-up (seconds), standing in for any blocking work that does not return soon (a sysfs read
+/// or devlink stuck in a wedged driver). The agent used to finish starting before it looked at the
+/// signal (or never, if the work never returned), and kubelet's SIGKILL then left its sockets
+/// behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_start_stops_the_agent_at_once() {
+    let node = Node::shipped("dell-cx5", CONFIG);
+    fs::create_dir_all(node.path("policies")).unwrap();
+    drop_in(
+        &node.path("policies"),
+        "python_selector.wasm",
+        &python_selector(),
+    );
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut agent = node.agent("1h");
+    wait_for_log(&agent, "vfpool agent starting");
+    let status = agent.signal_and_wait("TERM");
+    let log = agent.log();
+    assert!(status.success(), "exit status {status}\n{log}");
+    assert!(log.contains("stopping"), "{log}");
+    assert!(
+        !log.contains("vfpool agent running"),
+        "the agent finished starting before it stopped:\n{log}"
+    );
+    assert!(sim.resources().is_empty());
+    assert!(
+        fs::read_dir(node.kubelet().join("device-plugins"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .all(|e| e.file_name() == "kubelet.sock"),
+        "plugin sockets left behind"
+    );
+    sim.shutdown();
 }

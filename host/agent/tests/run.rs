@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Agent, Node, allocatable};
+use common::{Agent, Node, allocatable, wait_for_log};
 use vfpool_kubelet_sim::{KubeletSim, SimOptions};
 
 const GUARD: Duration = Duration::from_secs(120);
@@ -361,6 +361,61 @@ async fn kubelet_restart_reregisters() {
     sim.shutdown();
 }
 
+/// A node in steady state is quiet at info level: what every rescan finds again (a resource that
+/// matches no device here, as a cluster-wide config has for other NIC models) is said once. It
+/// used to be logged at info on every rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_says_things_once() {
+    let config = r#"{"resourceList":[
+        {"resourceName":"mlnx_sriov","selectors":{"vendors":["15b3"],"devices":["1018"]}},
+        {"resourceName":"other_nic","selectors":{"vendors":["dead"]}}]}"#;
+    let node = Node::shipped("dell-cx5", config);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut agent = node.agent("1s");
+    sim.wait_for("24 allocatable", GUARD, |r| {
+        allocatable(r, "intel.com/mlnx_sriov") == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    // Several rescans (one a second).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let log = agent.log();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("no devices in the pool"))
+        .collect::<Vec<_>>();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(said[0].contains("intel.com/other_nic"), "{log}");
+    assert!(agent.signal_and_wait("TERM").success());
+    sim.shutdown();
+}
+
+/// A config file caught empty (rewritten in place, or a writer that died half-way) is refused and
+/// the pools keep serving; it used to be taken for "no pools" and stopped them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_config_file_keeps_the_pools() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut agent = node.agent("1h");
+    let name = "intel.com/mlnx_sriov";
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    fs::write(node.config(), "").unwrap();
+    wait_for_log(&agent, "is empty");
+    assert_eq!(allocatable(&sim.resources(), name), 24, "{}", agent.log());
+    assert_eq!(
+        sockets(&node.kubelet().join("device-plugins")),
+        ["intel.com_mlnx_sriov.sock"]
+    );
+    assert!(agent.signal_and_wait("TERM").success());
+    sim.shutdown();
+}
+
 /// Config hot swap: one pool replaced by two; the removed pool's socket goes away and kubelet's
 /// stream for it ends; SIGHUP reloads instead of exiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,16 +633,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn wait_for_log(agent: &Agent, needle: &str) {
-    for _ in 0..2400 {
-        if agent.log().contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the agent never logged {needle:?}:\n{}", agent.log());
 }
 
 /// On a real sysfs root the agent subscribes to rtnetlink link events and uevents; a link

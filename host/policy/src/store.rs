@@ -406,25 +406,93 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The config file may be at most this large (upstream configs are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 fn read_settings(sources: &Sources) -> Result<Settings, String> {
     let config = match &sources.config_file {
         None => String::new(),
-        Some(path) => {
-            let bytes = fs::read(path)
-                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
-            String::from_utf8(bytes).map_err(|e| {
-                format!(
-                    "the config file {} is not UTF-8 text (invalid byte at offset {})",
-                    path.display(),
-                    e.utf8_error().valid_up_to()
-                )
-            })?
-        }
+        Some(path) => read_config_file(path)?,
     };
     Ok(Settings {
         config,
         default_resource_prefix: sources.default_resource_prefix.clone(),
     })
+}
+
+/// Reads the config file, refusing what cannot be a finished config: something other than a
+/// regular file (a FIFO would block the reload forever), an oversized file, text that is not
+/// UTF-8, and an empty file — a writer that truncates and then writes in place, or one that died
+/// or ran out of space half-way, leaves one for a moment, and accepting it as "no pools" would stop
+/// every pool until the next event.
+pub fn read_config_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let cannot = |e: io::Error| format!("cannot read the config file {}: {e}", path.display());
+    let meta = fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "the config file {} is not a regular file; point --config-file at a JSON file",
+            path.display()
+        ));
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "the config file {} is larger than {MAX_CONFIG_BYTES} bytes; not read",
+            path.display()
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the config file {} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err(format!(
+            "the config file {} is empty (a write in progress or cut short?); write {{\"resourceList\": []}} for no pools",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod config_file_tests {
+    use super::*;
+
+    #[test]
+    fn what_cannot_be_a_finished_config_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let refused = |content: &[u8]| {
+            fs::write(&path, content).unwrap();
+            read_config_file(&path).unwrap_err()
+        };
+        assert!(refused(b"").contains("is empty"), "{}", refused(b""));
+        assert!(refused(b" \n\t").contains("is empty"));
+        assert!(refused(b"{\"a\":\xff}").contains("not UTF-8"));
+        let big = vec![b' '; usize::try_from(MAX_CONFIG_BYTES).unwrap() + 1];
+        assert!(refused(&big).contains("larger than"));
+        fs::write(&path, "{\"resourceList\": []}").unwrap();
+        assert_eq!(read_config_file(&path).unwrap(), "{\"resourceList\": []}");
+
+        // A FIFO used to block the reload (and with it the agent's start) forever.
+        let fifo = dir.path().join("fifo.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = read_config_file(&fifo).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = read_config_file(&dir.path().join("missing.json")).unwrap_err();
+        assert!(err.contains("cannot read the config file"), "{err}");
+    }
 }
 
 /// Everything a running agent does before it accepts a set: both `validate-settings` calls, a

@@ -21,8 +21,9 @@ pub fn run(args: &PolicyCheckArgs) -> CmdResult {
     let inventory = inventory(args)?;
     let config = match &args.config_file {
         None => String::new(),
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))
+        // Read as the agent reads it: an empty or unreadable config is refused the same way.
+        Some(path) => vfpool_policy::read_config_file(path)
+            .map_err(anyhow::Error::msg)
             .code(Code::BadInput)?,
     };
     let settings = Settings {

@@ -1,8 +1,9 @@
 //! `vfpool run`: the node agent daemon. Discovers the node, asks the selector policy for pools,
 //! serves them to kubelet (`vfpool-deviceplugin`), and keeps them current: a rescan every
 //! `--rescan-interval` (health, VF count changes, driver rebinds), policy and config hot swap (the
-//! policy directory and the config file's directory are watched), SIGHUP reloads both, SIGTERM and
-//! SIGINT stop serving, remove sockets and device-info files and exit 0.
+//! policy directory and the config file's directory are watched), SIGHUP reloads both, SIGTERM,
+//! SIGINT and SIGQUIT stop serving, remove sockets and device-info files and exit 0 — also while a
+//! rescan is stuck in the kernel.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -29,7 +30,48 @@ pub fn run(args: &RunArgs) -> CmdResult {
         .build()
         .context("cannot start the async runtime")
         .code(Code::Failure)?;
-    runtime.block_on(daemon(args))
+    let result = runtime.block_on(daemon(args));
+    // Dropping the runtime would wait for every blocking task, and one stuck in the kernel (a
+    // sysfs read or devlink in a wedged driver) would keep a stopping agent alive until kubelet's
+    // SIGKILL: the sockets and device-info files are already removed, so exit regardless.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// How long a rescan's discovery may take before the agent says it is stuck (and again every
+/// as long). Discovery of a 1,024-VF node takes tens of milliseconds.
+const DISCOVERY_STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// Awaits `work`, logging an error every `DISCOVERY_STUCK_AFTER` while it has not finished: a
+/// blocking read in a wedged driver cannot be cancelled, but the SRE must learn that the pools
+/// are no longer updated, and why.
+async fn warn_while_stuck<T>(work: impl std::future::Future<Output = T>, what: &str) -> T {
+    tokio::pin!(work);
+    let started = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout(DISCOVERY_STUCK_AFTER, &mut work).await {
+            Ok(value) => return value,
+            Err(_) => tracing::error!(
+                waiting = ?started.elapsed(),
+                "{what} has not finished: a sysfs read or devlink is probably stuck in the kernel \
+                 (a wedged driver or firmware); pools are not updated until it returns, \
+                 SIGTERM still stops the agent"
+            ),
+        }
+    }
+}
+
+/// The first of SIGTERM, SIGINT and SIGQUIT (SIGQUIT stops the agent like SIGTERM, as upstream).
+async fn stop_signal(
+    mut terminate: tokio::signal::unix::Signal,
+    mut interrupt: tokio::signal::unix::Signal,
+    mut quit: tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+        _ = quit.recv() => "SIGQUIT",
+    }
 }
 
 /// Discovers the node and gathers the host facts about its devices (default routes, devlink),
@@ -76,14 +118,45 @@ async fn select(
 }
 
 async fn daemon(args: &RunArgs) -> CmdResult {
-    // Signals are caught from the start: one that arrives while the agent starts (up to seconds:
-    // discovery, compiling policies, the first PodResources query) is handled once the loop runs,
-    // with the usual cleanup, instead of killing the process with its sockets bound. SIGQUIT stops
-    // it like SIGTERM, as upstream.
-    let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
-    let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
-    let mut quit = signal(SignalKind::quit()).code(Code::Failure)?;
+    // Signals are caught from the start, and a stop signal wins over whatever the agent is doing:
+    // one that arrives while it starts (discovery, compiling policies, the first PodResources
+    // query) or while a rescan hangs in the kernel stops it with the usual cleanup, instead of
+    // being ignored until kubelet's SIGKILL leaves the sockets and device-info files behind.
+    let stop = stop_signal(
+        signal(SignalKind::terminate()).code(Code::Failure)?,
+        signal(SignalKind::interrupt()).code(Code::Failure)?,
+        signal(SignalKind::quit()).code(Code::Failure)?,
+    );
     let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
+    let mut plugins = None;
+    let result = tokio::select! {
+        biased;
+        name = stop => {
+            tracing::info!(signal = name, "stopping");
+            Ok(())
+        }
+        result = serve(args, &mut hangup, &mut plugins) => result,
+    };
+    // Whatever `serve` was awaiting has been dropped; the pools it started are still known here.
+    if let Some(plugins) = plugins {
+        plugins.shutdown().await;
+        tracing::info!("stopped: sockets and device-info files removed");
+    }
+    result
+}
+
+/// Starts the agent and keeps its pools current; returns only when it cannot start. The device
+/// plugins it starts are left in `slot`, so the caller can stop them whenever it stops this.
+async fn serve(
+    args: &RunArgs,
+    hangup: &mut tokio::signal::unix::Signal,
+    slot: &mut Option<DevicePlugins>,
+) -> CmdResult {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        sysfs = %args.sysfs.sysfs_root.display(),
+        "vfpool agent starting"
+    );
     let root = SysfsRoot::new(&args.sysfs.sysfs_root);
     let sources = Sources {
         policy_dir: Some(args.policy_dir.clone()),
@@ -91,7 +164,9 @@ async fn daemon(args: &RunArgs) -> CmdResult {
         default_resource_prefix: args.resource_prefix.clone(),
     };
     let gatherer = Arc::new(FactsGatherer::for_sysfs_root(&args.sysfs.sysfs_root));
-    let (inventory, facts) = discover(&root, &gatherer).await.code(Code::BadInput)?;
+    let (inventory, facts) = warn_while_stuck(discover(&root, &gatherer), "the first discovery")
+        .await
+        .code(Code::BadInput)?;
     let policy_inventory = Arc::new(PolicyInventory::new(&inventory, &facts));
     let latest: Arc<RwLock<Arc<PolicyInventory>>> =
         Arc::new(RwLock::new(Arc::clone(&policy_inventory)));
@@ -161,9 +236,11 @@ async fn daemon(args: &RunArgs) -> CmdResult {
         root.clone(),
     );
     let move_settle = config.move_settle;
-    let mut plugins = DevicePlugins::start(config, allocator.clone())
-        .context("cannot start the device plugin")
-        .code(Code::Failure)?;
+    let plugins = slot.insert(
+        DevicePlugins::start(config, allocator.clone())
+            .context("cannot start the device plugin")
+            .code(Code::Failure)?,
+    );
     let mut inventory = inventory;
     log_report(&plugins.apply(&desired, &inventory).await);
 
@@ -192,18 +269,6 @@ async fn daemon(args: &RunArgs) -> CmdResult {
 
     loop {
         tokio::select! {
-            _ = terminate.recv() => {
-                tracing::info!("SIGTERM: stopping");
-                break;
-            }
-            _ = interrupt.recv() => {
-                tracing::info!("SIGINT: stopping");
-                break;
-            }
-            _ = quit.recv() => {
-                tracing::info!("SIGQUIT: stopping");
-                break;
-            }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the config and policies");
                 let policies = Arc::clone(&policies);
@@ -241,7 +306,7 @@ async fn daemon(args: &RunArgs) -> CmdResult {
                 rescan.reset_immediately();
             }
             _ = rescan.tick() => {
-                match discover(&root, &gatherer).await {
+                match warn_while_stuck(discover(&root, &gatherer), "a rescan's discovery").await {
                     Ok((next, facts)) => {
                         inventory = next;
                         let next = Arc::new(PolicyInventory::new(&inventory, &facts));
@@ -257,9 +322,6 @@ async fn daemon(args: &RunArgs) -> CmdResult {
             }
         }
     }
-    plugins.shutdown().await;
-    tracing::info!("stopped: sockets and device-info files removed");
-    Ok(())
 }
 
 /// The next burst of kernel events (how many it held); never without sources. Cancel-safe.

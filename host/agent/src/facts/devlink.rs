@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -131,6 +131,19 @@ pub enum DevlinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A devlink killed earlier has still not exited: it is stuck in the kernel (a wedged driver
+    /// holds the devlink lock), so another query would only hang too.
+    #[error(
+        "not running `devlink {args}`: devlink (pid {pid}) killed {ago:?} ago has still not exited; the kernel is stuck in a driver (check dmesg), devlink facts are unknown until it exits"
+    )]
+    Stuck {
+        /// The query's arguments.
+        args: String,
+        /// The stuck process.
+        pid: u32,
+        /// How long ago it was killed.
+        ago: Duration,
+    },
     /// The output is not JSON.
     #[error("`devlink {args}` printed invalid JSON")]
     InvalidJson {
@@ -170,6 +183,7 @@ impl DevlinkError {
             DevlinkError::NoKernelSupport { .. } => "no-kernel-support",
             DevlinkError::Failed { .. } => "failed",
             DevlinkError::Timeout { .. } => "timeout",
+            DevlinkError::Stuck { .. } => "stuck",
             DevlinkError::OutputTooLarge { .. } => "output-too-large",
             DevlinkError::Io { .. } => "io",
             DevlinkError::Thread { .. } => "thread",
@@ -186,12 +200,19 @@ const NO_FAMILY_MESSAGE: &str = "Failed to connect to devlink Netlink";
 /// At most this much of standard error is kept for messages.
 const STDERR_LIMIT: usize = 4096;
 
+/// How long a killed devlink gets to exit before the agent stops waiting for it.
+const REAP_GRACE: Duration = Duration::from_secs(1);
+
 /// The real devlink: iproute2's `devlink -j`, with a deadline and an output cap.
 #[derive(Debug, Clone)]
 pub struct DevlinkCli {
     program: PathBuf,
     timeout: Duration,
     output_limit: usize,
+    /// A killed devlink that has not exited (pid, when it was killed), shared by clones. SIGKILL
+    /// does not end a process blocked in the kernel; waiting for it would hang the rescan, and
+    /// starting another would pile up stuck processes, so while one is stuck no query runs.
+    stuck: Arc<Mutex<Option<(u32, Instant)>>>,
 }
 
 impl Default for DevlinkCli {
@@ -203,6 +224,7 @@ impl Default for DevlinkCli {
             timeout: Duration::from_secs(5),
             // `dev param show` on a 1,024-VF mlx5 node is a few hundred KiB.
             output_limit: 16 << 20,
+            stuck: Arc::default(),
         }
     }
 }
@@ -228,10 +250,53 @@ impl DevlinkCli {
         self
     }
 
+    /// Records a killed devlink `pid` as stuck, as the killer does when it does not exit.
+    #[cfg(test)]
+    pub fn mark_stuck_for_test(&self, pid: u32) {
+        *self.stuck.lock().unwrap_or_else(PoisonError::into_inner) = Some((pid, Instant::now()));
+    }
+
     /// Kills a query that prints more than `limit` bytes.
     pub fn with_output_limit(mut self, limit: usize) -> Self {
         self.output_limit = limit;
         self
+    }
+}
+
+/// Kills `child` and reaps it; one that has not exited after `REAP_GRACE` (blocked in the kernel)
+/// is left to a thread that waits for it, and recorded in `stuck` until it exits.
+fn kill_and_reap(mut child: Child, stuck: &Arc<Mutex<Option<(u32, Instant)>>>) {
+    let _ = child.kill();
+    let killed = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    while killed.elapsed() < REAP_GRACE {
+        match child.try_wait() {
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            // Exited, or it cannot be waited for at all: nothing more to do.
+            Ok(Some(_)) | Err(_) => return,
+        }
+    }
+    let pid = child.id();
+    tracing::error!(
+        pid,
+        "devlink did not exit after SIGKILL: it is stuck in the kernel (a wedged driver; check dmesg); no devlink query runs until it exits"
+    );
+    *stuck.lock().unwrap_or_else(PoisonError::into_inner) = Some((pid, killed));
+    // One waiting thread at most: no query starts another devlink while `stuck` is set.
+    let flag = Arc::clone(stuck);
+    let reaper = std::thread::Builder::new()
+        .name("vfpool-devlink-reap".into())
+        .spawn(move || {
+            let _ = child.wait();
+            *flag.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            tracing::info!(pid, "the stuck devlink has exited; devlink queries resume");
+        });
+    if reaper.is_err() {
+        // No thread to wait with: the flag stays set rather than blocking a rescan here.
+        tracing::warn!(pid, "cannot start a thread to wait for the stuck devlink");
     }
 }
 
@@ -247,6 +312,13 @@ fn read_bounded(mut from: impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
 impl Devlink for DevlinkCli {
     fn query(&self, query: &Query) -> Result<Vec<u8>, DevlinkError> {
         let args = query.command_line();
+        if let Some((pid, killed)) = *self.stuck.lock().unwrap_or_else(PoisonError::into_inner) {
+            return Err(DevlinkError::Stuck {
+                args,
+                pid,
+                ago: killed.elapsed(),
+            });
+        }
         let io = |source| DevlinkError::Io {
             args: args.clone(),
             source,
@@ -278,10 +350,7 @@ impl Devlink for DevlinkCli {
         let (out_tx, out_rx) = mpsc::channel();
         let (err_tx, err_rx) = mpsc::channel();
         let limit = self.output_limit;
-        let kill = |child: &mut std::process::Child| {
-            let _ = child.kill();
-            let _ = child.wait();
-        };
+        let kill = |child: std::process::Child| kill_and_reap(child, &self.stuck);
         // A thread that cannot be created (out of memory, thread limit) fails the query; the child
         // is not left running. An already started reader ends when the killed child's pipe closes.
         let thread_error = |source| DevlinkError::Thread {
@@ -295,7 +364,7 @@ impl Devlink for DevlinkCli {
                     let _ = out_tx.send(read_bounded(stdout, limit));
                 });
             if let Err(e) = started {
-                kill(&mut child);
+                kill(child);
                 return Err(thread_error(e));
             }
         }
@@ -306,7 +375,7 @@ impl Devlink for DevlinkCli {
                     let _ = err_tx.send(read_bounded(stderr, STDERR_LIMIT));
                 });
             if let Err(e) = started {
-                kill(&mut child);
+                kill(child);
                 return Err(thread_error(e));
             }
         }
@@ -320,13 +389,13 @@ impl Devlink for DevlinkCli {
             if let Some(Ok(bytes)) = &stdout
                 && bytes.len() > limit
             {
-                kill(&mut child);
+                kill(child);
                 return Err(DevlinkError::OutputTooLarge { args, limit });
             }
             match child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() >= deadline => {
-                    kill(&mut child);
+                    kill(child);
                     return Err(DevlinkError::Timeout {
                         args,
                         timeout: self.timeout,
@@ -337,7 +406,7 @@ impl Devlink for DevlinkCli {
                     pause = (pause * 2).min(Duration::from_millis(10));
                 }
                 Err(e) => {
-                    kill(&mut child);
+                    kill(child);
                     return Err(io(e));
                 }
             }

@@ -257,7 +257,9 @@ impl FactsGatherer {
         {
             Ok(value) => Some(value),
             Err(e) => {
-                if e.is_unavailable() || matches!(e, DevlinkError::Timeout { .. }) {
+                if e.is_unavailable()
+                    || matches!(e, DevlinkError::Timeout { .. } | DevlinkError::Stuck { .. })
+                {
                     round.stopped = true;
                 }
                 self.note(query, &e, round.needed);

@@ -590,6 +590,29 @@ fn cli_missing_program_is_not_installed() {
     assert!(err.is_unavailable());
 }
 
+/// While a killed devlink has not exited (blocked in the kernel; SIGKILL cannot end that), no
+/// other starts: each would hang in the same place. A process stuck in the kernel cannot be made
+/// in a test, so the record the killer leaves is set directly.
+#[test]
+fn cli_runs_nothing_while_a_killed_devlink_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let program = script(
+        dir.path(),
+        "devlink",
+        &format!("touch {}; echo '{{}}'", marker.display()),
+    );
+    let cli = DevlinkCli::new().with_program(&program);
+    cli.mark_stuck_for_test(4242);
+    let err = cli.clone().query(&Query::Devices).unwrap_err();
+    assert!(
+        matches!(err, DevlinkError::Stuck { pid: 4242, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("stuck in a driver"), "{err}");
+    assert!(!marker.exists(), "a devlink was started");
+}
+
 #[test]
 fn cli_kills_a_hung_program_at_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
@@ -605,6 +628,9 @@ fn cli_kills_a_hung_program_at_the_deadline() {
         "{:?}",
         started.elapsed()
     );
+    // The killed process exited, so the next query runs (it is not taken for a stuck one).
+    let err = cli.query(&Query::AllParams).unwrap_err();
+    assert!(matches!(err, DevlinkError::Timeout { .. }), "{err:?}");
 }
 
 #[test]

@@ -162,6 +162,18 @@ impl Drop for Agent {
     }
 }
 
+/// Waits (up to two minutes) until the agent's log contains `needle`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn wait_for_log(agent: &Agent, needle: &str) {
+    for _ in 0..2400 {
+        if agent.log().contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the agent never logged {needle:?}:\n{}", agent.log());
+}
+
 pub fn allocatable(resources: &BTreeMap<String, ResourceView>, name: &str) -> usize {
     resources.get(name).map_or(0, ResourceView::allocatable)
 }
