@@ -3,7 +3,7 @@
 //! PodResources which devices pods hold before every change.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -118,6 +118,10 @@ pub struct DevicePlugins {
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
     /// for `move_settle` and, while PodResources cannot answer, until it can.
     withdrawn: BTreeMap<String, Instant>,
+    /// What the previous apply said (planner notes, pools without devices): said again, it is a
+    /// debug line, so a node in steady state is quiet at info level however long a pod holds a
+    /// device or a resource matches nothing here.
+    said: BTreeSet<String>,
     watcher: Option<RecommendedWatcher>,
     events: Option<JoinHandle<()>>,
 }
@@ -169,6 +173,7 @@ impl DevicePlugins {
             in_use: InUse::new(),
             pod_resources_seen: false,
             withdrawn: BTreeMap::new(),
+            said: BTreeSet::new(),
             watcher: Some(watcher),
             events: Some(events),
         })
@@ -275,8 +280,14 @@ impl DevicePlugins {
             moving: self.withdrawn.keys().cloned().collect(),
             ..ApplyReport::default()
         };
+        let mut said = BTreeSet::new();
         for note in &report.notes {
-            tracing::info!("{note}");
+            if self.said.contains(note) {
+                tracing::debug!("{note}");
+            } else {
+                tracing::info!("{note}");
+            }
+            said.insert(note.clone());
         }
 
         let stopping: Vec<String> = self
@@ -328,7 +339,13 @@ impl DevicePlugins {
                     }
                 }
                 None if snapshot.members.is_empty() => {
-                    tracing::info!(resource = %name, "no devices in the pool; not advertising it");
+                    let note = format!("no devices in the pool {name}; not advertising it");
+                    if self.said.contains(&note) {
+                        tracing::debug!(resource = %name, "no devices in the pool; not advertising it");
+                    } else {
+                        tracing::info!(resource = %name, "no devices in the pool; not advertising it");
+                    }
+                    said.insert(note);
                 }
                 None => {
                     self.start_pool(&name, snapshot);
@@ -336,6 +353,7 @@ impl DevicePlugins {
                 }
             }
         }
+        self.said = said;
         report
     }
 
