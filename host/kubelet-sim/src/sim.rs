@@ -222,9 +222,16 @@ pub fn validate_resource_name(name: &str) -> Result<(), String> {
             "resource name {name:?}: {domain:?} is not a DNS subdomain"
         ));
     }
-    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+    // kubelet's `IsExtendedResourceName`: containing `kubernetes.io/` makes a name native, and
+    // `requests.` is the quota prefix.
+    if name.contains("kubernetes.io/") {
         return Err(format!(
             "resource name {name:?} is in the reserved kubernetes.io namespace"
+        ));
+    }
+    if name.starts_with("requests.") {
+        return Err(format!(
+            "resource name {name:?} starts with the reserved \"requests.\" prefix"
         ));
     }
     let short_ok = !short.is_empty()
@@ -970,5 +977,31 @@ impl PodResourcesLister for PodResourcesService {
                 }],
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_resource_name;
+
+    /// kubelet's `IsExtendedResourceName`, as the device manager applies it at registration.
+    #[test]
+    fn resource_names_are_checked_as_kubelet_checks_them() {
+        for ok in ["intel.com/sriov", "nvidia.com/bf2_sf", "a.b-c/x.y-z_0"] {
+            assert_eq!(validate_resource_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "sriov",
+            "Intel.com/sriov",
+            "intel.com/",
+            "intel.com/-x",
+            "kubernetes.io/x",
+            "foo.kubernetes.io/x",
+            // `Contains(name, "kubernetes.io/")`, not a domain match.
+            "xkubernetes.io/x",
+            "requests.intel.com/x",
+        ] {
+            assert!(validate_resource_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -237,8 +237,13 @@ pub fn resource_name(name: &str) -> Result<(), ResultError> {
     if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
         return Err(bad("the prefix must be a lower-case DNS name"));
     }
-    if prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io") {
+    // kubelet's rules (`IsExtendedResourceName`): a name containing `kubernetes.io/` is native
+    // (so `xkubernetes.io/` too), and the `requests.` prefix is the quota syntax.
+    if prefix.ends_with("kubernetes.io") {
         return Err(bad("the kubernetes.io namespace is reserved"));
+    }
+    if prefix.starts_with("requests.") {
+        return Err(bad("kubelet refuses names starting with \"requests.\""));
     }
     let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     if short.is_empty()
@@ -634,6 +639,8 @@ mod tests {
             "intel.com/a b",
             "kubernetes.io/x",
             "foo.kubernetes.io/x",
+            "xkubernetes.io/x",
+            "requests.intel.com/x",
             "intel.com/x/y",
         ] {
             assert!(resource_name(bad).is_err(), "{bad}");
