@@ -43,6 +43,11 @@ pub struct PluginConfig {
     /// another: time for kubelet to take the old pool's new list, and for an Allocate it had
     /// already started from the old list to return and show in PodResources.
     pub move_settle: Duration,
+    /// How long a registered pool may go without a ListAndWatch stream from kubelet before it
+    /// registers again (kubelet dials a plugin only when it registers, and drops one for good when
+    /// its stream ends: kubernetes#121994 drops the newest registration of a name when an older
+    /// one's stream ends). Doubles while kubelet keeps not connecting, up to 5 minutes.
+    pub stream_grace: Duration,
 }
 
 impl PluginConfig {
@@ -57,6 +62,7 @@ impl PluginConfig {
             allocator_timeout: Duration::from_millis(800),
             pod_resources_timeout: Duration::from_secs(2),
             move_settle: Duration::from_secs(1),
+            stream_grace: Duration::from_secs(10),
         }
     }
 }
@@ -378,6 +384,8 @@ impl DevicePlugins {
             devinfo_dir: self.config.devinfo_dir.clone(),
             sysfs: self.config.sysfs.clone(),
             registered: Mutex::new(None),
+            open_streams: watch::channel(0).0,
+            stream_grace: self.config.stream_grace,
         });
         let handle = server::spawn(state);
         self.senders

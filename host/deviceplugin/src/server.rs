@@ -49,8 +49,13 @@ pub struct PoolState {
     pub(crate) listen: Arc<dyn uds::Listen>,
     pub(crate) devinfo_dir: PathBuf,
     pub(crate) sysfs: SysfsRoot,
-    /// Set by NotifyRegistrationStatus (plugin-watcher mode) or a successful Register.
+    /// Set by NotifyRegistrationStatus (plugin-watcher mode) or a successful Register; cleared
+    /// when the server starts again (a new socket needs a new registration).
     pub(crate) registered: Mutex<Option<Result<(), String>>>,
+    /// How many ListAndWatch streams are open (kubelet keeps one per registered plugin).
+    pub(crate) open_streams: watch::Sender<usize>,
+    /// See [`crate::PluginConfig::stream_grace`].
+    pub(crate) stream_grace: Duration,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -83,6 +88,39 @@ impl PoolState {
             .registered
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(status);
+    }
+
+    fn clear_registered(&self) {
+        *self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn is_registered(&self) -> bool {
+        matches!(
+            *self
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            Some(Ok(()))
+        )
+    }
+}
+
+/// Counts an open ListAndWatch stream for as long as it lives.
+struct OpenStream(watch::Sender<usize>);
+
+impl OpenStream {
+    fn new(streams: &watch::Sender<usize>) -> Self {
+        streams.send_modify(|n| *n += 1);
+        OpenStream(streams.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -132,7 +170,9 @@ impl DevicePlugin for PoolService {
         let mut stop = self.stop.clone();
         let (tx, rx) = mpsc::channel(1);
         let resource = self.state.resource_name.clone();
+        let open = OpenStream::new(&self.state.open_streams);
         tokio::spawn(async move {
+            let _open = open;
             let first = snapshots.borrow_and_update().clone();
             if tx.send(Ok(list_response(&first))).await.is_err() {
                 return;
@@ -433,9 +473,39 @@ pub(crate) fn spawn(state: Arc<PoolState>) -> PoolHandle {
     }
 }
 
+/// The longest wait for kubelet's stream before registering again.
+const STREAM_GRACE_CAP: Duration = Duration::from_secs(300);
+
+/// Resolves once the pool has been registered with no ListAndWatch stream open for `grace`:
+/// kubelet has dropped it and will not dial it again by itself.
+async fn kubelet_dropped(state: &PoolState, streams: &mut watch::Receiver<usize>, grace: Duration) {
+    loop {
+        if streams.wait_for(|open| *open == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        if !state.is_registered() {
+            // Registration is still running (or failing, and retrying by itself).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {
+                if *streams.borrow() == 0 && state.is_registered() {
+                    return;
+                }
+            }
+            _ = streams.changed() => {}
+        }
+    }
+}
+
 async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut backoff = Backoff::new(Duration::from_secs(5));
+    let mut streams = state.open_streams.subscribe();
+    let mut connected = state.open_streams.subscribe();
+    let mut grace = state.stream_grace;
     'serve: loop {
+        state.clear_registered();
         let incoming = match state.listen.bind(&state.socket) {
             Ok(incoming) => incoming,
             Err(e) => {
@@ -491,6 +561,34 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         break 'serve;
                     }
                     continue 'serve;
+                }
+                Ok(()) = connected.changed() => {
+                    if *connected.borrow_and_update() > 0 {
+                        grace = state.stream_grace;
+                    }
+                }
+                () = kubelet_dropped(&state, &mut streams, grace) => {
+                    tracing::warn!(
+                        resource = %state.resource_name,
+                        waited = ?grace,
+                        "kubelet has not kept a ListAndWatch stream open since registering (it dropped the plugin); registering again"
+                    );
+                    grace = (grace * 2).min(STREAM_GRACE_CAP);
+                    match &state.mode {
+                        Mode::Legacy { .. } => {
+                            if let Some(task) = registering.take() {
+                                task.abort();
+                            }
+                            state.clear_registered();
+                            registering = start_registration(&state);
+                        }
+                        // kubelet's plugin watcher registers a socket when it appears.
+                        Mode::PluginWatcher { .. } => {
+                            let _ = std::fs::remove_file(&state.socket);
+                            stop_instance(&state, stop_tx, server, registering).await;
+                            continue 'serve;
+                        }
+                    }
                 }
                 command = commands.recv() => match command {
                     None | Some(Command::Stop) => {

@@ -274,6 +274,50 @@ async fn a_deleted_socket_is_served_again_and_reregistered() {
     sim.shutdown();
 }
 
+/// kubelet dials a plugin only when it registers, and never again once its stream ends
+/// (kubernetes#121994 even ends the newest registration of a name when an older one's stream
+/// does). A registered pool without a stream registers again: `Register` in device-plugins mode,
+/// a new socket in plugin-watcher mode. Before, the resource stayed at 0 allocatable for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_kubelet_dropped_registers_again() {
+    for plugin_watcher in [false, true] {
+        let env = Env::new();
+        let sim = KubeletSim::start(&env.kubelet(), SimOptions { plugin_watcher })
+            .await
+            .unwrap();
+        let mut config = env.config();
+        config.stream_grace = Duration::from_millis(300);
+        let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+        plugins.apply(&env.pool(0), &env.inventory).await;
+        all_allocatable(&sim).await;
+        let plugins_ref = &plugins;
+        tokio::time::timeout(GUARD, async move {
+            while plugins_ref.registration(NAME) != Some(Ok(())) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let before = sim.registrations().len();
+        assert!(sim.disconnect(NAME));
+        assert_eq!(sim.resource(NAME).unwrap().allocatable(), 0);
+        let sim_ref = &sim;
+        tokio::time::timeout(GUARD, async move {
+            while sim_ref.registrations().len() == before
+                || !sim_ref
+                    .resource(NAME)
+                    .is_some_and(|v| v.connected && v.allocatable() == 24)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never registered again (plugin watcher: {plugin_watcher})"));
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_retries_until_kubelet_is_up() {
     let env = Env::new();

@@ -167,7 +167,8 @@ struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
     kubelet_dir: PathBuf,
-    clients: Mutex<Vec<JoinHandle<()>>>,
+    /// Client tasks (ListAndWatch streams), by resource.
+    clients: Mutex<Vec<(String, JoinHandle<()>)>>,
 }
 
 impl Shared {
@@ -395,8 +396,38 @@ impl KubeletSim {
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
         {
-            client.abort();
+            client.1.abort();
         }
+    }
+
+    /// Drops the plugin of `resource` as kubelet does when its endpoint's stream ends or when
+    /// kubernetes#121994 disconnects the newest registration of a name: the stream is closed, the
+    /// resource is kept as disconnected (allocatable 0), and kubelet never dials the plugin again
+    /// by itself — only a new registration brings it back. Whether it had a client.
+    pub fn disconnect(&self, resource: &str) -> bool {
+        let mut dropped = false;
+        self.shared
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(name, task)| {
+                if name == resource {
+                    task.abort();
+                    dropped = true;
+                    false
+                } else {
+                    true
+                }
+            });
+        {
+            let mut state = self.shared.lock();
+            state.owners.remove(resource);
+            if let Some(view) = state.resources.get_mut(resource) {
+                view.connected = false;
+            }
+        }
+        self.shared.bump();
+        dropped
     }
 
     /// Simulates a kubelet restart: sockets deleted (including every plugin socket in
@@ -818,6 +849,7 @@ fn start_client(
         generation
     };
     shared.bump();
+    let resource_name = resource.clone();
     let task_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         let shared = task_shared;
@@ -891,7 +923,7 @@ fn start_client(
         .clients
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(task);
+        .push((resource_name, task));
 }
 
 struct PodResourcesService {
