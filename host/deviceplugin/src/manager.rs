@@ -105,6 +105,9 @@ pub struct ApplyReport {
     /// after `PluginConfig::move_settle` (an apply places them once they have waited that long
     /// and PodResources confirms no pod took them meanwhile).
     pub moving: Vec<String>,
+    /// PodResources answered this apply (or kubelet has no such API). While it cannot, moving
+    /// devices wait: retrying every `move_settle` gains nothing, so the caller may back off.
+    pub pod_resources_current: bool,
 }
 
 type Senders = Arc<Mutex<HashMap<PathBuf, mpsc::UnboundedSender<Command>>>>;
@@ -121,6 +124,8 @@ pub struct DevicePlugins {
     /// kubelet's PodResources socket was there at some point: its absence now means kubelet is
     /// restarting, not that it has no such API.
     pod_resources_seen: bool,
+    /// The last PodResources query failed: the warning is logged once per outage.
+    pod_resources_failing: bool,
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
     /// for `move_settle` and, while PodResources cannot answer, until it can.
     withdrawn: BTreeMap<String, Instant>,
@@ -180,6 +185,7 @@ impl DevicePlugins {
             pod_resources_seen: false,
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
+            pod_resources_failing: false,
             watcher: Some(watcher),
             events: Some(events),
         })
@@ -204,28 +210,34 @@ impl DevicePlugins {
     /// nothing to tell: current, and empty.
     pub async fn refresh_in_use(&mut self) -> bool {
         let socket = self.config.kubelet_dir.join(podresources::SOCKET);
-        if !socket.exists() {
-            if self.pod_resources_seen {
-                tracing::warn!(
-                    "kubelet's PodResources socket is gone; until it is back, no served device moves"
-                );
+        let failure = if !socket.exists() {
+            if !self.pod_resources_seen {
+                return true;
             }
-            return !self.pod_resources_seen;
+            "kubelet's PodResources socket is gone".to_string()
+        } else {
+            self.pod_resources_seen = true;
+            match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
+                Ok(used) => {
+                    self.in_use = used;
+                    if std::mem::take(&mut self.pod_resources_failing) {
+                        tracing::info!("PodResources answers again; devices may move");
+                    }
+                    return true;
+                }
+                Err(e) => format!(
+                    "cannot ask PodResources which devices are in use: {}",
+                    server::error_chain(&e)
+                ),
+            }
+        };
+        // Once per outage (a kubelet restart is many applies long).
+        if std::mem::replace(&mut self.pod_resources_failing, true) {
+            tracing::debug!("{failure}; no served device moves");
+        } else {
+            tracing::warn!("{failure}; until it answers, no served device moves");
         }
-        self.pod_resources_seen = true;
-        match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
-            Ok(used) => {
-                self.in_use = used;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    error = %server::error_chain(&e),
-                    "cannot ask PodResources which devices are in use; until it answers, no served device moves"
-                );
-                false
-            }
-        }
+        false
     }
 
     /// Serves `desired` (the selector policy's pools) over `inventory`: starts new pools, updates
@@ -284,6 +296,7 @@ impl DevicePlugins {
         let mut report = ApplyReport {
             notes: plan.notes,
             moving: self.withdrawn.keys().cloned().collect(),
+            pod_resources_current: current,
             ..ApplyReport::default()
         };
         let mut said = BTreeSet::new();

@@ -725,6 +725,7 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
     std::fs::remove_file(env.kubelet().join("pod-resources/kubelet.sock")).unwrap();
     // The policy now puts every device in pool_b.
     let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    assert!(!report.pod_resources_current, "{report:?}");
     let served = plugins.snapshots();
     assert!(
         served.get(b).is_none_or(|s| s.get(&held).is_none()),

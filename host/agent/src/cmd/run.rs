@@ -235,7 +235,7 @@ async fn serve(
         args.devinfo_dir.clone(),
         root.clone(),
     );
-    let move_settle = config.move_settle;
+    let mut placing = Placing::new(config.move_settle, args.rescan_interval);
     let plugins = slot.insert(
         DevicePlugins::start(config, allocator.clone())
             .context("cannot start the device plugin")
@@ -281,7 +281,7 @@ async fn serve(
                     // since (applying them would undo a VF count change until the next rescan).
                     if let Some(active) = outcome.active.filter(|_| outcome.changed) {
                         desired = active.pools.clone();
-                        settle(&plugins.apply(&desired, &inventory).await, move_settle, &mut rescan);
+                        settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                     }
                 }
                 // A reload is a refresh: rediscover the devices too, now.
@@ -293,7 +293,7 @@ async fn serve(
                 let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
                 if let Some(pools) = select(&policies, &current).await {
                     desired = pools;
-                    settle(&plugins.apply(&desired, &inventory).await, move_settle, &mut rescan);
+                    settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                 }
             }
             burst = next_kernel_burst(&mut kernel), if real_sysfs => {
@@ -315,7 +315,7 @@ async fn serve(
                         if let Some(pools) = select(&policies, &next).await {
                             desired = pools;
                         }
-                        settle(&plugins.apply(&desired, &inventory).await, move_settle, &mut rescan);
+                        settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                     }
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "rescan failed; keeping the current pools"),
                 }
@@ -332,18 +332,50 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
     }
 }
 
+/// When to apply again to place devices that are moving between pools.
+struct Placing {
+    /// `PluginConfig::move_settle`: how long a moving device stays out of every pool.
+    settle: Duration,
+    /// The next delay while PodResources cannot answer (doubling up to `cap`).
+    wait: Duration,
+    /// The rescan interval: never later than the next periodic rescan anyway.
+    cap: Duration,
+}
+
+impl Placing {
+    fn new(settle: Duration, cap: Duration) -> Self {
+        Placing {
+            settle,
+            wait: settle,
+            cap,
+        }
+    }
+}
+
 /// Logs an apply; while devices are moving between pools (kept out of every pool for
 /// `PluginConfig::move_settle`, which the device plugin enforces), rescans once that has passed to
-/// place them.
+/// place them — backing off while PodResources cannot answer (a kubelet restart), when no device
+/// can be placed anyway.
 fn settle(
     report: &vfpool_deviceplugin::ApplyReport,
-    move_settle: Duration,
+    placing: &mut Placing,
     rescan: &mut tokio::time::Interval,
 ) {
     log_report(report);
+    if report.pod_resources_current {
+        placing.wait = placing.settle;
+    }
     if !report.moving.is_empty() {
-        tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {move_settle:?}");
-        rescan.reset_after(move_settle);
+        let delay = if report.pod_resources_current {
+            tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {:?}", placing.settle);
+            placing.settle
+        } else {
+            let delay = placing.wait;
+            placing.wait = (placing.wait * 2).min(placing.cap);
+            tracing::debug!(devices = ?report.moving, "moving devices wait for PodResources: trying again in {delay:?}");
+            delay
+        };
+        rescan.reset_after(delay);
     }
 }
 
