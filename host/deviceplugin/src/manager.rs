@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{EventKind, PollWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use vfpool_policy::{Pool, PoolDevice};
@@ -48,6 +48,11 @@ pub struct PluginConfig {
     /// its stream ends: kubernetes#121994 drops the newest registration of a name when an older
     /// one's stream ends). Doubles while kubelet keeps not connecting, up to 5 minutes.
     pub stream_grace: Duration,
+    /// Poll the socket directory at this interval instead of watching it with inotify. Polling
+    /// (every second) is used anyway when inotify is unavailable (`fs.inotify.max_user_instances`
+    /// exhausted by other pods), so the agent keeps following kubelet restarts instead of failing
+    /// to start.
+    pub poll_sockets: Option<Duration>,
 }
 
 impl PluginConfig {
@@ -63,6 +68,7 @@ impl PluginConfig {
             pod_resources_timeout: Duration::from_secs(2),
             move_settle: Duration::from_secs(1),
             stream_grace: Duration::from_secs(10),
+            poll_sockets: None,
         }
     }
 }
@@ -133,7 +139,7 @@ pub struct DevicePlugins {
     /// debug line, so a node in steady state is quiet at info level however long a pod holds a
     /// device or a resource matches nothing here.
     said: BTreeSet<String>,
-    watcher: Option<RecommendedWatcher>,
+    watcher: Option<Box<dyn Watcher + Send>>,
     events: Option<JoinHandle<()>>,
 }
 
@@ -158,19 +164,23 @@ impl DevicePlugins {
         })?;
         let senders: Senders = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event| {
+        let handler = move |event| {
             let _ = tx.send(event);
-        })
-        .map_err(|source| StartError::Watch {
-            path: dir.clone(),
-            source,
-        })?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|source| StartError::Watch {
-                path: dir.clone(),
-                source,
-            })?;
+        };
+        let watcher = if let Some(interval) = config.poll_sockets {
+            poll_watcher(&dir, handler, interval)?
+        } else {
+            match inotify_watcher(&dir, handler.clone()) {
+                Ok(watcher) => watcher,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %server::error_chain(&e),
+                        "cannot watch the socket directory with inotify (fs.inotify.max_user_instances or max_user_watches exhausted?); polling it every second instead"
+                    );
+                    poll_watcher(&dir, handler, SOCKET_POLL_INTERVAL)?
+                }
+            }
+        };
         let events = tokio::spawn(watch_events(rx, mode.clone(), Arc::clone(&senders)));
         tracing::info!(?mode, "device plugin started");
         let allocator_permits = Arc::new(Semaphore::new(config.allocator_concurrency.max(1)));
@@ -475,8 +485,45 @@ impl Drop for DevicePlugins {
     }
 }
 
+/// How often the socket directory is polled when inotify is unavailable. (A socket created and
+/// deleted between two polls goes unseen; kubelet's restarts are seconds apart.)
+const SOCKET_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+fn inotify_watcher(
+    dir: &Path,
+    handler: impl notify::EventHandler,
+) -> Result<Box<dyn Watcher + Send>, StartError> {
+    let watch_error = |source| StartError::Watch {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut watcher = notify::recommended_watcher(handler).map_err(watch_error)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(watch_error)?;
+    Ok(Box::new(watcher))
+}
+
+fn poll_watcher(
+    dir: &Path,
+    handler: impl notify::EventHandler,
+    interval: Duration,
+) -> Result<Box<dyn Watcher + Send>, StartError> {
+    let watch_error = |source| StartError::Watch {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let config = notify::Config::default().with_poll_interval(interval);
+    let mut watcher = PollWatcher::new(handler, config).map_err(watch_error)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(watch_error)?;
+    Ok(Box::new(watcher))
+}
+
 /// Reacts to the socket directory: kubelet.sock (re)created → every pool registers again; a pool
-/// socket removed → that pool re-binds it.
+/// socket removed → that pool re-binds it. (A poll that missed the gap between kubelet deleting
+/// and creating its socket reports a modified one: the same restart.)
 async fn watch_events(
     mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
     mode: Mode,
@@ -497,7 +544,7 @@ async fn watch_events(
             .clone();
         for path in &event.paths {
             if kubelet.as_deref() == Some(path.as_path()) {
-                if matches!(event.kind, EventKind::Create(_)) {
+                if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) {
                     tracing::info!(
                         "kubelet.sock created (kubelet restarted); registering every pool again"
                     );

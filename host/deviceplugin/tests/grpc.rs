@@ -318,6 +318,48 @@ async fn a_pool_kubelet_dropped_registers_again() {
     }
 }
 
+/// Without inotify (exhausted by other pods on the node) the socket directory is polled: a deleted
+/// pool socket is served again and a kubelet restart registers every pool again. The agent used to
+/// fail to start there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_the_socket_directory_follows_kubelet() {
+    let env = Env::new();
+    let mut sim = env.sim().await;
+    let mut config = env.config();
+    config.poll_sockets = Some(Duration::from_millis(100));
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    let reregistered = |sim: &KubeletSim, before: usize| {
+        sim.registrations().len() > before
+            && sim
+                .resource(NAME)
+                .is_some_and(|v| v.connected && v.allocatable() == 24)
+    };
+    let before = sim.registrations().len();
+    // A poll sees the socket first (one created and deleted between two polls goes unseen).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::remove_file(socket(&env)).unwrap();
+    tokio::time::timeout(GUARD, async {
+        while !(reregistered(&sim, before) && socket(&env).exists()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a deleted socket is served again");
+    let before = sim.registrations().len();
+    sim.restart().await.unwrap();
+    tokio::time::timeout(GUARD, async {
+        while !reregistered(&sim, before) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("registered again after kubelet restarted");
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_retries_until_kubelet_is_up() {
     let env = Env::new();
