@@ -53,6 +53,13 @@ pub struct ActiveSet {
     pub generation: u64,
 }
 
+impl ActiveSet {
+    /// Whether the set runs the module with this SHA-256.
+    fn uses(&self, digest: &str) -> bool {
+        self.selector.id().sha256 == digest || self.allocator.id().sha256 == digest
+    }
+}
+
 /// Why a reload could not even start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -159,6 +166,12 @@ impl ActivePolicies {
             Ok(scan) => scan,
             Err(reason) => return refuse(vec![reason], Vec::new()),
         };
+        // Compiled modules kept: the active set's and the directory's, whatever this reload
+        // decides (refused reloads used to keep every module ever compiled, each a few MB).
+        self.prune_cache(|digest| {
+            scan.present.iter().any(|p| p == digest)
+                || active.as_ref().is_some_and(|a| a.uses(digest))
+        });
         if !scan.refused.is_empty() {
             return refuse(scan.refused, scan.ignored);
         }
@@ -200,7 +213,7 @@ impl ActivePolicies {
             generation: active.as_ref().map_or(1, |a| a.generation + 1),
         });
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&next));
-        self.prune_cache(&next);
+        self.prune_cache(|digest| next.uses(digest));
         ReloadOutcome {
             active: Some(next),
             changed: true,
@@ -251,12 +264,18 @@ impl ActivePolicies {
         }
     }
 
-    /// Keeps only the compiled modules the active set uses (bounded memory across many swaps).
-    fn prune_cache(&self, active: &ActiveSet) {
+    /// Keeps only the compiled modules `keep` names by digest (bounded memory across many swaps).
+    fn prune_cache(&self, keep: impl Fn(&str) -> bool) {
         let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.retain(|digest, _| {
-            *digest == active.selector.id().sha256 || *digest == active.allocator.id().sha256
-        });
+        cache.retain(|digest, _| keep(digest));
+    }
+
+    /// How many compiled modules are kept for reuse.
+    pub fn compiled_count(&self) -> usize {
+        self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Reads the policy directory: every `*.wasm` regular file (symlinks followed, as ConfigMap
@@ -338,6 +357,7 @@ impl ActivePolicies {
                     continue;
                 }
             };
+            scan.present.push(policy.id().sha256.clone());
             let roles = policy.roles();
             let source = PolicySource::File(path.clone());
             if roles.selector {
@@ -381,6 +401,8 @@ struct Scan {
     allocator: Option<Candidate>,
     refused: Vec<String>,
     ignored: Vec<String>,
+    /// Digests of the modules in the directory that compiled.
+    present: Vec<String>,
 }
 
 fn source_name(source: &PolicySource) -> String {

@@ -141,9 +141,18 @@ impl PolicyWatcher {
                     if !(relevant || rearmed) {
                         continue;
                     }
-                    let outcome = active.reload(&sources, &inventory());
-                    log_outcome(&outcome);
-                    on_reload(&outcome);
+                    // A panic here (a bug) must not end hot swap for the agent's lifetime with
+                    // nothing said: the reload is abandoned, the active set is untouched.
+                    let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let outcome = active.reload(&sources, &inventory());
+                        log_outcome(&outcome);
+                        on_reload(&outcome);
+                    }));
+                    if reloaded.is_err() {
+                        tracing::error!(
+                            "policy watcher: a reload panicked (a bug in vfpool); the previous policies keep serving and watching goes on"
+                        );
+                    }
                 }
             })
             .map_err(WatchError::Thread)?;

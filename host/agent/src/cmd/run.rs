@@ -274,7 +274,11 @@ async fn serve(
                 let policies = Arc::clone(&policies);
                 let sources = sources.clone();
                 let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
-                if let Ok(outcome) = tokio::task::spawn_blocking(move || policies.reload(&sources, &current)).await {
+                let reloaded = tokio::task::spawn_blocking(move || policies.reload(&sources, &current)).await;
+                if let Err(e) = &reloaded {
+                    tracing::error!(error = %e, "SIGHUP: the reload failed (a bug in vfpool); the previous policies keep serving");
+                }
+                if let Ok(outcome) = reloaded {
                     vfpool_policy::watch::log_outcome(&outcome);
                     // Only a newly accepted set's pools are new: an unchanged or refused reload
                     // hands back the set as it was accepted, whose pools predate every rescan

@@ -293,3 +293,80 @@ fn policy_dir_removed_and_recreated_is_watched_again() {
     assert!(watcher.watched().contains(&policies));
     assert!(!watcher.watched().contains(&root.path().to_path_buf()));
 }
+
+/// Refused reloads keep only the compiled modules still in the directory (and the active set's):
+/// a module rebuilt again and again next to a broken file used to stay compiled in memory, every
+/// version of it, until some reload was accepted.
+#[test]
+fn refused_reloads_do_not_pile_up_compiled_modules() {
+    let policies = tempfile::tempdir().unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: None,
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = ActivePolicies::new(engine().clone()).unwrap();
+    install(policies.path(), "broken.wasm", b"not a component");
+    let versions: [&[u8]; 3] = [
+        defaults::UPSTREAM_SELECTOR,
+        defaults::PACKED_ALLOCATOR,
+        &component("probe"),
+    ];
+    for bytes in versions {
+        install(policies.path(), "mine.wasm", bytes);
+        let outcome = active.reload(&sources, &test_inventory());
+        assert!(
+            !outcome.refused.is_empty(),
+            "the broken file refuses the set"
+        );
+        assert!(
+            active.compiled_count() <= 1,
+            "{} compiled modules kept",
+            active.compiled_count()
+        );
+    }
+}
+
+/// A reload that panics (here the callback, standing in for a bug anywhere in a reload) does not
+/// end hot swap: the next change is still picked up. The watcher thread used to die silently.
+#[test]
+fn a_panicking_reload_does_not_stop_the_watcher() {
+    let policies = tempfile::tempdir().unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: None,
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    assert!(active.reload(&sources, &test_inventory()).changed);
+    let (tx, rx) = mpsc::channel();
+    let mut calls = 0;
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&active),
+        sources.clone(),
+        Duration::from_millis(50),
+        test_inventory,
+        move |outcome: &ReloadOutcome| {
+            calls += 1;
+            assert!(calls > 1, "the first reload panics");
+            let _ = tx.send(outcome.changed);
+        },
+    )
+    .unwrap();
+    install(policies.path(), "first.wasm", &component("probe"));
+    // The first reload's callback panics; wait until that reload has happened.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while active.current().unwrap().selector.id().name != "first.wasm" {
+        assert!(std::time::Instant::now() < deadline, "never reloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::remove_file(policies.path().join("first.wasm")).unwrap();
+    let changed = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the watcher still reloads after a panic");
+    assert!(changed);
+    assert_eq!(
+        active.current().unwrap().selector_source,
+        PolicySource::Embedded
+    );
+}
