@@ -66,6 +66,8 @@ pub struct FactsGatherer {
 /// The last devlink answers that could be used, for a round in which a query fails.
 #[derive(Debug, Default)]
 struct LastGood {
+    /// Netdevs carrying a default route, from the last route table that could be read.
+    default_routes: Option<BTreeSet<String>>,
     /// `enable_rdma` by devlink handle, from the last `dev param show` that parsed.
     enable_rdma: Option<BTreeMap<String, bool>>,
     /// The DDP package (or none) by PF id, from each PF's last `dev info` that parsed.
@@ -127,21 +129,32 @@ impl FactsGatherer {
         let Some(source) = &self.source else {
             return HostFacts::default();
         };
-        let routes = match std::fs::read_to_string(&source.route_table) {
-            Ok(text) => text,
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        // The default route is a safety fact (the uplink is never pooled): a table that cannot be
+        // read keeps the last one that could, and says so at warning level.
+        let default_route_netdevs = match std::fs::read_to_string(&source.route_table) {
+            Ok(text) => {
+                let routes = HostFacts::default_routes_from_proc(&text);
+                last.default_routes = Some(routes.clone());
+                routes
+            }
             Err(e) => {
                 self.once(
                     format!("routes:{}", e.kind()),
-                    || tracing::debug!(path = %source.route_table.display(), error = %e, "default routes unknown: cannot read the route table"),
+                    || tracing::warn!(
+                        path = %source.route_table.display(),
+                        error = %e,
+                        kept_from_before = last.default_routes.is_some(),
+                        "cannot read the route table: the netdevs carrying the default route are those last read, or none (then the uplink may be pooled)"
+                    ),
                 );
-                String::new()
+                last.default_routes.clone().unwrap_or_default()
             }
         };
         let mut facts = HostFacts {
-            default_route_netdevs: HostFacts::default_routes_from_proc(&routes),
+            default_route_netdevs,
             ..HostFacts::default()
         };
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut round = Round {
             source,
             needed: inventory.devices.iter().any(|d| {

@@ -111,6 +111,24 @@ fn map<V: Clone>(pairs: &[(&str, V)]) -> BTreeMap<String, V> {
         .collect()
 }
 
+/// The default route keeps the node's uplink out of every pool: a route table that cannot be read
+/// keeps the last one read instead of excluding nothing (which would pool the uplink).
+#[test]
+fn an_unreadable_route_table_keeps_the_last_default_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("route");
+    std::fs::write(&routes, ROUTES).unwrap();
+    let (gatherer, _) = gatherer(full_fake(), &routes);
+    let inventory = Inventory::default();
+    let before = gatherer.gather(&inventory).default_route_netdevs;
+    assert!(!before.is_empty());
+    std::fs::remove_file(&routes).unwrap();
+    assert_eq!(gatherer.gather(&inventory).default_route_netdevs, before);
+    // A table read again replaces it (here: no default route any more).
+    std::fs::write(&routes, "Iface\tDestination\tGateway\n").unwrap();
+    assert!(gatherer.gather(&inventory).default_route_netdevs.is_empty());
+}
+
 #[test]
 fn gathers_routes_enable_rdma_and_ddp_with_bulk_queries_only() {
     let routes = routes_file();
