@@ -557,10 +557,9 @@ fn parse_pf_selectors(entries: &[String], path: &str) -> Result<Vec<PfSelector>,
     entries
         .iter()
         .enumerate()
-        .filter_map(|(i, entry)| {
+        .map(|(i, entry)| {
             PfSelector::parse(entry)
                 .map_err(|message| SettingsProblem::new(format!("{path}[{i}]"), message))
-                .transpose()
         })
         .collect()
 }

@@ -3,9 +3,10 @@
 //! Difference from upstream: upstream's `getItem` only looks at the *first* entry whose PF part
 //! matches, so `["ens1f0#0-1", "ens1f0#5"]` never selects VF 5. Here every matching entry counts
 //! (the obvious meaning). A malformed entry is a configuration error instead of a silent miss.
-//! Empty pieces are not malformed: an empty entry (`""`, or `null` in the list) names no PF and an
-//! empty index item (`"ens1f0#0-3,"`, `"0,,2"`) covers nothing, as upstream, where they never match
-//! either — configs that work today keep working.
+//! Empty pieces are not malformed: an empty entry (`""`, or `null` in the list) names no PF (so a
+//! list of only empty entries selects nothing) and an empty index item (`"ens1f0#0-3,"`, `"0,,2"`)
+//! covers nothing, as upstream, where they never match either — configs that work today keep
+//! working.
 
 /// One parsed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,11 +18,14 @@ pub struct PfSelector {
 }
 
 impl PfSelector {
-    /// Parses one entry; `None` for an empty entry, which names nothing. The error explains what
-    /// is wrong and how to write it.
-    pub fn parse(entry: &str) -> Result<Option<PfSelector>, String> {
+    /// Parses one entry; an empty one names no PF and never matches. The error explains what is
+    /// wrong and how to write it.
+    pub fn parse(entry: &str) -> Result<PfSelector, String> {
         if entry.is_empty() {
-            return Ok(None);
+            return Ok(PfSelector {
+                name: String::new(),
+                ranges: None,
+            });
         }
         let mut parts = entry.split('#');
         let name = parts.next().unwrap_or_default();
@@ -52,15 +56,16 @@ impl PfSelector {
                 Some(ranges)
             }
         };
-        Ok(Some(PfSelector {
+        Ok(PfSelector {
             name: name.to_string(),
             ranges,
-        }))
+        })
     }
 
-    /// Whether this entry names `pf` (case-insensitively).
+    /// Whether this entry names `pf` (case-insensitively); an empty entry names nothing.
     pub fn names(&self, pf: &str) -> bool {
-        self.name.len() == pf.len()
+        !self.name.is_empty()
+            && self.name.len() == pf.len()
             && self
                 .name
                 .chars()
@@ -121,7 +126,7 @@ mod tests {
     fn parse_all(entries: &[&str]) -> Vec<PfSelector> {
         entries
             .iter()
-            .filter_map(|e| PfSelector::parse(e).unwrap())
+            .map(|e| PfSelector::parse(e).unwrap())
             .collect()
     }
 
@@ -190,7 +195,6 @@ mod tests {
     /// carry them work today and must keep working.
     #[test]
     fn empty_pieces_are_not_errors() {
-        assert_eq!(PfSelector::parse(""), Ok(None));
         let entries = parse_all(&["ens1f0#0-1,", "ens1f1#,3,,5", ""]);
         let picked = |pf: &str| -> Vec<u32> {
             (0..8)
@@ -200,5 +204,11 @@ mod tests {
         assert_eq!(picked("ens1f0"), [0, 1]);
         assert_eq!(picked("ens1f1"), [3, 5]);
         assert!(!selects(&entries, Some(""), Some(0)));
+        // A list of only empty entries is still a filter: it selects nothing (as upstream), not
+        // everything.
+        let empty = parse_all(&["", ""]);
+        assert!(!empty.is_empty());
+        assert!(!selects(&empty, Some("ens1f0"), Some(0)));
+        assert!(!selects(&empty, Some("ens1f0"), None));
     }
 }

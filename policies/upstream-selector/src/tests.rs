@@ -307,6 +307,26 @@ fn is_rdma_false_or_absent_is_no_filter() {
     }
 }
 
+/// `pfNames: [""]` (an empty name rendered by a template) is a filter that names no PF: nothing is
+/// selected, as upstream. Dropping empty entries would have made it no filter at all.
+#[test]
+fn only_empty_pf_names_select_nothing() {
+    let devices = vec![vf("0000:01:00.2", "0000:01:00.0", "ens1f0", 0)];
+    for list in [r#"[""]"#, "[null]", r#"["", null]"#] {
+        for key in ["pfNames", "rootDevices"] {
+            let config = parse(
+                &format!(
+                    r#"{{"resourceList":[{{"resourceName":"x","selectors":{{"{key}":{list}}}}}]}}"#
+                ),
+                "intel.com",
+            )
+            .unwrap();
+            let pools = select(&config, &devices);
+            assert!(pools[0].members.is_empty(), "{key}: {list}");
+        }
+    }
+}
+
 /// Upstream's auxNetDevice selectors have no `needVhostNet`: the key is ignored there (a value of
 /// any type), so a sub-function never gets `/dev/vhost-net`.
 #[test]
