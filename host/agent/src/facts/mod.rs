@@ -136,6 +136,11 @@ impl FactsGatherer {
             Ok(text) => {
                 let routes = HostFacts::default_routes_from_proc(&text);
                 last.default_routes = Some(routes.clone());
+                // A later outage is worth a warning again.
+                self.logged
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|key| !key.starts_with("routes:"));
                 routes
             }
             Err(e) => {
@@ -174,8 +179,10 @@ impl FactsGatherer {
             round.stopped = true;
         }
         if handles.as_ref().is_some_and(BTreeSet::is_empty) {
-            // Devlink answered: no instances, so no facts (and none to keep).
-            *last = LastGood::default();
+            // Devlink answered: no instances, so no devlink facts (and none to keep); the default
+            // routes are not devlink's.
+            last.enable_rdma = None;
+            last.ddp.clear();
             return facts;
         }
         self.enable_rdma(&mut round, &mut last);

@@ -127,6 +127,16 @@ fn an_unreadable_route_table_keeps_the_last_default_routes() {
     // A table read again replaces it (here: no default route any more).
     std::fs::write(&routes, "Iface\tDestination\tGateway\n").unwrap();
     assert!(gatherer.gather(&inventory).default_route_netdevs.is_empty());
+
+    // Also on a node whose devlink lists no instances (no devlink-capable NIC): that resets the
+    // devlink facts, not the routes.
+    std::fs::write(&routes, ROUTES).unwrap();
+    let none = RecordingDevlink::default().answer(Query::Devices, r#"{"dev":{}}"#);
+    let (gatherer, _) = self::gatherer(none, &routes);
+    let before = gatherer.gather(&inventory).default_route_netdevs;
+    assert!(!before.is_empty());
+    std::fs::remove_file(&routes).unwrap();
+    assert_eq!(gatherer.gather(&inventory).default_route_netdevs, before);
 }
 
 #[test]
