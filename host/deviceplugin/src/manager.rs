@@ -139,6 +139,9 @@ pub struct DevicePlugins {
     /// debug line, so a node in steady state is quiet at info level however long a pod holds a
     /// device or a resource matches nothing here.
     said: BTreeSet<String>,
+    /// Pools being stopped (socket, device ids), until their server has ended: if the stop is
+    /// abandoned half-way (the agent stopped meanwhile), [`Self::shutdown`] still cleans them.
+    stopping: BTreeMap<String, (PathBuf, Vec<String>)>,
     watcher: Option<Box<dyn Watcher + Send>>,
     events: Option<JoinHandle<()>>,
 }
@@ -195,6 +198,7 @@ impl DevicePlugins {
             pod_resources_seen: false,
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
+            stopping: BTreeMap::new(),
             pod_resources_failing: false,
             watcher: Some(watcher),
             events: Some(events),
@@ -433,6 +437,13 @@ impl DevicePlugins {
             .state
             .update(Arc::new(PoolSnapshot::empty(name, last.device_type)));
         let _ = handle.commands.send(Command::Stop);
+        self.stopping.insert(
+            name.to_string(),
+            (
+                handle.state.socket.clone(),
+                last.members.iter().map(|m| m.id().to_owned()).collect(),
+            ),
+        );
         let abort = handle.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), handle.task)
             .await
@@ -446,6 +457,7 @@ impl DevicePlugins {
             name,
             last.members.iter().map(|m| m.id()),
         );
+        self.stopping.remove(name);
         tracing::info!(resource = %name, "pool stopped");
     }
 
@@ -454,6 +466,15 @@ impl DevicePlugins {
         let names: Vec<String> = self.pools.keys().cloned().collect();
         for name in names {
             self.stop_pool(&name).await;
+        }
+        for (name, (socket, ids)) in std::mem::take(&mut self.stopping) {
+            let _ = std::fs::remove_file(&socket);
+            server::remove_device_infos(
+                &self.config.devinfo_dir,
+                &name,
+                ids.iter().map(String::as_str),
+            );
+            tracing::info!(resource = %name, "pool stopped (its stop had been interrupted)");
         }
         self.watcher.take();
         if let Some(events) = self.events.take() {

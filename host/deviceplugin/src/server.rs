@@ -1,7 +1,8 @@
 //! One pool's gRPC server: the v1beta1 `DevicePlugin` service (and the plugin-watcher
 //! `Registration` service on the same socket), and the supervisor task that binds the socket,
 //! registers with kubelet, re-binds when the socket is deleted, re-registers when kubelet
-//! restarts and restarts the server when it fails.
+//! restarts or keeps no ListAndWatch stream open after registering (it dropped the plugin), and
+//! restarts the server when it fails.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -571,7 +572,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     tracing::warn!(
                         resource = %state.resource_name,
                         waited = ?grace,
-                        "kubelet has not kept a ListAndWatch stream open since registering (it dropped the plugin); registering again"
+                        "no ListAndWatch stream from kubelet since registering (kubelet dropped the plugin, or is restarting); registering again"
                     );
                     grace = (grace * 2).min(STREAM_GRACE_CAP);
                     match &state.mode {

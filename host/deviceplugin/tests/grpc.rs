@@ -827,3 +827,41 @@ async fn a_moving_device_waits_out_the_settle_time_and_pod_resources() {
     assert!(in_b(&plugins) && !in_a(&plugins));
     sim.shutdown();
 }
+
+/// A pool whose stop is abandoned half-way (the agent is told to stop while an apply waits for the
+/// pool's server to end) is still cleaned up by `shutdown`: it used to be forgotten, leaving its
+/// device-info files (and possibly its socket) behind. A current-thread runtime makes the
+/// interruption deterministic: the apply is polled once, which leaves it waiting in the stop.
+#[tokio::test(flavor = "current_thread")]
+async fn an_interrupted_pool_stop_is_finished_by_shutdown() {
+    let env = Env::new();
+    // No kubelet: nothing to register with, and no PodResources to ask.
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    let devinfo = env.tmp.path().join("devinfo");
+    std::fs::create_dir_all(&devinfo).unwrap();
+    let file = devinfo.join(vfpool_deviceplugin::allocate::device_info_file_name(
+        NAME,
+        "0000:3b:00.2",
+    ));
+    std::fs::write(&file, "{}").unwrap();
+    tokio::time::timeout(GUARD, async {
+        while !socket(&env).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the pool serves");
+    {
+        let stopping = plugins.apply(&[], &env.inventory);
+        tokio::pin!(stopping);
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(stopping.as_mut(), cx))
+        })
+        .await;
+        assert!(polled.is_pending(), "the stop waits for the server");
+    }
+    plugins.shutdown().await;
+    assert!(!file.exists(), "device-info file left behind");
+    assert!(!socket(&env).exists(), "socket left behind");
+}

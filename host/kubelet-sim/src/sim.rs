@@ -207,8 +207,9 @@ pub fn validate_resource_name(name: &str) -> Result<(), String> {
         ));
     };
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    // `requests.<name>` must be a qualified name too: the domain, 9 characters longer, fits 253.
     let domain_ok = !domain.is_empty()
-        && domain.len() <= 253
+        && domain.len() <= 244
         && domain.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -1035,5 +1036,9 @@ mod tests {
         ] {
             assert!(validate_resource_name(bad).is_err(), "{bad}");
         }
+        let label = "a".repeat(60);
+        let longest = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        assert_eq!(validate_resource_name(&format!("{longest}/x")), Ok(()));
+        assert!(validate_resource_name(&format!("{longest}c/x")).is_err());
     }
 }

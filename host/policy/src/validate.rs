@@ -234,13 +234,19 @@ pub fn resource_name(name: &str) -> Result<(), ResultError> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
-        return Err(bad("the prefix must be a lower-case DNS name"));
+    // kubelet checks `requests.<name>` as a qualified name: its prefix, 9 characters longer, must
+    // fit in 253.
+    if prefix.len() > 244 || !prefix.split('.').all(label_ok) {
+        return Err(bad(
+            "the prefix must be a lower-case DNS name of at most 244 characters",
+        ));
     }
     // kubelet's rules (`IsExtendedResourceName`): a name containing `kubernetes.io/` is native
     // (so `xkubernetes.io/` too), and the `requests.` prefix is the quota syntax.
     if prefix.ends_with("kubernetes.io") {
-        return Err(bad("the kubernetes.io namespace is reserved"));
+        return Err(bad(
+            "kubelet reserves names containing \"kubernetes.io/\" for native resources",
+        ));
     }
     if prefix.starts_with("requests.") {
         return Err(bad("kubelet refuses names starting with \"requests.\""));
@@ -645,5 +651,11 @@ mod tests {
         ] {
             assert!(resource_name(bad).is_err(), "{bad}");
         }
+        // The longest prefix kubelet takes: `requests.<prefix>` within 253 characters.
+        let label = "a".repeat(60);
+        let longest = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        assert_eq!(longest.len(), 244);
+        assert!(resource_name(&format!("{longest}/x")).is_ok());
+        assert!(resource_name(&format!("{longest}c/x")).is_err());
     }
 }

@@ -128,29 +128,40 @@ async fn daemon(args: &RunArgs) -> CmdResult {
         signal(SignalKind::quit()).code(Code::Failure)?,
     );
     let mut hangup = signal(SignalKind::hangup()).code(Code::Failure)?;
-    let mut plugins = None;
+    let mut running = Running::default();
     let result = tokio::select! {
         biased;
         name = stop => {
             tracing::info!(signal = name, "stopping");
             Ok(())
         }
-        result = serve(args, &mut hangup, &mut plugins) => result,
+        result = serve(args, &mut hangup, &mut running) => result,
     };
-    // Whatever `serve` was awaiting has been dropped; the pools it started are still known here.
-    if let Some(plugins) = plugins {
+    // Whatever `serve` was awaiting has been dropped; what it started is still known here.
+    if let Some(plugins) = running.plugins {
         plugins.shutdown().await;
         tracing::info!("stopped: sockets and device-info files removed");
+    }
+    // Not joined: its thread may be compiling a module for seconds, and the process is ending.
+    if let Some(watcher) = running.watcher {
+        watcher.detach();
     }
     result
 }
 
-/// Starts the agent and keeps its pools current; returns only when it cannot start. The device
-/// plugins it starts are left in `slot`, so the caller can stop them whenever it stops this.
+/// What `serve` started that must be stopped however `serve` ends.
+#[derive(Default)]
+struct Running {
+    plugins: Option<DevicePlugins>,
+    watcher: Option<PolicyWatcher>,
+}
+
+/// Starts the agent and keeps its pools current; returns only when it cannot start. What it
+/// starts is left in `running`, so the caller can stop it whenever it stops this.
 async fn serve(
     args: &RunArgs,
     hangup: &mut tokio::signal::unix::Signal,
-    slot: &mut Option<DevicePlugins>,
+    running: &mut Running,
 ) -> CmdResult {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -179,8 +190,12 @@ async fn serve(
     let engine = PolicyEngine::with_cache(Limits::default(), cache)
         .context("cannot start the policy engine")
         .code(Code::Failure)?;
+    // Compiling the embedded defaults takes a while: off the runtime, so a stop signal is seen.
     let policies = Arc::new(
-        ActivePolicies::new(engine)
+        tokio::task::spawn_blocking(move || ActivePolicies::new(engine))
+            .await
+            .context("the policy loading thread failed")
+            .code(Code::Failure)?
             .context("cannot load the embedded policies")
             .code(Code::Failure)?,
     );
@@ -190,7 +205,7 @@ async fn serve(
     // something is applied once the loop runs.
     let (reloaded_tx, mut reloaded) = mpsc::unbounded_channel::<()>();
     let watcher_inventory = Arc::clone(&latest);
-    let _watcher = PolicyWatcher::spawn(
+    running.watcher = PolicyWatcher::spawn(
         Arc::clone(&policies),
         sources.clone(),
         Duration::from_millis(200),
@@ -235,8 +250,11 @@ async fn serve(
         args.devinfo_dir.clone(),
         root.clone(),
     );
-    let mut placing = Placing::new(config.move_settle, args.rescan_interval);
-    let plugins = slot.insert(
+    let mut placing = Placing::new(
+        config.move_settle,
+        args.rescan_interval.min(PLACING_WAIT_CAP),
+    );
+    let plugins = running.plugins.insert(
         DevicePlugins::start(config, allocator.clone())
             .context("cannot start the device plugin")
             .code(Code::Failure)?,
@@ -336,13 +354,17 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
     }
 }
 
+/// The longest wait between tries to place moving devices while PodResources cannot answer: once
+/// kubelet is back, they join their new pool within this long.
+const PLACING_WAIT_CAP: Duration = Duration::from_secs(8);
+
 /// When to apply again to place devices that are moving between pools.
 struct Placing {
     /// `PluginConfig::move_settle`: how long a moving device stays out of every pool.
     settle: Duration,
     /// The next delay while PodResources cannot answer (doubling up to `cap`).
     wait: Duration,
-    /// The rescan interval: never later than the next periodic rescan anyway.
+    /// The longest wait (`PLACING_WAIT_CAP`, or the rescan interval if shorter).
     cap: Duration,
 }
 

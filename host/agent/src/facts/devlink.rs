@@ -134,7 +134,7 @@ pub enum DevlinkError {
     /// A devlink killed earlier has still not exited: it is stuck in the kernel (a wedged driver
     /// holds the devlink lock), so another query would only hang too.
     #[error(
-        "not running `devlink {args}`: devlink (pid {pid}) killed {ago:?} ago has still not exited; the kernel is stuck in a driver (check dmesg), devlink facts are unknown until it exits"
+        "not running `devlink {args}`: devlink (pid {pid}) killed {ago:?} ago has still not exited; the kernel is stuck in a driver (check dmesg); devlink facts keep their last known values until it exits"
     )]
     Stuck {
         /// The query's arguments.
@@ -296,7 +296,10 @@ fn kill_and_reap(mut child: Child, stuck: &Arc<Mutex<Option<(u32, Instant)>>>) {
         });
     if reaper.is_err() {
         // No thread to wait with: the flag stays set rather than blocking a rescan here.
-        tracing::warn!(pid, "cannot start a thread to wait for the stuck devlink");
+        tracing::warn!(
+            pid,
+            "cannot start a thread to wait for the stuck devlink: devlink stays off until the agent restarts"
+        );
     }
 }
 
