@@ -635,8 +635,8 @@ impl Drop for Netns {
     }
 }
 
-/// On a real sysfs root the agent subscribes to rtnetlink link events and uevents; a link
-/// appearing triggers a rescan long before the (1 h) rescan interval. Runs the agent in its own
+/// On a real sysfs root the agent subscribes to rtnetlink link events and uevents; a device link
+/// changing triggers a rescan long before the (1 h) rescan interval, a pod's veth pair does not. Runs the agent in its own
 /// network namespace so the test's link changes touch nothing else.
 #[test]
 fn kernel_link_events_trigger_a_rescan() {
@@ -685,6 +685,7 @@ fn kernel_link_events_trigger_a_rescan() {
     );
     wait_for_log(&agent, "vfpool agent running");
     assert!(!agent.log().contains("kernel events: rescanning"));
+    // A veth pair (every pod start makes one) is no reason to rescan.
     let link = Command::new("ip")
         .args([
             "-n", &ns.0, "link", "add", "vfpev0", "type", "veth", "peer", "name", "vfpev1",
@@ -692,6 +693,18 @@ fn kernel_link_events_trigger_a_rescan() {
         .status()
         .unwrap();
     assert!(link.success());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !agent.log().contains("kernel events: rescanning"),
+        "a veth pair made the agent rescan: {}",
+        agent.log()
+    );
+    // A link without a kind changing state (as a PF's carrier does) is.
+    let up = Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success());
     wait_for_log(&agent, "kernel events: rescanning");
     let log = agent.log();
     assert!(

@@ -3,7 +3,9 @@
 //! changing, netdevs appearing and vanishing) and uevents of the subsystems that make up a pool
 //! ([`RELEVANT_SUBSYSTEMS`]: PCI functions added or removed when `sriov_numvfs` changes, drivers
 //! bound and unbound, netdevs, RDMA devices, sub-functions). Uevents of any other subsystem (block
-//! devices, USB, ttys, ...) are dropped by the reader.
+//! devices, USB, ttys, ...) are dropped by the reader, and so are the events of virtual network
+//! interfaces (a pod's veth pair, bridges, VLANs: links with a kind, netdevs under
+//! `/devices/virtual/`): a busy node creates them with every pod, and none is a pool device.
 //!
 //! The sources are behind [`EventSource`], read each on its own thread by [`KernelEvents`], which
 //! turns a burst (a VF count change is hundreds of events) into one rescan once the burst has gone
@@ -32,7 +34,7 @@ pub trait EventSource: Send + 'static {
 pub struct NetlinkSource {
     name: &'static str,
     socket: Socket,
-    /// Whether a received message is worth reporting (every link event is; uevents are filtered).
+    /// Whether a received message is worth reporting.
     relevant: fn(&[u8]) -> bool,
 }
 
@@ -49,14 +51,64 @@ pub const RELEVANT_SUBSYSTEMS: [&str; 5] =
 /// Whether a kernel uevent (`ACTION@DEVPATH` then NUL-separated `KEY=VALUE` fields) belongs to one
 /// of the [`RELEVANT_SUBSYSTEMS`]. A message without a `SUBSYSTEM` field is dropped.
 pub fn uevent_is_relevant(message: &[u8]) -> bool {
-    message
-        .split(|&b| b == 0)
-        .find_map(|field| field.strip_prefix(b"SUBSYSTEM="))
-        .is_some_and(|subsystem| {
-            RELEVANT_SUBSYSTEMS
-                .iter()
-                .any(|relevant| relevant.as_bytes() == subsystem)
-        })
+    let field = |name: &[u8]| {
+        message
+            .split(|&b| b == 0)
+            .find_map(|field| field.strip_prefix(name))
+    };
+    let Some(subsystem) = field(b"SUBSYSTEM=") else {
+        return false;
+    };
+    if !RELEVANT_SUBSYSTEMS
+        .iter()
+        .any(|relevant| relevant.as_bytes() == subsystem)
+    {
+        return false;
+    }
+    // A virtual netdev (veth, bridge, ...) has no device behind it that could be pooled.
+    !(subsystem == b"net"
+        && field(b"DEVPATH=").is_some_and(|path| path.starts_with(b"/devices/virtual/")))
+}
+
+/// Whether an rtnetlink datagram holds a link event worth a rescan: any but those of links with
+/// a kind (veth, bridge, vlan, ...: software links made by `ip link add`). PF, VF, sub-function
+/// and representor netdevs are made by their drivers and have none. A datagram that does not
+/// parse counts (better a rescan too many than a missed carrier change).
+pub fn link_event_is_relevant(datagram: &[u8]) -> bool {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkInfo};
+
+    let mut offset = 0;
+    let mut any = false;
+    while offset < datagram.len() {
+        let Some(chunk) = datagram.get(offset..) else {
+            return true;
+        };
+        let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk) else {
+            return true;
+        };
+        let length = message.header.length as usize;
+        if length == 0 {
+            break;
+        }
+        any = true;
+        offset += length.div_ceil(4) * 4;
+        let link = match message.payload {
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
+            ) => link,
+            _ => return true,
+        };
+        let software = link.attributes.iter().any(|attribute| {
+            matches!(attribute, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|info| matches!(info, LinkInfo::Kind(_))))
+        });
+        if !software {
+            return true;
+        }
+    }
+    !any
 }
 
 impl NetlinkSource {
@@ -66,7 +118,7 @@ impl NetlinkSource {
             "netlink link events",
             protocols::NETLINK_ROUTE,
             RTMGRP_LINK,
-            |_| true,
+            link_event_is_relevant,
         )
     }
 
@@ -467,6 +519,72 @@ mod tests {
         assert_eq!(events.next_rescan().await, Some(10_000));
     }
 
+    /// One rtnetlink datagram holding `links` (name, kind) as RTM_NEWLINK messages.
+    fn link_datagram(links: &[(&str, Option<netlink_packet_route::link::InfoKind>)]) -> Vec<u8> {
+        use netlink_packet_core::NetlinkMessage;
+        use netlink_packet_route::RouteNetlinkMessage;
+        use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+        let mut datagram = Vec::new();
+        for (name, kind) in links {
+            let mut link = LinkMessage::default();
+            link.attributes
+                .push(LinkAttribute::IfName((*name).to_string()));
+            if let Some(kind) = kind {
+                link.attributes
+                    .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.clone())]));
+            }
+            let mut message = NetlinkMessage::from(RouteNetlinkMessage::NewLink(link));
+            message.finalize();
+            let mut buffer = vec![0u8; message.buffer_len()];
+            message.serialize(&mut buffer);
+            buffer.resize(buffer.len().div_ceil(4) * 4, 0);
+            datagram.extend(buffer);
+        }
+        datagram
+    }
+
+    #[test]
+    fn link_events_of_software_links_are_not_relevant() {
+        use netlink_packet_route::link::InfoKind;
+        // A VF's or PF's netdev (no kind): a rescan.
+        assert!(link_event_is_relevant(&link_datagram(&[(
+            "ens1f0v3", None
+        )])));
+        // A pod's veth pair, a bridge, a VLAN: not.
+        assert!(!link_event_is_relevant(&link_datagram(&[
+            ("veth1234", Some(InfoKind::Veth)),
+            ("cni0", Some(InfoKind::Bridge)),
+        ])));
+        // A burst mixing both: a rescan.
+        assert!(link_event_is_relevant(&link_datagram(&[
+            ("veth1234", Some(InfoKind::Veth)),
+            ("ens1f0", None),
+        ])));
+        // What does not parse counts.
+        assert!(link_event_is_relevant(b"\x05\x00\x00"));
+        assert!(link_event_is_relevant(&[0xff; 40]));
+    }
+
+    #[test]
+    fn uevents_of_virtual_netdevs_are_not_relevant() {
+        let uevent = |path: &str| {
+            [
+                format!("add@{path}"),
+                "ACTION=add".to_string(),
+                format!("DEVPATH={path}"),
+                "SUBSYSTEM=net".to_string(),
+            ]
+            .join("\0")
+            .into_bytes()
+        };
+        assert!(!uevent_is_relevant(&uevent(
+            "/devices/virtual/net/veth1234"
+        )));
+        assert!(uevent_is_relevant(&uevent(
+            "/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/net/ens1f0v0"
+        )));
+    }
+
     #[test]
     fn only_uevents_of_pool_subsystems_are_relevant() {
         let uevent = |fields: &[&str]| fields.join("\0").into_bytes();
@@ -507,41 +625,68 @@ mod tests {
         assert!(uevent_is_relevant(b"bind@/devices/x\0SUBSYSTEM=pci\0"));
     }
 
-    /// The real sources in a network namespace of their own (needs root): a link added there is a
-    /// link event and a uevent.
+    /// The real sources in a network namespace of their own (needs root). A veth pair added there
+    /// (what every pod start does on a node) is a uevent on the socket but no reason to rescan; a
+    /// kind-less link changing (as a PF's carrier does; here the namespace's loopback going up)
+    /// is.
     #[tokio::test]
-    async fn netlink_sources_report_a_new_link() {
-        let opened = std::thread::spawn(|| {
+    async fn netlink_sources_report_device_links_not_veths() {
+        let (commands, inbox) = std::sync::mpsc::channel::<&'static [&'static str]>();
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        // A thread of its own in a new network namespace runs `ip` there on request.
+        let netns = std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .expect("unshare(CLONE_NEWNET): the test needs root");
             // The sockets belong to this thread's new namespace (and keep it alive).
             let links = NetlinkSource::link_events().unwrap();
-            let uevents = NetlinkSource::uevents().unwrap();
-            // A child forked from this thread is in this thread's network namespace.
-            let added = std::process::Command::new("ip")
-                .args([
-                    "link", "add", "vfpdp0", "type", "veth", "peer", "name", "vfpdp1",
-                ])
-                .status()
-                .expect("iproute2 (`ip`) is needed");
-            assert!(added.success());
-            (links, uevents)
-        })
-        .join()
-        .unwrap();
-        let (links, uevents) = opened;
-        for source in [Box::new(links) as Box<dyn EventSource>, Box::new(uevents)] {
-            let name = source.name();
-            let mut events = KernelEvents::spawn(
-                vec![source],
-                Duration::from_millis(10),
-                Duration::from_secs(2),
-            );
-            let got = tokio::time::timeout(Duration::from_secs(30), events.next_rescan()).await;
-            assert!(
-                matches!(got, Ok(Some(n)) if n >= 1),
-                "{name}: no event for the new link"
-            );
-        }
+            // Every uevent, to show the subscription works; the filter is tested on its own.
+            let raw_uevents = NetlinkSource::open(
+                "uevents (unfiltered)",
+                protocols::NETLINK_KOBJECT_UEVENT,
+                UEVENT_GROUP,
+                |_| true,
+            )
+            .unwrap();
+            opened_tx.send((links, raw_uevents)).unwrap();
+            for args in inbox {
+                // A child forked from this thread is in this thread's network namespace.
+                let status = std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .expect("iproute2 (`ip`) is needed");
+                assert!(status.success(), "ip {args:?}");
+            }
+        });
+        let (links, raw_uevents) = opened.recv().unwrap();
+        let mut links = KernelEvents::spawn(
+            vec![Box::new(links)],
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        );
+        let mut uevents = KernelEvents::spawn(
+            vec![Box::new(raw_uevents)],
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        );
+        commands
+            .send(&[
+                "link", "add", "vfpdp0", "type", "veth", "peer", "name", "vfpdp1",
+            ])
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), uevents.next_rescan()).await;
+        assert!(
+            matches!(got, Ok(Some(n)) if n >= 1),
+            "uevents: nothing for the new veth"
+        );
+        let early = tokio::time::timeout(Duration::from_millis(500), links.next_rescan()).await;
+        assert!(early.is_err(), "a veth pair made the agent rescan");
+        commands.send(&["link", "set", "lo", "up"]).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), links.next_rescan()).await;
+        assert!(
+            matches!(got, Ok(Some(n)) if n >= 1),
+            "link events: nothing for the loopback going up"
+        );
+        drop(commands);
+        netns.join().unwrap();
     }
 }
