@@ -1,5 +1,6 @@
-//! The command line. Every flag has an environment twin (`VFPOOL_<FLAG>`), and defaults are the
-//! upstream device plugin's where it has one.
+//! The command line. The flags of the commands that touch a node have environment twins
+//! (`VFPOOL_<FLAG>`, `VFPOOL_LOG` for `--log-level`), and defaults are the upstream device
+//! plugin's where it has one.
 
 use std::path::PathBuf;
 
@@ -9,9 +10,16 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vfpool", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter, e.g. `info` or `vfpool=debug` (default: warn; `RUST_LOG` also works).
+    /// Log filter, e.g. `info` or `vfpool=debug` (default: info for `run`, warn for the other
+    /// commands; `RUST_LOG` also works). A number is the upstream plugin's glog verbosity, as its
+    /// DaemonSet passes it (`--log-level=10`): 0–2 info, 3–9 vfpool at debug, 10 and up at trace.
     #[arg(long, global = true, env = "VFPOOL_LOG")]
     pub log_level: Option<String>,
+
+    /// Accepted so that the upstream plugin's DaemonSet arguments (`--log-dir=sriovdp`) keep
+    /// working, and ignored: vfpool logs to standard error, which the container runtime keeps.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]

@@ -17,7 +17,17 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.log_level.as_deref());
+    let default_level = match cli.command {
+        cli::Command::Run(_) => "info",
+        _ => "warn",
+    };
+    telemetry::init(cli.log_level.as_deref(), default_level);
+    if let Some(dir) = &cli.log_dir {
+        tracing::info!(
+            log_dir = %dir.display(),
+            "--log-dir is ignored (accepted for the upstream plugin's DaemonSet arguments): vfpool logs to standard error"
+        );
+    }
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

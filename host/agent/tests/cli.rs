@@ -146,3 +146,21 @@ fn sim_print_gives_a_fixture_to_copy_that_loads_back() {
             .exists()
     );
 }
+
+/// The upstream plugin's DaemonSet passes `--log-dir=sriovdp --log-level=10`: accepted (the
+/// directory ignored, with a note), and the number read as glog verbosity. `--log-dir` used to be
+/// refused (exit 2: a crash loop), and `--log-level=10` silenced every log line.
+#[test]
+fn upstream_daemonset_log_arguments_are_accepted() {
+    let dir = simulated("dell-cx5");
+    let out = vfpool(&[
+        "discover",
+        "--sysfs-root",
+        &node_path(&dir),
+        "--log-dir=sriovdp",
+        "--log-level=10",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("--log-dir is ignored"), "{stderr}");
+}

@@ -325,7 +325,12 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
         tracing::info!("policy directory: ignored {note}");
     }
     for reason in &outcome.refused {
-        tracing::warn!("policy reload refused, the previous policies keep serving: {reason}");
+        if outcome.active.is_some() {
+            tracing::warn!("policy reload refused, the previous policies keep serving: {reason}");
+        } else {
+            // At start there is no previous set: nothing serves until this is fixed.
+            tracing::error!("policy set refused, and no earlier set to keep serving: {reason}");
+        }
     }
     if outcome.changed
         && let Some(active) = &outcome.active

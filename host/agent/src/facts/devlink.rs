@@ -21,6 +21,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use serde_json::Value;
 
 /// What the agent asks devlink.
@@ -326,26 +327,40 @@ impl Devlink for DevlinkCli {
             args: args.clone(),
             source,
         };
-        let mut child = Command::new(&self.program)
-            .arg("-j")
-            .args(query.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    DevlinkError::NotInstalled {
-                        program: self.program.clone(),
-                        source,
-                    }
-                } else {
-                    DevlinkError::Spawn {
-                        program: self.program.clone(),
-                        source,
-                    }
+        let spawn = || {
+            Command::new(&self.program)
+                .arg("-j")
+                .args(query.args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        };
+        // ETXTBSY: the program file is open for writing somewhere — being replaced (an iproute2
+        // upgrade), or inherited for an instant by a process another thread is forking. Brief.
+        let mut spawned = spawn();
+        for _ in 0..5 {
+            match &spawned {
+                Err(e) if e.raw_os_error() == Some(Errno::ETXTBSY as i32) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    spawned = spawn();
                 }
-            })?;
+                _ => break,
+            }
+        }
+        let mut child = spawned.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                DevlinkError::NotInstalled {
+                    program: self.program.clone(),
+                    source,
+                }
+            } else {
+                DevlinkError::Spawn {
+                    program: self.program.clone(),
+                    source,
+                }
+            }
+        })?;
         let deadline = Instant::now() + self.timeout;
 
         // Readers on their own threads so a chatty child never blocks on a full pipe while we
