@@ -170,10 +170,12 @@ def parse(settings: types.Settings) -> Tuple[str, List[PoolRule]]:
     # allocator's "spread", or an upstream "resourceList" kept for a rollback), so they are left
     # alone.
     prefix = document.get("resourcePrefix", settings.default_resource_prefix)
-    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix) or len(prefix) > 253:
+    # kubelet checks "requests.<prefix>/..." as a qualified name too: 244 characters at most.
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix) or len(prefix) > 244:
         raise SettingsError(
             "resourcePrefix",
-            f"{json.dumps(prefix)} is not a DNS subdomain such as \"example.com\" (lower case)",
+            f"{json.dumps(prefix)} is not a DNS subdomain such as \"example.com\" (lower case, "
+            "at most 244 characters)",
         )
     pools = document.get("pools")
     if not isinstance(pools, list) or not pools:
