@@ -505,6 +505,8 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
     let mut streams = state.open_streams.subscribe();
     let mut connected = state.open_streams.subscribe();
     let mut grace = state.stream_grace;
+    // The socket file this supervisor made last (see `socket_identity`).
+    let mut bound = None;
     'serve: loop {
         state.clear_registered();
         let incoming = match state.listen.bind(&state.socket) {
@@ -517,6 +519,9 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 continue 'serve;
             }
         };
+        // Which file is ours: another process (a second agent during a rolling update) may bind
+        // the same path later, and its socket must not be deleted by this one.
+        bound = socket_identity(&state.socket);
         let (stop_tx, stop_rx) = watch::channel(false);
         let service = PoolService {
             state: Arc::clone(&state),
@@ -585,6 +590,14 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         }
                         // kubelet's plugin watcher registers a socket when it appears.
                         Mode::PluginWatcher { .. } => {
+                            if socket_identity(&state.socket) != bound {
+                                tracing::warn!(
+                                    resource = %state.resource_name,
+                                    socket = %state.socket.display(),
+                                    "the socket is no longer this agent's (another agent instance on this node?); leaving it alone"
+                                );
+                                continue;
+                            }
                             let _ = std::fs::remove_file(&state.socket);
                             stop_instance(&state, stop_tx, server, registering).await;
                             continue 'serve;
@@ -594,7 +607,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 command = commands.recv() => match command {
                     None | Some(Command::Stop) => {
                         // The socket goes first, so nothing can connect to a stopping server.
-                        let _ = std::fs::remove_file(&state.socket);
+                        remove_own_socket(&state.socket, bound);
                         stop_instance(&state, stop_tx, server, registering).await;
                         break 'serve;
                     }
@@ -617,7 +630,23 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
             }
         }
     }
-    let _ = std::fs::remove_file(&state.socket);
+    remove_own_socket(&state.socket, bound);
+}
+
+/// Removes the socket file at `path` if it is still the one this supervisor made (`bound`), not
+/// one another agent instance has bound there since.
+fn remove_own_socket(path: &std::path::Path, bound: Option<(u64, u64)>) {
+    if bound.is_some() && socket_identity(path) == bound {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The device and inode of the file at `path` (without following a symlink), if there is one.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 fn start_registration(state: &Arc<PoolState>) -> Option<JoinHandle<()>> {

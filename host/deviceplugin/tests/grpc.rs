@@ -318,6 +318,57 @@ async fn a_pool_kubelet_dropped_registers_again() {
     }
 }
 
+/// Two agent instances on one node (a rolling update): the other bound the pool's socket path after
+/// this one. When this one's watchdog re-registers in plugin-watcher mode it must not delete the
+/// other's socket (the two would take the path from each other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_leaves_another_agents_socket_alone() {
+    use std::os::unix::fs::MetadataExt as _;
+    let env = Env::new();
+    let sim = KubeletSim::start(
+        &env.kubelet(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    let mut config = env.config();
+    config.stream_grace = Duration::from_millis(200);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    let plugins_ref = &plugins;
+    tokio::time::timeout(GUARD, async move {
+        while plugins_ref.registration(NAME) != Some(Ok(())) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let path = env
+        .kubelet()
+        .join("plugins_registry/intel.com_mlnx_sriov.sock");
+    // The other instance replaces the socket file (remove + bind, as a bind does).
+    std::fs::remove_file(&path).unwrap();
+    let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let other = std::fs::metadata(&path).unwrap().ino();
+    sim.disconnect(NAME);
+    // Several grace periods.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = std::fs::metadata(&path).map(|m| m.ino()).ok();
+    assert_eq!(now, Some(other), "the other agent's socket was replaced");
+    // Stopping this instance leaves the other's socket too.
+    plugins.shutdown().await;
+    let now = std::fs::metadata(&path).map(|m| m.ino()).ok();
+    assert_eq!(
+        now,
+        Some(other),
+        "shutdown removed the other agent's socket"
+    );
+    sim.shutdown();
+}
+
 /// Without inotify (exhausted by other pods on the node) the socket directory is polled: a deleted
 /// pool socket is served again and a kubelet restart registers every pool again. The agent used to
 /// fail to start there.
