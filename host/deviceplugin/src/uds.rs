@@ -6,6 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
@@ -45,8 +46,8 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
-    /// A stale file at the socket path could not be removed.
-    #[error("cannot remove the stale socket {path}")]
+    /// The socket could not be put in place of whatever is at the path.
+    #[error("cannot put the socket in place at {path}")]
     Stale {
         /// The socket path.
         path: PathBuf,
@@ -78,26 +79,81 @@ pub fn channel(path: &Path) -> Channel {
     ))
 }
 
-/// Binds a listener at `path`, creating its directory and removing a stale socket first.
+/// Binds a listener at `path`, creating its directory; a stale socket there is replaced.
+///
+/// The socket is bound under a hidden temporary name next to `path` and renamed into place, so
+/// the path never goes missing: another process watching it (a second agent instance during a
+/// rolling update, which re-binds its own socket when the file is deleted) never sees a deletion
+/// to react to. kubelet's plugin watcher ignores hidden files and sees the rename as a new socket.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| BindError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(BindError::Stale {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    }
-    UnixListener::bind(path).map_err(|source| BindError::Bind {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| BindError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let bind_error = |source| BindError::Bind {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    // Short, so that it fits wherever the socket's own name fits (a unix socket path has at most
+    // 107 bytes).
+    let temporary = dir.join(format!(
+        ".{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    // A leftover of a crashed earlier bind with the same name (same pid after a restart).
+    let _ = std::fs::remove_file(&temporary);
+    match UnixListener::bind(&temporary) {
+        Ok(listener) => {
+            if let Err(source) = std::fs::rename(&temporary, path) {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(BindError::Stale {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+            Ok(listener)
+        }
+        // The temporary name did not fit (the socket's own name is shorter): bind in place.
+        Err(_) => {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(BindError::Stale {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+            UnixListener::bind(path).map_err(bind_error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+
+    /// A socket replaces whatever is at its path, by a rename: no temporary file is left, and a
+    /// second bind of the same path (another instance) takes it over.
+    #[tokio::test]
+    async fn bind_replaces_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/intel.com_x.sock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "stale").unwrap();
+        let _first = bind(&path).unwrap();
+        let first = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        let _second = bind(&path).unwrap();
+        let second = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        assert_ne!(first, second);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["intel.com_x.sock"]);
+    }
 }

@@ -349,9 +349,9 @@ async fn the_watchdog_leaves_another_agents_socket_alone() {
     let path = env
         .kubelet()
         .join("plugins_registry/intel.com_mlnx_sriov.sock");
-    // The other instance replaces the socket file (remove + bind, as a bind does).
-    std::fs::remove_file(&path).unwrap();
-    let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // The other instance binds the same path, as every instance binds (the path never goes
+    // missing, so this one sees no deletion to re-bind after).
+    let _other = vfpool_deviceplugin::uds::bind(&path).unwrap();
     let other = std::fs::metadata(&path).unwrap().ino();
     sim.disconnect(NAME);
     // Several grace periods.

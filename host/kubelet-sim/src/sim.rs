@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -344,10 +345,24 @@ impl KubeletSim {
         let events_tx = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event
-                    && matches!(event.kind, EventKind::Create(_))
-                {
-                    for path in event.paths {
+                // kubelet's watcher (fsnotify) reports a file renamed into the directory as
+                // created, as it does a new one; it skips names starting with '.'.
+                let Ok(event) = event else {
+                    return;
+                };
+                let paths = match event.kind {
+                    EventKind::Create(_) => event.paths,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                        event.paths.into_iter().skip(1).collect()
+                    }
+                    _ => return,
+                };
+                for path in paths {
+                    let hidden = path
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with('.'));
+                    if !hidden {
                         let _ = events_tx.send(path);
                     }
                 }
