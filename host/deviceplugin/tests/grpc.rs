@@ -312,7 +312,14 @@ async fn a_pool_kubelet_dropped_registers_again() {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("never registered again (plugin watcher: {plugin_watcher})"));
+        .unwrap_or_else(|_| {
+            panic!(
+                "never registered again (plugin watcher: {plugin_watcher}): registrations {:?}, resource {:?}, ours {:?}",
+                sim.registrations(),
+                sim.resource(NAME),
+                plugins.registration(NAME)
+            )
+        });
         plugins.shutdown().await;
         sim.shutdown();
     }

@@ -346,15 +346,15 @@ impl KubeletSim {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // kubelet's watcher (fsnotify) reports a file renamed into the directory as
-                // created, as it does a new one; it skips names starting with '.'.
+                // created, once, as it does a new one; it skips names starting with '.'. (notify
+                // reports such a rename as `To`, and again as `Both` with the old name: `To` is
+                // the one counted.)
                 let Ok(event) = event else {
                     return;
                 };
                 let paths = match event.kind {
-                    EventKind::Create(_) => event.paths,
-                    EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths,
-                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-                        event.paths.into_iter().skip(1).collect()
+                    EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                        event.paths
                     }
                     _ => return,
                 };
