@@ -315,12 +315,7 @@ impl DevicePlugins {
         };
         let mut said = BTreeSet::new();
         for note in &report.notes {
-            if self.said.contains(note) {
-                tracing::debug!("{note}");
-            } else {
-                tracing::info!("{note}");
-            }
-            said.insert(note.clone());
+            self.say(&mut said, note.clone());
         }
 
         let stopping: Vec<String> = self
@@ -372,13 +367,10 @@ impl DevicePlugins {
                     }
                 }
                 None if snapshot.members.is_empty() => {
-                    let note = format!("no devices in the pool {name}; not advertising it");
-                    if self.said.contains(&note) {
-                        tracing::debug!(resource = %name, "no devices in the pool; not advertising it");
-                    } else {
-                        tracing::info!(resource = %name, "no devices in the pool; not advertising it");
-                    }
-                    said.insert(note);
+                    self.say(
+                        &mut said,
+                        format!("no devices in the pool {name}; not advertising it"),
+                    );
                 }
                 None => {
                     self.start_pool(&name, snapshot);
@@ -388,6 +380,17 @@ impl DevicePlugins {
         }
         self.said = said;
         report
+    }
+
+    /// Logs `note` at info, or at debug if the previous apply said it too; collects it in
+    /// `said` for the next apply.
+    fn say(&self, said: &mut BTreeSet<String>, note: String) {
+        if self.said.contains(&note) {
+            tracing::debug!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
+        said.insert(note);
     }
 
     fn start_pool(&mut self, name: &str, snapshot: Snapshot) {

@@ -588,7 +588,9 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                             state.clear_registered();
                             registering = start_registration(&state);
                         }
-                        // kubelet's plugin watcher registers a socket when it appears.
+                        // kubelet's plugin watcher registers a socket when it appears: binding
+                        // again puts a new one in place (by a rename, so the path never goes
+                        // missing).
                         Mode::PluginWatcher { .. } => {
                             if socket_identity(&state.socket) != bound {
                                 tracing::warn!(
@@ -598,7 +600,6 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                                 );
                                 continue;
                             }
-                            let _ = std::fs::remove_file(&state.socket);
                             stop_instance(&state, stop_tx, server, registering).await;
                             continue 'serve;
                         }

@@ -118,6 +118,18 @@ async fn all_allocatable(sim: &KubeletSim) -> BTreeMap<String, ResourceView> {
     .unwrap()
 }
 
+/// Waits until the pool [`NAME`] is registered with kubelet (legacy: Register succeeded; plugin
+/// watcher: kubelet notified success).
+async fn registered(plugins: &DevicePlugins) {
+    tokio::time::timeout(GUARD, async {
+        while plugins.registration(NAME) != Some(Ok(())) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the pool registers with kubelet");
+}
+
 fn socket(env: &Env) -> std::path::PathBuf {
     env.kubelet()
         .join("device-plugins/intel.com_mlnx_sriov.sock")
@@ -290,14 +302,7 @@ async fn a_pool_kubelet_dropped_registers_again() {
         let mut plugins = DevicePlugins::start(config, failing()).unwrap();
         plugins.apply(&env.pool(0), &env.inventory).await;
         all_allocatable(&sim).await;
-        let plugins_ref = &plugins;
-        tokio::time::timeout(GUARD, async move {
-            while plugins_ref.registration(NAME) != Some(Ok(())) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap();
+        registered(&plugins).await;
         let before = sim.registrations().len();
         assert!(sim.disconnect(NAME));
         assert_eq!(sim.resource(NAME).unwrap().allocatable(), 0);
@@ -345,14 +350,7 @@ async fn the_watchdog_leaves_another_agents_socket_alone() {
     let mut plugins = DevicePlugins::start(config, failing()).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
     all_allocatable(&sim).await;
-    let plugins_ref = &plugins;
-    tokio::time::timeout(GUARD, async move {
-        while plugins_ref.registration(NAME) != Some(Ok(())) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    registered(&plugins).await;
     let path = env
         .kubelet()
         .join("plugins_registry/intel.com_mlnx_sriov.sock");
@@ -500,14 +498,7 @@ async fn plugin_watcher_mode_registers_through_get_info() {
             .join("plugins_registry/intel.com_mlnx_sriov.sock")
     );
     // NotifyRegistrationStatus arrived.
-    let plugins_ref = &plugins;
-    tokio::time::timeout(GUARD, async move {
-        while plugins_ref.registration(NAME) != Some(Ok(())) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    registered(&plugins).await;
     // kubelet restarts: its plugin watcher finds the socket again and re-registers it.
     let before = sim.registrations().len();
     sim.restart().await.unwrap();

@@ -180,27 +180,25 @@ impl PolicyWatcher {
     /// Stops watching without waiting for a reload in progress to finish (dropping waits): for a
     /// process that is exiting, where a module being compiled may take seconds.
     pub fn detach(mut self) {
-        let debouncer = self
-            .debouncer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(debouncer) = debouncer {
+        if let Some(debouncer) = self.take_debouncer() {
             debouncer.stop_nonblocking();
         }
         // Dropping the handle detaches the thread; it ends once its reload is done.
         self.worker.take();
     }
+
+    /// The debouncer, taken so that the worker's loop ends (it breaks when it finds none).
+    fn take_debouncer(&self) -> Option<FsDebouncer> {
+        self.debouncer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl Drop for PolicyWatcher {
     fn drop(&mut self) {
-        let debouncer = self
-            .debouncer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(debouncer) = debouncer {
+        if let Some(debouncer) = self.take_debouncer() {
             debouncer.stop();
         }
         if let Some(worker) = self.worker.take() {

@@ -19,6 +19,22 @@ fn vf(id: &str, pf: &str, pf_name: &str, index: u32) -> PlainDevice {
     }
 }
 
+/// A Mellanox sub-function `mlx5_core.sf.<num>` of PF `p0`.
+fn sf(num: u32) -> PlainDevice {
+    PlainDevice {
+        id: format!("mlx5_core.sf.{num}"),
+        kind: Some(Kind::Aux),
+        vendor: Some("15b3".into()),
+        class_code: Some("020000".into()),
+        driver: Some("mlx5_core".into()),
+        pf_id: Some("0000:01:00.0".into()),
+        pf_name: Some("p0".into()),
+        aux_type: Some("sf".into()),
+        sf_num: Some(num),
+        ..PlainDevice::default()
+    }
+}
+
 fn ids(devices: &[PlainDevice], pool: &Pool) -> Vec<String> {
     pool.members
         .iter()
@@ -331,18 +347,7 @@ fn only_empty_pf_names_select_nothing() {
 /// any type), so a sub-function never gets `/dev/vhost-net`.
 #[test]
 fn aux_ignores_need_vhost_net() {
-    let sf = PlainDevice {
-        id: "mlx5_core.sf.2".into(),
-        kind: Some(Kind::Aux),
-        vendor: Some("15b3".into()),
-        class_code: Some("020000".into()),
-        driver: Some("mlx5_core".into()),
-        pf_id: Some("0000:01:00.0".into()),
-        pf_name: Some("p0".into()),
-        aux_type: Some("sf".into()),
-        sf_num: Some(2),
-        ..PlainDevice::default()
-    };
+    let sf = sf(2);
     for value in ["true", "\"yes\""] {
         let config = parse(
             &format!(
@@ -362,24 +367,11 @@ fn aux_ignores_need_vhost_net() {
 
 #[test]
 fn aux_is_rdma_also_takes_devlink_enable_rdma() {
-    let sf = |id: &str, num: u32, enable: Option<bool>| PlainDevice {
-        id: id.into(),
-        kind: Some(Kind::Aux),
-        vendor: Some("15b3".into()),
-        class_code: Some("020000".into()),
-        driver: Some("mlx5_core".into()),
-        pf_id: Some("0000:01:00.0".into()),
-        pf_name: Some("p0".into()),
-        aux_type: Some("sf".into()),
-        sf_num: Some(num),
+    let sf = |num: u32, enable: Option<bool>| PlainDevice {
         devlink_enable_rdma: enable,
-        ..PlainDevice::default()
+        ..sf(num)
     };
-    let devices = vec![
-        sf("mlx5_core.sf.2", 2, Some(true)),
-        sf("mlx5_core.sf.3", 3, Some(false)),
-        sf("mlx5_core.sf.4", 4, None),
-    ];
+    let devices = vec![sf(2, Some(true)), sf(3, Some(false)), sf(4, None)];
     let config = parse(
         r#"{"resourceList":[{"resourceName":"sf","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"isRdma":true}}]}"#,
         "intel.com",
