@@ -139,9 +139,9 @@ pub struct DevicePlugins {
     /// debug line, so a node in steady state is quiet at info level however long a pod holds a
     /// device or a resource matches nothing here.
     said: BTreeSet<String>,
-    /// Pools being stopped (socket, device ids), until their server has ended: if the stop is
-    /// abandoned half-way (the agent stopped meanwhile), [`Self::shutdown`] still cleans them.
-    stopping: BTreeMap<String, (PathBuf, Vec<String>)>,
+    /// Pools being stopped (their state, device ids), until their server has ended: if the stop
+    /// is abandoned half-way (the agent stopped meanwhile), [`Self::shutdown`] still cleans them.
+    stopping: BTreeMap<String, (Arc<PoolState>, Vec<String>)>,
     watcher: Option<Box<dyn Watcher + Send>>,
     events: Option<JoinHandle<()>>,
 }
@@ -416,6 +416,7 @@ impl DevicePlugins {
             registered: Mutex::new(None),
             open_streams: watch::channel(0).0,
             stream_grace: self.config.stream_grace,
+            socket_made: Mutex::new(None),
         });
         let handle = server::spawn(state);
         self.senders
@@ -443,7 +444,7 @@ impl DevicePlugins {
         self.stopping.insert(
             name.to_string(),
             (
-                handle.state.socket.clone(),
+                Arc::clone(&handle.state),
                 last.members.iter().map(|m| m.id().to_owned()).collect(),
             ),
         );
@@ -453,7 +454,7 @@ impl DevicePlugins {
             .is_err()
         {
             abort.abort();
-            let _ = std::fs::remove_file(&handle.state.socket);
+            handle.state.remove_own_socket();
         }
         server::remove_device_infos(
             &self.config.devinfo_dir,
@@ -470,8 +471,8 @@ impl DevicePlugins {
         for name in names {
             self.stop_pool(&name).await;
         }
-        for (name, (socket, ids)) in std::mem::take(&mut self.stopping) {
-            let _ = std::fs::remove_file(&socket);
+        for (name, (state, ids)) in std::mem::take(&mut self.stopping) {
+            state.remove_own_socket();
             server::remove_device_infos(
                 &self.config.devinfo_dir,
                 &name,

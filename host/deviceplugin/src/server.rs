@@ -57,6 +57,9 @@ pub struct PoolState {
     pub(crate) open_streams: watch::Sender<usize>,
     /// See [`crate::PluginConfig::stream_grace`].
     pub(crate) stream_grace: Duration,
+    /// The device and inode of the socket file the supervisor made last: whoever removes the
+    /// socket path removes it only while it is still this file (see [`remove_own_socket`]).
+    pub(crate) socket_made: Mutex<Option<SocketIdentity>>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -69,6 +72,16 @@ impl std::fmt::Debug for PoolState {
 }
 
 impl PoolState {
+    /// Removes the socket path if it is still the file this pool's server made, for the paths
+    /// that end a server from outside its supervisor (a stop that timed out, an interrupted one).
+    pub(crate) fn remove_own_socket(&self) {
+        let made = *self
+            .socket_made
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remove_own_socket(&self.socket, made);
+    }
+
     /// The snapshot being served.
     pub fn current(&self) -> Snapshot {
         self.snapshot.borrow().clone()
@@ -522,6 +535,10 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
         // Which file is ours: another process (a second agent during a rolling update) may bind
         // the same path later, and its socket must not be deleted by this one.
         bound = socket_identity(&state.socket);
+        *state
+            .socket_made
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = bound;
         let (stop_tx, stop_rx) = watch::channel(false);
         let service = PoolService {
             state: Arc::clone(&state),
@@ -634,16 +651,19 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
     remove_own_socket(&state.socket, bound);
 }
 
-/// Removes the socket file at `path` if it is still the one this supervisor made (`bound`), not
-/// one another agent instance has bound there since.
-fn remove_own_socket(path: &std::path::Path, bound: Option<(u64, u64)>) {
+/// Which file a socket path names: its device and inode.
+pub(crate) type SocketIdentity = (u64, u64);
+
+/// Removes the socket file at `path` if it is still the one this agent made (`bound`), not one
+/// another agent instance has bound there since.
+pub(crate) fn remove_own_socket(path: &std::path::Path, bound: Option<SocketIdentity>) {
     if bound.is_some() && socket_identity(path) == bound {
         let _ = std::fs::remove_file(path);
     }
 }
 
 /// The device and inode of the file at `path` (without following a symlink), if there is one.
-fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+fn socket_identity(path: &std::path::Path) -> Option<SocketIdentity> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::symlink_metadata(path)
         .ok()

@@ -894,23 +894,44 @@ async fn an_interrupted_pool_stop_is_finished_by_shutdown() {
         "0000:3b:00.2",
     ));
     std::fs::write(&file, "{}").unwrap();
+    interrupt_stop(&env, &mut plugins).await;
+    plugins.shutdown().await;
+    assert!(!file.exists(), "device-info file left behind");
+    assert!(!socket(&env).exists(), "socket left behind");
+}
+
+/// The same interrupted stop, when another agent instance (a rolling update) has bound the path
+/// since: `shutdown` finishes the stop but leaves that instance's socket alone (it used to delete
+/// whatever was at the path, cutting the new instance off from kubelet).
+#[tokio::test(flavor = "current_thread")]
+async fn an_interrupted_pool_stop_leaves_another_instances_socket() {
+    let env = Env::new();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    interrupt_stop(&env, &mut plugins).await;
+    let path = socket(&env);
+    let other = path.with_extension("other");
+    let _other_instance = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    plugins.shutdown().await;
+    assert!(path.exists(), "another instance's socket was deleted");
+}
+
+/// Waits until the pool serves, then starts stopping it (an apply without pools) and abandons the
+/// stop after one poll, as a stop signal arriving mid-apply does.
+async fn interrupt_stop(env: &Env, plugins: &mut DevicePlugins) {
     tokio::time::timeout(GUARD, async {
-        while !socket(&env).exists() {
+        while !socket(env).exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("the pool serves");
-    {
-        let stopping = plugins.apply(&[], &env.inventory);
-        tokio::pin!(stopping);
-        let polled = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(std::future::Future::poll(stopping.as_mut(), cx))
-        })
-        .await;
-        assert!(polled.is_pending(), "the stop waits for the server");
-    }
-    plugins.shutdown().await;
-    assert!(!file.exists(), "device-info file left behind");
-    assert!(!socket(&env).exists(), "socket left behind");
+    let stopping = plugins.apply(&[], &env.inventory);
+    tokio::pin!(stopping);
+    let polled = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(stopping.as_mut(), cx))
+    })
+    .await;
+    assert!(polled.is_pending(), "the stop waits for the server");
 }
