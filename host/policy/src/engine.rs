@@ -2,17 +2,20 @@
 //! per-call `Store` with its deadline, memory cap and bounded buffers, and the pool of instance
 //! slots calls run in.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
     Store,
 };
 use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe, SinkOutputStream};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -165,6 +168,7 @@ impl PolicyEngine {
         // Guests built for wasm32-wasip2 (Rust std, componentize-py, componentize-js) import WASI
         // even when they never use it; the context below grants nothing.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(EngineError::Link)?;
+        frozen_sleep(&mut linker).map_err(EngineError::Link)?;
         selector_world::vfpool::policy::log::add_to_linker::<CallState, HasSelf<CallState>>(
             &mut linker,
             |state| state,
@@ -254,6 +258,45 @@ impl PolicyEngine {
         let ticks = u64::try_from(deadline.as_nanos().div_ceil(tick_nanos)).unwrap_or(u64::MAX);
         store.set_epoch_deadline(ticks.saturating_add(1));
         store
+    }
+}
+
+/// The WASI version `add_to_linker_sync` defines; components importing any earlier 0.2.x resolve
+/// to it.
+const WASI_MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces WASI's sleeps (`subscribe-duration`, `subscribe-instant`) with ones that are ready at
+/// once. wasmtime-wasi's own block the calling thread in host code, where the epoch deadline is
+/// never checked: a policy calling `sleep` (Rust `thread::sleep`, Python `time.sleep`) held a
+/// call slot, and the caller, for as long as it asked. With policy time frozen, a sleep that
+/// returns at once is the consistent answer; a policy sleeping in a loop spins into its deadline.
+fn frozen_sleep(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    fn ready_now(
+        mut store: wasmtime::StoreContextMut<'_, CallState>,
+    ) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        let table = &mut store.data_mut().table;
+        let ready = table.push(ReadyNow)?;
+        Ok((subscribe(table, ready)?,))
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(WASI_MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", |store, (_,): (u64,)| ready_now(store))?;
+    clock.func_wrap("subscribe-instant", |store, (_,): (u64,)| ready_now(store))?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A pollable that is always ready (see [`frozen_sleep`]).
+struct ReadyNow;
+
+impl Pollable for ReadyNow {
+    // The trait is declared with `async_trait`; this is its expansion for a future that is ready.
+    fn ready<'a, 'b>(&'a mut self) -> Pin<Box<dyn Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(std::future::ready(()))
     }
 }
 

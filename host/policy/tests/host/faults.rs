@@ -62,6 +62,41 @@ fn infinite_loop_hits_the_deadline() {
     assert!(matches!(*error.error, CallError::Timeout(_)), "{error}");
 }
 
+/// Sleeping cannot outlast the deadline: policy time is frozen, so a sleep returns at once (it used
+/// to block the calling thread in the host, where the deadline is not checked, for as long as
+/// the policy asked: an hour here), and a policy that sleeps in a loop spins into its deadline.
+#[test]
+fn sleeping_cannot_outlast_the_deadline() {
+    let policy = probe();
+    let started = Instant::now();
+    let pools = policy
+        .select(&settings("probe:sleep"), &test_inventory())
+        .expect("a sleep returns at once")
+        .value;
+    assert_eq!(pools[0].resource_name, "example.com/probe");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(60), "slept {elapsed:?}");
+    let ids: Vec<String> = vec!["0000:01:02.0".into()];
+    let started = Instant::now();
+    let error = policy
+        .prefer(
+            &settings("probe:sleep-loop"),
+            &test_inventory(),
+            "intel.com/x",
+            &ids,
+            &[],
+            1,
+        )
+        .unwrap_err();
+    assert!(matches!(*error.error, CallError::Timeout(_)), "{error}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "stopped after {elapsed:?}"
+    );
+    still_serves(&policy);
+}
+
 #[test]
 fn unbounded_allocation_hits_the_memory_cap() {
     let policy = probe();

@@ -40,6 +40,14 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
                 std::hint::black_box(&hoard);
             }
         }
+        // A sleep blocks in the host, where the epoch deadline is not checked.
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(())
+        }
+        "sleep-loop" => loop {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        },
         "trap" => panic!("probe policy panics on purpose"),
         "exit" => {
             eprintln!("probe policy gives up on purpose");
