@@ -443,17 +443,37 @@ impl selector_world::vfpool::policy::log::Host for CallState {
     }
 }
 
-/// Caps the sum of all linear memories of one call and remembers whether the cap was hit, so a
-/// memory trap is reported as such rather than as a generic trap.
+/// Caps the memory of one call — all linear memories plus all tables, at
+/// [`TABLE_ELEMENT_BYTES`] per element — and remembers whether the cap was hit, so a memory trap
+/// is reported as such rather than as a generic trap. Also caps how many core instances, memories
+/// and tables one call may create: the instance pool's per-component ceilings, which hold as well
+/// when the engine runs without the pool.
 pub(crate) struct MemoryCap {
     limit: usize,
     used: usize,
     pub(crate) exceeded: bool,
 }
 
+/// What the cap counts per table element: a function reference is a pointer in wasmtime.
+const TABLE_ELEMENT_BYTES: usize = 8;
+
 impl MemoryCap {
     pub(crate) fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Charges a memory or table growing from `current` to `desired` bytes.
+    fn grow(&mut self, what: &str, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let after = self.used.saturating_sub(current).saturating_add(desired);
+        if after > self.limit {
+            self.exceeded = true;
+            return Err(wasmtime::format_err!(
+                "memory cap of {} bytes reached (a {what} asked for {after} in all)",
+                self.limit
+            ));
+        }
+        self.used = after;
+        Ok(true)
     }
 }
 
@@ -464,26 +484,35 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let after = self.used.saturating_sub(current).saturating_add(desired);
-        if after > self.limit {
-            self.exceeded = true;
-            return Err(wasmtime::format_err!(
-                "memory cap of {} bytes reached (asked for {after})",
-                self.limit
-            ));
-        }
-        self.used = after;
-        Ok(true)
+        self.grow("memory", current, desired)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables hold function references; a million is far beyond any real policy.
-        Ok(desired <= 1_000_000)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.grow(
+            "table",
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_COMPONENT as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES_PER_COMPONENT as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_COMPONENT as usize
     }
 }
 
@@ -569,5 +598,47 @@ mod tests {
             PolicyEngine::new(limits),
             Err(EngineError::Limits(_))
         ));
+    }
+
+    /// Tables count against the memory cap: a policy growing tables to their element limit used
+    /// to get 8 MiB per table on top of the cap, unbounded in number without the instance pool.
+    #[test]
+    fn tables_count_against_the_memory_cap() {
+        let mut cap = MemoryCap {
+            limit: 16 << 20,
+            used: 0,
+            exceeded: false,
+        };
+        assert!(cap.memory_growing(0, 8 << 20, None).unwrap());
+        let elements = (8 << 20) / TABLE_ELEMENT_BYTES;
+        assert!(cap.table_growing(0, elements / 2, None).unwrap());
+        assert!(cap.table_growing(elements / 2, elements, None).unwrap());
+        assert!(!cap.exceeded);
+        let error = cap.table_growing(0, 1, None).unwrap_err();
+        assert!(cap.exceeded);
+        assert!(error.to_string().contains("memory cap"), "{error}");
+        assert!(
+            !MemoryCap {
+                limit: usize::MAX,
+                used: 0,
+                exceeded: false
+            }
+            .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+            .unwrap()
+        );
+    }
+
+    /// Without the instance pool (its reservation refused, or turned off) a call is held to the
+    /// pool's per-component ceilings, not wasmtime's defaults of 10,000 each.
+    #[test]
+    fn instance_counts_are_capped_without_the_pool() {
+        let cap = MemoryCap {
+            limit: 0,
+            used: 0,
+            exceeded: false,
+        };
+        assert_eq!(cap.instances(), MAX_CORE_INSTANCES_PER_COMPONENT as usize);
+        assert_eq!(cap.tables(), MAX_TABLES_PER_COMPONENT as usize);
+        assert_eq!(cap.memories(), MAX_MEMORIES_PER_COMPONENT as usize);
     }
 }
