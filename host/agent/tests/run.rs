@@ -533,8 +533,16 @@ async fn device_in_use_does_not_move() {
     let a = &resources["intel.com/pool_a"];
     assert!(a.connected);
     assert_eq!(a.devices.keys().collect::<Vec<_>>(), [&held]);
-    // Held only for its pod: counted, never allocatable to another pod (it used to be).
-    assert_eq!(a.allocatable(), 0);
+    // Held for its pod with its real health: counted in kubelet's allocatable (which the pod's
+    // request uses up, so nothing is free to another pod), and a re-admission after a kubelet
+    // restart finds it healthy.
+    assert_eq!(a.allocatable(), 1);
+    assert!(
+        sim.allocate_pod("other", "intel.com/pool_a", 1)
+            .await
+            .is_err(),
+        "the held device was given to a second pod"
+    );
 
     sim.release_pod("holder");
     let resources = sim

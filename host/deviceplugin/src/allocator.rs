@@ -23,6 +23,34 @@ pub struct PreferenceRequest {
     pub size: usize,
 }
 
+impl PreferenceRequest {
+    /// A request as kubelet's GetPreferredAllocation puts it, made well-formed: `available`
+    /// without repeated ids, `must_include` only ids that are available (each once), and `size`
+    /// at most the number available and at least the must-include count. kubelet sends sets, but
+    /// any local process can call the socket: the answer must still name only available ids.
+    pub fn from_kubelet(
+        resource_name: String,
+        mut available: Vec<String>,
+        mut must_include: Vec<String>,
+        size: i32,
+    ) -> Self {
+        let mut seen = HashSet::with_capacity(available.len());
+        available.retain(|id| seen.insert(id.clone()));
+        let mut included = HashSet::with_capacity(must_include.len());
+        must_include.retain(|id| seen.contains(id) && included.insert(id.clone()));
+        let size = usize::try_from(size.max(0))
+            .unwrap_or(0)
+            .max(must_include.len())
+            .min(available.len());
+        PreferenceRequest {
+            resource_name,
+            available,
+            must_include,
+            size,
+        }
+    }
+}
+
 /// Why an allocator gave no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocatorError {
@@ -299,5 +327,28 @@ mod tests {
         assert!(check_answer(&req, &["c".into(), "c".into()]).is_err());
         assert!(check_answer(&req, &["a".into(), "b".into()]).is_err());
         check_answer(&req, &["b".into(), "c".into()]).unwrap();
+    }
+
+    /// A malformed request (any local process can call the socket) is made well-formed before any
+    /// allocator sees it: the built-in order answered `["zz"]` for a must-include id that is not
+    /// available, and more ids than asked for.
+    #[test]
+    fn a_malformed_request_is_made_well_formed() {
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let request = PreferenceRequest::from_kubelet(
+            "x.io/p".to_string(),
+            ids(&["p0-0", "p0-1", "p0-0", "p2-0"]),
+            ids(&["zz", "p2-0", "p2-0"]),
+            7,
+        );
+        assert_eq!(request.available, ids(&["p0-0", "p0-1", "p2-0"]));
+        assert_eq!(request.must_include, ids(&["p2-0"]));
+        assert_eq!(request.size, 3);
+        let answer = builtin_preference(&pool(), &request);
+        assert_eq!(answer.len(), 3);
+        assert!(answer.iter().all(|id| request.available.contains(id)));
+        let negative =
+            PreferenceRequest::from_kubelet("x.io/p".to_string(), ids(&["p0-0"]), vec![], -3);
+        assert_eq!(negative.size, 0);
     }
 }

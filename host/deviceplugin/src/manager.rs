@@ -53,6 +53,10 @@ pub struct PluginConfig {
     /// exhausted by other pods), so the agent keeps following kubelet restarts instead of failing
     /// to start.
     pub poll_sockets: Option<Duration>,
+    /// How long the first apply waits for PodResources to answer when it is expected (its
+    /// directory is there) but cannot answer yet, as while kubelet restarts: with nothing served
+    /// yet, a device a pod holds can only be kept out of other pools if its pod is known.
+    pub pod_resources_first_wait: Duration,
 }
 
 impl PluginConfig {
@@ -69,6 +73,7 @@ impl PluginConfig {
             move_settle: Duration::from_secs(1),
             stream_grace: Duration::from_secs(10),
             poll_sockets: None,
+            pod_resources_first_wait: Duration::from_secs(30),
         }
     }
 }
@@ -130,6 +135,9 @@ pub struct DevicePlugins {
     /// kubelet's PodResources socket was there at some point: its absence now means kubelet is
     /// restarting, not that it has no such API.
     pod_resources_seen: bool,
+    /// PodResources answered once (or kubelet has no such API), or the first apply gave up
+    /// waiting for it: later applies do not wait.
+    pod_resources_waited: bool,
     /// The last PodResources query failed: the warning is logged once per outage.
     pod_resources_failing: bool,
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
@@ -196,6 +204,7 @@ impl DevicePlugins {
             senders,
             in_use: InUse::new(),
             pod_resources_seen: false,
+            pod_resources_waited: false,
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
             stopping: BTreeMap::new(),
@@ -219,21 +228,25 @@ impl DevicePlugins {
     }
 
     /// Asks PodResources which devices pods hold (by resource name) and keeps the answer; returns
-    /// whether it is current. Not current: the query failed, or the socket that was there is gone
-    /// (kubelet restarting); the last answer is kept. A kubelet that never had the socket has
-    /// nothing to tell: current, and empty.
+    /// whether it is current. Not current: the query failed, or the socket is missing although
+    /// kubelet has the API (it was there before, or its directory is: kubelet is restarting); the
+    /// last answer is kept. A kubelet without the API (no directory, as when the DaemonSet does not
+    /// mount it) has nothing to tell: current, and empty.
     pub async fn refresh_in_use(&mut self) -> bool {
+        let dir = self.config.kubelet_dir.join(podresources::DIR);
         let socket = self.config.kubelet_dir.join(podresources::SOCKET);
         let failure = if !socket.exists() {
-            if !self.pod_resources_seen {
+            if !self.pod_resources_seen && !dir.is_dir() {
+                self.pod_resources_waited = true;
                 return true;
             }
-            "kubelet's PodResources socket is gone".to_string()
+            "kubelet's PodResources socket is missing".to_string()
         } else {
             self.pod_resources_seen = true;
             match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
                 Ok(used) => {
                     self.in_use = used;
+                    self.pod_resources_waited = true;
                     if std::mem::take(&mut self.pod_resources_failing) {
                         tracing::info!("PodResources answers again; devices may move");
                     }
@@ -254,12 +267,35 @@ impl DevicePlugins {
         false
     }
 
+    /// The first apply's wait for PodResources (see [`PluginConfig::pod_resources_first_wait`]):
+    /// asks again, backing off from 250 ms to 2 s, until it answers or the wait is over.
+    async fn wait_for_pod_resources(&mut self) -> bool {
+        self.pod_resources_waited = true;
+        let until = Instant::now() + self.config.pod_resources_first_wait;
+        let mut pause = Duration::from_millis(250);
+        while Instant::now() < until {
+            tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            if self.refresh_in_use().await {
+                return true;
+            }
+        }
+        tracing::warn!(
+            waited = ?self.config.pod_resources_first_wait,
+            "PodResources still cannot answer; serving without knowing which devices pods hold (a device a pod got before this agent started may be offered in another pool if the pools changed)"
+        );
+        false
+    }
+
     /// Serves `desired` (the selector policy's pools) over `inventory`: starts new pools, updates
     /// changed ones (ListAndWatch sends only on change), stops removed and emptied ones (as
     /// upstream, an empty pool gets no server; it first advertises an empty list), never moving a
     /// device a pod holds.
     pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
-        let current = self.refresh_in_use().await;
+        let mut current = self.refresh_in_use().await;
+        if !current && !self.pod_resources_waited {
+            current = self.wait_for_pod_resources().await;
+        }
         let previous: BTreeMap<String, Snapshot> = self
             .pools
             .iter()
@@ -304,12 +340,18 @@ impl DevicePlugins {
             )
         };
         let plan = plan::plan(&kept_out, inventory, &previous, &in_use);
-        let now = Instant::now();
-        self.withdrawn
-            .extend(plan.withdrawn.iter().map(|id| (id.clone(), now)));
+        // Timed from when the old pools' lists are published (below), not from now: stopping
+        // pools and preparing answers can take seconds.
+        let newly_withdrawn = plan.withdrawn;
+        let moving: BTreeSet<String> = self
+            .withdrawn
+            .keys()
+            .chain(&newly_withdrawn)
+            .cloned()
+            .collect();
         let mut report = ApplyReport {
             notes: plan.notes,
-            moving: self.withdrawn.keys().cloned().collect(),
+            moving: moving.into_iter().collect(),
             pod_resources_current: current,
             ..ApplyReport::default()
         };
@@ -347,6 +389,8 @@ impl DevicePlugins {
             Ok(prepared) => prepared,
             Err(e) => {
                 tracing::error!(error = %e, "preparing the pools' Allocate answers failed; the pools are unchanged");
+                // Still served where they were: nothing is moving.
+                report.moving.retain(|id| self.withdrawn.contains_key(id));
                 return report;
             }
         };
@@ -378,6 +422,9 @@ impl DevicePlugins {
                 }
             }
         }
+        let published = Instant::now();
+        self.withdrawn
+            .extend(newly_withdrawn.into_iter().map(|id| (id, published)));
         self.said = said;
         report
     }

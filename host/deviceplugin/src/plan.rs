@@ -5,8 +5,10 @@
 //!   when the policy now puts it elsewhere or nowhere, even when it vanished (then Unhealthy), and
 //!   is not advertised in any other pool until the pod releases it;
 //! - a pool that no longer exists keeps being served while one of its devices is in use;
-//! - a device held that way is advertised Unhealthy: kubelet keeps counting it (the pod has it)
-//!   but never hands it to another pod;
+//! - a device held that way is advertised with its real health: kubelet never hands a device it
+//!   has allocated to another pod, and an Unhealthy one would fail the pod's admission when
+//!   kubelet restarts while its container is not running ("previously allocated devices are no
+//!   longer healthy"), and lower the pool's allocatable below what its pods hold;
 //! - a free device the policy moves from one pool to another moves in two plans: this one
 //!   withdraws it from its old pool, the next one (after kubelet has stopped offering it there,
 //!   and after an Allocate already under way shows up in PodResources) places it in the new one.
@@ -137,8 +139,16 @@ pub fn plan(
         }
         let mut held = Vec::new();
         for id in ids {
-            if taken.get(id).is_some_and(|r| r == resource) {
-                continue;
+            match taken.get(id) {
+                Some(holder) if holder == resource => continue,
+                // PodResources names it under two resources: it stays in the first only.
+                Some(holder) => {
+                    notes.push(format!(
+                        "device {id} is reported in use in {resource} and in {holder}; advertising it in {holder} only"
+                    ));
+                    continue;
+                }
+                None => {}
             }
             let old = before.and_then(|b| b.get(id));
             // Not served here before (the agent restarted): the policy's hints for it, if any.
@@ -156,25 +166,23 @@ pub fn plan(
                         additional_info: None,
                     })
             });
-            let Some(device) = inventory
-                .get(id)
-                .cloned()
-                .or_else(|| old.map(|m| m.device.clone()))
-            else {
-                continue;
+            let (device, health) = match inventory.get(id) {
+                Some(device) => {
+                    notes.push(format!(
+                        "device {id} stays in {resource} until the pod using it releases it"
+                    ));
+                    (device.clone(), health::health(device, inventory))
+                }
+                None => {
+                    let Some(old) = old else {
+                        continue;
+                    };
+                    notes.push(format!(
+                        "device {id} vanished while in use; {resource} lists it as Unhealthy until the pod releases it"
+                    ));
+                    (old.device.clone(), Health::Unhealthy)
+                }
             };
-            // Unhealthy whether or not the device is fine: kubelet then never hands it to another
-            // pod, while the pod using it keeps it (kubelet does not take devices back).
-            let health = Health::Unhealthy;
-            if inventory.get(id).is_none() {
-                notes.push(format!(
-                    "device {id} vanished while in use; {resource} lists it as Unhealthy until the pod releases it"
-                ));
-            } else {
-                notes.push(format!(
-                    "device {id} is held in {resource} (advertised Unhealthy, so no other pod gets it) until the pod using it releases it"
-                ));
-            }
             taken.insert(id.clone(), resource.clone());
             held.push(Member {
                 device,
@@ -317,9 +325,9 @@ mod tests {
         assert_eq!(ids(&second, "x.io/two"), ["c"]);
         let held = second.pools["x.io/one"].get("b").unwrap();
         assert!(held.held);
-        // Held devices are Unhealthy, so kubelet never gives them to a second pod (they used to
-        // be advertised Healthy, and allocatable).
-        assert_eq!(held.health, Health::Unhealthy);
+        // With its real health: kubelet does not give an allocated device to a second pod, and
+        // an Unhealthy one failed the pod's admission after a kubelet restart.
+        assert_eq!(held.health, Health::Healthy);
         assert_eq!(
             second.pools["x.io/one"].get("a").unwrap().health,
             Health::Healthy
@@ -384,8 +392,8 @@ mod tests {
         let second = plan(&[], &gone, &first.pools, &used);
         assert_eq!(ids(&second, "x.io/one"), ["a", "b"]);
         let one = &second.pools["x.io/one"];
-        // Both held: Unhealthy, so the removed pool takes no new pods.
-        assert_eq!(one.get("a").unwrap().health, Health::Unhealthy);
+        // Held with their real health: a is fine, b is gone.
+        assert_eq!(one.get("a").unwrap().health, Health::Healthy);
         assert_eq!(one.get("b").unwrap().health, Health::Unhealthy);
         assert!(second.notes.iter().any(|n| n.contains("b vanished")));
         let third = plan(&[], &gone, &second.pools, &InUse::new());
@@ -432,5 +440,32 @@ mod tests {
             &InUse::new(),
         );
         assert_eq!(ids(&plan, "x.io/one"), ["a"]);
+    }
+
+    /// PodResources naming one device under two resources (it should not, but it is input) does
+    /// not put the device in two pools: it used to be held in both.
+    #[test]
+    fn a_device_reported_in_two_resources_is_held_in_one() {
+        let inv = inventory(&["a", "d"]);
+        let first = plan(
+            &[pool("x.io/one", &["a"]), pool("x.io/two", &["d"])],
+            &inv,
+            &nothing_served(),
+            &InUse::new(),
+        );
+        let used: InUse = [
+            ("x.io/one".to_string(), ["d".to_string()].into()),
+            ("x.io/two".to_string(), ["d".to_string()].into()),
+        ]
+        .into();
+        let second = plan(&[pool("x.io/one", &["a"])], &inv, &first.pools, &used);
+        let holders: Vec<&String> = second
+            .pools
+            .iter()
+            .filter(|(_, pool)| pool.get("d").is_some())
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(holders.len(), 1, "{:?}", second.pools.keys());
+        assert!(second.notes.iter().any(|n| n.contains("reported in use")));
     }
 }

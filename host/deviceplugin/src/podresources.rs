@@ -13,6 +13,10 @@ use crate::uds;
 /// The PodResources socket relative to the kubelet directory.
 pub const SOCKET: &str = "pod-resources/kubelet.sock";
 
+/// The directory of [`SOCKET`], relative to kubelet's directory: kubelet makes it when it has the
+/// API, so it being there means the socket is expected.
+pub const DIR: &str = "pod-resources";
+
 /// Why the in-use devices could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PodResourcesError {

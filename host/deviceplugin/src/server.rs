@@ -222,13 +222,12 @@ impl DevicePlugin for PoolService {
         let snapshot = self.state.current();
         let mut responses = Vec::new();
         for container in request.into_inner().container_requests {
-            let size = usize::try_from(container.allocation_size.max(0)).unwrap_or(0);
-            let request = PreferenceRequest {
-                resource_name: self.state.resource_name.clone(),
-                size: size.min(container.available_device_i_ds.len()),
-                available: container.available_device_i_ds,
-                must_include: container.must_include_device_i_ds,
-            };
+            let request = PreferenceRequest::from_kubelet(
+                self.state.resource_name.clone(),
+                container.available_device_i_ds,
+                container.must_include_device_i_ds,
+                container.allocation_size,
+            );
             let ids = self.prefer(&snapshot, request).await;
             responses.push(api::ContainerPreferredAllocationResponse { device_i_ds: ids });
         }
@@ -242,14 +241,32 @@ impl DevicePlugin for PoolService {
         request: Request<api::AllocateRequest>,
     ) -> Result<Response<api::AllocateResponse>, Status> {
         let snapshot = self.state.current();
-        let mut responses = Vec::new();
-        for container in request.into_inner().container_requests {
-            let response = allocate_container(&self.state, &snapshot, &container.devices_ids)
-                .map_err(|e| {
-                    tracing::warn!(resource = %self.state.resource_name, error = %e, "Allocate refused");
-                    Status::invalid_argument(error_chain(&e))
-                })?;
-            responses.push(response);
+        let refuse = |e: allocate::AllocateError| {
+            tracing::warn!(resource = %self.state.resource_name, error = %e, "Allocate refused");
+            Status::invalid_argument(error_chain(&e))
+        };
+        let containers = request.into_inner().container_requests;
+        // Every container is checked before any file is written (a refused request writes
+        // none), and no device goes to two containers.
+        let mut granted = std::collections::HashSet::new();
+        let mut planned = Vec::with_capacity(containers.len());
+        for container in &containers {
+            let plan =
+                plan_container(&self.state, &snapshot, &container.devices_ids).map_err(refuse)?;
+            if let Some(id) = container
+                .devices_ids
+                .iter()
+                .find(|id| !granted.insert(id.as_str()))
+            {
+                return Err(refuse(allocate::AllocateError::Duplicate {
+                    id: id.clone(),
+                }));
+            }
+            planned.push(plan);
+        }
+        let mut responses = Vec::with_capacity(planned.len());
+        for plan in planned {
+            responses.push(plan.write(&self.state.devinfo_dir).map_err(refuse)?);
         }
         Ok(Response::new(api::AllocateResponse {
             container_responses: responses,
@@ -311,20 +328,40 @@ impl PoolService {
     }
 }
 
-/// Answers one container's Allocate: env, device specs, device-info files. Uses the answers the
+/// One container's Allocate answer, and the device-info files to write before it is given.
+pub struct ContainerPlan {
+    response: api::ContainerAllocateResponse,
+    /// (file name, contents).
+    files: Vec<(String, String)>,
+}
+
+impl ContainerPlan {
+    /// Writes the device-info files under `devinfo_dir`, then hands out the answer.
+    pub fn write(
+        self,
+        devinfo_dir: &std::path::Path,
+    ) -> Result<api::ContainerAllocateResponse, allocate::AllocateError> {
+        for (name, doc) in &self.files {
+            allocate::write_device_info(devinfo_dir, name, doc)?;
+        }
+        Ok(self.response)
+    }
+}
+
+/// Plans one container's Allocate: env, device specs, device-info files. Uses the answers the
 /// snapshot prepared when it was published; computes them here only for a snapshot that was not
-/// prepared or a member whose grant is an error (which is then reported).
-pub fn allocate_container(
+/// prepared or a member whose grant is an error (which is then reported). Writes nothing.
+pub fn plan_container(
     state: &PoolState,
     snapshot: &Snapshot,
     ids: &[String],
-) -> Result<api::ContainerAllocateResponse, allocate::AllocateError> {
+) -> Result<ContainerPlan, allocate::AllocateError> {
     if ids.is_empty() {
         return Err(allocate::AllocateError::Empty {
             resource: snapshot.resource_name.clone(),
         });
     }
-    // Validate every id first: a refused request writes no file.
+    // Validate every id first.
     let mut members: Vec<(&str, usize)> = Vec::with_capacity(ids.len());
     // Requests are usually a handful of ids, for which a scan beats hashing them.
     let mut seen = (ids.len() > 16).then(|| std::collections::HashSet::with_capacity(ids.len()));
@@ -346,26 +383,29 @@ pub fn allocate_container(
             })?;
         members.push((id.as_str(), position));
     }
+    let file = |id: &str, doc: String| {
+        (
+            allocate::device_info_file_name(&snapshot.resource_name, id),
+            doc,
+        )
+    };
     let prepared: Option<Vec<(&str, &allocate::Prepared)>> = members
         .iter()
         .map(|&(id, position)| snapshot.prepared(position).map(|p| (id, p)))
         .collect();
     if let Some(prepared) = prepared {
-        for (id, p) in &prepared {
-            if let Some(doc) = &p.device_info {
-                let name = allocate::device_info_file_name(&snapshot.resource_name, id);
-                allocate::write_device_info(&state.devinfo_dir, &name, doc)?;
-            }
-        }
-        return Ok(allocate::prepared_response(
-            &snapshot.resource_name,
-            ids,
-            &prepared,
-        ));
+        let files = prepared
+            .iter()
+            .filter_map(|(id, p)| p.device_info.clone().map(|doc| file(id, doc)))
+            .collect();
+        return Ok(ContainerPlan {
+            response: allocate::prepared_response(&snapshot.resource_name, ids, &prepared),
+            files,
+        });
     }
     // A snapshot that was not prepared, or a member whose grant is an error (reported here).
     let mut grants = Vec::with_capacity(members.len());
-    let mut documents = Vec::with_capacity(members.len());
+    let mut files = Vec::with_capacity(members.len());
     for &(id, position) in &members {
         let Some(member) = snapshot.members.get(position) else {
             continue;
@@ -377,18 +417,13 @@ pub fn allocate_container(
         };
         grants.push((id, allocate::grant(member, &snapshot.node, &rdma_chars)?));
         if let Some(doc) = allocate::device_info_json(snapshot.device_type, member) {
-            documents.push((id, doc));
+            files.push(file(id, doc));
         }
     }
-    for (id, doc) in &documents {
-        let name = allocate::device_info_file_name(&snapshot.resource_name, id);
-        allocate::write_device_info(&state.devinfo_dir, &name, doc)?;
-    }
-    Ok(allocate::container_response(
-        &snapshot.resource_name,
-        ids,
-        &grants,
-    ))
+    Ok(ContainerPlan {
+        response: allocate::container_response(&snapshot.resource_name, ids, &grants),
+        files,
+    })
 }
 
 #[tonic::async_trait]

@@ -774,6 +774,56 @@ async fn allocator_calls_are_admitted_one_per_permit() {
     sim.shutdown();
 }
 
+/// An Allocate for several containers is checked whole before any device-info file is written:
+/// a refused container used to leave the files of the containers before it, and one device could
+/// go to two containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_container_allocate_is_checked_whole() {
+    let env = Env::new();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    tokio::time::timeout(GUARD, async {
+        while !socket(&env).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the pool serves");
+    let id = env.ids()[0].clone();
+    let devinfo = env.tmp.path().join("devinfo");
+    let mut client = raw_client(&socket(&env)).await;
+    let containers = |lists: &[&[&str]]| api::AllocateRequest {
+        container_requests: lists
+            .iter()
+            .map(|ids| api::ContainerAllocateRequest {
+                devices_ids: ids.iter().map(|id| id.to_string()).collect(),
+            })
+            .collect(),
+    };
+    let unknown = client
+        .allocate(containers(&[&[&id], &["0000:ff:1f.7"]]))
+        .await
+        .unwrap_err();
+    assert!(unknown.message().contains("0000:ff:1f.7"), "{unknown:?}");
+    assert!(
+        std::fs::read_dir(&devinfo).map_or(true, |mut d| d.next().is_none()),
+        "a refused Allocate wrote device-info files"
+    );
+    let twice = client
+        .allocate(containers(&[&[&id], &[&id]]))
+        .await
+        .unwrap_err();
+    assert!(twice.message().contains(&id), "{twice:?}");
+    let both = client
+        .allocate(containers(&[&[&id], &[&env.ids()[1]]]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(both.container_responses.len(), 2);
+    assert_eq!(std::fs::read_dir(&devinfo).unwrap().count(), 2);
+    plugins.shutdown().await;
+}
+
 /// `pool` (a name) with `ids` (netdev pool, no hints).
 fn named_pool(name: &str, ids: &[String]) -> Pool {
     Pool {
@@ -795,7 +845,7 @@ fn named_pool(name: &str, ids: &[String]) -> Pool {
 
 /// While PodResources cannot answer (here its socket is gone, as while kubelet restarts), which
 /// devices pods hold is unknown, so no served device moves: a pool change keeps them where they
-/// are (held, Unhealthy) instead of offering a device a pod holds in a second pool. It used to
+/// are (held) instead of offering a device a pod holds in a second pool. It used to
 /// plan with the last answer, from before the pod got the device, and moved it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_device_moves_while_pod_resources_cannot_answer() {
@@ -826,7 +876,51 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
         .get(&held)
         .expect("the held device stays in pool_a");
     assert!(kept.held);
-    assert_eq!(kept.health, vfpool_deviceplugin::Health::Unhealthy);
+    assert_eq!(kept.health, vfpool_deviceplugin::Health::Healthy);
+    sim.shutdown();
+}
+
+/// An agent (re)started while PodResources cannot answer yet (kubelet restarting: its old socket
+/// refuses connections) waits for the answer before serving: with nothing served yet, a device a
+/// pod got before the restart could be kept out of other pools only if its pod is known. It used
+/// to serve at once, and a changed config offered the held device in a second pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_waits_for_pod_resources_before_serving() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    let mut before = DevicePlugins::start(env.config(), failing()).unwrap();
+    before.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let held = sim.allocate_pod("holder", a, 1).await.unwrap().device_ids[0].clone();
+    before.shutdown().await;
+
+    // kubelet restarting: a socket file nobody listens on, its server back a moment later.
+    let socket = env.kubelet().join("pod-resources/kubelet.sock");
+    let aside = env.kubelet().join("pod-resources/aside.sock");
+    std::fs::rename(&socket, &aside).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        std::fs::rename(&aside, &socket).unwrap();
+    });
+    let mut after = DevicePlugins::start(env.config(), failing()).unwrap();
+    // The new config puts every device in pool_b.
+    let report = after.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    back.await.unwrap();
+    assert!(report.pod_resources_current, "{report:?}");
+    let served = after.snapshots();
+    assert!(
+        served[b].get(&held).is_none(),
+        "the device a pod holds is offered in a second pool: {report:?}"
+    );
+    assert_eq!(served[b].members.len(), 23);
+    after.shutdown().await;
     sim.shutdown();
 }
 

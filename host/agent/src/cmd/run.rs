@@ -260,7 +260,7 @@ async fn serve(
             .code(Code::Failure)?,
     );
     let mut inventory = inventory;
-    log_report(&plugins.apply(&desired, &inventory).await);
+    let first = plugins.apply(&desired, &inventory).await;
 
     // Kernel events trigger an early rescan on a real node (a simulated tree has none).
     let mut real_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
@@ -278,6 +278,7 @@ async fn serve(
     let mut rescan = tokio::time::interval(args.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
+    settle(&first, &mut placing, &mut rescan);
     tracing::info!(
         mode = ?plugins.mode(),
         pools = desired.len(),
@@ -380,29 +381,29 @@ impl Placing {
 
 /// Logs an apply; while devices are moving between pools (kept out of every pool for
 /// `PluginConfig::move_settle`, which the device plugin enforces), rescans once that has passed to
-/// place them — backing off while PodResources cannot answer (a kubelet restart), when no device
-/// can be placed anyway.
+/// place them. While PodResources cannot answer (a kubelet restart), rescans sooner than the
+/// interval, backing off, so that what pods hold is known again soon: moving devices wait for it,
+/// and an agent that started during the outage serves without it until then.
 fn settle(
     report: &vfpool_deviceplugin::ApplyReport,
     placing: &mut Placing,
     rescan: &mut tokio::time::Interval,
 ) {
     log_report(report);
-    if report.pod_resources_current {
+    let delay = if report.pod_resources_current {
         placing.wait = placing.settle;
-    }
-    if !report.moving.is_empty() {
-        let delay = if report.pod_resources_current {
-            tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {:?}", placing.settle);
-            placing.settle
-        } else {
-            let delay = placing.wait;
-            placing.wait = (placing.wait * 2).min(placing.cap);
-            tracing::debug!(devices = ?report.moving, "moving devices wait for PodResources: trying again in {delay:?}");
-            delay
-        };
-        rescan.reset_after(delay);
-    }
+        if report.moving.is_empty() {
+            return;
+        }
+        tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {:?}", placing.settle);
+        placing.settle
+    } else {
+        let delay = placing.wait;
+        placing.wait = (placing.wait * 2).min(placing.cap);
+        tracing::debug!(devices = ?report.moving, "PodResources cannot answer: asking again in {delay:?}");
+        delay
+    };
+    rescan.reset_after(delay);
 }
 
 fn log_report(report: &vfpool_deviceplugin::ApplyReport) {
