@@ -361,6 +361,45 @@ async fn kubelet_restart_reregisters() {
     sim.shutdown();
 }
 
+/// A node whose inotify instances are used up (`fs.inotify.max_user_instances`, 128 by default, is
+/// shared by every daemon of the user): the agent starts anyway, polling the directories it
+/// watches, and still sees a kubelet restart and a config change. It used to refuse to start,
+/// and kubelet's restarts of it crash-looped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_inotify_the_agent_polls() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let mut sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut agent = node.agent_without_inotify("30s");
+    let name = "intel.com/mlnx_sriov";
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(
+        agent.log().contains("polling it every second instead"),
+        "{}",
+        agent.log()
+    );
+    sim.restart().await.unwrap();
+    sim.wait_for("re-registration after the restart", GUARD, |r| {
+        allocatable(r, name) == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    node.rewrite_config(
+        r#"{"resourceList":[{"resourceName":"mlnx_port1","selectors":{"pfNames":["ens1f0"]}}]}"#,
+    );
+    sim.wait_for("the new pool", GUARD, |r| {
+        allocatable(r, "intel.com/mlnx_port1") > 0
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(agent.signal_and_wait("TERM").success());
+    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    sim.shutdown();
+}
+
 /// A node in steady state is quiet at info level: what every rescan finds again (a resource that
 /// matches no device here, as a cluster-wide config has for other NIC models) is said once. It
 /// used to be logged at info on every rescan.

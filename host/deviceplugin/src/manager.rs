@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use notify::{EventKind, PollWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use vfpool_policy::{Pool, PoolDevice};
@@ -150,7 +150,8 @@ pub struct DevicePlugins {
     /// Pools being stopped (their state, device ids), until their server has ended: if the stop
     /// is abandoned half-way (the agent stopped meanwhile), [`Self::shutdown`] still cleans them.
     stopping: BTreeMap<String, (Arc<PoolState>, Vec<String>)>,
-    watcher: Option<Box<dyn Watcher + Send>>,
+    /// The inotify watcher, or the poller's task guard: dropped to stop following the directory.
+    watcher: Option<Box<dyn Send>>,
     events: Option<JoinHandle<()>>,
 }
 
@@ -175,20 +176,31 @@ impl DevicePlugins {
         })?;
         let senders: Senders = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let handler = move |event| {
-            let _ = tx.send(event);
+        let handler = {
+            let tx = tx.clone();
+            move |event| {
+                let _ = tx.send(event);
+            }
+        };
+        let poll = |interval| -> Box<dyn Send> {
+            Box::new(AbortOnDrop(tokio::spawn(poll_sockets(
+                interval,
+                mode.kubelet_socket(),
+                Arc::clone(&senders),
+                tx.clone(),
+            ))))
         };
         let watcher = if let Some(interval) = config.poll_sockets {
-            poll_watcher(&dir, handler, interval)?
+            poll(interval)
         } else {
-            match inotify_watcher(&dir, handler.clone()) {
+            match inotify_watcher(&dir, handler) {
                 Ok(watcher) => watcher,
                 Err(e) => {
                     tracing::warn!(
                         error = %server::error_chain(&e),
                         "cannot watch the socket directory with inotify (fs.inotify.max_user_instances or max_user_watches exhausted?); polling it every second instead"
                     );
-                    poll_watcher(&dir, handler, SOCKET_POLL_INTERVAL)?
+                    poll(SOCKET_POLL_INTERVAL)
                 }
             }
         };
@@ -557,14 +569,13 @@ impl Drop for DevicePlugins {
     }
 }
 
-/// How often the socket directory is polled when inotify is unavailable. (A socket created and
-/// deleted between two polls goes unseen; kubelet's restarts are seconds apart.)
+/// How often the socket directory is polled when inotify is unavailable.
 const SOCKET_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 fn inotify_watcher(
     dir: &Path,
     handler: impl notify::EventHandler,
-) -> Result<Box<dyn Watcher + Send>, StartError> {
+) -> Result<Box<dyn Send>, StartError> {
     let watch_error = |source| StartError::Watch {
         path: dir.to_path_buf(),
         source,
@@ -576,21 +587,58 @@ fn inotify_watcher(
     Ok(Box::new(watcher))
 }
 
-fn poll_watcher(
-    dir: &Path,
-    handler: impl notify::EventHandler,
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls what the inotify watcher would report, as the events [`watch_events`] takes: kubelet's
+/// socket replaced (by its identity: a new file, however soon; a poll of modification times,
+/// which have a resolution of a second there, missed a restart within the second the agent
+/// started) and pool sockets gone.
+async fn poll_sockets(
     interval: Duration,
-) -> Result<Box<dyn Watcher + Send>, StartError> {
-    let watch_error = |source| StartError::Watch {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let config = notify::Config::default().with_poll_interval(interval);
-    let mut watcher = PollWatcher::new(handler, config).map_err(watch_error)?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(watch_error)?;
-    Ok(Box::new(watcher))
+    kubelet: Option<PathBuf>,
+    senders: Senders,
+    events: mpsc::UnboundedSender<notify::Result<notify::Event>>,
+) {
+    let mut kubelet_seen = kubelet.as_deref().and_then(server::socket_identity);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let report = |kind, path: &Path| {
+            events
+                .send(Ok(notify::Event::new(kind).add_path(path.to_path_buf())))
+                .is_ok()
+        };
+        if let Some(kubelet) = &kubelet {
+            let now = server::socket_identity(kubelet);
+            if now != kubelet_seen {
+                kubelet_seen = now;
+                if now.is_some()
+                    && !report(EventKind::Create(notify::event::CreateKind::File), kubelet)
+                {
+                    return;
+                }
+            }
+        }
+        let sockets: Vec<PathBuf> = senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for socket in sockets.iter().filter(|s| !path_exists(s)) {
+            if !report(EventKind::Remove(notify::event::RemoveKind::File), socket) {
+                return;
+            }
+        }
+    }
 }
 
 /// Reacts to the socket directory: kubelet.sock (re)created → every pool registers again; a pool

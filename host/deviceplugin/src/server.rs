@@ -633,6 +633,12 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     );
                     grace = (grace * 2).min(STREAM_GRACE_CAP);
                     match &state.mode {
+                        // Registering a socket that is gone (deleted by a kubelet restart
+                        // whose event was missed) would not help: serve it again first.
+                        Mode::Legacy { .. } if socket_identity(&state.socket).is_none() => {
+                            stop_instance(&state, stop_tx, server, registering).await;
+                            continue 'serve;
+                        }
                         Mode::Legacy { .. } => {
                             if let Some(task) = registering.take() {
                                 task.abort();
@@ -698,7 +704,7 @@ pub(crate) fn remove_own_socket(path: &std::path::Path, bound: Option<SocketIden
 }
 
 /// The device and inode of the file at `path` (without following a symlink), if there is one.
-fn socket_identity(path: &std::path::Path) -> Option<SocketIdentity> {
+pub(crate) fn socket_identity(path: &std::path::Path) -> Option<SocketIdentity> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::symlink_metadata(path)
         .ok()

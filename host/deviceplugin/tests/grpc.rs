@@ -330,6 +330,38 @@ async fn a_pool_kubelet_dropped_registers_again() {
     }
 }
 
+/// kubelet dropped the plugin and its socket is gone too, the deletion unseen (a poll that missed
+/// it, here a poll that never comes): the watchdog serves the socket again before registering,
+/// instead of registering a path nobody listens on, over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pool_whose_socket_is_gone_serves_it_again() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let mut config = env.config();
+    config.stream_grace = Duration::from_millis(300);
+    config.poll_sockets = Some(Duration::from_secs(3600));
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    registered(&plugins).await;
+    std::fs::remove_file(socket(&env)).unwrap();
+    assert!(sim.disconnect(NAME));
+    let sim_ref = &sim;
+    tokio::time::timeout(GUARD, async move {
+        while !sim_ref
+            .resource(NAME)
+            .is_some_and(|v| v.connected && v.allocatable() == 24)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never served again: {:?}", sim.resource(NAME)));
+    assert!(socket(&env).exists());
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// Two agent instances on one node (a rolling update): the other bound the pool's socket path after
 /// this one. When this one's watchdog re-registers in plugin-watcher mode it must not delete the
 /// other's socket (the two would take the path from each other).

@@ -301,6 +301,7 @@ fn main() {
         Arc::clone(&active),
         sources,
         debounce,
+        Duration::from_secs(30),
         move || (*inventory_for_watcher).clone(),
         move |outcome: &ReloadOutcome| {
             if outcome.changed {

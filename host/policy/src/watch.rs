@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
@@ -24,7 +24,7 @@ use notify_debouncer_full::{
 };
 
 use crate::convert::PolicyInventory;
-use crate::store::{ActivePolicies, ReloadOutcome, Sources};
+use crate::store::{ActivePolicies, ReloadOutcome, Sources, error_chain};
 
 /// Why watching could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +48,18 @@ pub enum WatchError {
 
 type FsDebouncer = Debouncer<RecommendedWatcher, RecommendedCache>;
 
+/// The longest interval between looks when the watcher polls (no inotify).
+const POLL_INTERVAL_CAP: Duration = Duration::from_secs(2);
+
 /// A running watcher; dropping it stops watching and joins the reload thread.
 pub struct PolicyWatcher {
     /// Shared with the reload thread, which re-arms the watches; taken (and so dropped, which
-    /// closes the event channel and ends that thread) on drop.
+    /// closes the event channel and ends that thread) on drop. `None` from the start when the
+    /// watcher polls.
     debouncer: Arc<Mutex<Option<FsDebouncer>>>,
     arming: Arc<Mutex<Arming>>,
+    /// Keeps the reload thread's channel open while polling (no debouncer holds a sender then).
+    keepalive: Option<mpsc::Sender<DebounceEventResult>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -69,15 +75,17 @@ impl PolicyWatcher {
     /// Watches the policy directory and the config file's directory (or, until they exist, their
     /// nearest existing ancestors) and, after each debounced burst of changes, reloads with the
     /// inventory `inventory()` returns and hands the outcome to `on_reload` (which also logs it).
+    /// Looks at the files every `recheck` too (see the module documentation); without inotify,
+    /// polls them every `recheck` (at most 2 s).
     pub fn spawn(
         active: Arc<ActivePolicies>,
         sources: Sources,
         debounce: Duration,
+        recheck: Duration,
         inventory: impl Fn() -> PolicyInventory + Send + 'static,
         mut on_reload: impl FnMut(&ReloadOutcome) + Send + 'static,
     ) -> Result<Self, WatchError> {
         let (tx, rx) = mpsc::channel::<DebounceEventResult>();
-        let mut debouncer = new_debouncer(debounce, None, tx).map_err(WatchError::Create)?;
         let config_dir = sources.config_file.as_deref().map(|file| {
             match file.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -91,19 +99,45 @@ impl PolicyWatcher {
                 .flatten()
                 .collect(),
         );
-        // At start a directory that exists but cannot be watched is an error the caller reports
-        // (hot swap off); later, re-arming failures are logged and retried on the next burst.
-        arming.arm(&mut debouncer)?;
-        let debouncer = Arc::new(Mutex::new(Some(debouncer)));
+        let events = new_debouncer(debounce, None, tx.clone())
+            .map_err(WatchError::Create)
+            .and_then(|mut debouncer| {
+                arming.arm(&mut debouncer)?;
+                Ok(debouncer)
+            });
+        let (debouncer, keepalive, recheck) = match events {
+            Ok(debouncer) => (Some(debouncer), None, recheck),
+            // No inotify (instances or watches used up by other daemons on the node): poll.
+            Err(error) => {
+                let every = recheck.min(POLL_INTERVAL_CAP);
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    "cannot watch the policy and config directories (fs.inotify.max_user_instances or max_user_watches used up?); polling them every {every:?} instead"
+                );
+                arming.watching.clear();
+                (None, Some(tx), every)
+            }
+        };
+        let polling = debouncer.is_none();
+        let debouncer = Arc::new(Mutex::new(debouncer));
         let arming = Arc::new(Mutex::new(arming));
         let worker_debouncer = Arc::clone(&debouncer);
         let worker_arming = Arc::clone(&arming);
         let worker = thread::Builder::new()
             .name("vfpool-policy-watch".to_string())
             .spawn(move || {
-                // Ends when the debouncer (the only sender) is dropped.
-                for result in rx {
-                    let rearmed = {
+                let mut seen = fingerprint(&sources);
+                let mut retried = Instant::now();
+                loop {
+                    // Ends when every sender (the debouncer's, the keepalive) is dropped.
+                    let result = match rx.recv_timeout(recheck) {
+                        Ok(result) => Some(result),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    let rearmed = if polling {
+                        false
+                    } else {
                         let mut guard = worker_debouncer
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
@@ -124,23 +158,39 @@ impl PolicyWatcher {
                         // Reading files (our own reload included) produces access events; only
                         // changes count, or every reload would trigger the next. Events in an
                         // ancestor watched while a directory is missing count only on its path.
-                        Ok(events) => {
+                        Some(Ok(events)) => {
                             let arming =
                                 worker_arming.lock().unwrap_or_else(PoisonError::into_inner);
                             events
                                 .iter()
                                 .any(|e| is_change(&e.event.kind) && arming.concerns(e))
                         }
-                        Err(errors) => {
+                        Some(Err(errors)) => {
                             for error in errors {
                                 tracing::warn!(%error, "policy watcher error; reloading anyway");
                             }
                             true
                         }
+                        // Looked at only when no event came for `recheck`: reading the
+                        // directory makes access events itself, which must not lead to another
+                        // look.
+                        None => {
+                            let now = fingerprint(&sources);
+                            let changed = now != seen;
+                            seen = now;
+                            changed
+                                || (active.current().is_none()
+                                    && retried.elapsed() >= recheck * 3)
+                        }
                     };
                     if !(relevant || rearmed) {
                         continue;
                     }
+                    if result.is_some() {
+                        // What this reload reads, so the next look does not reload it again.
+                        seen = fingerprint(&sources);
+                    }
+                    retried = Instant::now();
                     // A panic here (a bug) must not end hot swap for the agent's lifetime with
                     // nothing said: the reload is abandoned, the active set is untouched.
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -159,8 +209,14 @@ impl PolicyWatcher {
         Ok(PolicyWatcher {
             debouncer,
             arming,
+            keepalive,
             worker: Some(worker),
         })
+    }
+
+    /// Whether the watcher polls (no inotify) instead of following events.
+    pub fn polling(&self) -> bool {
+        self.keepalive.is_some()
     }
 
     /// The directories being watched now: the wanted ones that exist, and the nearest existing
@@ -183,6 +239,7 @@ impl PolicyWatcher {
         if let Some(debouncer) = self.take_debouncer() {
             debouncer.stop_nonblocking();
         }
+        self.keepalive.take();
         // Dropping the handle detaches the thread; it ends once its reload is done.
         self.worker.take();
     }
@@ -201,6 +258,7 @@ impl Drop for PolicyWatcher {
         if let Some(debouncer) = self.take_debouncer() {
             debouncer.stop();
         }
+        self.keepalive.take();
         if let Some(worker) = self.worker.take() {
             // A reload in progress finishes first (bounded by the policy deadlines).
             let _ = worker.join();
@@ -305,6 +363,34 @@ impl Arming {
                     .any(|dir| path.starts_with(dir) || dir.starts_with(path))
             })
     }
+}
+
+/// What the watched files look like: for the policy directory's entries and the config file
+/// (symlinks followed, so a retargeted one differs), name, size, modification time and inode.
+/// Equal fingerprints mean nothing to reload (a file rewritten in place within the same
+/// nanosecond at the same size would be missed; its close-after-write event is not).
+fn fingerprint(sources: &Sources) -> Vec<(PathBuf, Option<(u64, i64, i64, u64, u64)>)> {
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.dev(), m.ino()))
+    };
+    let mut seen = Vec::new();
+    if let Some(dir) = &sources.policy_dir {
+        seen.push((dir.clone(), stamp(dir)));
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            seen.extend(files.into_iter().map(|file| {
+                let stamped = stamp(&file);
+                (file, stamped)
+            }));
+        }
+    }
+    if let Some(file) = &sources.config_file {
+        seen.push((file.clone(), stamp(file)));
+    }
+    seen
 }
 
 /// Whether an event can mean new content: anything but opening or reading a file (a close after

@@ -209,6 +209,7 @@ async fn serve(
         Arc::clone(&policies),
         sources.clone(),
         Duration::from_millis(200),
+        POLICY_RECHECK,
         move || {
             (**watcher_inventory
                 .read()
@@ -221,7 +222,9 @@ async fn serve(
             }
         },
     )
-    .map_err(|e| tracing::warn!(error = %e, "policy hot swap is off: cannot watch the policy or config directory"))
+    .map_err(
+        |e| tracing::error!(error = %e, "policy hot swap is off: cannot start the policy watcher"),
+    )
     .ok();
 
     let outcome = {
@@ -354,6 +357,10 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
         None => std::future::pending().await,
     }
 }
+
+/// How often the policy watcher looks at the policy and config files besides following events (a
+/// retargeted symlinked directory has none); without inotify, it polls them every 2 s.
+const POLICY_RECHECK: Duration = Duration::from_secs(10);
 
 /// The longest wait between tries to place moving devices while PodResources cannot answer: once
 /// kubelet is back, they join their new pool within this long.

@@ -74,8 +74,28 @@ impl Node {
 
     /// `vfpool run` on this node with `extra` arguments after the node's own.
     pub fn agent_with(&self, rescan: &str, extra: &[&std::ffi::OsStr]) -> Agent {
+        self.spawn_agent(Command::new(env!("CARGO_BIN_EXE_vfpool")), rescan, extra)
+    }
+
+    /// `vfpool run` on this node in a user namespace whose inotify instance limit is 0, as on a
+    /// node where other daemons used up `fs.inotify.max_user_instances` (`unshare` keeps the pid:
+    /// signals reach the agent).
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub fn agent_without_inotify(&self, rescan: &str) -> Agent {
+        let mut command = Command::new("unshare");
+        command.args([
+            "--map-root-user",
+            "sh",
+            "-c",
+            r#"echo 0 > /proc/sys/user/max_inotify_instances && exec "$0" "$@""#,
+            env!("CARGO_BIN_EXE_vfpool"),
+        ]);
+        self.spawn_agent(command, rescan, &[])
+    }
+
+    fn spawn_agent(&self, mut command: Command, rescan: &str, extra: &[&std::ffi::OsStr]) -> Agent {
         let log = self.path("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        let child = command
             .arg("run")
             .arg("--sysfs-root")
             .arg(self.sysfs())

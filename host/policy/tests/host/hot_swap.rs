@@ -53,11 +53,21 @@ fn spawn_recording(
     active: &Arc<ActivePolicies>,
     sources: &Sources,
 ) -> (PolicyWatcher, mpsc::Receiver<ReloadOutcome>) {
+    spawn_recording_every(active, sources, Duration::from_secs(30))
+}
+
+/// [`spawn_recording`], looking at the files every `recheck`.
+fn spawn_recording_every(
+    active: &Arc<ActivePolicies>,
+    sources: &Sources,
+    recheck: Duration,
+) -> (PolicyWatcher, mpsc::Receiver<ReloadOutcome>) {
     let (tx, rx) = mpsc::channel();
     let watcher = PolicyWatcher::spawn(
         Arc::clone(active),
         sources.clone(),
         Duration::from_millis(50),
+        recheck,
         test_inventory,
         move |outcome: &ReloadOutcome| {
             let _ = tx.send(ReloadOutcome {
@@ -345,6 +355,7 @@ fn a_panicking_reload_does_not_stop_the_watcher() {
         Arc::clone(&active),
         sources.clone(),
         Duration::from_millis(50),
+        Duration::from_secs(30),
         test_inventory,
         move |outcome: &ReloadOutcome| {
             calls += 1;
@@ -379,4 +390,89 @@ fn a_panicking_reload_does_not_stop_the_watcher() {
         active.current().unwrap().selector_source,
         PolicySource::Embedded
     );
+}
+
+/// A policy directory that is a symlink retargeted to another directory (the swap happens in its
+/// parent, which is not watched: no event) is noticed by the periodic look. Hot swap used to stop
+/// silently.
+#[test]
+fn a_retargeted_policy_dir_symlink_is_noticed() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("v1")).unwrap();
+    fs::create_dir(root.path().join("v2")).unwrap();
+    install(
+        &root.path().join("v2"),
+        "selector.wasm",
+        &component("probe"),
+    );
+    let policies = root.path().join("policies");
+    symlink("v1", &policies).unwrap();
+    let config = root.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.clone()),
+        config_file: Some(config),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    assert_eq!(
+        pool_names(&active.reload(&sources, &test_inventory())),
+        ["intel.com/mlx"]
+    );
+    let (_watcher, rx) = spawn_recording_every(&active, &sources, Duration::from_millis(200));
+    let next = root.path().join(".policies.new");
+    symlink("v2", &next).unwrap();
+    fs::rename(&next, &policies).unwrap();
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "refused: {:?}", outcome.refused);
+    assert_eq!(pool_names(&outcome), ["example.com/probe"]);
+}
+
+/// A first policy set refused because of the inventory (the selector names a device the node does
+/// not have yet) is tried again, and accepted once the device is there: nothing else would reload
+/// it (no file changes), and the node served no pools until a restart.
+#[test]
+fn a_refused_first_set_is_retried() {
+    let root = tempfile::tempdir().unwrap();
+    let policies = root.path().join("policies");
+    fs::create_dir(&policies).unwrap();
+    install(&policies, "selector.wasm", &component("probe"));
+    let config = root.path().join("config.json");
+    fs::write(&config, "probe:unknown-device").unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies),
+        config_file: Some(config),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    let first = active.reload(&sources, &test_inventory());
+    assert!(!first.refused.is_empty() && active.current().is_none());
+
+    // The device appears (VFs created after the agent started).
+    let mut node = test_node();
+    let mut late = node.devices[0].clone();
+    late.id = "0000:ff:1f.7".into();
+    late.kind = vfpool_sysfs::DeviceKind::Vf;
+    late.sriov_total_vfs = None;
+    late.sriov_num_vfs = None;
+    node.devices.push(late);
+    let grown = vfpool_policy::PolicyInventory::new(&node, &Default::default());
+    let (tx, rx) = mpsc::channel();
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&active),
+        sources,
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+        move || grown.clone(),
+        move |outcome: &ReloadOutcome| {
+            let _ = tx.send(outcome.changed);
+        },
+    )
+    .unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the refused set is tried again"),
+        "tried again, and refused"
+    );
+    assert!(active.current().is_some());
 }
