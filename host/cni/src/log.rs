@@ -55,6 +55,19 @@ impl Logger {
         }
     }
 
+    /// A warning about the logging settings themselves: always on stderr, whatever the level
+    /// and file, so a bad `logLevel`/`logFile` is seen where the logs are looked for by default.
+    pub fn settings_warning(&mut self, msg: &str) {
+        let line = format!("vfpool-cni: [warning] {} {msg}", self.context);
+        match &mut self.captured {
+            Some(lines) => lines.push(line),
+            // A failing log write must never fail the attachment.
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+        }
+    }
+
     fn write(&mut self, level: LogLevel, tag: &str, msg: &str) {
         if level > self.level {
             return;

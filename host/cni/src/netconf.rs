@@ -249,6 +249,8 @@ pub struct NetConf {
     pub log_level: LogLevel,
     /// Log file; stderr when absent.
     pub log_file: Option<String>,
+    /// Why `logLevel` or `logFile` was ignored (to be written to stderr).
+    pub log_warnings: Vec<String>,
     /// The previous result (CHECK, DEL).
     pub prev_result: Option<Value>,
 }
@@ -485,26 +487,29 @@ impl NetConf {
         )?
         .map(|m| m as u32);
 
+        // Logging settings never fail the attachment: sriov-cni falls back to info and stderr
+        // with a warning, and NetworkAttachmentDefinitions written for it rely on that.
+        let mut log_warnings = Vec::new();
         let log_level = match string_field(&raw, "logLevel")? {
             None => LogLevel::Info,
             Some(s) if s.is_empty() => LogLevel::Info,
-            Some(s) => LogLevel::parse(&s).ok_or_else(|| {
-                invalid(
-                    "logLevel",
-                    &Value::String(s.clone()),
-                    "must be one of panic, error, warning, info, debug, verbose",
-                )
-            })?,
+            Some(s) => LogLevel::parse(&s).unwrap_or_else(|| {
+                log_warnings.push(format!(
+                    "ignoring logLevel {s:?}: set it to one of panic, error, warning, info, \
+                     debug, verbose; logging at info"
+                ));
+                LogLevel::Info
+            }),
         };
         let log_file = match string_field(&raw, "logFile")? {
             None => None,
             Some(s) if s.is_empty() => None,
             Some(s) if !s.starts_with('/') => {
-                return Err(invalid(
-                    "logFile",
-                    &Value::String(s),
-                    "must be an absolute path such as /var/log/vfpool-cni.log",
+                log_warnings.push(format!(
+                    "ignoring logFile {s:?}: set it to an absolute path such as \
+                     /var/log/vfpool-cni.log; logging to stderr"
                 ));
+                None
             }
             Some(s) => Some(s),
         };
@@ -522,6 +527,7 @@ impl NetConf {
             mtu,
             log_level,
             log_file,
+            log_warnings,
             prev_result,
         })
     }

@@ -293,6 +293,9 @@ pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<Str
             env.container_id, env.netns, env.ifname
         ),
     );
+    for w in &conf.log_warnings {
+        deps.log.settings_warning(w);
+    }
     let outcome = match env.command {
         Command::Add => {
             cmd_add(env, stdin, &conf, deps).map(|r| Some(r.to_value(conf.version).to_string()))
@@ -670,29 +673,26 @@ fn apply_vf_setting(
 }
 
 /// Waits until the PF reports an admin MAC that was just set: some drivers apply it
-/// asynchronously (sriov-cni retries 20 × 100 ms). Other settings need no check.
+/// asynchronously. Other settings need no check.
 fn verify_vf_setting(
     netlink: &mut dyn Netlink,
     pf: &str,
     vf: u32,
     setting: VfSetting,
 ) -> Result<(), PluginError> {
-    if let VfSetting::Mac(mac) = setting {
-        // Some drivers apply the admin MAC asynchronously (sriov-cni retries 20 × 100 ms).
-        for attempt in 0..20 {
-            let reported = netlink
-                .vfs(pf)
-                .map_err(nl(format!("reading VF {vf} of PF {pf} back")))?
-                .and_then(|vfs| vfs.into_iter().find(|s| s.vf == vf))
-                .map(|s| s.mac);
-            if reported == Some(mac) {
-                return Ok(());
-            }
-            if attempt < 19 {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+    let VfSetting::Mac(mac) = setting else {
+        return Ok(());
+    };
+    retry_mac(|| {
+        let reported = netlink
+            .vfs(pf)
+            .map_err(nl(format!("reading VF {vf} of PF {pf} back")))?
+            .and_then(|vfs| vfs.into_iter().find(|s| s.vf == vf))
+            .map(|s| s.mac);
+        if reported == Some(mac) {
+            return Ok(MacAttempt::Done);
         }
-        return Err(PluginError::VfSetting {
+        Ok(MacAttempt::Again(PluginError::VfSetting {
             pf: pf.to_owned(),
             vf,
             setting: setting.to_string(),
@@ -701,9 +701,76 @@ fn verify_vf_setting(
                 op: format!("verifying MAC {mac} on VF {vf}"),
                 source: std::io::Error::other("the PF keeps reporting a different MAC"),
             },
-        });
+        }))
+    })
+}
+
+/// The outcome of one try at a MAC change.
+enum MacAttempt {
+    Done,
+    /// Not (yet) in effect; the error to report if it never is.
+    Again(PluginError),
+}
+
+/// sriov-cni's `Retry(20, 100ms)` around MAC changes: some VF drivers apply a MAC
+/// asynchronously (the PF acknowledges later: iavf), so the change is read back and tried again.
+fn retry_mac(
+    mut attempt: impl FnMut() -> Result<MacAttempt, PluginError>,
+) -> Result<(), PluginError> {
+    const ATTEMPTS: u32 = 20;
+    let mut tried = 1;
+    loop {
+        match attempt()? {
+            MacAttempt::Done => return Ok(()),
+            MacAttempt::Again(e) if tried >= ATTEMPTS => return Err(e),
+            MacAttempt::Again(_) => {
+                std::thread::sleep(Duration::from_millis(100));
+                tried += 1;
+            }
+        }
     }
-    Ok(())
+}
+
+/// Sets a netdev's (effective) MAC and reads it back, trying again while the driver has not
+/// applied it, as sriov-cni's SetVFEffectiveMAC: iavf answers EAGAIN when the PF is slow to
+/// acknowledge, and older iavf accepts the change before the PF has.
+fn set_effective_mac(
+    netlink: &mut dyn Netlink,
+    ns: NsId,
+    ifname: &str,
+    mac: MacAddr,
+    context: &str,
+) -> Result<(), PluginError> {
+    retry_mac(|| {
+        if let Err(e) = netlink.set_mac(ns, ifname, mac) {
+            // Any other refusal (a driver that forbids MAC changes) will not change in 2 s.
+            let transient = matches!(&e, NetlinkError::Kernel { source, .. }
+                if matches!(source.raw_os_error(), Some(nix::libc::EAGAIN | nix::libc::EBUSY)));
+            let e = nl(context)(e);
+            return if transient {
+                Ok(MacAttempt::Again(e))
+            } else {
+                Err(e)
+            };
+        }
+        let now = netlink
+            .link(ns, ifname)
+            .map_err(nl(format!("{context}: reading it back")))?
+            .and_then(|l| l.mac);
+        if now == Some(mac) {
+            return Ok(MacAttempt::Done);
+        }
+        Ok(MacAttempt::Again(PluginError::Netlink {
+            context: context.to_owned(),
+            source: NetlinkError::Kernel {
+                op: format!("verifying MAC {mac} on {ifname:?}"),
+                source: std::io::Error::other(format!(
+                    "the driver keeps reporting {}",
+                    now.map_or_else(|| "no MAC".to_owned(), |m| m.to_string())
+                )),
+            },
+        }))
+    })
 }
 
 /// Moves a netdev from `from` (named `ifname`) back into the host as `host_ifname`, restoring
@@ -735,24 +802,31 @@ fn return_to_host(
     let restore_mac = att
         .effective_mac
         .filter(|m| !m.is_zero() && link.mac != Some(*m));
-    // Some VF drivers refuse a MAC change while up. Otherwise the move below closes the link
+    let host_name = att.host_ifname.as_str();
+    let taken_in_pod = from != NsId::HOST
+        && ifname != host_name
+        && netlink
+            .link(from, host_name)
+            .map_err(nl(ctx("checking the name in the pod")))?
+            .is_some();
+    // Renamed where it is (not through a move, which closes the link first).
+    let renamed_in_place = ifname != host_name && !taken_in_pod;
+    // Kernels before 6.2 refuse to rename an up device (EBUSY), as some VF drivers refuse a MAC
+    // change while up: sriov-cni's ReleaseVF sets it down first. A bare move closes the link
     // anyway, and an extra down would cost another RCU grace period on the DEL path.
-    if link.up && (restore_mac.is_some() || from == NsId::HOST) {
+    if link.up && (restore_mac.is_some() || renamed_in_place || from == NsId::HOST) {
         netlink
             .set_up(from, ifname, false)
             .map_err(nl(ctx("setting it down")))?;
     }
     if let Some(mac) = restore_mac {
-        netlink
-            .set_mac(from, ifname, mac)
-            .map_err(nl(ctx("restoring its MAC")))?;
+        set_effective_mac(netlink, from, ifname, mac, &ctx("restoring its MAC"))?;
     }
     if att.mtu != 0 && link.mtu != att.mtu {
         netlink
             .set_mtu(from, ifname, att.mtu)
             .map_err(nl(ctx("restoring its MTU")))?;
     }
-    let host_name = att.host_ifname.as_str();
     if from == NsId::HOST {
         // The kernel already brought it home (its netns died): a rename is all that is left.
         netlink
@@ -760,11 +834,6 @@ fn return_to_host(
             .map_err(nl(ctx("renaming it")))?;
         return drop_altname(netlink, from, host_name, ifname);
     }
-    let taken_in_pod = ifname != host_name
-        && netlink
-            .link(from, host_name)
-            .map_err(nl(ctx("checking the name in the pod")))?
-            .is_some();
     if taken_in_pod {
         // The pod has its own interface with the VF's host name (#40/#49): rename on the way
         // through an empty temporary netns instead.
@@ -1097,9 +1166,13 @@ fn add_steps(
             ],
         );
         if let Some(mac) = conf.mac {
-            netlink
-                .set_mac(pod, ifname, mac)
-                .map_err(nl(format!("setting the MAC of {ifname:?} to {mac}")))?;
+            set_effective_mac(
+                netlink,
+                pod,
+                ifname,
+                mac,
+                &format!("setting the MAC of {ifname:?} to {mac} (NetConf field \"mac\")"),
+            )?;
         }
         if let Some(mtu) = conf.mtu {
             netlink.set_mtu(pod, ifname, mtu).map_err(nl(format!(
@@ -1149,8 +1222,36 @@ fn add_steps(
         final_mac = conf
             .mac
             .or(att.orig.map(|o| o.mac).filter(|m| !m.is_zero()));
+        // No netdev to read: sriov-cni reports the PF's MTU. Only informational, so a PF that
+        // cannot be read costs the MTU in the result, not the ADD.
+        final_mtu = match netlink.link(NsId::HOST, &att.pf) {
+            Ok(Some(pf)) => pf.mtu,
+            _ => 0,
+        };
     } else {
+        let mut ipv6_enabled = false;
         for ip in &result.ips {
+            if !ip.address.is_ipv4() && !ipv6_enabled {
+                // The pod netns may have IPv6 disabled by default (the interface inherits it on
+                // the move), and then the kernel refuses the address: upstream's ConfigureIface
+                // enables it on lo and the interface first. Writing the value it already has
+                // changes nothing.
+                netlink
+                    .set_sysctls(
+                        pod,
+                        &[
+                            ("net/ipv6/conf/lo/disable_ipv6".to_owned(), "0"),
+                            (format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"),
+                        ],
+                    )
+                    .map_err(nl(format!(
+                        "enabling IPv6 on lo and {ifname:?} in the pod (writing 0 to \
+                         net/ipv6/conf/<if>/disable_ipv6) before adding {}: the IPAM result has an \
+                         IPv6 address, so the node must not boot with ipv6.disable=1",
+                        ip.address
+                    )))?;
+                ipv6_enabled = true;
+            }
             netlink
                 .add_address(pod, ifname, ip.address)
                 .map_err(nl(format!("adding address {} to {ifname:?}", ip.address)))?;
@@ -1159,12 +1260,14 @@ fn add_steps(
             .set_up(pod, ifname, true)
             .map_err(nl(format!("setting {ifname:?} up")))?;
         for route in &result.routes {
+            // As upstream's ConfigureIface: the first gateway of the route's family among the
+            // IPs, skipping IPs without one.
             let gw = route.gw.or_else(|| {
                 result
                     .ips
                     .iter()
-                    .find(|ip| ip.address.is_ipv4() == route.dst.is_ipv4())
-                    .and_then(|ip| ip.gateway)
+                    .filter_map(|ip| ip.gateway)
+                    .find(|gw| gw.is_ipv4() == route.dst.is_ipv4())
             });
             netlink
                 .add_route(pod, ifname, route, gw)

@@ -289,7 +289,10 @@ impl CniResult {
             }
             return Value::Object(out);
         }
-        let full = version >= Version::new(1, 1, 0);
+        // libcni's types100 serves 1.0.0 and 1.1.0 alike, with interfaces[].mtu/socketPath/pciID
+        // and the route attributes: sriov-cni reports the MTU to a 1.0.0 runtime and Multus
+        // copies it into the network-status annotation.
+        let full = version >= Version::new(1, 0, 0);
         let interfaces: Vec<Value> = self
             .interfaces
             .iter()
@@ -419,13 +422,18 @@ mod tests {
         assert_eq!(v110["routes"][0]["priority"], 5);
         assert!(v110["ips"][0].get("version").is_none());
 
+        // types100 (libcni) serves 1.0.0 like 1.1.0: sriov-cni reports the MTU to both.
         let v100 = r.to_value(Version::new(1, 0, 0));
-        assert!(v100["interfaces"][0].get("mtu").is_none());
-        assert!(v100["interfaces"][0].get("pciID").is_none());
-        assert!(v100["routes"][0].get("priority").is_none());
+        assert_eq!(v100["interfaces"][0]["mtu"], 1500);
+        assert_eq!(v100["interfaces"][0]["pciID"], "0000:3b:00.2");
+        assert_eq!(v100["routes"][0]["priority"], 5);
         assert_eq!(v100["cniVersion"], "1.0.0");
 
         let v040 = r.to_value(Version::new(0, 4, 0));
+        assert!(v040["interfaces"][0].get("mtu").is_none());
+        assert!(v040["interfaces"][0].get("pciID").is_none());
+        assert!(v040["routes"][0].get("priority").is_none());
+
         assert_eq!(v040["ips"][0]["version"], "4");
         assert_eq!(v040["ips"][1]["version"], "6");
         assert_eq!(v040["ips"][0]["interface"], 0);

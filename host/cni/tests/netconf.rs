@@ -125,8 +125,6 @@ fn each_bad_value_is_refused_with_code_7_naming_field_and_value() {
         (json!({"max_tx_rate": -5}), "max_tx_rate"),
         (json!({"mtu": 20}), "mtu"),
         (json!({"mtu": 70000}), "mtu"),
-        (json!({"logLevel": "loud"}), "logLevel"),
-        (json!({"logFile": "relative.log"}), "logFile"),
         (json!({"deviceID": "3b:00.2"}), "deviceID"),
         (json!({"deviceID": "../../etc"}), "deviceID"),
         (json!({"deviceID": 5}), "deviceID"),
@@ -193,4 +191,24 @@ fn missing_cni_version_means_0_1_0() {
     let mut c = base();
     c.as_object_mut().unwrap().remove("cniVersion");
     assert_eq!(parse(&c).unwrap().cni_version, "0.1.0");
+}
+
+/// sriov-cni falls back to info and stderr, with a warning, for a bad `logLevel` or a relative
+/// `logFile`; so does the README ("an absolute path (else stderr)"). Never error code 7.
+#[test]
+fn a_bad_log_level_or_relative_log_file_falls_back_with_a_warning() {
+    let c = parse(&with(
+        json!({"logLevel": "loud", "logFile": "relative.log"}),
+    ))
+    .unwrap();
+    assert_eq!(c.log_level, LogLevel::Info);
+    assert_eq!(c.log_file, None);
+    assert_eq!(c.log_warnings.len(), 2, "{:?}", c.log_warnings);
+    assert!(c.log_warnings[0].contains("logLevel") && c.log_warnings[0].contains("loud"));
+    assert!(c.log_warnings[1].contains("logFile") && c.log_warnings[1].contains("absolute"));
+    let good = parse(&with(
+        json!({"logLevel": "debug", "logFile": "/var/log/x.log"}),
+    ))
+    .unwrap();
+    assert!(good.log_warnings.is_empty());
 }

@@ -215,6 +215,8 @@ fn add_applies_only_requested_settings_in_upstream_order_and_del_restores_them()
     let out = w.run("ADD", POD, &conf(all_settings())).unwrap().unwrap();
     let result: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(result["interfaces"][0]["mac"], "02:00:00:00:00:99");
+    // cniVersion 1.0.0 carries the MTU too (libcni's types100; Multus copies it).
+    assert_eq!(result["interfaces"][0]["mtu"], 1500);
     assert_eq!(result["ips"][0]["interface"], 0);
 
     let sets = w.netlink.calls_starting("set_vf");
@@ -386,6 +388,153 @@ fn stale_altnames_are_dropped_both_ways() {
     );
 }
 
+/// Kernels before 6.2 (Ubuntu 22.04, RHEL 8/9) refuse to rename an up device with EBUSY, and
+/// the fake refuses likewise: DEL and an ADD rollback must set the pod interface down before
+/// renaming it inside the pod, as sriov-cni's ReleaseVF does.
+#[test]
+fn the_pod_interface_is_set_down_before_it_is_renamed_on_del_and_rollback() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    // No MAC to restore: nothing else asks for the link to go down.
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    let pod = w.pod();
+    assert!(w.netlink.find(pod, "net1").unwrap().up);
+    w.netlink.calls.clear();
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    let down = format!("set_up {} net1 false", pod.0);
+    let rename = format!("rename {} net1 {VF_NETDEV}", pod.0);
+    let order: Vec<&str> = w
+        .netlink
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c == down || *c == rename)
+        .collect();
+    assert_eq!(order, vec![down.as_str(), rename.as_str()]);
+    w.assert_pristine(orig);
+
+    // ADD fails after the link came up: the rollback renames it too.
+    let mut w = World::new();
+    w.netlink.fail("add_route", nix::libc::ENETUNREACH);
+    let err = w.run("ADD", POD, &conf(json!({}))).unwrap_err();
+    assert!(!err.msg.contains("rolling back also failed"), "{}", err.msg);
+    w.assert_pristine(orig);
+}
+
+/// A route without `gw` takes the first gateway of its family among the IPs, skipping IPs
+/// without one, as upstream's ConfigureIface.
+#[test]
+fn a_route_without_gw_takes_the_first_gateway_of_its_family() {
+    let mut w = World::new();
+    w.ipam.add_result = json!({
+        "cniVersion": "1.0.0",
+        "ips": [
+            {"address": "10.1.0.5/24"},
+            {"address": "fd00::5/64", "gateway": "fd00::1"},
+            {"address": "10.2.0.5/24", "gateway": "10.2.0.1"},
+            {"address": "10.3.0.5/24", "gateway": "10.3.0.1"}
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}, {"dst": "10.9.0.0/16", "gw": "10.1.0.9"}]
+    })
+    .to_string();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    let pod = w.pod();
+    assert_eq!(
+        w.netlink.find(pod, "net1").unwrap().routes,
+        vec![
+            "0.0.0.0/0 via 10.2.0.1",
+            "::/0 via fd00::1",
+            "10.9.0.0/16 via 10.1.0.9"
+        ]
+    );
+}
+
+/// A pod netns with IPv6 disabled by default (the moved interface inherits it): IPv6 is
+/// enabled on lo and the interface before the first IPv6 address, as upstream's ConfigureIface.
+#[test]
+fn ipv6_is_enabled_in_the_pod_before_the_first_ipv6_address() {
+    let mut w = World::new();
+    w.ipam.add_result = json!({
+        "cniVersion": "1.0.0",
+        "ips": [
+            {"address": "10.1.0.5/24", "gateway": "10.1.0.1"},
+            {"address": "fd00::5/64", "gateway": "fd00::1"},
+            {"address": "fd01::5/64"}
+        ]
+    })
+    .to_string();
+    let pod = w.pod();
+    let sysctls = &mut w.netlink.namespaces.get_mut(&pod.0).unwrap().sysctls;
+    for iface in ["lo", "net1"] {
+        sysctls.insert(format!("net/ipv6/conf/{iface}/disable_ipv6"), "1".into());
+    }
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    let link = w.netlink.find(pod, "net1").unwrap();
+    assert_eq!(link.addrs.len(), 3, "{:?}", link.addrs);
+    let sysctls = &w.netlink.namespaces[&pod.0].sysctls;
+    for iface in ["lo", "net1"] {
+        assert_eq!(sysctls[&format!("net/ipv6/conf/{iface}/disable_ipv6")], "0");
+    }
+    // Once, before the first IPv6 address.
+    let enabling = w.netlink.calls_starting(&format!(
+        "set_sysctls {} net/ipv6/conf/lo/disable_ipv6=0",
+        pod.0
+    ));
+    assert_eq!(enabling.len(), 1);
+    let pos = |prefix: &str| w.netlink.calls.iter().position(|c| c.starts_with(prefix));
+    assert!(pos(enabling[0]) < pos(&format!("add_address {} net1 fd00::5", pod.0)));
+    assert!(pos(&format!("add_address {} net1 10.1.0.5", pod.0)) < pos(enabling[0]));
+}
+
+/// A bad `logLevel` or a relative `logFile` does not fail ADD (sriov-cni falls back to info and
+/// stderr); the warning says which field to fix.
+#[test]
+fn a_bad_log_level_or_log_file_does_not_fail_add() {
+    let mut w = World::new();
+    w.run(
+        "ADD",
+        POD,
+        &conf(json!({"logLevel": "loud", "logFile": "relative.log"})),
+    )
+    .unwrap();
+    let lines = w.log.captured.as_ref().unwrap();
+    for field in ["logLevel \"loud\"", "logFile \"relative.log\""] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("[warning]") && l.contains(field)),
+            "{field}: {lines:#?}"
+        );
+    }
+}
+
+/// A VF driver that applies the netdev MAC late (iavf): the MAC is read back and set again,
+/// 20 × 100 ms as sriov-cni's SetVFEffectiveMAC, on ADD and when DEL restores it.
+#[test]
+fn the_pod_mac_is_set_again_until_the_driver_applies_it() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let mac = "02:00:00:00:00:77";
+    w.netlink.mac_writes_lost = 2;
+    let out = w
+        .run("ADD", POD, &conf(json!({"mac": mac})))
+        .unwrap()
+        .unwrap();
+    let pod = w.pod();
+    assert_eq!(w.netlink.find(pod, "net1").unwrap().mac.to_string(), mac);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["interfaces"][0]["mac"], mac);
+    assert_eq!(
+        w.netlink
+            .calls_starting(&format!("set_mac {} net1 {mac}", pod.0))
+            .len(),
+        3
+    );
+    w.netlink.mac_writes_lost = 1;
+    w.run("DEL", POD, &conf(json!({"mac": mac}))).unwrap();
+    w.assert_pristine(orig);
+}
+
 #[test]
 fn del_is_idempotent_and_works_without_netns_or_cache() {
     let mut w = World::new();
@@ -482,6 +631,8 @@ fn dpdk_vfs_get_settings_and_ipam_but_no_netns_work() {
         .unwrap();
     let result: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(result["ips"][0]["address"], "10.1.0.5/24");
+    // No netdev: the PF's MTU is reported, as sriov-cni does (Multus shows it).
+    assert_eq!(result["interfaces"][0]["mtu"], 1500);
     assert!(w.netlink.calls_starting("move_link").is_empty());
     assert!(w.netlink.calls_starting("add_address").is_empty());
     assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 12);

@@ -106,3 +106,52 @@ fn link_operations_across_namespaces() -> Result<()> {
     assert!(matches!(not_ns, NetlinkError::NotANetns { .. }), "{not_ns}");
     Ok(())
 }
+
+/// An IPAM route the pod already has (a default route from the primary network) is added next
+/// to it, as upstream's ConfigureIface (RouteAddEcmp: NLM_F_CREATE without NLM_F_EXCL) does,
+/// instead of failing ADD with EEXIST.
+#[test]
+fn a_route_the_pod_already_has_is_added_beside_it() -> Result<()> {
+    require_root!();
+    let pod = Netns::new("rrt")?;
+    let a = unique("rr");
+    let b = unique("rs");
+    let _veth = Veth::new(&a, &b)?;
+    // The primary network's interface and default route; gone with the netns.
+    pod.ip(&[
+        "link", "add", "prim0", "type", "veth", "peer", "name", "prim1",
+    ])?;
+    pod.ip(&["addr", "add", "10.70.0.2/24", "dev", "prim0"])?;
+    pod.ip(&["link", "set", "prim0", "up"])?;
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.70.0.1",
+        "dev",
+        "prim0",
+    ])?;
+
+    let mut nl = RealNetlink::new()?;
+    let ns = nl.open_netns(Path::new(&pod.path()))?;
+    nl.move_link(NsId::HOST, &a, ns, "net8")?;
+    nl.add_address(ns, "net8", "10.71.0.5/24".parse().unwrap())?;
+    nl.set_up(ns, "net8", true)?;
+    let route = Route {
+        dst: "0.0.0.0/0".parse().unwrap(),
+        gw: None,
+        mtu: None,
+        advmss: None,
+        priority: None,
+        table: None,
+        scope: None,
+    };
+    nl.add_route(ns, "net8", &route, Some("10.71.0.1".parse()?))?;
+    let routes = pod.ip(&["route", "show", "default"])?;
+    assert!(
+        routes.contains("via 10.70.0.1 dev prim0") && routes.contains("via 10.71.0.1 dev net8"),
+        "{routes}"
+    );
+    Ok(())
+}

@@ -65,6 +65,9 @@ pub struct FakeNetlink {
     pub leaked_in_temp: Vec<String>,
     /// Model kernels that keep the old name as an altname on rename.
     pub altname_on_rename: bool,
+    /// Model a VF driver that applies a netdev MAC asynchronously (iavf before the PF
+    /// acknowledges): this many `set_mac` calls succeed without changing the MAC.
+    pub mac_writes_lost: usize,
     /// Model a PF driver that accepts admin MAC writes but never reports them.
     pub mac_never_reported: bool,
     /// A log shared with other fakes (the IPAM one), to check the order across them.
@@ -418,6 +421,11 @@ impl Netlink for FakeNetlink {
             return Err(errno(call, nix::libc::EEXIST));
         }
         let link = self.link_mut(ns, name)?;
+        // Kernels before 6.2 refuse to rename a device that is up (dev_change_name: EBUSY), and
+        // Ubuntu 22.04 and RHEL 8/9 run such kernels: model the strictest.
+        if link.up {
+            return Err(errno(call, nix::libc::EBUSY));
+        }
         if name != new_name {
             if altname_on_rename {
                 link.altnames.push(name.to_owned());
@@ -442,6 +450,11 @@ impl Netlink for FakeNetlink {
 
     fn set_mac(&mut self, ns: NsId, name: &str, mac: MacAddr) -> Result<(), NetlinkError> {
         self.record(format!("set_mac {} {name} {mac}", ns.0))?;
+        if self.mac_writes_lost > 0 {
+            self.mac_writes_lost -= 1;
+            self.link_mut(ns, name)?;
+            return Ok(());
+        }
         self.link_mut(ns, name)?.mac = mac;
         Ok(())
     }
@@ -453,7 +466,18 @@ impl Netlink for FakeNetlink {
     }
 
     fn add_address(&mut self, ns: NsId, name: &str, addr: IpNet) -> Result<(), NetlinkError> {
-        self.record(format!("add_address {} {name} {addr}", ns.0))?;
+        let call = format!("add_address {} {name} {addr}", ns.0);
+        self.record(call.clone())?;
+        // The kernel refuses an IPv6 address on a link with IPv6 disabled (addrconf: EACCES).
+        if !addr.is_ipv4()
+            && self
+                .ns_mut(ns)?
+                .sysctls
+                .get(&format!("net/ipv6/conf/{name}/disable_ipv6"))
+                == Some(&"1".to_owned())
+        {
+            return Err(errno(call, nix::libc::EACCES));
+        }
         self.link_mut(ns, name)?.addrs.push(addr);
         Ok(())
     }

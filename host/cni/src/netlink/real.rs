@@ -564,13 +564,11 @@ impl Netlink for RealNetlink {
                 gw.map_or_else(|| "on-link".to_owned(), |g| g.to_string())
             )
         };
-        self.request(
-            ns,
-            &op,
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
+        // NLM_F_CREATE without NLM_F_EXCL, as upstream's ConfigureIface (RouteAddEcmp): a route
+        // to a destination the pod already reaches another way (the primary network's default
+        // route) is added beside it; only an exact duplicate is EEXIST.
+        self.request(ns, &op, RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE)
+            .map(drop)
     }
 
     fn announce(
