@@ -213,7 +213,9 @@ impl ActivePolicies {
             generation: active.as_ref().map_or(1, |a| a.generation + 1),
         });
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&next));
-        self.prune_cache(|digest| next.uses(digest));
+        // The directory's other modules stay compiled too: every reload (a config change, a
+        // no-op event) checks them all, and recompiling a Python module takes seconds.
+        self.prune_cache(|digest| next.uses(digest) || scan.present.iter().any(|p| p == digest));
         ReloadOutcome {
             active: Some(next),
             changed: true,
@@ -319,31 +321,22 @@ impl ActivePolicies {
                 }
                 None => {}
             }
-            match fs::metadata(&path) {
-                Ok(meta) if meta.is_file() && meta.len() > max as u64 => {
+            let bytes = match read_regular_file(&path, max as u64) {
+                Ok(bytes) => bytes,
+                Err(FileProblem::TooLarge(len)) => {
                     scan.refused.push(format!(
-                        "{}: {} bytes, more than the {max}-byte limit; not loaded",
+                        "{}: {len} bytes, more than the {max}-byte limit; not loaded",
                         path.display(),
-                        meta.len()
                     ));
                     continue;
                 }
-                Ok(meta) if meta.is_file() => {}
-                Ok(_) => {
+                Err(FileProblem::NotRegular) => {
                     scan.ignored
                         .push(format!("{}: not a regular file", path.display()));
                     continue;
                 }
-                Err(e) => {
-                    // A dangling symlink mid-swap, or the file vanished: the next event re-reads.
-                    scan.refused
-                        .push(format!("{}: cannot read: {e}; not loaded", path.display()));
-                    continue;
-                }
-            }
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
+                // A dangling symlink mid-swap, or the file vanished: the next event re-reads.
+                Err(FileProblem::Io(e)) => {
                     scan.refused
                         .push(format!("{}: cannot read: {e}; not loaded", path.display()));
                     continue;
@@ -442,31 +435,62 @@ fn read_settings(sources: &Sources) -> Result<Settings, String> {
     })
 }
 
+/// Why [`read_regular_file`] read nothing.
+#[derive(Debug)]
+enum FileProblem {
+    /// A directory, FIFO, socket or device.
+    NotRegular,
+    /// More bytes than allowed (as far as it was read).
+    TooLarge(u64),
+    /// Opening or reading failed.
+    Io(io::Error),
+}
+
+/// Reads at most `max` bytes of the regular file at `path`. The file is opened without blocking
+/// (a FIFO swapped in would block the open itself) and checked through that descriptor, so
+/// what is read is what was checked; the read stops past `max` even if the file grows meanwhile.
+fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(FileProblem::Io)?;
+    let meta = file.metadata().map_err(FileProblem::Io)?;
+    if !meta.is_file() {
+        return Err(FileProblem::NotRegular);
+    }
+    if meta.len() > max {
+        return Err(FileProblem::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileProblem::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(FileProblem::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Reads the config file, refusing what cannot be a finished config: something other than a
 /// regular file (a FIFO would block the reload forever), an oversized file, text that is not
 /// UTF-8, and an empty file — a writer that truncates and then writes in place, or one that died
 /// or ran out of space half-way, leaves one for a moment, and accepting it as "no pools" would stop
 /// every pool until the next event.
 pub fn read_config_file(path: &Path) -> Result<String, String> {
-    use std::io::Read as _;
-    let cannot = |e: io::Error| format!("cannot read the config file {}: {e}", path.display());
-    let meta = fs::metadata(path).map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(format!(
+    let bytes = read_regular_file(path, MAX_CONFIG_BYTES).map_err(|problem| match problem {
+        FileProblem::NotRegular => format!(
             "the config file {} is not a regular file; point --config-file at a JSON file",
             path.display()
-        ));
-    }
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
+        ),
+        FileProblem::TooLarge(_) => format!(
             "the config file {} is larger than {MAX_CONFIG_BYTES} bytes; not read",
             path.display()
-        ));
-    }
+        ),
+        FileProblem::Io(e) => format!("cannot read the config file {}: {e}", path.display()),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "the config file {} is not UTF-8 text (invalid byte at offset {})",
@@ -514,6 +538,34 @@ mod config_file_tests {
         assert!(err.contains("not a regular file"), "{err}");
         let err = read_config_file(&dir.path().join("missing.json")).unwrap_err();
         assert!(err.contains("cannot read the config file"), "{err}");
+    }
+
+    /// Files are opened before they are checked (through the descriptor, so what is read is what
+    /// was checked), without blocking: a FIFO is refused, not waited on. Reads stop at the limit.
+    #[test]
+    fn files_are_checked_through_their_descriptor_and_read_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.wasm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(matches!(
+            read_regular_file(&fifo, 10),
+            Err(FileProblem::NotRegular)
+        ));
+        assert!(matches!(
+            read_regular_file(dir.path(), 10),
+            Err(FileProblem::NotRegular)
+        ));
+        let file = dir.path().join("y.wasm");
+        fs::write(&file, [0u8; 11]).unwrap();
+        assert!(matches!(
+            read_regular_file(&file, 10),
+            Err(FileProblem::TooLarge(11))
+        ));
+        assert_eq!(read_regular_file(&file, 11).unwrap().len(), 11);
     }
 }
 

@@ -476,3 +476,23 @@ fn a_refused_first_set_is_retried() {
     );
     assert!(active.current().is_some());
 }
+
+/// A module in the directory that is not active (a second selector, after the first by name) stays
+/// compiled across reloads: every reload checks it, and it used to be compiled again each time (a
+/// Python module takes seconds), because a swap kept only the active set's modules.
+#[test]
+fn inactive_modules_in_the_directory_stay_compiled() {
+    let policies = tempfile::tempdir().unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: None,
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = ActivePolicies::new(engine().clone()).unwrap();
+    install(policies.path(), "a.wasm", &component("probe"));
+    install(policies.path(), "b.wasm", defaults::UPSTREAM_SELECTOR);
+    let first = active.reload(&sources, &test_inventory());
+    assert!(first.changed, "{:?}", first.refused);
+    assert_eq!(active.current().unwrap().selector.id().name, "a.wasm");
+    assert_eq!(active.compiled_count(), 2, "b.wasm was dropped");
+}
