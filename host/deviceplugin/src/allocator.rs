@@ -34,10 +34,21 @@ impl PreferenceRequest {
         mut must_include: Vec<String>,
         size: i32,
     ) -> Self {
-        let mut seen = HashSet::with_capacity(available.len());
-        available.retain(|id| seen.insert(id.clone()));
-        let mut included = HashSet::with_capacity(must_include.len());
-        must_include.retain(|id| seen.contains(id) && included.insert(id.clone()));
+        // Borrowed ids first: this runs on every GetPreferredAllocation, over the whole pool, and
+        // kubelet never repeats one.
+        let repeated = {
+            let unique: HashSet<&str> = available.iter().map(String::as_str).collect();
+            unique.len() < available.len()
+        };
+        if repeated {
+            let mut kept = HashSet::with_capacity(available.len());
+            available.retain(|id| kept.insert(id.clone()));
+        }
+        if !must_include.is_empty() {
+            let unique: HashSet<&str> = available.iter().map(String::as_str).collect();
+            let mut included = HashSet::with_capacity(must_include.len());
+            must_include.retain(|id| unique.contains(id.as_str()) && included.insert(id.clone()));
+        }
         let size = usize::try_from(size.max(0))
             .unwrap_or(0)
             .max(must_include.len())
