@@ -322,6 +322,10 @@ pub struct Attachment {
     pub pf: String,
     /// VF index.
     pub vf_index: u32,
+    /// Whether `pf` and `vf_index` are a record to fall back on: false when a cache's `Master`
+    /// is absent or its `VFID` is not a non-negative integer, where both are placeholders (DEL
+    /// resolves the VF from sysfs by `pci` first; see `vf_target`).
+    pub vf_known: bool,
     /// DPDK-bound (no netdev work).
     pub dpdk: bool,
     /// The VF netdev's name in the host ("" for DPDK).
@@ -371,7 +375,21 @@ impl Attachment {
         } else {
             String::new()
         };
+        // sriov-cni's CmdAdd puts the MAC it applies (runtimeConfig.mac over CNI_ARGS MAC= over
+        // `mac`, lower-cased) in NetConf.MAC, which Go caches under "MAC" (the field has no json
+        // tag), and its DEL restores the admin and effective MAC only when that is non-empty.
+        // Recording ours there lets a downgraded Go plugin DEL what we ADDed; "" (Go's zero
+        // value) when no MAC was applied.
+        let applied_mac = self
+            .applied
+            .iter()
+            .find_map(|s| match s {
+                VfSetting::Mac(mac) => Some(mac.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
         let ours = json!({
+            "MAC": applied_mac,
             "OrigVfState": {
                 "HostIFName": self.host_ifname,
                 "SpoofChk": orig.spoofchk,
@@ -438,7 +456,14 @@ impl Attachment {
         let admin_mac: Option<MacAddr> = o("AdminMAC")
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok());
-        let vf_index = u32::try_from(num(get("VFID"))).map_err(|_| bad("VFID"))?;
+        // A VFID that is absent, negative, not a number or too large names no VF; reading it as 0
+        // would point DEL at VF 0 of the PF, possibly another pod's.
+        let cached_vf = get("VFID")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        let pf = text("Master");
+        let vf_known = cached_vf.is_some() && !pf.is_empty();
+        let vf_index = cached_vf.unwrap_or(0);
         // A Go cache always had VF info (sriov-cni fails ADD without it).
         let vf_info = get("vfpoolVfInfo").and_then(Value::as_bool).unwrap_or(true);
         let orig = vf_info.then(|| VfState {
@@ -522,8 +547,9 @@ impl Attachment {
         };
         Ok(Attachment {
             pci,
-            pf: text("Master"),
+            pf,
             vf_index,
+            vf_known,
             dpdk: get("vfpoolDpdk")
                 .and_then(Value::as_bool)
                 .unwrap_or(host_ifname.is_empty()),
@@ -1026,6 +1052,7 @@ fn cmd_add(
         pci: pci.clone(),
         pf: vf.pf.clone(),
         vf_index: vf.index,
+        vf_known: true,
         dpdk,
         host_ifname: host_ifname.clone(),
         orig,
@@ -1343,6 +1370,39 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The PF and VF index to restore a cached attachment's VF settings through. sysfs, from the
+/// cached `deviceID`, comes first: `Master` and `VFID` are only what the cache says (corrupt,
+/// edited, or a PF renamed since ADD), and a wrong index resets another pod's VF. The cache serves
+/// only when sysfs cannot resolve the VF and it records both; otherwise `None` (with a warning):
+/// leaving the settings is better than changing some other VF's.
+fn vf_target(sysfs_root: &Path, att: &Attachment, log: &mut Logger) -> Option<(String, u32)> {
+    match vf::resolve(sysfs_root, &att.pci) {
+        Ok(v) => {
+            if att.vf_known && (v.pf != att.pf || v.index != att.vf_index) {
+                log.info(&format!(
+                    "VF {} is VF {} of PF {} in sysfs, the cache says VF {} of PF {}; going by sysfs",
+                    att.pci, v.index, v.pf, att.vf_index, att.pf
+                ));
+            }
+            Some((v.pf, v.index))
+        }
+        Err(e) if att.vf_known => {
+            log.info(&format!(
+                "{e}; restoring VF {} of PF {} as the cache records it",
+                att.vf_index, att.pf
+            ));
+            Some((att.pf.clone(), att.vf_index))
+        }
+        Err(e) => {
+            log.warn(&format!(
+                "{e}; the cache has no valid \"Master\" and \"VFID\" either, so VF {}'s settings are not restored (reset them through its PF by hand if needed)",
+                att.pci
+            ));
+            None
+        }
+    }
+}
+
 /// Puts a VF back as the cache describes: VF settings through the PF, then the netdev from
 /// wherever it is now (the pod netns, or the host if the kernel already returned it when the pod
 /// netns was destroyed — #126, #349) back under its original name.
@@ -1367,52 +1427,54 @@ fn release(
                 && !att.applied.iter().any(|s| matches!(s, VfSetting::Mac(_))))
         })
         .collect();
+    let target = if restores.is_empty() {
+        None
+    } else {
+        vf_target(sysfs_root, att, log)
+    };
     // A PF that is gone, reports no VF information or no longer reports this VF (sriov_numvfs
     // lowered) holds no VF settings to restore; failing DEL for it would make the runtime retry
     // forever.
-    let pf_has_vfs = if restores.is_empty() {
-        false
-    } else {
-        match netlink.vfs(&att.pf) {
-            Ok(Some(list)) if list.iter().any(|s| s.vf == att.vf_index) => true,
+    let pf_has_vfs = match &target {
+        None => false,
+        Some((pf, index)) => match netlink.vfs(pf) {
+            Ok(Some(list)) if list.iter().any(|s| s.vf == *index) => true,
             Ok(Some(_)) => {
                 log.warn(&format!(
-                    "PF {} no longer reports VF {}; it is gone, settings not restored",
-                    att.pf, att.vf_index
+                    "PF {pf} no longer reports VF {index}; it is gone, settings not restored"
                 ));
                 false
             }
             Ok(None) => {
                 log.warn(&format!(
-                    "PF {} reports no VF information; VF {} settings not restored",
-                    att.pf, att.vf_index
+                    "PF {pf} reports no VF information; VF {index} settings not restored"
                 ));
                 false
             }
             Err(e) if e.is_not_found() => {
                 log.warn(&format!(
-                    "PF {} is gone; VF {} settings not restored",
-                    att.pf, att.vf_index
+                    "PF {pf} is gone; VF {index} settings not restored"
                 ));
                 false
             }
             Err(e) => {
-                errors.push(error_chain(&nl(format!("reading PF {}", att.pf))(e)));
+                errors.push(error_chain(&nl(format!("reading PF {pf}"))(e)));
                 false
             }
-        }
+        },
     };
-    for setting in restores.into_iter().filter(|_| pf_has_vfs) {
-        match apply_vf_setting(netlink, &att.pf, att.vf_index, setting) {
-            Ok(()) => {}
-            // A setting the driver does not support cannot have been applied.
-            Err(PluginError::VfSetting { source, .. }) if source.is_unsupported() => {
-                log.warn(&format!(
-                    "PF {} does not support {setting} for VF {}; not restored",
-                    att.pf, att.vf_index
-                ));
+    if let (Some((pf, index)), true) = (&target, pf_has_vfs) {
+        for setting in restores {
+            match apply_vf_setting(netlink, pf, *index, setting) {
+                Ok(()) => {}
+                // A setting the driver does not support cannot have been applied.
+                Err(PluginError::VfSetting { source, .. }) if source.is_unsupported() => {
+                    log.warn(&format!(
+                        "PF {pf} does not support {setting} for VF {index}; not restored"
+                    ));
+                }
+                Err(e) => errors.push(error_chain(&e)),
             }
-            Err(e) => errors.push(error_chain(&e)),
         }
     }
     if !att.dpdk {
@@ -1727,7 +1789,7 @@ fn cmd_check(
                 env.container_id, env.ifname
             ))
         })?;
-    let att = Attachment::from_cache(&format!("{}-{}", env.container_id, env.ifname), &cache)?;
+    let mut att = Attachment::from_cache(&format!("{}-{}", env.container_id, env.ifname), &cache)?;
     if !att.dpdk {
         let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
         let pod = netlink
@@ -1785,8 +1847,13 @@ fn cmd_check(
         checked?;
     }
     if !att.applied.is_empty() {
-        let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
-        check_vf_settings(&att, netlink, deps.log)?;
+        // The same VF DEL would restore: a corrupt cache must not compare another VF's settings.
+        if let Some((pf, index)) = vf_target(&env.sysfs_root, &att, deps.log) {
+            att.pf = pf;
+            att.vf_index = index;
+            let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+            check_vf_settings(&att, netlink, deps.log)?;
+        }
     }
     if let Some(plugin) = &conf.ipam_type {
         deps.ipam.exec("CHECK", plugin, stdin, env)?;
@@ -1891,6 +1958,52 @@ fn ipam_speaks_1_1(ipam: &mut dyn Ipam, plugin: &str, env: &CniEnv) -> Result<bo
         .is_some_and(|list| list.iter().any(|v| v == "1.1.0")))
 }
 
+/// The key of GC's list of attachments that are still in use (CNI spec 1.1.0).
+const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
+/// GC's valid attachments as cache names (`<containerID>-<ifname>`). The spec requires the list;
+/// an absent or unreadable one, or an entry without both ids, is refused rather than read as
+/// "fewer valid attachments": everything missing from the set is released, so a misread list would
+/// pull VFs out of live pods.
+fn valid_attachments(raw: &Map<String, Value>) -> Result<HashSet<String>, NetConfError> {
+    let list = match raw.get(VALID_ATTACHMENTS) {
+        None => {
+            return Err(NetConfError::Missing {
+                field: VALID_ATTACHMENTS,
+                hint: "GC needs the list of attachments still in use (CNI spec 1.1.0); the container runtime sets it, an empty array if there are none",
+            });
+        }
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(NetConfError::Invalid {
+                field: VALID_ATTACHMENTS,
+                value: other.to_string(),
+                reason: "must be an array of {\"containerID\": ..., \"ifname\": ...} objects (an empty array if no attachment is in use)".into(),
+            });
+        }
+    };
+    let id = |entry: &Value, key: &str| {
+        entry
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, entry)| match (id(entry, "containerID"), id(entry, "ifname")) {
+            (Some(cid), Some(ifname)) => Ok(format!("{cid}-{ifname}")),
+            _ => Err(NetConfError::Invalid {
+                field: VALID_ATTACHMENTS,
+                value: entry.to_string(),
+                reason: format!(
+                    "entry {i} must be an object with non-empty string \"containerID\" and \"ifname\"; fix the container runtime's GC request"
+                ),
+            }),
+        })
+        .collect()
+}
+
 fn cmd_gc(
     env: &CniEnv,
     stdin: &[u8],
@@ -1904,22 +2017,7 @@ fn cmd_gc(
             got: conf.cni_version.clone(),
         });
     }
-    let valid: HashSet<String> = conf
-        .raw
-        .get("cni.dev/valid-attachments")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|a| {
-                    Some(format!(
-                        "{}-{}",
-                        a.get("containerID")?.as_str()?,
-                        a.get("ifname")?.as_str()?
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let valid = valid_attachments(&conf.raw)?;
     let state = StateDir::new(&env.state_dir);
     let names = state.cache_names()?;
     // VFs that a valid attachment holds: a stale record of the same VF (a late DEL that never

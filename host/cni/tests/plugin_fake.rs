@@ -1188,3 +1188,186 @@ fn gc_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
     run_as(&mut w, "GC", "", "", "", &gc).unwrap();
     pod_b_keeps_the_vf(&w, b);
 }
+
+/// The cache `ctr1-net1` as JSON.
+fn read_cache(w: &World) -> Value {
+    serde_json::from_slice(&std::fs::read(w.state_dir().join("ctr1-net1")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_cache_records_the_mac_add_applied_under_upstreams_mac_key() {
+    // sriov-cni's CmdAdd stores the MAC it applies (runtimeConfig.mac over CNI_ARGS MAC= over
+    // mac, lower-cased) in NetConf.MAC, cached as "MAC", and its DEL restores the VF's MACs only
+    // when that is non-empty: after a downgrade the Go plugin must find ours there.
+    let keys = |cache: &Value| {
+        cache
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.eq_ignore_ascii_case("mac"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // runtimeConfig.mac wins over the NetConf's mac.
+    let mut w = World::new();
+    let c = conf(json!({"mac": "02:00:00:00:00:99",
+        "runtimeConfig": {"mac": "02:00:00:00:00:AB"}}));
+    w.run("ADD", POD, &c).unwrap();
+    let cache = read_cache(&w);
+    assert_eq!(cache["MAC"], "02:00:00:00:00:ab", "{cache:#}");
+    assert_eq!(keys(&cache), vec!["MAC"], "a case twin would confuse Go");
+    w.run("DEL", POD, &c).unwrap();
+
+    // CNI_ARGS MAC= wins over the NetConf's mac.
+    let mut w = World::new();
+    let c = conf(json!({"mac": "02:00:00:00:00:99"}));
+    let mut env = w.env("ADD", POD);
+    env.args = "IgnoreUnknown=true;MAC=02:00:00:00:00:CD".to_owned();
+    let mut deps = Deps {
+        netlink: &mut w.netlink,
+        ipam: &mut w.ipam,
+        log: &mut w.log,
+        lock_timeout: Duration::from_millis(200),
+    };
+    run(&env, c.to_string().as_bytes(), &mut deps).unwrap();
+    assert_eq!(read_cache(&w)["MAC"], "02:00:00:00:00:cd");
+
+    // No MAC applied: the Go plugin's empty string (it restores no MAC then).
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert_eq!(read_cache(&w)["MAC"], "");
+}
+
+#[test]
+fn gc_refuses_a_missing_or_malformed_valid_attachments_list() {
+    // A list GC cannot read must not make every attachment of the network stale: that would pull
+    // the VFs out of live pods.
+    let bad_lists = [
+        None,
+        Some(json!(null)),
+        Some(json!({"containerID": "ctr1", "ifname": "net1"})),
+        Some(json!("ctr1-net1")),
+        Some(json!(["ctr1-net1"])),
+        Some(json!([{"containerID": "ctr1"}])),
+        Some(json!([{"ifname": "net1"}])),
+        Some(json!([{"containerID": 7, "ifname": "net1"}])),
+        Some(json!([{"containerID": "", "ifname": "net1"}])),
+        Some(json!([{"containerID": "other", "ifname": "net1"}, {"containerID": "ctr1"}])),
+    ];
+    for list in bad_lists {
+        let mut w = World::new();
+        w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+        let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+        if let Some(list) = &list {
+            gc["cni.dev/valid-attachments"] = list.clone();
+        }
+        w.netlink.calls.clear();
+        let err = run_as(&mut w, "GC", "", "", "", &gc).unwrap_err();
+        assert_eq!(err.code, code::INVALID_CONFIG, "{list:?}: {err:?}");
+        assert!(
+            err.msg.contains("cni.dev/valid-attachments"),
+            "{list:?}: {}",
+            err.msg
+        );
+        assert!(w.netlink.find(w.pod(), "net1").is_some(), "{list:?}");
+        assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 5, "{list:?}");
+        assert!(
+            w.netlink.calls.is_empty(),
+            "{list:?}: {:?}",
+            w.netlink.calls
+        );
+        assert!(w.state_dir().join("ctr1-net1").exists(), "{list:?}");
+        assert!(w.ipam.calls.iter().all(|c| c.0 != "DEL"), "{list:?}");
+    }
+}
+
+#[test]
+fn del_resolves_the_vf_from_sysfs_not_from_a_corrupt_cache() {
+    // VFID absent, negative, a string, too large, or Master wrong: sysfs names deviceID's PF and
+    // index, so VF 1 is restored and VF 0 (perhaps another pod's) is never touched.
+    let corruptions: [(&str, Option<Value>); 6] = [
+        ("VFID", None),
+        ("VFID", Some(json!(-1))),
+        ("VFID", Some(json!("1"))),
+        ("VFID", Some(json!(u64::from(u32::MAX) + 1))),
+        ("Master", None),
+        ("Master", Some(json!("pf9"))),
+    ];
+    for (key, value) in corruptions {
+        let mut w = World::new();
+        let vf0 = w.netlink.vf(PF, 0).unwrap();
+        w.run("ADD", POD, &conf(json!({"vlan": 5, "trust": "on"})))
+            .unwrap();
+        let path = w.state_dir().join("ctr1-net1");
+        let mut cache = read_cache(&w);
+        match &value {
+            Some(v) => cache[key] = v.clone(),
+            None => {
+                cache.as_object_mut().unwrap().remove(key);
+            }
+        }
+        std::fs::write(&path, cache.to_string()).unwrap();
+        w.netlink.calls.clear();
+        w.run("DEL", POD, &conf(json!({"vlan": 5, "trust": "on"})))
+            .unwrap();
+        assert_eq!(
+            w.netlink.calls_starting("set_vf"),
+            vec![
+                "set_vf pf0 1 vlan 0 qos 0 proto 802.1q",
+                "set_vf pf0 1 trust off",
+            ],
+            "{key} = {value:?}"
+        );
+        assert_eq!(w.netlink.vf(PF, 0), Some(vf0), "{key} = {value:?}");
+        assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
+        assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+    }
+}
+
+#[test]
+fn del_skips_the_vf_reset_when_neither_sysfs_nor_the_cache_names_the_vf() {
+    for (key, value) in [("VFID", None), ("VFID", Some(json!(-1))), ("Master", None)] {
+        let mut w = World::new();
+        let vf0 = w.netlink.vf(PF, 0).unwrap();
+        w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+        let path = w.state_dir().join("ctr1-net1");
+        let mut cache = read_cache(&w);
+        match &value {
+            Some(v) => cache[key] = v.clone(),
+            None => {
+                cache.as_object_mut().unwrap().remove(key);
+            }
+        }
+        std::fs::write(&path, cache.to_string()).unwrap();
+        // The VF is no longer in sysfs (hot-unplugged, sriov_numvfs changed).
+        std::fs::remove_file(w.dir.path().join("sys/bus/pci/devices").join(VF_PCI)).unwrap();
+        w.netlink.calls.clear();
+        w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
+        assert!(
+            w.netlink.calls_starting("set_vf").is_empty(),
+            "{key} = {value:?}: {:?}",
+            w.netlink.calls
+        );
+        assert_eq!(w.netlink.vf(PF, 0), Some(vf0));
+        // The rest of DEL still happens: the netdev comes home, the state is gone.
+        assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
+        assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+        let logged = w.log.captured.as_ref().unwrap().join("\n");
+        assert!(
+            logged.contains("not restored") && logged.contains(VF_PCI),
+            "{logged}"
+        );
+    }
+
+    // A valid cache still serves when sysfs cannot.
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+    std::fs::remove_file(w.dir.path().join("sys/bus/pci/devices").join(VF_PCI)).unwrap();
+    w.netlink.calls.clear();
+    w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
+    assert_eq!(
+        w.netlink.calls_starting("set_vf"),
+        vec!["set_vf pf0 1 vlan 0 qos 0 proto 802.1q"]
+    );
+}
