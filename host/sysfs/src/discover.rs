@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::address::{AddressError, PciAddress};
 use crate::model::{Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};
-use crate::read::{self, Modalias, SysDir};
+use crate::read::{self, Entry, Modalias, SysDir};
 
 /// PCI base class of network controllers.
 pub const CLASS_NETWORK: u8 = 0x02;
@@ -24,6 +24,8 @@ const FUNCTIONS_PER_THREAD: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SysfsRoot {
     path: PathBuf,
+    /// Where device nodes are (`/dev`), looked at for node facts; `None` for a simulated tree.
+    dev: Option<PathBuf>,
 }
 
 impl Default for SysfsRoot {
@@ -33,9 +35,23 @@ impl Default for SysfsRoot {
 }
 
 impl SysfsRoot {
-    /// A root at `path` (`/sys` on a real node).
+    /// A root at `path` (`/sys` on a real node). When `path` is this machine's own `/sys`, node
+    /// facts also look at `/dev` (see [`SysfsRoot::with_dev_root`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SysfsRoot { path: path.into() }
+        let path = path.into();
+        let host = std::fs::canonicalize(&path).is_ok_and(|p| p == Path::new("/sys"));
+        SysfsRoot {
+            path,
+            dev: host.then(|| PathBuf::from("/dev")),
+        }
+    }
+
+    /// Looks at `dev` for device nodes as well: `/dev/vhost-net` and `/dev/net/tun` exist from
+    /// boot (static device names that load their module on first open), while their
+    /// `class/misc` entries appear only once the module is loaded. Upstream checks the nodes.
+    pub fn with_dev_root(mut self, dev: impl Into<PathBuf>) -> Self {
+        self.dev = Some(dev.into());
+        self
     }
 
     /// The root directory itself.
@@ -225,8 +241,12 @@ struct Record {
 }
 
 fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
-    let entries = dir.names();
-    let has = |name: &str| entries.binary_search_by(|e| e.as_str().cmp(name)).is_ok();
+    let entries = dir.entries();
+    let has = |name: &str| {
+        entries
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .is_ok()
+    };
 
     // Like upstream (ghw), the ids come from `modalias`: one read instead of five. The plain files
     // fill in whatever a missing or malformed modalias lacks.
@@ -283,14 +303,9 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
     if has("uio") {
         device.uio_device = dir.sub("uio").and_then(|d| d.names().into_iter().next());
     }
-    if has("sriov_totalvfs") {
-        device.sriov_total_vfs = dir.unsigned("sriov_totalvfs");
-        device.sriov_num_vfs = dir.unsigned("sriov_numvfs");
-    }
-
     let mut vfs: Vec<VfRef> = entries
         .iter()
-        .filter_map(|name| name.strip_prefix("virtfn")?.parse::<u32>().ok())
+        .filter_map(|e| e.name.strip_prefix("virtfn")?.parse::<u32>().ok())
         .filter_map(|index| {
             let id = dir.link_name(&format!("virtfn{index}"))?;
             Some(VfRef { index, id })
@@ -298,6 +313,19 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
         .collect();
     vfs.sort_unstable_by_key(|vf| vf.index);
     device.vfs = vfs;
+
+    if has("sriov_totalvfs") {
+        device.sriov_num_vfs = dir.unsigned("sriov_numvfs");
+        device.sriov_total_vfs = dir.unsigned("sriov_totalvfs").or_else(|| {
+            // Like upstream's IsSriovPF, the file's existence is what makes a function SR-IOV
+            // capable. `None` would say "not capable" and let a PF whose VFs are in use be pooled
+            // itself, so an unreadable total becomes what is known for sure: at least the VFs
+            // that are enabled.
+            tracing::debug!(device = %id, "sriov_totalvfs exists but is unreadable; using the enabled VFs as its lower bound");
+            let linked = u32::try_from(device.vfs.len()).unwrap_or(u32::MAX);
+            Some(device.sriov_num_vfs.unwrap_or(0).max(linked))
+        });
+    }
 
     if has("net") {
         // Representor facts matter only on a PF's netdevs (switchdev uplink and VF representors).
@@ -312,21 +340,26 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
 
     let mut aux = Vec::new();
     let mut sf_netdevs = Vec::new();
-    for name in &entries {
-        if let Some(index) = name.strip_prefix("vdpa")
-            && !index.is_empty()
-            && index.bytes().all(|b| b.is_ascii_digit())
-        {
-            if let Some(vdpa_dir) = dir.sub(name) {
-                device.vdpa_devices.push(read_vdpa(vdpa_dir, name));
+    for entry in entries.iter().filter(|e| may_be_child_device(e)) {
+        let name = entry.name.as_str();
+        match child_device(&dir, name) {
+            Some(ChildDevice::Vdpa) => {
+                if let Some(vdpa_dir) = dir.sub(name) {
+                    device.vdpa_devices.push(read_vdpa(vdpa_dir, name));
+                }
             }
-        } else if let Some((aux_type, _)) = parse_aux_name(name)
-            && let Some(aux_dir) = dir.sub(name)
-        {
-            let child = read_aux(aux_dir, name, aux_type, &device);
-            sf_netdevs.extend(child.netdevs.iter().map(|n| n.name.clone()));
-            device.aux_devices.push(child.id.clone());
-            aux.push(child);
+            // Sub-functions are created on PFs only; a VF's auxiliary devices are its own
+            // eth/rdma halves, never pool members.
+            Some(ChildDevice::Aux(aux_type)) if kind == DeviceKind::Pf => {
+                if let Some(aux_dir) = dir.sub(name)
+                    && let Some(child) = read_sub_function(aux_dir, name, aux_type, &device)
+                {
+                    sf_netdevs.extend(child.netdevs.iter().map(|n| n.name.clone()));
+                    device.aux_devices.push(child.id.clone());
+                    aux.push(child);
+                }
+            }
+            Some(ChildDevice::Aux(_)) | None => {}
         }
     }
 
@@ -375,10 +408,67 @@ fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<Netd
 
 fn read_rdma(dir: &SysDir, device: &mut Device) {
     device.rdma_devices = dir.sub("infiniband").map(|d| d.names()).unwrap_or_default();
-    let infiniband = device.link_type.as_deref() == Some("infiniband");
-    if infiniband && let Some(first) = device.rdma_devices.first() {
+    // Upstream reads the pkey when the device's effective link type is InfiniBand. Without a link
+    // type of its own (a VF whose netdev is in a pod) the device takes its PF's, known only in
+    // `link`: read the pkey now, while the directory is open, and let `link` drop it if the
+    // effective link type turns out not to be InfiniBand.
+    let maybe_infiniband = matches!(device.link_type.as_deref(), None | Some("infiniband"));
+    if maybe_infiniband && let Some(first) = device.rdma_devices.first() {
         device.pkey = dir.trimmed(&format!("infiniband/{first}/ports/1/pkeys/0"));
     }
+}
+
+/// Directories the kernel puts in every PCI function's directory that are never devices: skipping
+/// them by name saves a `subsystem` lookup each.
+const FIXED_SUBDIRS: &[&str] = &[
+    "hwmon",
+    "infiniband",
+    "infiniband_cm",
+    "infiniband_mad",
+    "infiniband_verbs",
+    "link",
+    "msi_irqs",
+    "net",
+    "power",
+    "ptp",
+    "uio",
+    "vfio-dev",
+];
+
+/// Whether a function's directory entry may be a child device (a vDPA or auxiliary device): a
+/// directory (symlinks such as `virtfnN`, `physfn` or `driver` never are) that is not one of the
+/// kernel's fixed ones.
+fn may_be_child_device(entry: &Entry) -> bool {
+    entry.maybe_dir && !FIXED_SUBDIRS.contains(&entry.name.as_str())
+}
+
+/// What a child directory of a PCI function is.
+enum ChildDevice<'a> {
+    /// A vDPA device, whatever its name.
+    Vdpa,
+    /// An auxiliary device (`mlx5_core.sf.4`) with its type (`sf`).
+    Aux(&'a str),
+}
+
+/// Classifies a child directory by its `subsystem` link, as the kernel's buses define it: vDPA
+/// devices carry the name their creator gave them (`vdpa dev add name vdpa:0000:03:00.2 ...`), so
+/// the name alone cannot tell. A tree without `subsystem` links (built by hand) falls back to the
+/// kernel's default names: `vdpaN` and `<module>.<type>.<id>`.
+fn child_device<'a>(dir: &SysDir, name: &'a str) -> Option<ChildDevice<'a>> {
+    let aux = || parse_aux_name(name).map(|(aux_type, _)| ChildDevice::Aux(aux_type));
+    match dir.link_name(&format!("{name}/subsystem")).as_deref() {
+        Some("vdpa") => Some(ChildDevice::Vdpa),
+        Some("auxiliary") => aux(),
+        Some(_) => None,
+        None if is_default_vdpa_name(name) => Some(ChildDevice::Vdpa),
+        None => aux(),
+    }
+}
+
+/// `vdpa0`: the name the kernel's vDPA tools suggest when the user gives none.
+fn is_default_vdpa_name(name: &str) -> bool {
+    name.strip_prefix("vdpa")
+        .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn read_vdpa(dir: SysDir, name: &str) -> VdpaDevice {
@@ -401,8 +491,14 @@ fn parse_aux_name(name: &str) -> Option<(&str, u32)> {
         .then_some((aux_type, number))
 }
 
-fn read_aux(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -> Device {
+/// An auxiliary device that is a sub-function, or `None` for the other auxiliary devices a function
+/// carries (`mlx5_core.eth.0`, `mlx5_core.rdma.0`, `ice.roce.0`): only sub-functions have an
+/// `sfnum`, and upstream drops an auxiliary device without one.
+fn read_sub_function(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -> Option<Device> {
     let entries = dir.names();
+    if !entries.iter().any(|e| e == "sfnum") {
+        return None;
+    }
     let mut aux = Device::unknown(name, DeviceKind::Aux);
     aux.aux_type = Some(aux_type.to_owned());
     aux.sf_num = dir.unsigned("sfnum");
@@ -422,7 +518,7 @@ fn read_aux(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -> Device 
     if entries.iter().any(|e| e == "infiniband") {
         aux.rdma_devices = dir.sub("infiniband").map(|d| d.names()).unwrap_or_default();
     }
-    aux
+    Some(aux)
 }
 
 /// A switchdev uplink representor: on the eswitch (`phys_switch_id` set) with a port name `p<N>`.
@@ -475,24 +571,30 @@ fn link(records: Vec<Record>) -> Vec<Device> {
         })
         .collect();
 
+    // PFs that were not part of this pass (not on the bus, filtered, or a one-device lookup whose PF
+    // could not be read by address), read once each through a VF's `physfn` link.
+    let mut unlisted_pfs: HashMap<&str, Option<UnlistedPf>> = HashMap::new();
     let mut vf_links: Vec<(Option<String>, Option<u32>, Option<String>)> = Vec::new();
     for record in &records {
         let Some(pf_id) = record.physfn.as_deref() else {
             vf_links.push((None, None, None));
             continue;
         };
-        let pf_index = by_id.get(pf_id).copied();
-        let vf_index = match pf_index {
-            Some(i) => records[i]
-                .device
-                .vfs
-                .iter()
+        let index_in = |vfs: &[VfRef]| {
+            vfs.iter()
                 .find(|vf| vf.id == record.device.id)
-                .map(|vf| vf.index),
-            // The PF was not part of this pass (filtered or unreadable): ask its links directly.
-            None => vf_index_via_physfn(&record.dir, &record.device.id),
+                .map(|vf| vf.index)
         };
-        let pf_netdev = pf_index.and_then(|i| pf_facts[i].0.clone());
+        let (vf_index, pf_netdev) = match by_id.get(pf_id).copied() {
+            Some(i) => (index_in(&records[i].device.vfs), pf_facts[i].0.clone()),
+            None => match unlisted_pfs
+                .entry(pf_id)
+                .or_insert_with(|| read_unlisted_pf(&record.dir, pf_id))
+            {
+                Some(pf) => (index_in(&pf.vfs), pf.netdev.clone()),
+                None => (None, None),
+            },
+        };
         let pf_name = pf_netdev.as_ref().map(|n| n.name.clone());
         let pf_link_type = pf_netdev.and_then(|n| n.link_type);
         vf_links.push((pf_name, vf_index, pf_link_type));
@@ -513,6 +615,10 @@ fn link(records: Vec<Record>) -> Vec<Device> {
         } else {
             device.switchdev = switchdev;
         }
+        // `read_rdma` read the pkey while the effective link type was still open; now it is known.
+        if device.link_type.as_deref() != Some("infiniband") {
+            device.pkey = None;
+        }
         for mut aux in record.aux {
             aux.pf_name = own_pf_netdev.as_ref().map(|n| n.name.clone());
             if aux.link_type.is_none() {
@@ -525,21 +631,34 @@ fn link(records: Vec<Record>) -> Vec<Device> {
     devices
 }
 
-fn vf_index_via_physfn(vf_dir: &Path, id: &str) -> Option<u32> {
-    let physfn = SysDir::open(&vf_dir.join("physfn"))?;
-    physfn
-        .names()
-        .into_iter()
-        .filter_map(|name| name.strip_prefix("virtfn")?.parse::<u32>().ok())
-        .find(|index| physfn.link_name(&format!("virtfn{index}")).as_deref() == Some(id))
+/// What a VF needs from a PF that is not among the records.
+struct UnlistedPf {
+    /// The PF's name as VFs see it ([`pf_netdev`]).
+    netdev: Option<Netdev>,
+    vfs: Vec<VfRef>,
+}
+
+/// Reads the PF of the VF at `vf_dir` through the VF's `physfn` link, as upstream reads
+/// `<vf>/physfn/net`, with the same rules as for a listed PF.
+fn read_unlisted_pf(vf_dir: &Path, pf_id: &str) -> Option<UnlistedPf> {
+    let dir = SysDir::open(&vf_dir.join("physfn"))?;
+    let pf = read_function(pf_id, dir, ClassFilter::Any)?;
+    Some(UnlistedPf {
+        netdev: pf_netdev(&pf.device, &pf.sf_netdevs),
+        vfs: pf.device.vfs,
+    })
 }
 
 fn read_node_facts(root: &SysfsRoot) -> NodeFacts {
     let misc = root.path().join("class/misc");
+    let present = |misc_name: &str, node: &str| {
+        misc.join(misc_name).exists()
+            || root.dev.as_ref().is_some_and(|dev| dev.join(node).exists())
+    };
     NodeFacts {
-        vhost_net: misc.join("vhost-net").exists(),
-        tun: misc.join("tun").exists(),
-        rdma_cm: misc.join("rdma_cm").exists(),
+        vhost_net: present("vhost-net", "vhost-net"),
+        tun: present("tun", "net/tun"),
+        rdma_cm: present("rdma_cm", "infiniband/rdma_cm"),
     }
 }
 

@@ -32,10 +32,10 @@ impl Inventory {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeFacts {
-    /// The `vhost-net` misc device exists (`class/misc/vhost-net`), so `/dev/vhost-net` can be handed
-    /// to pods that ask for it (`needVhostNet`).
+    /// `/dev/vhost-net` exists (its node on the host, or the `class/misc/vhost-net` entry), so it
+    /// can be handed to pods that ask for it (`needVhostNet`).
     pub vhost_net: bool,
-    /// The `tun` misc device exists (`class/misc/tun`), i.e. `/dev/net/tun`.
+    /// `/dev/net/tun` exists (its node on the host, or `class/misc/tun`).
     pub tun: bool,
     /// The RDMA connection manager's misc device exists (`class/misc/rdma_cm`, present while
     /// `rdma_ucm` is loaded), i.e. `/dev/infiniband/rdma_cm`.
@@ -50,7 +50,7 @@ pub enum DeviceKind {
     Pf,
     /// An SR-IOV virtual function (it has a `physfn` link).
     Vf,
-    /// An auxiliary-bus device such as a Mellanox sub-function (`mlx5_core.sf.4`).
+    /// An auxiliary-bus sub-function, such as a Mellanox SF (`mlx5_core.sf.4`).
     Aux,
 }
 
@@ -98,7 +98,10 @@ pub struct Device {
     pub no_iommu: bool,
     /// The uio device bound to this function (`uio0`), for `igb_uio` / `uio_pci_generic`.
     pub uio_device: Option<String>,
-    /// `sriov_totalvfs`: present only on SR-IOV capable functions.
+    /// `sriov_totalvfs`: present only on SR-IOV capable functions, i.e. whenever the file exists
+    /// (upstream's `IsSriovPF`). If the file exists but cannot be read or parsed, the number of VFs
+    /// known to be enabled (`sriov_numvfs`, or the `virtfnN` links), a lower bound of the real value,
+    /// so that the function still counts as SR-IOV capable.
     pub sriov_total_vfs: Option<u32>,
     /// `sriov_numvfs`: how many VFs are currently enabled.
     pub sriov_num_vfs: Option<u32>,
@@ -123,15 +126,18 @@ pub struct Device {
     pub link_type: Option<String>,
     /// RDMA devices under the function (`infiniband/*`), sorted.
     pub rdma_devices: Vec<String>,
-    /// Default partition key of the first RDMA device's port 1 (`0xffff`), for InfiniBand links.
+    /// Default partition key of the first RDMA device's port 1 (`0xffff`), when `link_type` (the
+    /// device's own, or its PF's) is `infiniband`.
     pub pkey: Option<String>,
-    /// vDPA devices created on this function.
+    /// vDPA devices created on this function (child directories on the vDPA bus, whatever their
+    /// name).
     pub vdpa_devices: Vec<VdpaDevice>,
     /// For an auxiliary device: its type, the middle token of the name (`sf` in `mlx5_core.sf.4`).
     pub aux_type: Option<String>,
     /// For a sub-function: its `sfnum`.
     pub sf_num: Option<u32>,
-    /// For a PF: the auxiliary devices (sub-functions) created on it, by id.
+    /// For a PF: the sub-functions created on it, by id. Other auxiliary devices (`mlx5_core.eth.0`,
+    /// `ice.roce.0`) are not listed, nor discovered.
     pub aux_devices: Vec<String>,
 }
 
@@ -221,7 +227,8 @@ pub struct Netdev {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VdpaDevice {
-    /// vDPA device name (`vdpa0`).
+    /// vDPA device name as its creator gave it (`vdpa0`, or `vdpa:0000:03:00.2` as
+    /// sriov-network-operator names them); the name under `bus/vdpa/devices`.
     pub name: String,
     /// Bound vDPA bus driver: `vhost_vdpa` or `virtio_vdpa`.
     pub driver: Option<String>,

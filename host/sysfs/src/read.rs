@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{CWD, Mode, OFlags, RawDir, openat, readlinkat};
+use rustix::fs::{CWD, FileType, Mode, OFlags, RawDir, openat, readlinkat};
 use rustix::io::Errno;
 
 /// sysfs attributes are at most a page; one read returns the whole value.
@@ -71,9 +71,15 @@ impl SysDir {
     /// The entry names, sorted (`.` and `..` left out). Reads from the descriptor's position, so a
     /// handle is listed once.
     pub(crate) fn names(&self) -> Vec<String> {
+        self.entries().into_iter().map(|e| e.name).collect()
+    }
+
+    /// The entries with their types, sorted by name (`.` and `..` left out). Like
+    /// [`SysDir::names`], a handle is listed once.
+    pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut buf = [MaybeUninit::<u8>::uninit(); DIRENT_BUFFER];
         let mut entries = RawDir::new(&self.fd, &mut buf);
-        let mut names = Vec::new();
+        let mut out = Vec::new();
         while let Some(entry) = entries.next() {
             match entry {
                 Ok(entry) => {
@@ -82,7 +88,15 @@ impl SysDir {
                         && name != b".."
                         && let Ok(name) = std::str::from_utf8(name)
                     {
-                        names.push(name.to_owned());
+                        out.push(Entry {
+                            name: name.to_owned(),
+                            // getdents reports the type for free; a file system that does not
+                            // (DT_UNKNOWN) leaves the entry a possible directory.
+                            maybe_dir: matches!(
+                                entry.file_type(),
+                                FileType::Directory | FileType::Unknown
+                            ),
+                        });
                     }
                 }
                 Err(err) => {
@@ -91,8 +105,8 @@ impl SysDir {
                 }
             }
         }
-        names.sort_unstable();
-        names
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The attribute `name` with surrounding whitespace trimmed; `None` if unreadable or empty.
@@ -161,6 +175,12 @@ impl SysDir {
             }
         }
     }
+}
+
+/// One directory entry: its name, and whether it may be a directory (not a symlink or a file).
+pub(crate) struct Entry {
+    pub name: String,
+    pub maybe_dir: bool,
 }
 
 fn dir_flags() -> OFlags {

@@ -206,6 +206,18 @@ fn a_vf_whose_pf_is_not_listed_on_the_bus_still_finds_its_index() {
     let vf = inv.get("0000:3b:00.4").unwrap();
     assert_eq!(vf.vf_index, Some(2));
     assert_eq!(vf.pf_id.as_deref(), Some("0000:3b:00.0"));
+    // Upstream reads `<vf>/physfn/net`: the PF name does not depend on the PF being listed.
+    assert_eq!(vf.pf_name.as_deref(), Some("ens1f0"));
+    assert_eq!(vf.link_type.as_deref(), Some("ether"));
+    let moved = inv.get("0000:3b:00.5").unwrap();
+    assert_eq!(
+        (moved.pf_name.as_deref(), moved.vf_index),
+        (Some("ens1f0"), Some(3))
+    );
+    // The one-device lookup takes the same way when the PF's bus entry is gone.
+    let one = discover_pci_device(&SysfsRoot::new(&root), "0000:3b:00.4").unwrap();
+    assert_eq!(one.pf_name.as_deref(), Some("ens1f0"));
+    assert_eq!(one.vf_index, Some(2));
 }
 
 #[test]

@@ -156,6 +156,10 @@ pub struct VfSpec {
     /// VF index ranges to a vDPA device bound to `vhost` or `virtio`.
     #[serde(default)]
     pub vdpa: BTreeMap<String, VdpaKind>,
+    /// Name template of the VFs' vDPA devices (`vdpa dev add name <NAME>`): `{index}` is the VF
+    /// index, `{address}` its PCI address (sriov-network-operator uses `vdpa:{address}`). Omitted,
+    /// devices are named `vdpa<N>`, numbered across the node.
+    pub vdpa_name: Option<String>,
     /// `operstate` of the VF netdevs.
     #[serde(default = "default_operstate")]
     pub operstate: String,
@@ -227,6 +231,10 @@ impl Fixture {
             message,
         };
         let mut seen = std::collections::BTreeSet::new();
+        // vDPA device names are node-wide (`bus/vdpa/devices/<name>`); numbered in the order the
+        // writer creates them.
+        let mut vdpa_names = std::collections::BTreeSet::new();
+        let mut next_vdpa = 0u32;
         for (i, f) in self.functions.iter().enumerate() {
             let at = |key: &str| format!("function[{i}].{key}");
             let pf: PciAddress = f
@@ -278,6 +286,20 @@ impl Fixture {
                         parse_index_ranges(range).map_err(|m| invalid(at(key), m))?;
                     }
                 }
+                if let Some(template) = &vfs.vdpa_name
+                    && (template.is_empty() || template.contains('/'))
+                {
+                    return Err(invalid(
+                        at("vfs.vdpa_name"),
+                        format!("{template:?} must be a non-empty name without '/'"),
+                    ));
+                }
+                let vdpa_indexes: std::collections::BTreeSet<u32> = vfs
+                    .vdpa
+                    .keys()
+                    .filter_map(|range| parse_index_ranges(range).ok())
+                    .flatten()
+                    .collect();
                 for index in 0..vfs.count {
                     let rid = u32::from(pf.routing_id())
                         + u32::from(vfs.offset)
@@ -288,6 +310,23 @@ impl Fixture {
                             format!("VF {index} falls beyond bus ff; lower offset or stride"),
                         )
                     })?;
+                    if vdpa_indexes.contains(&index) {
+                        let name = vdpa_device_name(
+                            vfs.vdpa_name.as_deref(),
+                            index,
+                            pf.with_routing_id(rid),
+                            next_vdpa,
+                        );
+                        next_vdpa += 1;
+                        if matches!(name.as_str(), "." | "..") || !vdpa_names.insert(name.clone()) {
+                            return Err(invalid(
+                                at("vfs.vdpa_name"),
+                                format!(
+                                    "VF {index}'s vDPA device would be named {name:?}, which is not a usable or not a unique name; use {{index}} or {{address}} in the template"
+                                ),
+                            ));
+                        }
+                    }
                     if !seen.insert(pf.with_routing_id(rid)) {
                         return Err(invalid(
                             at("vfs"),
@@ -301,6 +340,21 @@ impl Fixture {
             }
         }
         Ok(())
+    }
+}
+
+/// The name of VF `index`'s vDPA device: `template` filled in, or `vdpa<serial>`.
+pub(crate) fn vdpa_device_name(
+    template: Option<&str>,
+    index: u32,
+    address: PciAddress,
+    serial: u32,
+) -> String {
+    match template {
+        Some(template) => template
+            .replace("{index}", &index.to_string())
+            .replace("{address}", &address.to_string()),
+        None => format!("vdpa{serial}"),
     }
 }
 

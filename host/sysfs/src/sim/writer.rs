@@ -6,7 +6,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 use super::SimError;
-use super::fixture::{Fixture, FunctionSpec, LinkType, VdpaKind, parse_index_ranges};
+use super::fixture::{
+    Fixture, FunctionSpec, LinkType, VdpaKind, parse_index_ranges, vdpa_device_name,
+};
 use crate::address::PciAddress;
 
 /// Counts of what a simulated node holds, for a one-line report.
@@ -31,6 +33,7 @@ pub fn write_tree(fixture: &Fixture, out: &Path) -> Result<Summary, SimError> {
     tree.dir("bus/pci/devices")?;
     tree.dir("bus/pci/drivers")?;
     tree.dir("bus/auxiliary/devices")?;
+    tree.dir("bus/vdpa/devices")?;
     tree.dir("class/net")?;
     tree.dir("kernel/iommu_groups")?;
     if fixture.vhost_net {
@@ -472,7 +475,13 @@ impl<'f> Tree<'f> {
                         .iter()
                         .find(|(range, _)| ranges(Some(range)).contains(&index))
                     {
-                        self.write_vdpa(&vf_dir, *kind)?;
+                        let name = vdpa_device_name(
+                            vfs.vdpa_name.as_deref(),
+                            index,
+                            vf_address,
+                            self.next_vdpa,
+                        );
+                        self.write_vdpa(&vf_dir, &name, *kind)?;
                     }
                     tracing::trace!(vf = %vf_bdf, "simulated VF written");
                     vf_count += 1;
@@ -501,21 +510,24 @@ impl<'f> Tree<'f> {
             if let Some(rdma) = &sf.rdma {
                 self.file(&format!("{sf_dir}/infiniband/{rdma}/node_type"), "1: CA")?;
             }
+            self.link(&format!("{sf_dir}/subsystem"), "bus/auxiliary")?;
             self.link(&format!("bus/auxiliary/devices/{name}"), &sf_dir)?;
         }
         Ok((vf_count, spec.sfs.len()))
     }
 
-    fn write_vdpa(&mut self, vf_dir: &str, kind: VdpaKind) -> Result<(), SimError> {
+    /// A vDPA device on a VF: a child directory on the vDPA bus (its `subsystem` link says so, its
+    /// name is whatever its creator chose), and the `vhost-vdpa-N` character device for `vhost`.
+    fn write_vdpa(&mut self, vf_dir: &str, name: &str, kind: VdpaKind) -> Result<(), SimError> {
         let n = self.next_vdpa;
         self.next_vdpa += 1;
-        let name = format!("vdpa{n}");
         let dir = format!("{vf_dir}/{name}");
         let driver = match kind {
             VdpaKind::Vhost => "vhost_vdpa",
             VdpaKind::Virtio => "virtio_vdpa",
         };
         self.dir(&dir)?;
+        self.link(&format!("{dir}/subsystem"), "bus/vdpa")?;
         self.link(
             &format!("{dir}/driver"),
             &format!("bus/vdpa/drivers/{driver}"),
