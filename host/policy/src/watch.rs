@@ -365,11 +365,14 @@ impl Arming {
     }
 }
 
+/// Size, modification time (seconds, nanoseconds), device and inode of a file.
+type FileStamp = (u64, i64, i64, u64, u64);
+
 /// What the watched files look like: for the policy directory's entries and the config file
 /// (symlinks followed, so a retargeted one differs), name, size, modification time and inode.
 /// Equal fingerprints mean nothing to reload (a file rewritten in place within the same
 /// nanosecond at the same size would be missed; its close-after-write event is not).
-fn fingerprint(sources: &Sources) -> Vec<(PathBuf, Option<(u64, i64, i64, u64, u64)>)> {
+fn fingerprint(sources: &Sources) -> Vec<(PathBuf, Option<FileStamp>)> {
     let stamp = |path: &Path| {
         std::fs::metadata(path)
             .ok()
