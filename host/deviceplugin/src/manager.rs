@@ -116,6 +116,10 @@ pub struct ApplyReport {
     /// after `PluginConfig::move_settle` (an apply places them once they have waited that long
     /// and PodResources confirms no pod took them meanwhile).
     pub moving: Vec<String>,
+    /// Devices kept for the pod holding them in a pool the policy no longer puts them in: once
+    /// released, such a device is free in that pool until the next apply moves it, so the caller
+    /// should apply again soon (kubelet may otherwise hand it to a new pod of the old pool).
+    pub holding: Vec<String>,
     /// PodResources answered this apply (or kubelet has no such API). While it cannot, moving
     /// devices wait: retrying every `move_settle` gains nothing, so the caller may back off.
     pub pod_resources_current: bool,
@@ -138,6 +142,10 @@ pub struct DevicePlugins {
     /// PodResources answered once (or kubelet has no such API), or the first apply gave up
     /// waiting for it: later applies do not wait.
     pod_resources_waited: bool,
+    /// The first apply waited in vain for a socket that never appeared in an existing
+    /// `pod-resources` directory (a hostPath the runtime created, PodResources turned off): from
+    /// then on the directory alone does not mean the API is there.
+    pod_resources_absent: bool,
     /// The last PodResources query failed: the warning is logged once per outage.
     pod_resources_failing: bool,
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
@@ -217,6 +225,7 @@ impl DevicePlugins {
             in_use: InUse::new(),
             pod_resources_seen: false,
             pod_resources_waited: false,
+            pod_resources_absent: false,
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
             stopping: BTreeMap::new(),
@@ -248,7 +257,7 @@ impl DevicePlugins {
         let dir = self.config.kubelet_dir.join(podresources::DIR);
         let socket = self.config.kubelet_dir.join(podresources::SOCKET);
         let failure = if !socket.exists() {
-            if !self.pod_resources_seen && !dir.is_dir() {
+            if !self.pod_resources_seen && (!dir.is_dir() || self.pod_resources_absent) {
                 self.pod_resources_waited = true;
                 return true;
             }
@@ -291,6 +300,15 @@ impl DevicePlugins {
             if self.refresh_in_use().await {
                 return true;
             }
+        }
+        if !self.pod_resources_seen {
+            tracing::warn!(
+                waited = ?self.config.pod_resources_first_wait,
+                "kubelet's pod-resources directory has no socket; serving as without the PodResources API (which devices pods hold is not known)"
+            );
+            self.pod_resources_absent = true;
+            self.pod_resources_failing = false;
+            return true;
         }
         tracing::warn!(
             waited = ?self.config.pod_resources_first_wait,
@@ -437,6 +455,20 @@ impl DevicePlugins {
         let published = Instant::now();
         self.withdrawn
             .extend(newly_withdrawn.into_iter().map(|id| (id, published)));
+        report.holding = self
+            .pools
+            .values()
+            .flat_map(|handle| {
+                handle
+                    .state
+                    .current()
+                    .members
+                    .iter()
+                    .filter(|m| m.held)
+                    .map(|m| m.id().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         self.said = said;
         report
     }
@@ -606,7 +638,14 @@ async fn poll_sockets(
     senders: Senders,
     events: mpsc::UnboundedSender<notify::Result<notify::Event>>,
 ) {
-    let mut kubelet_seen = kubelet.as_deref().and_then(server::socket_identity);
+    // With the change time: ext4 gives a socket made right after one was deleted the same inode.
+    let identity = |path: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+    };
+    let mut kubelet_seen = kubelet.as_deref().and_then(identity);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -617,7 +656,7 @@ async fn poll_sockets(
                 .is_ok()
         };
         if let Some(kubelet) = &kubelet {
-            let now = server::socket_identity(kubelet);
+            let now = identity(kubelet);
             if now != kubelet_seen {
                 kubelet_seen = now;
                 if now.is_some()

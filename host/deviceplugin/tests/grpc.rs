@@ -909,6 +909,9 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
         .expect("the held device stays in pool_a");
     assert!(kept.held);
     assert_eq!(kept.health, vfpool_deviceplugin::Health::Healthy);
+    // Reported (with every device kept where it is while PodResources cannot say), so the agent
+    // asks again soon: released, a held device is free in pool_a until then.
+    assert!(report.holding.contains(&held), "{report:?}");
     sim.shutdown();
 }
 
@@ -954,6 +957,24 @@ async fn a_restarted_agent_waits_for_pod_resources_before_serving() {
     assert_eq!(served[b].members.len(), 23);
     after.shutdown().await;
     sim.shutdown();
+}
+
+/// A `pod-resources` directory whose socket never appears (a hostPath the runtime created, the
+/// API turned off) costs one wait, at the first apply: after it the agent serves as without the
+/// API. It used to count as "kubelet restarting" forever (no device ever moved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_resources_directory_without_a_socket_costs_one_wait() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.kubelet().join("pod-resources")).unwrap();
+    let mut config = env.config();
+    config.pod_resources_first_wait = Duration::from_millis(300);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    let first = plugins.apply(&env.pool(0), &env.inventory).await;
+    assert!(first.pod_resources_current, "{first:?}");
+    assert_eq!(first.started, [NAME]);
+    let again = plugins.apply(&env.pool(1), &env.inventory).await;
+    assert!(again.pod_resources_current, "{again:?}");
+    plugins.shutdown().await;
 }
 
 /// A device moving between pools stays out of every pool for `move_settle`, however soon the next

@@ -12,6 +12,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -60,6 +61,8 @@ pub struct PolicyWatcher {
     arming: Arc<Mutex<Arming>>,
     /// Keeps the reload thread's channel open while polling (no debouncer holds a sender then).
     keepalive: Option<mpsc::Sender<DebounceEventResult>>,
+    /// Tells the reload thread to end at its next wake (within `recheck`).
+    stop: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -119,6 +122,11 @@ impl PolicyWatcher {
             }
         };
         let polling = debouncer.is_none();
+        // Taken here, before the caller's first load can have read the files: a change made
+        // meanwhile differs from it.
+        let mut seen = fingerprint(&sources);
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker_stop = Arc::clone(&stop);
         let debouncer = Arc::new(Mutex::new(debouncer));
         let arming = Arc::new(Mutex::new(arming));
         let worker_debouncer = Arc::clone(&debouncer);
@@ -126,15 +134,20 @@ impl PolicyWatcher {
         let worker = thread::Builder::new()
             .name("vfpool-policy-watch".to_string())
             .spawn(move || {
-                let mut seen = fingerprint(&sources);
                 let mut retried = Instant::now();
+                let mut looked = Instant::now();
                 loop {
-                    // Ends when every sender (the debouncer's, the keepalive) is dropped.
+                    // Ends when told to stop, or when every sender is dropped. (Not only the
+                    // latter: a debouncer that failed to start its inotify watcher keeps its
+                    // thread, and with it a sender, for the life of the process.)
                     let result = match rx.recv_timeout(recheck) {
                         Ok(result) => Some(result),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     };
+                    if worker_stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let rearmed = if polling {
                         false
                     } else {
@@ -171,18 +184,22 @@ impl PolicyWatcher {
                             }
                             true
                         }
-                        // Looked at only when no event came for `recheck`: reading the
-                        // directory makes access events itself, which must not lead to another
-                        // look.
-                        None => {
-                            let now = fingerprint(&sources);
-                            let changed = now != seen;
-                            seen = now;
-                            changed
-                                || (active.current().is_none()
-                                    && retried.elapsed() >= recheck * 3)
-                        }
+                        None => false,
                     };
+                    // A look every `recheck`, however many events come meanwhile (they need
+                    // not concern the wanted paths). Not on every wake: reading the directory
+                    // makes access events itself, which must not lead to another look.
+                    let looked_now = if result.is_none() || looked.elapsed() >= recheck {
+                        looked = Instant::now();
+                        let now = fingerprint(&sources);
+                        let changed = now != seen;
+                        seen = now;
+                        changed
+                            || (active.current().is_none() && retried.elapsed() >= recheck * 3)
+                    } else {
+                        false
+                    };
+                    let relevant = relevant || looked_now;
                     if !(relevant || rearmed) {
                         continue;
                     }
@@ -209,6 +226,7 @@ impl PolicyWatcher {
         Ok(PolicyWatcher {
             debouncer,
             arming,
+            stop,
             keepalive,
             worker: Some(worker),
         })
@@ -239,6 +257,7 @@ impl PolicyWatcher {
         if let Some(debouncer) = self.take_debouncer() {
             debouncer.stop_nonblocking();
         }
+        self.stop.store(true, Ordering::Relaxed);
         self.keepalive.take();
         // Dropping the handle detaches the thread; it ends once its reload is done.
         self.worker.take();
@@ -258,6 +277,7 @@ impl Drop for PolicyWatcher {
         if let Some(debouncer) = self.take_debouncer() {
             debouncer.stop();
         }
+        self.stop.store(true, Ordering::Relaxed);
         self.keepalive.take();
         if let Some(worker) = self.worker.take() {
             // A reload in progress finishes first (bounded by the policy deadlines).

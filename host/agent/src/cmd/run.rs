@@ -362,6 +362,10 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
 /// retargeted symlinked directory has none); without inotify, it polls them every 2 s.
 const POLICY_RECHECK: Duration = Duration::from_secs(10);
 
+/// How soon to look again while a device is held for its pod outside the pool the policy puts it
+/// in: the time a released device stays offered in its old pool.
+const HOLDING_RECHECK: Duration = Duration::from_secs(2);
+
 /// The longest wait between tries to place moving devices while PodResources cannot answer: once
 /// kubelet is back, they join their new pool within this long.
 const PLACING_WAIT_CAP: Duration = Duration::from_secs(8);
@@ -400,6 +404,11 @@ fn settle(
     let delay = if report.pod_resources_current {
         placing.wait = placing.settle;
         if report.moving.is_empty() {
+            if !report.holding.is_empty() {
+                // Released, a held device is free in its old pool until an apply moves it:
+                // ask PodResources often meanwhile.
+                rescan.reset_after(HOLDING_RECHECK.min(rescan.period()));
+            }
             return;
         }
         tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {:?}", placing.settle);

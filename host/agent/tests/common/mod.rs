@@ -82,6 +82,20 @@ impl Node {
     /// signals reach the agent).
     #[allow(dead_code)] // not every test binary that includes this module uses it
     pub fn agent_without_inotify(&self, rescan: &str) -> Agent {
+        let probe = Command::new("unshare")
+            .args([
+                "--map-root-user",
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/user/max_inotify_instances",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            probe.status.success(),
+            "this test needs user namespaces (unshare --map-root-user, as root in CI) to take inotify away from the agent: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
         let mut command = Command::new("unshare");
         command.args([
             "--map-root-user",

@@ -407,7 +407,9 @@ fn a_retargeted_policy_dir_symlink_is_noticed() {
     );
     let policies = root.path().join("policies");
     symlink("v1", &policies).unwrap();
-    let config = root.path().join("config.json");
+    // The config elsewhere: its directory's watch would see the symlink's rename.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
     let sources = Sources {
         policy_dir: Some(policies.clone()),
@@ -420,6 +422,8 @@ fn a_retargeted_policy_dir_symlink_is_noticed() {
         ["intel.com/mlx"]
     );
     let (_watcher, rx) = spawn_recording_every(&active, &sources, Duration::from_millis(200));
+    // Past the watcher's start (its own reads make events, and any event re-arms the watches).
+    std::thread::sleep(Duration::from_millis(500));
     let next = root.path().join(".policies.new");
     symlink("v2", &next).unwrap();
     fs::rename(&next, &policies).unwrap();
