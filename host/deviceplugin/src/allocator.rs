@@ -24,6 +24,20 @@ pub struct PreferenceRequest {
 }
 
 impl PreferenceRequest {
+    /// Leaves the ids `avoid` names out of `available` (not out of `must_include`) when enough
+    /// others remain: kubelet takes the preferred answer, so a device left out stays free.
+    pub fn avoid(&mut self, avoid: impl Fn(&str) -> bool) {
+        let kept = self
+            .available
+            .iter()
+            .filter(|id| !avoid(id) || self.must_include.contains(id))
+            .count();
+        if kept >= self.size && kept < self.available.len() {
+            let must = &self.must_include;
+            self.available.retain(|id| !avoid(id) || must.contains(id));
+        }
+    }
+
     /// A request as kubelet's GetPreferredAllocation puts it, made well-formed: `available`
     /// without repeated ids, `must_include` only ids that are available (each once), and `size`
     /// at most the number available and at least the must-include count. kubelet sends sets, but
@@ -361,5 +375,34 @@ mod tests {
         let negative =
             PreferenceRequest::from_kubelet("x.io/p".to_string(), ids(&["p0-0"]), vec![], -3);
         assert_eq!(negative.size, 0);
+    }
+
+    /// Held devices (kept for a pod outside the pool the policy puts them in) are left out of the
+    /// answer while enough others are free, so a released one is not handed out again from its
+    /// old pool before the agent moves it; when they are needed, they stay.
+    #[test]
+    fn avoided_ids_are_left_out_only_while_enough_others_remain() {
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let held = |id: &str| id == "p0-0";
+        let mut roomy = PreferenceRequest::from_kubelet(
+            "x.io/p".into(),
+            ids(&["p0-0", "p0-1", "p0-2"]),
+            vec![],
+            2,
+        );
+        roomy.avoid(held);
+        assert_eq!(roomy.available, ids(&["p0-1", "p0-2"]));
+        let mut tight =
+            PreferenceRequest::from_kubelet("x.io/p".into(), ids(&["p0-0", "p0-1"]), vec![], 2);
+        tight.avoid(held);
+        assert_eq!(tight.available, ids(&["p0-0", "p0-1"]));
+        let mut must = PreferenceRequest::from_kubelet(
+            "x.io/p".into(),
+            ids(&["p0-0", "p0-1", "p0-2"]),
+            ids(&["p0-0"]),
+            1,
+        );
+        must.avoid(held);
+        assert_eq!(must.available, ids(&["p0-0", "p0-1", "p0-2"]));
     }
 }

@@ -222,12 +222,15 @@ impl DevicePlugin for PoolService {
         let snapshot = self.state.current();
         let mut responses = Vec::new();
         for container in request.into_inner().container_requests {
-            let request = PreferenceRequest::from_kubelet(
+            let mut request = PreferenceRequest::from_kubelet(
                 self.state.resource_name.clone(),
                 container.available_device_i_ds,
                 container.must_include_device_i_ds,
                 container.allocation_size,
             );
+            if snapshot.members.iter().any(|m| m.held) {
+                request.avoid(|id| snapshot.get(id).is_some_and(|m| m.held));
+            }
             let ids = self.prefer(&snapshot, request).await;
             responses.push(api::ContainerPreferredAllocationResponse { device_i_ds: ids });
         }
