@@ -1194,6 +1194,19 @@ fn read_cache(w: &World) -> Value {
     serde_json::from_slice(&std::fs::read(w.state_dir().join("ctr1-net1")).unwrap()).unwrap()
 }
 
+/// Sets (or, with `None`, removes) `key` in the attachment's cache file, as a corrupt or foreign
+/// cache would have it.
+fn corrupt_cache(w: &World, key: &str, value: Option<&Value>) {
+    let mut cache = read_cache(w);
+    match value {
+        Some(v) => cache[key] = v.clone(),
+        None => {
+            cache.as_object_mut().unwrap().remove(key);
+        }
+    }
+    std::fs::write(w.state_dir().join("ctr1-net1"), cache.to_string()).unwrap();
+}
+
 #[test]
 fn the_cache_records_the_mac_add_applied_under_upstreams_mac_key() {
     // sriov-cni's CmdAdd stores the MAC it applies (runtimeConfig.mac over CNI_ARGS MAC= over
@@ -1299,15 +1312,7 @@ fn del_resolves_the_vf_from_sysfs_not_from_a_corrupt_cache() {
         let vf0 = w.netlink.vf(PF, 0).unwrap();
         w.run("ADD", POD, &conf(json!({"vlan": 5, "trust": "on"})))
             .unwrap();
-        let path = w.state_dir().join("ctr1-net1");
-        let mut cache = read_cache(&w);
-        match &value {
-            Some(v) => cache[key] = v.clone(),
-            None => {
-                cache.as_object_mut().unwrap().remove(key);
-            }
-        }
-        std::fs::write(&path, cache.to_string()).unwrap();
+        corrupt_cache(&w, key, value.as_ref());
         w.netlink.calls.clear();
         w.run("DEL", POD, &conf(json!({"vlan": 5, "trust": "on"})))
             .unwrap();
@@ -1331,15 +1336,7 @@ fn del_skips_the_vf_reset_when_neither_sysfs_nor_the_cache_names_the_vf() {
         let mut w = World::new();
         let vf0 = w.netlink.vf(PF, 0).unwrap();
         w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
-        let path = w.state_dir().join("ctr1-net1");
-        let mut cache = read_cache(&w);
-        match &value {
-            Some(v) => cache[key] = v.clone(),
-            None => {
-                cache.as_object_mut().unwrap().remove(key);
-            }
-        }
-        std::fs::write(&path, cache.to_string()).unwrap();
+        corrupt_cache(&w, key, value.as_ref());
         // The VF is no longer in sysfs (hot-unplugged, sriov_numvfs changed).
         std::fs::remove_file(w.dir.path().join("sys/bus/pci/devices").join(VF_PCI)).unwrap();
         w.netlink.calls.clear();

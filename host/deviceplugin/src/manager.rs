@@ -139,9 +139,9 @@ pub struct DevicePlugins {
     /// kubelet's PodResources socket was there at some point: its absence now means kubelet is
     /// restarting, not that it has no such API.
     pod_resources_seen: bool,
-    /// PodResources answered once (or kubelet has no such API), or the first apply gave up
-    /// waiting for it: later applies do not wait.
-    pod_resources_waited: bool,
+    /// An apply has run: only the first waits for PodResources (see
+    /// [`PluginConfig::pod_resources_first_wait`]); later ones keep served devices where they are.
+    applied: bool,
     /// The first apply waited in vain for a socket that never appeared in an existing
     /// `pod-resources` directory (a hostPath the runtime created, PodResources turned off): from
     /// then on the directory alone does not mean the API is there.
@@ -224,7 +224,7 @@ impl DevicePlugins {
             senders,
             in_use: InUse::new(),
             pod_resources_seen: false,
-            pod_resources_waited: false,
+            applied: false,
             pod_resources_absent: false,
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
@@ -258,7 +258,6 @@ impl DevicePlugins {
         let socket = self.config.kubelet_dir.join(podresources::SOCKET);
         let failure = if !socket.exists() {
             if !self.pod_resources_seen && (!dir.is_dir() || self.pod_resources_absent) {
-                self.pod_resources_waited = true;
                 return true;
             }
             "kubelet's PodResources socket is missing".to_string()
@@ -267,7 +266,6 @@ impl DevicePlugins {
             match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
                 Ok(used) => {
                     self.in_use = used;
-                    self.pod_resources_waited = true;
                     if std::mem::take(&mut self.pod_resources_failing) {
                         tracing::info!("PodResources answers again; devices may move");
                     }
@@ -289,14 +287,13 @@ impl DevicePlugins {
     }
 
     /// The first apply's wait for PodResources (see [`PluginConfig::pod_resources_first_wait`]):
-    /// asks again, backing off from 250 ms to 2 s, until it answers or the wait is over.
+    /// asks again, backing off up to 2 s, until it answers or the wait is over.
     async fn wait_for_pod_resources(&mut self) -> bool {
-        self.pod_resources_waited = true;
         let until = Instant::now() + self.config.pod_resources_first_wait;
-        let mut pause = Duration::from_millis(250);
+        let mut backoff = server::Backoff::new(Duration::from_secs(2));
         while Instant::now() < until {
+            let pause = backoff.next();
             tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
             if self.refresh_in_use().await {
                 return true;
             }
@@ -323,9 +320,10 @@ impl DevicePlugins {
     /// device a pod holds.
     pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
         let mut current = self.refresh_in_use().await;
-        if !current && !self.pod_resources_waited {
+        if !current && !self.applied {
             current = self.wait_for_pod_resources().await;
         }
+        self.applied = true;
         let previous: BTreeMap<String, Snapshot> = self
             .pools
             .iter()

@@ -189,21 +189,19 @@ impl PolicyWatcher {
                     // A look every `recheck`, however many events come meanwhile (they need
                     // not concern the wanted paths). Not on every wake: reading the directory
                     // makes access events itself, which must not lead to another look.
-                    let looked_now = if result.is_none() || looked.elapsed() >= recheck {
+                    let look = result.is_none() || looked.elapsed() >= recheck;
+                    let mut due = false;
+                    if look {
                         looked = Instant::now();
                         let now = fingerprint(&sources);
-                        let changed = now != seen;
+                        due = now != seen
+                            || (active.current().is_none() && retried.elapsed() >= recheck * 3);
                         seen = now;
-                        changed
-                            || (active.current().is_none() && retried.elapsed() >= recheck * 3)
-                    } else {
-                        false
-                    };
-                    let relevant = relevant || looked_now;
-                    if !(relevant || rearmed) {
+                    }
+                    if !(relevant || due || rearmed) {
                         continue;
                     }
-                    if result.is_some() {
+                    if !look {
                         // What this reload reads, so the next look does not reload it again.
                         seen = fingerprint(&sources);
                     }

@@ -18,6 +18,21 @@ fn select_error(mode: &str) -> vfpool_policy::PolicyCallError {
         .expect_err("the probe should fail")
 }
 
+/// The probe's `prefer` in `mode`, choosing `size` of the first VFs of the test node, failing.
+fn prefer_error(policy: &Policy, mode: &str, size: u32) -> vfpool_policy::PolicyCallError {
+    let ids: Vec<String> = vec!["0000:01:02.0".into(), "0000:01:02.1".into()];
+    policy
+        .prefer(
+            &settings(&format!("probe:{mode}")),
+            &test_inventory(),
+            "intel.com/x",
+            &ids,
+            &[],
+            size,
+        )
+        .expect_err("the probe should fail")
+}
+
 /// After any failure the same compiled policy still serves (fresh store per call).
 fn still_serves(policy: &Policy) {
     let pools = policy
@@ -48,17 +63,7 @@ fn infinite_loop_hits_the_deadline() {
     assert!(text.contains("deadline"), "{text}");
     still_serves(&policy);
     // The allocator call has its own (shorter) deadline.
-    let ids: Vec<String> = vec!["0000:01:02.0".into()];
-    let error = policy
-        .prefer(
-            &settings("probe:loop"),
-            &test_inventory(),
-            "intel.com/x",
-            &ids,
-            &[],
-            1,
-        )
-        .unwrap_err();
+    let error = prefer_error(&policy, "loop", 1);
     assert!(matches!(*error.error, CallError::Timeout(_)), "{error}");
 }
 
@@ -76,18 +81,8 @@ fn sleeping_cannot_outlast_the_deadline() {
     assert_eq!(pools[0].resource_name, "example.com/probe");
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(60), "slept {elapsed:?}");
-    let ids: Vec<String> = vec!["0000:01:02.0".into()];
     let started = Instant::now();
-    let error = policy
-        .prefer(
-            &settings("probe:sleep-loop"),
-            &test_inventory(),
-            "intel.com/x",
-            &ids,
-            &[],
-            1,
-        )
-        .unwrap_err();
+    let error = prefer_error(&policy, "sleep-loop", 1);
     assert!(matches!(*error.error, CallError::Timeout(_)), "{error}");
     let elapsed = started.elapsed();
     assert!(
@@ -190,17 +185,7 @@ fn invalid_results_are_refused() {
         *select_error("bad-name").error,
         CallError::InvalidResult(ResultError::BadResourceName { .. })
     ));
-    let ids: Vec<String> = vec!["0000:01:02.0".into(), "0000:01:02.1".into()];
-    let error = probe()
-        .prefer(
-            &settings("probe:wrong-size"),
-            &test_inventory(),
-            "intel.com/x",
-            &ids,
-            &[],
-            2,
-        )
-        .unwrap_err();
+    let error = prefer_error(&probe(), "wrong-size", 2);
     assert!(matches!(
         *error.error,
         CallError::InvalidResult(ResultError::WrongCount { got: 1, want: 2 })
