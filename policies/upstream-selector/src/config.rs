@@ -596,7 +596,9 @@ fn validate_name(name: &str, path: &str) -> Result<(), SettingsProblem> {
     Ok(())
 }
 
-/// The prefix must be a DNS subdomain (lower case), or kubelet refuses the resource.
+/// The prefix must be a DNS subdomain (lower case) that kubelet accepts for an extended resource,
+/// or the resource is refused. These are the host's checks of a pool name too; made here, the
+/// error names the field instead of refusing the selection as a whole.
 fn validate_prefix(prefix: &str, path: &str) -> Result<(), SettingsProblem> {
     let label_ok = |label: &str| {
         !label.is_empty()
@@ -607,11 +609,23 @@ fn validate_prefix(prefix: &str, path: &str) -> Result<(), SettingsProblem> {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+    // kubelet checks `requests.<prefix>/<name>` as a qualified name too: 9 more characters must
+    // fit in its 253.
+    if prefix.is_empty() || prefix.len() > 244 || !prefix.split('.').all(label_ok) {
         return Err(SettingsProblem::new(
             path,
             format!(
-                "{prefix:?} is not a valid resource prefix: use a lower-case DNS name such as \"intel.com\""
+                "{prefix:?} is not a valid resource prefix: use a lower-case DNS name of at most 244 characters, such as \"intel.com\""
+            ),
+        ));
+    }
+    // kubelet's `IsExtendedResourceName`: names under `kubernetes.io/` are native resources, and
+    // `requests.` is the quota syntax.
+    if prefix.ends_with("kubernetes.io") || prefix.starts_with("requests.") {
+        return Err(SettingsProblem::new(
+            path,
+            format!(
+                "{prefix:?} cannot be a resource prefix: kubelet reserves prefixes ending in \"kubernetes.io\" and refuses ones starting with \"requests.\"; use your own domain, such as \"intel.com\""
             ),
         ));
     }

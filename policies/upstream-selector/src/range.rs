@@ -4,9 +4,11 @@
 //! matches, so `["ens1f0#0-1", "ens1f0#5"]` never selects VF 5. Here every matching entry counts
 //! (the obvious meaning). A malformed entry is a configuration error instead of a silent miss.
 //! Empty pieces are not malformed: an empty entry (`""`, or `null` in the list) names no PF (so a
-//! list of only empty entries selects nothing) and an empty index item (`"ens1f0#0-3,"`, `"0,,2"`)
-//! covers nothing, as upstream, where they never match either — configs that work today keep
-//! working.
+//! list of only empty entries selects nothing), as upstream, and an empty index item covers
+//! nothing. A trailing one (`"ens1f0#0-3,"`) selects what it does upstream, so configs that work
+//! today keep working. One in the middle differs: upstream stops reading the list at the first
+//! item it cannot parse, so `"ens1f0#0,,2"` selects only VF 0 there (and `"ens1f0#0-3,x"` only
+//! VFs 0–3); here `"0,,2"` selects VFs 0 and 2 (the obvious meaning) and `x` is refused.
 
 /// One parsed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,8 +193,9 @@ mod tests {
         }
     }
 
-    /// Empty pieces match nothing upstream (they never get as far as selecting), so configs that
-    /// carry them work today and must keep working.
+    /// Empty pieces cover nothing: a trailing empty item selects what it does upstream (configs
+    /// that carry one work today and must keep working); one in the middle does not end the list
+    /// as upstream's parser does (a documented difference).
     #[test]
     fn empty_pieces_are_not_errors() {
         let entries = parse_all(&["ens1f0#0-1,", "ens1f1#,3,,5", ""]);

@@ -159,6 +159,32 @@ fn bad_prefix_and_device_type_are_errors() {
         parse(text, "intel.com").unwrap_err().field,
         "resourceList[0].resourcePrefix"
     );
+    // Prefixes kubelet refuses are refused here too, naming the field (the host would refuse
+    // the whole selection otherwise).
+    let long = format!(
+        "{}.com",
+        "a".repeat(60) + "." + &"b".repeat(60) + "." + &"c".repeat(60) + "." + &"d".repeat(60)
+    );
+    assert!(long.len() > 244 && long.len() <= 253);
+    for prefix in [
+        "sriov.kubernetes.io",
+        "kubernetes.io",
+        "requests.intel.com",
+        long.as_str(),
+    ] {
+        let text = format!(
+            r#"{{"resourceList":[{{"resourceName":"a","resourcePrefix":"{prefix}","selectors":{{}}}}]}}"#
+        );
+        assert_eq!(
+            parse(&text, "intel.com").unwrap_err().field,
+            "resourceList[0].resourcePrefix",
+            "{prefix}"
+        );
+    }
+    // ... and so is a default prefix kubelet refuses.
+    let text = r#"{"resourceList":[{"resourceName":"a","selectors":{}}]}"#;
+    assert!(parse(text, "example.kubernetes.io").is_err());
+    assert!(parse(text, "nvidia.com").is_ok());
     let text = r#"{"resourceList":[{"resourceName":"a","deviceType":"netdevice","selectors":{}}]}"#;
     assert_eq!(
         parse(text, "intel.com").unwrap_err().field,
