@@ -1,11 +1,19 @@
 //! Logging to `logFile` or stderr at `logLevel`. Never stdout: the runtime reads only the result or
 //! error JSON there.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::netconf::LogLevel;
+
+/// The size past which a `logFile` is moved aside to `<logFile>.1` (sriov-cni's cni-log rotates
+/// through lumberjack at 100 MB): a node runs the plugin for every pod, for years.
+pub const MAX_LOG_FILE_BYTES: u64 = 100 * 1024 * 1024;
 
 /// A line logger with the attachment's identity on every line.
 #[derive(Debug)]
@@ -13,6 +21,8 @@ pub struct Logger {
     level: LogLevel,
     file: Option<File>,
     context: String,
+    /// The rotation threshold (a field so tests can use a small one).
+    max_file_bytes: u64,
     /// Lines kept in memory instead of written (tests).
     pub captured: Option<Vec<String>>,
 }
@@ -24,6 +34,7 @@ impl Logger {
             level: LogLevel::Info,
             file: None,
             context: String::new(),
+            max_file_bytes: MAX_LOG_FILE_BYTES,
             captured: None,
         }
     }
@@ -38,12 +49,13 @@ impl Logger {
     }
 
     /// Applies `logLevel`/`logFile`; a log file that cannot be opened falls back to stderr (and
-    /// says so there) rather than failing the attachment.
+    /// says so there) rather than failing the attachment. As with sriov-cni's cni-log, missing
+    /// parent directories are created (0755) and the file is created 0644.
     pub fn configure(&mut self, level: LogLevel, file: Option<&str>, context: String) {
         self.level = level;
         self.context = context;
         if let Some(path) = file {
-            match OpenOptions::new().create(true).append(true).open(path) {
+            match open_log_file(Path::new(path), self.max_file_bytes) {
                 Ok(f) => self.file = Some(f),
                 Err(e) => {
                     let _ = writeln!(
@@ -81,10 +93,12 @@ impl Logger {
             lines.push(line);
             return;
         }
-        // A failing log write must never fail the attachment.
+        // One write per line: with O_APPEND, lines of plugins logging to the same file at once
+        // do not interleave. A failing log write must never fail the attachment.
+        let line = line + "\n";
         let _ = match &mut self.file {
-            Some(f) => writeln!(f, "{line}"),
-            None => writeln!(std::io::stderr(), "{line}"),
+            Some(f) => f.write_all(line.as_bytes()),
+            None => std::io::stderr().write_all(line.as_bytes()),
         };
     }
 
@@ -106,5 +120,138 @@ impl Logger {
     /// Debug.
     pub fn debug(&mut self, msg: &str) {
         self.write(LogLevel::Debug, "debug", msg);
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+}
+
+/// `<path>.1`, where a full log file goes.
+fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Opens `path` for appending, creating its parent directories, and first moves it to
+/// `<path>.1` (replacing an older one) when it has grown past `max_bytes`.
+///
+/// Several plugin processes may find the same full file at once: each locks the file it opened
+/// and moves it aside only if the path still names that very file, so exactly one of them
+/// rotates it and the others append to the fresh file (a lock on the rotated file, released by
+/// the rename's winner, never blocks a writer of the new one).
+fn open_log_file(path: &Path, max_bytes: u64) -> io::Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    rotate_if_full(path, open_append(path)?, max_bytes)
+}
+
+/// `file` (opened at `path`), or a fresh file at `path` after moving `file` to `<path>.1` when
+/// it has grown past `max_bytes` and `path` still names it.
+fn rotate_if_full(path: &Path, file: File, max_bytes: u64) -> io::Result<File> {
+    let meta = file.metadata()?;
+    if meta.len() <= max_bytes {
+        return Ok(file);
+    }
+    let locked = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    let still_here = fs::metadata(path)
+        .map(|now| now.dev() == meta.dev() && now.ino() == meta.ino())
+        .unwrap_or(false);
+    if still_here {
+        fs::rename(path, backup_path(path))?;
+    }
+    // The lock goes with the rotated file; the new one is opened unlocked.
+    drop(locked);
+    open_append(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_logger(path: &Path, max_file_bytes: u64) -> Logger {
+        let mut log = Logger {
+            max_file_bytes,
+            ..Logger::stderr()
+        };
+        log.configure(
+            LogLevel::Info,
+            Some(&path.display().to_string()),
+            "containerID=c1".into(),
+        );
+        log
+    }
+
+    #[test]
+    fn missing_parent_directories_of_the_log_file_are_created() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("var/log/sriov/cni.log");
+        let mut log = file_logger(&path, MAX_LOG_FILE_BYTES);
+        log.info("hello");
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("[info]") && text.ends_with("hello\n"),
+            "{text}"
+        );
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // The process umask may take bits away, never add them.
+        assert_eq!(mode(&dir.path().join("var/log")) & !0o755, 0);
+        assert_eq!(mode(&path) & !0o644, 0);
+    }
+
+    #[test]
+    fn a_log_file_past_the_limit_is_moved_to_dot_1_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cni.log");
+        let backup = dir.path().join("cni.log.1");
+        fs::write(&backup, "oldest\n").unwrap();
+        fs::write(&path, "0123456789abcdef\n").unwrap();
+        // Below or at the limit: appended to.
+        file_logger(&path, 64).info("first");
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("0123456789abcdef\n")
+        );
+        assert_eq!(fs::read_to_string(&backup).unwrap(), "oldest\n");
+        // Past it: moved aside (replacing the older backup), and a fresh file is started.
+        let before = fs::read_to_string(&path).unwrap();
+        assert!(before.len() > 16);
+        file_logger(&path, 16).info("second");
+        assert_eq!(fs::read_to_string(&backup).unwrap(), before);
+        let fresh = fs::read_to_string(&path).unwrap();
+        assert_eq!(fresh.lines().count(), 1, "{fresh}");
+        assert!(fresh.ends_with("second\n"), "{fresh}");
+    }
+
+    #[test]
+    fn a_full_log_file_already_rotated_by_another_process_is_not_rotated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cni.log");
+        let full = "x".repeat(200);
+        fs::write(&path, &full).unwrap();
+        // Two plugins open the same full file; the first rotates it and writes to a new one.
+        let second = open_append(&path).unwrap();
+        file_logger(&path, 150).info("first");
+        // The second finds its file full, but no longer at the path: it appends to the new
+        // one and leaves the backup alone.
+        let mut second = rotate_if_full(&path, second, 150).unwrap();
+        second.write_all(b"second\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cni.log.1")).unwrap(),
+            full
+        );
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("first\nsecond\n"), "{text}");
     }
 }

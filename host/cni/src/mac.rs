@@ -23,28 +23,74 @@ impl MacAddr {
     }
 }
 
+/// The bytes of `s` in one of the notations Go's `net.ParseMAC` reads (sriov-cni and Multus parse
+/// `mac`, `runtimeConfig.mac` and CNI_ARGS `MAC=` with it): two hex digits per byte separated by
+/// `:` or `-` (one separator throughout), or four per pair of bytes separated by `.`; 6, 8 or 20
+/// bytes; either case.
+fn parse_go_mac(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let hex = |i: usize| -> Option<u8> {
+        let pair = std::str::from_utf8(b.get(i..i + 2)?).ok()?;
+        if !pair.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u8::from_str_radix(pair, 16).ok()
+    };
+    let sized = |n: usize| matches!(n, 6 | 8 | 20).then_some(n);
+    if b.len() < 14 {
+        return None;
+    }
+    let mut out = Vec::new();
+    if b[2] == b':' || b[2] == b'-' {
+        if !(b.len() + 1).is_multiple_of(3) {
+            return None;
+        }
+        let n = sized((b.len() + 1) / 3)?;
+        for i in 0..n {
+            out.push(hex(3 * i)?);
+            if i + 1 < n && b[3 * i + 2] != b[2] {
+                return None;
+            }
+        }
+    } else if b[4] == b'.' {
+        if !(b.len() + 1).is_multiple_of(5) {
+            return None;
+        }
+        let n = sized(2 * (b.len() + 1) / 5)?;
+        for g in 0..n / 2 {
+            out.push(hex(5 * g)?);
+            out.push(hex(5 * g + 2)?);
+            if g + 1 < n / 2 && b[5 * g + 4] != b'.' {
+                return None;
+            }
+        }
+    } else {
+        return None;
+    }
+    Some(out)
+}
+
 impl FromStr for MacAddr {
     type Err = String;
 
-    /// Accepts `aa:bb:cc:dd:ee:ff` and `aa-bb-cc-dd-ee-ff`, any case.
+    /// Accepts what Go's `net.ParseMAC` accepts for a six-byte address: `aa:bb:cc:dd:ee:ff`,
+    /// `aa-bb-cc-dd-ee-ff` and `aabb.ccdd.eeff`, any case. The 8-byte (EUI-64) and 20-byte
+    /// (IP over InfiniBand) addresses ParseMAC also reads are refused: an Ethernet VF has a
+    /// six-byte MAC (sriov-cni would hand the longer address to the PF and then fail ADD when
+    /// the PF reports the VF's six bytes back).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!("{s:?} is not a MAC address (expected six hex bytes like 02:00:00:00:00:01)")
-        };
-        let sep = if s.contains('-') { '-' } else { ':' };
-        let mut out = [0u8; 6];
-        let mut parts = s.split(sep);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(out))
+        let bytes = parse_go_mac(s).ok_or_else(|| {
+            format!(
+                "{s:?} is not a MAC address (expected six hex bytes like 02:00:00:00:00:01, 02-00-00-00-00-01 or 0200.0000.0001)"
+            )
+        })?;
+        let six: [u8; 6] = bytes.as_slice().try_into().map_err(|_| {
+            format!(
+                "{s:?} is a {}-byte hardware address; an Ethernet VF takes a six-byte MAC like 02:00:00:00:00:01",
+                bytes.len()
+            )
+        })?;
+        Ok(MacAddr(six))
     }
 }
 
@@ -75,8 +121,45 @@ mod tests {
             "aa:bb:cc:00:11:zz",
             "aabbcc001122",
             "a:bb:cc:00:11:222",
+            "aa:bb-cc:00:11:22",
+            "+a:bb:cc:00:11:22",
+            "aa:bb:cc:00:11:22:",
+            "é:bb:cc:00:11:22",
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_parse_mac_dotted_form_is_accepted_for_six_bytes() {
+        let m: MacAddr = "0200.5E00.0001".parse().unwrap();
+        assert_eq!(m.to_string(), "02:00:5e:00:00:01");
+        for bad in [
+            "0200.5e00.000",
+            "0200.5e00.00001",
+            "0200.5e00:0001",
+            "0200.5e00.00g1",
+            "02005e00.0001",
+            "0200.5e00.0001.",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn longer_hardware_addresses_are_refused_with_their_length() {
+        for (long, len) in [
+            ("02:00:5e:10:00:00:00:01", 8),
+            ("02-00-5e-10-00-00-00-01", 8),
+            ("0200.5e10.0000.0001", 8),
+            (
+                "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01",
+                20,
+            ),
+            ("0000.0000.fe80.0000.0000.0000.0200.5e10.0000.0001", 20),
+        ] {
+            let err = long.parse::<MacAddr>().unwrap_err();
+            assert!(err.contains(&format!("{len}-byte")), "{long}: {err}");
         }
     }
 }

@@ -154,8 +154,9 @@ pub enum PluginError {
         /// The field.
         field: &'static str,
     },
-    /// DEL could not put every part of the VF back (the cache is kept for the retry).
-    #[error("releasing VF {pci} failed: {failures}; DEL will retry these steps")]
+    /// DEL could not put every part of the VF back (the cache is kept for the retry, up to
+    /// [`DEL_ATTEMPTS`] DELs).
+    #[error("releasing VF {pci} failed: {failures}")]
     Release {
         /// The VF.
         pci: String,
@@ -416,6 +417,8 @@ impl Attachment {
             "vfpoolIfname": self.ifname,
         });
         let mut out = raw.clone();
+        // A fresh attachment has failed no DEL, whatever the NetConf it came from carries.
+        out.retain(|k, _| !k.eq_ignore_ascii_case(DEL_FAILURES_KEY));
         if let Value::Object(ours) = ours {
             for (k, v) in ours {
                 // Go matches keys case-insensitively; drop any differently-cased twin first so the
@@ -1537,6 +1540,18 @@ fn release(
     }
 }
 
+/// How many failed DELs of one attachment it takes to give up on what could not be released.
+/// Every earlier failure fails DEL so the runtime retries (most failures are transient: a busy
+/// device, an IPAM daemon restarting); a failure that outlasts them (CNI_NETNS naming something
+/// that is not a netns, a driver refusing the original MTU, an IPAM plugin that always fails)
+/// would otherwise block the pod's teardown for ever, which costs more than the leak.
+pub const DEL_ATTEMPTS: u64 = 3;
+
+/// The cache key counting failed DELs of the attachment. A `vfpool*` key: sriov-cni decodes the
+/// cache with Go's `json.Unmarshal`, which ignores keys of no field, and older vfpool versions
+/// read only the keys they know, so either can still DEL the attachment.
+pub const DEL_FAILURES_KEY: &str = "vfpoolDelFailures";
+
 fn cmd_del(
     env: &CniEnv,
     stdin: &[u8],
@@ -1595,6 +1610,102 @@ fn cmd_del(
         None => None,
     };
 
+    // Whether an ADD of ours got far enough to have allocated something: a cache (written
+    // before ADD changes anything), or an allocation marker naming this attachment's netns.
+    // Without either, this DEL is for an attachment that never was (ADD failed before its first
+    // step, was rolled back, or a DEL already finished): sriov-cni then returns success at once,
+    // and so does this DEL, after trying its releases anyway.
+    let has_cache = cached.is_some() || unusable.is_some();
+    let proven = has_cache
+        || match &pci {
+            Some(p) => !env.netns.is_empty() && state.marker(p)?.as_deref() == Some(&*env.netns),
+            None => false,
+        };
+    let failed_before = cached
+        .as_ref()
+        .and_then(|v| v.get(DEL_FAILURES_KEY))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let attempt = failed_before.saturating_add(1);
+    // The last try does every step whatever failed before it, to release all it can.
+    let last_try = !proven || attempt >= DEL_ATTEMPTS;
+    let outcome = del_steps(
+        env,
+        stdin,
+        conf,
+        &state,
+        &cache_name,
+        att.as_ref(),
+        pci.as_deref(),
+        last_try,
+        deps,
+    );
+    match outcome {
+        Ok(()) => {}
+        Err(e) if !proven => {
+            deps.log.warn(&format!(
+                "DEL of {cache_name}: {}; ignored: there is no cache and no allocation marker of this attachment, so no ADD of this plugin got far enough to hold anything",
+                error_chain(&e)
+            ));
+        }
+        Err(e) if attempt >= DEL_ATTEMPTS => {
+            deps.log.error(&format!(
+                "DEL of {cache_name} failed {attempt} times; giving up and forgetting the attachment. Not released: {}. Release it by hand",
+                error_chain(&e)
+            ));
+            if let Some(p) = &pci {
+                forget_marker_on_give_up(env, &state, att.as_ref(), p, deps.log)?;
+            }
+        }
+        Err(e) => {
+            // Count the failure in the cache for the retry; a cache that is not a JSON object
+            // (corrupt) is replaced by one holding only the count, which reads as unusable.
+            let mut record = match &cached {
+                Some(Value::Object(m)) => m.clone(),
+                _ => Map::new(),
+            };
+            record.insert(DEL_FAILURES_KEY.to_owned(), json!(attempt));
+            if let Err(w) =
+                state.write_cache(&env.container_id, &env.ifname, &Value::Object(record))
+            {
+                deps.log.warn(&format!(
+                    "cannot count the failed DEL of {cache_name}: {}",
+                    error_chain(&w)
+                ));
+            }
+            deps.log.warn(&format!(
+                "DEL of {cache_name} failed (attempt {attempt} of {DEL_ATTEMPTS}); the cache is kept for the retry"
+            ));
+            return Err(e);
+        }
+    }
+    if att.is_some() {
+        state.remove_cache(&env.container_id, &env.ifname)?;
+    }
+    if let Some(path) = unusable {
+        deps.log
+            .warn(&format!("removing unusable cache {}", path.display()));
+        state.remove_cache(&env.container_id, &env.ifname)?;
+    }
+    Ok(())
+}
+
+/// DEL's IPAM release and VF release, and the allocation marker's removal once the VF is back.
+/// Without `last_try`, a failed IPAM DEL of a plugin that needs the interface (dhcp) stops here,
+/// so the retry still finds the interface in the pod; on the last try every step runs and all
+/// failures are reported together.
+#[allow(clippy::too_many_arguments)]
+fn del_steps(
+    env: &CniEnv,
+    stdin: &[u8],
+    conf: &NetConf,
+    state: &StateDir,
+    cache_name: &str,
+    att: Option<&Attachment>,
+    pci: Option<&str>,
+    last_try: bool,
+    deps: &mut Deps<'_>,
+) -> Result<(), PluginError> {
     // IPAM DEL runs even when the netns is gone (PR #164); its failure keeps the cache and the
     // allocation for the retry, which finds the VF already home. An IPAM plugin that only
     // allocates runs while the VF is released (the kernel's netns move takes as long as the
@@ -1611,31 +1722,61 @@ fn cmd_del(
         }
         Err(e) => Err(PluginError::from(e)),
     };
+    let mut ipam_error = None;
     let mut pending = None;
     if let Some(plugin) = plugin {
         if ipam_only_allocates(plugin) {
             pending = Some(deps.ipam.start("DEL", plugin, stdin, env));
-        } else {
-            ipam_done(deps.ipam.exec("DEL", plugin, stdin, env), deps.log)?;
+        } else if let Err(e) = ipam_done(deps.ipam.exec("DEL", plugin, stdin, env), deps.log) {
+            if !last_try {
+                return Err(e);
+            }
+            ipam_error = Some(e);
         }
     }
-    let released = release_for_del(env, &state, &cache_name, att.as_ref(), pci.as_deref(), deps);
-    if let Some(pending) = pending {
-        ipam_done(pending.wait(), deps.log)?;
+    let released = release_for_del(env, state, cache_name, att, pci, deps);
+    if let Some(pending) = pending
+        && let Err(e) = ipam_done(pending.wait(), deps.log)
+    {
+        ipam_error = Some(e);
     }
-    let forget_marker = released?;
-    if let (Some(p), true) = (&pci, forget_marker) {
-        state.remove_marker(p)?;
+    match (ipam_error, released) {
+        (None, Ok(forget_marker)) => {
+            if let (Some(p), true) = (pci, forget_marker) {
+                state.remove_marker(p)?;
+            }
+            Ok(())
+        }
+        (Some(e), Ok(_)) | (None, Err(e)) => Err(e),
+        (Some(ipam), Err(release)) => Err(PluginError::Release {
+            pci: pci.unwrap_or("(unknown)").to_owned(),
+            failures: format!("{}; {}", error_chain(&ipam), error_chain(&release)),
+        }),
     }
-    if att.is_some() {
-        state.remove_cache(&env.container_id, &env.ifname)?;
+}
+
+/// On giving up, clears the VF's allocation marker unless it belongs to another pod (a live
+/// netns that is not this attachment's), whose VF it must keep (#219).
+fn forget_marker_on_give_up(
+    env: &CniEnv,
+    state: &StateDir,
+    att: Option<&Attachment>,
+    pci: &str,
+    log: &mut Logger,
+) -> Result<(), PluginError> {
+    let Some(holder) = state.marker(pci)? else {
+        return Ok(());
+    };
+    let own_netns = att.map_or("", |a| a.netns.as_str());
+    match new_owner(Some(&holder), own_netns, &env.netns) {
+        Some(h) => {
+            log.warn(&format!(
+                "VF {pci} is allocated to the live netns {h}, not this attachment's; its allocation marker is kept"
+            ));
+            Ok(())
+        }
+        None => Ok(state.remove_marker(pci)?),
     }
-    if let Some(path) = unusable {
-        deps.log
-            .warn(&format!("removing unusable cache {}", path.display()));
-        state.remove_cache(&env.container_id, &env.ifname)?;
-    }
-    Ok(())
 }
 
 /// The live netns that holds a VF by its allocation marker when that is not the attachment's own

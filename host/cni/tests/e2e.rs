@@ -713,3 +713,58 @@ fn del_finishes_an_attachment_made_by_the_go_plugin() -> Result<()> {
     assert!(node.state_files().is_empty(), "{:?}", node.state_files());
     Ok(())
 }
+
+#[test]
+fn del_without_a_cache_succeeds_though_the_ipam_del_fails() -> Result<()> {
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("nocache")?;
+    // host-local with a config it refuses, and dhcp without its daemon: both fail every DEL.
+    // No ADD of ours ran, so there is nothing to retry for (sriov-cni returns success).
+    for ipam in [
+        json!({"type": "host-local", "dataDir": node.ipam_dir()}),
+        json!({"type": "dhcp"}),
+    ] {
+        let conf = node.netconf(0, json!({ "ipam": ipam }));
+        let del = node.cni("DEL", "c1", &pod.path(), "net1", &conf)?;
+        assert!(del.ok, "{ipam}: {:?} {}", del.json, del.stderr);
+        assert!(del.stderr.contains("[warning]"), "{}", del.stderr);
+        assert!(node.state_files().is_empty(), "{:?}", node.state_files());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_del_that_keeps_failing_gives_up_and_forgets_the_attachment() -> Result<()> {
+    require_root!();
+    let node = Node::new(1)?;
+    let pod = Netns::new("giveup")?;
+    let conf = node.netconf(0, json!({}));
+    let add = node.cni("ADD", "c1", &pod.path(), "net1", &conf)?;
+    assert!(add.ok, "{:?} {}", add.json, add.stderr);
+    // A CNI_NETNS that exists but is not a network namespace fails every release.
+    let not_netns = node.dir.path().join("not-a-netns");
+    std::fs::write(&not_netns, b"")?;
+    let not_netns = not_netns.display().to_string();
+    for attempt in 1..vfpool_cni::plugin::DEL_ATTEMPTS {
+        let del = node.cni("DEL", "c1", &not_netns, "net1", &conf)?;
+        assert!(!del.ok, "attempt {attempt} succeeded");
+        assert!(del.msg().contains(&not_netns), "{}", del.msg());
+        assert_eq!(node.state_files().len(), 2, "{:?}", node.state_files());
+    }
+    let del = node.cni("DEL", "c1", &not_netns, "net1", &conf)?;
+    assert!(del.ok, "{:?} {}", del.json, del.stderr);
+    assert!(
+        del.stderr.contains("[error]") && del.stderr.contains("giving up"),
+        "{}",
+        del.stderr
+    );
+    assert!(del.stderr.contains(&not_netns), "{}", del.stderr);
+    assert!(node.state_files().is_empty(), "{:?}", node.state_files());
+    assert!(
+        node.allocated_ips().is_empty(),
+        "{:?}",
+        node.allocated_ips()
+    );
+    Ok(())
+}

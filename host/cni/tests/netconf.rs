@@ -212,3 +212,20 @@ fn a_bad_log_level_or_relative_log_file_falls_back_with_a_warning() {
     .unwrap();
     assert!(good.log_warnings.is_empty());
 }
+
+#[test]
+fn macs_in_go_dotted_notation_are_accepted_everywhere_a_mac_is() {
+    // Go's net.ParseMAC (sriov-cni, Multus) reads 0200.0000.0001 as 02:00:00:00:00:01.
+    let c = parse(&with(json!({"mac": "0200.0000.00AA"}))).unwrap();
+    assert_eq!(c.mac.unwrap().to_string(), "02:00:00:00:00:aa");
+    assert_eq!(c.vf.mac, c.mac);
+    let c = parse(&with(json!({"runtimeConfig": {"mac": "0200.0000.00bb"}}))).unwrap();
+    assert_eq!(c.mac.unwrap().to_string(), "02:00:00:00:00:bb");
+    let args = CniArgs::parse("IgnoreUnknown=1;MAC=0200.0000.00cc").unwrap();
+    let c = NetConf::parse(base().to_string().as_bytes(), &args).unwrap();
+    assert_eq!(c.mac.unwrap().to_string(), "02:00:00:00:00:cc");
+    // An EUI-64 is a valid ParseMAC address but no Ethernet VF MAC: a config error naming it.
+    let err = parse(&with(json!({"mac": "0200.5e10.0000.0001"}))).unwrap_err();
+    assert_eq!(err.code(), code::INVALID_CONFIG, "{err}");
+    assert!(err.to_string().contains("8-byte"), "{err}");
+}

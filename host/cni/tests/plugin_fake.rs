@@ -1368,3 +1368,157 @@ fn del_skips_the_vf_reset_when_neither_sysfs_nor_the_cache_names_the_vf() {
         vec!["set_vf pf0 1 vlan 0 qos 0 proto 802.1q"]
     );
 }
+
+#[test]
+fn del_without_cache_or_marker_succeeds_when_ipam_del_fails() {
+    // No ADD of ours got far enough to hold anything: sriov-cni returns success without a
+    // cache, so a dhcp without its daemon, or a host-local with a broken config, must not make
+    // every DEL fail. IPAM DEL is still tried (an allocation may exist).
+    for plugin in ["host-local", "dhcp"] {
+        for device_id in [true, false] {
+            let mut w = World::new();
+            w.ipam.fail.push("DEL");
+            let mut c = conf(json!({"ipam": {"type": plugin}}));
+            if !device_id {
+                c.as_object_mut().unwrap().remove("deviceID");
+            }
+            w.run("DEL", POD, &c)
+                .unwrap_or_else(|e| panic!("{plugin} deviceID={device_id}: {e}"));
+            assert_eq!(
+                w.ipam.calls,
+                vec![("DEL".to_owned(), plugin.to_owned())],
+                "{plugin}"
+            );
+            let logged = w.log.captured.as_ref().unwrap().join("\n");
+            assert!(
+                logged.contains("[warning]") && logged.contains("injected failure"),
+                "{logged}"
+            );
+            assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+        }
+    }
+}
+
+#[test]
+fn del_without_cache_still_fails_when_the_marker_proves_an_add() {
+    // An allocation marker naming this pod's netns proves an ADD got that far: the IPAM
+    // failure is worth a retry.
+    let mut w = World::new();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    state.write_marker(VF_PCI, POD).unwrap();
+    w.ipam.fail.push("DEL");
+    let err = w.run("DEL", POD, &conf(json!({}))).unwrap_err();
+    assert_eq!(err.code, code::IPAM, "{err}");
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(POD));
+    w.ipam.fail.clear();
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+}
+
+fn del_failures(w: &World) -> Option<u64> {
+    read_cache(w)
+        .get(vfpool_cni::plugin::DEL_FAILURES_KEY)
+        .and_then(Value::as_u64)
+}
+
+#[test]
+fn a_del_that_keeps_failing_gives_up_after_a_few_attempts() {
+    // The driver refuses the original MTU back on every DEL: the first DELs fail (the runtime
+    // retries), the last one logs what was not released, forgets the attachment and succeeds.
+    let mut w = World::new();
+    let c = conf(json!({"vlan": 5, "mtu": 9000}));
+    w.run("ADD", POD, &c).unwrap();
+    for _ in 0..vfpool_cni::plugin::DEL_ATTEMPTS {
+        w.netlink.fail("set_mtu", nix::libc::EINVAL);
+    }
+    for attempt in 1..vfpool_cni::plugin::DEL_ATTEMPTS {
+        let err = w.run("DEL", POD, &c).unwrap_err();
+        assert_eq!(err.code, code::NETLINK, "{err}");
+        assert!(err.msg.contains("restoring its MTU"), "{}", err.msg);
+        assert_eq!(del_failures(&w), Some(attempt));
+        // The counted cache is still an attachment record, for this plugin and for Go's.
+        vfpool_cni::plugin::Attachment::from_cache("ctr1-net1", &read_cache(&w)).unwrap();
+        assert_eq!(w.state_files().len(), 2, "{:?}", w.state_files());
+    }
+    w.run("DEL", POD, &c).unwrap();
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+    let logged = w.log.captured.as_ref().unwrap().join("\n");
+    let give_up = logged
+        .lines()
+        .find(|l| l.contains("[error]") && l.contains("giving up"))
+        .unwrap_or_else(|| panic!("no give-up error in {logged}"));
+    assert!(give_up.contains("restoring its MTU"), "{give_up}");
+    // The VF settings were restored on every try; only the netdev stayed in the pod.
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 0);
+    // A later DEL is a no-op success.
+    w.run("DEL", POD, &c).unwrap();
+}
+
+#[test]
+fn a_transient_del_failure_is_retried_and_the_retry_finishes_cleanly() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let c = conf(json!({"vlan": 5, "mtu": 9000}));
+    w.run("ADD", POD, &c).unwrap();
+    w.netlink.fail("set_mtu", nix::libc::EBUSY);
+    w.run("DEL", POD, &c).unwrap_err();
+    assert_eq!(del_failures(&w), Some(1));
+    w.run("DEL", POD, &c).unwrap();
+    w.assert_pristine(orig);
+    // A new ADD of the same attachment starts with no failures counted.
+    w.run("ADD", POD, &c).unwrap();
+    assert_eq!(del_failures(&w), None);
+}
+
+#[test]
+fn an_ipam_del_that_keeps_failing_gives_up_after_releasing_the_vf() {
+    // dhcp's DEL runs before the VF leaves the pod and, while it fails, the VF stays there for
+    // its retry; the last try releases the VF anyway and then gives up on the lease.
+    for plugin in ["dhcp", "host-local"] {
+        let mut w = World::new();
+        let orig = w.netlink.vf(PF, 1).unwrap();
+        let c = conf(json!({"vlan": 5, "ipam": {"type": plugin}}));
+        w.run("ADD", POD, &c).unwrap();
+        w.ipam.fail.push("DEL");
+        for attempt in 1..vfpool_cni::plugin::DEL_ATTEMPTS {
+            let err = w.run("DEL", POD, &c).unwrap_err();
+            assert_eq!(err.code, code::IPAM, "{plugin}: {err}");
+            assert_eq!(del_failures(&w), Some(attempt), "{plugin}");
+        }
+        w.run("DEL", POD, &c).unwrap();
+        assert!(
+            w.state_files().is_empty(),
+            "{plugin}: {:?}",
+            w.state_files()
+        );
+        assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some(), "{plugin}");
+        assert_eq!(w.netlink.vf(PF, 1), Some(orig), "{plugin}");
+        let logged = w.log.captured.as_ref().unwrap().join("\n");
+        assert!(
+            logged
+                .lines()
+                .any(|l| l.contains("giving up") && l.contains("injected failure")),
+            "{plugin}: {logged}"
+        );
+    }
+}
+
+#[test]
+fn giving_up_keeps_the_marker_of_a_live_pod_that_got_the_vf() {
+    // Pod B holds the VF; pod A's late DEL keeps failing in IPAM: A's record goes, B's marker
+    // stays (#219).
+    let mut w = World::new();
+    let b = go_cache_and_a_live_new_owner(&mut w);
+    w.ipam.fail.push("DEL");
+    for _ in 1..vfpool_cni::plugin::DEL_ATTEMPTS {
+        w.run("DEL", POD, &conf(json!({}))).unwrap_err();
+    }
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert!(state.read_cache("ctr1", "net1").unwrap().is_none());
+    assert_eq!(
+        state.marker(VF_PCI).unwrap().as_deref(),
+        Some("/proc/self/ns/net")
+    );
+    assert!(w.netlink.find(b, "net1").is_some());
+}
