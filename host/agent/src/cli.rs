@@ -4,7 +4,33 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
+/// Parses the process's command line, exiting as clap does (code 2) on a usage error.
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    if let Some(message) = conflict(&matches) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The conflicts clap cannot see: `policy check --fixture` with `--sysfs-root` on the command
+/// line. The environment twin `VFPOOL_SYSFS_ROOT` is a node-wide default, which an explicit
+/// `--fixture` overrides.
+fn conflict(matches: &ArgMatches) -> Option<String> {
+    let check = matches
+        .subcommand_matches("policy")?
+        .subcommand_matches("check")?;
+    let explicit = |id: &str| check.value_source(id) == Some(ValueSource::CommandLine);
+    (explicit("fixture") && explicit("sysfs_root")).then(|| {
+        "the argument '--fixture <FIXTURE>' cannot be used with '--sysfs-root <SYSFS_ROOT>'"
+            .to_string()
+    })
+}
 
 /// vfpool: SR-IOV devices as Kubernetes resources, with WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -13,7 +39,8 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `vfpool=debug` (default: info for `run`, warn for the other
     /// commands; `RUST_LOG` also works). A number is the upstream plugin's glog verbosity, as its
     /// DaemonSet passes it (`--log-level=10`): 0–2 info, 3–9 vfpool at debug, 10 and up at trace.
-    #[arg(long, global = true, env = "VFPOOL_LOG")]
+    // Parsed into filter directives, refusing typos (which would silence every log line).
+    #[arg(long, global = true, env = "VFPOOL_LOG", value_parser = crate::telemetry::directives)]
     pub log_level: Option<String>,
 
     /// Accepted so that the upstream plugin's DaemonSet arguments (`--log-dir=sriovdp`) keep
@@ -105,7 +132,10 @@ pub struct PolicyCheckArgs {
     pub sysfs: SysfsArgs,
     /// Exercise the modules on a simulated node (a shipped fixture name or a fixture file) instead
     /// of --sysfs-root.
-    #[arg(long, conflicts_with = "sysfs_root")]
+    // Not a clap `conflicts_with`: clap counts `VFPOOL_SYSFS_ROOT` (set in the agent's pod) as
+    // given, which would refuse `--fixture` exactly where operators run `policy check`. Only both
+    // flags on the command line conflict ([`parse`]).
+    #[arg(long)]
     pub fixture: Option<String>,
 }
 

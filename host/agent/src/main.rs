@@ -13,10 +13,8 @@ mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let default_level = match cli.command {
         cli::Command::Run(_) => "info",
         _ => "warn",

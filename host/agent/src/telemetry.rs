@@ -1,13 +1,47 @@
 //! Logging setup: `tracing` to stderr, filtered by `--log-level` / `VFPOOL_LOG` / `RUST_LOG`.
 
-use tracing_subscriber::EnvFilter;
+use std::str::FromStr as _;
 
-/// Installs the global subscriber. Without a filter: `default` (the daemon runs at `info`, quiet in
-/// steady state; the one-shot commands at `warn`, so that their stdout stays machine-readable and
-/// their stderr readable).
-pub fn init(level: Option<&str>, default: &str) {
-    let filter = level
-        .map(|level| EnvFilter::new(directives(level)))
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Directive;
+
+/// The level names a bare directive may be (any case), as `tracing` spells them.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// What a valid `--log-level` looks like, for the messages that refuse one.
+const VALID: &str = "use one of trace, debug, info, warn, error, off; a glog verbosity number on its own (e.g. 10); or TARGET=LEVEL directives (e.g. info,vfpool=debug), comma-separated";
+
+/// Why a `--log-level` / `VFPOOL_LOG` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogLevelError {
+    /// A bare word that is not a level name: as a filter it would name a target and silence
+    /// everything else, errors included.
+    #[error("{directive:?} is not a log level (--log-level / VFPOOL_LOG): {VALID}")]
+    NotALevel {
+        /// The offending directive.
+        directive: String,
+    },
+    /// A directive `tracing` cannot parse (e.g. `vfpool=warning`); it would be dropped silently.
+    #[error(
+        "{directive:?} is not a valid log filter directive (--log-level / VFPOOL_LOG): {reason}; {VALID}"
+    )]
+    Invalid {
+        /// The offending directive.
+        directive: String,
+        /// What `tracing` said.
+        reason: String,
+    },
+    /// Nothing but commas and blanks.
+    #[error("the log level is empty (--log-level / VFPOOL_LOG): {VALID}")]
+    Empty,
+}
+
+/// Installs the global subscriber with `directives` (from [`directives`]), or `RUST_LOG`, or
+/// `default` (the daemon runs at `info`, quiet in steady state; the one-shot commands at `warn`, so
+/// that their stdout stays machine-readable and their stderr readable).
+pub fn init(directives: Option<&str>, default: &str) {
+    let filter = directives
+        .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_env("RUST_LOG").ok())
         .unwrap_or_else(|| EnvFilter::new(default))
         // wasmtime's compiler is chatty at debug level and never interesting to an operator.
@@ -23,27 +57,110 @@ pub fn init(level: Option<&str>, default: &str) {
 /// The filter directives for `--log-level`: a `tracing` filter as given, or — a bare number — the
 /// upstream plugin's glog verbosity (its DaemonSet passes `--log-level=10`), which as a filter
 /// would enable nothing but a target named "10" and silence every log line, errors included.
-pub fn directives(level: &str) -> String {
+///
+/// A typo is refused rather than passed on: `EnvFilter` reads a bare word such as `warning` or
+/// `inf` as a target name and a malformed `target=level` not at all, and either way the agent
+/// would run silently, without even its errors.
+pub fn directives(level: &str) -> Result<String, LogLevelError> {
     match level.trim().parse::<u32>() {
-        Ok(0..=2) => "info".to_string(),
-        Ok(3..=9) => "info,vfpool=debug".to_string(),
-        Ok(_) => "info,vfpool=trace".to_string(),
-        Err(_) => level.to_string(),
+        Ok(0..=2) => return Ok("info".to_string()),
+        Ok(3..=9) => return Ok("info,vfpool=debug".to_string()),
+        Ok(_) => return Ok("info,vfpool=trace".to_string()),
+        Err(_) => {}
     }
+    let mut any = false;
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        any = true;
+        let bare = !directive.contains(['=', '[']);
+        if bare {
+            if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+                return Err(LogLevelError::NotALevel {
+                    directive: directive.to_string(),
+                });
+            }
+        } else if let Err(e) = Directive::from_str(directive) {
+            return Err(LogLevelError::Invalid {
+                directive: directive.to_string(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    if !any {
+        return Err(LogLevelError::Empty);
+    }
+    Ok(level.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::directives;
+    use super::{LogLevelError, directives};
 
     #[test]
     fn glog_verbosity_numbers_become_levels() {
-        assert_eq!(directives("0"), "info");
-        assert_eq!(directives("2"), "info");
-        assert_eq!(directives("5"), "info,vfpool=debug");
-        assert_eq!(directives("10"), "info,vfpool=trace");
-        assert_eq!(directives(" 10 "), "info,vfpool=trace");
-        assert_eq!(directives("vfpool=debug"), "vfpool=debug");
-        assert_eq!(directives("warn"), "warn");
+        assert_eq!(directives("0").unwrap(), "info");
+        assert_eq!(directives("2").unwrap(), "info");
+        assert_eq!(directives("5").unwrap(), "info,vfpool=debug");
+        assert_eq!(directives("10").unwrap(), "info,vfpool=trace");
+        assert_eq!(directives(" 10 ").unwrap(), "info,vfpool=trace");
+        assert_eq!(directives("vfpool=debug").unwrap(), "vfpool=debug");
+        assert_eq!(directives("warn").unwrap(), "warn");
+    }
+
+    #[test]
+    fn level_names_and_target_directives_are_accepted() {
+        for good in [
+            "trace",
+            "debug",
+            "info",
+            "warn",
+            "error",
+            "off",
+            "WARN",
+            "Info",
+            "info,vfpool=debug",
+            "info, vfpool::cmd::run=debug",
+            "vfpool_policy=trace,warn",
+            "info,",
+            "[reload]=debug",
+        ] {
+            assert_eq!(directives(good).as_deref(), Ok(good), "{good}");
+        }
+    }
+
+    /// A typo used to become a target directive and silence every log line, errors included.
+    #[test]
+    fn typos_are_refused_naming_the_flag_and_the_valid_values() {
+        for (bad, directive) in [
+            ("warning", "warning"),
+            ("verbose", "verbose"),
+            ("inf", "inf"),
+            ("info,debg", "debg"),
+            ("-1", "-1"),
+            ("info,10", "10"),
+        ] {
+            let err = directives(bad).unwrap_err();
+            assert_eq!(
+                err,
+                LogLevelError::NotALevel {
+                    directive: directive.to_string()
+                },
+                "{bad}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("--log-level")
+                    && text.contains("VFPOOL_LOG")
+                    && text.contains("trace, debug, info, warn, error, off")
+                    && text.contains(directive),
+                "{text}"
+            );
+        }
+        let err = directives("vfpool=warning").unwrap_err();
+        assert!(
+            matches!(&err, LogLevelError::Invalid { directive, .. } if directive == "vfpool=warning"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--log-level"), "{err}");
+        assert_eq!(directives(" , "), Err(LogLevelError::Empty));
     }
 }

@@ -164,3 +164,39 @@ fn upstream_daemonset_log_arguments_are_accepted() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("--log-dir is ignored"), "{stderr}");
 }
+
+/// A typo in the log level used to become a filter for a target of that name, silencing every log
+/// line, errors included. It is refused as a usage error, naming the flag, its environment twin
+/// and the valid values; level names in any case, glog numbers and `target=level` still work.
+#[test]
+fn a_log_level_typo_is_refused_with_exit_code_2() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    for typo in ["warning", "verbose", "inf", "info,vfpool=warning"] {
+        let out = vfpool(&["--log-level", typo, "discover", "--sysfs-root", &node]);
+        assert_eq!(out.status.code(), Some(2), "{typo}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--log-level")
+                && err.contains("VFPOOL_LOG")
+                && err.contains("trace, debug, info, warn, error, off"),
+            "{typo}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{typo}: {out:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args(["discover", "--sysfs-root", &node])
+        .env("VFPOOL_LOG", "verbose")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"verbose\"") && err.contains("VFPOOL_LOG"),
+        "{err}"
+    );
+    for good in ["WARN", "10", "info,vfpool=debug", "error"] {
+        let out = vfpool(&["--log-level", good, "discover", "--sysfs-root", &node]);
+        assert!(out.status.success(), "{good}: {out:?}");
+    }
+}

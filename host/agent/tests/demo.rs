@@ -393,6 +393,103 @@ fn ctrl_c_cleans_up() {
     run.assert_nothing_left();
 }
 
+/// A closed terminal or ssh session (SIGHUP) and Ctrl-\ (SIGQUIT) stop the demo as Ctrl-C does:
+/// everything is cleaned up, including the agent, which runs in its own process group and so gets
+/// no signal from the terminal. (They used to kill the demo on the spot and leave the agent
+/// serving forever, with the temporary directory.)
+fn stop_signal_cleans_up(signal: &str, name: &str) {
+    let mut run = Run::start(&[]);
+    run.wait_for_output("\n3. ");
+    run.signal(signal);
+    let status = run.wait();
+    let output = run.output();
+    assert_eq!(status.code(), Some(1), "{output}");
+    let stdout = run.stdout();
+    assert!(
+        stdout.contains(&format!("{name}: stopping the demo and cleaning up.")),
+        "{output}"
+    );
+    assert!(
+        stdout.contains("stopped by SIGTERM: exit code 0; plugin sockets left: 0"),
+        "{output}"
+    );
+    assert!(
+        output.contains(&format!("interrupted by {name}")),
+        "{output}"
+    );
+    run.assert_nothing_left();
+}
+
+#[test]
+fn sighup_cleans_up() {
+    stop_signal_cleans_up("HUP", "SIGHUP");
+}
+
+#[test]
+fn sigquit_cleans_up() {
+    stop_signal_cleans_up("QUIT", "SIGQUIT");
+}
+
+/// A demo killed outright cannot clean up, but its agent (in its own process group) must not
+/// outlive it: the parent-death signal stops the agent, which removes its sockets.
+#[test]
+fn the_agent_does_not_outlive_a_killed_demo() {
+    let mut run = Run::start(&[]);
+    run.wait_for_output("\n3. ");
+    let pid = agent_pid(&run.stdout()).expect("the agent's pid is printed in step 2");
+    run.signal("KILL");
+    run.wait();
+    // The demo cannot remove what it made (the test's TMPDIR goes with the test): the network
+    // namespaces of step 4, if it got that far, are the test's to delete.
+    let mine = format!("vfpool-demo-{}-", run.child.id());
+    for ns in demo_namespaces().iter().filter(|n| n.starts_with(&mine)) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let gone = loop {
+        // Gone, or a zombie nobody reaps (its parent, the demo, is dead: init reaps it soon).
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if state.is_empty() || zombie {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !gone {
+        // Do not leave it serving: the test has failed anyway.
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        gone,
+        "the agent (pid {pid}) outlived the killed demo\n{}",
+        run.output()
+    );
+    // The agent stopped as on any SIGTERM: it removed its sockets.
+    let sockets = run
+        .tmpdir
+        .path()
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("kubelet/device-plugins"))
+        .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock") && n != "kubelet.sock")
+        .collect::<Vec<_>>();
+    assert!(
+        sockets.is_empty(),
+        "plugin sockets left: {sockets:?}\n{}",
+        run.output()
+    );
+}
+
 /// `--keep`: the agent keeps serving after the steps, with directions; Ctrl-C then cleans up and
 /// exits 0.
 #[test]

@@ -273,3 +273,96 @@ fn pools_work_without_the_instance_pool_under_an_address_space_limit() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["pools"][0]["devices"].as_array().unwrap().len(), 24);
 }
+
+/// `VFPOOL_SYSFS_ROOT` is set in the agent's pod; `policy check --fixture` run there must use the
+/// fixture (clap used to count the environment variable as a conflicting `--sysfs-root`). Both
+/// flags on the command line still conflict.
+#[test]
+fn policy_check_fixture_wins_over_the_sysfs_root_environment_variable() {
+    let module = component("spread_allocator");
+    let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args([
+            "policy",
+            "check",
+            module.to_str().unwrap(),
+            "--fixture",
+            "demo",
+        ])
+        .env("VFPOOL_SYSFS_ROOT", "/sys")
+        .env_remove("VFPOOL_CONFIG_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The fixture's devices (a Mellanox VF), not this machine's.
+    assert!(
+        text.contains("spread_allocator.wasm: ACCEPTED")
+            && text.contains("sample preference: ")
+            && text.contains(" 0000:3b:00."),
+        "{text}"
+    );
+
+    let both = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args([
+            "policy",
+            "check",
+            module.to_str().unwrap(),
+            "--fixture",
+            "demo",
+            "--sysfs-root",
+            "/sys",
+        ])
+        .env_remove("VFPOOL_SYSFS_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        err.contains("--fixture")
+            && err.contains("--sysfs-root")
+            && err.contains("cannot be used with"),
+        "{err}"
+    );
+}
+
+/// A FIFO under a module's name is refused at once, as the agent refuses it, instead of blocking
+/// `policy check` forever (it used to read the module with an unbounded, blocking read).
+#[test]
+fn policy_check_refuses_a_fifo_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("x.wasm");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args([
+            "policy",
+            "check",
+            fifo.to_str().unwrap(),
+            "--fixture",
+            "demo",
+        ])
+        .env_remove("VFPOOL_SYSFS_ROOT")
+        .env_remove("VFPOOL_CONFIG_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Compiling the embedded defaults takes a few seconds in a debug build; a blocked read never
+    // ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("policy check blocked on a FIFO: {out:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("x.wasm: REFUSED: not a regular file"),
+        "{text}"
+    );
+}

@@ -682,6 +682,35 @@ impl Drop for Netns {
     }
 }
 
+/// The host's sysfs mounted somewhere other than `/sys` (a DaemonSet's `--sysfs-root /host/sys`)
+/// is the host's: host facts and kernel events are on, and the agent says so at startup. A
+/// simulated tree is not, and the agent says that too. (A path comparison with `/sys` used to
+/// treat the mounted host sysfs as simulated, silently dropping uplink protection, devlink facts
+/// and kernel events.) Needs root for the bind mount.
+#[test]
+fn the_host_sysfs_mounted_elsewhere_is_the_host() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let mut agent = node.agent_on_mounted_host_sysfs("1h");
+    wait_for_log(&agent, "the sysfs root is");
+    let log = agent.log();
+    assert!(
+        log.contains("host facts (default routes, devlink) and kernel events are on"),
+        "{log}"
+    );
+    wait_for_log(&agent, "kernel events: watching");
+    assert!(agent.signal_and_wait("TERM").success(), "{}", agent.log());
+
+    let simulated = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let mut agent = simulated.agent("1h");
+    wait_for_log(&agent, "the sysfs root is");
+    let log = agent.log();
+    assert!(
+        log.contains("not a sysfs mount (a simulated node): host facts (default routes, devlink) and kernel events are off"),
+        "{log}"
+    );
+    assert!(agent.signal_and_wait("TERM").success(), "{}", agent.log());
+}
+
 /// On a real sysfs root the agent subscribes to rtnetlink link events and uevents; a device link
 /// changing triggers a rescan long before the (1 h) rescan interval, a pod's veth pair does not. Runs the agent in its own
 /// network namespace so the test's link changes touch nothing else.

@@ -34,7 +34,8 @@ pub use policy::{
     CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyFailure, PolicyId, Roles,
 };
 pub use store::{
-    ActivePolicies, ActiveSet, MAX_CONFIG_BYTES, PolicySource, ReloadError, ReloadOutcome,
-    SkippedName, Sources, exercise, exercise_allocator, read_config_file, skipped_policy_name,
+    ActivePolicies, ActiveSet, FileProblem, MAX_CONFIG_BYTES, PolicySource, ReloadError,
+    ReloadOutcome, SkippedName, Sources, exercise, exercise_allocator, read_config_file,
+    read_regular_file, skipped_policy_name,
 };
 pub use watch::{PolicyWatcher, WatchError};

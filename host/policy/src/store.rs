@@ -436,20 +436,24 @@ fn read_settings(sources: &Sources) -> Result<Settings, String> {
 }
 
 /// Why [`read_regular_file`] read nothing.
-#[derive(Debug)]
-enum FileProblem {
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
     /// A directory, FIFO, socket or device.
+    #[error("not a regular file")]
     NotRegular,
     /// More bytes than allowed (as far as it was read).
+    #[error("{0} bytes, more than allowed")]
     TooLarge(u64),
     /// Opening or reading failed.
+    #[error("cannot read: {0}")]
     Io(io::Error),
 }
 
 /// Reads at most `max` bytes of the regular file at `path`. The file is opened without blocking
 /// (a FIFO swapped in would block the open itself) and checked through that descriptor, so
 /// what is read is what was checked; the read stops past `max` even if the file grows meanwhile.
-fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
+/// Public so that tools (`vfpool policy check`) read modules exactly as the agent does.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = fs::OpenOptions::new()

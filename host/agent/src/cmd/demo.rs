@@ -5,7 +5,8 @@
 //! kubelet device-plugin API over unix sockets to the in-process kubelet simulator, the real
 //! `vfpool-cni` binary in network namespaces, and policy hot swap observed in the agent's own log.
 //! Everything it creates lives in one temporary directory and (for the CNI step) two network
-//! namespaces, and is removed at the end, on failure and on Ctrl-C/SIGTERM.
+//! namespaces, and is removed at the end, on failure and on Ctrl-C, SIGTERM, SIGHUP (the terminal or
+//! ssh session closed) and SIGQUIT.
 
 mod agent;
 mod cni;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use vfpool_kubelet_sim::{KubeletSim, PodAllocation, ResourceView, SimOptions};
 use vfpool_sysfs::sim::{self, Fixture};
 use vfpool_sysfs::{DeviceKind, Inventory, SysfsRoot};
@@ -69,23 +70,76 @@ enum Stop {
     Failed(anyhow::Error),
 }
 
+/// The signals that stop the demo. Each of them would otherwise end the process on the spot and
+/// leave everything behind: Ctrl-C, SIGTERM, SIGHUP (the terminal or ssh session closed: the most
+/// common way a `--keep` demo ends) and SIGQUIT (Ctrl-\).
+struct Stops {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    quit: Signal,
+    /// Whether stdout and stderr were terminals when the demo started (a hung-up terminal no
+    /// longer says it is one).
+    terminal: (bool, bool),
+}
+
+impl Stops {
+    fn new() -> std::io::Result<Stops> {
+        use std::io::IsTerminal as _;
+        Ok(Stops {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+            terminal: (
+                std::io::stdout().is_terminal(),
+                std::io::stderr().is_terminal(),
+            ),
+        })
+    }
+
+    /// Waits for the next stop signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        let which = tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+            _ = self.quit.recv() => "SIGQUIT",
+        };
+        if which == "SIGHUP" {
+            self.leave_hung_up_terminal();
+        }
+        which
+    }
+
+    /// After a hang-up, writing to the terminal fails (EIO) and `println!` would panic half-way
+    /// through the clean-up: what went to the terminal goes nowhere from now on. Output that is
+    /// not a terminal (a file, a pipe) is kept.
+    fn leave_hung_up_terminal(&self) {
+        let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") else {
+            return;
+        };
+        if self.terminal.0 {
+            let _ = nix::unistd::dup2_stdout(&null);
+        }
+        if self.terminal.1 {
+            let _ = nix::unistd::dup2_stderr(&null);
+        }
+    }
+}
+
 async fn demo(args: &DemoArgs) -> CmdResult {
-    let mut interrupt = signal(SignalKind::interrupt()).code(Code::Failure)?;
-    let mut terminate = signal(SignalKind::terminate()).code(Code::Failure)?;
+    let mut stops = Stops::new().code(Code::Failure)?;
     let started = Instant::now();
     let mut created = Created::default();
     let mut outcome = tokio::select! {
         result = steps(&mut created) => result.map_err(Stop::Failed),
-        _ = interrupt.recv() => Err(Stop::Signal("Ctrl-C")),
-        _ = terminate.recv() => Err(Stop::Signal("SIGTERM")),
+        which = stops.recv() => Err(Stop::Signal(which)),
     };
     let took = started.elapsed();
     if outcome.is_ok() && args.keep {
         keep_instructions(&created);
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        stops.recv().await;
         println!();
     }
     match &outcome {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use vfpool_policy::{
-    Limits, Policy, PolicyEngine, PolicyInventory, Pool, Settings, defaults, exercise,
-    exercise_allocator, skipped_policy_name,
+    FileProblem, Limits, Policy, PolicyEngine, PolicyInventory, Pool, Settings, defaults, exercise,
+    exercise_allocator, read_regular_file, skipped_policy_name,
 };
 use vfpool_sysfs::SysfsRoot;
 
@@ -116,7 +116,17 @@ fn check(
             "a running agent skips {name:?}: it loads only files named NAME.wasm that do not start with '.'; install it under such a name (written elsewhere, renamed into place)"
         ));
     }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    // Read as the agent reads its policy directory: bounded, and without blocking, so that a FIFO
+    // (or a device) under a module's name is refused instead of hanging the check.
+    let max = engine.limits().max_module_bytes;
+    let bytes = read_regular_file(file, max as u64).map_err(|problem| match problem {
+        FileProblem::NotRegular => {
+            "not a regular file (a FIFO, directory, socket or device); a running agent ignores it"
+                .to_string()
+        }
+        FileProblem::TooLarge(len) => format!("{len} bytes, more than the {max}-byte limit"),
+        FileProblem::Io(e) => format!("cannot read: {e}"),
+    })?;
     let policy = Policy::compile(engine, &name, &bytes).map_err(|e| chain(&e))?;
     let roles = policy.roles();
     let selector = if roles.selector {

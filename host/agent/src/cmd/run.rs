@@ -174,7 +174,26 @@ async fn serve(
         config_file: Some(args.config_file.clone()),
         default_resource_prefix: args.resource_prefix.clone(),
     };
-    let gatherer = Arc::new(FactsGatherer::for_sysfs_root(&args.sysfs.sysfs_root));
+    // Decided once, so that facts and kernel events agree, and said once: a root that is not a
+    // sysfs mount silently loses uplink protection and early rescans, which an operator who meant
+    // the host's sysfs must be able to see.
+    let host_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
+    if host_sysfs {
+        tracing::info!(
+            sysfs = %args.sysfs.sysfs_root.display(),
+            "the sysfs root is this host's sysfs: host facts (default routes, devlink) and kernel events are on"
+        );
+    } else {
+        tracing::info!(
+            sysfs = %args.sysfs.sysfs_root.display(),
+            "the sysfs root is not a sysfs mount (a simulated node): host facts (default routes, devlink) and kernel events are off"
+        );
+    }
+    let gatherer = Arc::new(if host_sysfs {
+        FactsGatherer::host()
+    } else {
+        FactsGatherer::none()
+    });
     let (inventory, facts) = warn_while_stuck(discover(&root, &gatherer), "the first discovery")
         .await
         .code(Code::BadInput)?;
@@ -266,7 +285,7 @@ async fn serve(
     let first = plugins.apply(&desired, &inventory).await;
 
     // Kernel events trigger an early rescan on a real node (a simulated tree has none).
-    let mut real_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
+    let mut real_sysfs = host_sysfs;
     let mut kernel = real_sysfs.then(|| {
         // A burst (a VF count change is hundreds of events) becomes one rescan once no event came
         // for 200 ms, or 2 s after its first event if it does not settle.
@@ -433,7 +452,14 @@ fn log_report(report: &vfpool_deviceplugin::ApplyReport) {
     }
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds; zero is refused.
+/// The shortest rescan interval: each rescan rereads the whole sysfs tree (and asks devlink), so
+/// anything shorter only burns CPU on the node; kernel events already make changes quick.
+const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest rescan interval (a year): longer is a typo, and beyond what timers take.
+const MAX_RESCAN_SECONDS: f64 = 86_400.0 * 365.0;
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds, from [`MIN_RESCAN_INTERVAL`] to
+/// a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -454,10 +480,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !(seconds.is_finite() && seconds > 0.0 && seconds < 86_400.0 * 365.0) {
+    if !seconds.is_finite() || seconds >= MAX_RESCAN_SECONDS {
+        return Err(format!(
+            "{text:?}: the interval must be shorter than a year"
+        ));
+    }
+    if seconds <= 0.0 {
         return Err(format!("{text:?}: the interval must be positive"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    let duration = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?}: the interval must be positive"))?;
+    // Checked on the Duration as it will be used: a tiny positive number rounds to zero, on which
+    // tokio's interval panics once the pools are served.
+    if duration < MIN_RESCAN_INTERVAL {
+        return Err(format!(
+            "{text:?}: the interval must be at least {MIN_RESCAN_INTERVAL:?} (every rescan rereads the whole sysfs tree)"
+        ));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -476,5 +516,46 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains(bad) || bad.is_empty(), "{bad}: {err}");
         }
+    }
+
+    /// A positive number too small for a Duration used to pass as zero (and tokio's interval
+    /// panicked after the pools were served); one just above zero hammered sysfs.
+    #[test]
+    fn durations_below_the_floor_are_refused_naming_the_minimum() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+        for bad in [
+            "0.0000000001s",
+            "0.0000000000001",
+            "0.000001ms",
+            "0.001ms",
+            "1ms",
+            "99ms",
+            "0.05s",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(
+                err.contains(bad) && err.contains("at least 100ms"),
+                "{bad}: {err}"
+            );
+        }
+        for zero in ["0", "0.0s", "0ms", "0h"] {
+            let err = parse_duration(zero).unwrap_err();
+            assert!(err.contains("must be positive"), "{zero}: {err}");
+        }
+    }
+
+    /// Too long has its own message (it used to say "must be positive").
+    #[test]
+    fn durations_above_a_year_are_refused_as_too_long() {
+        for bad in ["8760h", "9000h", "600000m", "99999999999999999999"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("shorter than a year"), "{bad}: {err}");
+            assert!(!err.contains("positive"), "{bad}: {err}");
+        }
+        assert_eq!(
+            parse_duration("8759h"),
+            Ok(Duration::from_secs(8759 * 3600))
+        );
     }
 }

@@ -25,7 +25,8 @@
 //! devlink queries: the next would most likely fail the same way. Failures are logged once at debug
 //! level per kind, except that devlink being unavailable on a node whose devices have devlink facts
 //! (see [`DEVLINK_FACT_DRIVERS`]) is one warning per process. Facts describe this machine, so they
-//! are gathered only when the sysfs root is the real `/sys`; a simulated node gets none.
+//! are gathered only when the sysfs root is a sysfs mount (`/sys`, or the host's sysfs mounted
+//! elsewhere in a pod); a simulated node gets none.
 
 pub mod devlink;
 
@@ -44,10 +45,14 @@ use self::devlink::{Devlink, DevlinkCli, DevlinkError, Query};
 /// loudly when devlink is unavailable, since `isRdma`/`ddpProfiles` selectors may rely on it.
 pub const DEVLINK_FACT_DRIVERS: [&str; 2] = ["ice", "mlx5_core"];
 
-/// Whether `sysfs_root` is this machine's own `/sys` (not a simulated node): only then do host
-/// facts and kernel events describe its devices.
+/// Whether `sysfs_root` is this machine's own sysfs (not a simulated node): only then do host
+/// facts and kernel events describe its devices. Decided by the filesystem type, not the path: a
+/// DaemonSet mounts the host's sysfs elsewhere (`--sysfs-root /host/sys`), and a simulated tree is
+/// never a sysfs mount (nobody can write one), so a path comparison would treat the real node as
+/// simulated and silently drop uplink protection, devlink facts and kernel events.
 pub fn is_host_sysfs(sysfs_root: &Path) -> bool {
-    std::fs::canonicalize(sysfs_root).is_ok_and(|p| p == Path::new("/sys"))
+    nix::sys::statfs::statfs(sysfs_root)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::SYSFS_MAGIC)
 }
 
 /// The driver whose PFs report the running DDP package (`fw.app.name`) through devlink.
@@ -91,13 +96,18 @@ struct Round<'a> {
 
 impl FactsGatherer {
     /// Facts for the devices under `sysfs_root`: this machine's (`/proc/net/route`, iproute2's
-    /// devlink) when the root is the real `/sys`, none for a simulated node.
+    /// devlink) when the root is a sysfs mount ([`is_host_sysfs`]), none for a simulated node.
     pub fn for_sysfs_root(sysfs_root: &Path) -> Self {
         if is_host_sysfs(sysfs_root) {
-            FactsGatherer::new("/proc/net/route", Box::new(DevlinkCli::new()))
+            FactsGatherer::host()
         } else {
             FactsGatherer::none()
         }
+    }
+
+    /// This machine's facts: `/proc/net/route` and iproute2's devlink.
+    pub fn host() -> Self {
+        FactsGatherer::new("/proc/net/route", Box::new(DevlinkCli::new()))
     }
 
     /// Facts from the given route table file and devlink.

@@ -189,6 +189,22 @@ fn a_simulated_node_gets_no_facts_and_no_devlink_queries() {
     assert!(gatherer.source.is_none());
 }
 
+/// The decision is the filesystem type: `/sys` (and anything that resolves to a sysfs mount) is
+/// the host's; a tree written into a directory or a tmpfs is simulated, whatever its name. (The
+/// host's sysfs bind-mounted elsewhere is checked end to end in `tests/run.rs`.)
+#[test]
+fn only_a_sysfs_mount_is_the_host_sysfs() {
+    assert!(is_host_sysfs(Path::new("/sys")));
+    assert!(is_host_sysfs(Path::new("/sys/bus/pci/..")));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!is_host_sysfs(dir.path()));
+    let named_sys = dir.path().join("sys");
+    std::fs::create_dir(&named_sys).unwrap();
+    assert!(!is_host_sysfs(&named_sys));
+    assert!(!is_host_sysfs(Path::new("/dev/shm")));
+    assert!(!is_host_sysfs(&dir.path().join("missing")));
+}
+
 #[test]
 fn a_missing_devlink_program_means_unknown_logged_once_and_no_further_queries() {
     let routes = routes_file();

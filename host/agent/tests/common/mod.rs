@@ -107,6 +107,27 @@ impl Node {
         self.spawn_agent(command, rescan, &[])
     }
 
+    /// `vfpool run` whose `--sysfs-root` is this host's sysfs bind-mounted over the node's
+    /// simulated tree, as a DaemonSet mounts it at `/host/sys`. The mount is made in a private
+    /// mount namespace of the agent's own (`unshare` keeps the pid: signals reach the agent), so it
+    /// vanishes with the agent even if the test fails. Needs root.
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub fn agent_on_mounted_host_sysfs(&self, rescan: &str) -> Agent {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                r#"mount --bind /sys "$1" && shift && exec "$0" "$@""#,
+                env!("CARGO_BIN_EXE_vfpool"),
+            ])
+            .arg(self.sysfs());
+        self.spawn_agent(command, rescan, &[])
+    }
+
     fn spawn_agent(&self, mut command: Command, rescan: &str, extra: &[&std::ffi::OsStr]) -> Agent {
         let log = self.path("agent.log");
         let child = command

@@ -23,18 +23,42 @@ pub struct AgentChild {
 impl AgentChild {
     /// Starts `exe run args...` with its stderr in `log`, in its own process group so that a
     /// Ctrl-C in the terminal reaches only the demo, which then stops the agent in order.
+    ///
+    /// Being in its own group, the agent gets no signal from the terminal at all: should the demo
+    /// die without stopping it (SIGKILL, a crash), the kernel sends it SIGTERM (the parent-death
+    /// signal), on which it cleans up and exits instead of serving forever. That signal follows the
+    /// thread that spawned the agent: call this from the thread that lives as long as the demo
+    /// (`block_on`'s, the main thread), never from a pool thread that may exit early.
     pub fn spawn(exe: &Path, args: &[std::ffi::OsString], log: &Path) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let stderr =
             fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("run")
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .process_group(0)
+            .process_group(0);
+        let parent = nix::unistd::getpid();
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+        // calls are allowed: it makes two system calls (prctl, getppid) and builds its error from
+        // an errno, allocating nothing and taking no lock.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+                // The demo died between fork and prctl: the signal will never come, so do not
+                // start an agent that nobody stops.
+                if nix::unistd::getppid() != parent {
+                    return Err(nix::errno::Errno::ESRCH.into());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start {} run", exe.display()))?;
         Ok(AgentChild {
