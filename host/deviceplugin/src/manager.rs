@@ -524,11 +524,20 @@ impl DevicePlugins {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&handle.state.socket);
         let last = handle.state.current();
-        // Tell kubelet the pool is empty before going away, so no pod is admitted onto it during
-        // kubelet's grace period (upstream PR #502).
-        handle
-            .state
-            .update(Arc::new(PoolSnapshot::empty(name, last.device_type)));
+        let superseded = handle.state.superseded();
+        if superseded {
+            // Another agent instance (a rolling update) serves the resource now, and kubelet
+            // takes every list it gets for the resource name as the resource's devices, from
+            // whichever stream: an empty list from this instance would wipe the new one's
+            // devices. Its streams just end.
+            tracing::info!(resource = %name, "another agent instance serves the pool's socket now; ending this one's streams without withdrawing the devices");
+        } else {
+            // Tell kubelet the pool is empty before going away, so no pod is admitted onto it
+            // during kubelet's grace period (upstream PR #502).
+            handle
+                .state
+                .update(Arc::new(PoolSnapshot::empty(name, last.device_type)));
+        }
         let _ = handle.commands.send(Command::Stop);
         self.stopping.insert(
             name.to_string(),
@@ -545,11 +554,15 @@ impl DevicePlugins {
             abort.abort();
             handle.state.remove_own_socket();
         }
-        server::remove_device_infos(
-            &self.config.devinfo_dir,
-            name,
-            last.members.iter().map(|m| m.id()),
-        );
+        // The new instance writes device-info files under the same names (the resource's and the
+        // device's): they are its now.
+        if !superseded {
+            server::remove_device_infos(
+                &self.config.devinfo_dir,
+                name,
+                last.members.iter().map(|m| m.id()),
+            );
+        }
         self.stopping.remove(name);
         tracing::info!(resource = %name, "pool stopped");
     }
@@ -561,12 +574,15 @@ impl DevicePlugins {
             self.stop_pool(&name).await;
         }
         for (name, (state, ids)) in std::mem::take(&mut self.stopping) {
+            // As in `stop_pool`: a superseded pool's files belong to the new instance.
+            if !state.superseded() {
+                server::remove_device_infos(
+                    &self.config.devinfo_dir,
+                    &name,
+                    ids.iter().map(String::as_str),
+                );
+            }
             state.remove_own_socket();
-            server::remove_device_infos(
-                &self.config.devinfo_dir,
-                &name,
-                ids.iter().map(String::as_str),
-            );
             tracing::info!(resource = %name, "pool stopped (its stop had been interrupted)");
         }
         self.watcher.take();

@@ -2,7 +2,8 @@
 //!
 //! - **plugin watcher**: when `<kubelet-dir>/plugins_registry` exists, the pool's socket lives there
 //!   and also serves `pluginregistration.v1.Registration`; kubelet finds the socket, calls `GetInfo`
-//!   and reports back with `NotifyRegistrationStatus`.
+//!   and reports back with `NotifyRegistrationStatus`. kubelet never tries a refused socket again:
+//!   the pool's supervisor serves a new one after a pause ([`crate::server`]).
 //! - **legacy**: otherwise the socket lives in `<kubelet-dir>/device-plugins/` and the plugin calls
 //!   `Register` on `device-plugins/kubelet.sock`, retrying with backoff until kubelet accepts.
 
@@ -80,11 +81,17 @@ pub fn options() -> api::DevicePluginOptions {
 }
 
 /// The plugin-watcher `GetInfo` answer.
+///
+/// The endpoint is left empty: kubelet then dials the socket path its plugin watcher found
+/// (`operation_generator.go`: an empty `Endpoint` becomes the socket path). The agent's own path
+/// to the socket is the wrong thing to send when the agent sees the kubelet directory somewhere
+/// else than kubelet does (`--kubelet-dir` pointing at a host mount inside a container): kubelet
+/// would dial a path that does not exist on the host and fail the registration.
 pub fn plugin_info(state: &PoolState) -> reg::PluginInfo {
     reg::PluginInfo {
         r#type: api::DEVICE_PLUGIN_TYPE.to_string(),
         name: state.resource_name.clone(),
-        endpoint: state.socket.display().to_string(),
+        endpoint: String::new(),
         supported_versions: vec![api::VERSION.to_string()],
     }
 }

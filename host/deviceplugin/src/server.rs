@@ -1,8 +1,9 @@
 //! One pool's gRPC server: the v1beta1 `DevicePlugin` service (and the plugin-watcher
 //! `Registration` service on the same socket), and the supervisor task that binds the socket,
 //! registers with kubelet, re-binds when the socket is deleted, re-registers when kubelet
-//! restarts or keeps no ListAndWatch stream open after registering (it dropped the plugin), and
-//! restarts the server when it fails.
+//! restarts or keeps no ListAndWatch stream open after registering (it dropped the plugin), serves
+//! a new socket after a pause when kubelet's plugin watcher refused the registration (it does not
+//! try that socket again), and restarts the server when it fails.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -75,11 +76,20 @@ impl PoolState {
     /// Removes the socket path if it is still the file this pool's server made, for the paths
     /// that end a server from outside its supervisor (a stop that timed out, an interrupted one).
     pub(crate) fn remove_own_socket(&self) {
-        let made = *self
+        remove_own_socket(&self.socket, self.made());
+    }
+
+    /// Whether another agent instance has bound the socket path since this pool's server did
+    /// (see [`taken_over`]): kubelet now follows that instance's list for the resource.
+    pub(crate) fn superseded(&self) -> bool {
+        taken_over(&self.socket, self.made())
+    }
+
+    fn made(&self) -> Option<SocketIdentity> {
+        *self
             .socket_made
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        remove_own_socket(&self.socket, made);
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The snapshot being served.
@@ -161,6 +171,9 @@ pub fn list_response(snapshot: &Snapshot) -> api::ListAndWatchResponse {
 pub(crate) struct PoolService {
     state: Arc<PoolState>,
     stop: watch::Receiver<bool>,
+    /// kubelet's error when it refuses a plugin-watcher registration: the supervisor serves a
+    /// new socket after a pause, as kubelet does not retry this one.
+    refused: mpsc::UnboundedSender<String>,
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
@@ -447,10 +460,12 @@ impl WatcherRegistration for PoolService {
             tracing::info!(resource = %self.state.resource_name, "registered with kubelet (plugin watcher)");
             self.state.set_registered(Ok(()));
         } else {
-            // Keep serving: kubelet retries when it sees the socket again (its restart, or our
-            // re-bind); upstream stops the server here and never restarts it.
-            tracing::error!(resource = %self.state.resource_name, error = %status.error, "kubelet refused the registration");
-            self.state.set_registered(Err(status.error));
+            // Keep serving, and let the supervisor put a new socket in place after a pause:
+            // kubelet's plugin watcher does not try this socket again (a plugin whose registration
+            // failed stays in its actual state of world), but it registers a new one. Upstream
+            // stops the server here and never restarts it.
+            self.state.set_registered(Err(status.error.clone()));
+            let _ = self.refused.send(status.error);
         }
         Ok(Response::new(reg::RegistrationStatusResponse {}))
     }
@@ -489,16 +504,22 @@ pub(crate) struct PoolHandle {
     pub(crate) task: JoinHandle<()>,
 }
 
-/// Exponential backoff: 100 ms doubling to a cap.
+/// Exponential backoff: 100 ms (or another first delay) doubling to a cap.
 pub(crate) struct Backoff {
+    first: Duration,
     next: Duration,
     cap: Duration,
 }
 
 impl Backoff {
     pub(crate) fn new(cap: Duration) -> Self {
+        Self::starting(Duration::from_millis(100), cap)
+    }
+
+    pub(crate) fn starting(first: Duration, cap: Duration) -> Self {
         Backoff {
-            next: Duration::from_millis(100),
+            first,
+            next: first,
             cap,
         }
     }
@@ -510,7 +531,7 @@ impl Backoff {
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = Duration::from_millis(100);
+        self.next = self.first;
     }
 }
 
@@ -527,6 +548,14 @@ pub(crate) fn spawn(state: Arc<PoolState>) -> PoolHandle {
 
 /// The longest wait for kubelet's stream before registering again.
 const STREAM_GRACE_CAP: Duration = Duration::from_secs(300);
+
+/// After kubelet refuses a plugin-watcher registration, the pause before a new socket is served
+/// (doubling while kubelet keeps refusing, up to [`REFUSED_PAUSE_CAP`]): a refusal may be
+/// kubelet-side trouble that passes (its device manager could not connect back), and a new
+/// socket at once would repeat it in a tight loop if it does not.
+const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+/// See [`REFUSED_PAUSE`].
+const REFUSED_PAUSE_CAP: Duration = Duration::from_secs(60);
 
 /// Resolves once the pool has been registered with no ListAndWatch stream open for `grace`:
 /// kubelet has dropped it and will not dial it again by itself.
@@ -556,6 +585,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
     let mut streams = state.open_streams.subscribe();
     let mut connected = state.open_streams.subscribe();
     let mut grace = state.stream_grace;
+    let mut refused_pause = Backoff::starting(REFUSED_PAUSE, REFUSED_PAUSE_CAP);
     // The socket file this supervisor made last (see `socket_identity`).
     let mut bound = None;
     'serve: loop {
@@ -578,9 +608,12 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = bound;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Per server instance, so that a refusal of an earlier socket is not taken for this one's.
+        let (refused_tx, mut refused) = mpsc::unbounded_channel();
         let service = PoolService {
             state: Arc::clone(&state),
             stop: stop_rx.clone(),
+            refused: refused_tx,
         };
         let (failed_tx, mut failed) = mpsc::unbounded_channel();
         let incoming = Guarded {
@@ -593,6 +626,8 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
         let mut server = tokio::spawn(serve(incoming, service, stop_rx));
         tracing::info!(resource = %state.resource_name, socket = %state.socket.display(), "serving");
         let mut registering = start_registration(&state);
+        // When this socket is replaced by a new one, after kubelet refused to register it.
+        let mut rebind_at: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 // A broken accept loop usually ends the server too (when no connection is open):
@@ -626,7 +661,47 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 Ok(()) = connected.changed() => {
                     if *connected.borrow_and_update() > 0 {
                         grace = state.stream_grace;
+                        refused_pause.reset();
                     }
+                }
+                Some(error) = refused.recv() => {
+                    if !matches!(state.mode, Mode::PluginWatcher { .. }) {
+                        tracing::warn!(resource = %state.resource_name, error, "NotifyRegistrationStatus(false) on a socket registered with Register; ignored");
+                        continue;
+                    }
+                    if rebind_at.is_some() {
+                        continue;
+                    }
+                    let pause = refused_pause.next();
+                    tracing::warn!(
+                        resource = %state.resource_name,
+                        error,
+                        retry_in = ?pause,
+                        "kubelet refused the registration; serving a new socket after a pause (kubelet's plugin watcher does not retry a socket whose registration failed)"
+                    );
+                    rebind_at = Some(Box::pin(tokio::time::sleep(pause)));
+                }
+                () = async {
+                    match rebind_at.as_mut() {
+                        Some(pause) => pause.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    rebind_at = None;
+                    // kubelet may have registered the socket meanwhile (its restart found it).
+                    if state.is_registered() {
+                        continue;
+                    }
+                    if taken_over(&state.socket, bound) {
+                        tracing::warn!(
+                            resource = %state.resource_name,
+                            socket = %state.socket.display(),
+                            "the socket is no longer this agent's (another agent instance on this node?); leaving it alone"
+                        );
+                        continue;
+                    }
+                    stop_instance(&state, stop_tx, server, registering).await;
+                    continue 'serve;
                 }
                 () = kubelet_dropped(&state, &mut streams, grace) => {
                     tracing::warn!(
@@ -653,7 +728,9 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         // again puts a new one in place (by a rename, so the path never goes
                         // missing).
                         Mode::PluginWatcher { .. } => {
-                            if socket_identity(&state.socket) != bound {
+                            // A socket that is gone (its deletion unseen) is served again like
+                            // one of ours.
+                            if taken_over(&state.socket, bound) {
                                 tracing::warn!(
                                     resource = %state.resource_name,
                                     socket = %state.socket.display(),
@@ -704,6 +781,12 @@ pub(crate) fn remove_own_socket(path: &std::path::Path, bound: Option<SocketIden
     if bound.is_some() && socket_identity(path) == bound {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// Whether another socket file than the one this agent made (`bound`) is at `path` now: another
+/// agent instance (a rolling update) has taken the path over. A path with nothing at it is not.
+pub(crate) fn taken_over(path: &std::path::Path, bound: Option<SocketIdentity>) -> bool {
+    bound.is_some() && socket_identity(path).is_some_and(|now| Some(now) != bound)
 }
 
 /// The device and inode of the file at `path` (without following a symlink), if there is one.

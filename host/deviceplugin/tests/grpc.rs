@@ -531,6 +531,22 @@ async fn plugin_watcher_mode_registers_through_get_info() {
     );
     // NotifyRegistrationStatus arrived.
     registered(&plugins).await;
+    // GetInfo names no endpoint: kubelet dials the socket where its watcher found it (the agent's
+    // own path to it may not exist for kubelet, e.g. inside the agent's container).
+    let mut watcher =
+        vfpool_proto::pluginregistration::v1::registration_client::RegistrationClient::new(
+            vfpool_deviceplugin::uds::channel(
+                &env.kubelet()
+                    .join("plugins_registry/intel.com_mlnx_sriov.sock"),
+            ),
+        );
+    let info = watcher
+        .get_info(vfpool_proto::pluginregistration::v1::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.endpoint, "");
+    assert_eq!(info.name, NAME);
     // kubelet restarts: its plugin watcher finds the socket again and re-registers it.
     let before = sim.registrations().len();
     sim.restart().await.unwrap();
@@ -642,11 +658,16 @@ async fn a_server_whose_listener_fails_is_restarted() {
     config.listen = Arc::clone(&listen) as Arc<dyn vfpool_deviceplugin::uds::Listen>;
     let mut plugins = DevicePlugins::start(config, failing()).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    // The first instance takes kubelet's connection, then its listener fails.
+    // The first instance takes kubelet's connection, then its listener fails. (The old
+    // instance's stream may still count as connected when the second instance is bound: the
+    // restarted instance's own registration is waited for too. The first instance's may never
+    // complete: kubelet connects back before it answers, and that instance stops meanwhile.)
     let listen_ref = &listen;
     let sim_ref = &sim;
+    let plugins_ref = &plugins;
     tokio::time::timeout(GUARD, async move {
         while listen_ref.binds.load(Ordering::SeqCst) < 2
+            || plugins_ref.registration(NAME) != Some(Ok(()))
             || !sim_ref
                 .resource(NAME)
                 .is_some_and(|v| v.connected && v.allocatable() == 24)
@@ -655,7 +676,14 @@ async fn a_server_whose_listener_fails_is_restarted() {
         }
     })
     .await
-    .expect("the failed server was not restarted and registered again");
+    .unwrap_or_else(|_| {
+        panic!(
+            "the failed server was not restarted and registered again: binds {}, registrations {:?}, resource {:?}",
+            listen.binds.load(Ordering::SeqCst),
+            sim.registrations(),
+            sim.resource(NAME).map(|v| (v.connected, v.allocatable()))
+        )
+    });
     // A new connection is served (the broken instance would never accept it).
     let response = tokio::time::timeout(
         GUARD,
@@ -669,7 +697,7 @@ async fn a_server_whose_listener_fails_is_restarted() {
         "0000:3b:00.2"
     );
     assert!(
-        sim.registrations().len() >= 2,
+        sim.registrations().iter().any(|r| r.error.is_none()),
         "registered again after the restart"
     );
     plugins.shutdown().await;
@@ -1081,4 +1109,168 @@ async fn interrupt_stop(env: &Env, plugins: &mut DevicePlugins) {
     })
     .await;
     assert!(polled.is_pending(), "the stop waits for the server");
+}
+
+/// kubelet's plugin watcher does not try a socket again once its registration failed (the device
+/// manager could not connect back, here simulated once): the pool serves a new socket after a
+/// pause, which kubelet registers. It used to stay unregistered for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plugin_watcher_registration_serves_a_new_socket() {
+    let env = Env::new();
+    let sim = KubeletSim::start(
+        &env.kubelet(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    sim.fail_next_registrations(1);
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    let sim_ref = &sim;
+    tokio::time::timeout(GUARD, async move {
+        while !sim_ref
+            .resource(NAME)
+            .is_some_and(|v| v.connected && v.allocatable() == 24)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "never registered after the refusal: registrations {:?}, ours {:?}",
+            sim.registrations(),
+            plugins.registration(NAME)
+        )
+    });
+    registered(&plugins).await;
+    let records = sim.registrations();
+    assert!(records[0].error.is_some(), "{records:?}");
+    assert!(records.last().unwrap().error.is_none(), "{records:?}");
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+/// In plugin-watcher mode too, a pool socket that was deleted is served again, and kubelet
+/// (which deregisters a deleted socket: allocatable 0) registers it again: found by the socket
+/// poller, or, when the deletion went unseen, by the watchdog once kubelet's stream is gone. The
+/// watchdog used to take a missing socket for another agent's and leave the pool unserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_plugin_watcher_socket_is_served_again() {
+    for poll in [Duration::from_secs(3600), Duration::from_millis(100)] {
+        let env = Env::new();
+        let sim = KubeletSim::start(
+            &env.kubelet(),
+            SimOptions {
+                plugin_watcher: true,
+            },
+        )
+        .await
+        .unwrap();
+        let mut config = env.config();
+        config.poll_sockets = Some(poll);
+        config.stream_grace = Duration::from_millis(300);
+        let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+        plugins.apply(&env.pool(0), &env.inventory).await;
+        all_allocatable(&sim).await;
+        registered(&plugins).await;
+        let path = env
+            .kubelet()
+            .join("plugins_registry/intel.com_mlnx_sriov.sock");
+        let before = sim.registrations().len();
+        std::fs::remove_file(&path).unwrap();
+        let sim_ref = &sim;
+        let path_ref = &path;
+        tokio::time::timeout(GUARD, async move {
+            while !(path_ref.exists()
+                && sim_ref.registrations().len() > before
+                && sim_ref
+                    .resource(NAME)
+                    .is_some_and(|v| v.connected && v.allocatable() == 24))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "never served again (poll {poll:?}): socket {}, registrations {:?}, resource {:?}",
+                path.exists(),
+                sim.registrations(),
+                sim.resource(NAME)
+            )
+        });
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+}
+
+/// Two agent instances on one node (a rolling update): the second has bound the pool's socket
+/// path. Stopping the first must not publish an empty list (kubelet takes every list for the
+/// resource name as its devices, whichever stream it came on: the new instance's devices would be
+/// wiped); its streams just end. A first instance not superseded does publish the empty list
+/// (see `list_and_watch_sends_only_on_change_to_every_stream`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_instance_stops_without_an_empty_list() {
+    use std::os::unix::fs::MetadataExt as _;
+    let env = Env::new();
+    // No kubelet: the instances serve, and keep trying to register meanwhile.
+    let mut first = DevicePlugins::start(env.config(), failing()).unwrap();
+    first.apply(&env.pool(0), &env.inventory).await;
+    tokio::time::timeout(GUARD, async {
+        while !socket(&env).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first instance serves");
+    let first_socket = std::fs::metadata(socket(&env)).unwrap().ino();
+    // kubelet's stream on the first instance.
+    let mut client = raw_client(&socket(&env)).await;
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().devices.len(), 24);
+
+    let mut second = DevicePlugins::start(env.config(), failing()).unwrap();
+    second.apply(&env.pool(0), &env.inventory).await;
+    tokio::time::timeout(GUARD, async {
+        while std::fs::metadata(socket(&env)).map(|m| m.ino()).ok() == Some(first_socket) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the second instance takes the socket path over");
+    // A device-info file as the second instance's Allocate writes it: both instances use the
+    // same file names.
+    let devinfo = env.tmp.path().join("devinfo");
+    std::fs::create_dir_all(&devinfo).unwrap();
+    let file = devinfo.join(vfpool_deviceplugin::allocate::device_info_file_name(
+        NAME,
+        "0000:3b:00.2",
+    ));
+    std::fs::write(&file, "{}").unwrap();
+
+    first.shutdown().await;
+    assert!(
+        file.exists(),
+        "the superseded instance removed a device-info file the new one serves"
+    );
+    let mut lists = Vec::new();
+    while let Ok(Some(message)) = stream.message().await {
+        lists.push(message.devices.len());
+    }
+    assert!(
+        !lists.contains(&0),
+        "the superseded instance published an empty list: {lists:?}"
+    );
+    assert!(
+        socket(&env).exists(),
+        "the second instance's socket is gone"
+    );
+    second.shutdown().await;
 }

@@ -3,14 +3,17 @@
 //!
 //! It owns, under a kubelet directory it is given: the `v1beta1.Registration` service on
 //! `device-plugins/kubelet.sock`; the plugin-watcher side (`plugins_registry`: GetInfo, then
-//! NotifyRegistrationStatus); for every registered plugin a client that reads its options and
-//! follows ListAndWatch, tracking capacity and allocatable; simulated pods that get devices the way
+//! NotifyRegistrationStatus; a deleted socket deregisters its plugin); for every registered plugin
+//! a client that kubelet connects before it answers the registration (dial, then
+//! GetDevicePluginOptions: a failure is the registration's error) and that follows ListAndWatch,
+//! tracking capacity and allocatable; simulated pods that get devices the way
 //! kubelet gives them (GetPreferredAllocation, then Allocate); the PodResources `v1` service on
 //! `pod-resources/kubelet.sock` reporting those pods; and a restart (sockets deleted and recreated,
 //! plugins forgotten, pods kept, as kubelet's checkpoint keeps them).
 //!
 //! It enforces what kubelet enforces: API version `v1beta1`, an extended resource name
-//! (`domain/name`, not in the `kubernetes.io` namespace), one live plugin per resource name.
+//! (`domain/name`, not in the `kubernetes.io` namespace), an Allocate answer with a container
+//! response; and one live plugin per resource name.
 //!
 //! It must not touch: anything outside the kubelet directory it is given, and no vfpool crate
 //! other than the wire types (`vfpool-proto`): it is a model of kubelet, not of vfpool.

@@ -10,6 +10,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use vfpool_proto::deviceplugin::v1beta1 as api;
 use vfpool_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
@@ -70,6 +71,12 @@ pub enum SimError {
         #[source]
         source: Status,
     },
+    /// The plugin's Allocate answer has no container response: kubelet fails the pod's admission.
+    #[error("Allocate on {resource}: no containers return in allocation response")]
+    EmptyAllocation {
+        /// The resource.
+        resource: String,
+    },
     /// A condition was not reached in time (tests use this as a failure guard).
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
@@ -96,7 +103,8 @@ pub struct DeviceView {
 pub struct ResourceView {
     /// The plugin's socket.
     pub endpoint: PathBuf,
-    /// `GetDevicePluginOptions` answer (None until read).
+    /// The plugin's `GetDevicePluginOptions` answer, read when it registered (kubelet ignores
+    /// the options a `RegisterRequest` claims).
     pub options: Option<(bool, bool)>,
     /// The ListAndWatch stream is open.
     pub connected: bool,
@@ -162,6 +170,12 @@ struct State {
     pods: BTreeMap<String, (String, Vec<String>)>,
     registrations: Vec<RegistrationRecord>,
     next_generation: u64,
+    /// Plugin-watcher sockets registered (kubelet's actual state of world): the resource and the
+    /// generation of its client, so deleting the socket deregisters that registration only.
+    watched: BTreeMap<PathBuf, (String, u64)>,
+    /// How many registrations still to fail where kubelet connects to the plugin
+    /// ([`KubeletSim::fail_next_registrations`]).
+    failing_registrations: usize,
 }
 
 struct Shared {
@@ -179,6 +193,37 @@ impl Shared {
 
     fn bump(&self) {
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// kubelet's `DeRegisterPlugin` / the end of a plugin's client: the stream is closed and the
+    /// resource kept as disconnected (kubelet marks its devices unhealthy: allocatable 0). With
+    /// `generation`, only if that registration still owns the resource. Whether it had a client.
+    fn deregister(&self, resource: &str, generation: Option<u64>) -> bool {
+        {
+            let mut state = self.lock();
+            if generation.is_some_and(|g| state.owners.get(resource) != Some(&g)) {
+                return false;
+            }
+            state.owners.remove(resource);
+            if let Some(view) = state.resources.get_mut(resource) {
+                view.connected = false;
+            }
+        }
+        let mut dropped = false;
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(name, task)| {
+                if name == resource {
+                    task.abort();
+                    dropped = true;
+                    false
+                } else {
+                    true
+                }
+            });
+        self.bump();
+        dropped
     }
 }
 
@@ -341,29 +386,31 @@ impl KubeletSim {
     }
 
     fn watch_registry(&mut self, registry: &Path) -> Result<(), SimError> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(SocketEvent, PathBuf)>();
         let events_tx = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // kubelet's watcher (fsnotify) reports a file renamed into the directory as
                 // created, once, as it does a new one; it skips names starting with '.'. (notify
                 // reports such a rename as `To`, and again as `Both` with the old name: `To` is
-                // the one counted.)
+                // the one counted.) A deletion removes the plugin; a file renamed away is not a
+                // deletion to kubelet (fsnotify's Rename, which it ignores).
                 let Ok(event) = event else {
                     return;
                 };
-                let paths = match event.kind {
+                let kind = match event.kind {
                     EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                        event.paths
+                        SocketEvent::Created
                     }
+                    EventKind::Remove(_) => SocketEvent::Removed,
                     _ => return,
                 };
-                for path in paths {
+                for path in event.paths {
                     let hidden = path
                         .file_name()
                         .is_some_and(|name| name.to_string_lossy().starts_with('.'));
                     if !hidden {
-                        let _ = events_tx.send(path);
+                        let _ = events_tx.send((kind, path));
                     }
                 }
             })
@@ -380,15 +427,31 @@ impl KubeletSim {
         // Sockets already there (kubelet scans the directory on start).
         if let Ok(entries) = std::fs::read_dir(registry) {
             for entry in entries.flatten() {
-                let _ = tx.send(entry.path());
+                let _ = tx.send((SocketEvent::Created, entry.path()));
             }
         }
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
-            while let Some(path) = rx.recv().await {
-                if path.extension().is_some_and(|e| e == "sock") {
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(async move { watcher_register(shared, path).await });
+            while let Some((kind, path)) = rx.recv().await {
+                if path.extension().is_none_or(|e| e != "sock") {
+                    continue;
+                }
+                match kind {
+                    SocketEvent::Created => {
+                        let shared = Arc::clone(&shared);
+                        tokio::spawn(async move { watcher_register(shared, path).await });
+                    }
+                    // kubelet's reconciler unregisters a plugin whose socket left the desired
+                    // state of world: `DeRegisterPlugin` disconnects its client, which marks the
+                    // resource's devices unhealthy.
+                    SocketEvent::Removed => {
+                        let registered = shared.lock().watched.remove(&path);
+                        if let Some((resource, generation)) = registered
+                            && shared.deregister(&resource, Some(generation))
+                        {
+                            tracing::info!(resource, socket = %path.display(), "kubelet-sim: plugin socket deleted; plugin deregistered");
+                        }
+                    }
                 }
             }
         });
@@ -421,29 +484,15 @@ impl KubeletSim {
     /// resource is kept as disconnected (allocatable 0), and kubelet never dials the plugin again
     /// by itself — only a new registration brings it back. Whether it had a client.
     pub fn disconnect(&self, resource: &str) -> bool {
-        let mut dropped = false;
-        self.shared
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(name, task)| {
-                if name == resource {
-                    task.abort();
-                    dropped = true;
-                    false
-                } else {
-                    true
-                }
-            });
-        {
-            let mut state = self.shared.lock();
-            state.owners.remove(resource);
-            if let Some(view) = state.resources.get_mut(resource) {
-                view.connected = false;
-            }
-        }
-        self.shared.bump();
-        dropped
+        self.shared.deregister(resource, None)
+    }
+
+    /// Makes the next `count` registrations (either mode) fail where kubelet's device manager
+    /// connects back to the plugin, as when its dial or `GetDevicePluginOptions` fails: `Register`
+    /// answers the error; the plugin watcher notifies `NotifyRegistrationStatus(false)` and, as
+    /// kubelet, never tries that socket again (only a new socket file is registered).
+    pub fn fail_next_registrations(&self, count: usize) {
+        self.shared.lock().failing_registrations = count;
     }
 
     /// Simulates a kubelet restart: sockets deleted (including every plugin socket in
@@ -462,6 +511,7 @@ impl KubeletSim {
             let mut state = self.shared.lock();
             state.resources.clear();
             state.owners.clear();
+            state.watched.clear();
         }
         self.shared.bump();
         self.serve()
@@ -617,11 +667,12 @@ impl KubeletSim {
             .await
             .map_err(|s| plugin_error("Allocate", s))?
             .into_inner();
-        let response = response
-            .container_responses
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        // kubelet fails the pod's admission on an answer without container responses.
+        let Some(response) = response.container_responses.into_iter().next() else {
+            return Err(SimError::EmptyAllocation {
+                resource: resource.to_string(),
+            });
+        };
         self.shared
             .lock()
             .pods
@@ -673,6 +724,60 @@ impl Drop for KubeletSim {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// What kubelet's plugin watcher reacts to in `plugins_registry`.
+#[derive(Debug, Clone, Copy)]
+enum SocketEvent {
+    Created,
+    Removed,
+}
+
+/// kubelet's dial timeout, for the plugin-watcher socket and for a device plugin's endpoint (grpc
+/// `WithBlock`: it retries the connection until then).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// kubelet's timeout for the plugin watcher's `GetInfo`.
+const GET_INFO_TIMEOUT: Duration = Duration::from_secs(1);
+/// kubelet's timeout for `NotifyRegistrationStatus`.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// kubelet's device-manager side of a registration (`connectClient`: dial the endpoint, then
+/// `PluginConnected` reads `GetDevicePluginOptions`), before it answers `Register` or notifies the
+/// plugin watcher. The options are the plugin's answer, never what a `RegisterRequest` claimed.
+async fn connect(
+    shared: &Shared,
+    endpoint: &Path,
+) -> Result<(DevicePluginClient<Channel>, (bool, bool)), String> {
+    {
+        let mut state = shared.lock();
+        if state.failing_registrations > 0 {
+            state.failing_registrations -= 1;
+            return Err(
+                "failed to get device plugin options: simulated failure (KubeletSim::fail_next_registrations)"
+                    .to_string(),
+            );
+        }
+    }
+    let channel = uds::dial(endpoint, DIAL_TIMEOUT)
+        .await
+        .map_err(|e| format!("failed to dial device plugin: {e}"))?;
+    let mut client = DevicePluginClient::new(channel);
+    // kubelet waits without a deadline; the simulator gives up rather than hang a test.
+    let options = tokio::time::timeout(
+        DIAL_TIMEOUT,
+        client.get_device_plugin_options(api::Empty {}),
+    )
+    .await
+    .map_err(|_| format!("failed to get device plugin options: no answer within {DIAL_TIMEOUT:?}"))?
+    .map_err(|status| format!("failed to get device plugin options: {status}"))?
+    .into_inner();
+    Ok((
+        client,
+        (
+            options.pre_start_required,
+            options.get_preferred_allocation_available,
+        ),
+    ))
 }
 
 struct RegistrationService {
@@ -766,6 +871,20 @@ impl Registration for RegistrationService {
             );
             return Err(Status::invalid_argument(error));
         }
+        // kubelet connects back before it answers, and answers the failure to the plugin.
+        let (client, options) = match connect(&self.shared, &endpoint).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                record(
+                    &self.shared,
+                    &request.resource_name,
+                    &request.endpoint,
+                    "legacy",
+                    Some(error.clone()),
+                );
+                return Err(Status::unknown(error));
+            }
+        };
         record(
             &self.shared,
             &request.resource_name,
@@ -773,13 +892,11 @@ impl Registration for RegistrationService {
             "legacy",
             None,
         );
-        let options = request
-            .options
-            .map(|o| (o.pre_start_required, o.get_preferred_allocation_available));
         start_client(
             Arc::clone(&self.shared),
             request.resource_name,
             endpoint,
+            client,
             options,
             "legacy",
         );
@@ -787,25 +904,34 @@ impl Registration for RegistrationService {
     }
 }
 
-/// The plugin-watcher side for one socket: GetInfo, checks, NotifyRegistrationStatus, then the
-/// device-plugin client.
+/// The plugin-watcher side for one socket, in kubelet's order (`operation_generator.go`):
+/// GetInfo, validation, the device manager's connect (dial the endpoint, GetDevicePluginOptions)
+/// and its ListAndWatch client, then NotifyRegistrationStatus. A refused registration is notified
+/// and not tried again: kubelet keeps the socket in its actual state of world and registers only
+/// a new socket file at that path.
 async fn watcher_register(shared: Arc<Shared>, socket: PathBuf) {
-    let mut client = WatcherClient::new(uds::channel(&socket));
-    // The socket exists from bind(); give the server a few tries to start accepting.
-    let mut info = None;
-    for _ in 0..50 {
-        match client.get_info(reg::InfoRequest {}).await {
-            Ok(answer) => {
-                info = Some(answer.into_inner());
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+    let channel = match uds::dial(&socket, DIAL_TIMEOUT).await {
+        Ok(channel) => channel,
+        Err(e) => {
+            tracing::warn!(socket = %socket.display(), error = %e, "kubelet-sim: cannot dial the plugin socket");
+            return;
         }
-    }
-    let Some(info) = info else {
-        tracing::warn!(socket = %socket.display(), "kubelet-sim: GetInfo never answered");
-        return;
     };
+    let mut client = WatcherClient::new(channel);
+    let info = match tokio::time::timeout(GET_INFO_TIMEOUT, client.get_info(reg::InfoRequest {}))
+        .await
+    {
+        Ok(Ok(answer)) => answer.into_inner(),
+        Ok(Err(e)) => {
+            tracing::warn!(socket = %socket.display(), error = %e, "kubelet-sim: GetInfo failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(socket = %socket.display(), "kubelet-sim: GetInfo did not answer");
+            return;
+        }
+    };
+    // kubelet dials the socket it found when the plugin names no endpoint.
     let endpoint = if info.endpoint.is_empty() {
         socket.clone()
     } else {
@@ -813,11 +939,19 @@ async fn watcher_register(shared: Arc<Shared>, socket: PathBuf) {
     };
     let verdict = if info.r#type != api::DEVICE_PLUGIN_TYPE {
         Err(format!(
-            "plugin type {:?} is not handled by the device manager",
-            info.r#type
+            "RegisterPlugin error -- no handler registered for plugin type: {} at socket {}",
+            info.r#type,
+            socket.display()
         ))
     } else {
         admit(&shared, &info.name, &info.supported_versions, &endpoint)
+            .map_err(|e| format!("RegisterPlugin error -- plugin validation failed with err: {e}"))
+    };
+    let verdict = match verdict {
+        Ok(()) => connect(&shared, &endpoint).await.map_err(|e| {
+            format!("RegisterPlugin error -- plugin registration failed with err: {e}")
+        }),
+        Err(e) => Err(e),
     };
     let error = verdict.as_ref().err().cloned();
     record(
@@ -827,25 +961,43 @@ async fn watcher_register(shared: Arc<Shared>, socket: PathBuf) {
         "plugin-watcher",
         error.clone(),
     );
-    let _ = client
-        .notify_registration_status(reg::RegistrationStatus {
+    if let Ok((plugin, options)) = verdict {
+        let generation = start_client(
+            Arc::clone(&shared),
+            info.name.clone(),
+            endpoint,
+            plugin,
+            options,
+            "plugin-watcher",
+        );
+        shared
+            .lock()
+            .watched
+            .insert(socket.clone(), (info.name, generation));
+    }
+    let notified = tokio::time::timeout(
+        NOTIFY_TIMEOUT,
+        client.notify_registration_status(reg::RegistrationStatus {
             plugin_registered: error.is_none(),
             error: error.unwrap_or_default(),
-        })
-        .await;
-    if verdict.is_ok() {
-        start_client(shared, info.name, endpoint, None, "plugin-watcher");
+        }),
+    )
+    .await;
+    if !matches!(notified, Ok(Ok(_))) {
+        tracing::warn!(socket = %socket.display(), "kubelet-sim: NotifyRegistrationStatus failed");
     }
 }
 
-/// kubelet's endpoint client: options, then ListAndWatch until the stream ends.
+/// kubelet's endpoint client for a connected plugin: ListAndWatch until the stream ends. Returns
+/// the registration's generation.
 fn start_client(
     shared: Arc<Shared>,
     resource: String,
     endpoint: PathBuf,
-    options: Option<(bool, bool)>,
+    mut client: DevicePluginClient<Channel>,
+    options: (bool, bool),
     mode: &'static str,
-) {
+) -> u64 {
     let generation = {
         let mut state = shared.lock();
         state.next_generation += 1;
@@ -855,7 +1007,7 @@ fn start_client(
             resource.clone(),
             ResourceView {
                 endpoint: endpoint.clone(),
-                options,
+                options: Some(options),
                 connected: false,
                 devices: BTreeMap::new(),
                 updates: 0,
@@ -870,21 +1022,6 @@ fn start_client(
     let task = tokio::spawn(async move {
         let shared = task_shared;
         let owned = |state: &State| state.owners.get(&resource) == Some(&generation);
-        let mut client = DevicePluginClient::new(uds::channel(&endpoint));
-        if let Ok(answer) = client.get_device_plugin_options(api::Empty {}).await {
-            let answer = answer.into_inner();
-            let mut state = shared.lock();
-            if owned(&state)
-                && let Some(view) = state.resources.get_mut(&resource)
-            {
-                {
-                    view.options = Some((
-                        answer.pre_start_required,
-                        answer.get_preferred_allocation_available,
-                    ));
-                }
-            }
-        }
         let mut stream = match client.list_and_watch(api::Empty {}).await {
             Ok(stream) => stream.into_inner(),
             Err(e) => {
@@ -940,6 +1077,7 @@ fn start_client(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push((resource_name, task));
+    generation
 }
 
 struct PodResourcesService {

@@ -1,0 +1,412 @@
+//! The simulator against a stub device plugin over real unix sockets: what kubelet checks when a
+//! plugin registers (it connects back and reads the options before answering), what it refuses
+//! at admission, and what deleting a plugin-watcher socket does. Waits are on observed state;
+//! timeouts only guard hangs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use vfpool_kubelet_sim::{KubeletSim, SimError, SimOptions};
+use vfpool_proto::deviceplugin::v1beta1 as api;
+use vfpool_proto::deviceplugin::v1beta1::device_plugin_server::{DevicePlugin, DevicePluginServer};
+use vfpool_proto::deviceplugin::v1beta1::registration_client::RegistrationClient;
+use vfpool_proto::pluginregistration::v1 as reg;
+use vfpool_proto::pluginregistration::v1::registration_server::{Registration, RegistrationServer};
+
+const GUARD: Duration = Duration::from_secs(60);
+const NAME: &str = "example.com/stub";
+
+/// A device plugin that serves two healthy devices and records the calls kubelet makes.
+#[derive(Clone)]
+struct Stub {
+    /// `GetInfo`'s endpoint (plugin-watcher mode); empty: the socket itself.
+    endpoint: String,
+    /// Allocate answers without container responses.
+    empty_allocate: bool,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Stub {
+    fn new() -> Stub {
+        Stub {
+            endpoint: String::new(),
+            empty_allocate: false,
+            calls: Arc::default(),
+        }
+    }
+
+    fn called(&self, call: impl Into<String>) {
+        self.calls.lock().unwrap().push(call.into());
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Serves on `path` until the returned task is aborted.
+    fn serve(&self, path: &Path) -> tokio::task::JoinHandle<()> {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let stub = self.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(DevicePluginServer::new(stub.clone()))
+                .add_service(RegistrationServer::new(stub))
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await
+                .unwrap();
+        })
+    }
+}
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DevicePlugin for Stub {
+    async fn get_device_plugin_options(
+        &self,
+        _request: Request<api::Empty>,
+    ) -> Result<Response<api::DevicePluginOptions>, Status> {
+        self.called("GetDevicePluginOptions");
+        Ok(Response::new(api::DevicePluginOptions {
+            pre_start_required: false,
+            get_preferred_allocation_available: true,
+        }))
+    }
+
+    type ListAndWatchStream = ListStream;
+
+    async fn list_and_watch(
+        &self,
+        _request: Request<api::Empty>,
+    ) -> Result<Response<Self::ListAndWatchStream>, Status> {
+        use tokio_stream::StreamExt as _;
+        self.called("ListAndWatch");
+        let devices = ["a", "b"]
+            .iter()
+            .map(|id| api::Device {
+                id: (*id).to_string(),
+                health: api::HEALTHY.to_string(),
+                topology: None,
+            })
+            .collect();
+        let list = tokio_stream::once(Ok(api::ListAndWatchResponse { devices }));
+        Ok(Response::new(Box::pin(list.chain(tokio_stream::pending()))))
+    }
+
+    async fn get_preferred_allocation(
+        &self,
+        _request: Request<api::PreferredAllocationRequest>,
+    ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
+        Ok(Response::new(api::PreferredAllocationResponse::default()))
+    }
+
+    async fn allocate(
+        &self,
+        request: Request<api::AllocateRequest>,
+    ) -> Result<Response<api::AllocateResponse>, Status> {
+        let containers = if self.empty_allocate {
+            Vec::new()
+        } else {
+            request
+                .into_inner()
+                .container_requests
+                .iter()
+                .map(|_| api::ContainerAllocateResponse::default())
+                .collect()
+        };
+        Ok(Response::new(api::AllocateResponse {
+            container_responses: containers,
+        }))
+    }
+
+    async fn pre_start_container(
+        &self,
+        _request: Request<api::PreStartContainerRequest>,
+    ) -> Result<Response<api::PreStartContainerResponse>, Status> {
+        Ok(Response::new(api::PreStartContainerResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Registration for Stub {
+    async fn get_info(
+        &self,
+        _request: Request<reg::InfoRequest>,
+    ) -> Result<Response<reg::PluginInfo>, Status> {
+        self.called("GetInfo");
+        Ok(Response::new(reg::PluginInfo {
+            r#type: api::DEVICE_PLUGIN_TYPE.to_string(),
+            name: NAME.to_string(),
+            endpoint: self.endpoint.clone(),
+            supported_versions: vec![api::VERSION.to_string()],
+        }))
+    }
+
+    async fn notify_registration_status(
+        &self,
+        request: Request<reg::RegistrationStatus>,
+    ) -> Result<Response<reg::RegistrationStatusResponse>, Status> {
+        let status = request.into_inner();
+        self.called(format!(
+            "NotifyRegistrationStatus({}) {}",
+            status.plugin_registered, status.error
+        ));
+        Ok(Response::new(reg::RegistrationStatusResponse {}))
+    }
+}
+
+fn register_request(endpoint: &str) -> api::RegisterRequest {
+    api::RegisterRequest {
+        version: api::VERSION.to_string(),
+        endpoint: endpoint.to_string(),
+        resource_name: NAME.to_string(),
+        // What the plugin claims; kubelet reads the options from the plugin instead.
+        options: Some(api::DevicePluginOptions {
+            pre_start_required: true,
+            get_preferred_allocation_available: false,
+        }),
+    }
+}
+
+async fn kubelet_client(kubelet: &Path) -> RegistrationClient<tonic::transport::Channel> {
+    let path = kubelet.join("device-plugins/kubelet.sock");
+    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    RegistrationClient::new(channel)
+}
+
+fn watched_socket(kubelet: &Path) -> PathBuf {
+    kubelet.join("plugins_registry/example.com_stub.sock")
+}
+
+/// kubelet's `Register` dials the plugin's endpoint and reads its options before answering, and
+/// answers a failure to the plugin: an endpoint nobody listens on is an error (after kubelet's
+/// dial timeout), not an OK followed by a resource that never connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_fails_when_nothing_listens_on_the_endpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(tmp.path(), SimOptions::default())
+        .await
+        .unwrap();
+    let mut kubelet = kubelet_client(tmp.path()).await;
+    let status = tokio::time::timeout(GUARD, kubelet.register(register_request("nobody.sock")))
+        .await
+        .expect("Register answers")
+        .unwrap_err();
+    assert!(
+        status.message().contains("failed to dial device plugin"),
+        "{status:?}"
+    );
+    assert_eq!(sim.resource(NAME), None);
+    let records = sim.registrations();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].error.is_some(), "{records:?}");
+    sim.shutdown();
+}
+
+/// A successful `Register` has connected: the options are the plugin's answer (not what the
+/// request claimed), read before `Register` returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_reads_the_plugins_own_options_before_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(tmp.path(), SimOptions::default())
+        .await
+        .unwrap();
+    let stub = Stub::new();
+    let server = stub.serve(&tmp.path().join("device-plugins/stub.sock"));
+    let mut kubelet = kubelet_client(tmp.path()).await;
+    kubelet
+        .register(register_request("stub.sock"))
+        .await
+        .unwrap();
+    assert!(
+        stub.calls().contains(&"GetDevicePluginOptions".to_string()),
+        "{:?}",
+        stub.calls()
+    );
+    assert_eq!(sim.resource(NAME).unwrap().options, Some((false, true)));
+    sim.wait_for("two devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 2)
+    })
+    .await
+    .unwrap();
+    server.abort();
+    sim.shutdown();
+}
+
+/// kubelet fails a pod's admission when the plugin's Allocate answer has no container response
+/// ("no containers return in allocation response"); the simulator used to admit the pod with an
+/// empty answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocate_answer_without_containers_fails_admission() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(tmp.path(), SimOptions::default())
+        .await
+        .unwrap();
+    let stub = Stub {
+        empty_allocate: true,
+        ..Stub::new()
+    };
+    let server = stub.serve(&tmp.path().join("device-plugins/stub.sock"));
+    let mut kubelet = kubelet_client(tmp.path()).await;
+    kubelet
+        .register(register_request("stub.sock"))
+        .await
+        .unwrap();
+    sim.wait_for("two devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 2)
+    })
+    .await
+    .unwrap();
+    let error = sim.allocate_pod("pod", NAME, 1).await.unwrap_err();
+    assert!(
+        matches!(error, SimError::EmptyAllocation { .. }),
+        "{error:?}"
+    );
+    assert!(sim.in_use(NAME).is_empty(), "the pod was admitted");
+    server.abort();
+    sim.shutdown();
+}
+
+/// The plugin watcher registers in kubelet's order: the device manager connects (options read)
+/// before the plugin is told it is registered. The simulator used to notify
+/// first and connect afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_watcher_connects_before_notifying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(
+        tmp.path(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    let stub = Stub::new();
+    let server = stub.serve(&watched_socket(tmp.path()));
+    let stub_ref = &stub;
+    tokio::time::timeout(GUARD, async move {
+        while !stub_ref
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("NotifyRegistrationStatus"))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the plugin is notified");
+    let calls = stub.calls();
+    let position = |call: &str| calls.iter().position(|c| c == call);
+    let notified = calls
+        .iter()
+        .position(|c| c.starts_with("NotifyRegistrationStatus(true)"))
+        .expect("registered");
+    assert!(
+        position("GetDevicePluginOptions").is_some_and(|p| p < notified),
+        "{calls:?}"
+    );
+    server.abort();
+    sim.shutdown();
+}
+
+/// A plugin-watcher registration whose endpoint cannot be connected is notified as failed, and
+/// (as kubelet) not tried again: the socket stays unregistered until a new socket file appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_registration_that_cannot_connect_is_notified_as_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(
+        tmp.path(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    sim.fail_next_registrations(1);
+    let stub = Stub::new();
+    let server = stub.serve(&watched_socket(tmp.path()));
+    let stub_ref = &stub;
+    tokio::time::timeout(GUARD, async move {
+        while !stub_ref
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("NotifyRegistrationStatus"))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the plugin is notified");
+    let calls = stub.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("NotifyRegistrationStatus(false)")
+                && c.contains("failed to get device plugin options")),
+        "{calls:?}"
+    );
+    assert!(!calls.contains(&"ListAndWatch".to_string()), "{calls:?}");
+    assert_eq!(sim.resource(NAME), None);
+    // Not tried again: kubelet keeps the socket in its actual state of world (this only checks
+    // that nothing came within a while).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.registrations().len(), 1, "{:?}", sim.registrations());
+    server.abort();
+    sim.shutdown();
+}
+
+/// Deleting a registered plugin-watcher socket deregisters the plugin, as kubelet's reconciler
+/// does (`DeRegisterPlugin`: the client is disconnected and the resource's devices are marked
+/// unhealthy): allocatable drops to 0. The simulator used to ignore deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_watched_socket_deregisters_the_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(
+        tmp.path(),
+        SimOptions {
+            plugin_watcher: true,
+        },
+    )
+    .await
+    .unwrap();
+    let stub = Stub::new();
+    let socket = watched_socket(tmp.path());
+    let server = stub.serve(&socket);
+    sim.wait_for("two devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 2)
+    })
+    .await
+    .unwrap();
+    std::fs::remove_file(&socket).unwrap();
+    let r = sim
+        .wait_for("the plugin deregistered", GUARD, |r| {
+            r.get(NAME).is_some_and(|v| !v.connected)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r[NAME].allocatable(), 0);
+    assert_eq!(
+        r[NAME].capacity(),
+        2,
+        "kubelet keeps the devices, unhealthy"
+    );
+    server.abort();
+    sim.shutdown();
+}
