@@ -80,7 +80,7 @@ impl PolicyInventory {
             .enumerate()
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
-        let (parents, parent_of) = parents(&devices, &index);
+        let (parents, parent_of) = parents(&devices, inventory);
         PolicyInventory {
             wit: wit::Inventory {
                 devices,
@@ -139,32 +139,59 @@ impl PolicyInventory {
     }
 }
 
+/// What a PF's children say about it.
+#[derive(Default)]
+struct Children<'a> {
+    /// The `pf-name` its first VF that has one carries.
+    vf_pf_name: Option<&'a str>,
+    /// The `pf-name` its first sub-function that has one carries (the uplink representor).
+    sf_pf_name: Option<&'a str>,
+    /// Its sub-functions' netdevs, which are never its name (upstream #645).
+    sf_netdevs: Vec<&'a str>,
+}
+
 /// The distinct parent PFs of `devices` (sorted by id, so a PF's index orders like its PCI
-/// address) and each device's entry among them. A parent's name is its netdev when the PF is in
-/// the inventory and shows one, else the `pf-name` its first VF knows (the uplink representor in
-/// switchdev mode, a PF outside this inventory).
+/// address) and each device's entry among them. A parent's name is the `pf-name` its VFs carry
+/// (the uplink representor in switchdev mode, its own netdev in legacy mode), else the one its
+/// sub-functions carry (the uplink representor), else, when no child names it, the same name
+/// derived from the PF's own record. Never simply the PF's first netdev: with sub-functions that
+/// is often an SF representor (`en3f0pf0sf1` sorts before `p0`).
 fn parents(
     devices: &[wit::Device],
-    index: &FxHashMap<String, usize>,
+    inventory: &Inventory,
 ) -> (Vec<wit::ParentPf>, Vec<Option<usize>>) {
-    let mut vf_pf_names: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    let mut children: BTreeMap<&str, Children> = BTreeMap::new();
     for d in devices {
         if let Some(pf_id) = d.pf_id.as_deref() {
-            let name = vf_pf_names.entry(pf_id).or_default();
-            if name.is_none() {
-                *name = d.pf_name.as_deref();
+            let entry = children.entry(pf_id).or_default();
+            if d.kind == wit::DeviceKind::Aux {
+                entry.sf_pf_name = entry.sf_pf_name.or(d.pf_name.as_deref());
+                entry
+                    .sf_netdevs
+                    .extend(d.netdevs.iter().map(|n| n.name.as_str()));
+            } else {
+                entry.vf_pf_name = entry.vf_pf_name.or(d.pf_name.as_deref());
             }
         }
     }
-    let parents: Vec<wit::ParentPf> = vf_pf_names
+    // The discovery records, for the PF's own netdevs and switchdev flag; the inventory need not
+    // be sorted, so no binary search.
+    let by_id: FxHashMap<&str, &Device> = inventory
+        .devices
         .iter()
-        .map(|(pf_id, vf_pf_name)| {
-            let pf = index.get(*pf_id).and_then(|&i| devices.get(i));
+        .map(|d| (d.id.as_str(), d))
+        .collect();
+    let parents: Vec<wit::ParentPf> = children
+        .iter()
+        .map(|(pf_id, c)| {
+            let pf = by_id.get(pf_id).copied();
+            let name = c
+                .vf_pf_name
+                .or(c.sf_pf_name)
+                .or_else(|| pf.and_then(|pf| vfpool_sysfs::pf_netdev_name(pf, &c.sf_netdevs)));
             wit::ParentPf {
                 id: (*pf_id).to_string(),
-                name: pf
-                    .and_then(|pf| pf.netdev.clone())
-                    .or_else(|| vf_pf_name.map(str::to_string)),
+                name: name.map(str::to_string),
                 numa_node: pf.and_then(|pf| pf.numa_node),
             }
         })
@@ -263,6 +290,95 @@ eno1\t0002A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
 ens1f0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
         let routes = HostFacts::default_routes_from_proc(table);
         assert_eq!(routes.into_iter().collect::<Vec<_>>(), ["eno1"]);
+    }
+
+    fn netdev(name: &str, port: Option<&str>, switch: Option<&str>) -> vfpool_sysfs::Netdev {
+        vfpool_sysfs::Netdev {
+            name: name.into(),
+            link_type: Some("ether".into()),
+            operstate: Some("up".into()),
+            carrier: Some(true),
+            mac: None,
+            mtu: Some(1500),
+            phys_port_name: port.map(Into::into),
+            phys_switch_id: switch.map(Into::into),
+        }
+    }
+
+    fn child(id: &str, kind: DeviceKind, pf_id: &str, pf_name: Option<&str>) -> Device {
+        let mut d = Device::unknown(id, kind);
+        d.pf_id = Some(pf_id.into());
+        d.pf_name = pf_name.map(Into::into);
+        d
+    }
+
+    /// The parent PF's name is the name its VFs and sub-functions carry (the uplink representor in
+    /// switchdev mode), not its first netdev by name: the switchdev-sf node's port 1 lists the SF
+    /// representor `en3f0pf0sf1` first. A PF whose children name none (port 2's sub-function has
+    /// no uplink to name) gets the same name derived from its own record: its netdev, never its
+    /// sub-function's.
+    #[test]
+    fn a_parent_pf_is_named_as_its_children_name_it() {
+        let switch = Some("0300e8030000c4");
+        let mut pf1 = Device::unknown("0000:03:00.0", DeviceKind::Pf);
+        pf1.switchdev = true;
+        pf1.netdevs = vec![
+            netdev("en3f0pf0sf1", Some("pf0sf1"), switch),
+            netdev("p0", Some("p0"), switch),
+            netdev("p0_0", Some("pf0vf0"), switch),
+        ];
+        pf1.netdev = Some("en3f0pf0sf1".into());
+        let mut pf2 = Device::unknown("0000:03:00.1", DeviceKind::Pf);
+        pf2.netdevs = vec![netdev("enp3s0f1np1", None, None)];
+        pf2.netdev = Some("enp3s0f1np1".into());
+        let mut pf3 = Device::unknown("0000:04:00.0", DeviceKind::Pf);
+        pf3.switchdev = true;
+        pf3.netdevs = vec![
+            netdev("en4f0pf0sf1", Some("pf0sf1"), switch),
+            netdev("p4", Some("p0"), switch),
+        ];
+        pf3.netdev = Some("en4f0pf0sf1".into());
+        let mut orphan_sf = child("mlx5_core.sf.5", DeviceKind::Aux, "0000:03:00.1", None);
+        // Sorts before the PF's own netdev: a fallback must skip it.
+        orphan_sf.netdevs = vec![netdev("enp3s0f1s1", None, None)];
+        let mut devices = vec![
+            pf1,
+            child("0000:03:00.2", DeviceKind::Vf, "0000:03:00.0", Some("p0")),
+            pf2,
+            pf3,
+            child(
+                "mlx5_core.sf.2",
+                DeviceKind::Aux,
+                "0000:03:00.0",
+                Some("p0"),
+            ),
+            orphan_sf,
+            child(
+                "mlx5_core.sf.9",
+                DeviceKind::Aux,
+                "0000:04:00.0",
+                Some("p4"),
+            ),
+        ];
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        let inventory = Inventory {
+            devices,
+            node: Default::default(),
+        };
+        let converted = PolicyInventory::new(&inventory, &HostFacts::default());
+        let names: Vec<(&str, Option<&str>)> = converted
+            .parents()
+            .iter()
+            .map(|p| (p.id.as_str(), p.name.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("0000:03:00.0", Some("p0")),
+                ("0000:03:00.1", Some("enp3s0f1np1")),
+                ("0000:04:00.0", Some("p4")),
+            ]
+        );
     }
 
     #[test]

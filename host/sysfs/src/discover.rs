@@ -234,6 +234,9 @@ struct Record {
     /// Names of the netdevs that belong to this function's auxiliary devices (sub-functions); they are
     /// never the PF's name (upstream #645).
     sf_netdevs: Vec<String>,
+    /// For a PF: the eswitch mode its driver reports in `net/<if>/compat/devlink/mode`
+    /// (`legacy`/`switchdev`), a file only MLNX_OFED's mlx5 creates.
+    compat_eswitch_mode: Option<String>,
     aux: Vec<Device>,
     /// Where the function was read, for a second look; the directory itself is closed so that a node
     /// with thousands of functions never holds thousands of descriptors.
@@ -327,9 +330,17 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
         });
     }
 
+    let mut compat_eswitch_mode = None;
     if has("net") {
         // Representor facts matter only on a PF's netdevs (switchdev uplink and VF representors).
         device.netdevs = read_netdevs(&dir, "net", kind == DeviceKind::Pf);
+        // The compat file hangs off the PF's own netdev (the uplink in switchdev mode), never off
+        // a representor; elsewhere it does not exist and costs one failed open per PF.
+        if kind == DeviceKind::Pf
+            && let Some(own) = device.netdevs.iter().find(|n| !is_function_representor(n))
+        {
+            compat_eswitch_mode = dir.trimmed(&format!("net/{}/compat/devlink/mode", own.name));
+        }
     }
     device.netdev = device.netdevs.first().map(|n| n.name.clone());
     device.link_type = device.netdevs.first().and_then(|n| n.link_type.clone());
@@ -367,6 +378,7 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
         device,
         physfn,
         sf_netdevs,
+        compat_eswitch_mode,
         aux,
         dir: dir.path().to_owned(),
     })
@@ -521,7 +533,10 @@ fn read_sub_function(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -
     Some(aux)
 }
 
-/// A switchdev uplink representor: on the eswitch (`phys_switch_id` set) with a port name `p<N>`.
+/// An uplink-shaped netdev, as sriovnet's `GetUplinkRepresentor` recognises one: on an eswitch
+/// (`phys_switch_id` non-empty) with a port name `p<N>`. Not proof of switchdev mode: ice (and
+/// recent mlx5) register the PF's netdev as a devlink physical port in legacy mode too, so it has
+/// both attributes there as well.
 fn is_uplink_representor(netdev: &Netdev) -> bool {
     let on_switch = netdev
         .phys_switch_id
@@ -543,16 +558,109 @@ fn is_function_representor(netdev: &Netdev) -> bool {
         .is_some_and(|p| p.contains("vf") || p.contains("sf"))
 }
 
-/// The PF's name as VFs and SFs see it: the uplink representor in switchdev mode, otherwise the
-/// first netdev that is neither a representor nor a sub-function's.
-fn pf_netdev(pf: &Device, sf_netdevs: &[String]) -> Option<Netdev> {
-    if let Some(uplink) = pf.netdevs.iter().find(|n| is_uplink_representor(n)) {
-        return Some(uplink.clone());
+/// `s` without its leading decimal digits, or `None` when it does not start with one.
+fn after_number(s: &str) -> Option<&str> {
+    let rest = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    (rest.len() < s.len()).then_some(rest)
+}
+
+/// The port names the kernel gives representors of functions behind an eswitch, which exist only
+/// in switchdev mode: `pf0vf3` and `pf0sf88` (with a controller, `c1pf0vf3`, on a SmartNIC), ice's
+/// pre-devlink `pf0vfr3`, and a host PF's representor `pf0`/`c1pf0`. These are sriovnet's VF, SF
+/// and PF representor shapes plus ice's.
+fn is_eswitch_function_port(port: &str) -> bool {
+    let port = port
+        .strip_prefix('c')
+        .and_then(after_number)
+        .unwrap_or(port);
+    let Some(rest) = port.strip_prefix("pf").and_then(after_number) else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
     }
-    pf.netdevs
+    let Some(rest) = rest.strip_prefix("vf").or_else(|| rest.strip_prefix("sf")) else {
+        return false;
+    };
+    after_number(rest.strip_prefix('r').unwrap_or(rest)) == Some("")
+}
+
+/// Whether a PF's eswitch is in switchdev mode, from what sysfs shows (the mode itself is a
+/// devlink attribute, which sysfs does not carry):
+/// - `compat/devlink/mode` of the PF's netdev, where the driver provides it (MLNX_OFED), decides;
+/// - otherwise switchdev means an uplink-shaped netdev plus at least one representor of a VF, SF
+///   or host PF on the same switch (`phys_switch_id`). An uplink shape alone is not enough: legacy
+///   ice and mlx5 PFs have one too, but legacy mode never creates representors. A switchdev PF
+///   with no VF or SF yet therefore reads as legacy; it has no VF or SF to name it either.
+fn eswitch_is_switchdev(netdevs: &[Netdev], compat_mode: Option<&str>) -> bool {
+    match compat_mode {
+        Some("switchdev") => return true,
+        Some("legacy") => return false,
+        _ => {}
+    }
+    let Some(switch) = netdevs
         .iter()
-        .find(|n| !is_function_representor(n) && !sf_netdevs.contains(&n.name))
-        .cloned()
+        .find(|n| is_uplink_representor(n))
+        .and_then(|n| n.phys_switch_id.as_deref())
+    else {
+        return false;
+    };
+    netdevs.iter().any(|n| {
+        n.phys_switch_id.as_deref() == Some(switch)
+            && n.phys_port_name
+                .as_deref()
+                .is_some_and(is_eswitch_function_port)
+    })
+}
+
+/// The PF's name as its VFs see it, as upstream's `GetPfName` computes it: in switchdev mode the
+/// uplink representor; otherwise the first netdev, skipping sub-functions' netdevs (upstream #645)
+/// and representors.
+fn pf_netdev(
+    netdevs: &[Netdev],
+    switchdev: bool,
+    is_sf_netdev: impl Fn(&str) -> bool,
+) -> Option<&Netdev> {
+    if switchdev && let Some(uplink) = netdevs.iter().find(|n| is_uplink_representor(n)) {
+        return Some(uplink);
+    }
+    netdevs
+        .iter()
+        .find(|n| !is_function_representor(n) && !is_sf_netdev(&n.name))
+}
+
+/// The name a PF's VFs carry as `pf_name` (see [`Device::pf_name`]), from the PF's record and the
+/// netdevs of its sub-functions. For a PF outside discovery's own output, this is how callers
+/// derive the same name.
+pub fn pf_netdev_name<'a>(pf: &'a Device, sf_netdevs: &[&str]) -> Option<&'a str> {
+    pf_netdev(&pf.netdevs, pf.switchdev, |name| sf_netdevs.contains(&name)).map(|n| n.name.as_str())
+}
+
+/// What VFs and sub-functions take from their PF.
+struct PfFacts {
+    /// The PF's name as its VFs see it ([`pf_netdev`]).
+    netdev: Option<Netdev>,
+    /// The uplink representor (sriovnet's `GetUplinkRepresentor`): a sub-function's PF name.
+    uplink: Option<String>,
+    switchdev: bool,
+}
+
+impl PfFacts {
+    fn of(record: &Record) -> Self {
+        let netdevs = &record.device.netdevs;
+        let switchdev = eswitch_is_switchdev(netdevs, record.compat_eswitch_mode.as_deref());
+        PfFacts {
+            netdev: pf_netdev(netdevs, switchdev, |name| {
+                record.sf_netdevs.iter().any(|sf| sf == name)
+            })
+            .cloned(),
+            uplink: netdevs
+                .iter()
+                .find(|n| is_uplink_representor(n))
+                .map(|n| n.name.clone()),
+            switchdev,
+        }
+    }
 }
 
 /// Ties VFs and aux devices to their PFs, in memory, and flattens the records into devices.
@@ -562,14 +670,7 @@ fn link(records: Vec<Record>) -> Vec<Device> {
         .enumerate()
         .map(|(i, r)| (r.device.id.as_str(), i))
         .collect();
-    let pf_facts: Vec<(Option<Netdev>, bool)> = records
-        .iter()
-        .map(|r| {
-            let netdev = pf_netdev(&r.device, &r.sf_netdevs);
-            let switchdev = r.device.netdevs.iter().any(is_uplink_representor);
-            (netdev, switchdev)
-        })
-        .collect();
+    let pf_facts: Vec<PfFacts> = records.iter().map(PfFacts::of).collect();
 
     // PFs that were not part of this pass (not on the bus, filtered, or a one-device lookup whose PF
     // could not be read by address), read once each through a VF's `physfn` link.
@@ -586,7 +687,7 @@ fn link(records: Vec<Record>) -> Vec<Device> {
                 .map(|vf| vf.index)
         };
         let (vf_index, pf_netdev) = match by_id.get(pf_id).copied() {
-            Some(i) => (index_in(&records[i].device.vfs), pf_facts[i].0.clone()),
+            Some(i) => (index_in(&records[i].device.vfs), pf_facts[i].netdev.clone()),
             None => match unlisted_pfs
                 .entry(pf_id)
                 .or_insert_with(|| read_unlisted_pf(&record.dir, pf_id))
@@ -601,7 +702,7 @@ fn link(records: Vec<Record>) -> Vec<Device> {
     }
 
     let mut devices = Vec::with_capacity(records.len());
-    for ((record, (pf_name, vf_index, pf_link_type)), (own_pf_netdev, switchdev)) in
+    for ((record, (pf_name, vf_index, pf_link_type)), own) in
         records.into_iter().zip(vf_links).zip(pf_facts)
     {
         let mut device = record.device;
@@ -613,16 +714,19 @@ fn link(records: Vec<Record>) -> Vec<Device> {
                 device.link_type = pf_link_type;
             }
         } else {
-            device.switchdev = switchdev;
+            device.switchdev = own.switchdev;
         }
         // `read_rdma` read the pkey while the effective link type was still open; now it is known.
         if device.link_type.as_deref() != Some("infiniband") {
             device.pkey = None;
         }
         for mut aux in record.aux {
-            aux.pf_name = own_pf_netdev.as_ref().map(|n| n.name.clone());
+            // Upstream names a sub-function's PF by its uplink representor only
+            // (`GetUplinkRepresentorFromAux`) and drops the sub-function when there is none; here
+            // it stays in the inventory without a PF name, and the default selector skips it.
+            aux.pf_name = own.uplink.clone();
             if aux.link_type.is_none() {
-                aux.link_type = own_pf_netdev.as_ref().and_then(|n| n.link_type.clone());
+                aux.link_type = own.netdev.as_ref().and_then(|n| n.link_type.clone());
             }
             devices.push(aux);
         }
@@ -644,7 +748,7 @@ fn read_unlisted_pf(vf_dir: &Path, pf_id: &str) -> Option<UnlistedPf> {
     let dir = SysDir::open(&vf_dir.join("physfn"))?;
     let pf = read_function(pf_id, dir, ClassFilter::Any)?;
     Some(UnlistedPf {
-        netdev: pf_netdev(&pf.device, &pf.sf_netdevs),
+        netdev: PfFacts::of(&pf).netdev,
         vfs: pf.device.vfs,
     })
 }
@@ -674,5 +778,19 @@ mod tests {
         assert_eq!(parse_aux_name("sf.4"), None);
         assert_eq!(parse_aux_name("mlx5_core.sf.x"), None);
         assert_eq!(parse_aux_name("mlx5_core.sf.-1"), None);
+    }
+
+    #[test]
+    fn eswitch_function_ports_are_representor_shapes_only() {
+        for port in [
+            "pf0vf3", "pf1sf88", "c1pf0vf3", "c1pf0sf2", "pf0vfr3", "pf0", "c1pf1",
+        ] {
+            assert!(is_eswitch_function_port(port), "{port}");
+        }
+        for port in [
+            "p0", "p1", "", "pf", "pfvf1", "pf0vf", "pf0vf3x", "c1", "cpf0vf1", "vf0",
+        ] {
+            assert!(!is_eswitch_function_port(port), "{port}");
+        }
     }
 }

@@ -109,12 +109,26 @@ pub struct Device {
     pub vfs: Vec<VfRef>,
     /// For a VF: its PF's address; for an auxiliary device: its parent PCI function.
     pub pf_id: Option<String>,
-    /// For a VF or aux device: the PF's netdev name — the uplink representor in switchdev mode,
-    /// otherwise the PF's first netdev that is not a sub-function's.
+    /// For a VF: the PF's netdev name as upstream's `GetPfName` computes it — the uplink
+    /// representor when the PF is in switchdev mode (see `switchdev`), otherwise the PF's first
+    /// netdev that is neither a representor nor a sub-function's (upstream #645).
+    ///
+    /// For a sub-function (aux device): the PF's uplink representor only, as upstream's
+    /// `GetUplinkRepresentorFromAux` (sriovnet `GetUplinkRepresentor`): the first PF netdev with a
+    /// non-empty `phys_switch_id` and a `phys_port_name` of the form `p<N>`; `None` when the PF has
+    /// none. Upstream drops such a sub-function; the default selector does not pool it.
     pub pf_name: Option<String>,
     /// For a VF: its index under the PF (from the PF's `virtfnN` links).
     pub vf_index: Option<u32>,
-    /// For a PF: whether its eswitch is in switchdev mode (it has an uplink representor).
+    /// For a PF: whether its eswitch is in switchdev mode (`devlink dev eswitch show` says
+    /// `switchdev`), as far as sysfs shows it. Where the driver provides
+    /// `net/<if>/compat/devlink/mode` (MLNX_OFED's mlx5), that file decides. Otherwise it is true
+    /// when the PF has an uplink-shaped netdev (non-empty `phys_switch_id`, `phys_port_name`
+    /// `p<N>`) and at least one representor netdev of a VF, SF or host PF (`phys_port_name`
+    /// `pf<N>vf<M>`, `pf<N>sf<M>`, `c<C>pf<N>vf<M>`, `pf<N>vfr<M>`, `pf<N>`) on the same switch.
+    /// The uplink shape alone is not enough: ice and recent mlx5 give the PF's netdev both
+    /// attributes in legacy mode too, but only switchdev mode creates representors. A switchdev
+    /// PF with no VF or SF yet therefore reads `false`. Always `false` for VFs and aux devices.
     pub switchdev: bool,
     /// The device's own netdevs (empty for vfio/uio-bound functions and for VFs whose netdev moved into
     /// a pod's network namespace).
@@ -219,7 +233,8 @@ pub struct Netdev {
     pub mtu: Option<u32>,
     /// `phys_port_name` (`p0` on an uplink representor, `pf0vf3` on a VF representor).
     pub phys_port_name: Option<String>,
-    /// `phys_switch_id`, set on switchdev representors.
+    /// `phys_switch_id`, set on eswitch ports: representors, and the PF's own netdev when its
+    /// driver registers it as a devlink physical port (ice and recent mlx5, in legacy mode too).
     pub phys_switch_id: Option<String>,
 }
 

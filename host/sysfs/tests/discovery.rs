@@ -318,3 +318,98 @@ fn device_nodes_count_for_vhost_net_and_tun() {
     let with = discover(&SysfsRoot::new(&root).with_dev_root(dev.path())).unwrap();
     assert!(with.node.vhost_net && with.node.tun);
 }
+
+/// An E810 (ice) PF in legacy mode: ice registers the PF's netdev as a devlink physical port, so it
+/// has `phys_port_name` `p0` and a `phys_switch_id` exactly like a switchdev uplink, while
+/// `devlink dev eswitch show` says legacy. Legacy mode creates no representors.
+const ICE_LEGACY: &str = r#"
+[[function]]
+address = "0000:51:00.0"
+vendor = "8086"
+device = "1593"
+class = "020000"
+driver = "ice"
+netdevs = ["ens785f0np0"]
+physical_port = true
+total_vfs = 64
+
+[function.vfs]
+count = 2
+device = "1889"
+driver = "iavf"
+offset = 16
+netdev = "ens785f0v{index}"
+"#;
+
+#[test]
+fn a_legacy_pf_with_an_uplink_shaped_netdev_is_not_switchdev() {
+    let (_dir, root) = tree(&Fixture::from_toml(ICE_LEGACY, "test").unwrap());
+    let inv = scan(&root);
+    let pf = inv.get("0000:51:00.0").unwrap();
+    // The simulator writes what ice shows: the uplink shape without representors.
+    assert_eq!(pf.netdevs.len(), 1);
+    assert_eq!(pf.netdevs[0].phys_port_name.as_deref(), Some("p0"));
+    assert!(pf.netdevs[0].phys_switch_id.is_some());
+    assert!(!pf.switchdev);
+    for vf in [&pf.vfs[0].id, &pf.vfs[1].id] {
+        assert_eq!(inv.get(vf).unwrap().pf_name.as_deref(), Some("ens785f0np0"));
+    }
+}
+
+/// In legacy mode upstream names a VF's PF by the first entry of `physfn/net`, not by an
+/// uplink-shaped netdev that sorts later; in switchdev mode (representors present) by the uplink.
+#[test]
+fn a_legacy_pf_name_is_its_first_netdev_even_when_a_later_one_is_uplink_shaped() {
+    let fixture = ICE_LEGACY.replace(
+        r#"netdevs = ["ens785f0np0"]"#,
+        r#"netdevs = ["ens785f0np0", "ens785f0"]"#,
+    );
+    let (_dir, root) = tree(&Fixture::from_toml(&fixture, "test").unwrap());
+    let inv = scan(&root);
+    let pf = inv.get("0000:51:00.0").unwrap();
+    assert!(!pf.switchdev);
+    let vf = inv.get(&pf.vfs[0].id).unwrap();
+    assert_eq!(vf.pf_name.as_deref(), Some("ens785f0"));
+}
+
+/// A switchdev PF with VFs: the uplink plus VF representors on the same switch.
+#[test]
+fn a_switchdev_pf_is_told_by_its_representors() {
+    let fixture = ICE_LEGACY.replace("physical_port = true", "switchdev = true");
+    let (_dir, root) = tree(&Fixture::from_toml(&fixture, "test").unwrap());
+    let inv = scan(&root);
+    let pf = inv.get("0000:51:00.0").unwrap();
+    assert!(pf.switchdev);
+    assert_eq!(
+        inv.get(&pf.vfs[0].id).unwrap().pf_name.as_deref(),
+        Some("ens785f0np0")
+    );
+
+    // Representors on another switch (or none) do not make this PF switchdev.
+    let pf_dir = device_dir(&root, "0000:51:00.0");
+    for rep in ["ens785f0np0_0", "ens785f0np0_1"] {
+        fs::write(
+            pf_dir.join("net").join(rep).join("phys_switch_id"),
+            "ffff\n",
+        )
+        .unwrap();
+    }
+    assert!(!scan(&root).get("0000:51:00.0").unwrap().switchdev);
+}
+
+/// MLNX_OFED's mlx5 reports the eswitch mode in `net/<if>/compat/devlink/mode`; where it exists it
+/// decides, even for a switchdev PF that has no VF or SF (so no representor) yet.
+#[test]
+fn the_compat_devlink_mode_file_decides_where_it_exists() {
+    let (_dir, root) = tree(&Fixture::from_toml(ICE_LEGACY, "test").unwrap());
+    let compat = device_dir(&root, "0000:51:00.0").join("net/ens785f0np0/compat/devlink");
+    fs::create_dir_all(&compat).unwrap();
+    fs::write(compat.join("mode"), "switchdev\n").unwrap();
+    assert!(scan(&root).get("0000:51:00.0").unwrap().switchdev);
+
+    let (_dir, root) = shipped("switchdev-sf");
+    let compat = device_dir(&root, "0000:03:00.0").join("net/p0/compat/devlink");
+    fs::create_dir_all(&compat).unwrap();
+    fs::write(compat.join("mode"), "legacy\n").unwrap();
+    assert!(!scan(&root).get("0000:03:00.0").unwrap().switchdev);
+}

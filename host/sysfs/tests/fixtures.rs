@@ -216,12 +216,15 @@ fn switchdev_pf_name_is_the_uplink_and_sub_functions_are_aux_devices() {
     assert_eq!(sf.numa_node, Some(0));
     assert_eq!(sf.vf_index, None);
 
-    // Port 2 is legacy: its PF name is its own netdev, never its SF's.
+    // Port 2 has no uplink representor (its netdev has no `phys_switch_id`): upstream names a
+    // sub-function's PF by the uplink representor only and drops the SF when there is none. The
+    // SF stays in the inventory, without a PF name, never with the PF's plain netdev.
     let pf2 = get(&inv, "0000:03:00.1");
     assert!(!pf2.switchdev);
     let sf2 = get(&inv, "mlx5_core.sf.5");
     assert_eq!(sf2.sf_num, Some(1));
-    assert_eq!(sf2.pf_name.as_deref(), Some("enp3s0f1np1"));
+    assert_eq!(sf2.pf_id.as_deref(), Some("0000:03:00.1"));
+    assert_eq!(sf2.pf_name, None);
     assert_eq!(ids_of(&inv, DeviceKind::Aux).len(), 4);
 }
 

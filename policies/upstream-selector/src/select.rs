@@ -150,7 +150,11 @@ pub fn eligible<D: DeviceView>(device_type: DeviceType, device: &D) -> bool {
                 && !device.carries_default_route()
         }
         DeviceType::Accelerator => device.kind() != Kind::Aux && class == Some(0x12),
-        DeviceType::AuxNetDevice => device.kind() == Kind::Aux && class == Some(0x02),
+        // Upstream (`NewGenNetDevice`) fails a sub-function whose PF has no uplink representor
+        // and skips it with a warning; discovery leaves such a sub-function without a PF name.
+        DeviceType::AuxNetDevice => {
+            device.kind() == Kind::Aux && class == Some(0x02) && device.pf_name().is_some()
+        }
     }
 }
 

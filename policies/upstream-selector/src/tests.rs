@@ -424,3 +424,29 @@ fn ddp_profiles_match_exactly_and_skip_unknown_profiles() {
     // Case-sensitive, like upstream's `contains`.
     assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.2"]);
 }
+
+/// Upstream names a sub-function's PF by its uplink representor only and drops a sub-function
+/// whose PF has none (`NewGenNetDevice` fails, the provider skips it with a warning): without a PF
+/// name it is never pooled, whatever the selector.
+#[test]
+fn aux_without_a_pf_name_is_never_pooled() {
+    let orphan = PlainDevice {
+        pf_name: None,
+        ..sf(3)
+    };
+    let devices = vec![sf(2), orphan];
+    for selectors in [
+        r#"{"auxTypes":["sf"]}"#,
+        r#"{"auxTypes":["sf"],"rootDevices":["0000:01:00.0"]}"#,
+    ] {
+        let config = parse(
+            &format!(
+                r#"{{"resourceList":[{{"resourceName":"sf","deviceType":"auxNetDevice","selectors":{selectors}}}]}}"#
+            ),
+            "intel.com",
+        )
+        .unwrap();
+        let pools = select(&config, &devices);
+        assert_eq!(ids(&devices, &pools[0]), ["mlx5_core.sf.2"], "{selectors}");
+    }
+}

@@ -96,6 +96,11 @@ pub struct FunctionSpec {
     /// VF and SF gets a representor netdev on the PF.
     #[serde(default)]
     pub switchdev: bool,
+    /// The first netdev is a devlink physical port in legacy mode too: it gets `phys_port_name`
+    /// `p<N>` and a `phys_switch_id`, as ice (E810) and recent mlx5 PFs have, but no VF or SF gets
+    /// a representor. Implied by `switchdev`.
+    #[serde(default)]
+    pub physical_port: bool,
     /// `sriov_totalvfs`; present only on SR-IOV capable functions.
     pub total_vfs: Option<u32>,
     /// The VFs currently enabled (`sriov_numvfs` = `vfs.count`).

@@ -339,9 +339,11 @@ impl<'f> Tree<'f> {
                     message: e.to_string(),
                 })?;
         let dir = self.device_dir(address)?;
-        let switch_id = spec
-            .switchdev
-            .then(|| format!("{:02x}{:02x}e8030000c4", address.bus, address.device));
+        // A legacy PF registered as a devlink physical port shows the same two attributes as a
+        // switchdev uplink; only the representors below tell the modes apart.
+        let eswitch_port = spec.switchdev || spec.physical_port;
+        let switch_id =
+            eswitch_port.then(|| format!("{:02x}{:02x}e8030000c4", address.bus, address.device));
         let port = address.function;
         let netdev_files = |name: &str, port_name: Option<String>| NetdevFiles {
             name: name.to_owned(),
@@ -356,7 +358,7 @@ impl<'f> Tree<'f> {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                netdev_files(name, (spec.switchdev && i == 0).then(|| format!("p{port}")))
+                netdev_files(name, (eswitch_port && i == 0).then(|| format!("p{port}")))
             })
             .collect();
         let uplink = spec.netdevs.first().cloned().unwrap_or_default();
