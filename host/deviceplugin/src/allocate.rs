@@ -4,12 +4,27 @@
 //! file Multus and the CNI plugin read.
 //!
 //! Everything here is plain data in, plain data out (plus reading a few sysfs entries and writing
-//! the device-info files), so it is unit-tested without gRPC. Deliberate differences from
-//! upstream: an id that is not in the pool is an error naming it (upstream skips it silently);
-//! the `uio`/`vdpa` info is present on the first allocation too (upstream adds it only after the
-//! device specs were computed once); and a vfio-pci device without an IOMMU group fails the
-//! allocation (upstream logs and starts the pod with `/dev/vfio/vfio` alone, where DPDK cannot open
-//! the device).
+//! the device-info files), so it is unit-tested without gRPC. The JSON (`_INFO`, device-info
+//! files) is byte for byte what Go's `encoding/json` writes, `<`, `>`, `&`, U+2028 and U+2029
+//! escaped included ([`go_json`]).
+//!
+//! Deliberate differences from upstream:
+//! - an id that is not in the pool is an error naming it, for every pool type. Upstream fails
+//!   Allocate only for a netDevice pool (its `StoreDeviceInfoFile` refuses the id: "Only
+//!   pciNetDevices are supported"); an accelerator or auxNetDevice pool skips the id silently and
+//!   starts the pod without it;
+//! - the `uio`/`vdpa` info is present on the first allocation too (upstream adds it only after the
+//!   device specs were computed once);
+//! - a device bound to `uio_pci_generic` gets its `/dev/uioN` and a `"uio"` `_INFO` entry, like one
+//!   bound to `uio` or `igb_uio`. Upstream adds its uio provider only for the drivers `uio` and
+//!   `igb_uio` (`factory.go` `GetDefaultInfoProvider`), so a `uio_pci_generic` device gets neither
+//!   and DPDK in an unprivileged pod cannot open it;
+//! - a vfio-pci device without an IOMMU group fails the allocation (upstream logs and starts the
+//!   pod with `/dev/vfio/vfio` alone, where DPDK cannot open the device).
+//!
+//! Upstream reads a device's RDMA devices and character devices at every Allocate; vfpool reads
+//! them when a snapshot is published ([`prepare`]) and again at Allocate only for a member whose
+//! prepared answer may lack them ([`Prepared::recheck_rdma`]).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -236,6 +251,12 @@ pub struct Prepared {
     pub info_entry: String,
     /// Its device nodes as the response carries them.
     pub specs: Vec<DeviceSpec>,
+    /// The pool asked for RDMA but no RDMA device (or none of its character devices) was visible
+    /// when this was prepared: in exclusive RDMA mode a VF's RDMA device is in the netns of the pod
+    /// that had the VF, and comes back only when that pod ends, which can be after the last rescan
+    /// and before the next pod's Allocate. Allocate then answers from sysfs ([`prepare_live`]),
+    /// as upstream does on every call; every other member is answered from this.
+    pub recheck_rdma: bool,
 }
 
 /// Prepares `member` of a pool of `device_type`; `None` when its grant is an error, which Allocate
@@ -251,13 +272,42 @@ pub fn prepare(
     } else {
         Vec::new()
     };
-    let grant = grant(member, node, &rdma_chars).ok()?;
-    // Serialising strings and maps of strings cannot fail.
-    let info_entry = format!(
-        "{}:{}",
-        serde_json::to_string(member.id()).ok()?,
-        serde_json::to_string(&grant.info).ok()?
-    );
+    // Only an RDMA-capable device is in an RDMA pool (the selector's `isRdma` takes a device with
+    // RDMA devices, or with devlink `enable_rdma` set: one whose RDMA device is in a pod), so an
+    // RDMA member without them is one whose answer the next Allocate must check.
+    let recheck_rdma =
+        member.hints.rdma && (member.device.rdma_devices.is_empty() || rdma_chars.is_empty());
+    answer(member, device_type, node, &rdma_chars, recheck_rdma).ok()
+}
+
+/// `member`'s answer from sysfs now: its RDMA devices and their character devices are read again
+/// (four directories of the device under `sysfs`, a bounded number of entries each) when the pool
+/// asked for RDMA; nothing is read otherwise. For Allocate, when the prepared answer may be stale
+/// ([`Prepared::recheck_rdma`]) or there is none.
+pub fn prepare_live(
+    member: &Member,
+    device_type: DeviceType,
+    node: &NodeFacts,
+    sysfs: &SysfsRoot,
+) -> Result<Prepared, AllocateError> {
+    if !member.hints.rdma {
+        return answer(member, device_type, node, &[], false);
+    }
+    let mut live = member.clone();
+    live.device.rdma_devices = rdma_devices(sysfs, member.id());
+    let rdma_chars = rdma_char_devices(sysfs, member.id());
+    answer(&live, device_type, node, &rdma_chars, false)
+}
+
+fn answer(
+    member: &Member,
+    device_type: DeviceType,
+    node: &NodeFacts,
+    rdma_chars: &[String],
+    recheck_rdma: bool,
+) -> Result<Prepared, AllocateError> {
+    let grant = grant(member, node, rdma_chars)?;
+    let info_entry = format!("{}:{}", to_go_json(member.id()), to_go_json(&grant.info));
     let specs = grant
         .specs
         .iter()
@@ -267,12 +317,46 @@ pub fn prepare(
             permissions: "rw".to_string(),
         })
         .collect();
-    Some(Prepared {
+    Ok(Prepared {
         grant,
         device_info: device_info_json(device_type, member),
         info_entry,
         specs,
+        recheck_rdma,
     })
+}
+
+/// `value` as Go's `json.Marshal` writes it ([`go_json`]). Only strings and maps of strings are
+/// serialised here, which cannot fail; an empty object stands in rather than a panic.
+fn to_go_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).map_or_else(|_| "{}".to_string(), go_json)
+}
+
+/// Compact JSON from serde_json made byte-identical to Go's `json.Marshal`, which escapes `<`, `>`
+/// and `&` (HTML safety) and U+2028/U+2029 (JavaScript line terminators) as `\u003c`, `\u003e`,
+/// `\u0026`, `\u2028`, `\u2029`; serde_json writes them as they are. Every other escape already
+/// agrees (Go 1.22+: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, `\u00XX` in lower case, DEL as is).
+/// In compact JSON these characters can only stand inside a string (no structural character or
+/// literal contains them), so replacing them everywhere is replacing them in strings.
+pub fn go_json(json: String) -> String {
+    const LS: char = '\u{2028}';
+    const PS: char = '\u{2029}';
+    // The usual document has none of them: returned without copying.
+    if !json.contains(['<', '>', '&', LS, PS]) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            LS => out.push_str("\\u2028"),
+            PS => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The `/dev/vhost-vdpa-N` node of the device's first vDPA device bound to `vhost_vdpa`.
@@ -286,38 +370,74 @@ fn vhost_vdpa_path(member: &Member) -> Option<String> {
         .map(|dev| format!("/dev/{dev}"))
 }
 
-/// The RDMA character devices (`uverbsN`, `umadN`, `issmN`, `ucmN`) of device `id`, read from
-/// `<sysfs>/bus/{pci,auxiliary}/devices/<id>/infiniband_{verbs,mad,cm}/*`, sorted. Read at Allocate
-/// time for the allocated devices only (discovery leaves them out to stay fast).
-pub fn rdma_char_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
-    let mut found = Vec::new();
+/// At most this many entries are taken from one sysfs directory Allocate reads (a function has one
+/// RDMA device and four character devices at most): a call on the pod-start path stays bounded.
+const MAX_ENTRIES: usize = 64;
+
+#[cfg(test)]
+thread_local! {
+    /// How many sysfs directories this thread asked for RDMA devices; tests check that an
+    /// ordinary Allocate reads none.
+    pub(crate) static RDMA_DIR_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The directory of device `id` under `root`, or `None` for an id that could walk out of the
+/// device directories. A PCI address (`0000:3b:00.2`) lives on the PCI bus, anything else
+/// (`mlx5_core.sf.4`) on the auxiliary bus.
+fn device_dir(root: &SysfsRoot, id: &str) -> Option<PathBuf> {
     // Ids come from the pool, but never let one walk out of the device directories.
     if id.is_empty() || id.contains('/') || id.starts_with('.') {
-        return found;
+        return None;
     }
-    // A PCI address (`0000:3b:00.2`) lives on the PCI bus, anything else (`mlx5_core.sf.4`) on
-    // the auxiliary bus.
     let bus = if id.contains(':') {
         "bus/pci/devices"
     } else {
         "bus/auxiliary/devices"
     };
-    {
-        let dir = root.path().join(bus).join(id);
-        for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
-            let Ok(entries) = fs::read_dir(dir.join(class)) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if let Some(name) = entry.file_name().to_str()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                {
-                    found.push(name.to_string());
-                }
-            }
+    Some(root.path().join(bus).join(id))
+}
+
+/// The names in `dir` that are plain device names (`mlx5_2`, `uverbs3`), at most [`MAX_ENTRIES`],
+/// appended to `found`. A missing directory adds nothing.
+fn device_names(dir: &Path, found: &mut Vec<String>) {
+    #[cfg(test)]
+    RDMA_DIR_READS.with(|n| n.set(n.get() + 1));
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten().take(MAX_ENTRIES) {
+        if let Some(name) = entry.file_name().to_str()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            found.push(name.to_string());
         }
+    }
+}
+
+/// The RDMA devices of device `id` (`mlx5_2`), read from
+/// `<sysfs>/bus/{pci,auxiliary}/devices/<id>/infiniband/*`, sorted: what discovery reads, and what
+/// upstream's rdmamap reads at Allocate (`GetRdmaDevicesForPcidev`/`GetRdmaDevicesForAuxdev`).
+pub fn rdma_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(dir) = device_dir(root, id) {
+        device_names(&dir.join("infiniband"), &mut found);
+    }
+    found.sort();
+    found
+}
+
+/// The RDMA character devices (`uverbsN`, `umadN`, `issmN`, `ucmN`) of device `id`, read from
+/// `<sysfs>/bus/{pci,auxiliary}/devices/<id>/infiniband_{verbs,mad,cm}/*`, sorted. Read when
+/// answers are prepared, for the RDMA pools' members only (discovery leaves them out to stay fast).
+pub fn rdma_char_devices(root: &SysfsRoot, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Some(dir) = device_dir(root, id) else {
+        return found;
+    };
+    for class in ["infiniband_verbs", "infiniband_mad", "infiniband_cm"] {
+        device_names(&dir.join(class), &mut found);
     }
     found.sort();
     found.dedup();
@@ -348,8 +468,7 @@ pub fn container_response(
             });
         }
     }
-    // Serialising maps of strings cannot fail; fall back to an empty object rather than panic.
-    let info_json = serde_json::to_string(&info).unwrap_or_else(|_| "{}".to_string());
+    let info_json = to_go_json(&info);
     let mut response = ContainerAllocateResponse::default();
     response.envs.insert(key.clone(), requested.join(","));
     response.envs.insert(format!("{key}_INFO"), info_json);
@@ -481,7 +600,8 @@ pub fn device_info_json(device_type: DeviceType, member: &Member) -> Option<Stri
             vdpa: None,
         },
     };
-    serde_json::to_string(&doc).ok()
+    // The NAD client writes the file with `json.Marshal`.
+    serde_json::to_string(&doc).ok().map(go_json)
 }
 
 /// Writes `contents` to `dir/name` atomically for readers (a temporary file in the same
@@ -727,6 +847,94 @@ mod tests {
         assert_eq!(
             g.specs,
             [("/dev/uio0".to_string(), "/dev/uio0".to_string())]
+        );
+    }
+
+    /// A device bound to `uio_pci_generic` gets its uio node and `"uio"` entry like one bound to
+    /// `igb_uio` (a deliberate difference: upstream adds the uio provider only for `uio` and
+    /// `igb_uio`, leaving DPDK in an unprivileged pod unable to open the device).
+    #[test]
+    fn uio_pci_generic_gets_its_uio_node_and_info() {
+        let mut d = vf("0000:86:0a.7", "uio_pci_generic");
+        d.uio_device = Some("uio3".to_string());
+        let m = member(d);
+        let g = grant(&m, &node(), &[]).unwrap();
+        assert_eq!(
+            g.specs,
+            [("/dev/uio3".to_string(), "/dev/uio3".to_string())]
+        );
+        let response = container_response(
+            "intel.com/dpdk",
+            std::slice::from_ref(&m.device.id),
+            &[(m.id(), &g)],
+        );
+        assert_eq!(
+            response.envs["PCIDEVICE_INTEL_COM_DPDK_INFO"],
+            r#"{"0000:86:0a.7":{"generic":{"deviceID":"0000:86:0a.7"},"uio":{"mount":"/dev/uio3"}}}"#
+        );
+        assert_eq!(response.devices.len(), 1);
+        assert_eq!(response.devices[0].host_path, "/dev/uio3");
+        assert_eq!(response.devices[0].permissions, "rw");
+    }
+
+    /// Go's `json.Marshal` escapes `<`, `>`, `&`, U+2028 and U+2029; every other character it
+    /// writes as serde_json does (Go 1.22+ short escapes, lower-case `\u00XX`, DEL and non-ASCII as
+    /// they are). The expected strings are what Go writes for these values.
+    #[test]
+    fn info_json_escapes_what_go_escapes() {
+        let mut m = member(vf("0000:3b:00.2", "iavf"));
+        m.hints.additional_info = Some(vec![
+            ("url".to_string(), "<a href=\"x\">&amp;</a>".to_string()),
+            ("k<&>".to_string(), "ls\u{2028}ps\u{2029}".to_string()),
+            (
+                "rest".to_string(),
+                "é\u{1}\u{7f}\\\n\r\t\u{8}\u{c}'".to_string(),
+            ),
+        ]);
+        let expected = concat!(
+            r#"{"0000:3b:00.2":{"extra":{"k\u003c\u0026\u003e":"ls\u2028ps\u2029","#,
+            r#""rest":"é\u0001"#,
+            "\u{7f}",
+            r#"\\\n\r\t\b\f'","#,
+            r#""url":"\u003ca href=\"x\"\u003e\u0026amp;\u003c/a\u003e"},"#,
+            r#""generic":{"deviceID":"0000:3b:00.2"}}}"#
+        );
+        let g = grant(&m, &node(), &[]).unwrap();
+        let ids = [m.device.id.clone()];
+        let computed = container_response("a.b/c", &ids, &[(m.id(), &g)]);
+        assert_eq!(computed.envs["PCIDEVICE_A_B_C_INFO"], expected);
+        // The prepared answer (what Allocate serves) too.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        let p = prepare(&m, DeviceType::NetDevice, &node(), &root).unwrap();
+        let fast = prepared_response("a.b/c", &ids, &[(m.id(), &p)]);
+        assert_eq!(fast.envs["PCIDEVICE_A_B_C_INFO"], expected);
+        // Still JSON that means the same values.
+        let parsed: serde_json::Value = serde_json::from_str(expected).unwrap();
+        assert_eq!(
+            parsed["0000:3b:00.2"]["extra"]["url"],
+            "<a href=\"x\">&amp;</a>"
+        );
+        assert_eq!(
+            go_json("{\"a\":\"plain\"}".to_string()),
+            "{\"a\":\"plain\"}"
+        );
+    }
+
+    /// The device-info file is written by the NAD client with `json.Marshal`: the same escapes.
+    #[test]
+    fn device_info_json_escapes_what_go_escapes() {
+        let mut d = vf("0000:65:00.2", "mlx5_core");
+        d.vdpa_devices = vec![VdpaDevice {
+            name: "vdpa<0>&".to_string(),
+            driver: Some("virtio_vdpa".to_string()),
+            vhost_device: None,
+        }];
+        let mut m = member(d);
+        m.hints.vdpa_type = Some(VdpaType::Virtio);
+        assert_eq!(
+            device_info_json(DeviceType::NetDevice, &m).unwrap(),
+            r#"{"type":"vdpa","version":"1.1.0","vdpa":{"parent-device":"vdpa\u003c0\u003e\u0026","driver":"virtio","pci-address":"0000:65:00.2"}}"#
         );
     }
 

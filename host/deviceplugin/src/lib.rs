@@ -15,8 +15,8 @@
 //! [`vfpool_policy::Pool`] resolved against a [`vfpool_sysfs::Inventory`], so a DRA driver can
 //! serve the same pools later.
 //!
-//! It must not touch: sysfs discovery (it receives inventories; it only reads RDMA character
-//! devices of allocated devices), policy decisions (it asks the [`Allocator`] and takes pools as
+//! It must not touch: sysfs discovery (it receives inventories; it only reads the RDMA devices and
+//! RDMA character devices of RDMA pools' members), policy decisions (it asks the [`Allocator`] and takes pools as
 //! given), the command line, signals or the process (the agent owns them), and network namespaces.
 
 pub mod allocate;

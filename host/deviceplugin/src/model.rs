@@ -122,6 +122,8 @@ impl PoolSnapshot {
     /// devices (`/dev/infiniband/uverbsN`, `umadN`, ...) are read from `sysfs` here and are not
     /// part of the device record (a driver rebind can renumber them unseen), and for the others
     /// the answer is computed in memory, about what comparing it with the previous one would cost.
+    /// An RDMA member whose RDMA device was not visible (in a pod's network namespace) is answered
+    /// from sysfs at Allocate instead ([`Prepared::recheck_rdma`]).
     pub fn prepare(&mut self, sysfs: &SysfsRoot) {
         self.prepared = self
             .members

@@ -267,8 +267,8 @@ impl DevicePlugin for PoolService {
         let mut granted = std::collections::HashSet::new();
         let mut planned = Vec::with_capacity(containers.len());
         for container in &containers {
-            let plan =
-                plan_container(&self.state, &snapshot, &container.devices_ids).map_err(refuse)?;
+            let plan = plan_container(&self.state.sysfs, &snapshot, &container.devices_ids)
+                .map_err(refuse)?;
             if let Some(id) = container
                 .devices_ids
                 .iter()
@@ -365,10 +365,12 @@ impl ContainerPlan {
 }
 
 /// Plans one container's Allocate: env, device specs, device-info files. Uses the answers the
-/// snapshot prepared when it was published; computes them here only for a snapshot that was not
-/// prepared or a member whose grant is an error (which is then reported). Writes nothing.
+/// snapshot prepared when it was published, except for a member whose prepared answer may lack its
+/// RDMA devices ([`allocate::Prepared::recheck_rdma`]), which is answered from `sysfs` now; computes
+/// them here for a snapshot that was not prepared or a member whose grant is an error (which is
+/// then reported). Writes nothing.
 pub fn plan_container(
-    state: &PoolState,
+    sysfs: &SysfsRoot,
     snapshot: &Snapshot,
     ids: &[String],
 ) -> Result<ContainerPlan, allocate::AllocateError> {
@@ -409,35 +411,52 @@ pub fn plan_container(
         .iter()
         .map(|&(id, position)| snapshot.prepared(position).map(|p| (id, p)))
         .collect();
-    if let Some(prepared) = prepared {
+    if let Some(prepared) = &prepared
+        && !prepared.iter().any(|(_, p)| p.recheck_rdma)
+    {
         let files = prepared
             .iter()
             .filter_map(|(id, p)| p.device_info.clone().map(|doc| file(id, doc)))
             .collect();
         return Ok(ContainerPlan {
-            response: allocate::prepared_response(&snapshot.resource_name, ids, &prepared),
+            response: allocate::prepared_response(&snapshot.resource_name, ids, prepared),
             files,
         });
     }
-    // A snapshot that was not prepared, or a member whose grant is an error (reported here).
-    let mut grants = Vec::with_capacity(members.len());
-    let mut files = Vec::with_capacity(members.len());
-    for &(id, position) in &members {
-        let Some(member) = snapshot.members.get(position) else {
-            continue;
-        };
-        let rdma_chars = if member.hints.rdma {
-            allocate::rdma_char_devices(&state.sysfs, id)
-        } else {
-            Vec::new()
-        };
-        grants.push((id, allocate::grant(member, &snapshot.node, &rdma_chars)?));
-        if let Some(doc) = allocate::device_info_json(snapshot.device_type, member) {
-            files.push(file(id, doc));
-        }
-    }
+    // Answered from sysfs now: the members whose prepared answer may lack their RDMA devices, or
+    // every member when the snapshot was not prepared or a grant is an error (reported here).
+    let prepared_at = |n: usize| prepared.as_ref().and_then(|p| p.get(n)).map(|&(_, p)| p);
+    let refreshed: Vec<Option<allocate::Prepared>> = members
+        .iter()
+        .enumerate()
+        .map(|(n, &(_, position))| match prepared_at(n) {
+            Some(p) if !p.recheck_rdma => Ok(None),
+            _ => snapshot
+                .members
+                .get(position)
+                .map(|member| {
+                    allocate::prepare_live(member, snapshot.device_type, &snapshot.node, sysfs)
+                })
+                .transpose(),
+        })
+        .collect::<Result<_, _>>()?;
+    let answers: Vec<(&str, &allocate::Prepared)> = members
+        .iter()
+        .enumerate()
+        .filter_map(|(n, &(id, _))| {
+            refreshed
+                .get(n)
+                .and_then(Option::as_ref)
+                .or_else(|| prepared_at(n))
+                .map(|p| (id, p))
+        })
+        .collect();
+    let files = answers
+        .iter()
+        .filter_map(|(id, p)| p.device_info.clone().map(|doc| file(id, doc)))
+        .collect();
     Ok(ContainerPlan {
-        response: allocate::container_response(&snapshot.resource_name, ids, &grants),
+        response: allocate::prepared_response(&snapshot.resource_name, ids, &answers),
         files,
     })
 }
@@ -966,4 +985,210 @@ pub(crate) fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
         *counts.entry(member.health.as_str()).or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use vfpool_policy::{DeviceType, PoolDevice};
+    use vfpool_sysfs::{Inventory, NodeFacts, SysfsRoot};
+
+    use super::plan_container;
+    use crate::allocate::{self, RDMA_DIR_READS};
+    use crate::model::{Health, Member, PoolSnapshot, Snapshot};
+
+    const RDMA_VF: &str = "0000:3b:00.2";
+    const OTHER_VF: &str = "0000:3b:00.3";
+    const RDMA_DIRS: [&str; 3] = ["infiniband", "infiniband_verbs", "infiniband_mad"];
+
+    fn cx5() -> (tempfile::TempDir, SysfsRoot) {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, tmp.path()).unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        (tmp, root)
+    }
+
+    /// The function's own directory (`bus/pci/devices/<id>` is a link to it).
+    fn function_dir(root: &SysfsRoot, id: &str) -> PathBuf {
+        std::fs::canonicalize(root.path().join("bus/pci/devices").join(id)).unwrap()
+    }
+
+    /// Moves the function's RDMA directories from `from` to `to`, as the kernel hides them from
+    /// the host while the RDMA device is in a pod's network namespace (exclusive RDMA mode).
+    fn move_rdma_dirs(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for dir in RDMA_DIRS {
+            if from.join(dir).exists() {
+                std::fs::rename(from.join(dir), to.join(dir)).unwrap();
+            }
+        }
+    }
+
+    fn snapshot(inventory: &Inventory, device_type: DeviceType, rdma: bool) -> Snapshot {
+        let members = [RDMA_VF, OTHER_VF]
+            .iter()
+            .map(|id| Member {
+                device: inventory.get(id).unwrap().clone(),
+                hints: PoolDevice {
+                    id: id.to_string(),
+                    rdma,
+                    vhost_net: false,
+                    vdpa_type: None,
+                    additional_info: None,
+                },
+                health: Health::Healthy,
+                held: false,
+            })
+            .collect();
+        Arc::new(PoolSnapshot::new(
+            "intel.com/mlnx_sriov".to_string(),
+            device_type,
+            false,
+            members,
+            NodeFacts {
+                vhost_net: false,
+                tun: false,
+                rdma_cm: true,
+            },
+        ))
+    }
+
+    fn prepared(mut snapshot: Snapshot, root: &SysfsRoot) -> Snapshot {
+        Arc::make_mut(&mut snapshot).prepare(root);
+        snapshot
+    }
+
+    fn info(plan: &super::ContainerPlan) -> serde_json::Value {
+        serde_json::from_str(&plan.response.envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV_INFO"]).unwrap()
+    }
+
+    fn hosts(plan: &super::ContainerPlan) -> Vec<String> {
+        plan.response
+            .devices
+            .iter()
+            .map(|d| d.host_path.clone())
+            .collect()
+    }
+
+    fn reads() -> usize {
+        RDMA_DIR_READS.with(|n| n.replace(0))
+    }
+
+    /// An RDMA member prepared with its RDMA device is answered from the prepared answer: no sysfs
+    /// directory is read, and what is there now (its RDMA directories gone) does not matter.
+    #[test]
+    fn an_ordinary_allocate_reads_no_sysfs() {
+        let (tmp, root) = cx5();
+        let inventory = vfpool_sysfs::discover(&root).unwrap();
+        let pool = prepared(snapshot(&inventory, DeviceType::NetDevice, true), &root);
+        move_rdma_dirs(&function_dir(&root, RDMA_VF), &tmp.path().join("stash"));
+        reads();
+        let ids = vec![RDMA_VF.to_string(), OTHER_VF.to_string()];
+        let plan = plan_container(&root, &pool, &ids).unwrap();
+        assert_eq!(reads(), 0, "an Allocate of prepared members read sysfs");
+        let info = info(&plan);
+        assert!(info[RDMA_VF]["rdma"]["uverbs"].is_string(), "{info}");
+        assert!(
+            hosts(&plan)
+                .iter()
+                .any(|h| h.starts_with("/dev/infiniband/uverbs")),
+            "{:?}",
+            hosts(&plan)
+        );
+        // Nor does a pool that asked for no RDMA.
+        let plain = prepared(snapshot(&inventory, DeviceType::NetDevice, false), &root);
+        reads();
+        plan_container(&root, &plain, &ids).unwrap();
+        assert_eq!(reads(), 0);
+    }
+
+    /// Exclusive RDMA mode: the last rescan ran while the VF's RDMA device was in the previous
+    /// pod's network namespace; that pod has ended, and the next pod's Allocate comes before the
+    /// next rescan. The answer has the RDMA device as it is now (upstream reads it at Allocate),
+    /// read for that member only.
+    #[test]
+    fn a_member_prepared_without_its_rdma_device_is_answered_from_sysfs() {
+        let (tmp, root) = cx5();
+        let dir = function_dir(&root, RDMA_VF);
+        let stash = tmp.path().join("stash");
+        move_rdma_dirs(&dir, &stash);
+        let inventory = vfpool_sysfs::discover(&root).unwrap();
+        assert!(inventory.get(RDMA_VF).unwrap().rdma_devices.is_empty());
+        let pool = prepared(snapshot(&inventory, DeviceType::NetDevice, true), &root);
+        assert!(pool.prepared(0).unwrap().recheck_rdma);
+        assert!(!pool.prepared(1).unwrap().recheck_rdma);
+
+        // The pod ended: the RDMA device is back on the host.
+        move_rdma_dirs(&stash, &dir);
+        let rdma_dev = allocate::rdma_devices(&root, RDMA_VF);
+        assert_eq!(rdma_dev.len(), 1, "{rdma_dev:?}");
+        reads();
+        let ids = vec![OTHER_VF.to_string(), RDMA_VF.to_string()];
+        let plan = plan_container(&root, &pool, &ids).unwrap();
+        // Four directories of the one stale member: its RDMA devices and character devices.
+        assert_eq!(reads(), 4);
+        let info = info(&plan);
+        let rdma = &info[RDMA_VF]["rdma"];
+        assert_eq!(rdma["rdma_dev"], rdma_dev[0].as_str(), "{info}");
+        let uverbs = rdma["uverbs"].as_str().unwrap();
+        assert!(uverbs.starts_with("/dev/infiniband/uverbs"), "{info}");
+        assert!(
+            hosts(&plan).iter().any(|h| h == uverbs),
+            "{:?}",
+            hosts(&plan)
+        );
+        assert!(info[OTHER_VF]["rdma"]["uverbs"].is_string(), "{info}");
+        let doc = plan
+            .files
+            .iter()
+            .find(|(name, _)| name.contains(RDMA_VF))
+            .map(|(_, doc)| doc.as_str())
+            .unwrap();
+        assert!(
+            doc.contains(&format!(r#""rdma-device":"{}""#, rdma_dev[0])),
+            "{doc}"
+        );
+        // The env and `_INFO` are what a snapshot prepared now would answer, byte for byte.
+        let fresh = prepared(
+            snapshot(
+                &vfpool_sysfs::discover(&root).unwrap(),
+                DeviceType::NetDevice,
+                true,
+            ),
+            &root,
+        );
+        let now = plan_container(&root, &fresh, &ids).unwrap();
+        assert_eq!(plan.response, now.response);
+        assert_eq!(plan.files, now.files);
+
+        // Still in a pod (or RDMA gone for good): answered from what is there, without it.
+        move_rdma_dirs(&dir, &stash);
+        let plan = plan_container(&root, &pool, &ids).unwrap();
+        let gone = self::info(&plan);
+        assert!(gone[RDMA_VF].get("rdma").is_none(), "{gone}");
+    }
+
+    /// An id the pool does not advertise fails Allocate for every pool type (upstream fails only a
+    /// netDevice pool's, and starts the pod without the device for the others).
+    #[test]
+    fn an_unknown_id_is_refused_for_every_pool_type() {
+        let (_tmp, root) = cx5();
+        let inventory = vfpool_sysfs::discover(&root).unwrap();
+        for device_type in [
+            DeviceType::NetDevice,
+            DeviceType::Accelerator,
+            DeviceType::AuxNetDevice,
+        ] {
+            let pool = prepared(snapshot(&inventory, device_type, false), &root);
+            let ids = vec![RDMA_VF.to_string(), "0000:ff:1f.7".to_string()];
+            let err = plan_container(&root, &pool, &ids).err().unwrap();
+            assert!(
+                matches!(err, allocate::AllocateError::UnknownDevice { ref id, .. } if id == "0000:ff:1f.7"),
+                "{device_type:?}: {err}"
+            );
+        }
+    }
 }

@@ -773,6 +773,73 @@ async fn allocate_refuses_repeats_and_strangers_without_writing_files() {
     sim.shutdown();
 }
 
+/// Exclusive RDMA mode: the last rescan ran while a VF's RDMA device was in the network namespace
+/// of the pod that had it, so the pool was prepared without it; the pod ended and the RDMA device
+/// is back before the next rescan. Allocate hands the next pod the RDMA device as it is now (its
+/// uverbs node, the `rdma` `_INFO` entry, the device-info file's `rdma-device`), as upstream,
+/// which reads them at every Allocate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_reads_an_rdma_device_the_last_rescan_did_not_see() {
+    let env = Env::new();
+    let sys = env.tmp.path().join("sys");
+    let id = "0000:3b:00.2";
+    let dir = std::fs::canonicalize(sys.join("bus/pci/devices").join(id)).unwrap();
+    let stash = env.tmp.path().join("in-the-pod");
+    std::fs::create_dir_all(&stash).unwrap();
+    let rdma_dirs = ["infiniband", "infiniband_verbs", "infiniband_mad"];
+    let rdma_dev = std::fs::read_dir(dir.join("infiniband"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    for d in rdma_dirs {
+        std::fs::rename(dir.join(d), stash.join(d)).unwrap();
+    }
+    let inventory = vfpool_sysfs::discover(&SysfsRoot::new(&sys)).unwrap();
+    assert!(inventory.get(id).unwrap().rdma_devices.is_empty());
+
+    let sim = env.sim().await;
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &inventory).await;
+    all_allocatable(&sim).await;
+    // The pod ended: its network namespace is gone and the RDMA device is back on the host.
+    for d in rdma_dirs {
+        std::fs::rename(stash.join(d), dir.join(d)).unwrap();
+    }
+
+    let response = sim.allocate_raw(NAME, vec![id.to_string()]).await.unwrap();
+    let container = &response.container_responses[0];
+    let info: serde_json::Value =
+        serde_json::from_str(&container.envs["PCIDEVICE_INTEL_COM_MLNX_SRIOV_INFO"]).unwrap();
+    let rdma = &info[id]["rdma"];
+    assert_eq!(rdma["rdma_dev"], rdma_dev.as_str(), "{info}");
+    let uverbs = rdma["uverbs"].as_str().expect("a uverbs node");
+    assert!(uverbs.starts_with("/dev/infiniband/uverbs"), "{info}");
+    assert!(
+        container.devices.iter().any(|d| d.host_path == uverbs),
+        "{:?}",
+        container.devices
+    );
+    let doc = std::fs::read_to_string(
+        env.tmp
+            .path()
+            .join("devinfo")
+            .join(format!("intel.com-mlnx_sriov-{id}-device.json")),
+    )
+    .unwrap();
+    assert_eq!(
+        doc,
+        format!(
+            r#"{{"type":"pci","version":"1.1.0","pci":{{"pci-address":"{id}","rdma-device":"{rdma_dev}"}}}}"#
+        )
+    );
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// Allocator calls run at most `allocator_concurrency` at a time (a CPU-bound policy on every
 /// blocking thread at once makes all of them late), and every one is still answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
