@@ -711,12 +711,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     if state.is_registered() {
                         continue;
                     }
-                    if taken_over(&state.socket, bound) {
-                        tracing::warn!(
-                            resource = %state.resource_name,
-                            socket = %state.socket.display(),
-                            "the socket is no longer this agent's (another agent instance on this node?); leaving it alone"
-                        );
+                    if left_to_another_instance(&state, bound) {
                         continue;
                     }
                     stop_instance(&state, stop_tx, server, registering).await;
@@ -749,12 +744,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         Mode::PluginWatcher { .. } => {
                             // A socket that is gone (its deletion unseen) is served again like
                             // one of ours.
-                            if taken_over(&state.socket, bound) {
-                                tracing::warn!(
-                                    resource = %state.resource_name,
-                                    socket = %state.socket.display(),
-                                    "the socket is no longer this agent's (another agent instance on this node?); leaving it alone"
-                                );
+                            if left_to_another_instance(&state, bound) {
                                 continue;
                             }
                             stop_instance(&state, stop_tx, server, registering).await;
@@ -951,6 +941,20 @@ fn resource_exhausted(error: &io::Error) -> bool {
             .iter()
             .any(|errno| *errno as i32 == code)
     })
+}
+
+/// Whether another agent instance has taken the socket path over (see [`taken_over`]), in which
+/// case this server leaves the path alone instead of serving a new socket there; logged.
+fn left_to_another_instance(state: &PoolState, bound: Option<SocketIdentity>) -> bool {
+    let taken = taken_over(&state.socket, bound);
+    if taken {
+        tracing::warn!(
+            resource = %state.resource_name,
+            socket = %state.socket.display(),
+            "the socket is no longer this agent's (another agent instance on this node?); leaving it alone"
+        );
+    }
+    taken
 }
 
 async fn serve(

@@ -135,6 +135,17 @@ fn socket(env: &Env) -> std::path::PathBuf {
         .join("device-plugins/intel.com_mlnx_sriov.sock")
 }
 
+/// Waits (up to [`GUARD`]) for the pool's socket to exist; `what` names the wait in a failure.
+async fn serving(env: &Env, what: &str) {
+    tokio::time::timeout(GUARD, async {
+        while !socket(env).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no socket after {GUARD:?}"));
+}
+
 async fn raw_client(path: &Path) -> DevicePluginClient<tonic::transport::Channel> {
     DevicePluginClient::new(vfpool_deviceplugin::uds::channel(path))
 }
@@ -909,13 +920,7 @@ async fn a_multi_container_allocate_is_checked_whole() {
     let env = Env::new();
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
     plugins.apply(&env.pool(0), &env.inventory).await;
-    tokio::time::timeout(GUARD, async {
-        while !socket(&env).exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the pool serves");
+    serving(&env, "the pool serves").await;
     let id = env.ids()[0].clone();
     let devinfo = env.tmp.path().join("devinfo");
     let mut client = raw_client(&socket(&env)).await;
@@ -1286,13 +1291,7 @@ async fn a_superseded_instance_stops_without_an_empty_list() {
     // No kubelet: the instances serve, and keep trying to register meanwhile.
     let mut first = DevicePlugins::start(env.config(), failing()).unwrap();
     first.apply(&env.pool(0), &env.inventory).await;
-    tokio::time::timeout(GUARD, async {
-        while !socket(&env).exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the first instance serves");
+    serving(&env, "the first instance serves").await;
     let first_socket = std::fs::metadata(socket(&env)).unwrap().ino();
     // kubelet's stream on the first instance.
     let mut client = raw_client(&socket(&env)).await;

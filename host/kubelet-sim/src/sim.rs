@@ -836,19 +836,23 @@ impl Registration for RegistrationService {
         request: Request<api::RegisterRequest>,
     ) -> Result<Response<api::Empty>, Status> {
         let request = request.into_inner();
+        // Every answer is recorded, as the registration kubelet saw.
+        let outcome = |error: Option<String>| {
+            record(
+                &self.shared,
+                &request.resource_name,
+                &request.endpoint,
+                "legacy",
+                error,
+            );
+        };
         let endpoint_name = Path::new(&request.endpoint);
         if endpoint_name.components().count() != 1 {
             let error = format!(
                 "endpoint {:?} must be a socket file name in device-plugins/",
                 request.endpoint
             );
-            record(
-                &self.shared,
-                &request.resource_name,
-                &request.endpoint,
-                "legacy",
-                Some(error.clone()),
-            );
+            outcome(Some(error.clone()));
             return Err(Status::invalid_argument(error));
         }
         let endpoint = self
@@ -862,36 +866,18 @@ impl Registration for RegistrationService {
             std::slice::from_ref(&request.version),
             &endpoint,
         ) {
-            record(
-                &self.shared,
-                &request.resource_name,
-                &request.endpoint,
-                "legacy",
-                Some(error.clone()),
-            );
+            outcome(Some(error.clone()));
             return Err(Status::invalid_argument(error));
         }
         // kubelet connects back before it answers, and answers the failure to the plugin.
         let (client, options) = match connect(&self.shared, &endpoint).await {
             Ok(connected) => connected,
             Err(error) => {
-                record(
-                    &self.shared,
-                    &request.resource_name,
-                    &request.endpoint,
-                    "legacy",
-                    Some(error.clone()),
-                );
+                outcome(Some(error.clone()));
                 return Err(Status::unknown(error));
             }
         };
-        record(
-            &self.shared,
-            &request.resource_name,
-            &request.endpoint,
-            "legacy",
-            None,
-        );
+        outcome(None);
         start_client(
             Arc::clone(&self.shared),
             request.resource_name,

@@ -290,14 +290,7 @@ async fn an_allocate_answer_without_containers_fails_admission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plugin_watcher_connects_before_notifying() {
     let tmp = tempfile::tempdir().unwrap();
-    let sim = KubeletSim::start(
-        tmp.path(),
-        SimOptions {
-            plugin_watcher: true,
-        },
-    )
-    .await
-    .unwrap();
+    let sim = start_sim(tmp.path(), true).await;
     let stub = Stub::new();
     let server = stub.serve(&watched_socket(tmp.path()));
     let stub_ref = &stub;
@@ -331,14 +324,7 @@ async fn the_plugin_watcher_connects_before_notifying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_registration_that_cannot_connect_is_notified_as_failed() {
     let tmp = tempfile::tempdir().unwrap();
-    let sim = KubeletSim::start(
-        tmp.path(),
-        SimOptions {
-            plugin_watcher: true,
-        },
-    )
-    .await
-    .unwrap();
+    let sim = start_sim(tmp.path(), true).await;
     sim.fail_next_registrations(1);
     let stub = Stub::new();
     let server = stub.serve(&watched_socket(tmp.path()));
@@ -378,14 +364,7 @@ async fn a_watcher_registration_that_cannot_connect_is_notified_as_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_watched_socket_deregisters_the_plugin() {
     let tmp = tempfile::tempdir().unwrap();
-    let sim = KubeletSim::start(
-        tmp.path(),
-        SimOptions {
-            plugin_watcher: true,
-        },
-    )
-    .await
-    .unwrap();
+    let sim = start_sim(tmp.path(), true).await;
     let stub = Stub::new();
     let socket = watched_socket(tmp.path());
     let server = stub.serve(&socket);
@@ -409,4 +388,11 @@ async fn deleting_a_watched_socket_deregisters_the_plugin() {
     );
     server.abort();
     sim.shutdown();
+}
+
+/// A simulator on `kubelet_dir`, in plugin-watcher mode or the legacy one.
+async fn start_sim(kubelet_dir: &std::path::Path, plugin_watcher: bool) -> KubeletSim {
+    KubeletSim::start(kubelet_dir, SimOptions { plugin_watcher })
+        .await
+        .unwrap()
 }
