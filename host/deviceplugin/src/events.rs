@@ -214,6 +214,10 @@ pub struct KernelEvents {
     started: Instant,
     /// When its latest event was seen.
     latest: Instant,
+    /// The least time between two reports ([`KernelEvents::min_gap`]).
+    min_gap: Duration,
+    /// When the last burst was reported.
+    reported: Option<Instant>,
 }
 
 impl KernelEvents {
@@ -262,7 +266,33 @@ impl KernelEvents {
             pending: 0,
             started: now,
             latest: now,
+            min_gap: Duration::ZERO,
+            reported: None,
         }
+    }
+
+    /// Reports a burst no sooner than `gap` after the previous report. Isolated events just over
+    /// the quiet time apart (a pod start moving a VF's netdev out of the host, a flapping carrier)
+    /// would otherwise each cost a full rescan, several a second; the events of the gap are not
+    /// lost, they join the next burst.
+    pub fn min_gap(mut self, gap: Duration) -> Self {
+        self.min_gap = gap;
+        self
+    }
+
+    /// When the burst being collected is due to be reported.
+    fn due(&self) -> Instant {
+        let settled = (self.latest + self.quiet).min(self.started + self.max_delay);
+        match self.reported {
+            Some(reported) => settled.max(reported + self.min_gap),
+            None => settled,
+        }
+    }
+
+    /// Reports the burst being collected.
+    fn report(&mut self) -> Option<usize> {
+        self.reported = Some(Instant::now());
+        Some(std::mem::take(&mut self.pending))
     }
 
     /// The sources being read.
@@ -307,16 +337,15 @@ impl KernelEvents {
                 self.shared.notify.notified().await;
                 continue;
             }
-            let due = (self.latest + self.quiet).min(self.started + self.max_delay);
+            let due = self.due();
             if Instant::now() >= due {
-                return Some(std::mem::take(&mut self.pending));
+                return self.report();
             }
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {
                     self.collect();
-                    let due = (self.latest + self.quiet).min(self.started + self.max_delay);
-                    if Instant::now() >= due {
-                        return Some(std::mem::take(&mut self.pending));
+                    if Instant::now() >= self.due() {
+                        return self.report();
                     }
                 }
                 () = self.shared.notify.notified() => {}
@@ -434,6 +463,41 @@ mod tests {
         drop(uevent_feed);
         let end = tokio::time::timeout(Duration::from_secs(30), events.next_rescan()).await;
         assert_eq!(end.unwrap(), None);
+    }
+
+    /// Isolated events just over the quiet time apart are reported at most once per minimum gap
+    /// (they each used to be a rescan); none is lost.
+    #[tokio::test]
+    async fn isolated_events_are_reported_at_most_once_per_minimum_gap() {
+        let (source, feed, _) = fake("fake");
+        let mut events = KernelEvents::spawn(
+            vec![source],
+            Duration::from_millis(50),
+            Duration::from_secs(2),
+        )
+        .min_gap(Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..20 {
+                feed.send(Ok(())).unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            feed
+        });
+        let (mut reports, mut seen) = (0, 0);
+        while seen < 20 {
+            seen += events.next_rescan().await.unwrap();
+            reports += 1;
+        }
+        let elapsed = started.elapsed();
+        // One report may come at once, then at most one per second (a slow machine stretches
+        // the feeding and so allows more, never fewer, seconds).
+        let allowed = elapsed.as_secs() + 2;
+        assert!(
+            reports <= allowed,
+            "{reports} reports for 20 events in {elapsed:?} (at most {allowed})"
+        );
+        let _feed = feeder.join().unwrap();
     }
 
     /// A burst keeps collecting while events keep coming within the quiet time, even well past
