@@ -3,6 +3,7 @@
 //! slots calls run in.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -34,7 +35,15 @@ pub struct Limits {
     pub select_deadline: Duration,
     /// Deadline of a `prefer` call (kubelet waits on it), slot wait and instantiation included.
     pub prefer_deadline: Duration,
-    /// Linear memory a call may use, summed over the component's memories.
+    /// Linear memory a call may use, summed over the component's memories (tables count too).
+    ///
+    /// Besides it, a call's instances hold runtime state on the host heap (wasmtime's
+    /// `VMContext`s: globals, function references), which grows with what the component
+    /// declares, not with what it does. With the instance pool, a component needing more than
+    /// 2 MiB of it in all, or 1 MiB for one core instance, is refused when compiled (the example
+    /// policies need at most 400 KB), so calls hold at most `concurrent_calls` x 2 MiB of it.
+    /// Without the pool (`pool_instances: false`, or a refused reservation) only the count of
+    /// core instances (32) is capped, not their size.
     pub memory_bytes: usize,
     /// Largest module file accepted.
     pub max_module_bytes: usize,
@@ -146,6 +155,10 @@ impl PolicyEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // A trap's backtrace becomes part of its error, which is logged; wasmtime's default is 20
+        // frames, each naming a guest function (up to 100 KB from the name section). The first
+        // frames locate a bug; the error text is cut anyway (`policy::error_text`).
+        config.wasm_backtrace_max_frames(NonZeroUsize::new(MAX_BACKTRACE_FRAMES));
         if limits.pool_instances {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
         }
@@ -300,15 +313,28 @@ impl Pollable for ReadyNow {
     }
 }
 
-/// Per-component ceilings of the instance pool. Generous: a componentize-py or componentize-js
-/// component links a dozen core modules and tens of thousands of table entries; a component
-/// beyond them is refused when it is compiled, with wasmtime naming the limit.
-const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+/// Frames a trap's backtrace keeps.
+const MAX_BACKTRACE_FRAMES: usize = 8;
+
+/// Per-component ceilings of the instance pool; a component beyond them is refused when it is
+/// compiled, with wasmtime naming the limit. Measured (wasmtime 48, x86-64): the Rust policies
+/// instantiate 3 core modules, the componentize-py example 14, the componentize-js one 4.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 16;
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-/// Runtime state (`VMContext`s) of one component's instances; allocated per call, not reserved.
-const MAX_INSTANCE_STATE_BYTES: usize = 16 << 20;
+/// Runtime state (`VMContext`: globals, function references, table and memory descriptors) of
+/// one core instance. wasmtime allocates it on the host heap per call, outside the memory cap
+/// and uninterruptible by the deadline, so it is bounded here instead. Measured (wasmtime 48,
+/// x86-64): the Rust policies need at most 5.5 KB, componentize-js 202 KB, componentize-py
+/// 242 KB; 1 MiB leaves 4x the largest.
+const MAX_CORE_INSTANCE_STATE_BYTES: usize = 1 << 20;
+/// Runtime state of one call: the component's own context plus all its core instances' (wasmtime
+/// checks the sum when it compiles a component). Measured: Rust policies 7.8 KB, componentize-js
+/// 208 KB, componentize-py 399 KB; 2 MiB leaves 5x the largest. This, not
+/// `MAX_CORE_INSTANCES_PER_COMPONENT` times the per-instance size, bounds a call: with the
+/// instance pool, `concurrent_calls` x 2 MiB in all.
+const MAX_COMPONENT_STATE_BYTES: usize = 2 << 20;
 /// Linear memory (and table) bytes a slot keeps mapped between calls, zeroing them instead of
 /// returning them to the kernel: a call then writes its inputs without a page fault per page.
 /// 1 MiB covers the default policies' working set on a 1,024-VF node and bounds the memory idle
@@ -329,8 +355,8 @@ fn pooling(limits: &Limits) -> PoolingAllocationConfig {
         .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
         .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .table_elements(MAX_TABLE_ELEMENTS)
-        .max_component_instance_size(MAX_INSTANCE_STATE_BYTES)
-        .max_core_instance_size(MAX_INSTANCE_STATE_BYTES)
+        .max_component_instance_size(MAX_COMPONENT_STATE_BYTES)
+        .max_core_instance_size(MAX_CORE_INSTANCE_STATE_BYTES)
         // The memory cap is enforced per call by `MemoryCap`; a slot never needs to be larger.
         .max_memory_size(limits.memory_bytes)
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
@@ -526,19 +552,13 @@ pub(crate) struct LogBuffer {
 }
 
 impl LogBuffer {
-    fn push(&mut self, level: WitLogLevel, mut message: String) {
+    fn push(&mut self, level: WitLogLevel, message: String) {
         if self.lines.len() >= self.max_lines {
             self.dropped += 1;
             return;
         }
-        if message.len() > self.max_line_bytes {
-            let mut cut = self.max_line_bytes;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        // Cut, and escaped so that a newline in a message cannot forge a log line of the agent.
+        let message = crate::validate::bounded_text(&message, self.max_line_bytes);
         let level = match level {
             WitLogLevel::Trace => "trace",
             WitLogLevel::Debug => "debug",
@@ -626,6 +646,23 @@ mod tests {
             .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
             .unwrap()
         );
+    }
+
+    /// A policy's log message is one line of the agent's log: its line breaks are escaped.
+    #[test]
+    fn a_log_message_cannot_forge_log_lines() {
+        let mut logs = LogBuffer {
+            policy: "probe".to_string(),
+            lines: Vec::new(),
+            dropped: 0,
+            max_lines: 10,
+            max_line_bytes: 64,
+        };
+        logs.push(WitLogLevel::Info, "one\nERROR forged\r\n".repeat(100));
+        let message = &logs.lines[0].message;
+        assert!(message.starts_with("one\\nERROR forged"), "{message}");
+        assert!(!message.contains(['\n', '\r']), "{message}");
+        assert!(message.len() <= 64 + '…'.len_utf8() && message.ends_with('…'));
     }
 
     /// Without the instance pool (its reservation refused, or turned off) a call is held to the

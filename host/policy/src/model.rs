@@ -91,7 +91,7 @@ pub struct Pool {
 pub struct LogLine {
     /// `trace`, `debug`, `info`, `warn` or `error`.
     pub level: &'static str,
-    /// The message (truncated to the host's limit).
+    /// The message: cut to the host's limit, control characters (newlines) escaped.
     pub message: String,
 }
 

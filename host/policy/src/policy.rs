@@ -2,7 +2,7 @@
 //! failure — trap, timeout, memory cap, error result, invalid result — comes back as a
 //! [`PolicyCallError`] naming the policy and its digest. Nothing here panics on guest behaviour.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -16,7 +16,7 @@ use crate::convert::PolicyInventory;
 use crate::engine::{CallState, PolicyEngine};
 use crate::model::{Outcome, Pool, Settings};
 use crate::request::{AllocationRequestRef, SettingsRef};
-use crate::validate;
+use crate::validate::{self, BoundedText, guest_text};
 
 /// The selector interface as the host's bindings name it.
 const SELECTOR_INTERFACE: &str = "vfpool:policy/selector@0.1.0";
@@ -222,7 +222,9 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-/// An error result a policy returned (`policy-error`).
+/// An error result a policy returned (`policy-error`). Its strings are the policy's, made safe to
+/// log by [`validate::guest_text`]: at most [`validate::MAX_GUEST_TEXT_BYTES`] each, no line
+/// breaks or other control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyFailure {
     /// `invalid-settings`: the field and the message.
@@ -260,12 +262,12 @@ impl From<wit::PolicyError> for PolicyFailure {
     fn from(e: wit::PolicyError) -> Self {
         match e {
             wit::PolicyError::InvalidSettings(p) => PolicyFailure::InvalidSettings {
-                field: p.field,
-                message: p.message,
+                field: guest_text(&p.field),
+                message: guest_text(&p.message),
             },
-            wit::PolicyError::InvalidRequest(m) => PolicyFailure::InvalidRequest(m),
-            wit::PolicyError::Unsupported(m) => PolicyFailure::Unsupported(m),
-            wit::PolicyError::Internal(m) => PolicyFailure::Internal(m),
+            wit::PolicyError::InvalidRequest(m) => PolicyFailure::InvalidRequest(guest_text(&m)),
+            wit::PolicyError::Unsupported(m) => PolicyFailure::Unsupported(guest_text(&m)),
+            wit::PolicyError::Internal(m) => PolicyFailure::Internal(guest_text(&m)),
         }
     }
 }
@@ -614,7 +616,8 @@ fn classify(
         return CallError::MemoryCap(store.data().memory.limit());
     }
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
-    let stderr = tail(&stderr, 2048);
+    // The end of stderr (where a panic message is), escaped and bounded like all guest text.
+    let stderr = guest_text(&tail(&stderr, validate::MAX_GUEST_TEXT_BYTES));
     if let Some(wasmtime_wasi::I32Exit(status)) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         // `process::exit`, a Go `log.Fatal`: the reason is on stderr.
         return CallError::Trap {
@@ -626,15 +629,37 @@ fn classify(
         // Not a trap: wasmtime refused what the guest handed over (or, while instantiating, the
         // component itself).
         return if instantiating {
-            CallError::Instantiate(format!("{error:#}"))
+            CallError::Instantiate(error_text(&error))
         } else {
-            CallError::Refused(format!("{error:#}"))
+            CallError::Refused(error_text(&error))
         };
     }
     CallError::Trap {
-        message: format!("{error:#}"),
+        message: error_text(&error),
         stderr,
     }
+}
+
+/// Longest text of a wasmtime error kept in a [`CallError`], in bytes: a trap's reason and the
+/// first frames of its backtrace (see `MAX_BACKTRACE_FRAMES` in the engine).
+const MAX_ERROR_TEXT_BYTES: usize = 2048;
+
+/// A wasmtime error as one bounded line. Its text carries guest data (a backtrace names the
+/// guest's functions, up to 100 KB each, from its name section), so it is escaped and cut like
+/// any guest text, and formatted straight into the bounded buffer, never whole first. The root
+/// cause (the trap's reason) comes first so the cut never removes it.
+fn error_text(error: &wasmtime::Error) -> String {
+    let mut text = BoundedText::new(MAX_ERROR_TEXT_BYTES);
+    let root = error.root_cause();
+    // A write error only means the text reached its limit, which `finish` marks.
+    let _ = write!(text, "{root}");
+    for cause in error
+        .chain()
+        .filter(|cause| !std::ptr::addr_eq(*cause, root))
+    {
+        let _ = write!(text, "; {cause}");
+    }
+    text.finish()
 }
 
 fn tail(text: &str, max: usize) -> String {

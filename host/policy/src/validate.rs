@@ -5,6 +5,7 @@
 //! number of distinct available ids with every must-include id among them.
 
 use std::collections::HashSet;
+use std::fmt::{self, Write as _};
 
 use crate::bindings::wit;
 use crate::convert::PolicyInventory;
@@ -17,6 +18,88 @@ pub const MAX_POOLS: usize = 1024;
 pub const MAX_INFO_PAIRS: usize = 64;
 /// Longest `additional-info` key or value, in bytes.
 pub const MAX_INFO_BYTES: usize = 4096;
+
+/// Longest text taken from a policy into an error or log line, in bytes (before the cut mark).
+/// Errors are logged on every rescan and every GetPreferredAllocation: a policy must not be able
+/// to make each of those lines megabytes long.
+pub const MAX_GUEST_TEXT_BYTES: usize = 1024;
+
+/// `text` from a policy made safe to log: control characters (newlines above all) and the
+/// Unicode line and direction controls escaped, so a policy cannot forge log lines or reorder
+/// what a terminal shows; cut at a character boundary to [`MAX_GUEST_TEXT_BYTES`], a `…` marking
+/// the cut.
+pub fn guest_text(text: &str) -> String {
+    bounded_text(text, MAX_GUEST_TEXT_BYTES)
+}
+
+/// [`guest_text`] with another length limit.
+pub fn bounded_text(text: &str, max_bytes: usize) -> String {
+    let mut out = BoundedText::new(max_bytes);
+    // An error only says the text was cut, which `finish` marks.
+    let _ = out.write_str(text);
+    out.finish()
+}
+
+/// A `fmt::Write` sink that escapes as [`guest_text`] does and stops at its limit, so text is
+/// never formatted whole first (a trap's backtrace may name functions 100 KB long). A write past
+/// the limit returns `fmt::Error`, which stops the formatting that feeds it.
+pub(crate) struct BoundedText {
+    text: String,
+    max_bytes: usize,
+    cut: bool,
+}
+
+impl BoundedText {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        BoundedText {
+            text: String::new(),
+            max_bytes,
+            cut: false,
+        }
+    }
+
+    /// The text, with `…` if it was cut.
+    pub(crate) fn finish(mut self) -> String {
+        if self.cut {
+            self.text.push('…');
+        }
+        self.text
+    }
+}
+
+/// Characters that would let a policy's text change the layout of a log: line breaks, other
+/// controls (terminal escapes), and bidirectional overrides.
+fn forges_layout(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+impl fmt::Write for BoundedText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.cut {
+            return Err(fmt::Error);
+        }
+        for c in s.chars() {
+            let before = self.text.len();
+            if forges_layout(c) {
+                self.text.extend(c.escape_default());
+            } else {
+                self.text.push(c);
+            }
+            if self.text.len() > self.max_bytes {
+                // Whole characters (and whole escapes) only: the cut is at a char boundary.
+                self.text.truncate(before);
+                self.cut = true;
+                return Err(fmt::Error);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Why a policy's result was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +222,7 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
     for pool in pools {
         resource_name(&pool.resource_name)?;
         if !names.insert(pool.resource_name.clone()) {
-            return Err(ResultError::DuplicatePool(pool.resource_name));
+            return Err(ResultError::DuplicatePool(guest_text(&pool.resource_name)));
         }
         let this_pool = out.len();
         let device_type = match pool.device_type {
@@ -154,16 +237,16 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
             });
             let Some((device, slot)) = known else {
                 return Err(ResultError::UnknownDevice {
-                    pool: pool.resource_name,
-                    device: member.id,
+                    pool: guest_text(&pool.resource_name),
+                    device: guest_text(&member.id),
                 });
             };
             let is_aux = device.kind == wit::DeviceKind::Aux;
             if is_aux != (device_type == DeviceType::AuxNetDevice) {
                 return Err(ResultError::WrongDeviceType {
-                    pool: pool.resource_name,
+                    pool: guest_text(&pool.resource_name),
                     device_type,
-                    device: member.id,
+                    device: guest_text(&member.id),
                     what: if is_aux {
                         "an auxiliary device"
                     } else {
@@ -174,11 +257,11 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
             if let Some(first) = *slot {
                 let first = out
                     .get(first)
-                    .map_or_else(|| pool.resource_name.clone(), |p| p.resource_name.clone());
+                    .map_or(&pool.resource_name, |p| &p.resource_name);
                 return Err(ResultError::DeviceInTwoPools {
-                    device: member.id,
-                    first,
-                    second: pool.resource_name,
+                    device: guest_text(&member.id),
+                    first: guest_text(first),
+                    second: guest_text(&pool.resource_name),
                 });
             }
             *slot = Some(this_pool);
@@ -188,8 +271,8 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     || info.iter().any(|(k, v)| too_long(k) || too_long(v))
                 {
                     return Err(ResultError::InfoTooLarge {
-                        pool: pool.resource_name,
-                        device: member.id,
+                        pool: guest_text(&pool.resource_name),
+                        device: guest_text(&member.id),
                     });
                 }
             }
@@ -218,7 +301,7 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
 /// alphanumerics, `-`, `_`, `.`, alphanumeric at both ends; not in the `kubernetes.io` namespace.
 pub fn resource_name(name: &str) -> Result<(), ResultError> {
     let bad = |reason: &str| ResultError::BadResourceName {
-        name: name.to_string(),
+        name: guest_text(name),
         reason: reason.to_string(),
     };
     let Some((prefix, short)) = name.split_once('/') else {
@@ -382,10 +465,10 @@ pub fn preference(
     let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
     for id in &ids {
         if !offered(id) {
-            return Err(ResultError::NotAvailable(id.clone()));
+            return Err(ResultError::NotAvailable(guest_text(id)));
         }
         if !seen.insert(id.as_str()) {
-            return Err(ResultError::Repeated(id.clone()));
+            return Err(ResultError::Repeated(guest_text(id)));
         }
     }
     if let Some(missing) = request.must_include.iter().find(|id| !seen.contains(*id)) {
@@ -458,6 +541,37 @@ mod tests {
             inventory.devices()[inventory.position("0000:5e:00.2").unwrap()].id,
             "0000:5e:00.2"
         );
+    }
+
+    /// Guest text is cut at a character boundary with the cut marked, and nothing in it can
+    /// start a new log line or steer a terminal.
+    #[test]
+    fn guest_text_is_bounded_escaped_and_marked() {
+        assert_eq!(guest_text("plain text"), "plain text");
+        assert_eq!(
+            guest_text("a\nb\r\u{1b}[31m\u{2028}\u{202e}"),
+            "a\\nb\\r\\u{1b}[31m\\u{2028}\\u{202e}"
+        );
+        let long = "é".repeat(MAX_GUEST_TEXT_BYTES);
+        let cut = guest_text(&long);
+        assert!(cut.len() <= MAX_GUEST_TEXT_BYTES + '…'.len_utf8());
+        assert!(cut.ends_with("é…"), "{cut}");
+        let newlines = guest_text(&"\n".repeat(10 * MAX_GUEST_TEXT_BYTES));
+        assert!(newlines.len() <= MAX_GUEST_TEXT_BYTES + '…'.len_utf8());
+        assert!(!newlines.contains('\n'));
+    }
+
+    /// An id a policy made up is echoed in the error bounded and on one line.
+    #[test]
+    fn a_refused_preference_echoes_a_bounded_id() {
+        let inventory = inventory();
+        let request = allocation_request(&inventory, "p", &ids(&["0000:3b:00.2"]), &[], 1).unwrap();
+        let forged = "x\nERROR forged\n".repeat(1 << 16);
+        let error = preference(vec![forged], &request).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ResultError::NotAvailable(_)));
+        assert!(text.len() < 2 * MAX_GUEST_TEXT_BYTES, "{}", text.len());
+        assert!(!text.contains('\n'), "{text}");
     }
 
     fn ids(available: &[&str]) -> Vec<String> {

@@ -355,3 +355,148 @@ fn oversized_modules_are_refused_before_compiling() {
     let error = Policy::compile(&engine, "big.wasm", defaults::UPSTREAM_SELECTOR).unwrap_err();
     assert!(matches!(error, LoadError::TooLarge { .. }), "{error}");
 }
+
+/// What a policy says ends up in the agent's log on every rescan and GetPreferredAllocation: an
+/// error built from the policy's text stays a few KiB and one line, whatever the policy returns
+/// (here 1 MiB of text that imitates the agent's own log lines).
+fn assert_log_safe(error: &vfpool_policy::PolicyCallError) {
+    let text = error.to_string();
+    assert!(text.len() < 4 << 10, "{} bytes", text.len());
+    assert!(
+        !text.contains(['\n', '\r']),
+        "a line break from the guest: {}",
+        &text[..text.len().min(500)]
+    );
+    assert!(text.contains('…'), "the cut is marked: {text}");
+    assert!(text.contains("probe.wasm"), "{text}");
+}
+
+#[test]
+fn a_policy_error_result_cannot_flood_or_forge_the_log() {
+    let error = select_error("error-flood");
+    assert!(
+        matches!(error.error.as_ref(), CallError::Returned(PolicyFailure::Internal(m)) if m.starts_with("probe\\n")),
+        "{error}"
+    );
+    assert_log_safe(&error);
+    let error = select_error("settings-flood");
+    let (field, message) = error.invalid_settings().expect("invalid settings");
+    assert!(field.len() <= 1100 && message.len() <= 1100);
+    assert_log_safe(&error);
+}
+
+#[test]
+fn a_trap_cannot_flood_or_forge_the_log() {
+    let error = select_error("panic-flood");
+    match error.error.as_ref() {
+        CallError::Trap { message, stderr } => {
+            // The trap's reason survives the cut; the backtrace is bounded, on the same line.
+            assert!(message.starts_with("wasm trap"), "{message}");
+            assert!(stderr.contains("forged line"), "{stderr}");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    assert_log_safe(&error);
+}
+
+#[test]
+fn an_invalid_id_cannot_flood_or_forge_the_log() {
+    let error = prefer_error(&probe(), "foreign-id", 2);
+    assert!(
+        matches!(
+            *error.error,
+            CallError::InvalidResult(ResultError::NotAvailable(_))
+        ),
+        "{error}"
+    );
+    assert_log_safe(&error);
+}
+
+/// LEB128 of `n`, as the WebAssembly binary format writes counts and sizes.
+fn leb(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A section: its id, size and contents.
+fn section(id: u8, contents: &[u8], out: &mut Vec<u8>) {
+    out.push(id);
+    leb(contents.len(), out);
+    out.extend_from_slice(contents);
+}
+
+/// A component (hand-encoded: no WebAssembly text crate in the lock file) embedding one core
+/// module that declares `globals` `i32` globals (16 bytes of runtime state each in wasmtime) and
+/// instantiating it `instances` times: what it costs the host grows with what it declares, not
+/// with any memory it uses.
+fn many_globals_component(globals: usize, instances: usize) -> Vec<u8> {
+    let mut global_section = Vec::new();
+    leb(globals, &mut global_section);
+    for _ in 0..globals {
+        // i32, immutable, initialised by `i32.const 0; end`.
+        global_section.extend_from_slice(&[0x7f, 0x00, 0x41, 0x00, 0x0b]);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(6, &global_section, &mut module);
+
+    let mut instance_section = Vec::new();
+    leb(instances, &mut instance_section);
+    for _ in 0..instances {
+        // Instantiate core module 0 with no arguments.
+        instance_section.extend_from_slice(&[0x00, 0x00, 0x00]);
+    }
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    section(2, &instance_section, &mut component);
+    component
+}
+
+/// A component whose instances need megabytes of host-side runtime state is refused when it is
+/// loaded (instance pool), with wasmtime's reason naming the size: one core instance over its
+/// limit, or many under it that add up. The limits used to be 16 MiB for both.
+#[test]
+fn a_component_needing_too_much_instance_state_is_refused_when_loaded() {
+    // A 3.2 MB core instance; then 8 instances of 640 KB (5 MB in all).
+    for (name, globals, instances, reason) in [
+        (
+            "wide.wasm",
+            200_000,
+            1,
+            "instance allocation for this module",
+        ),
+        (
+            "many.wasm",
+            40_000,
+            8,
+            "instance allocation for this component",
+        ),
+    ] {
+        let bytes = many_globals_component(globals, instances);
+        let error = Policy::compile(engine(), name, &bytes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                LoadError::Compile {
+                    what: ModuleKind::Component,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let text = format!("{:#}", anyhow::Error::from(error));
+        assert!(text.contains(name), "{text}");
+        assert!(text.contains("beyond the sandbox's limits"), "{text}");
+        assert!(text.contains(reason), "{text}");
+    }
+    // A small one passes the check (and is refused only for exporting no policy).
+    let error =
+        Policy::compile(engine(), "small.wasm", &many_globals_component(10, 2)).unwrap_err();
+    assert!(matches!(error, LoadError::NoPolicyExport { .. }), "{error}");
+}

@@ -1,8 +1,9 @@
 //! A test policy (selector and allocator) for the host's fault and hot-swap tests. Never shipped.
 //!
 //! With settings text `probe:<mode>` every call misbehaves as `<mode>` says (`loop`, `alloc`,
-//! `trap`, `exit`, `error`, `huge-result`, `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`,
-//! `wrong-size`). With any other text it behaves: `select` puts every VF into one pool
+//! `trap`, `exit`, `error`, `error-flood`, `settings-flood`, `panic-flood`, `huge-result`,
+//! `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`, `wrong-size`,
+//! `foreign-id`). With any other text it behaves: `select` puts every VF into one pool
 //! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
 #![allow(missing_docs)] // wit-bindgen's generated items in a test-only crate
@@ -56,6 +57,15 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
         "error" => Err(PolicyError::Internal(
             "probe policy fails on purpose".to_string(),
         )),
+        // Guest text meant to flood the agent's log and forge lines in it.
+        "error-flood" => Err(PolicyError::Internal(forged_lines())),
+        "settings-flood" => Err(PolicyError::InvalidSettings(
+            vfpool::policy::types::SettingsProblem {
+                field: forged_lines(),
+                message: forged_lines(),
+            },
+        )),
+        "panic-flood" => panic!("{}", forged_lines()),
         "log-flood" => {
             for i in 0..10_000 {
                 log(Level::Info, &format!("line {i} {}", "x".repeat(10_000)));
@@ -72,6 +82,11 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
         }
         _ => Ok(()),
     }
+}
+
+/// 1 MiB of text whose lines look like the agent's own log lines.
+fn forged_lines() -> String {
+    "probe\n2030-01-01T00:00:00Z ERROR vfpool_agent: forged line\r\n".repeat(1 << 14)
 }
 
 fn member(id: &str) -> PoolDevice {
@@ -154,6 +169,11 @@ impl allocator::Guest for Probe {
         }
         if mode == "wrong-size" {
             answer.pop();
+        }
+        if mode == "foreign-id"
+            && let Some(first) = answer.first_mut()
+        {
+            *first = forged_lines();
         }
         Ok(answer)
     }
