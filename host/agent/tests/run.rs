@@ -937,6 +937,62 @@ async fn sighup_rediscovers_and_never_restores_stale_pools() {
     sim.shutdown();
 }
 
+/// A SIGHUP reload runs off the agent's loop: while it takes its time (here a policy that loops
+/// until its 2 s `validate-settings` deadline), the rescan SIGHUP asks for runs and the pools
+/// follow the node. The loop used to wait for the reload, so nothing was rescanned, no kernel event
+/// or health change handled, until the reload (seconds for a Python module) was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sighup_reload_does_not_stop_rescans() {
+    let text = vfpool_sysfs::sim::fixture_text("dell-cx5").unwrap();
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    fs::create_dir_all(node.path("policies")).unwrap();
+    fs::copy(
+        Path::new(vfpool_policy::defaults::BUILT_COMPONENTS_DIR).join("probe.wasm"),
+        node.path("policies/selector.wasm"),
+    )
+    .unwrap();
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    // No periodic rescan within the test: only SIGHUP makes the agent look again.
+    let mut agent = node.agent("1h");
+    let name = "example.com/probe";
+    sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    // Settings under which every call of the probe loops: each reload takes its deadline, and is
+    // refused (the watcher's reload first).
+    let refused = "policy reload refused";
+    node.rewrite_config("probe:loop");
+    wait_for_log(&agent, refused);
+    assert_eq!(agent.log().matches(refused).count(), 1, "{}", agent.log());
+
+    // Port 2 down to 8 VFs, then SIGHUP: the rescan it asks for finds 20 VFs while the reload it
+    // started still runs (which takes the 2 s deadline, a rescan milliseconds).
+    node.rewrite_sysfs(&port_2_with_8_vfs(text));
+    agent.signal("HUP");
+    sim.wait_for("20 VFs after SIGHUP", GUARD, |r| allocatable(r, name) == 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let log = agent.log();
+    assert_eq!(
+        log.matches(refused).count(),
+        1,
+        "the rescan waited for the SIGHUP reload:\n{log}"
+    );
+    // The reload itself still happens, and is refused like the watcher's.
+    for _ in 0..2400 {
+        if agent.log().matches(refused).count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(agent.log().matches(refused).count(), 2, "{}", agent.log());
+    assert!(agent.alive());
+    assert!(agent.signal_and_wait("TERM").success());
+    sim.shutdown();
+}
+
 /// `vfpool run` takes DESIGN.md's flags, each with its environment twin and upstream's defaults,
 /// and refuses a bad value naming it.
 #[test]

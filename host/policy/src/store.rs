@@ -7,12 +7,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::convert::PolicyInventory;
 use crate::defaults;
 use crate::engine::PolicyEngine;
 use crate::model::{Pool, Settings};
-use crate::policy::{LoadError, Policy, PolicyCallError, PolicyId};
+use crate::policy::{CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyId};
 
 /// Where the policies and the settings come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,16 +82,66 @@ pub struct ReloadOutcome {
     pub ignored: Vec<String>,
 }
 
+/// A refused reload that may succeed without any file changing: the watcher tries it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Try again from then on, even if nothing changed (backing off per failed try).
+    pub at: Instant,
+    /// The refusal came from the dry run on the inventory (a device the config names is not
+    /// there yet, a result the host refuses, a deadline): try again as soon as the inventory is
+    /// a new one.
+    pub on_inventory_change: bool,
+}
+
+/// The first wait before trying a refused set again when nothing changed; doubles per try.
+const RETRY_FIRST: Duration = Duration::from_secs(30);
+/// The longest wait between tries of a refused set when nothing changed.
+const RETRY_CAP: Duration = Duration::from_secs(600);
+
+/// The wait after `tries` failed tries: `RETRY_FIRST`, doubling up to `RETRY_CAP`.
+fn backoff(tries: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(RETRY_CAP)
+}
+
+/// What a module's failed load is remembered as.
+struct Rejection {
+    reason: String,
+    /// `None`: the failure is deterministic (not WASM, a core module, imports, exports, types),
+    /// so the file is never compiled again. `Some`: wasmtime refused a component, which a lack of
+    /// memory (code memory, a big module's compile) can cause as well as damaged bytes: it is
+    /// compiled again from then on.
+    retry_at: Option<Instant>,
+    /// Failed compiles in a row, for the backoff.
+    tries: u32,
+}
+
+/// The candidate of a refused dry run, with how often in a row it was refused: the same
+/// candidate refused again backs off longer.
+struct Pending {
+    /// Selector, allocator and settings of a refused dry run; `None` for a module's load.
+    candidate: Option<(PolicyId, PolicyId, Settings)>,
+    tries: u32,
+    retry: Retry,
+}
+
 /// The active set plus everything needed to change it safely. Share it in an `Arc`.
 pub struct ActivePolicies {
     engine: PolicyEngine,
     default_selector: Arc<Policy>,
     default_allocator: Arc<Policy>,
     current: RwLock<Option<Arc<ActiveSet>>>,
-    compiled: Mutex<HashMap<String, Arc<Policy>>>,
-    /// Why a module could not be loaded, by digest: compiling and type-checking are deterministic,
-    /// so a bad file is not recompiled on every directory event (a 20 MB component takes seconds).
-    rejected: Mutex<HashMap<String, String>>,
+    /// By file name and digest: the same bytes under two names are two policies (the name is in
+    /// their identity and messages), and keying by digest alone made them evict each other, so
+    /// both were compiled again on every reload.
+    compiled: Mutex<HashMap<(String, String), Arc<Policy>>>,
+    /// Why a module could not be loaded, by name and digest: compiling and type-checking are
+    /// deterministic, so a bad file is not recompiled on every directory event (a 20 MB component
+    /// takes seconds). Forgotten on [`Self::forget_refusals`] (SIGHUP).
+    rejected: Mutex<HashMap<String, Rejection>>,
+    /// The last reload's refusal, when trying again may succeed with the same files.
+    pending: Mutex<Option<Pending>>,
     reload_lock: Mutex<()>,
 }
 
@@ -130,6 +181,7 @@ impl ActivePolicies {
             current: RwLock::new(None),
             compiled: Mutex::new(HashMap::new()),
             rejected: Mutex::new(HashMap::new()),
+            pending: Mutex::new(None),
             reload_lock: Mutex::new(()),
         })
     }
@@ -142,6 +194,28 @@ impl ActivePolicies {
             .clone()
     }
 
+    /// Whether the last reload was refused for a reason that may go away with the same files (see
+    /// [`Retry`]), and when to try again. `None` after an accepted or unchanged reload, and after a
+    /// refusal only a change of the files can lift.
+    pub fn pending_retry(&self) -> Option<Retry> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|p| p.retry)
+    }
+
+    /// Forgets every remembered refusal, so that the next reload compiles and tries everything
+    /// again: an operator's explicit request (SIGHUP) after fixing what the agent cannot see
+    /// (memory, a device) must not be answered from the cache.
+    pub fn forget_refusals(&self) {
+        self.rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Reads the sources and, if anything changed, validates the candidate set against
     /// `inventory` and swaps it in. Blocking (compiles modules): call it off any async runtime.
     pub fn reload(&self, sources: &Sources, inventory: &PolicyInventory) -> ReloadOutcome {
@@ -150,6 +224,17 @@ impl ActivePolicies {
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let (outcome, pending) = self.reload_serial(sources, inventory);
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = pending;
+        outcome
+    }
+
+    /// [`Self::reload`] under its lock; also what to remember for a retry.
+    fn reload_serial(
+        &self,
+        sources: &Sources,
+        inventory: &PolicyInventory,
+    ) -> (ReloadOutcome, Option<Pending>) {
         let active = self.current();
         let refuse = |refused: Vec<String>, ignored: Vec<String>| ReloadOutcome {
             active: active.clone(),
@@ -158,13 +243,14 @@ impl ActivePolicies {
             ignored,
         };
 
+        // Unreadable files: their change (an event, the fingerprint) is what brings a reload.
         let settings = match read_settings(sources) {
             Ok(s) => s,
-            Err(reason) => return refuse(vec![reason], Vec::new()),
+            Err(reason) => return (refuse(vec![reason], Vec::new()), None),
         };
         let scan = match self.scan(sources.policy_dir.as_deref()) {
             Ok(scan) => scan,
-            Err(reason) => return refuse(vec![reason], Vec::new()),
+            Err(reason) => return (refuse(vec![reason], Vec::new()), None),
         };
         // Compiled modules kept: the active set's and the directory's, whatever this reload
         // decides (refused reloads used to keep every module ever compiled, each a few MB).
@@ -173,7 +259,16 @@ impl ActivePolicies {
                 || active.as_ref().is_some_and(|a| a.uses(digest))
         });
         if !scan.refused.is_empty() {
-            return refuse(scan.refused, scan.ignored);
+            // Only a component wasmtime refused may load on another try (see `Rejection`).
+            let pending = scan.retry_at.map(|at| Pending {
+                candidate: None,
+                tries: 0,
+                retry: Retry {
+                    at,
+                    on_inventory_change: false,
+                },
+            });
+            return (refuse(scan.refused, scan.ignored), pending);
         }
         let selector = scan.selector.unwrap_or_else(|| Candidate {
             policy: Arc::clone(&self.default_selector),
@@ -191,17 +286,43 @@ impl ActivePolicies {
             && current.allocator_source == allocator.source
             && current.settings == settings
         {
-            return ReloadOutcome {
+            let unchanged = ReloadOutcome {
                 active: active.clone(),
                 changed: false,
                 refused: Vec::new(),
                 ignored: scan.ignored,
             };
+            return (unchanged, None);
         }
 
         let pools = match exercise(&selector.policy, &allocator.policy, &settings, inventory) {
             Ok(pools) => pools,
-            Err(e) => return refuse(vec![e.to_string()], scan.ignored),
+            Err(e) => {
+                let pending = depends_on_inventory(&e).then(|| {
+                    let candidate = (
+                        selector.policy.id().clone(),
+                        allocator.policy.id().clone(),
+                        settings.clone(),
+                    );
+                    // The same candidate refused again: wait longer before the next try.
+                    let tries = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                        .filter(|p| p.candidate.as_ref() == Some(&candidate))
+                        .map_or(1, |p| p.tries.saturating_add(1));
+                    Pending {
+                        candidate: Some(candidate),
+                        tries,
+                        retry: Retry {
+                            at: Instant::now() + backoff(tries),
+                            on_inventory_change: true,
+                        },
+                    }
+                });
+                return (refuse(vec![e.to_string()], scan.ignored), pending);
+            }
         };
         let next = Arc::new(ActiveSet {
             selector: selector.policy,
@@ -216,33 +337,45 @@ impl ActivePolicies {
         // The directory's other modules stay compiled too: every reload (a config change, a
         // no-op event) checks them all, and recompiling a Python module takes seconds.
         self.prune_cache(|digest| next.uses(digest) || scan.present.iter().any(|p| p == digest));
-        ReloadOutcome {
+        let accepted = ReloadOutcome {
             active: Some(next),
             changed: true,
             refused: Vec::new(),
             ignored: scan.ignored,
-        }
+        };
+        (accepted, None)
     }
 
     /// Compiles `bytes` or returns the already compiled module (or the load error) with the same
-    /// digest. Errors are returned as one-line messages.
-    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, String> {
+    /// name and digest. Errors are returned as one-line messages, with when a load that may have
+    /// failed for want of memory is due to be tried again.
+    fn compile_cached(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<Policy>, (String, Option<Instant>)> {
         let id = PolicyId::of(name, bytes);
-        let cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(policy) = cache.get(&id.sha256)
-            && policy.id().name == name
-        {
-            return Ok(Arc::clone(policy));
-        }
-        drop(cache);
-        let key = format!("{name}\0{}", id.sha256);
-        if let Some(reason) = self
-            .rejected
+        let key = (id.name, id.sha256);
+        if let Some(policy) = self
+            .compiled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
         {
-            return Err(reason.clone());
+            return Ok(Arc::clone(policy));
+        }
+        let rejected_key = format!("{name}\0{}", key.1);
+        let mut tries = 0;
+        if let Some(rejection) = self
+            .rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&rejected_key)
+        {
+            match rejection.retry_at {
+                Some(at) if Instant::now() >= at => tries = rejection.tries,
+                retry_at => return Err((rejection.reason.clone(), retry_at)),
+            }
         }
         match Policy::compile(&self.engine, name, bytes) {
             Ok(policy) => {
@@ -250,18 +383,38 @@ impl ActivePolicies {
                 self.compiled
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(id.sha256, Arc::clone(&policy));
+                    .insert(key, Arc::clone(&policy));
+                self.rejected
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&rejected_key);
                 Ok(policy)
             }
             Err(error) => {
                 let reason = error_chain(&error);
+                let tries = tries.saturating_add(1);
+                let retry_at = matches!(
+                    error,
+                    LoadError::Compile {
+                        what: ModuleKind::Component,
+                        ..
+                    }
+                )
+                .then(|| Instant::now() + backoff(tries));
                 let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
                 // Bounded: a directory churning through bad files cannot grow this forever.
                 if rejected.len() >= 64 {
                     rejected.clear();
                 }
-                rejected.insert(key, reason.clone());
-                Err(reason)
+                rejected.insert(
+                    rejected_key,
+                    Rejection {
+                        reason: reason.clone(),
+                        retry_at,
+                        tries,
+                    },
+                );
+                Err((reason, retry_at))
             }
         }
     }
@@ -269,7 +422,7 @@ impl ActivePolicies {
     /// Keeps only the compiled modules `keep` names by digest (bounded memory across many swaps).
     fn prune_cache(&self, keep: impl Fn(&str) -> bool) {
         let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.retain(|digest, _| keep(digest));
+        cache.retain(|(_, digest), _| keep(digest));
     }
 
     /// How many compiled modules are kept for reuse.
@@ -344,7 +497,11 @@ impl ActivePolicies {
             };
             let policy = match self.compile_cached(&name, &bytes) {
                 Ok(p) => p,
-                Err(reason) => {
+                Err((reason, retry_at)) => {
+                    scan.retry_at = match (scan.retry_at, retry_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     scan.refused
                         .push(format!("{}: {reason}; not loaded", path.display()));
                     continue;
@@ -396,6 +553,19 @@ struct Scan {
     ignored: Vec<String>,
     /// Digests of the modules in the directory that compiled.
     present: Vec<String>,
+    /// When the earliest refused module that may load on another try is due.
+    retry_at: Option<Instant>,
+}
+
+/// Whether a dry run's failure may go away with the same files: the `select` and `prefer` calls
+/// see the inventory (a device the config names is not there yet, a result invalid for this
+/// node), and any call may run out of time or slots on a loaded node. A `validate-settings` call
+/// sees only the settings: its answer stands until they change.
+fn depends_on_inventory(error: &PolicyCallError) -> bool {
+    match error.error.as_ref() {
+        CallError::Timeout(_) | CallError::Busy(_) => true,
+        _ => !error.call.contains("validate-settings"),
+    }
 }
 
 fn source_name(source: &PolicySource) -> String {
@@ -509,6 +679,91 @@ pub fn read_config_file(path: &Path) -> Result<String, String> {
         ));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use crate::engine::Limits;
+
+    fn setup() -> (tempfile::TempDir, Sources, ActivePolicies, PolicyInventory) {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = Sources {
+            policy_dir: Some(dir.path().to_path_buf()),
+            config_file: None,
+            default_resource_prefix: "intel.com".into(),
+        };
+        let active = ActivePolicies::new(PolicyEngine::new(Limits::default()).unwrap()).unwrap();
+        let inventory = PolicyInventory::new(&Default::default(), &Default::default());
+        (dir, sources, active, inventory)
+    }
+
+    /// A load refused for a reason the agent cannot see (here: remembered as if the compile had
+    /// run out of memory) is tried again after SIGHUP (`forget_refusals`): it used to stay
+    /// refused, from the cache, until the agent restarted.
+    #[test]
+    fn a_remembered_load_failure_is_forgotten_on_request() {
+        let (dir, sources, active, inventory) = setup();
+        let bytes = defaults::UPSTREAM_SELECTOR;
+        fs::write(dir.path().join("mine.wasm"), bytes).unwrap();
+        let id = PolicyId::of("mine.wasm", bytes);
+        active.rejected.lock().unwrap().insert(
+            format!("mine.wasm\0{}", id.sha256),
+            Rejection {
+                reason: "simulated: cannot allocate code memory".into(),
+                retry_at: None,
+                tries: 1,
+            },
+        );
+        let refused = active.reload(&sources, &inventory);
+        assert!(
+            refused.refused.iter().any(|r| r.contains("simulated")),
+            "{:?}",
+            refused.refused
+        );
+        active.forget_refusals();
+        let accepted = active.reload(&sources, &inventory);
+        assert!(accepted.changed, "{:?}", accepted.refused);
+        assert_eq!(active.current().unwrap().selector.id().name, "mine.wasm");
+    }
+
+    /// A component wasmtime refuses is remembered with a retry time (it may have failed for want
+    /// of memory) and compiled again once that has passed; bytes that are not a component at all
+    /// are remembered for good.
+    #[test]
+    fn only_refused_components_are_tried_again() {
+        let (dir, sources, active, inventory) = setup();
+        fs::write(dir.path().join("junk.wasm"), b"not a component").unwrap();
+        let refused = active.reload(&sources, &inventory);
+        assert!(!refused.refused.is_empty());
+        assert_eq!(active.pending_retry(), None);
+
+        fs::remove_file(dir.path().join("junk.wasm")).unwrap();
+        let bytes = defaults::UPSTREAM_SELECTOR;
+        fs::write(dir.path().join("mine.wasm"), bytes).unwrap();
+        let id = PolicyId::of("mine.wasm", bytes);
+        // As a compile that failed earlier, whose backoff has passed.
+        active.rejected.lock().unwrap().insert(
+            format!("mine.wasm\0{}", id.sha256),
+            Rejection {
+                reason: "simulated".into(),
+                retry_at: Some(Instant::now()),
+                tries: 1,
+            },
+        );
+        let accepted = active.reload(&sources, &inventory);
+        assert!(accepted.changed, "{:?}", accepted.refused);
+
+        let truncated = &defaults::UPSTREAM_SELECTOR[..1000];
+        fs::write(dir.path().join("mine.wasm"), truncated).unwrap();
+        let refused = active.reload(&sources, &inventory);
+        assert!(!refused.refused.is_empty());
+        let retry = active
+            .pending_retry()
+            .expect("a refused component is tried again");
+        assert!(!retry.on_inventory_change);
+        assert!(retry.at > Instant::now());
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,19 @@
 //!
 //! Directories, not files, are watched: a ConfigMap volume updates by swapping its `..data`
 //! symlink, and editors replace files by rename, both of which end an inode watch. Every debounced
-//! burst of events triggers one [`ActivePolicies::reload`], which re-reads everything from the
-//! paths (so symlinks are re-resolved) and is a cheap no-op when nothing changed.
+//! burst of events that concerns the sources (anything in the policy directory; in the config
+//! file's directory only the file and `..` entries) triggers one [`ActivePolicies::reload`], which
+//! re-reads everything from the paths (so symlinks are re-resolved) and is a cheap no-op when
+//! nothing changed. A set refused for a reason the same files may get past is tried again when
+//! the inventory changes or its backoff ends; [`PolicyWatcher::reload_now`] (SIGHUP) forgets
+//! remembered refusals and reloads.
 //!
 //! A directory that does not exist yet (the default `/etc/vfpool/policies` on a node where no
 //! operator has created it) is waited for by watching its nearest existing ancestor; one that is
 //! removed and created again (`rm -rf` + `mkdir`, a volume remounted) is watched again. After
 //! every burst the watches are re-armed from the paths, so hot swap never silently stops.
 
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +54,14 @@ pub enum WatchError {
 
 type FsDebouncer = Debouncer<RecommendedWatcher, RecommendedCache>;
 
+/// What wakes the reload thread.
+enum Wake {
+    /// A debounced burst of file-system events (or the watcher's errors).
+    Events(DebounceEventResult),
+    /// An explicit request (SIGHUP): forget remembered refusals and reload now.
+    Reload,
+}
+
 /// The longest interval between looks when the watcher polls (no inotify).
 const POLL_INTERVAL_CAP: Duration = Duration::from_secs(2);
 
@@ -59,8 +72,11 @@ pub struct PolicyWatcher {
     /// watcher polls.
     debouncer: Arc<Mutex<Option<FsDebouncer>>>,
     arming: Arc<Mutex<Arming>>,
-    /// Keeps the reload thread's channel open while polling (no debouncer holds a sender then).
-    keepalive: Option<mpsc::Sender<DebounceEventResult>>,
+    /// Requests to the reload thread; also keeps its channel open while polling (no debouncer
+    /// holds a sender then). Taken on drop.
+    requests: Option<mpsc::Sender<Wake>>,
+    /// No inotify: the files are polled.
+    polling: bool,
     /// Tells the reload thread to end at its next wake (within `recheck`).
     stop: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
@@ -80,15 +96,24 @@ impl PolicyWatcher {
     /// inventory `inventory()` returns and hands the outcome to `on_reload` (which also logs it).
     /// Looks at the files every `recheck` too (see the module documentation); without inotify,
     /// polls them every `recheck` (at most 2 s).
-    pub fn spawn(
+    ///
+    /// A set refused for a reason the same files may get past ([`ActivePolicies::pending_retry`])
+    /// is tried again at one of these looks: once its backoff has passed, or, for a refused dry
+    /// run, once `inventory()` returns another `Arc` than the one it was refused on. Return the
+    /// same `Arc` while the inventory is unchanged (a function returning a fresh inventory each
+    /// time makes every look count as a change).
+    pub fn spawn<I>(
         active: Arc<ActivePolicies>,
         sources: Sources,
         debounce: Duration,
         recheck: Duration,
-        inventory: impl Fn() -> PolicyInventory + Send + 'static,
+        inventory: impl Fn() -> I + Send + 'static,
         mut on_reload: impl FnMut(&ReloadOutcome) + Send + 'static,
-    ) -> Result<Self, WatchError> {
-        let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+    ) -> Result<Self, WatchError>
+    where
+        I: Into<Arc<PolicyInventory>>,
+    {
+        let (tx, rx) = mpsc::channel::<Wake>();
         let config_dir = sources.config_file.as_deref().map(|file| {
             match file.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -97,19 +122,27 @@ impl PolicyWatcher {
             .to_path_buf()
         });
         let mut arming = Arming::new(
-            [sources.policy_dir.clone(), config_dir]
-                .into_iter()
-                .flatten()
-                .collect(),
+            sources.policy_dir.clone(),
+            config_dir.zip(
+                sources
+                    .config_file
+                    .as_deref()
+                    .and_then(Path::file_name)
+                    .map(OsString::from),
+            ),
         );
-        let events = new_debouncer(debounce, None, tx.clone())
-            .map_err(WatchError::Create)
-            .and_then(|mut debouncer| {
-                arming.arm(&mut debouncer)?;
-                Ok(debouncer)
-            });
-        let (debouncer, keepalive, recheck) = match events {
-            Ok(debouncer) => (Some(debouncer), None, recheck),
+        let events_tx = tx.clone();
+        let events = new_debouncer(debounce, None, move |result| {
+            // The reload thread gone (the watcher dropped): nothing left to tell.
+            let _ = events_tx.send(Wake::Events(result));
+        })
+        .map_err(WatchError::Create)
+        .and_then(|mut debouncer| {
+            arming.arm(&mut debouncer)?;
+            Ok(debouncer)
+        });
+        let (debouncer, recheck) = match events {
+            Ok(debouncer) => (Some(debouncer), recheck),
             // No inotify (instances or watches used up by other daemons on the node): poll.
             Err(error) => {
                 let every = recheck.min(POLL_INTERVAL_CAP);
@@ -118,13 +151,16 @@ impl PolicyWatcher {
                     "cannot watch the policy and config directories (fs.inotify.max_user_instances or max_user_watches used up?); polling them every {every:?} instead"
                 );
                 arming.watching.clear();
-                (None, Some(tx), every)
+                (None, every)
             }
         };
         let polling = debouncer.is_none();
         // Taken here, before the caller's first load can have read the files: a change made
         // meanwhile differs from it.
         let mut seen = fingerprint(&sources);
+        // The inventory the caller's first load is taken to have used (the agent hands it the
+        // one this returns now): a refusal is tried again once there is another.
+        let mut tried_on: Arc<PolicyInventory> = inventory().into();
         let stop = Arc::new(AtomicBool::new(false));
         let worker_stop = Arc::clone(&stop);
         let debouncer = Arc::new(Mutex::new(debouncer));
@@ -134,19 +170,22 @@ impl PolicyWatcher {
         let worker = thread::Builder::new()
             .name("vfpool-policy-watch".to_string())
             .spawn(move || {
-                let mut retried = Instant::now();
                 let mut looked = Instant::now();
                 loop {
                     // Ends when told to stop, or when every sender is dropped. (Not only the
                     // latter: a debouncer that failed to start its inotify watcher keeps its
                     // thread, and with it a sender, for the life of the process.)
-                    let result = match rx.recv_timeout(recheck) {
-                        Ok(result) => Some(result),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    let (result, requested) = match rx.recv_timeout(recheck) {
+                        Ok(Wake::Events(result)) => (Some(result), false),
+                        Ok(Wake::Reload) => (None, true),
+                        Err(mpsc::RecvTimeoutError::Timeout) => (None, false),
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     };
                     if worker_stop.load(Ordering::Relaxed) {
                         break;
+                    }
+                    if requested {
+                        active.forget_refusals();
                     }
                     let rearmed = if polling {
                         false
@@ -191,25 +230,34 @@ impl PolicyWatcher {
                     // makes access events itself, which must not lead to another look.
                     let look = result.is_none() || looked.elapsed() >= recheck;
                     let mut due = false;
+                    let mut current = None;
                     if look {
                         looked = Instant::now();
                         let now = fingerprint(&sources);
-                        due = now != seen
-                            || (active.current().is_none() && retried.elapsed() >= recheck * 3);
+                        due = now != seen;
                         seen = now;
+                        // A refusal the same files may get past: the devices it named may have
+                        // appeared (a new inventory), or memory or time may be there now.
+                        if let Some(retry) = active.pending_retry() {
+                            let latest: Arc<PolicyInventory> = inventory().into();
+                            due |= Instant::now() >= retry.at
+                                || (retry.on_inventory_change && !Arc::ptr_eq(&latest, &tried_on));
+                            current = Some(latest);
+                        }
                     }
-                    if !(relevant || due || rearmed) {
+                    if !(relevant || due || rearmed || requested) {
                         continue;
                     }
                     if !look {
                         // What this reload reads, so the next look does not reload it again.
                         seen = fingerprint(&sources);
                     }
-                    retried = Instant::now();
+                    let current = current.unwrap_or_else(|| inventory().into());
+                    tried_on = Arc::clone(&current);
                     // A panic here (a bug) must not end hot swap for the agent's lifetime with
                     // nothing said: the reload is abandoned, the active set is untouched.
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let outcome = active.reload(&sources, &inventory());
+                        let outcome = active.reload(&sources, &current);
                         log_outcome(&outcome);
                         on_reload(&outcome);
                     }));
@@ -225,14 +273,24 @@ impl PolicyWatcher {
             debouncer,
             arming,
             stop,
-            keepalive,
+            requests: Some(tx),
+            polling,
             worker: Some(worker),
         })
     }
 
     /// Whether the watcher polls (no inotify) instead of following events.
     pub fn polling(&self) -> bool {
-        self.keepalive.is_some()
+        self.polling
+    }
+
+    /// Asks the reload thread to forget remembered refusals ([`ActivePolicies::forget_refusals`])
+    /// and reload now, whatever the files look like (SIGHUP); the outcome goes to `on_reload` like
+    /// any other. Returns at once; `false` if the reload thread has ended.
+    pub fn reload_now(&self) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|tx| tx.send(Wake::Reload).is_ok())
     }
 
     /// The directories being watched now: the wanted ones that exist, and the nearest existing
@@ -256,7 +314,7 @@ impl PolicyWatcher {
             debouncer.stop_nonblocking();
         }
         self.stop.store(true, Ordering::Relaxed);
-        self.keepalive.take();
+        self.requests.take();
         // Dropping the handle detaches the thread; it ends once its reload is done.
         self.worker.take();
     }
@@ -276,7 +334,7 @@ impl Drop for PolicyWatcher {
             debouncer.stop();
         }
         self.stop.store(true, Ordering::Relaxed);
-        self.keepalive.take();
+        self.requests.take();
         if let Some(worker) = self.worker.take() {
             // A reload in progress finishes first (bounded by the policy deadlines).
             let _ = worker.join();
@@ -297,21 +355,33 @@ struct Watched {
 struct Arming {
     wanted: Vec<PathBuf>,
     watching: Vec<Watched>,
+    /// The policy directory: every entry in it matters.
+    policy_dir: Option<PathBuf>,
+    /// The config file's directory and the file's name: only the file and the ConfigMap
+    /// machinery's `..` entries matter there (the directory may be a busy one, `/etc` or a
+    /// shared hostPath, whose other files must not make the agent re-read every module).
+    config: Option<(PathBuf, OsString)>,
 }
 
 impl Arming {
-    fn new(wanted: Vec<PathBuf>) -> Self {
+    fn new(policy_dir: Option<PathBuf>, config: Option<(PathBuf, OsString)>) -> Self {
         // Absolute, so that events (reported under the watched path) compare with them even
         // when an ancestor is watched in place of a missing directory.
-        let mut wanted: Vec<PathBuf> = wanted
-            .into_iter()
-            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+        let absolute = |dir: PathBuf| std::path::absolute(&dir).unwrap_or(dir);
+        let policy_dir = policy_dir.map(absolute);
+        let config = config.map(|(dir, name)| (absolute(dir), name));
+        let mut wanted: Vec<PathBuf> = policy_dir
+            .iter()
+            .chain(config.iter().map(|(dir, _)| dir))
+            .cloned()
             .collect();
         wanted.sort();
         wanted.dedup();
         Arming {
             wanted,
             watching: Vec::new(),
+            policy_dir,
+            config,
         }
     }
 
@@ -371,14 +441,25 @@ impl Arming {
         Ok(changed)
     }
 
-    /// Whether an event can concern a wanted directory: inside one, or on the way to one that
-    /// does not exist yet (its ancestor's watch reports the missing component being created).
+    /// Whether an event can concern what is watched: anything inside the policy directory; in the
+    /// config file's directory, the file itself or a `..` entry (a ConfigMap's `..data` swap);
+    /// or something on the way to a wanted directory (the directory itself, or a missing
+    /// component whose creation its ancestor's watch reports).
     fn concerns(&self, event: &DebouncedEvent) -> bool {
         event.paths.is_empty()
             || event.paths.iter().any(|path| {
-                self.wanted
-                    .iter()
-                    .any(|dir| path.starts_with(dir) || dir.starts_with(path))
+                self.wanted.iter().any(|dir| dir.starts_with(path))
+                    || self
+                        .policy_dir
+                        .as_ref()
+                        .is_some_and(|dir| path.starts_with(dir))
+                    || self.config.as_ref().is_some_and(|(dir, name)| {
+                        path.parent() == Some(dir.as_path())
+                            && path.file_name().is_some_and(|entry| {
+                                entry == name.as_os_str()
+                                    || entry.as_encoded_bytes().starts_with(b"..")
+                            })
+                    })
             })
     }
 }

@@ -224,20 +224,24 @@ async fn serve(
     // something is applied once the loop runs.
     let (reloaded_tx, mut reloaded) = mpsc::unbounded_channel::<()>();
     let watcher_inventory = Arc::clone(&latest);
+    let watcher_reloaded = reloaded_tx.clone();
     running.watcher = PolicyWatcher::spawn(
         Arc::clone(&policies),
         sources.clone(),
         Duration::from_millis(200),
         POLICY_RECHECK,
+        // The shared `Arc`, not a copy: the watcher tells a rescan's new inventory by it, to try
+        // a set refused on the old one again.
         move || {
-            (**watcher_inventory
-                .read()
-                .unwrap_or_else(PoisonError::into_inner))
-            .clone()
+            Arc::clone(
+                &*watcher_inventory
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner),
+            )
         },
         move |outcome| {
             if outcome.changed {
-                let _ = reloaded_tx.send(());
+                let _ = watcher_reloaded.send(());
             }
         },
     )
@@ -288,12 +292,14 @@ async fn serve(
     let mut real_sysfs = host_sysfs;
     let mut kernel = real_sysfs.then(|| {
         // A burst (a VF count change is hundreds of events) becomes one rescan once no event came
-        // for 200 ms, or 2 s after its first event if it does not settle.
+        // for 200 ms, or 2 s after its first event if it does not settle; rescans for events
+        // come at most once a second.
         let events = KernelEvents::spawn(
             events::kernel_sources(),
             Duration::from_millis(200),
             Duration::from_secs(2),
-        );
+        )
+        .min_gap(Duration::from_secs(1));
         tracing::info!(sources = ?events.sources(), "kernel events: watching");
         events
     });
@@ -312,22 +318,26 @@ async fn serve(
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the config and policies");
-                let policies = Arc::clone(&policies);
-                let sources = sources.clone();
-                let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
-                let reloaded = tokio::task::spawn_blocking(move || policies.reload(&sources, &current)).await;
-                if let Err(e) = &reloaded {
-                    tracing::error!(error = %e, "SIGHUP: the reload failed (a bug in vfpool); the previous policies keep serving");
-                }
-                if let Ok(outcome) = reloaded {
-                    vfpool_policy::watch::log_outcome(&outcome);
-                    // Only a newly accepted set's pools are new: an unchanged or refused reload
-                    // hands back the set as it was accepted, whose pools predate every rescan
-                    // since (applying them would undo a VF count change until the next rescan).
-                    if let Some(active) = outcome.active.filter(|_| outcome.changed) {
-                        desired = active.pools.clone();
-                        settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
-                    }
+                // Off this loop: compiling a module takes seconds, and rescans, kernel events and
+                // kubelet updates must go on meanwhile. The watcher's thread reloads (serialised
+                // with its own reloads) and an accepted set arrives through `reloaded`, like a hot
+                // swap: selected on the inventory of then, so never a stale set's pools.
+                let requested = running.watcher.as_ref().is_some_and(PolicyWatcher::reload_now);
+                if !requested {
+                    let policies = Arc::clone(&policies);
+                    let sources = sources.clone();
+                    let latest = Arc::clone(&latest);
+                    let reloaded_tx = reloaded_tx.clone();
+                    // Detached: `reload` serialises with any other reload itself.
+                    drop(tokio::task::spawn_blocking(move || {
+                        policies.forget_refusals();
+                        let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
+                        let outcome = policies.reload(&sources, &current);
+                        vfpool_policy::watch::log_outcome(&outcome);
+                        if outcome.changed {
+                            let _ = reloaded_tx.send(());
+                        }
+                    }));
                 }
                 // A reload is a refresh: rediscover the devices too, now.
                 rescan.reset_immediately();

@@ -6,12 +6,12 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vfpool_policy::{
-    ActivePolicies, PolicySource, PolicyWatcher, ReloadOutcome, Sources, defaults,
+    ActivePolicies, PolicyInventory, PolicySource, PolicyWatcher, ReloadOutcome, Sources, defaults,
 };
 
 use super::common::*;
@@ -453,14 +453,7 @@ fn a_refused_first_set_is_retried() {
     assert!(!first.refused.is_empty() && active.current().is_none());
 
     // The device appears (VFs created after the agent started).
-    let mut node = test_node();
-    let mut late = node.devices[0].clone();
-    late.id = "0000:ff:1f.7".into();
-    late.kind = vfpool_sysfs::DeviceKind::Vf;
-    late.sriov_total_vfs = None;
-    late.sriov_num_vfs = None;
-    node.devices.push(late);
-    let grown = vfpool_policy::PolicyInventory::new(&node, &Default::default());
+    let grown = grown_inventory();
     let (tx, rx) = mpsc::channel();
     let _watcher = PolicyWatcher::spawn(
         Arc::clone(&active),
@@ -499,4 +492,156 @@ fn inactive_modules_in_the_directory_stay_compiled() {
     assert!(first.changed, "{:?}", first.refused);
     assert_eq!(active.current().unwrap().selector.id().name, "a.wasm");
     assert_eq!(active.compiled_count(), 2, "b.wasm was dropped");
+}
+
+/// The test node plus the VF `0000:ff:1f.7` that the probe's `unknown-device` mode names.
+fn grown_inventory() -> PolicyInventory {
+    let mut node = test_node();
+    let mut late = node.devices[0].clone();
+    late.id = "0000:ff:1f.7".into();
+    late.kind = vfpool_sysfs::DeviceKind::Vf;
+    late.sriov_total_vfs = None;
+    late.sriov_num_vfs = None;
+    node.devices.push(late);
+    PolicyInventory::new(&node, &Default::default())
+}
+
+/// With a set active, a config naming devices the node does not have yet (written before
+/// `sriov_numvfs`) is refused; once a rescan finds them (a new inventory), it is tried again and
+/// accepted, with no file touched. Only a refused *first* set used to be tried again: the old set
+/// kept serving until SIGHUP or another edit.
+#[test]
+fn a_set_refused_on_the_inventory_is_retried_when_the_inventory_changes() {
+    let policies = tempfile::tempdir().unwrap();
+    install(policies.path(), "selector.wasm", &component("probe"));
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: Some(config.clone()),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    let inventory = Arc::new(Mutex::new(Arc::new(test_inventory())));
+    let first = active.reload(&sources, &inventory.lock().unwrap());
+    assert!(first.changed, "{:?}", first.refused);
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::clone(&inventory);
+    let _watcher = PolicyWatcher::spawn(
+        Arc::clone(&active),
+        sources,
+        Duration::from_millis(50),
+        // Looks often: a retry is due at the first look after the inventory changed.
+        Duration::from_millis(100),
+        move || Arc::clone(&shared.lock().unwrap()),
+        move |outcome: &ReloadOutcome| {
+            let _ = tx.send(ReloadOutcome {
+                active: outcome.active.clone(),
+                changed: outcome.changed,
+                refused: outcome.refused.clone(),
+                ignored: outcome.ignored.clone(),
+            });
+        },
+    )
+    .unwrap();
+
+    fs::write(&config, "probe:unknown-device").unwrap();
+    let outcome = next_decision(&rx);
+    assert!(!outcome.changed);
+    assert!(
+        outcome.refused.iter().any(|r| r.contains("0000:ff:1f.7")),
+        "{:?}",
+        outcome.refused
+    );
+    assert_eq!(active.current().unwrap().settings.config, CONFIG_V1);
+    assert!(
+        active
+            .pending_retry()
+            .is_some_and(|r| r.on_inventory_change),
+        "{:?}",
+        active.pending_retry()
+    );
+
+    // The VFs appear: the agent's rescan publishes a new inventory. No file changes.
+    *inventory.lock().unwrap() = Arc::new(grown_inventory());
+    let outcome = next_decision(&rx);
+    assert!(outcome.changed, "refused: {:?}", outcome.refused);
+    let current = active.current().unwrap();
+    assert_eq!(current.settings.config, "probe:unknown-device");
+    assert_eq!(current.generation, 2);
+    assert_eq!(active.pending_retry(), None);
+}
+
+/// The same bytes under two names (a module copied rather than renamed) are compiled once each
+/// and stay compiled: both used to be compiled again on every reload, as each evicted the other
+/// from a cache keyed by digest alone.
+#[test]
+fn identical_modules_under_two_names_are_not_recompiled() {
+    let policies = tempfile::tempdir().unwrap();
+    install(policies.path(), "a.wasm", &component("probe"));
+    install(policies.path(), "b.wasm", &component("probe"));
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: Some(config.clone()),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = ActivePolicies::new(engine().clone()).unwrap();
+    let first = active.reload(&sources, &test_inventory());
+    assert!(first.changed, "{:?}", first.refused);
+    let compiled = Arc::clone(&active.current().unwrap().selector);
+    assert_eq!(compiled.id().name, "a.wasm");
+    assert_eq!(active.compiled_count(), 2);
+
+    // A settings change: a new set, with the module as compiled the first time.
+    fs::write(&config, CONFIG_V2).unwrap();
+    let second = active.reload(&sources, &test_inventory());
+    assert!(second.changed, "{:?}", second.refused);
+    let current = active.current().unwrap();
+    assert!(
+        Arc::ptr_eq(&current.selector, &compiled),
+        "a.wasm was compiled again"
+    );
+    assert_eq!(active.compiled_count(), 2);
+}
+
+/// With `--config-file` in a busy directory (`/etc`, a shared hostPath), other files changing
+/// there do not reload (each reload re-reads and hashes every module); the config file itself
+/// still does.
+#[test]
+fn unrelated_files_in_the_config_directory_do_not_reload() {
+    let policies = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    fs::write(&config, CONFIG_V1).unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: Some(config.clone()),
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
+    assert!(active.reload(&sources, &test_inventory()).changed);
+    let (_watcher, rx) = spawn_recording(&active, &sources);
+
+    // Churn in separate bursts (each would be its own debounced reload), then a pause so that
+    // any reload they caused comes before the config change's.
+    for i in 0..5 {
+        fs::write(config_dir.path().join(format!("other-{i}.conf")), "x").unwrap();
+        fs::write(config_dir.path().join("mtab"), format!("{i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(&config, CONFIG_V2).unwrap();
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the config change reloads");
+    assert!(
+        outcome.changed,
+        "a reload before the config change (refused: {:?})",
+        outcome.refused
+    );
+    assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
 }
