@@ -328,7 +328,7 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// and uninterruptible by the deadline, so it is bounded here instead. Measured (wasmtime 48,
 /// x86-64): the Rust policies need at most 5.5 KB, componentize-js 202 KB, componentize-py
 /// 242 KB; 1 MiB leaves 4x the largest.
-const MAX_CORE_INSTANCE_STATE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_CORE_INSTANCE_STATE_BYTES: usize = 1 << 20;
 /// Runtime state of one call: the component's own context plus all its core instances' (wasmtime
 /// checks the sum when it compiles a component). Measured: Rust policies 7.8 KB, componentize-js
 /// 208 KB, componentize-py 399 KB; 2 MiB leaves 5x the largest. This, not

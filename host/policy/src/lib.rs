@@ -19,6 +19,7 @@ pub mod cache;
 pub mod convert;
 pub mod defaults;
 mod engine;
+mod footprint;
 pub mod model;
 mod policy;
 mod request;

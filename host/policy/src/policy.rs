@@ -120,6 +120,21 @@ pub enum LoadError {
         /// The limit.
         limit: usize,
     },
+    /// A core module of the component would need more host-side runtime state per instance
+    /// (globals, imports, function references) than the sandbox allows.
+    #[error(
+        "{id}: core module #{module} of the component would need about {needs} bytes of runtime state per instance (globals, imports, function references), more than the sandbox's {limit}"
+    )]
+    InstanceState {
+        /// The module.
+        id: PolicyId,
+        /// The core module's position among the file's core modules (0-based).
+        module: usize,
+        /// Its estimated state per instance.
+        needs: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// wasmtime refused the bytes: not WASM at all, a core module, a damaged (truncated)
     /// component, or a component beyond the sandbox's limits.
     #[error("{id}: {}", .what.explain())]
@@ -346,6 +361,19 @@ impl Policy {
             return Err(LoadError::TooLarge {
                 id,
                 size: bytes.len(),
+                limit,
+            });
+        }
+        // wasmtime checks this itself with the instance pool, but not without it: checked here in
+        // both modes, before any compiling.
+        let limit = crate::engine::MAX_CORE_INSTANCE_STATE_BYTES;
+        if let Some((module, needs)) = crate::footprint::largest_core_instance(bytes)
+            && needs > limit
+        {
+            return Err(LoadError::InstanceState {
+                id,
+                module,
+                needs,
                 limit,
             });
         }

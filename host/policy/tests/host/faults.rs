@@ -459,25 +459,31 @@ fn many_globals_component(globals: usize, instances: usize) -> Vec<u8> {
 }
 
 /// A component whose instances need megabytes of host-side runtime state is refused when it is
-/// loaded (instance pool), with wasmtime's reason naming the size: one core instance over its
-/// limit, or many under it that add up. The limits used to be 16 MiB for both.
+/// loaded: a core module over the per-instance limit by the host's own estimate (in both
+/// allocation modes, below), and with the instance pool many instances under it that add up, by
+/// wasmtime's reason naming the size. The limits used to be 16 MiB for both.
 #[test]
 fn a_component_needing_too_much_instance_state_is_refused_when_loaded() {
-    // A 3.2 MB core instance; then 8 instances of 640 KB (5 MB in all).
-    for (name, globals, instances, reason) in [
-        (
-            "wide.wasm",
-            200_000,
-            1,
-            "instance allocation for this module",
-        ),
-        (
+    // A 3.2 MB core instance.
+    let error =
+        Policy::compile(engine(), "wide.wasm", &many_globals_component(200_000, 1)).unwrap_err();
+    assert!(
+        matches!(error, LoadError::InstanceState { module: 0, .. }),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("wide.wasm") && text.contains("runtime state"),
+        "{text}"
+    );
+    // 8 instances of 640 KB (5 MB in all).
+    {
+        let (name, globals, instances, reason) = (
             "many.wasm",
             40_000,
             8,
             "instance allocation for this component",
-        ),
-    ] {
+        );
         let bytes = many_globals_component(globals, instances);
         let error = Policy::compile(engine(), name, &bytes).unwrap_err();
         assert!(
@@ -498,5 +504,22 @@ fn a_component_needing_too_much_instance_state_is_refused_when_loaded() {
     // A small one passes the check (and is refused only for exporting no policy).
     let error =
         Policy::compile(engine(), "small.wasm", &many_globals_component(10, 2)).unwrap_err();
+    assert!(matches!(error, LoadError::NoPolicyExport { .. }), "{error}");
+}
+
+/// Without the instance pool (a node where reserving it was refused) wasmtime checks no instance
+/// size: the host's estimate refuses the same module. It used to compile, and every call would
+/// have allocated its 3.2 MB of state per instance.
+#[test]
+fn without_the_instance_pool_a_module_of_too_much_state_is_still_refused() {
+    let engine = vfpool_policy::PolicyEngine::new(vfpool_policy::Limits {
+        pool_instances: false,
+        ..vfpool_policy::Limits::default()
+    })
+    .unwrap();
+    let error =
+        Policy::compile(&engine, "wide.wasm", &many_globals_component(200_000, 1)).unwrap_err();
+    assert!(matches!(error, LoadError::InstanceState { .. }), "{error}");
+    let error = Policy::compile(&engine, "small.wasm", &many_globals_component(10, 2)).unwrap_err();
     assert!(matches!(error, LoadError::NoPolicyExport { .. }), "{error}");
 }

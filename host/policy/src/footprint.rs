@@ -1,0 +1,147 @@
+//! A core module's host-side runtime state per instance, estimated from its sections before the
+//! module is compiled.
+//!
+//! wasmtime keeps each core instance's runtime state (its `VMContext`) on the host heap, outside
+//! the per-call memory cap. With the instance pool, wasmtime refuses a component whose instances
+//! are too large; without it (the reservation was refused) nothing does, and a module of a million
+//! globals instantiated many times would cost gigabytes per call, in host code the deadline cannot
+//! interrupt. This estimate lets the host refuse such a module in both modes, naming it. It counts
+//! the parts of the state that grow with the module; what does not (a few hundred bytes of fixed
+//! fields) is left to the margin of the limit.
+
+use wasmparser::{ElementItems, Encoding, Parser, Payload};
+
+/// A defined global (`VMGlobalDefinition`).
+const GLOBAL_BYTES: usize = 16;
+/// An import (a function import is the largest: callee, caller context, array-call pointer).
+const IMPORT_BYTES: usize = 24;
+/// A function reference (`VMFuncRef`) for a function that can escape: a table element or an
+/// export.
+const FUNC_REF_BYTES: usize = 32;
+
+/// The core module in `bytes` (a component, or a core module) whose instances need the most
+/// host-side state: its position among the file's core modules (0-based, in file order) and the
+/// estimated bytes. `None` when there is no core module or the bytes do not parse (compiling
+/// then reports why).
+pub(crate) fn largest_core_instance(bytes: &[u8]) -> Option<(usize, usize)> {
+    // One entry per module or component being read: the estimate so far for a core module,
+    // `None` for a component.
+    let mut open: Vec<Option<usize>> = Vec::new();
+    let mut modules = 0;
+    let mut largest: Option<(usize, usize)> = None;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let grow = match payload.ok()? {
+            Payload::Version { encoding, .. } => {
+                open.push(matches!(encoding, Encoding::Module).then_some(0));
+                0
+            }
+            Payload::GlobalSection(globals) => count(globals.count()).saturating_mul(GLOBAL_BYTES),
+            Payload::ImportSection(imports) => {
+                let mut n = 0usize;
+                for import in imports.into_imports() {
+                    import.ok()?;
+                    n += 1;
+                }
+                n.saturating_mul(IMPORT_BYTES)
+            }
+            Payload::ElementSection(elements) => {
+                let mut n = 0usize;
+                for element in elements {
+                    n = n.saturating_add(match element.ok()?.items {
+                        ElementItems::Functions(items) => count(items.count()),
+                        ElementItems::Expressions(_, items) => count(items.count()),
+                    });
+                }
+                n.saturating_mul(FUNC_REF_BYTES)
+            }
+            Payload::ExportSection(exports) => {
+                count(exports.count()).saturating_mul(FUNC_REF_BYTES)
+            }
+            Payload::End(_) => {
+                if let Some(Some(estimate)) = open.pop() {
+                    if largest.is_none_or(|(_, most)| estimate > most) {
+                        largest = Some((modules, estimate));
+                    }
+                    modules += 1;
+                }
+                0
+            }
+            _ => 0,
+        };
+        if let Some(Some(estimate)) = open.last_mut() {
+            *estimate = estimate.saturating_add(grow);
+        }
+    }
+    largest
+}
+
+fn count(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MAX_CORE_INSTANCE_STATE_BYTES;
+
+    /// The shipped policies and the examples in other languages are far under the limit (their
+    /// real per-instance sizes: Rust under 6 KB, JavaScript 202 KB, Python 242 KB), so the estimate
+    /// refuses only what no real policy looks like. The examples are built by `make policies`.
+    #[test]
+    fn real_policies_are_far_under_the_limit() {
+        let examples = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../policies/examples/target"
+        );
+        let mut components: Vec<(String, Vec<u8>)> = [
+            ("upstream-selector", crate::defaults::UPSTREAM_SELECTOR),
+            ("packed-allocator", crate::defaults::PACKED_ALLOCATOR),
+            ("spread-allocator", crate::defaults::SPREAD_ALLOCATOR),
+        ]
+        .into_iter()
+        .map(|(name, bytes)| (name.to_owned(), bytes.to_vec()))
+        .collect();
+        for name in ["python_selector.wasm", "js_allocator.wasm"] {
+            let path = std::path::Path::new(examples).join(name);
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (run `make policies`)", path.display()));
+            components.push((name.to_owned(), bytes));
+        }
+        for (name, bytes) in components {
+            let (_, needs) = largest_core_instance(&bytes).expect("parses");
+            assert!(
+                needs * 2 < MAX_CORE_INSTANCE_STATE_BYTES,
+                "{name}: {needs} bytes estimated"
+            );
+            eprintln!("{name}: {needs} bytes estimated");
+        }
+    }
+
+    /// Globals, imports, table elements and exports all count, per core module, nested ones
+    /// included; bytes that do not parse give no estimate.
+    #[test]
+    fn the_estimate_grows_with_what_a_module_declares() {
+        assert_eq!(largest_core_instance(b"not wasm"), None);
+        assert_eq!(largest_core_instance(b"\0asm\x01\0\0\0"), Some((0, 0)));
+        // One global, one function import, one exported function in a one-element table.
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        // type section: one type () -> ()
+        module.extend_from_slice(&[1, 4, 1, 0x60, 0, 0]);
+        // import section: "m" "f" func type 0
+        module.extend_from_slice(&[2, 7, 1, 1, b'm', 1, b'f', 0, 0]);
+        // function section: one function of type 0
+        module.extend_from_slice(&[3, 2, 1, 0]);
+        // table section: one funcref table, min 1
+        module.extend_from_slice(&[4, 4, 1, 0x70, 0, 1]);
+        // global section: one immutable i32 = 0
+        module.extend_from_slice(&[6, 6, 1, 0x7f, 0, 0x41, 0, 0x0b]);
+        // export section: "g" func 1
+        module.extend_from_slice(&[7, 5, 1, 1, b'g', 0, 1]);
+        // element section: active, table 0, offset i32.const 0, one function index 1
+        module.extend_from_slice(&[9, 7, 1, 0, 0x41, 0, 0x0b, 1, 1]);
+        // code section: one empty body
+        module.extend_from_slice(&[10, 4, 1, 2, 0, 0x0b]);
+        let one_each = GLOBAL_BYTES + IMPORT_BYTES + 2 * FUNC_REF_BYTES;
+        assert_eq!(largest_core_instance(&module), Some((0, one_each)));
+    }
+}
