@@ -248,7 +248,11 @@ impl PolicyEngine {
             .build();
         let state = CallState {
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_HOST_RESOURCES);
+                table
+            },
             memory: MemoryCap {
                 limit: limits.memory_bytes,
                 used: 0,
@@ -266,6 +270,7 @@ impl PolicyEngine {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
         store.set_hostcall_fuel(limits.max_result_bytes);
+        store.set_max_component_handles(MAX_COMPONENT_HANDLES);
         let tick_nanos = limits.tick.as_nanos().max(1);
         // +1: the current epoch period is already partly over.
         let ticks = u64::try_from(deadline.as_nanos().div_ceil(tick_nanos)).unwrap_or(u64::MAX);
@@ -273,6 +278,16 @@ impl PolicyEngine {
         store
     }
 }
+
+/// Host resources (WASI streams, pollables, ...) a call may hold at once. Each lives on the host
+/// heap, outside the memory cap; wasmtime's default is a million per store, ~100 MB that a guest
+/// can fill within its deadline (a loop of `subscribe-duration`). The examples in every language
+/// hold a handful.
+const MAX_HOST_RESOURCES: usize = 4096;
+
+/// Component-model handles a call may hold at once (wasmtime's default: 100,000), for the same
+/// reason.
+const MAX_COMPONENT_HANDLES: usize = 4096;
 
 /// The WASI version `add_to_linker_sync` defines; components importing any earlier 0.2.x resolve
 /// to it.
@@ -606,6 +621,23 @@ mod tests {
         thread::sleep(Duration::from_millis(20));
         drop(held);
         assert!(waiter.join().expect("waiter"), "the waiter got the slot");
+    }
+
+    #[test]
+    fn a_call_holds_a_bounded_number_of_host_resources() {
+        let engine = PolicyEngine::new(Limits::default()).unwrap();
+        let mut store = engine.store("probe.wasm", Duration::from_secs(1));
+        assert_eq!(store.max_component_handles(), MAX_COMPONENT_HANDLES);
+        let table = &mut store.data_mut().table;
+        let mut held = Vec::new();
+        let refused = loop {
+            match table.push(ReadyNow) {
+                Ok(handle) => held.push(handle),
+                Err(error) => break error,
+            }
+            assert!(held.len() <= MAX_HOST_RESOURCES, "no limit");
+        };
+        assert_eq!(held.len(), MAX_HOST_RESOURCES, "{refused}");
     }
 
     #[test]
