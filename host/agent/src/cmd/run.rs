@@ -189,11 +189,7 @@ async fn serve(
             "the sysfs root is not a sysfs mount (a simulated node): host facts (default routes, devlink) and kernel events are off"
         );
     }
-    let gatherer = Arc::new(if host_sysfs {
-        FactsGatherer::host()
-    } else {
-        FactsGatherer::none()
-    });
+    let gatherer = Arc::new(FactsGatherer::for_host_sysfs(host_sysfs));
     let (inventory, facts) = warn_while_stuck(discover(&root, &gatherer), "the first discovery")
         .await
         .code(Code::BadInput)?;
@@ -285,7 +281,7 @@ async fn serve(
             .context("cannot start the device plugin")
             .code(Code::Failure)?,
     );
-    let mut inventory = inventory;
+    let (mut inventory, mut facts) = (inventory, facts);
     let first = plugins.apply(&desired, &inventory).await;
 
     // Kernel events trigger an early rescan on a real node (a simulated tree has none).
@@ -362,12 +358,20 @@ async fn serve(
             }
             _ = rescan.tick() => {
                 match warn_while_stuck(discover(&root, &gatherer), "a rescan's discovery").await {
-                    Ok((next, facts)) => {
-                        inventory = next;
-                        let next = Arc::new(PolicyInventory::new(&inventory, &facts));
-                        *latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&next);
-                        allocator.set_inventory(Arc::clone(&next));
-                        if let Some(pools) = select(&policies, &next).await {
+                    Ok((next, next_facts)) => {
+                        // An unchanged node keeps its policy inventory, the same `Arc`: nothing is
+                        // converted again, and the policy watcher does not take it for a new
+                        // inventory to dry-run a refused set on (and warn about) every rescan.
+                        let current = if next == inventory && next_facts == facts {
+                            Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner))
+                        } else {
+                            (inventory, facts) = (next, next_facts);
+                            let fresh = Arc::new(PolicyInventory::new(&inventory, &facts));
+                            *latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+                            allocator.set_inventory(Arc::clone(&fresh));
+                            fresh
+                        };
+                        if let Some(pools) = select(&policies, &current).await {
                             desired = pools;
                         }
                         settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
