@@ -80,7 +80,7 @@ impl PolicyInventory {
             .enumerate()
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
-        let (parents, parent_of) = parents(&devices, inventory);
+        let (parents, parent_of) = parents(&devices, &index, inventory);
         PolicyInventory {
             wit: wit::Inventory {
                 devices,
@@ -158,6 +158,7 @@ struct Children<'a> {
 /// is often an SF representor (`en3f0pf0sf1` sorts before `p0`).
 fn parents(
     devices: &[wit::Device],
+    index: &FxHashMap<String, usize>,
     inventory: &Inventory,
 ) -> (Vec<wit::ParentPf>, Vec<Option<usize>>) {
     let mut children: BTreeMap<&str, Children> = BTreeMap::new();
@@ -174,25 +175,22 @@ fn parents(
             }
         }
     }
-    // The discovery records, for the PF's own netdevs and switchdev flag; the inventory need not
-    // be sorted, so no binary search.
-    let by_id: FxHashMap<&str, &Device> = inventory
-        .devices
-        .iter()
-        .map(|d| (d.id.as_str(), d))
-        .collect();
     let parents: Vec<wit::ParentPf> = children
         .iter()
         .map(|(pf_id, c)| {
-            let pf = by_id.get(pf_id).copied();
-            let name = c
-                .vf_pf_name
-                .or(c.sf_pf_name)
-                .or_else(|| pf.and_then(|pf| vfpool_sysfs::pf_netdev_name(pf, &c.sf_netdevs)));
+            // A PF no child names is rare (only sub-functions without an uplink): its discovery
+            // record (own netdevs, switchdev) is looked up then only.
+            let name = c.vf_pf_name.or(c.sf_pf_name).or_else(|| {
+                let pf = inventory.devices.iter().find(|d| d.id == *pf_id)?;
+                vfpool_sysfs::pf_netdev_name(pf, &c.sf_netdevs)
+            });
             wit::ParentPf {
                 id: (*pf_id).to_string(),
                 name: name.map(str::to_string),
-                numa_node: pf.and_then(|pf| pf.numa_node),
+                numa_node: index
+                    .get(*pf_id)
+                    .and_then(|&i| devices.get(i))
+                    .and_then(|pf| pf.numa_node),
             }
         })
         .collect();

@@ -136,10 +136,10 @@ pub struct ActivePolicies {
     /// their identity and messages), and keying by digest alone made them evict each other, so
     /// both were compiled again on every reload.
     compiled: Mutex<HashMap<(String, String), Arc<Policy>>>,
-    /// Why a module could not be loaded, by name and digest: compiling and type-checking are
+    /// Why a module could not be loaded, by name and digest as `compiled`: compiling and type-checking are
     /// deterministic, so a bad file is not recompiled on every directory event (a 20 MB component
     /// takes seconds). Forgotten on [`Self::forget_refusals`] (SIGHUP).
-    rejected: Mutex<HashMap<String, Rejection>>,
+    rejected: Mutex<HashMap<(String, String), Rejection>>,
     /// The last reload's refusal, when trying again may succeed with the same files.
     pending: Mutex<Option<Pending>>,
     reload_lock: Mutex<()>,
@@ -364,13 +364,12 @@ impl ActivePolicies {
         {
             return Ok(Arc::clone(policy));
         }
-        let rejected_key = format!("{name}\0{}", key.1);
         let mut tries = 0;
         if let Some(rejection) = self
             .rejected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&rejected_key)
+            .get(&key)
         {
             match rejection.retry_at {
                 Some(at) if Instant::now() >= at => tries = rejection.tries,
@@ -380,14 +379,14 @@ impl ActivePolicies {
         match Policy::compile(&self.engine, name, bytes) {
             Ok(policy) => {
                 let policy = Arc::new(policy);
+                self.rejected
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
                 self.compiled
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(key, Arc::clone(&policy));
-                self.rejected
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&rejected_key);
                 Ok(policy)
             }
             Err(error) => {
@@ -407,7 +406,7 @@ impl ActivePolicies {
                     rejected.clear();
                 }
                 rejected.insert(
-                    rejected_key,
+                    key,
                     Rejection {
                         reason: reason.clone(),
                         retry_at,
@@ -708,7 +707,7 @@ mod refusal_tests {
         fs::write(dir.path().join("mine.wasm"), bytes).unwrap();
         let id = PolicyId::of("mine.wasm", bytes);
         active.rejected.lock().unwrap().insert(
-            format!("mine.wasm\0{}", id.sha256),
+            (id.name.clone(), id.sha256.clone()),
             Rejection {
                 reason: "simulated: cannot allocate code memory".into(),
                 retry_at: None,
@@ -744,7 +743,7 @@ mod refusal_tests {
         let id = PolicyId::of("mine.wasm", bytes);
         // As a compile that failed earlier, whose backoff has passed.
         active.rejected.lock().unwrap().insert(
-            format!("mine.wasm\0{}", id.sha256),
+            (id.name.clone(), id.sha256.clone()),
             Rejection {
                 reason: "simulated".into(),
                 retry_at: Some(Instant::now()),

@@ -98,16 +98,17 @@ impl FactsGatherer {
     /// Facts for the devices under `sysfs_root`: this machine's (`/proc/net/route`, iproute2's
     /// devlink) when the root is a sysfs mount ([`is_host_sysfs`]), none for a simulated node.
     pub fn for_sysfs_root(sysfs_root: &Path) -> Self {
-        if is_host_sysfs(sysfs_root) {
-            FactsGatherer::host()
+        FactsGatherer::for_host_sysfs(is_host_sysfs(sysfs_root))
+    }
+
+    /// This machine's facts (`/proc/net/route`, iproute2's devlink) when the sysfs root is its own
+    /// (`host_sysfs`, as [`is_host_sysfs`] decided it), none otherwise.
+    pub fn for_host_sysfs(host_sysfs: bool) -> Self {
+        if host_sysfs {
+            FactsGatherer::new("/proc/net/route", Box::new(DevlinkCli::new()))
         } else {
             FactsGatherer::none()
         }
-    }
-
-    /// This machine's facts: `/proc/net/route` and iproute2's devlink.
-    pub fn host() -> Self {
-        FactsGatherer::new("/proc/net/route", Box::new(DevlinkCli::new()))
     }
 
     /// Facts from the given route table file and devlink.
