@@ -4,7 +4,8 @@
 //! Owns: the wasmtime engine and its sandbox (one [`PolicyEngine`]: one `Engine`, one `Linker`,
 //! an epoch ticker; a fresh `Store` per call, in one of a fixed number of pre-reserved instance
 //! slots, with a deadline, a memory cap and bounded host buffers), compiling and type-checking
-//! modules ([`Policy`]), the allocator request lowered from borrowed data (`request`), checking
+//! modules ([`Policy`]), the allocator request lowered from borrowed data (`request`), the
+//! inventory's hand-written lowering (`lowering`), checking
 //! every result a policy returns ([`validate`]), the conversion of the discovery model to the WIT
 //! records ([`convert`]), the embedded default policies ([`defaults`]), the precompiled-module
 //! cache ([`cache`]), the active policy set with its validate-then-swap rule ([`ActivePolicies`])
@@ -20,6 +21,7 @@ pub mod convert;
 pub mod defaults;
 mod engine;
 mod footprint;
+mod lowering;
 pub mod model;
 mod policy;
 mod request;

@@ -14,6 +14,7 @@ use crate::bindings::selector_world::SelectorPolicyPre;
 use crate::bindings::wit;
 use crate::convert::PolicyInventory;
 use crate::engine::{CallState, PolicyEngine};
+use crate::lowering::{InventoryRef, Lowering};
 use crate::model::{Outcome, Pool, Settings};
 use crate::request::{AllocationRequestRef, SettingsRef};
 use crate::validate::{self, BoundedText, guest_text};
@@ -316,9 +317,23 @@ impl PolicyCallError {
 pub struct Policy {
     id: PolicyId,
     engine: PolicyEngine,
-    selector: Option<SelectorPolicyPre<CallState>>,
+    selector: Option<Selector>,
     allocator: Option<Allocator>,
     compile_time: Duration,
+}
+
+/// The selector export: the generated bindings (type-checked at load) and the index of `select`,
+/// which is called with the inventory lowering of [`crate::lowering`].
+struct Selector {
+    pre: SelectorPolicyPre<CallState>,
+    select: ComponentExportIndex,
+}
+
+impl Selector {
+    fn new(pre: SelectorPolicyPre<CallState>) -> wasmtime::Result<Self> {
+        let select = function_index(pre.instance_pre().component(), SELECTOR_INTERFACE, "select")?;
+        Ok(Selector { pre, select })
+    }
 }
 
 /// The allocator export: the generated bindings (type-checked at load) and the index of `prefer`,
@@ -330,15 +345,25 @@ struct Allocator {
 
 impl Allocator {
     fn new(pre: AllocatorPolicyPre<CallState>) -> wasmtime::Result<Self> {
-        let component = pre.instance_pre().component();
-        let prefer = component
-            .get_export_index(None, ALLOCATOR_INTERFACE)
-            .and_then(|interface| component.get_export_index(Some(&interface), "prefer"))
-            .ok_or_else(|| {
-                wasmtime::format_err!("no function `prefer` in `{ALLOCATOR_INTERFACE}`")
-            })?;
+        let prefer = function_index(
+            pre.instance_pre().component(),
+            ALLOCATOR_INTERFACE,
+            "prefer",
+        )?;
         Ok(Allocator { pre, prefer })
     }
+}
+
+/// The export index of `function` in the exported `interface`.
+fn function_index(
+    component: &Component,
+    interface: &str,
+    function: &str,
+) -> wasmtime::Result<ComponentExportIndex> {
+    component
+        .get_export_index(None, interface)
+        .and_then(|interface| component.get_export_index(Some(&interface), function))
+        .ok_or_else(|| wasmtime::format_err!("no function `{function}` in `{interface}`"))
 }
 
 impl fmt::Debug for Policy {
@@ -403,7 +428,7 @@ impl Policy {
             Ok(p) => p,
             Err(source) => return Err(LoadError::Imports { id, source }),
         };
-        let selector = SelectorPolicyPre::new(pre.clone());
+        let selector = SelectorPolicyPre::new(pre.clone()).and_then(Selector::new);
         let allocator = AllocatorPolicyPre::new(pre).and_then(Allocator::new);
         // An interface that is exported but does not type-check is a broken policy, not a
         // missing role: serving the module without it would silently swap in the default.
@@ -501,10 +526,7 @@ impl Policy {
         Ok((value, store.into_data()))
     }
 
-    fn selector(
-        &self,
-        call: &'static str,
-    ) -> Result<&SelectorPolicyPre<CallState>, PolicyCallError> {
+    fn selector(&self, call: &'static str) -> Result<&Selector, PolicyCallError> {
         self.selector
             .as_ref()
             .ok_or_else(|| self.fail(call, CallError::NotExported("vfpool:policy/selector")))
@@ -522,7 +544,7 @@ impl Policy {
         settings: &Settings,
     ) -> Result<Outcome<()>, PolicyCallError> {
         const CALL: &str = "selector validate-settings";
-        let pre = self.selector(CALL)?;
+        let pre = &self.selector(CALL)?.pre;
         let (value, state) = self.run(
             CALL,
             self.engine.limits().select_deadline,
@@ -542,18 +564,35 @@ impl Policy {
         settings: &Settings,
         inventory: &PolicyInventory,
     ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
+        self.select_lowered(settings, inventory, Lowering::Direct)
+    }
+
+    /// [`Self::select`] with the inventory passed in by `lowering`.
+    pub(crate) fn select_lowered(
+        &self,
+        settings: &Settings,
+        inventory: &PolicyInventory,
+        lowering: Lowering,
+    ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
         const CALL: &str = "select";
-        let pre = self.selector(CALL)?;
+        let selector = self.selector(CALL)?;
         let (pools, state) = self.run(
             CALL,
             self.engine.limits().select_deadline,
-            |store| pre.instantiate(store),
+            |store| selector.pre.instance_pre().instantiate(store),
             |instance, store| {
-                instance.vfpool_policy_selector().call_select(
-                    store,
-                    &wit_settings(settings),
-                    &inventory.wit,
-                )
+                let select = instance.get_typed_func::<
+                    (SettingsRef<'_>, InventoryRef<'_>),
+                    (Result<Vec<wit::Pool>, wit::PolicyError>,),
+                >(&mut *store, &selector.select)?;
+                let (answer,) = select.call(
+                    &mut *store,
+                    (
+                        SettingsRef::new(settings),
+                        InventoryRef::new(&inventory.wit, lowering),
+                    ),
+                )?;
+                Ok(answer)
             },
         )?;
         let pools = validate::pools(pools, inventory).map_err(|e| self.fail(CALL, e.into()))?;

@@ -5,6 +5,8 @@
 //! `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`, `wrong-size`,
 //! `foreign-id`). With any other text it behaves: `select` puts every VF into one pool
 //! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
+//! `echo` is not a fault: `select` pools every device, each with its whole record as it arrived
+//! (`{:?}`) in its additional info under `record`, so the host can check its lowering.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
 #![allow(missing_docs)] // wit-bindgen's generated items in a test-only crate
 
@@ -145,6 +147,22 @@ impl selector::Guest for Probe {
                 ]
             }
             "bad-name" => vec![pool("Example.com/probe pool", vfs)],
+            "echo" => {
+                let echo = |aux: bool| {
+                    inventory
+                        .devices
+                        .iter()
+                        .filter(|d| (d.kind == DeviceKind::Aux) == aux)
+                        .map(|d| PoolDevice {
+                            additional_info: Some(vec![("record".to_string(), format!("{d:?}"))]),
+                            ..member(&d.id)
+                        })
+                        .collect()
+                };
+                let mut aux = pool("example.com/echo-aux", echo(true));
+                aux.device_type = DeviceType::AuxNetDevice;
+                vec![pool("example.com/echo", echo(false)), aux]
+            }
             _ => vec![pool("example.com/probe", vfs)],
         })
     }
