@@ -254,11 +254,11 @@ pub fn validate_resource_name(name: &str) -> Result<(), String> {
     };
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     // `requests.<name>` must be a qualified name too: the domain, 9 characters longer, fits 253.
+    // `IsDNS1123Subdomain` checks each label's characters, not its length.
     let domain_ok = !domain.is_empty()
         && domain.len() <= 244
         && domain.split('.').all(|label| {
             !label.is_empty()
-                && label.len() <= 63
                 && label
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -1179,5 +1179,7 @@ mod tests {
         let longest = format!("{label}.{label}.{label}.{}", "b".repeat(61));
         assert_eq!(validate_resource_name(&format!("{longest}/x")), Ok(()));
         assert!(validate_resource_name(&format!("{longest}c/x")).is_err());
+        let long_label = format!("{}.com/x", "a".repeat(64));
+        assert_eq!(validate_resource_name(&long_label), Ok(()));
     }
 }

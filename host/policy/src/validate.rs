@@ -309,9 +309,10 @@ pub fn resource_name(name: &str) -> Result<(), ResultError> {
             "it needs a prefix: <domain>/<name>, such as intel.com/sriov",
         ));
     };
+    // kubelet's `IsDNS1123Subdomain` checks each label's characters but not its length (for
+    // historical reasons, its source says): a 64-character label is accepted.
     let label_ok = |l: &str| {
         !l.is_empty()
-            && l.len() <= 63
             && l.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
@@ -771,5 +772,7 @@ mod tests {
         assert_eq!(longest.len(), 244);
         assert!(resource_name(&format!("{longest}/x")).is_ok());
         assert!(resource_name(&format!("{longest}c/x")).is_err());
+        // No limit on one label's length, as kubelet.
+        assert!(resource_name(&format!("{}.com/x", "a".repeat(64))).is_ok());
     }
 }

@@ -600,9 +600,9 @@ fn validate_name(name: &str, path: &str) -> Result<(), SettingsProblem> {
 /// or the resource is refused. These are the host's checks of a pool name too; made here, the
 /// error names the field instead of refusing the selection as a whole.
 fn validate_prefix(prefix: &str, path: &str) -> Result<(), SettingsProblem> {
+    // kubelet's `IsDNS1123Subdomain` checks each label's characters but not its length.
     let label_ok = |label: &str| {
         !label.is_empty()
-            && label.len() <= 63
             && label
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')

@@ -3,12 +3,15 @@
 //! Difference from upstream: upstream's `getItem` only looks at the *first* entry whose PF part
 //! matches, so `["ens1f0#0-1", "ens1f0#5"]` never selects VF 5. Here every matching entry counts
 //! (the obvious meaning). A malformed entry is a configuration error instead of a silent miss.
-//! Empty pieces are not malformed: an empty entry (`""`, or `null` in the list) names no PF (so a
-//! list of only empty entries selects nothing), as upstream, and an empty index item covers
-//! nothing. A trailing one (`"ens1f0#0-3,"`) selects what it does upstream, so configs that work
-//! today keep working. One in the middle differs: upstream stops reading the list at the first
-//! item it cannot parse, so `"ens1f0#0,,2"` selects only VF 0 there (and `"ens1f0#0-3,x"` only
-//! VFs 0–3); here `"0,,2"` selects VFs 0 and 2 (the obvious meaning) and `x` is refused.
+//! Empty pieces are not malformed: an empty entry (`""`, or `null` in the list) or one with no PF
+//! name before the `#` (`"#0-3"`, what a template with an empty variable renders) names no PF (so
+//! a list of only such entries selects nothing), as upstream, and an empty index item covers
+//! nothing, so `"ens1f0#"` covers no VF, as upstream. A trailing one (`"ens1f0#0-3,"`) selects
+//! what it does upstream, so configs that work today keep working. One in the middle differs:
+//! upstream stops reading the list at the first item it cannot parse, so `"ens1f0#0,,2"` selects
+//! only VF 0 there (and `"ens1f0#0-3,x"` only VFs 0–3); here `"0,,2"` selects VFs 0 and 2 (the
+//! obvious meaning) and `x` is refused. An index beyond `u32` (`"ens1f0#4-4294967296"`, a large
+//! bound meaning "all the rest") is read as the largest index, as upstream's 64-bit parse does.
 
 /// One parsed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,43 +23,33 @@ pub struct PfSelector {
 }
 
 impl PfSelector {
-    /// Parses one entry; an empty one names no PF and never matches. The error explains what is
-    /// wrong and how to write it.
+    /// Parses one entry; one without a PF name names no PF and never matches. The error explains
+    /// what is wrong and how to write it.
     pub fn parse(entry: &str) -> Result<PfSelector, String> {
-        if entry.is_empty() {
+        let mut parts = entry.split('#');
+        let name = parts.next().unwrap_or_default();
+        if name.is_empty() {
+            // Upstream compares the empty name with each PF's and never reads the indexes.
             return Ok(PfSelector {
                 name: String::new(),
                 ranges: None,
             });
         }
-        let mut parts = entry.split('#');
-        let name = parts.next().unwrap_or_default();
         let ranges = parts.next();
         if parts.next().is_some() {
             return Err(format!(
                 "{entry:?} has more than one '#'; write \"<pf>#<indexes>\" such as \"ens1f0#0,2-7\""
             ));
         }
-        if name.is_empty() {
-            return Err(format!(
-                "{entry:?} has no PF name before '#'; write \"<pf>#<indexes>\" such as \"ens1f0#0,2-7\""
-            ));
-        }
+        // `"ens1f0#"` keeps an empty list: it covers nothing, as upstream.
         let ranges = match ranges {
             None => None,
-            Some(list) => {
-                let ranges = list
-                    .split(',')
+            Some(list) => Some(
+                list.split(',')
                     .filter(|item| !item.is_empty())
                     .map(|item| parse_range(entry, item))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if ranges.is_empty() {
-                    return Err(format!(
-                        "{entry:?} has no indexes after '#'; write \"<pf>#<indexes>\" such as \"ens1f0#0,2-7\", or the PF name alone for all its VFs"
-                    ));
-                }
-                Some(ranges)
-            }
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
         };
         Ok(PfSelector {
             name: name.to_string(),
@@ -95,12 +88,13 @@ pub fn selects(entries: &[PfSelector], pf: Option<&str>, index: Option<u32>) -> 
 }
 
 fn parse_range(entry: &str, item: &str) -> Result<(u32, u32), String> {
-    let number = |text: &str| {
-        text.parse::<u32>().map_err(|_| {
-            format!(
-                "{entry:?}: {text:?} is not an index; write indexes as non-negative integers, such as \"ens1f0#0,2-7\""
-            )
-        })
+    // Digits beyond `u32` (upstream reads 64 bits) name no function that can exist: the largest.
+    let number = |text: &str| match text.parse::<u32>() {
+        Ok(n) => Ok(n),
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => Ok(u32::MAX),
+        Err(_) => Err(format!(
+            "{entry:?}: {text:?} is not an index; write indexes as non-negative integers, such as \"ens1f0#0,2-7\""
+        )),
     };
     let mut bounds = item.split('-');
     let start = number(bounds.next().unwrap_or_default())?;
@@ -186,11 +180,20 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_errors() {
-        for bad in [
-            "a#1#2", "a#1-2-3", "a#x", "a#-1", "a#", "#1", "a#3-1", "a# 1",
-        ] {
+        for bad in ["a#1#2", "a#1-2-3", "a#x", "a#-1", "a#3-1", "a# 1", "a#1-"] {
             assert!(PfSelector::parse(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    /// An index bound beyond `u32` reads as the largest index (upstream parses 64 bits).
+    #[test]
+    fn huge_bounds_mean_the_largest_index() {
+        let entries = parse_all(&["ens1f0#4-4294967296", "ens1f1#99999999999999999999999"]);
+        assert!(selects(&entries, Some("ens1f0"), Some(4)));
+        assert!(selects(&entries, Some("ens1f0"), Some(u32::MAX)));
+        assert!(!selects(&entries, Some("ens1f0"), Some(3)));
+        assert!(selects(&entries, Some("ens1f1"), Some(u32::MAX)));
+        assert!(!selects(&entries, Some("ens1f1"), Some(0)));
     }
 
     /// Empty pieces cover nothing: a trailing empty item selects what it does upstream (configs
@@ -207,6 +210,15 @@ mod tests {
         assert_eq!(picked("ens1f0"), [0, 1]);
         assert_eq!(picked("ens1f1"), [3, 5]);
         assert!(!selects(&entries, Some(""), Some(0)));
+        // No indexes after the '#': no VF of that PF; no PF name before it: no PF at all.
+        for entry in ["ens1f0#", "ens1f0#,", "#0-3", "#", "#x#y"] {
+            let parsed = parse_all(&[entry]);
+            assert!(
+                (0..8).all(|i| !selects(&parsed, Some("ens1f0"), Some(i))),
+                "{entry}"
+            );
+            assert!(!selects(&parsed, Some("ens1f0"), None), "{entry}");
+        }
         // A list of only empty entries is still a filter: it selects nothing (as upstream), not
         // everything.
         let empty = parse_all(&["", ""]);

@@ -181,6 +181,12 @@ fn bad_prefix_and_device_type_are_errors() {
             "{prefix}"
         );
     }
+    // A label longer than 63 characters is not one: kubelet does not limit labels.
+    let text = format!(
+        r#"{{"resourceList":[{{"resourceName":"a","resourcePrefix":"{}.com","selectors":{{}}}}]}}"#,
+        "a".repeat(64)
+    );
+    assert!(parse(&text, "intel.com").is_ok());
     // ... and so is a default prefix kubelet refuses.
     let text = r#"{"resourceList":[{"resourceName":"a","selectors":{}}]}"#;
     assert!(parse(text, "example.kubernetes.io").is_err());
