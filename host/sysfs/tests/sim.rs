@@ -74,6 +74,68 @@ fn unknown_fixture_names_list_the_shipped_ones() {
     assert!(e.to_string().contains("dell-cx5"), "{e}");
 }
 
+/// A fixture path that is a FIFO used to block `vfpool sim` forever (and `/dev/zero` to read until
+/// memory ran out); a file that is not UTF-8 was reported as unreadable. Each is refused, saying
+/// what is wrong with the file.
+#[test]
+fn fixture_paths_that_cannot_be_fixtures_are_refused_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"name = \"\xff\"\n").unwrap();
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
+    let cases = [
+        (fifo.display().to_string(), "not a regular file"),
+        ("/dev/zero".to_string(), "not a regular file"),
+        (dir.path().display().to_string(), "not a regular file"),
+        (binary.display().to_string(), "not UTF-8"),
+        (huge.display().to_string(), "larger than"),
+    ];
+    for (path, expected) in cases {
+        // On a thread, so that a regression fails the test instead of hanging it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let name = path.clone();
+        std::thread::spawn(move || sender.send(Fixture::load(&name).map(|_| ())));
+        let result = receiver
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("loading {path} did not return"));
+        let e = result.unwrap_err();
+        assert!(
+            matches!(e, SimError::FixtureNotText { .. }),
+            "{path}: {e:?}"
+        );
+        assert!(e.to_string().contains(expected), "{path}: {e}");
+    }
+}
+
+/// The writer puts each function below a made-up root port on the bus before it, at `<bus-1>:00.0`:
+/// a fixture with a function at `0000:3b:00.0` and another at `0000:3c:00.0` (adjacent buses, as
+/// on many servers) failed with "File exists" halfway, leaving a partial tree.
+#[test]
+fn functions_on_adjacent_buses_are_written_and_discovered() {
+    let text = format!(
+        "{PF}{}",
+        PF.replace("0000:3b:00.0", "0000:3c:00.0")
+            .replace("ens1f0", "ens2f0")
+    );
+    let fixture = Fixture::from_toml(&text, "adjacent.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&fixture, dir.path()).unwrap();
+    let inventory = vfpool_sysfs::discover(&vfpool_sysfs::SysfsRoot::new(dir.path())).unwrap();
+    let ids: Vec<&str> = inventory.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["0000:3b:00.0", "0000:3c:00.0"]);
+}
+
 #[test]
 fn the_simulator_never_writes_into_a_non_empty_directory() {
     let dir = tempfile::tempdir().unwrap();

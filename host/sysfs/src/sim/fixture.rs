@@ -204,7 +204,76 @@ pub struct SfSpec {
     pub rdma: Option<String>,
 }
 
+/// Largest fixture file read. The shipped 1,024-VF node is a few kilobytes: fixtures describe
+/// functions by counts, not one by one.
+const MAX_FIXTURE_BYTES: u64 = 4 << 20;
+
+/// Reads a fixture file, refusing what cannot be one before reading it whole: a FIFO (which would
+/// block), a device such as `/dev/zero` (which never ends), a huge file, and text that is not
+/// UTF-8.
+fn read_fixture_file(path: &Path, name: &str) -> Result<String, SimError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let unreadable = |source| SimError::FixtureUnreadable {
+        name: name.to_owned(),
+        known: super::FIXTURE_NAMES.join(", "),
+        source,
+    };
+    let not_text = |problem: String| SimError::FixtureNotText {
+        name: name.to_owned(),
+        known: super::FIXTURE_NAMES.join(", "),
+        problem,
+    };
+    // NONBLOCK: opening a FIFO would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(not_text("is not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FIXTURE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FIXTURE_BYTES {
+        return Err(not_text(format!(
+            "is larger than {MAX_FIXTURE_BYTES} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        not_text(format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// The address of VF `index` of the PF at `pf`, as the kernel places it (first VF offset and
+/// stride in routing ids); `None` past bus `ff`.
+pub(crate) fn vf_address(pf: PciAddress, vfs: &VfSpec, index: u32) -> Option<PciAddress> {
+    let rid = u32::from(pf.routing_id()) + u32::from(vfs.offset) + index * u32::from(vfs.stride);
+    u16::try_from(rid).ok().map(|rid| pf.with_routing_id(rid))
+}
+
 impl Fixture {
+    /// Every PCI address the fixture's functions and their VFs occupy.
+    pub(crate) fn function_addresses(&self) -> std::collections::BTreeSet<PciAddress> {
+        let mut addresses = std::collections::BTreeSet::new();
+        for f in &self.functions {
+            let Ok(pf) = f.address.parse::<PciAddress>() else {
+                continue;
+            };
+            addresses.insert(pf);
+            if let Some(vfs) = &f.vfs {
+                addresses.extend((0..vfs.count).filter_map(|i| vf_address(pf, vfs, i)));
+            }
+        }
+        addresses
+    }
+
     /// Parses a fixture from TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Fixture, SimError> {
         let fixture: Fixture = toml::from_str(text).map_err(|source| SimError::Parse {
@@ -220,12 +289,7 @@ impl Fixture {
         if let Some(text) = super::fixture_text(name_or_path) {
             return Fixture::from_toml(text, name_or_path);
         }
-        let path = Path::new(name_or_path);
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::FixtureUnreadable {
-            name: name_or_path.to_owned(),
-            known: super::FIXTURE_NAMES.join(", "),
-            source,
-        })?;
+        let text = read_fixture_file(Path::new(name_or_path), name_or_path)?;
         Fixture::from_toml(&text, name_or_path)
     }
 
@@ -306,22 +370,14 @@ impl Fixture {
                     .flatten()
                     .collect();
                 for index in 0..vfs.count {
-                    let rid = u32::from(pf.routing_id())
-                        + u32::from(vfs.offset)
-                        + index * u32::from(vfs.stride);
-                    let rid = u16::try_from(rid).map_err(|_| {
+                    let vf = vf_address(pf, vfs, index).ok_or_else(|| {
                         invalid(
                             at("vfs"),
                             format!("VF {index} falls beyond bus ff; lower offset or stride"),
                         )
                     })?;
                     if vdpa_indexes.contains(&index) {
-                        let name = vdpa_device_name(
-                            vfs.vdpa_name.as_deref(),
-                            index,
-                            pf.with_routing_id(rid),
-                            next_vdpa,
-                        );
+                        let name = vdpa_device_name(vfs.vdpa_name.as_deref(), index, vf, next_vdpa);
                         next_vdpa += 1;
                         if matches!(name.as_str(), "." | "..") || !vdpa_names.insert(name.clone()) {
                             return Err(invalid(
@@ -332,12 +388,11 @@ impl Fixture {
                             ));
                         }
                     }
-                    if !seen.insert(pf.with_routing_id(rid)) {
+                    if !seen.insert(vf) {
                         return Err(invalid(
                             at("vfs"),
                             format!(
-                                "VF {index} would be at {}, which another function already uses; change offset or stride",
-                                pf.with_routing_id(rid)
+                                "VF {index} would be at {vf}, which another function already uses; change offset or stride"
                             ),
                         ));
                     }

@@ -52,6 +52,19 @@ pub enum SimError {
         #[source]
         source: io::Error,
     },
+    /// The fixture names a file that cannot be a fixture: not a regular file (a FIFO or a device
+    /// would block or never end), too large, or not UTF-8 text.
+    #[error(
+        "{name:?} is not a shipped fixture ({known}), and as a file it {problem}; pass a fixture name or a TOML file"
+    )]
+    FixtureNotText {
+        /// What was asked for.
+        name: String,
+        /// The shipped fixture names.
+        known: String,
+        /// What is wrong with the file.
+        problem: String,
+    },
     /// The fixture is not valid TOML or has unknown or mistyped keys.
     #[error("fixture {origin}: {source}")]
     Parse {

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::SimError;
 use super::fixture::{
-    Fixture, FunctionSpec, LinkType, VdpaKind, parse_index_ranges, vdpa_device_name,
+    Fixture, FunctionSpec, LinkType, VdpaKind, parse_index_ranges, vdpa_device_name, vf_address,
 };
 use crate::address::PciAddress;
 
@@ -98,6 +98,8 @@ struct Tree<'f> {
     root: PathBuf,
     fixture: &'f Fixture,
     root_ports: BTreeSet<String>,
+    /// Every address the fixture's functions occupy (root ports go elsewhere).
+    functions: BTreeSet<PciAddress>,
     used_groups: BTreeSet<u32>,
     next_group: u32,
     next_uio: u32,
@@ -118,6 +120,7 @@ impl<'f> Tree<'f> {
             root: root.to_owned(),
             fixture,
             root_ports: BTreeSet::new(),
+            functions: fixture.function_addresses(),
             next_group: used_groups.last().map_or(10, |g| g + 1),
             used_groups,
             next_uio: 0,
@@ -185,19 +188,26 @@ impl<'f> Tree<'f> {
         group
     }
 
-    /// The directory of a function under `devices/`, below a root port on the bus before it.
+    /// The directory of a function under `devices/`, below a root port on the bus before it. The
+    /// port takes the first device number on that bus that no function of the fixture uses (a
+    /// fixture may well put a function at `<bus-1>:00.0`, whose `bus/pci/devices` entry the port
+    /// would otherwise collide with); with none free, the function sits below the host bridge.
     fn device_dir(&mut self, address: PciAddress) -> Result<String, SimError> {
         let upstream_bus = address.bus.saturating_sub(1);
         let host_bridge = format!("pci{:04x}:{upstream_bus:02x}", address.domain);
-        let port = PciAddress {
-            domain: address.domain,
-            bus: upstream_bus,
-            device: 0,
-            function: 0,
-        }
-        .to_string();
+        let free = (0..32u8)
+            .map(|device| PciAddress {
+                domain: address.domain,
+                bus: upstream_bus,
+                device,
+                function: 0,
+            })
+            .find(|port| !self.functions.contains(port));
+        let Some(port) = free.map(|p| p.to_string()) else {
+            return Ok(format!("devices/{host_bridge}/{address}"));
+        };
         let port_dir = format!("devices/{host_bridge}/{port}");
-        if self.root_ports.insert(port.clone()) && port != address.to_string() {
+        if self.root_ports.insert(port.clone()) {
             // The PCIe root port: a bridge (class 0604) that discovery must skip.
             self.file(&format!("{port_dir}/class"), "0x060400")?;
             self.file(&format!("{port_dir}/vendor"), "0x8086")?;
@@ -419,10 +429,10 @@ impl<'f> Tree<'f> {
                 let moved = ranges(vfs.moved_to_pod.as_ref());
                 let no_iommu = ranges(vfs.no_iommu.as_ref());
                 for index in 0..vfs.count {
-                    let rid = u32::from(address.routing_id())
-                        + u32::from(vfs.offset)
-                        + index * u32::from(vfs.stride);
-                    let vf_address = address.with_routing_id(rid as u16);
+                    // The fixture was validated: every VF fits below bus ff.
+                    let Some(vf_address) = vf_address(address, vfs, index) else {
+                        continue;
+                    };
                     let driver = vfs
                         .drivers
                         .iter()
