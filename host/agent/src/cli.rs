@@ -1,6 +1,7 @@
-//! The command line. The flags of the commands that touch a node have environment twins
-//! (`VFPOOL_<FLAG>`, `VFPOOL_LOG` for `--log-level`), and defaults are the upstream device
-//! plugin's where it has one.
+//! The command line. Every flag has an environment twin (`VFPOOL_<FLAG>`; `VFPOOL_<COMMAND>_<FLAG>`
+//! for a flag that only one command has and that would mean something else elsewhere, such as
+//! `VFPOOL_SIM_FIXTURE`; `VFPOOL_LOG` for `--log-level`), a flag on the command line beats its
+//! twin, and defaults are the upstream device plugin's where it has one.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,64 @@ pub fn parse() -> Cli {
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Checked here, on the value that won, rather than by a value parser: clap parses a global
+    // flag's environment twin at every level the flag was not given at, so an invalid `VFPOOL_LOG`
+    // was refused even with a valid `--log-level` on the command line.
+    if let Some(level) = &cli.log_level {
+        match crate::telemetry::directives(level) {
+            Ok(directives) => cli.log_level = Some(directives),
+            Err(e) => Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit(),
+        }
+    }
+    if let Command::Policy(PolicyCommand::Check(check)) = &mut cli.command
+        && fixture_yields_to_sysfs_root(&matches)
+    {
+        check.fixture = None;
+    }
+    cli
+}
+
+/// Whether `policy check`'s fixture came from its environment twin and `--sysfs-root` from the
+/// command line, where the flag beats the environment, as everywhere.
+fn fixture_yields_to_sysfs_root(matches: &ArgMatches) -> bool {
+    matches
+        .subcommand_matches("policy")
+        .and_then(|policy| policy.subcommand_matches("check"))
+        .is_some_and(|check| {
+            check.value_source("fixture") == Some(ValueSource::EnvVariable)
+                && check.value_source("sysfs_root") == Some(ValueSource::CommandLine)
+        })
+}
+
+/// Boolean flags with an environment twin take what is written in one (`VFPOOL_JSON=1`, `yes`,
+/// `off`; any case), and an empty value is false, as an unset one: clap's default parser for a flag
+/// takes only `true` and `false`. Anything else is refused, as a typo.
+#[derive(Clone, Default)]
+pub struct EnvBool(clap::builder::BoolishValueParser);
+
+impl clap::builder::TypedValueParser for EnvBool {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<bool, clap::Error> {
+        if value.is_empty() {
+            return Ok(false);
+        }
+        self.0.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
 }
 
 /// The conflicts clap cannot see: `policy check --fixture` with `--sysfs-root` on the command
@@ -39,13 +97,14 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `vfpool=debug` (default: info for `run`, warn for the other
     /// commands; `RUST_LOG` also works). A number is the upstream plugin's glog verbosity, as its
     /// DaemonSet passes it (`--log-level=10`): 0–2 info, 3–9 vfpool at debug, 10 and up at trace.
-    // Parsed into filter directives, refusing typos (which would silence every log line).
-    #[arg(long, global = true, env = "VFPOOL_LOG", value_parser = crate::telemetry::directives)]
+    // Turned into filter directives by [`parse`], refusing typos (which would silence every log
+    // line).
+    #[arg(long, global = true, env = "VFPOOL_LOG")]
     pub log_level: Option<String>,
 
     /// Accepted so that the upstream plugin's DaemonSet arguments (`--log-dir=sriovdp`) keep
     /// working, and ignored: vfpool logs to standard error, which the container runtime keeps.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, env = "VFPOOL_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
     /// What to do.
@@ -62,7 +121,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Run the node agent: serve the pools to kubelet as device plugins and keep them current.
     Run(RunArgs),
-    /// Show the pools the active policies make of this node (a dry run; nothing is served).
+    /// Show the pools the active policies make of this node as the agent would serve them (a dry
+    /// run; nothing is served): sorted by resource name, with the health and NUMA node kubelet
+    /// would be told (none for a pool with `excludeTopology`).
     Pools(PoolsArgs),
     /// Work with policy modules.
     #[command(subcommand)]
@@ -77,7 +138,7 @@ pub enum Command {
 pub struct DemoArgs {
     /// Leave the agent and the kubelet simulator running at the end, and print how to poke at
     /// them; Ctrl-C cleans up.
-    #[arg(long)]
+    #[arg(long, env = "VFPOOL_DEMO_KEEP", value_parser = EnvBool::default())]
     pub keep: bool,
 }
 
@@ -111,8 +172,9 @@ pub struct PoolsArgs {
         default_value = "/etc/vfpool/policies"
     )]
     pub policy_dir: PathBuf,
-    /// Print JSON (`{"pools":[...]}`) instead of a table.
-    #[arg(long, env = "VFPOOL_JSON")]
+    /// Print JSON (`{"pools":[...]}`, every device of every pool) instead of a table (the first
+    /// few device ids of each pool).
+    #[arg(long, env = "VFPOOL_JSON", value_parser = EnvBool::default())]
     pub json: bool,
 }
 
@@ -134,8 +196,8 @@ pub struct PolicyCheckArgs {
     /// of --sysfs-root.
     // Not a clap `conflicts_with`: clap counts `VFPOOL_SYSFS_ROOT` (set in the agent's pod) as
     // given, which would refuse `--fixture` exactly where operators run `policy check`. Only both
-    // flags on the command line conflict ([`parse`]).
-    #[arg(long)]
+    // flags on the command line conflict ([`parse`]), and the command line beats the environment.
+    #[arg(long, env = "VFPOOL_POLICY_CHECK_FIXTURE")]
     pub fixture: Option<String>,
 }
 
@@ -153,7 +215,7 @@ pub struct DiscoverArgs {
     #[command(flatten)]
     pub sysfs: SysfsArgs,
     /// Print JSON (stable, camelCase, sorted by id) instead of a table.
-    #[arg(long, env = "VFPOOL_JSON")]
+    #[arg(long, env = "VFPOOL_JSON", value_parser = EnvBool::default())]
     pub json: bool,
 }
 
@@ -168,7 +230,7 @@ pub struct SimArgs {
     #[arg(long, env = "VFPOOL_SIM_FIXTURE", default_value = "dell-cx5")]
     pub fixture: String,
     /// Print the shipped fixture's TOML instead of writing a tree (a starting point for your own).
-    #[arg(long)]
+    #[arg(long, env = "VFPOOL_SIM_PRINT", value_parser = EnvBool::default())]
     pub print: bool,
 }
 
@@ -212,4 +274,89 @@ pub struct RunArgs {
     /// How often to rediscover devices and health (e.g. 30s, 500ms, 2m).
     #[arg(long, env = "VFPOOL_RESCAN_INTERVAL", default_value = "30s", value_parser = crate::cmd::parse_duration)]
     pub rescan_interval: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{ArgAction, CommandFactory as _};
+
+    use super::Cli;
+
+    /// Every argument of every command, with the command's name.
+    fn arguments() -> Vec<(String, clap::Arg)> {
+        fn walk(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+            for arg in command.get_arguments() {
+                out.push((path.to_string(), arg.clone()));
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut out = Vec::new();
+        walk(&command, "vfpool", &mut out);
+        out
+    }
+
+    /// DESIGN.md: every flag has an environment twin. `--log-dir`, `policy check --fixture`,
+    /// `sim --print` and `demo --keep` had none.
+    #[test]
+    fn every_flag_has_an_environment_twin() {
+        let missing: Vec<String> = arguments()
+            .into_iter()
+            .filter(|(_, arg)| {
+                arg.get_long().is_some()
+                    && !matches!(arg.get_action(), ArgAction::Help | ArgAction::Version)
+                    && arg.get_env().is_none()
+            })
+            .map(|(command, arg)| format!("{command} --{}", arg.get_id()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "flags without a VFPOOL_ twin: {missing:?}"
+        );
+    }
+
+    /// `VFPOOL_JSON=1` used to be refused (clap's flags take only `true` and `false`).
+    #[test]
+    fn boolean_twins_take_the_usual_spellings_and_empty_is_false() {
+        let mut flags = 0;
+        for (name, arg) in arguments() {
+            if !matches!(arg.get_action(), ArgAction::SetTrue) || arg.get_env().is_none() {
+                continue;
+            }
+            flags += 1;
+            let id = arg.get_id().to_string();
+            // The flag's own value parser, given the value as the environment would give it.
+            let probe = clap::Command::new("probe").arg(arg.action(ArgAction::Set).num_args(1));
+            let parse = |value: &str| {
+                probe
+                    .clone()
+                    .try_get_matches_from(["probe", &format!("--{id}={value}")])
+                    .map(|m| m.get_one::<bool>(&id).copied())
+            };
+            for (value, expected) in [
+                ("1", true),
+                ("true", true),
+                ("yes", true),
+                ("on", true),
+                ("TRUE", true),
+                ("0", false),
+                ("false", false),
+                ("no", false),
+                ("off", false),
+                ("", false),
+            ] {
+                assert_eq!(
+                    parse(value).ok().flatten(),
+                    Some(expected),
+                    "{name} --{id} {value:?}"
+                );
+            }
+            assert!(parse("jsn").is_err(), "{name} --{id}");
+        }
+        // --json twice, sim --print, demo --keep.
+        assert_eq!(flags, 4);
+    }
 }

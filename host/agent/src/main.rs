@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod exit;
 mod facts;
+mod output;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("vfpool: {:#}", failure.error);
+            eprintln!("vfpool: {}", exit::error_chain(failure.error.as_ref()));
             ExitCode::from(failure.code as u8)
         }
     }

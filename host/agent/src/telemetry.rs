@@ -1,5 +1,7 @@
 //! Logging setup: `tracing` to stderr, filtered by `--log-level` / `VFPOOL_LOG` / `RUST_LOG`.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal as _;
 use std::str::FromStr as _;
 
 use tracing_subscriber::EnvFilter;
@@ -36,22 +38,44 @@ pub enum LogLevelError {
     Empty,
 }
 
+/// The targets of wasmtime's compiler, which logs every function it compiles (1,500 lines at
+/// debug for the embedded policies, millions at trace) and is never interesting to an operator.
+/// wasmtime 48 names its Cranelift glue `wasmtime_internal_cranelift`.
+const COMPILER_TARGETS: [&str; 4] = [
+    "cranelift_codegen",
+    "cranelift_frontend",
+    "wasmtime_internal_cranelift",
+    "wasmtime_environ",
+];
+
 /// Installs the global subscriber with `directives` (from [`directives`]), or `RUST_LOG`, or
 /// `default` (the daemon runs at `info`, quiet in steady state; the one-shot commands at `warn`, so
 /// that their stdout stays machine-readable and their stderr readable).
 pub fn init(directives: Option<&str>, default: &str) {
-    let filter = directives
+    let mut filter = directives
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_env("RUST_LOG").ok())
-        .unwrap_or_else(|| EnvFilter::new(default))
-        // wasmtime's compiler is chatty at debug level and never interesting to an operator.
-        .add_directive("cranelift_codegen=warn".parse().unwrap_or_default())
-        .add_directive("wasmtime_cranelift=warn".parse().unwrap_or_default());
+        .unwrap_or_else(|| EnvFilter::new(default));
+    for target in COMPILER_TARGETS {
+        if let Ok(directive) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_target(false)
         .try_init();
+}
+
+/// Whether log lines get colours: only on a terminal, as a container runtime or a file keeps the
+/// escape codes as text, and not when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
+    terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 /// The filter directives for `--log-level`: a `tracing` filter as given, or — a bare number — the
@@ -93,7 +117,19 @@ pub fn directives(level: &str) -> Result<String, LogLevelError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{LogLevelError, directives};
+    use std::ffi::OsStr;
+
+    use super::{LogLevelError, colour, directives};
+
+    /// Logs written to a file or a container runtime's pipe used to carry colour escape codes.
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(false, None));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, Some(OsStr::new("1"))));
+    }
 
     #[test]
     fn glog_verbosity_numbers_become_levels() {

@@ -98,6 +98,8 @@ fn a_missing_sysfs_root_is_a_clear_error_with_exit_code_2() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("/nonexistent/node"), "{stderr}");
     assert!(stderr.contains("--sysfs-root"), "{stderr}");
+    // The cause once, though the error names it in its own message too.
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
     assert!(out.stdout.is_empty());
 
     let empty = tempfile::tempdir().unwrap();
@@ -198,5 +200,200 @@ fn a_log_level_typo_is_refused_with_exit_code_2() {
     for good in ["WARN", "10", "info,vfpool=debug", "error"] {
         let out = vfpool(&["--log-level", good, "discover", "--sysfs-root", &node]);
         assert!(out.status.success(), "{good}: {out:?}");
+    }
+}
+
+/// `vfpool` with `env` set (and `VFPOOL_SYSFS_ROOT` not inherited).
+fn vfpool_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vfpool"));
+    command.args(args).env_remove("VFPOOL_SYSFS_ROOT");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+/// A reader that stops early (`vfpool discover | head -1`) used to make the command panic with a
+/// backtrace (exit 101). Now its output ends quietly and the command exits 0. The output is
+/// larger than a pipe holds, so the command is still writing when the reader goes.
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let dir = simulated("large");
+    let node = node_path(&dir);
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"resourceList":[{"resourceName":"all","selectors":{}}]}"#,
+    )
+    .unwrap();
+    let policies = dir.path().join("policies");
+    for args in [
+        vec!["discover", "--json", "--sysfs-root", &node],
+        vec![
+            "pools",
+            "--json",
+            "--sysfs-root",
+            &node,
+            "--config-file",
+            config.to_str().unwrap(),
+            "--policy-dir",
+            policies.to_str().unwrap(),
+        ],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Any other write error (a full disk) is an error message and exit 1; it used to be a panic.
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    let fresh = dir.path().join("fresh");
+    for args in [
+        vec!["discover", "--sysfs-root", &node],
+        vec!["discover", "--json", "--sysfs-root", &node],
+        vec!["sim", "--print"],
+        vec!["sim", "--out", fresh.to_str().unwrap()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `VFPOOL_JSON=1` (and `0`, `yes`, empty) used to be refused: clap's flags take only `true` and
+/// `false`.
+#[test]
+fn boolean_environment_twins_take_1_0_yes_and_empty() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    for (value, json) in [
+        ("1", true),
+        ("yes", true),
+        ("true", true),
+        ("0", false),
+        ("off", false),
+        ("", false),
+    ] {
+        let out = vfpool_env(
+            &["discover", "--sysfs-root", &node],
+            &[("VFPOOL_JSON", value)],
+        );
+        assert!(out.status.success(), "VFPOOL_JSON={value:?}: {out:?}");
+        assert_eq!(
+            out.stdout.starts_with(b"{"),
+            json,
+            "VFPOOL_JSON={value:?}: {out:?}"
+        );
+    }
+    let out = vfpool_env(
+        &["discover", "--sysfs-root", &node],
+        &[("VFPOOL_JSON", "jsn")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// A valid `--log-level` used to be refused because of an invalid `VFPOOL_LOG`: clap parsed the
+/// global flag's twin at the level the flag was not given at.
+#[test]
+fn a_log_level_flag_beats_an_invalid_environment_value() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    for args in [
+        ["discover", "--log-level", "warn", "--sysfs-root", &node],
+        ["--log-level", "warn", "discover", "--sysfs-root", &node],
+    ] {
+        let out = vfpool_env(&args, &[("VFPOOL_LOG", "warning")]);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+}
+
+/// `--log-level debug` used to print 1,500 lines of wasmtime's compiler ("translated to CLIF")
+/// while compiling the embedded policies: wasmtime 48 renamed the target that was quieted.
+#[test]
+fn debug_logs_leave_out_the_wasm_compiler() {
+    let dir = simulated("dell-cx5");
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"resourceList":[{"resourceName":"all","selectors":{}}]}"#,
+    )
+    .unwrap();
+    let out = vfpool(&[
+        "--log-level",
+        "debug",
+        "pools",
+        "--sysfs-root",
+        &node_path(&dir),
+        "--config-file",
+        config.to_str().unwrap(),
+        "--policy-dir",
+        dir.path().join("policies").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("CLIF") && stderr.lines().count() < 50,
+        "{} lines: {}",
+        stderr.lines().count(),
+        stderr.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// `sim` counted every PCI function of the fixture, the NVMe drive `discover` ignores included
+/// ("5 physical functions" on dell-cx5, where `discover` lists 4).
+#[test]
+fn sim_counts_the_functions_discover_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vfpool(&[
+        "sim",
+        "--out",
+        dir.path().join("node").to_str().unwrap(),
+        "--fixture",
+        "dell-cx5",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(": 4 physical functions, 24 VFs, 0 sub-functions"),
+        "{stdout}"
+    );
+}
+
+/// The twins added for DESIGN.md's "every flag has an environment twin" show in --help as the
+/// others do.
+#[test]
+fn new_environment_twins_show_in_help() {
+    for (args, twin) in [
+        (vec!["run", "--help"], "VFPOOL_LOG_DIR"),
+        (
+            vec!["policy", "check", "--help"],
+            "VFPOOL_POLICY_CHECK_FIXTURE",
+        ),
+        (vec!["sim", "--help"], "VFPOOL_SIM_PRINT"),
+        (vec!["demo", "--help"], "VFPOOL_DEMO_KEEP"),
+    ] {
+        let out = vfpool(&args);
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains(&format!("[env: {twin}=")), "{args:?}: {help}");
     }
 }

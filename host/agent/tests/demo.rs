@@ -69,17 +69,23 @@ struct Run {
 
 impl Run {
     fn start(args: &[&str]) -> Run {
+        Run::start_with_stdout(args, None)
+    }
+
+    /// A run whose standard output is `stdout` instead of the file [`Run::stdout`] reads.
+    fn start_with_stdout(args: &[&str], stdout: Option<fs::File>) -> Run {
         ensure_cni_built();
         let tmpdir = tempfile::tempdir().unwrap();
         let files = tempfile::tempdir().unwrap();
         let out = files.path().join("stdout");
         let err = files.path().join("stderr");
+        let stdout = stdout.unwrap_or_else(|| fs::File::create(&out).unwrap());
         let child = Command::new(env!("CARGO_BIN_EXE_vfpool"))
             .arg("demo")
             .args(args)
             .env("TMPDIR", tmpdir.path())
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
+            .stdout(stdout)
             .stderr(fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
@@ -390,6 +396,21 @@ fn ctrl_c_cleans_up() {
         "{output}"
     );
     assert!(output.contains("interrupted by Ctrl-C"), "{output}");
+    run.assert_nothing_left();
+}
+
+/// A full disk under the demo's output used to panic at its first line (exit 101). The demo runs
+/// and cleans up, then fails naming the reason.
+#[test]
+fn a_full_stdout_fails_the_demo_after_cleaning_up() {
+    let mut run = Run::start_with_stdout(&[], Some(fs::File::create("/dev/full").unwrap()));
+    let status = run.wait();
+    let output = run.output();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("cannot write to standard output") && !output.contains("panicked"),
+        "{output}"
+    );
     run.assert_nothing_left();
 }
 

@@ -366,3 +366,114 @@ fn policy_check_refuses_a_fifo_promptly() {
         "{text}"
     );
 }
+
+/// `pools` is what the agent would serve: pools sorted by resource name whatever the config's
+/// order (they came in config order), and no NUMA node for a pool with `excludeTopology` (the
+/// agent advertises none; `pools` showed the device's), in the JSON and the table.
+#[test]
+fn pools_are_sorted_and_show_no_numa_node_where_topology_is_excluded() {
+    let node = Node::dell_cx5(
+        r#"{"resourceList":[
+            {"resourceName":"zz_mlnx","selectors":{"vendors":["15b3"],"devices":["1018"]}},
+            {"resourceName":"aa_lom","excludeTopology":true,"selectors":{"vendors":["14e4"]}}
+        ]}"#,
+    );
+    let out = node.pools(&["--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pools = json["pools"].as_array().unwrap();
+    let names: Vec<&str> = pools
+        .iter()
+        .map(|p| p["resourceName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["intel.com/aa_lom", "intel.com/zz_mlnx"]);
+    let lom = pools[0]["devices"].as_array().unwrap();
+    assert_eq!(lom.len(), 2, "{lom:?}");
+    assert!(lom.iter().all(|d| d["numaNode"].is_null()), "{lom:?}");
+    assert!(
+        pools[1]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["numaNode"] == 0)
+    );
+
+    let table = node.pools(&[]);
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8(table.stdout).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("intel.com/"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].starts_with("intel.com/aa_lom"), "{text}");
+    // RESOURCE TYPE COUNT NUMA DEVICES: no topology is a dash.
+    assert_eq!(rows[0].split_whitespace().nth(3), Some("-"), "{text}");
+    assert_eq!(rows[1].split_whitespace().nth(3), Some("0"), "{text}");
+}
+
+/// A full disk under `pools` and `policy check` used to be a panic (exit 101).
+#[test]
+fn pools_and_policy_check_report_a_full_stdout() {
+    let node = Node::dell_cx5(CONFIG);
+    let module = component("spread_allocator");
+    for args in [
+        vec![
+            "pools".to_string(),
+            "--sysfs-root".into(),
+            node.path("node"),
+            "--config-file".into(),
+            node.path("config.json"),
+            "--policy-dir".into(),
+            node.path("policies"),
+        ],
+        vec![
+            "policy".to_string(),
+            "check".into(),
+            module.to_str().unwrap().into(),
+            "--sysfs-root".into(),
+            node.path("node"),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+            .args(&args)
+            .env_remove("VFPOOL_CONFIG_FILE")
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `policy check --fixture` has an environment twin, `VFPOOL_POLICY_CHECK_FIXTURE`, and as for
+/// every flag, `--sysfs-root` on the command line beats it (no conflict, the given node is used).
+#[test]
+fn policy_check_fixture_twin_yields_to_a_sysfs_root_flag() {
+    let node = Node::dell_cx5(CONFIG);
+    let module = component("spread_allocator");
+    let check = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+            .args(["policy", "check", module.to_str().unwrap()])
+            .args(extra)
+            .env("VFPOOL_POLICY_CHECK_FIXTURE", "intel-x710")
+            .env_remove("VFPOOL_SYSFS_ROOT")
+            .env_remove("VFPOOL_CONFIG_FILE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{extra:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The X710 fixture's devices are on bus 0x86, the ConnectX-5 node's on 0x3b.
+    let text = check(&[]);
+    assert!(text.contains(" 0000:86:"), "{text}");
+    let text = check(&["--sysfs-root", &node.path("node")]);
+    assert!(
+        text.contains(" 0000:3b:") && !text.contains("0000:86:"),
+        "{text}"
+    );
+}

@@ -64,6 +64,20 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     let view = &resources[name];
     assert_eq!(view.mode, "legacy");
     assert_eq!(view.options, Some((false, true)));
+    // A log for a file or a container runtime: plain text (no colour escapes, which it used to
+    // carry), the registration mode as a word (it used to be `Legacy { dir: "…" }`).
+    wait_for_log(&agent, "vfpool agent running");
+    let log = agent.log();
+    assert!(!log.contains('\x1b'), "{log}");
+    let running = log
+        .lines()
+        .find(|l| l.contains("vfpool agent running"))
+        .unwrap();
+    assert!(
+        running.contains("mode=legacy") && !running.contains("Legacy {"),
+        "{running}"
+    );
+    assert!(!log.contains("Legacy {"), "{log}");
     assert!(view.devices.values().all(|d| d.numa == vec![0]));
     assert_eq!(
         sockets(&node.kubelet().join("device-plugins")),
@@ -1033,5 +1047,37 @@ fn run_flags_have_env_twins_and_defaults() {
     assert!(
         err.contains("0s") && err.contains("rescan-interval"),
         "{err}"
+    );
+}
+
+/// A regular file as `--devinfo-dir` used to start the agent, which then warned once per device
+/// that it could not remove a device-info file ("Not a directory"). It is refused at startup, exit
+/// 2, naming the flag and the path, before anything is served.
+#[test]
+fn a_devinfo_dir_that_is_a_file_is_refused_at_startup() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    fs::write(node.devinfo(), "").unwrap();
+    let mut agent = node.agent("30s");
+    let mut status = None;
+    for _ in 0..1200 {
+        status = agent.child.as_mut().unwrap().try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = agent.log();
+    let status = status.unwrap_or_else(|| panic!("the agent started serving:\n{log}"));
+    agent.child = None;
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("--devinfo-dir")
+            && log.contains(&*node.devinfo().to_string_lossy())
+            && log.contains("not a directory"),
+        "{log}"
+    );
+    assert!(
+        files(&node.kubelet().join("device-plugins")).is_empty(),
+        "{log}"
     );
 }

@@ -213,7 +213,11 @@ impl DevicePlugins {
             }
         };
         let events = tokio::spawn(watch_events(rx, mode.clone(), Arc::clone(&senders)));
-        tracing::info!(?mode, "device plugin started");
+        tracing::info!(
+            mode = %mode.name(),
+            registration_dir = %mode.dir().display(),
+            "device plugin started"
+        );
         let allocator_permits = Arc::new(Semaphore::new(config.allocator_concurrency.max(1)));
         Ok(DevicePlugins {
             config,

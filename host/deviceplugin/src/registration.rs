@@ -46,6 +46,15 @@ impl Mode {
         }
     }
 
+    /// The mode as a log field (`plugin-watcher`, `legacy`): the `Debug` form
+    /// (`Legacy { dir: "…" }`) is Rust syntax, not something to grep a log for.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::PluginWatcher { .. } => "plugin-watcher",
+            Mode::Legacy { .. } => "legacy",
+        }
+    }
+
     /// The directory the pool sockets live in.
     pub fn dir(&self) -> &Path {
         match self {

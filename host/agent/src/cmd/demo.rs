@@ -27,6 +27,7 @@ use self::agent::AgentChild;
 use self::cni::Namespaces;
 use crate::cli::DemoArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
+use crate::output::say;
 
 /// The shipped fixture the demo node is written from.
 const FIXTURE: &str = "demo";
@@ -112,8 +113,8 @@ impl Stops {
         which
     }
 
-    /// After a hang-up, writing to the terminal fails (EIO) and `println!` would panic half-way
-    /// through the clean-up: what went to the terminal goes nowhere from now on. Output that is
+    /// After a hang-up, writing to the terminal fails (EIO), and the clean-up's report of what it
+    /// removed is for nobody: what went to the terminal goes nowhere from now on. Output that is
     /// not a terminal (a file, a pipe) is kept.
     fn leave_hung_up_terminal(&self) {
         let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") else {
@@ -140,11 +141,11 @@ async fn demo(args: &DemoArgs) -> CmdResult {
     if outcome.is_ok() && args.keep {
         keep_instructions(&created);
         stops.recv().await;
-        println!();
+        say!();
     }
     match &outcome {
         Ok(()) => {}
-        Err(Stop::Signal(which)) => println!("\n{which}: stopping the demo and cleaning up."),
+        Err(Stop::Signal(which)) => say!("\n{which}: stopping the demo and cleaning up."),
         Err(Stop::Failed(error)) => {
             eprintln!("\nthe demo failed: {error:#}");
             if let Some(agent) = &created.agent {
@@ -160,7 +161,7 @@ async fn demo(args: &DemoArgs) -> CmdResult {
     let cleaned = match cleanup(&mut created) {
         Ok(()) => true,
         Err(e) => {
-            println!("   clean-up incomplete: {e:#}");
+            say!("   clean-up incomplete: {e:#}");
             if outcome.is_ok() {
                 outcome = Err(Stop::Failed(e));
             }
@@ -170,14 +171,15 @@ async fn demo(args: &DemoArgs) -> CmdResult {
     match outcome {
         Ok(()) => {
             if args.keep {
-                println!("\nDone. Nothing of the demo is left on this machine.");
+                say!("\nDone. Nothing of the demo is left on this machine.");
             } else {
-                println!(
+                say!(
                     "\nDone in {:.1} s. Nothing of the demo is left on this machine.",
                     took.as_secs_f64()
                 );
             }
-            Ok(())
+            // Reported only now: a failed write must not have stopped the clean-up.
+            crate::output::said()
         }
         Err(Stop::Signal(which)) => Err(Failure {
             code: Code::Failure,
@@ -198,7 +200,7 @@ async fn demo(args: &DemoArgs) -> CmdResult {
 }
 
 fn heading(n: u32, title: &str) {
-    println!("\n{n}. {title}");
+    say!("\n{n}. {title}");
 }
 
 /// Paths inside the demo's temporary directory.
@@ -228,7 +230,7 @@ impl Paths {
 }
 
 async fn steps(created: &mut Created) -> anyhow::Result<()> {
-    println!(
+    say!(
         "vfpool demo: the whole chain on a temporary simulated node, with the real agent, the kubelet\n\
          device-plugin protocol (gRPC over unix sockets, to a kubelet simulator) and the real CNI plugin.\n\
          Nothing here touches this machine's devices or its network."
@@ -248,11 +250,11 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     sim::write_tree(&fixture, &paths.sysfs())?;
     let inventory = vfpool_sysfs::discover(&SysfsRoot::new(paths.sysfs()))?;
     heading(1, "Discovery");
-    println!(
+    say!(
         "   A simulated node from the shipped fixture {FIXTURE:?} ({}),",
         fixture.description
     );
-    println!(
+    say!(
         "   written to {} and read back by vfpool's discovery (`vfpool discover --sysfs-root`):",
         paths.sysfs().display()
     );
@@ -289,14 +291,14 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         .agent
         .insert(AgentChild::spawn(&exe, &agent_args, &paths.log())?);
     heading(2, "The agent registers its pools with kubelet");
-    println!(
+    say!(
         "   `vfpool run` (pid {}) with the embedded default policies and this config (upstream's format):",
         agent.pid()
     );
     for line in CONFIG.lines() {
-        println!("     {line}");
+        say!("     {line}");
     }
-    println!(
+    say!(
         "   (On a real node the agent runs as a DaemonSet pod and registers with the node's kubelet; here\n   \
          kubelet is a simulator inside this process, reached over the same unix sockets and gRPC API.)"
     );
@@ -310,14 +312,14 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         .wait_for_log("the agent's policies", 0, GUARD, agent::activated_allocator)
         .await?;
     let modes: BTreeSet<&str> = resources.values().map(|v| v.mode).collect();
-    println!(
+    say!(
         "   It registered {} pools with the kubelet simulator in {:.1} s ({} registration, one socket each in {}).",
         resources.len(),
         started.elapsed().as_secs_f64(),
         modes.into_iter().collect::<Vec<_>>().join(", "),
         paths.kubelet().join("device-plugins").display()
     );
-    println!(
+    say!(
         "   The node's allocatable, as `kubectl get node -o json | jq .status.allocatable` would show it:"
     );
     let allocatable: BTreeMap<&String, String> = resources
@@ -325,7 +327,7 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         .map(|(name, view)| (name, view.allocatable().to_string()))
         .collect();
     for line in serde_json::to_string_pretty(&allocatable)?.lines() {
-        println!("     {line}");
+        say!("     {line}");
     }
 
     // 3. A pod.
@@ -341,13 +343,13 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         .allocate_pod("pod-1", &resource, POD_SIZE)
         .await
         .context("kubelet's allocation for pod-1")?;
-    println!(
+    say!(
         "   kubelet asks the agent GetPreferredAllocation; the allocator policy ({allocator}) prefers:"
     );
     print_devices(&inventory, view, preferred(&pod)?);
     let (pfs, numas) = spread_of(&inventory, view, &pod.device_ids);
     let first_pfs = pfs.len();
-    println!(
+    say!(
         "   -> {} PF{} ({}), {} NUMA node{} ({}).",
         if pfs.len() == 1 { "the same" } else { "across" },
         if pfs.len() == 1 { "" } else { "s" },
@@ -360,12 +362,10 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         if numas.len() == 1 { "" } else { "s" },
         numas.iter().cloned().collect::<Vec<_>>().join(", "),
     );
-    println!(
-        "   kubelet calls Allocate with them; the container gets these environment variables:"
-    );
+    say!("   kubelet calls Allocate with them; the container gets these environment variables:");
     let envs: BTreeMap<&String, &String> = pod.response.envs.iter().collect();
     for (name, value) in envs {
-        println!("     {name}={value}");
+        say!("     {name}={value}");
     }
     let specs: Vec<String> = pod
         .response
@@ -386,17 +386,17 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
             items.join(", ")
         }
     };
-    println!(
+    say!(
         "   device nodes: {}; mounts: {}",
         listed(specs),
         listed(mounts)
     );
-    println!(
+    say!(
         "   and the agent wrote the device-info files Multus and the CNI plugin read ({}):",
         paths.devinfo().display()
     );
     for name in dir_names(&paths.devinfo()) {
-        println!("     {name}");
+        say!("     {name}");
     }
 
     // 4. The CNI plugin.
@@ -407,7 +407,7 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         .with_context(|| format!("{vf_id} is not in the discovered inventory"))?;
     let cni_bin = exe.with_file_name("vfpool-cni");
     match cni::cannot_run(&cni_bin) {
-        Some(reason) => println!("   skipped: {reason}"),
+        Some(reason) => say!("   skipped: {reason}"),
         None => {
             let plan = cni::Plan {
                 cni: &cni_bin,
@@ -434,7 +434,7 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         "spread.wasm",
         vfpool_policy::defaults::SPREAD_ALLOCATOR,
     )?;
-    println!(
+    say!(
         "   spread.wasm (the spread allocator example: one device per PF in turn) copied into {}",
         paths.policies().display()
     );
@@ -449,17 +449,17 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         .await?;
     let swapped =
         swapped.map_err(|line| anyhow::anyhow!("the agent refused spread.wasm: {line}"))?;
-    println!(
+    say!(
         "   The agent validated it and swapped it in (log: policies activated, allocator {swapped:?})."
     );
     let next = sim
         .allocate_pod("pod-2", &resource, POD_SIZE)
         .await
         .context("kubelet's allocation for pod-2")?;
-    println!("   The next pod asking for {resource}: {POD_SIZE} is preferred:");
+    say!("   The next pod asking for {resource}: {POD_SIZE} is preferred:");
     print_devices(&inventory, view, preferred(&next)?);
     let (pfs, _) = spread_of(&inventory, view, &next.device_ids);
-    println!(
+    say!(
         "   -> {} ({}), where {allocator} put pod-1 on {}.",
         if pfs.len() > 1 {
             format!("spread across {} PFs", pfs.len())
@@ -480,9 +480,7 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         "broken.wasm",
         b"this is not a WebAssembly component",
     )?;
-    println!(
-        "   broken.wasm (a few bytes of text, not a WebAssembly component) dropped in as well."
-    );
+    say!("   broken.wasm (a few bytes of text, not a WebAssembly component) dropped in as well.");
     let reason = agent
         .wait_for_log(
             "the agent to judge broken.wasm",
@@ -495,14 +493,14 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
         )
         .await?
         .map_err(|name| anyhow::anyhow!("the agent activated {name:?} with broken.wasm present"))?;
-    println!("   The agent refused it, and the previous policies keep serving:");
-    println!("     {reason}");
+    say!("   The agent refused it, and the previous policies keep serving:");
+    say!("     {reason}");
     let last = sim
         .allocate_pod("pod-3", &resource, POD_SIZE)
         .await
         .context("kubelet's allocation for pod-3")?;
     let (pfs, _) = spread_of(&inventory, view, &last.device_ids);
-    println!(
+    say!(
         "   The next pod is preferred {} -> {}: spread.wasm still serves.",
         preferred(&last)?.join(", "),
         if pfs.len() > 1 {
@@ -578,7 +576,7 @@ fn numa_of(view: &ResourceView, id: &str) -> String {
 fn print_devices(inventory: &Inventory, view: &ResourceView, ids: &[String]) {
     for id in ids {
         let device = inventory.get(id);
-        println!(
+        say!(
             "     {id}  netdev {:<9} VF {:<2} of PF {:<7} NUMA node {}",
             device.and_then(|d| d.netdev.as_deref()).unwrap_or("-"),
             device
@@ -663,7 +661,7 @@ fn print_pf_table(inventory: &Inventory) {
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("     {}", line.join("  ").trim_end());
+        say!("     {}", line.join("  ").trim_end());
     }
 }
 
@@ -702,7 +700,7 @@ fn cleanup(created: &mut Created) -> anyhow::Result<()> {
                 let status_text = status
                     .code()
                     .map_or_else(|| status.to_string(), |c| format!("exit code {c}"));
-                println!(
+                say!(
                     "   agent (pid {pid}) stopped by SIGTERM: {status_text}; plugin sockets left: {}, device-info files left: {}",
                     sockets.len(),
                     devinfo.len()
@@ -717,10 +715,10 @@ fn cleanup(created: &mut Created) -> anyhow::Result<()> {
     }
     if let Some(sim) = created.sim.take() {
         sim.shutdown();
-        println!("   kubelet simulator stopped, its sockets removed");
+        say!("   kubelet simulator stopped, its sockets removed");
     }
     match created.namespaces.delete_all() {
-        Ok(deleted) if !deleted.is_empty() => println!(
+        Ok(deleted) if !deleted.is_empty() => say!(
             "   network namespaces {} deleted, with the veths in them",
             deleted.join(" and ")
         ),
@@ -730,7 +728,7 @@ fn cleanup(created: &mut Created) -> anyhow::Result<()> {
     if let Some(tmp) = created.tmp.take() {
         let path = tmp.path().display().to_string();
         match tmp.close() {
-            Ok(()) => println!("   {path} removed"),
+            Ok(()) => say!("   {path} removed"),
             Err(e) => problems.push(format!("cannot remove {path}: {e}")),
         }
     }
@@ -749,43 +747,43 @@ fn keep_instructions(created: &Created) {
     let exe =
         std::env::current_exe().map_or_else(|_| "vfpool".to_string(), |p| p.display().to_string());
     let paths = Paths { root };
-    println!("\n--keep: the agent and the kubelet simulator keep running until you press Ctrl-C.");
+    say!("\n--keep: the agent and the kubelet simulator keep running until you press Ctrl-C.");
     if fs::remove_file(paths.policies().join("broken.wasm")).is_ok() {
-        println!(
+        say!(
             "   (broken.wasm is removed again, so that the policy directory holds only spread.wasm)"
         );
     }
     if let Some(agent) = &created.agent {
-        println!(
+        say!(
             "   the agent: pid {}, its log: tail -f {}",
             agent.pid(),
             agent.log_path().display()
         );
     }
-    println!(
+    say!(
         "   sockets (kubelet.sock and one per pool, device plugin API v1beta1): ls {}",
         paths.kubelet().join("device-plugins").display()
     );
-    println!(
+    say!(
         "   what the policies make of the node: {exe} pools --sysfs-root {} --config-file {} --policy-dir {}",
         paths.sysfs().display(),
         paths.config().display(),
         paths.policies().display()
     );
-    println!(
+    say!(
         "   every device: {exe} discover --sysfs-root {}",
         paths.sysfs().display()
     );
-    println!(
+    say!(
         "   hot swap: drop a policy into {} (or remove spread.wasm and broken.wasm) and watch the log",
         paths.policies().display()
     );
-    println!(
+    say!(
         "   config hot swap: edit {} (upstream's format)",
         paths.config().display()
     );
-    println!("   device-info files: ls {}", paths.devinfo().display());
+    say!("   device-info files: ls {}", paths.devinfo().display());
     for ns in created.namespaces.names() {
-        println!("   network namespace: ip netns exec {ns} ip addr");
+        say!("   network namespace: ip netns exec {ns} ip addr");
     }
 }

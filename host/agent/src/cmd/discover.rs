@@ -7,6 +7,7 @@ use vfpool_sysfs::{Device, DiscoveryError, SysfsRoot};
 
 use crate::cli::DiscoverArgs;
 use crate::exit::{CmdResult, Code, WithCode};
+use crate::output::Output;
 
 /// The JSON document `discover --json` prints: `{"devices":[...]}`, sorted by id.
 #[derive(Serialize)]
@@ -25,16 +26,16 @@ pub fn run(args: &DiscoverArgs) -> CmdResult {
         },
         error: error.into(),
     })?;
-    if args.json {
+    let text = if args.json {
         let json = serde_json::to_string_pretty(&DiscoverJson {
             devices: &inventory.devices,
         })
         .code(Code::Failure)?;
-        println!("{json}");
+        json + "\n"
     } else {
-        print!("{}", table(&inventory.devices));
-    }
-    Ok(())
+        table(&inventory.devices)
+    };
+    Output::stdout().print(&text)
 }
 
 /// A table for people: one line per device, `-` where the kernel says nothing.

@@ -16,6 +16,7 @@ use vfpool_sysfs::SysfsRoot;
 
 use crate::cli::PolicyCheckArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
+use crate::output::Output;
 
 pub fn run(args: &PolicyCheckArgs) -> CmdResult {
     let inventory = inventory(args)?;
@@ -44,6 +45,7 @@ pub fn run(args: &PolicyCheckArgs) -> CmdResult {
     )
     .code(Code::Failure)?;
 
+    let mut out = Output::stdout();
     let mut refused = Vec::new();
     for file in &args.files {
         match check(
@@ -54,9 +56,9 @@ pub fn run(args: &PolicyCheckArgs) -> CmdResult {
             &default_selector,
             &default_allocator,
         ) {
-            Ok(report) => print!("{report}"),
+            Ok(report) => out.print(&report)?,
             Err(reason) => {
-                println!("{}: REFUSED: {reason}", file.display());
+                out.print(&format!("{}: REFUSED: {reason}\n", file.display()))?;
                 refused.push(file.display().to_string());
             }
         }
@@ -196,17 +198,10 @@ fn pool_lines(pools: &[Pool]) -> String {
 }
 
 /// The error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     // Some causes (wasmparser's) span lines; a report line stays one line.
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::exit::error_chain(error)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }

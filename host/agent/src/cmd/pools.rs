@@ -1,6 +1,8 @@
 //! `vfpool pools`: what the active policies make of this node — discovery, then the selector from
 //! `--policy-dir` (or the embedded default) with `--config-file`, exactly as the agent would accept
-//! them — without serving anything.
+//! them — without serving anything. What it shows is what the agent would serve: pools sorted by
+//! resource name, devices by id, with the health and NUMA node kubelet would be told (none for a
+//! pool with `excludeTopology`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -14,6 +16,7 @@ use vfpool_sysfs::{DiscoveryError, Inventory, SysfsRoot};
 use crate::cli::PoolsArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
 use crate::facts::FactsGatherer;
+use crate::output::Output;
 
 /// `{"pools":[{"resourceName":..,"deviceType":..,"devices":[{"id","health","numaNode"}]}]}`.
 #[derive(Serialize)]
@@ -66,7 +69,7 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
             });
         }
     };
-    let pools: Vec<PoolJson> = active
+    let mut pools: Vec<PoolJson> = active
         .pools
         .iter()
         .map(|p| PoolJson {
@@ -83,7 +86,14 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
                             .get(&d.id)
                             .map_or(Health::Unhealthy, |device| health(device, &devices))
                             .as_str(),
-                        numa_node: inventory.numa_node(&d.id),
+                        // As the agent advertises it: kubelet gets no topology for such a pool,
+                        // so its Topology Manager does not align it (the deviceplugin's
+                        // `PoolSnapshot::view`).
+                        numa_node: if p.exclude_topology {
+                            None
+                        } else {
+                            inventory.numa_node(&d.id)
+                        },
                     })
                     .collect();
                 devices.sort_by(|a, b| a.id.cmp(&b.id));
@@ -91,15 +101,20 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
             },
         })
         .collect();
-    if args.json {
+    // Stable output whatever the order of the config's resourceList or the policy's pools.
+    pools.sort_by(|a, b| a.resource_name.cmp(&b.resource_name));
+    let text = if args.json {
         let json = serde_json::to_string_pretty(&PoolsJson { pools }).code(Code::Failure)?;
-        println!("{json}");
+        json + "\n"
     } else {
-        println!("selector:  {}", active.selector.id());
-        println!("allocator: {}", active.allocator.id());
-        print!("{}", table(&pools));
-    }
-    Ok(())
+        format!(
+            "selector:  {}\nallocator: {}\n{}",
+            active.selector.id(),
+            active.allocator.id(),
+            table(&pools)
+        )
+    };
+    Output::stdout().print(&text)
 }
 
 fn discover(sysfs_root: &Path) -> Result<Inventory, Failure> {
@@ -114,7 +129,11 @@ fn discover(sysfs_root: &Path) -> Result<Inventory, Failure> {
     })
 }
 
-/// One row per pool: name, type, device count, NUMA nodes, then the device ids.
+/// How many device ids a table row lists; `--json` lists them all.
+const TABLE_IDS: usize = 4;
+
+/// One row per pool: name, type, device count, NUMA nodes, then the first [`TABLE_IDS`] device
+/// ids (a catch-all pool on a large node would otherwise be one row of thousands of characters).
 fn table(pools: &[PoolJson]) -> String {
     let mut out = String::new();
     let name_width = pools
@@ -139,7 +158,6 @@ fn table(pools: &[PoolJson]) -> String {
             .collect();
         numa.sort();
         numa.dedup();
-        let ids: Vec<&str> = pool.devices.iter().map(|d| d.id.as_str()).collect();
         let _ = writeln!(
             out,
             "{:<name_width$}  {:<12}  {:>5}  {:<6}  {}",
@@ -151,12 +169,67 @@ fn table(pools: &[PoolJson]) -> String {
             } else {
                 numa.join(",")
             },
-            if ids.is_empty() {
-                "-".to_string()
-            } else {
-                ids.join(" ")
-            }
+            device_ids(&pool.devices)
         );
     }
     out
+}
+
+/// "id1 id2 id3 id4 … and N more", or "-" for none.
+fn device_ids(devices: &[PoolDeviceJson]) -> String {
+    if devices.is_empty() {
+        return "-".to_string();
+    }
+    let mut ids = devices
+        .iter()
+        .take(TABLE_IDS)
+        .map(|d| d.id.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(more) = devices.len().checked_sub(TABLE_IDS).filter(|&n| n > 0) {
+        let _ = write!(ids, " … and {more} more");
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PoolDeviceJson, PoolJson, TABLE_IDS, table};
+
+    fn pool(name: &str, count: usize) -> PoolJson {
+        PoolJson {
+            resource_name: name.to_string(),
+            device_type: "netDevice",
+            devices: (0..count)
+                .map(|i| PoolDeviceJson {
+                    id: format!("0000:3b:{:02x}.{}", i / 8, i % 8),
+                    health: "Healthy",
+                    numa_node: Some(0),
+                })
+                .collect(),
+        }
+    }
+
+    /// A catch-all pool on the 1,024-VF node used to be one row of 13,355 characters.
+    #[test]
+    fn a_large_pool_lists_its_first_ids_and_counts_the_rest() {
+        let text = table(&[pool("intel.com/all", 1024)]);
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.len() < 200, "{row}");
+        assert!(row.contains(" 1024 "), "{row}");
+        assert!(
+            row.contains("0000:3b:00.0 0000:3b:00.1 0000:3b:00.2 0000:3b:00.3 … and 1020 more"),
+            "{row}"
+        );
+        assert!(!row.contains("0000:3b:00.4"), "{row}");
+    }
+
+    #[test]
+    fn a_small_pool_lists_every_id_and_an_empty_one_a_dash() {
+        let text = table(&[pool("intel.com/a", TABLE_IDS), pool("intel.com/none", 0)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].ends_with("0000:3b:00.0 0000:3b:00.1 0000:3b:00.2 0000:3b:00.3"));
+        assert!(!lines[1].contains("more"), "{}", lines[1]);
+        assert!(lines[2].ends_with(" -"), "{}", lines[2]);
+    }
 }

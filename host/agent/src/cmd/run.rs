@@ -5,6 +5,7 @@
 //! SIGINT and SIGQUIT stop serving, remove sockets and device-info files and exit 0 — also while a
 //! rescan is stuck in the kernel.
 
+use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -59,6 +60,25 @@ async fn warn_while_stuck<T>(work: impl std::future::Future<Output = T>, what: &
             ),
         }
     }
+}
+
+/// Refuses a `--devinfo-dir` that cannot hold device-info files before anything is served: the
+/// agent would otherwise run, fail every Allocate's device-info write and warn once per device at
+/// every pool change. A missing directory is created, as the first Allocate would.
+fn check_devinfo_dir(dir: &Path) -> anyhow::Result<()> {
+    let reason = match std::fs::create_dir_all(dir) {
+        Ok(()) => return Ok(()),
+        Err(_) if dir.symlink_metadata().is_ok() && !dir.is_dir() => {
+            "it is not a directory".to_string()
+        }
+        Err(e) => format!("cannot create it: {e}"),
+    };
+    anyhow::bail!(
+        "--devinfo-dir {} (VFPOOL_DEVINFO_DIR): {reason}; give the directory Multus and the CNI \
+         plugin read device-info files from (by default /var/run/k8s.cni.cncf.io/devinfo/dp), \
+         or remove what is in its place",
+        dir.display()
+    )
 }
 
 /// The first of SIGTERM, SIGINT and SIGQUIT (SIGQUIT stops the agent like SIGTERM, as upstream).
@@ -168,6 +188,7 @@ async fn serve(
         sysfs = %args.sysfs.sysfs_root.display(),
         "vfpool agent starting"
     );
+    check_devinfo_dir(&args.devinfo_dir).code(Code::BadInput)?;
     let root = SysfsRoot::new(&args.sysfs.sysfs_root);
     let sources = Sources {
         policy_dir: Some(args.policy_dir.clone()),
@@ -304,7 +325,8 @@ async fn serve(
     rescan.tick().await;
     settle(&first, &mut placing, &mut rescan);
     tracing::info!(
-        mode = ?plugins.mode(),
+        mode = %plugins.mode().name(),
+        registration_dir = %plugins.mode().dir().display(),
         pools = desired.len(),
         rescan = ?args.rescan_interval,
         "vfpool agent running"
@@ -516,8 +538,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{check_devinfo_dir, parse_duration};
     use std::time::Duration;
+
+    /// A regular file as --devinfo-dir used to start the agent, which then warned once per device
+    /// that it could not remove a device-info file.
+    #[test]
+    fn a_devinfo_dir_that_is_not_a_directory_is_refused_naming_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("afile");
+        std::fs::write(&file, "").unwrap();
+        for bad in [file.clone(), file.join("under")] {
+            let err = format!("{:#}", check_devinfo_dir(&bad).unwrap_err());
+            assert!(
+                err.contains("--devinfo-dir")
+                    && err.contains("VFPOOL_DEVINFO_DIR")
+                    && err.contains(&*bad.to_string_lossy()),
+                "{err}"
+            );
+        }
+        let err = format!("{:#}", check_devinfo_dir(&file).unwrap_err());
+        assert!(err.contains("is not a directory"), "{err}");
+        let missing = tmp.path().join("a/b");
+        check_devinfo_dir(&missing).unwrap();
+        assert!(missing.is_dir());
+        check_devinfo_dir(&missing).unwrap();
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_nonsense() {

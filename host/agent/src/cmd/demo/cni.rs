@@ -14,6 +14,8 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use crate::output::say;
+
 /// Where Debian's containernetworking-plugins installs `host-local`.
 pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
 /// The pod network's subnet (the one upstream's sriov-cni examples use).
@@ -159,17 +161,19 @@ pub fn step(plan: &Plan<'_>, namespaces: &mut Namespaces) -> anyhow::Result<bool
     let before = match setup() {
         Ok(before) => before,
         Err(e) => {
-            println!("   skipped: cannot set up network namespaces and veths here ({e:#})");
+            say!("   skipped: cannot set up network namespaces and veths here ({e:#})");
             return Ok(false);
         }
     };
     let mac = before["address"].as_str().unwrap_or("?").to_string();
-    println!(
+    say!(
         "   In network namespace {node} (standing in for the node, so these names never meet this machine's links):"
     );
-    println!(
+    say!(
         "   veths named {} (the PF) and {} (VF {}, MAC {mac}); the pod's namespace is {pod}.",
-        plan.pf_netdev, plan.vf_netdev, plan.vf
+        plan.pf_netdev,
+        plan.vf_netdev,
+        plan.vf
     );
 
     let ipam_dir = plan.tmp.join("cni/host-local");
@@ -186,12 +190,12 @@ pub fn step(plan: &Plan<'_>, namespaces: &mut Namespaces) -> anyhow::Result<bool
             "dataDir": ipam_dir,
         }
     });
-    println!(
+    say!(
         "   Multus finds the NetworkAttachmentDefinition for {} (annotation k8s.v1.cni.cncf.io/resourceName),",
         plan.resource
     );
-    println!("   adds the pod's deviceID and calls the plugin (`type: sriov`) with:");
-    println!("     {conf}");
+    say!("   adds the pod's deviceID and calls the plugin (`type: sriov`) with:");
+    say!("     {conf}");
 
     let netns_path = format!("/run/netns/{pod}");
     let env = CniEnv {
@@ -206,12 +210,12 @@ pub fn step(plan: &Plan<'_>, namespaces: &mut Namespaces) -> anyhow::Result<bool
     let add = env.call("ADD", &conf)?;
     let add_ms = started.elapsed().as_millis();
     let address = add["ips"][0]["address"].as_str().unwrap_or("?").to_string();
-    println!(
+    say!(
         "   vfpool-cni ADD: ok in {add_ms} ms, net1 got {address} from host-local. The pod's `ip addr show net1`:"
     );
     let addr = run(&["ip", "-n", &pod, "addr", "show", "dev", "net1"])?;
     for line in addr.lines().filter(|l| !l.contains("valid_lft")) {
-        println!("     {line}");
+        say!("     {line}");
     }
 
     let mut del_conf = conf.clone();
@@ -223,7 +227,7 @@ pub fn step(plan: &Plan<'_>, namespaces: &mut Namespaces) -> anyhow::Result<bool
     let back_mac = back["address"].as_str().unwrap_or("?");
     let pod_has_net1 = run(&["ip", "-n", &pod, "link", "show", "dev", "net1"]).is_ok();
     let leases = leases(&ipam_dir.join("sriov-net1"));
-    println!(
+    say!(
         "   vfpool-cni DEL: ok in {del_ms} ms; {} is back in the node namespace (MAC {back_mac}{}), \
          the pod has {}, host-local holds {}.",
         plan.vf_netdev,
