@@ -70,7 +70,7 @@ pub enum ReloadError {
 }
 
 /// What a reload did.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReloadOutcome {
     /// The set in force after the reload (`None` only before anything was ever accepted).
     pub active: Option<Arc<ActiveSet>>,
@@ -78,6 +78,9 @@ pub struct ReloadOutcome {
     pub changed: bool,
     /// Why the candidate set was refused (empty when accepted or unchanged).
     pub refused: Vec<String>,
+    /// The reload before this one was refused and this one was not: what was refused has been
+    /// replaced (or put back), so the refusal no longer applies.
+    pub recovered: bool,
     /// Files in the policy directory that were skipped, and why.
     pub ignored: Vec<String>,
 }
@@ -142,6 +145,8 @@ pub struct ActivePolicies {
     rejected: Mutex<HashMap<(String, String), Rejection>>,
     /// The last reload's refusal, when trying again may succeed with the same files.
     pending: Mutex<Option<Pending>>,
+    /// The last reload was refused (for [`ReloadOutcome::recovered`]).
+    refused_last: Mutex<bool>,
     reload_lock: Mutex<()>,
 }
 
@@ -182,6 +187,7 @@ impl ActivePolicies {
             compiled: Mutex::new(HashMap::new()),
             rejected: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
+            refused_last: Mutex::new(false),
             reload_lock: Mutex::new(()),
         })
     }
@@ -224,8 +230,17 @@ impl ActivePolicies {
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (outcome, pending) = self.reload_serial(sources, inventory);
+        let (mut outcome, pending) = self.reload_serial(sources, inventory);
         *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = pending;
+        let refused = !outcome.refused.is_empty();
+        let was_refused = std::mem::replace(
+            &mut *self
+                .refused_last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            refused,
+        );
+        outcome.recovered = was_refused && !refused;
         outcome
     }
 
@@ -240,6 +255,7 @@ impl ActivePolicies {
             active: active.clone(),
             changed: false,
             refused,
+            recovered: false,
             ignored,
         };
 
@@ -290,6 +306,7 @@ impl ActivePolicies {
                 active: active.clone(),
                 changed: false,
                 refused: Vec::new(),
+                recovered: false,
                 ignored: scan.ignored,
             };
             return (unchanged, None);
@@ -321,7 +338,7 @@ impl ActivePolicies {
                         },
                     }
                 });
-                return (refuse(vec![e.to_string()], scan.ignored), pending);
+                return (refuse(vec![refusal(&e, sources)], scan.ignored), pending);
             }
         };
         let next = Arc::new(ActiveSet {
@@ -341,6 +358,7 @@ impl ActivePolicies {
             active: Some(next),
             changed: true,
             refused: Vec::new(),
+            recovered: false,
             ignored: scan.ignored,
         };
         (accepted, None)
@@ -841,6 +859,29 @@ pub fn exercise(
     let pools = selector.select(settings, inventory)?.value;
     exercise_allocator(allocator, settings, inventory, &pools)?;
     Ok(pools)
+}
+
+/// Why a candidate set was refused, in the operator's terms: settings a policy calls invalid are
+/// the config file's problem, named with the field (they used to read as the policy failing:
+/// `policy "builtin:upstream-selector" (sha256:…) selector validate-settings: returned an error:
+/// invalid settings: …`, with no file).
+fn refusal(error: &PolicyCallError, sources: &Sources) -> String {
+    match (error.invalid_settings(), &sources.config_file) {
+        (Some((field, message)), Some(path)) => {
+            let field = if field.is_empty() {
+                String::new()
+            } else {
+                format!("{field}: ")
+            };
+            format!(
+                "the config file {} is refused: {field}{message} (as {} reads it in {})",
+                path.display(),
+                error.policy,
+                error.call
+            )
+        }
+        _ => error.to_string(),
+    }
 }
 
 /// A `prefer` call on a sample: the first non-empty pool, or every device of the inventory.

@@ -258,7 +258,11 @@ impl PolicyWatcher {
                     // nothing said: the reload is abandoned, the active set is untouched.
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let outcome = active.reload(&sources, &current);
-                        log_outcome(&outcome);
+                        if requested {
+                            log_requested_outcome(&outcome);
+                        } else {
+                            log_outcome(&outcome);
+                        }
                         on_reload(&outcome);
                     }));
                     if reloaded.is_err() {
@@ -518,6 +522,17 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
             tracing::error!("policy set refused, and no earlier set to keep serving: {reason}");
         }
     }
+    if outcome.recovered
+        && !outcome.changed
+        && let Some(active) = &outcome.active
+    {
+        // The refused change was taken back: without a line, the refusal's warning would stay
+        // the last word in the log (and in alerts built on it).
+        tracing::info!(
+            generation = active.generation,
+            "policy reload: what was refused is gone; the active policies and config match the files again"
+        );
+    }
     if outcome.changed
         && let Some(active) = &outcome.active
     {
@@ -527,6 +542,22 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
             allocator = %active.allocator.id(),
             pools = active.pools.len(),
             "policies activated"
+        );
+    }
+}
+
+/// [`log_outcome`] for a reload an operator asked for (SIGHUP): it also says when nothing changed,
+/// so every request gets an answer in the log.
+pub fn log_requested_outcome(outcome: &ReloadOutcome) {
+    log_outcome(outcome);
+    if !outcome.changed
+        && outcome.refused.is_empty()
+        && !outcome.recovered
+        && let Some(active) = &outcome.active
+    {
+        tracing::info!(
+            generation = active.generation,
+            "reload: nothing changed; the active policies and config stay"
         );
     }
 }

@@ -351,7 +351,7 @@ async fn serve(
                         policies.forget_refusals();
                         let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
                         let outcome = policies.reload(&sources, &current);
-                        vfpool_policy::watch::log_outcome(&outcome);
+                        vfpool_policy::watch::log_requested_outcome(&outcome);
                         if outcome.changed {
                             let _ = reloaded_tx.send(());
                         }

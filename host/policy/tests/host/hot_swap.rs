@@ -36,13 +36,13 @@ fn pool_names(outcome: &ReloadOutcome) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Waits for the next reload that did something (accepted or refused).
+/// Waits for the next reload that did something (accepted, refused, or ended a refusal).
 fn next_decision(rx: &mpsc::Receiver<ReloadOutcome>) -> ReloadOutcome {
     loop {
         let outcome = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the watcher reloads within 20 s");
-        if outcome.changed || !outcome.refused.is_empty() {
+        if outcome.changed || !outcome.refused.is_empty() || outcome.recovered {
             return outcome;
         }
     }
@@ -70,12 +70,7 @@ fn spawn_recording_every(
         recheck,
         test_inventory,
         move |outcome: &ReloadOutcome| {
-            let _ = tx.send(ReloadOutcome {
-                active: outcome.active.clone(),
-                changed: outcome.changed,
-                refused: outcome.refused.clone(),
-                ignored: outcome.ignored.clone(),
-            });
+            let _ = tx.send(outcome.clone());
         },
     )
     .unwrap();
@@ -223,6 +218,26 @@ fn configmap_symlink_swap_changes_settings() {
         "{:?}",
         outcome.refused
     );
+    // The config file's fault, named as such (it used to read as the policy failing).
+    let file = root.join("config.json").display().to_string();
+    assert!(
+        outcome.refused[0].starts_with(&format!("the config file {file} is refused: ")),
+        "{:?}",
+        outcome.refused
+    );
+    assert!(!outcome.recovered);
+    assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
+
+    // The operator puts the active config back: nothing to change, but the refusal is over, and
+    // the outcome says so (the agent logs it, so the warning is not the last word).
+    symlink("..v2", root.join("..data_tmp")).unwrap();
+    fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    let outcome = next_decision(&rx);
+    assert!(
+        !outcome.changed && outcome.refused.is_empty(),
+        "{outcome:?}"
+    );
+    assert!(outcome.recovered, "{outcome:?}");
     assert_eq!(pool_names(&outcome), ["intel.com/intel_vfs"]);
 }
 
@@ -536,12 +551,7 @@ fn a_set_refused_on_the_inventory_is_retried_when_the_inventory_changes() {
         Duration::from_millis(100),
         move || Arc::clone(&shared.lock().unwrap()),
         move |outcome: &ReloadOutcome| {
-            let _ = tx.send(ReloadOutcome {
-                active: outcome.active.clone(),
-                changed: outcome.changed,
-                refused: outcome.refused.clone(),
-                ignored: outcome.ignored.clone(),
-            });
+            let _ = tx.send(outcome.clone());
         },
     )
     .unwrap();
