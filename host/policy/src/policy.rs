@@ -486,6 +486,31 @@ impl Policy {
         }
     }
 
+    /// Passes what the policy logged during `call` on to the agent's log at the policy's own
+    /// level, naming the policy (the text is already bounded and escaped): an author's warnings
+    /// (a config key the policy ignores) must reach the operator.
+    pub fn emit_logs<T>(&self, call: &str, outcome: &Outcome<T>) {
+        let policy = &self.id;
+        for line in &outcome.logs {
+            let message = &line.message;
+            match line.level {
+                "error" => tracing::error!(%policy, call, "policy: {message}"),
+                "warn" => tracing::warn!(%policy, call, "policy: {message}"),
+                "info" => tracing::info!(%policy, call, "policy: {message}"),
+                "debug" => tracing::debug!(%policy, call, "policy: {message}"),
+                _ => tracing::trace!(%policy, call, "policy: {message}"),
+            }
+        }
+        if outcome.logs_dropped > 0 {
+            tracing::warn!(
+                %policy,
+                call,
+                dropped = outcome.logs_dropped,
+                "policy: more log lines than the host keeps per call; the rest were dropped"
+            );
+        }
+    }
+
     /// How long compiling (or loading from the cache) took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time

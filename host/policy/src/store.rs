@@ -854,8 +854,14 @@ pub fn exercise(
     settings: &Settings,
     inventory: &PolicyInventory,
 ) -> Result<Vec<Pool>, PolicyCallError> {
-    selector.validate_selector_settings(settings)?;
-    allocator.validate_allocator_settings(settings)?;
+    selector.emit_logs(
+        "validate-settings",
+        &selector.validate_selector_settings(settings)?,
+    );
+    allocator.emit_logs(
+        "validate-settings",
+        &allocator.validate_allocator_settings(settings)?,
+    );
     let pools = selector.select(settings, inventory)?.value;
     exercise_allocator(allocator, settings, inventory, &pools)?;
     Ok(pools)

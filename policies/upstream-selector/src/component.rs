@@ -11,6 +11,7 @@ wit_bindgen::generate!({
 });
 
 use exports::vfpool::policy::selector::Guest;
+use vfpool::policy::log::{Level, log};
 use vfpool::policy::types::{
     Device, DeviceKind, DeviceType as WitDeviceType, Inventory, PolicyError, Pool as WitPool,
     PoolDevice, Settings, SettingsProblem as WitProblem, VdpaType as WitVdpaType,
@@ -19,6 +20,9 @@ use vfpool::policy::types::{
 use crate::{DeviceType, DeviceView, Kind, SettingsProblem, VdpaType};
 
 struct UpstreamSelector;
+
+/// Most ignored-key warnings logged per config.
+const MAX_NOTES: usize = 16;
 
 impl DeviceView for Device {
     fn id(&self) -> &str {
@@ -99,9 +103,22 @@ fn settings_error(problem: SettingsProblem) -> PolicyError {
 
 impl Guest for UpstreamSelector {
     fn validate_settings(settings: Settings) -> Result<(), PolicyError> {
-        crate::parse(&settings.config, &settings.default_resource_prefix)
-            .map(|_| ())
-            .map_err(settings_error)
+        let config = crate::parse(&settings.config, &settings.default_resource_prefix)
+            .map_err(settings_error)?;
+        // Once per config change (the host validates a config before it takes it), not on every
+        // selection.
+        for note in config.ignored.iter().take(MAX_NOTES) {
+            log(Level::Warn, note);
+        }
+        if let Some(more) = config
+            .ignored
+            .len()
+            .checked_sub(MAX_NOTES)
+            .filter(|&n| n > 0)
+        {
+            log(Level::Warn, &format!("and {more} more ignored keys"));
+        }
+        Ok(())
     }
 
     fn select(settings: Settings, inventory: Inventory) -> Result<Vec<WitPool>, PolicyError> {

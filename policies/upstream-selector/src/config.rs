@@ -124,6 +124,9 @@ pub struct Selector {
 pub struct Config {
     /// The resources in configuration order (first match wins across them).
     pub resources: Vec<Resource>,
+    /// Keys ignored as upstream ignores them, each a sentence for the operator's log: a
+    /// misspelled selector key (`"pfNamez"`) silently widens a pool, so it is worth a warning.
+    pub ignored: Vec<String>,
 }
 
 /// Parses and validates `config.json` text. Empty (or all-whitespace) text means "no resources".
@@ -148,10 +151,13 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
             ),
         ));
     };
+    let mut ignored = Vec::new();
     let mut list = Json::Null;
     for (key, value) in entries {
         if key_matches(&key, "resourceList") {
             list = value;
+        } else {
+            ignored.push(ignored_key("the configuration", &key, &["resourceList"]));
         }
     }
     let items = match list {
@@ -167,7 +173,7 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
     let mut resources: Vec<Resource> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let path = format!("resourceList[{index}]");
-        let resource = decode_resource(item, &path, default_prefix)?;
+        let resource = decode_resource(item, &path, default_prefix, &mut ignored)?;
         if let Some(first) = resources
             .iter()
             .position(|r| r.resource_name == resource.resource_name)
@@ -182,7 +188,65 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
         }
         resources.push(resource);
     }
-    Ok(Config { resources })
+    Ok(Config { resources, ignored })
+}
+
+/// Every selector key of any device type, for telling a misspelled key from one the resource's
+/// type does not use.
+const ALL_SELECTOR_KEYS: [&str; 14] = [
+    "vendors",
+    "devices",
+    "drivers",
+    "pciAddresses",
+    "acpiIndexes",
+    "pfNames",
+    "rootDevices",
+    "linkTypes",
+    "ddpProfiles",
+    "pKeys",
+    "isRdma",
+    "needVhostNet",
+    "vdpaType",
+    "auxTypes",
+];
+
+/// The note for an ignored `key` of the object at `path`, whose known keys are `known`.
+fn ignored_key(path: &str, key: &str, known: &[&str]) -> String {
+    let selector_level = known.iter().any(|k| ALL_SELECTOR_KEYS.contains(k));
+    let why = if let Some(selector_key) = ALL_SELECTOR_KEYS.iter().find(|k| key_matches(key, k)) {
+        if selector_level {
+            format!("{selector_key:?} is not a selector of this resource's deviceType")
+        } else {
+            format!("{selector_key:?} is a selector key; put it inside \"selectors\"")
+        }
+    } else {
+        match known.iter().find(|k| close(key, k)) {
+            Some(like) => format!("unknown key {key:?} (did you mean {like:?}?)"),
+            None => format!("unknown key {key:?}"),
+        }
+    };
+    format!("{path}: {why}: ignored, as the upstream plugin ignores it")
+}
+
+/// Whether `key` is one or two edits from `known`, ignoring case (a likely typo).
+fn close(key: &str, known: &str) -> bool {
+    let a: Vec<char> = key.chars().flat_map(char::to_lowercase).collect();
+    let b: Vec<char> = known.chars().flat_map(char::to_lowercase).collect();
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    // Levenshtein distance, one row at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()] <= 2
 }
 
 fn object<'a>(value: &'a Json, path: &str) -> Result<&'a [(String, Json)], SettingsProblem> {
@@ -273,15 +337,19 @@ fn string_list(value: &Json, path: &str) -> Result<Vec<String>, SettingsProblem>
 }
 
 /// Calls `set` for every entry whose key matches one of `fields` (Go's case-insensitive match), in
-/// input order, so the last duplicate wins. Unknown keys are ignored.
+/// input order, so the last duplicate wins. Unknown keys are ignored, as upstream ignores them,
+/// with a note in `ignored`.
 fn for_each_field<'a>(
     entries: &'a [(String, Json)],
     fields: &[&'static str],
+    path: &str,
+    ignored: &mut Vec<String>,
     mut set: impl FnMut(&'static str, &'a Json) -> Result<(), SettingsProblem>,
 ) -> Result<(), SettingsProblem> {
     for (key, value) in entries {
-        if let Some(field) = fields.iter().find(|f| key_matches(key, f)) {
-            set(field, value)?;
+        match fields.iter().find(|f| key_matches(key, f)) {
+            Some(field) => set(field, value)?,
+            None => ignored.push(ignored_key(path, key, fields)),
         }
     }
     Ok(())
@@ -291,6 +359,7 @@ fn decode_resource(
     item: &Json,
     path: &str,
     default_prefix: &str,
+    ignored: &mut Vec<String>,
 ) -> Result<Resource, SettingsProblem> {
     let entries = object(item, path)?;
     let mut name = String::new();
@@ -309,6 +378,8 @@ fn decode_resource(
             "selectors",
             "additionalInfo",
         ],
+        path,
+        ignored,
         |field, value| {
             let field_path = format!("{path}.{field}");
             match field {
@@ -361,7 +432,12 @@ fn decode_resource(
         )
     })?;
     let selectors = match raw {
-        Json::Object(_) => vec![decode_selector(raw, &selectors_path, device_type)?],
+        Json::Object(_) => vec![decode_selector(
+            raw,
+            &selectors_path,
+            device_type,
+            ignored,
+        )?],
         Json::Array(items) if items.is_empty() => {
             return Err(SettingsProblem::new(
                 &selectors_path,
@@ -374,7 +450,7 @@ fn decode_resource(
             .map(|(i, item)| {
                 let item_path = format!("{selectors_path}[{i}]");
                 match item {
-                    Json::Object(_) => decode_selector(item, &item_path, device_type),
+                    Json::Object(_) => decode_selector(item, &item_path, device_type, ignored),
                     other => Err(SettingsProblem::new(
                         item_path,
                         format!(
@@ -462,6 +538,7 @@ fn decode_selector(
     value: &Json,
     path: &str,
     device_type: DeviceType,
+    ignored: &mut Vec<String>,
 ) -> Result<Selector, SettingsProblem> {
     let entries = object(value, path)?;
     let fields: &[&'static str] = match device_type {
@@ -497,7 +574,7 @@ fn decode_selector(
     let mut vdpa_type = String::new();
     let mut pf_names = Vec::new();
     let mut root_devices = Vec::new();
-    for_each_field(entries, fields, |field, value| {
+    for_each_field(entries, fields, path, ignored, |field, value| {
         let field_path = format!("{path}.{field}");
         match field {
             "vendors" => selector.vendors = string_list(value, &field_path)?,

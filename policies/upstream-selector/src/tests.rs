@@ -456,3 +456,64 @@ fn aux_without_a_pf_name_is_never_pooled() {
         assert_eq!(ids(&devices, &pools[0]), ["mlx5_core.sf.2"], "{selectors}");
     }
 }
+
+/// Unknown keys are ignored as upstream ignores them, but each is noted for a warning: a
+/// misspelled selector key (`pfNamez`) silently widened a pool, with nothing in the log.
+#[test]
+fn ignored_keys_are_noted_with_a_hint() {
+    let text = r#"{"resourceList":[
+        {"resourceName":"a","selectors":{"pfNamez":["ens1f0"],"vendors":["15b3"]}},
+        {"resourceName":"b","deviceType":"accelerator","vendors":["8086"],
+         "selectors":{"pfNames":["ens1f1"]}},
+        {"resourceName":"c","selectorz":{},"selectors":{}}
+    ],"version":1}"#;
+    let config = parse(text, "intel.com").unwrap();
+    assert_eq!(config.resources.len(), 3);
+    let notes = &config.ignored;
+    let has = |path: &str, part: &str| {
+        notes
+            .iter()
+            .any(|n| n.starts_with(path) && n.contains(part))
+    };
+    assert!(
+        has("the configuration:", "unknown key \"version\""),
+        "{notes:#?}"
+    );
+    assert!(
+        has(
+            "resourceList[0].selectors:",
+            "\"pfNamez\" (did you mean \"pfNames\"?)"
+        ),
+        "{notes:#?}"
+    );
+    assert!(
+        has(
+            "resourceList[1]:",
+            "\"vendors\" is a selector key; put it inside \"selectors\""
+        ),
+        "{notes:#?}"
+    );
+    assert!(
+        has(
+            "resourceList[1].selectors:",
+            "\"pfNames\" is not a selector of this resource's deviceType"
+        ),
+        "{notes:#?}"
+    );
+    assert!(
+        has(
+            "resourceList[2]:",
+            "\"selectorz\" (did you mean \"selectors\"?)"
+        ),
+        "{notes:#?}"
+    );
+    assert_eq!(notes.len(), 5, "{notes:#?}");
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.ends_with("ignored, as the upstream plugin ignores it"))
+    );
+    // A config with only known keys (any case) has nothing to say.
+    let clean = r#"{"ResourceList":[{"ResourceName":"a","Selectors":{"PfNames":["x"]}}]}"#;
+    assert!(parse(clean, "intel.com").unwrap().ignored.is_empty());
+}

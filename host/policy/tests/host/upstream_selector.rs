@@ -477,3 +477,31 @@ fn discovered_dell_cx5_node() {
     let lom: Vec<&str> = pools[1].devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(lom, ["0000:04:00.1"]);
 }
+
+/// A misspelled selector key is ignored as upstream ignores it, but the policy warns about it when
+/// it validates the config (the host passes the warning on to the agent's log at reload).
+#[test]
+fn ignored_keys_are_warned_about_through_the_real_host() {
+    let text = r#"{"resourceList":[{"resourceName":"a","selectors":{"pfNamez":["ens1f0"]}}]}"#;
+    let outcome = selector()
+        .validate_selector_settings(&settings(text))
+        .expect("the config is valid");
+    let warnings: Vec<&str> = outcome
+        .logs
+        .iter()
+        .filter(|l| l.level == "warn")
+        .map(|l| l.message.as_str())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", outcome.logs);
+    assert!(
+        warnings[0].contains("resourceList[0].selectors")
+            && warnings[0].contains("did you mean \"pfNames\"?"),
+        "{warnings:?}"
+    );
+    // A clean config says nothing.
+    let clean = r#"{"resourceList":[{"resourceName":"a","selectors":{"pfNames":["ens1f0"]}}]}"#;
+    let outcome = selector()
+        .validate_selector_settings(&settings(clean))
+        .unwrap();
+    assert!(outcome.logs.is_empty(), "{:?}", outcome.logs);
+}
