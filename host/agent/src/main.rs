@@ -11,6 +11,8 @@ mod exit;
 mod facts;
 mod output;
 mod telemetry;
+#[cfg(test)]
+mod test_logs;
 
 use std::process::ExitCode;
 

@@ -181,7 +181,7 @@ pub fn kernel_sources() -> Vec<Box<dyn EventSource>> {
     ] {
         match open() {
             Ok(source) => sources.push(Box::new(source)),
-            Err(e) => tracing::warn!(source = name, error = %e, "kernel events: cannot subscribe"),
+            Err(e) => tracing::warn!(source = %name, error = %e, "kernel events: cannot subscribe"),
         }
     }
     sources
@@ -236,7 +236,7 @@ impl KernelEvents {
                 .spawn(move || {
                     loop {
                         if let Err(e) = source.wait() {
-                            tracing::warn!(source = name, error = %e, "kernel events: receive failed; source closed");
+                            tracing::warn!(source = %name, error = %e, "kernel events: receive failed; source closed");
                             break;
                         }
                         // The receiver is gone: the agent is stopping.
@@ -253,7 +253,7 @@ impl KernelEvents {
                 Ok(_) => names.push(name),
                 Err(e) => {
                     shared.alive.fetch_sub(1, Ordering::AcqRel);
-                    tracing::warn!(source = name, error = %e, "kernel events: cannot start the reader thread");
+                    tracing::warn!(source = %name, error = %e, "kernel events: cannot start the reader thread");
                 }
             }
         }

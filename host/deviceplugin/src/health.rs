@@ -3,17 +3,59 @@
 //! (carrier or operstate, upstream PR #640's `checkHealthOnPf`). A VF whose own netdev is gone is
 //! healthy: its netdev is in a pod's network namespace (upstream #565).
 
+use std::fmt;
+
 use vfpool_sysfs::{Device, DeviceKind, Inventory};
 
 use crate::model::Health;
 
+/// Why a device is unhealthy: what the operator is told when a pool's devices turn Unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unhealthy {
+    /// The device is no longer in the inventory (listed only because a pod holds it).
+    Vanished,
+    /// No driver is bound to the device (unbound, or rebound and not yet probed).
+    NoDriver,
+    /// The link of the device's PF is down.
+    PfLinkDown {
+        /// The PF's id (PCI address).
+        pf: String,
+        /// The PF netdev whose link is down.
+        link: String,
+        /// Its operstate, if known.
+        operstate: Option<String>,
+        /// Its carrier, if known.
+        carrier: Option<bool>,
+    },
+}
+
+impl fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unhealthy::Vanished => f.write_str("the device vanished"),
+            Unhealthy::NoDriver => f.write_str("the device has no driver bound"),
+            Unhealthy::PfLinkDown {
+                pf,
+                link,
+                operstate,
+                carrier,
+            } => write!(
+                f,
+                "PF {pf} link {link} is down (operstate {}, carrier {})",
+                operstate.as_deref().unwrap_or("unknown"),
+                carrier.map_or("unknown", |c| if c { "1" } else { "0" })
+            ),
+        }
+    }
+}
+
 /// Why a device is unhealthy, for logs; `None` when it is healthy.
-pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<String> {
+pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<Unhealthy> {
     let Some(current) = inventory.get(&device.id) else {
-        return Some("the device vanished".to_string());
+        return Some(Unhealthy::Vanished);
     };
     if current.driver.is_none() {
-        return Some("the device has no driver bound".to_string());
+        return Some(Unhealthy::NoDriver);
     }
     if matches!(current.kind, DeviceKind::Vf | DeviceKind::Aux)
         && let Some(pf) = current.pf_id.as_deref().and_then(|id| inventory.get(id))
@@ -29,14 +71,12 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<String
                 Some("down" | "lowerlayerdown" | "notpresent")
             );
             if oper_down || link.carrier == Some(false) {
-                return Some(format!(
-                    "PF {} link {} is down (operstate {}, carrier {})",
-                    pf.id,
-                    link.name,
-                    link.operstate.as_deref().unwrap_or("unknown"),
-                    link.carrier
-                        .map_or("unknown", |c| if c { "1" } else { "0" })
-                ));
+                return Some(Unhealthy::PfLinkDown {
+                    pf: pf.id.clone(),
+                    link: link.name.clone(),
+                    operstate: link.operstate.clone(),
+                    carrier: link.carrier,
+                });
             }
         }
     }
@@ -98,7 +138,7 @@ mod tests {
             link("ens1f0", "lowerlayerdown", Some(true)),
         ] {
             let inv = node(l, Some("mlx5_core"));
-            let reason = unhealthy_reason(&inv.devices[1], &inv).unwrap();
+            let reason = unhealthy_reason(&inv.devices[1], &inv).unwrap().to_string();
             assert!(reason.contains("ens1f0"), "{reason}");
         }
         // `unknown` operstate with carrier up (common for virtual links) is fine.
@@ -111,6 +151,10 @@ mod tests {
         let inv = node(link("ens1f0", "up", Some(true)), None);
         assert_eq!(health(&inv.devices[1], &inv), Health::Unhealthy);
         let gone = Device::unknown("0000:3b:00.7", DeviceKind::Vf);
-        assert!(unhealthy_reason(&gone, &inv).unwrap().contains("vanished"));
+        assert_eq!(unhealthy_reason(&gone, &inv), Some(Unhealthy::Vanished));
+        assert_eq!(
+            unhealthy_reason(&inv.devices[1], &inv),
+            Some(Unhealthy::NoDriver)
+        );
     }
 }

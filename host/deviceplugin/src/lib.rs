@@ -23,6 +23,7 @@ pub mod allocate;
 pub mod allocator;
 pub mod events;
 pub mod health;
+mod logs;
 mod manager;
 pub mod model;
 pub mod plan;
@@ -32,6 +33,7 @@ pub mod server;
 pub mod uds;
 
 pub use allocator::{Allocator, AllocatorError, PolicyAllocator, PreferenceRequest};
+pub use logs::Ids;
 pub use manager::{ApplyReport, DevicePlugins, PluginConfig, StartError};
 pub use model::{Health, Member, PoolSnapshot, Snapshot};
 pub use registration::Mode;

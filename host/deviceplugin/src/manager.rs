@@ -15,7 +15,9 @@ use vfpool_policy::{Pool, PoolDevice};
 use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::allocator::Allocator;
-use crate::model::{PoolSnapshot, Snapshot};
+use crate::health;
+use crate::logs::{Ids, Took};
+use crate::model::{Health, PoolSnapshot, Snapshot};
 use crate::plan::{self, InUse};
 use crate::podresources;
 use crate::registration::Mode;
@@ -57,6 +59,9 @@ pub struct PluginConfig {
     /// directory is there) but cannot answer yet, as while kubelet restarts: with nothing served
     /// yet, a device a pod holds can only be kept out of other pools if its pod is known.
     pub pod_resources_first_wait: Duration,
+    /// How long `Register` (legacy mode) may keep failing before it is logged as an error, once:
+    /// see [`crate::registration::ESCALATE_AFTER`], the default.
+    pub registration_error_after: Duration,
 }
 
 impl PluginConfig {
@@ -74,6 +79,7 @@ impl PluginConfig {
             stream_grace: Duration::from_secs(10),
             poll_sockets: None,
             pod_resources_first_wait: Duration::from_secs(30),
+            registration_error_after: crate::registration::ESCALATE_AFTER,
         }
     }
 }
@@ -304,7 +310,7 @@ impl DevicePlugins {
         }
         if !self.pod_resources_seen {
             tracing::warn!(
-                waited = ?self.config.pod_resources_first_wait,
+                waited = %Took(self.config.pod_resources_first_wait),
                 "kubelet's pod-resources directory has no socket; serving as without the PodResources API (which devices pods hold is not known)"
             );
             self.pod_resources_absent = true;
@@ -312,7 +318,7 @@ impl DevicePlugins {
             return true;
         }
         tracing::warn!(
-            waited = ?self.config.pod_resources_first_wait,
+            waited = %Took(self.config.pod_resources_first_wait),
             "PodResources still cannot answer; serving without knowing which devices pods hold (a device a pod got before this agent started may be offered in another pool if the pools changed)"
         );
         false
@@ -399,6 +405,11 @@ impl DevicePlugins {
             .cloned()
             .collect();
         for name in stopping {
+            // Emptied rather than removed from the pools: capacity drops to zero and pods asking
+            // for the resource stay Pending. The cause goes before the stop it leads to.
+            if plan.pools.contains_key(&name) {
+                self.say_empty(&mut said, &name);
+            }
             self.stop_pool(&name).await;
             report.stopped.push(name);
         }
@@ -438,18 +449,14 @@ impl DevicePlugins {
                         .map(|m| m.id());
                     server::remove_device_infos(&self.config.devinfo_dir, &name, gone);
                     if handle.state.update(Arc::clone(&snapshot)) {
-                        tracing::info!(resource = %name, devices = ?server::summary(&snapshot), "pool changed");
+                        log_pool_change(&name, &before, &snapshot, inventory);
                         report.updated.push(name);
                     }
                 }
-                None if snapshot.members.is_empty() => {
-                    self.say(
-                        &mut said,
-                        format!("no devices in the pool {name}; not advertising it"),
-                    );
-                }
+                None if snapshot.members.is_empty() => self.say_empty(&mut said, &name),
                 None => {
-                    self.start_pool(&name, snapshot);
+                    self.start_pool(&name, Arc::clone(&snapshot));
+                    log_health_changes(&name, None, &snapshot, inventory);
                     report.started.push(name);
                 }
             }
@@ -486,13 +493,37 @@ impl DevicePlugins {
         said.insert(note);
     }
 
+    /// Warns that pool `name` has no devices, once until it has some again: at debug if the
+    /// previous apply said it, not at all if this one already did (when it stopped the pool).
+    fn say_empty(&self, said: &mut BTreeSet<String>, name: &str) {
+        let key = format!("no devices in the pool {name}");
+        if said.contains(&key) {
+            return;
+        }
+        if self.said.contains(&key) {
+            tracing::debug!(resource = %name, "no devices in the pool; not advertising it");
+        } else {
+            tracing::warn!(
+                resource = %name,
+                "no devices in the pool; not advertising it (pods requesting the resource stay Pending)"
+            );
+        }
+        said.insert(key);
+    }
+
     fn start_pool(&mut self, name: &str, snapshot: Snapshot) {
         server::remove_device_infos(
             &self.config.devinfo_dir,
             name,
             snapshot.members.iter().map(|m| m.id()),
         );
-        tracing::info!(resource = %name, devices = ?server::summary(&snapshot), "starting pool");
+        tracing::info!(
+            resource = %name,
+            devices = snapshot.members.len(),
+            healthy = snapshot.healthy(),
+            unhealthy = snapshot.members.len() - snapshot.healthy(),
+            "starting pool"
+        );
         let socket = self.mode.socket(name);
         let (tx, _) = watch::channel(snapshot);
         let state = Arc::new(PoolState {
@@ -509,7 +540,9 @@ impl DevicePlugins {
             registered: Mutex::new(None),
             open_streams: watch::channel(0).0,
             stream_grace: self.config.stream_grace,
+            registration_error_after: self.config.registration_error_after,
             socket_made: Mutex::new(None),
+            registration_failing: Mutex::new(None),
         });
         let handle = server::spawn(state);
         self.senders
@@ -619,6 +652,85 @@ impl Drop for DevicePlugins {
     }
 }
 
+/// Logs what changed in pool `name` from `before` to `after` (what kubelet sees changed): health
+/// transitions as their own lines ([`log_health_changes`]), and the new counts, at info when
+/// devices joined or left the pool and at debug when only health changed (the transition lines
+/// said it).
+fn log_pool_change(name: &str, before: &PoolSnapshot, after: &PoolSnapshot, inventory: &Inventory) {
+    log_health_changes(name, Some(before), after, inventory);
+    let added: Vec<&str> = after
+        .members
+        .iter()
+        .filter(|m| before.get(m.id()).is_none())
+        .map(|m| m.id())
+        .collect();
+    let removed: Vec<&str> = before
+        .members
+        .iter()
+        .filter(|m| after.get(m.id()).is_none())
+        .map(|m| m.id())
+        .collect();
+    let healthy = after.healthy();
+    let unhealthy = after.members.len() - healthy;
+    if added.is_empty() && removed.is_empty() {
+        tracing::debug!(resource = %name, healthy, unhealthy, "pool changed");
+    } else {
+        // A list that is empty is left out (`added=` reads as a field gone wrong).
+        let listed = |ids| (!<[&str]>::is_empty(ids)).then(|| tracing::field::display(Ids(ids)));
+        tracing::info!(
+            resource = %name,
+            healthy,
+            unhealthy,
+            added = listed(&added),
+            removed = listed(&removed),
+            "pool changed"
+        );
+    }
+}
+
+/// Logs the devices of pool `name` that turned Unhealthy since `before` (or are Unhealthy as the
+/// pool starts), a warning per reason naming them, and those that are Healthy again, at info.
+/// kubelet stops handing out an Unhealthy device, so a pool's capacity drops with no other sign.
+fn log_health_changes(
+    name: &str,
+    before: Option<&PoolSnapshot>,
+    after: &PoolSnapshot,
+    inventory: &Inventory,
+) {
+    let was = |id: &str| before.and_then(|b| b.get(id)).map(|m| m.health);
+    let mut unhealthy: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut recovered = Vec::new();
+    for member in &after.members {
+        match (member.health, was(member.id())) {
+            (Health::Unhealthy, Some(Health::Unhealthy)) | (Health::Healthy, None) => {}
+            (Health::Unhealthy, _) => {
+                let reason = health::unhealthy_reason(&member.device, inventory)
+                    .map_or_else(|| "unknown".to_string(), |r| r.to_string());
+                unhealthy.entry(reason).or_default().push(member.id());
+            }
+            (Health::Healthy, Some(Health::Unhealthy)) => recovered.push(member.id()),
+            (Health::Healthy, Some(Health::Healthy)) => {}
+        }
+    }
+    for (reason, ids) in &unhealthy {
+        tracing::warn!(
+            resource = %name,
+            count = ids.len(),
+            devices = %Ids(ids),
+            %reason,
+            "devices Unhealthy; kubelet no longer hands them to new pods"
+        );
+    }
+    if !recovered.is_empty() {
+        tracing::info!(
+            resource = %name,
+            count = recovered.len(),
+            devices = %Ids(&recovered),
+            "devices Healthy again"
+        );
+    }
+}
+
 /// How often the socket directory is polled when inotify is unavailable.
 const SOCKET_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -646,24 +758,30 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Which file kubelet's socket is: device, inode and modification time. A socket made right after
+/// one was deleted may get the same inode (ext4), but not the same modification time. Not the
+/// change time: `chmod` and `chown` change it, and a changed mode is not a kubelet restart (nor is
+/// anything written through the socket: that changes no time of the file).
+type KubeletIdentity = (u64, u64, i64, i64);
+
+fn kubelet_identity(path: &Path) -> Option<KubeletIdentity> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
 /// Polls what the inotify watcher would report, as the events [`watch_events`] takes: kubelet's
-/// socket replaced (by its identity: a new file, however soon; a poll of modification times,
-/// which have a resolution of a second there, missed a restart within the second the agent
-/// started) and pool sockets gone.
+/// socket replaced (by its identity, [`kubelet_identity`]: a new file, however soon; a poll of
+/// modification times alone, which have a resolution of a second there, missed a restart within
+/// the second the agent started) and pool sockets gone.
 async fn poll_sockets(
     interval: Duration,
     kubelet: Option<PathBuf>,
     senders: Senders,
     events: mpsc::UnboundedSender<notify::Result<notify::Event>>,
 ) {
-    // With the change time: ext4 gives a socket made right after one was deleted the same inode.
-    let identity = |path: &Path| {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
-    };
-    let mut kubelet_seen = kubelet.as_deref().and_then(identity);
+    let mut kubelet_seen = kubelet.as_deref().and_then(kubelet_identity);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -674,7 +792,7 @@ async fn poll_sockets(
                 .is_ok()
         };
         if let Some(kubelet) = &kubelet {
-            let now = identity(kubelet);
+            let now = kubelet_identity(kubelet);
             if now != kubelet_seen {
                 kubelet_seen = now;
                 if now.is_some()
@@ -699,14 +817,21 @@ async fn poll_sockets(
 }
 
 /// Reacts to the socket directory: kubelet.sock (re)created → every pool registers again; a pool
-/// socket removed → that pool re-binds it. (A poll that missed the gap between kubelet deleting
-/// and creating its socket reports a modified one: the same restart.)
+/// socket removed → that pool re-binds it.
+///
+/// kubelet.sock counts as recreated when it is created or renamed into place, or when any other
+/// event about it (or an overflowed event queue) finds another file there than before
+/// ([`kubelet_identity`]). Its mode or owner changing (inotify's `IN_ATTRIB`, a metadata
+/// modification) is not a restart: taken for one, a `chmod` made every pool register again.
 async fn watch_events(
     mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
     mode: Mode,
     senders: Senders,
 ) {
+    use notify::event::{ModifyKind, RenameMode};
+
     let kubelet = mode.kubelet_socket();
+    let mut kubelet_seen = kubelet.as_deref().and_then(kubelet_identity);
     while let Some(event) = events.recv().await {
         let event = match event {
             Ok(event) => event,
@@ -719,17 +844,35 @@ async fn watch_events(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let about_kubelet = event.need_rescan()
+            || event
+                .paths
+                .iter()
+                .any(|path| kubelet.as_deref() == Some(path.as_path()));
+        if let Some(kubelet) = kubelet.as_deref()
+            && about_kubelet
+        {
+            let now = kubelet_identity(kubelet);
+            // A rename's both-ends event follows its `To` event: the identity check covers it.
+            let placed = matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            ) && event.paths.iter().any(|path| path == kubelet);
+            let recreated = now.is_some() && (placed || now != kubelet_seen);
+            kubelet_seen = now;
+            if recreated {
+                tracing::info!(
+                    socket = %kubelet.display(),
+                    "kubelet.sock created (kubelet restarted); registering every pool again"
+                );
+                for sender in senders.values() {
+                    let _ = sender.send(Command::Rebind);
+                    let _ = sender.send(Command::Register);
+                }
+            }
+        }
         for path in &event.paths {
             if kubelet.as_deref() == Some(path.as_path()) {
-                if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) {
-                    tracing::info!(
-                        "kubelet.sock created (kubelet restarted); registering every pool again"
-                    );
-                    for sender in senders.values() {
-                        let _ = sender.send(Command::Rebind);
-                        let _ = sender.send(Command::Register);
-                    }
-                }
                 continue;
             }
             if matches!(event.kind, EventKind::Remove(_))
@@ -744,4 +887,288 @@ async fn watch_events(
 
 fn path_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+#[cfg(test)]
+mod log_tests {
+    //! What the manager and the pool servers log at info and above, read as an operator reads it.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use vfpool_kubelet_sim::{KubeletSim, SimOptions};
+    use vfpool_policy::DeviceType;
+
+    use super::*;
+    use crate::allocator::{AllocatorError, PreferenceRequest};
+    use crate::logs::capture::{self, lines};
+
+    const NAME: &str = "intel.com/mlnx_sriov";
+    const GUARD: Duration = Duration::from_secs(30);
+
+    #[derive(Debug)]
+    struct NoPreference;
+
+    impl Allocator for NoPreference {
+        fn prefer(&self, _: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+            Err(AllocatorError::NotReady)
+        }
+    }
+
+    struct Env {
+        tmp: tempfile::TempDir,
+        inventory: Inventory,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            let tmp = tempfile::tempdir().unwrap();
+            let fixture = vfpool_sysfs::sim::Fixture::load("dell-cx5").unwrap();
+            vfpool_sysfs::sim::write_tree(&fixture, &tmp.path().join("sys")).unwrap();
+            let inventory =
+                vfpool_sysfs::discover(&SysfsRoot::new(tmp.path().join("sys"))).unwrap();
+            std::fs::create_dir_all(tmp.path().join("kubelet")).unwrap();
+            Env { tmp, inventory }
+        }
+
+        fn kubelet(&self) -> PathBuf {
+            self.tmp.path().join("kubelet")
+        }
+
+        fn config(&self) -> PluginConfig {
+            PluginConfig::new(
+                self.kubelet(),
+                self.tmp.path().join("devinfo"),
+                SysfsRoot::new(self.tmp.path().join("sys")),
+            )
+        }
+
+        /// The 24 Mellanox VFs as pool `name`.
+        fn pool(&self, name: &str) -> Pool {
+            Pool {
+                resource_name: name.to_string(),
+                device_type: DeviceType::NetDevice,
+                exclude_topology: false,
+                devices: self
+                    .inventory
+                    .devices
+                    .iter()
+                    .filter(|d| d.device.as_deref() == Some("1018"))
+                    .map(|d| PoolDevice {
+                        id: d.id.clone(),
+                        rdma: false,
+                        vhost_net: false,
+                        vdpa_type: None,
+                        additional_info: None,
+                    })
+                    .collect(),
+            }
+        }
+
+        fn empty(name: &str) -> Pool {
+            Pool {
+                resource_name: name.to_string(),
+                device_type: DeviceType::NetDevice,
+                exclude_topology: false,
+                devices: Vec::new(),
+            }
+        }
+
+        async fn serving(&self) -> (KubeletSim, DevicePlugins) {
+            let sim = KubeletSim::start(&self.kubelet(), SimOptions::default())
+                .await
+                .unwrap();
+            let mut plugins = DevicePlugins::start(self.config(), Arc::new(NoPreference)).unwrap();
+            plugins.apply(&[self.pool(NAME)], &self.inventory).await;
+            sim.wait_for("24 allocatable", GUARD, |r| {
+                r.get(NAME).is_some_and(|v| v.allocatable() == 24)
+            })
+            .await
+            .unwrap();
+            (sim, plugins)
+        }
+    }
+
+    /// No Rust Debug syntax in lines at info and above.
+    fn assert_plain(log: &str) {
+        for line in log.lines().filter(|l| !l.trim_start().starts_with("DEBUG")) {
+            for debug in ["{\"", "Some(", "\":", "Legacy {"] {
+                assert!(!line.contains(debug), "Debug syntax in {line}");
+            }
+        }
+    }
+
+    /// A PF link going down: one warning naming the pool, the PF's VFs (twelve: eight listed and
+    /// "4 more") and the PF's link; the count line only at debug. Back up: one info line naming
+    /// them. A VF deleted: the count line at info, naming it. All used to be one info line of
+    /// counts, `devices={"Healthy": 12, "Unhealthy": 12}`, naming no device and no reason.
+    #[tokio::test]
+    async fn health_changes_name_the_devices_and_the_reason() {
+        let env = Env::new();
+        let (sim, mut plugins) = env.serving().await;
+
+        let (log, guard) = capture::start();
+        let mut down = env.inventory.clone();
+        for device in &mut down.devices {
+            if device.id == "0000:3b:00.0" {
+                device.netdevs[0].operstate = Some("down".to_string());
+            }
+        }
+        let report = plugins.apply(&[env.pool(NAME)], &down).await;
+        assert_eq!(report.updated, [NAME]);
+        let text = log.text();
+        let warned = lines(&text, "WARN", "devices Unhealthy");
+        assert_eq!(warned.len(), 1, "{text}");
+        for part in [
+            "resource=intel.com/mlnx_sriov",
+            "count=12",
+            "0000:3b:00.2, 0000:3b:00.3",
+            "and 4 more",
+            "PF 0000:3b:00.0 link ens1f0 is down (operstate down",
+        ] {
+            assert!(warned[0].contains(part), "{part} missing: {text}");
+        }
+        assert!(lines(&text, "INFO", "pool changed").is_empty(), "{text}");
+        let changed = lines(&text, "DEBUG", "pool changed");
+        assert_eq!(changed.len(), 1, "{text}");
+        assert!(changed[0].contains("healthy=12 unhealthy=12"), "{text}");
+        assert_plain(&text);
+
+        let (log, guard) = {
+            drop(guard);
+            capture::start()
+        };
+        plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+        let text = log.text();
+        let back = lines(&text, "INFO", "devices Healthy again");
+        assert_eq!(back.len(), 1, "{text}");
+        assert!(back[0].contains("count=12"), "{text}");
+        assert!(back[0].contains("0000:3b:00.2"), "{text}");
+        assert!(lines(&text, "WARN", "").is_empty(), "{text}");
+
+        let (log, _guard) = {
+            drop(guard);
+            capture::start()
+        };
+        let mut fewer = env.inventory.clone();
+        fewer.devices.retain(|d| d.id != "0000:3b:00.5");
+        plugins.apply(&[env.pool(NAME)], &fewer).await;
+        let text = log.text();
+        let changed = lines(&text, "INFO", "pool changed");
+        assert_eq!(changed.len(), 1, "{text}");
+        assert!(
+            changed[0].contains("healthy=23 unhealthy=0 removed=0000:3b:00.5"),
+            "{text}"
+        );
+        assert_plain(&text);
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// A pool that loses every device: one warning naming it, before the stop it causes, and not
+    /// again on the next applies; a pool that matches nothing from the start: one warning too.
+    /// Both used to be info lines, the emptied pool's after its "pool stopped".
+    #[tokio::test]
+    async fn an_empty_pool_is_one_warning_before_its_stop() {
+        let env = Env::new();
+        let (sim, mut plugins) = env.serving().await;
+        let (log, _guard) = capture::start();
+        let other = "intel.com/other_nic";
+        for _ in 0..3 {
+            let report = plugins
+                .apply(&[Env::empty(NAME), Env::empty(other)], &env.inventory)
+                .await;
+            assert!(report.started.is_empty());
+        }
+        let text = log.text();
+        let warned = lines(&text, "WARN", "no devices in the pool");
+        assert_eq!(warned.len(), 2, "{text}");
+        assert!(
+            warned[0].contains("resource=intel.com/mlnx_sriov"),
+            "{text}"
+        );
+        assert!(warned[1].contains("resource=intel.com/other_nic"), "{text}");
+        let warned_at = text.find(warned[0]).unwrap();
+        let stopped_at = text.find("pool stopped").unwrap();
+        assert!(warned_at < stopped_at, "{text}");
+        assert!(
+            lines(&text, "INFO", "no devices in the pool").is_empty(),
+            "{text}"
+        );
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// Every granted Allocate is an info line naming the pool and the devices, so which VF a pod
+    /// got can be read from the log. It was not logged at all.
+    #[tokio::test]
+    async fn a_granted_allocate_names_its_devices() {
+        let env = Env::new();
+        let (sim, plugins) = env.serving().await;
+        let (log, _guard) = capture::start();
+        let pod = sim.allocate_pod("pod-a", NAME, 2).await.unwrap();
+        let text = log.text();
+        let granted = lines(&text, "INFO", "Allocate granted");
+        assert_eq!(granted.len(), 1, "{text}");
+        let ids = pod.device_ids.join(", ");
+        assert!(
+            granted[0].contains(&format!("devices={ids}")),
+            "{ids} missing: {text}"
+        );
+        assert!(
+            granted[0].contains("resource=intel.com/mlnx_sriov"),
+            "{text}"
+        );
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// Registration failing past `registration_error_after` (no kubelet.sock: a wrong
+    /// --kubelet-dir) is one error naming the socket and the likely cause, however long it goes
+    /// on; when kubelet comes, the success says how long it took. It used to be a warning every
+    /// 50 s forever, like a kubelet restart's.
+    #[tokio::test]
+    async fn registration_failing_for_long_is_one_error() {
+        let env = Env::new();
+        let mut config = env.config();
+        config.registration_error_after = Duration::from_millis(300);
+        let (log, _guard) = capture::start();
+        let mut plugins = DevicePlugins::start(config, Arc::new(NoPreference)).unwrap();
+        plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+        // Attempts at 0, 0.1, 0.3 (the error), 0.7 and 1.5 s.
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        let text = log.text();
+        let errors = lines(&text, "ERROR", "");
+        assert_eq!(errors.len(), 1, "{text}");
+        let socket = env.kubelet().join("device-plugins/kubelet.sock");
+        assert!(
+            errors[0].contains(&format!("socket={}", socket.display())),
+            "{text}"
+        );
+        assert!(errors[0].contains("is --kubelet-dir right?"), "{text}");
+        assert!(
+            errors[0].contains("resource=intel.com/mlnx_sriov"),
+            "{text}"
+        );
+
+        let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+            .await
+            .unwrap();
+        tokio::time::timeout(GUARD, async {
+            while plugins.registration(NAME) != Some(Ok(())) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let text = log.text();
+        let registered = lines(
+            &text,
+            "INFO",
+            "registered with kubelet after failed attempts",
+        );
+        assert_eq!(registered.len(), 1, "{text}");
+        assert!(registered[0].contains("failing_for="), "{text}");
+        assert_eq!(lines(&text, "ERROR", "").len(), 1, "{text}");
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
 }

@@ -22,6 +22,7 @@ use vfpool_policy::{Pool, PoolDevice};
 use vfpool_sysfs::Inventory;
 
 use crate::health;
+use crate::logs::Ids;
 use crate::model::{Health, Member, PoolSnapshot};
 
 /// Devices kubelet reports as assigned to pods: resource name → device ids.
@@ -62,6 +63,11 @@ pub fn plan(
         }
     }
     let mut withdrawn = Vec::new();
+    // Per-device decisions, said once per pair of pools (a policy swap on a large node moves a
+    // thousand devices: a line each buried the log): (holder, policy's pool) → ids.
+    let mut kept_in_use: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    // (from, to) → ids.
+    let mut moves: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut taken: HashMap<String, String> = HashMap::new();
     let mut pools: BTreeMap<String, PoolSnapshot> = BTreeMap::new();
 
@@ -78,10 +84,10 @@ pub fn plan(
             if let Some(holder) = pinned.get(hints.id.as_str())
                 && *holder != pool.resource_name
             {
-                notes.push(format!(
-                    "device {} stays in {} while a pod uses it (the policy now puts it in {})",
-                    hints.id, holder, pool.resource_name
-                ));
+                kept_in_use
+                    .entry((holder.to_string(), pool.resource_name.clone()))
+                    .or_default()
+                    .push(hints.id.clone());
                 continue;
             }
             if let Some(first) = taken.get(&hints.id) {
@@ -104,10 +110,10 @@ pub fn plan(
             {
                 // kubelet may still hand it out from `from` until it has our new list, and an
                 // Allocate under way now shows in PodResources only once it returns.
-                notes.push(format!(
-                    "device {} leaves {from}; it joins {} on the next update",
-                    hints.id, pool.resource_name
-                ));
+                moves
+                    .entry((from.to_string(), pool.resource_name.clone()))
+                    .or_default()
+                    .push(hints.id.clone());
                 withdrawn.push(hints.id.clone());
                 continue;
             }
@@ -138,6 +144,7 @@ pub fn plan(
             continue;
         }
         let mut held = Vec::new();
+        let mut held_ids = Vec::new();
         for id in ids {
             match taken.get(id) {
                 Some(holder) if holder == resource => continue,
@@ -168,9 +175,13 @@ pub fn plan(
             });
             let (device, health) = match inventory.get(id) {
                 Some(device) => {
-                    notes.push(format!(
-                        "device {id} stays in {resource} until the pod using it releases it"
-                    ));
+                    // Said above, with the pool the policy now wants it in, if it has one.
+                    if !kept_in_use
+                        .iter()
+                        .any(|((holder, _), ids)| holder == resource && ids.contains(id))
+                    {
+                        held_ids.push(id.clone());
+                    }
                     (device.clone(), health::health(device, inventory))
                 }
                 None => {
@@ -190,6 +201,13 @@ pub fn plan(
                 health,
                 held: true,
             });
+        }
+        if !held_ids.is_empty() {
+            notes.push(format!(
+                "{} in {resource} until the pods using them release them: {}",
+                devices(held_ids.len(), "stays", "stay"),
+                Ids(&held_ids)
+            ));
         }
         if held.is_empty() {
             continue;
@@ -224,10 +242,33 @@ pub fn plan(
             (None, None) => {}
         }
     }
+    for ((holder, wanted), ids) in &kept_in_use {
+        notes.push(format!(
+            "{} in {holder} while pods use them (the policy now puts them in {wanted}): {}",
+            devices(ids.len(), "stays", "stay"),
+            Ids(ids)
+        ));
+    }
+    for ((from, to), ids) in &moves {
+        notes.push(format!(
+            "{} {from}, to join {to} on the next update: {}",
+            devices(ids.len(), "leaves", "leave"),
+            Ids(ids)
+        ));
+    }
     Plan {
         pools,
         notes,
         withdrawn,
+    }
+}
+
+/// "1 device stays", "3 devices stay".
+fn devices(count: usize, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 device {one}")
+    } else {
+        format!("{count} devices {many}")
     }
 }
 
@@ -371,6 +412,64 @@ mod tests {
         let third = plan(&desired, &inv, &second.pools, &InUse::new());
         assert_eq!(ids(&third, "x.io/two"), ["a"]);
         assert_eq!(ids(&third, "x.io/one"), ["b"]);
+    }
+
+    /// A policy swap on a large node moved a thousand devices, and the plan said so in a line per
+    /// device (held ones twice). One line per pair of pools, naming a few ids and the count.
+    #[test]
+    fn moves_and_held_devices_are_one_note_per_pair_of_pools() {
+        let names: Vec<String> = (0..100).map(|i| format!("d{i:03}")).collect();
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let inv = inventory(&all);
+        let first = plan(
+            &[pool("x.io/one", &all)],
+            &inv,
+            &nothing_served(),
+            &InUse::new(),
+        );
+        let used: InUse = [(
+            "x.io/one".to_string(),
+            ["d000".to_string(), "d001".to_string()].into(),
+        )]
+        .into();
+        let second = plan(&[pool("x.io/two", &all)], &inv, &first.pools, &used);
+        assert_eq!(second.withdrawn.len(), 98);
+        // The third note: pool one, gone from the policy, is served for its held devices.
+        assert_eq!(second.notes.len(), 3, "{:#?}", second.notes);
+        let said = |start: &str, end: &str| {
+            second
+                .notes
+                .iter()
+                .any(|n| n.starts_with(start) && n.ends_with(end))
+        };
+        assert!(
+            said(
+                "2 devices stay in x.io/one while pods use them (the policy now puts them in x.io/two): d000, d001",
+                "d001"
+            ),
+            "{:#?}",
+            second.notes
+        );
+        assert!(
+            said(
+                "98 devices leave x.io/one, to join x.io/two on the next update: d002, d003",
+                " and 90 more"
+            ),
+            "{:#?}",
+            second.notes
+        );
+        // Held in a pool the policy no longer has at all: one line for them too.
+        let third = plan(&[], &inv, &first.pools, &used);
+        assert_eq!(
+            third
+                .notes
+                .iter()
+                .filter(|n| n.contains("until the pods using them release them"))
+                .count(),
+            1,
+            "{:#?}",
+            third.notes
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use vfpool_proto::podresources::v1::ListPodResourcesRequest;
 use vfpool_proto::podresources::v1::pod_resources_lister_client::PodResourcesListerClient;
 
+use crate::logs::Took;
 use crate::plan::InUse;
 use crate::uds;
 
@@ -30,7 +31,7 @@ pub enum PodResourcesError {
         source: tonic::Status,
     },
     /// The call did not answer in time.
-    #[error("PodResources List on {path} did not answer within {timeout:?}")]
+    #[error("PodResources List on {path} did not answer within {}", Took(*.timeout))]
     Timeout {
         /// The socket.
         path: PathBuf,

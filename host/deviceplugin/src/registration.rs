@@ -8,13 +8,14 @@
 //!   `Register` on `device-plugins/kubelet.sock`, retrying with backoff until kubelet accepts.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use vfpool_proto::deviceplugin::v1beta1 as api;
 use vfpool_proto::deviceplugin::v1beta1::registration_client::RegistrationClient;
 use vfpool_proto::pluginregistration::v1 as reg;
 
+use crate::logs::Took;
 use crate::server::{Backoff, PoolState, error_chain};
 use crate::uds;
 
@@ -115,7 +116,7 @@ pub enum RegisterError {
     #[error("kubelet refused the registration")]
     Refused(#[source] tonic::Status),
     /// kubelet did not answer in time.
-    #[error("kubelet did not answer Register within {0:?}")]
+    #[error("kubelet did not answer Register within {}", Took(*.0))]
     Timeout(Duration),
 }
 
@@ -147,26 +148,108 @@ pub async fn register_once(state: &PoolState) -> Result<(), RegisterError> {
     Ok(())
 }
 
+/// How long registration may keep failing, by default, before it is logged as an error (once,
+/// naming kubelet's socket; [`crate::PluginConfig::registration_error_after`]). A kubelet restart
+/// takes seconds, a slow one a minute or two: five minutes without kubelet is a kubelet that is not
+/// coming, most often because `--kubelet-dir` is not kubelet's directory. A time rather than a
+/// number of attempts, as the backoff makes attempts uneven. Before it, a failure is a warning at
+/// the first and every tenth attempt (about every 50 s at the 5 s backoff cap); after it, at every
+/// sixtieth (about every 5 minutes), so the log still shows the agent waiting.
+pub const ESCALATE_AFTER: Duration = Duration::from_secs(300);
+
+/// A registration failing since `since`, `attempts` times so far; `escalated` once the error is
+/// logged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failing {
+    since: Instant,
+    attempts: u32,
+    escalated: bool,
+}
+
 /// Registers, retrying with backoff (100 ms doubling to 5 s) until kubelet accepts.
 pub async fn register_with_retry(state: Arc<PoolState>) {
     let mut backoff = Backoff::new(Duration::from_secs(5));
-    let mut attempts = 0u32;
     loop {
-        attempts += 1;
-        match register_once(&state).await {
-            Ok(()) => {
-                tracing::info!(resource = %state.resource_name, attempts, "registered with kubelet");
-                state.set_registered(Ok(()));
-                return;
-            }
-            Err(e) => {
-                let text = error_chain(&e);
-                if attempts == 1 || attempts.is_multiple_of(10) {
-                    tracing::warn!(resource = %state.resource_name, attempts, error = %text, "registration failed; retrying");
-                }
-                state.set_registered(Err(text));
-                tokio::time::sleep(backoff.next()).await;
-            }
+        let result = register_once(&state).await;
+        let done = result.is_ok();
+        record(&state, result);
+        if done {
+            return;
         }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// Logs a `Register` outcome and keeps it in the pool's state.
+fn record(state: &PoolState, result: Result<(), RegisterError>) {
+    let mut failing = state
+        .registration_failing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let status = match result {
+        Ok(()) => {
+            match failing.take() {
+                None => tracing::info!(resource = %state.resource_name, "registered with kubelet"),
+                Some(failed) => tracing::info!(
+                    resource = %state.resource_name,
+                    attempts = failed.attempts + 1,
+                    failing_for = %Took(failed.since.elapsed()),
+                    "registered with kubelet after failed attempts"
+                ),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let text = error_chain(&e);
+            let failed = failing.get_or_insert(Failing {
+                since: Instant::now(),
+                attempts: 0,
+                escalated: false,
+            });
+            failed.attempts += 1;
+            let (attempts, failing_for) = (failed.attempts, failed.since.elapsed());
+            if !failed.escalated && failing_for >= state.registration_error_after {
+                failed.escalated = true;
+                escalate(state, &e, attempts, failing_for);
+            } else if attempts == 1
+                || attempts.is_multiple_of(if failed.escalated { 60 } else { 10 })
+            {
+                tracing::warn!(
+                    resource = %state.resource_name,
+                    attempts,
+                    failing_for = %Took(failing_for),
+                    error = %text,
+                    "registration failed; retrying"
+                );
+            }
+            Err(text)
+        }
+    };
+    drop(failing);
+    state.set_registered(status);
+}
+
+/// The one error of a registration that has failed for [`ESCALATE_AFTER`] (by default): unlike
+/// the warnings, which a kubelet restart causes too, it says that kubelet is not coming back by
+/// itself.
+fn escalate(state: &PoolState, error: &RegisterError, attempts: u32, failing_for: Duration) {
+    let socket = state.mode.kubelet_socket().unwrap_or_default();
+    if let RegisterError::NoSocket(_) = error {
+        tracing::error!(
+            resource = %state.resource_name,
+            socket = %socket.display(),
+            attempts,
+            failing_for = %Took(failing_for),
+            "kubelet's registration socket has not appeared; is --kubelet-dir right? kubelet's default is /var/lib/kubelet (still retrying)"
+        );
+    } else {
+        tracing::error!(
+            resource = %state.resource_name,
+            socket = %socket.display(),
+            attempts,
+            failing_for = %Took(failing_for),
+            error = %error_chain(error),
+            "kubelet keeps failing the registration (still retrying)"
+        );
     }
 }

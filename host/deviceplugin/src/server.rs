@@ -5,7 +5,6 @@
 //! a new socket after a pause when kubelet's plugin watcher refused the registration (it does not
 //! try that socket again), and restarts the server when it fails.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -29,6 +28,7 @@ use vfpool_sysfs::SysfsRoot;
 
 use crate::allocate;
 use crate::allocator::{self, Allocator, PreferenceRequest};
+use crate::logs::{Ids, Took};
 use crate::model::Snapshot;
 use crate::registration::{self, Mode};
 use crate::uds;
@@ -58,6 +58,12 @@ pub struct PoolState {
     pub(crate) open_streams: watch::Sender<usize>,
     /// See [`crate::PluginConfig::stream_grace`].
     pub(crate) stream_grace: Duration,
+    /// See [`crate::PluginConfig::registration_error_after`].
+    pub(crate) registration_error_after: Duration,
+    /// Since when, and in how many attempts, `Register` has been failing; kept across the
+    /// registration tasks (a kubelet.sock event starts a new one) so that the error is said once
+    /// and the success says how long it took.
+    pub(crate) registration_failing: Mutex<Option<registration::Failing>>,
     /// The device and inode of the socket file the supervisor made last: whoever removes the
     /// socket path removes it only while it is still this file (see [`remove_own_socket`]).
     pub(crate) socket_made: Mutex<Option<SocketIdentity>>,
@@ -223,7 +229,7 @@ impl DevicePlugin for PoolService {
                     () = tx.closed() => break,
                 }
             }
-            tracing::debug!(resource, "ListAndWatch stream ended");
+            tracing::debug!(resource = %resource, "ListAndWatch stream ended");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -284,6 +290,20 @@ impl DevicePlugin for PoolService {
         for plan in planned {
             responses.push(plan.write(&self.state.devinfo_dir).map_err(refuse)?);
         }
+        // One line per pod admission, as upstream: the only record of which device went to which
+        // pod once PodResources forgets it (kubelet does not tell a plugin the pod's name; the
+        // time and devices match kubelet's own log). Containers separated by `;`.
+        let devices = containers
+            .iter()
+            .map(|c| Ids(&c.devices_ids).to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::info!(
+            resource = %self.state.resource_name,
+            containers = containers.len(),
+            %devices,
+            "Allocate granted"
+        );
         Ok(Response::new(api::AllocateResponse {
             container_responses: responses,
         }))
@@ -330,8 +350,8 @@ impl PoolService {
             Ok(Ok(Err(e))) => error_chain(&e),
             Ok(Err(join)) => format!("the allocator panicked: {join}"),
             Err(_) => format!(
-                "the allocator did not answer within {:?}",
-                self.state.allocator_timeout
+                "the allocator did not answer within {}",
+                Took(self.state.allocator_timeout)
             ),
         };
         let ids = allocator::builtin_preference(snapshot, &request);
@@ -671,7 +691,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         Ok(Err(e)) => error_chain(&e),
                         Err(e) => format!("the server task failed: {e}"),
                     };
-                    tracing::error!(resource = %state.resource_name, reason, "gRPC server exited; restarting it");
+                    tracing::error!(resource = %state.resource_name, %reason, "gRPC server exited; restarting it");
                     if wait_or_stop(&mut commands, backoff.next()).await {
                         break 'serve;
                     }
@@ -685,7 +705,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 }
                 Some(error) = refused.recv() => {
                     if !matches!(state.mode, Mode::PluginWatcher { .. }) {
-                        tracing::warn!(resource = %state.resource_name, error, "NotifyRegistrationStatus(false) on a socket registered with Register; ignored");
+                        tracing::warn!(resource = %state.resource_name, %error, "NotifyRegistrationStatus(false) on a socket registered with Register; ignored");
                         continue;
                     }
                     if rebind_at.is_some() {
@@ -694,8 +714,8 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     let pause = refused_pause.next();
                     tracing::warn!(
                         resource = %state.resource_name,
-                        error,
-                        retry_in = ?pause,
+                        %error,
+                        retry_in = %Took(pause),
                         "kubelet refused the registration; serving a new socket after a pause (kubelet's plugin watcher does not retry a socket whose registration failed)"
                     );
                     rebind_at = Some(Box::pin(tokio::time::sleep(pause)));
@@ -720,7 +740,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 () = kubelet_dropped(&state, &mut streams, grace) => {
                     tracing::warn!(
                         resource = %state.resource_name,
-                        waited = ?grace,
+                        waited = %Took(grace),
                         "no ListAndWatch stream from kubelet since registering (kubelet dropped the plugin, or is restarting); registering again"
                     );
                     grace = (grace * 2).min(STREAM_GRACE_CAP);
@@ -894,7 +914,7 @@ impl Stream for Guarded {
             let error = match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Err(e))) if resource_exhausted(&e) => {
                     if !std::mem::replace(&mut this.exhausted, true) {
-                        tracing::warn!(resource = %this.resource, error = %e, pause = ?EXHAUSTED_PAUSE, "cannot accept a connection: out of resources; retrying");
+                        tracing::warn!(resource = %this.resource, error = %e, pause = %Took(EXHAUSTED_PAUSE), "cannot accept a connection: out of resources; retrying");
                     }
                     this.pause = Some(Box::pin(tokio::time::sleep(EXHAUSTED_PAUSE)));
                     continue;
@@ -980,15 +1000,6 @@ pub(crate) fn remove_device_infos<'a>(
     for id in ids {
         allocate::remove_device_info(devinfo_dir, resource, id);
     }
-}
-
-/// Counts of members per health, for logs.
-pub(crate) fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for member in &snapshot.members {
-        *counts.entry(member.health.as_str()).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[cfg(test)]

@@ -459,6 +459,49 @@ async fn polling_the_socket_directory_follows_kubelet() {
     sim.shutdown();
 }
 
+/// A mode change of kubelet.sock (`chmod 0755`) is not a kubelet restart: no pool registers
+/// again, with inotify or polling; a real restart after it still registers every pool. inotify's
+/// attribute event used to be taken for a new socket, and the poller compared change times,
+/// which a chmod changes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chmod_of_kubelet_sock_is_not_a_restart() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    for poll in [None, Some(Duration::from_millis(50))] {
+        let env = Env::new();
+        let mut sim = env.sim().await;
+        let mut config = env.config();
+        config.poll_sockets = poll;
+        let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+        plugins.apply(&env.pool(0), &env.inventory).await;
+        all_allocatable(&sim).await;
+        registered(&plugins).await;
+        // A poll sees the socket as it is first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = sim.registrations().len();
+        let kubelet_sock = env.kubelet().join("device-plugins/kubelet.sock");
+        std::fs::set_permissions(&kubelet_sock, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Many polls, and time for an inotify event's registration to reach kubelet.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(sim.registrations().len(), before, "poll: {poll:?}");
+
+        sim.restart().await.unwrap();
+        tokio::time::timeout(GUARD, async {
+            while sim.registrations().len() == before
+                || !sim
+                    .resource(NAME)
+                    .is_some_and(|v| v.connected && v.allocatable() == 24)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("poll {poll:?}: registered again after kubelet restarted"));
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_retries_until_kubelet_is_up() {
     let env = Env::new();

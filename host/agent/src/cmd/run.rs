@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use vfpool_deviceplugin::events::{self, KernelEvents};
-use vfpool_deviceplugin::{DevicePlugins, PluginConfig, PolicyAllocator};
+use vfpool_deviceplugin::{DevicePlugins, Ids, PluginConfig, PolicyAllocator};
 use vfpool_policy::{
     ActivePolicies, CompileCache, HostFacts, Limits, PolicyEngine, PolicyInventory, PolicyWatcher,
     Pool, Sources,
@@ -121,9 +121,14 @@ async fn select(
 ) -> Option<Vec<Pool>> {
     let active = policies.current()?;
     let inventory = Arc::clone(inventory);
-    let result =
-        tokio::task::spawn_blocking(move || active.selector.select(&active.settings, &inventory))
-            .await;
+    let result = tokio::task::spawn_blocking(move || {
+        let outcome = active.selector.select(&active.settings, &inventory);
+        if let Ok(outcome) = &outcome {
+            active.selector.emit_logs("select", outcome);
+        }
+        outcome
+    })
+    .await;
     match result {
         Ok(Ok(outcome)) => Some(outcome.value),
         Ok(Err(e)) => {
@@ -321,6 +326,8 @@ async fn serve(
         events
     });
     let mut rescan = tokio::time::interval(args.rescan_interval);
+    // The last rescan's failure: said once while it repeats, and its end said too.
+    let mut rescan_failure: Option<String> = None;
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
     settle(&first, &mut placing, &mut rescan);
@@ -379,27 +386,51 @@ async fn serve(
                 rescan.reset_immediately();
             }
             _ = rescan.tick() => {
-                match warn_while_stuck(discover(&root, &gatherer), "a rescan's discovery").await {
-                    Ok((next, next_facts)) => {
-                        // An unchanged node keeps its policy inventory, the same `Arc`: nothing is
-                        // converted again, and the policy watcher does not take it for a new
-                        // inventory to dry-run a refused set on (and warn about) every rescan.
-                        let current = if next == inventory && next_facts == facts {
-                            Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner))
-                        } else {
-                            (inventory, facts) = (next, next_facts);
-                            let fresh = Arc::new(PolicyInventory::new(&inventory, &facts));
-                            *latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
-                            allocator.set_inventory(Arc::clone(&fresh));
-                            fresh
-                        };
-                        if let Some(pools) = select(&policies, &current).await {
-                            desired = pools;
-                        }
-                        settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
+                let discovered = warn_while_stuck(discover(&root, &gatherer), "a rescan's discovery").await;
+                note_rescan(&mut rescan_failure, discovered.as_ref().err());
+                // A failure is said by `note_rescan`; the current pools stay.
+                if let Ok((next, next_facts)) = discovered {
+                    // An unchanged node keeps its policy inventory, the same `Arc`: nothing is
+                    // converted again, and the policy watcher does not take it for a new
+                    // inventory to dry-run a refused set on (and warn about) every rescan.
+                    let current = if next == inventory && next_facts == facts {
+                        Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner))
+                    } else {
+                        (inventory, facts) = (next, next_facts);
+                        let fresh = Arc::new(PolicyInventory::new(&inventory, &facts));
+                        *latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+                        allocator.set_inventory(Arc::clone(&fresh));
+                        fresh
+                    };
+                    if let Some(pools) = select(&policies, &current).await {
+                        desired = pools;
                     }
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "rescan failed; keeping the current pools"),
+                    settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                 }
+            }
+        }
+    }
+}
+
+/// Logs a rescan's failure once while the same one repeats (every rescan, 30 s by default, would
+/// otherwise warn again), a different one when it changes, and the end of it.
+fn note_rescan(last: &mut Option<String>, error: Option<&anyhow::Error>) {
+    match (error, last.as_deref()) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            tracing::info!("rescans work again");
+            *last = None;
+        }
+        (Some(e), previous) => {
+            let text = crate::exit::error_chain(e.as_ref());
+            if previous == Some(text.as_str()) {
+                tracing::debug!(error = %text, "rescan failed again; keeping the current pools");
+            } else {
+                tracing::warn!(
+                    error = %text,
+                    "rescan failed; keeping the current pools (said again only if the error changes)"
+                );
+                *last = Some(text);
             }
         }
     }
@@ -466,23 +497,37 @@ fn settle(
             }
             return;
         }
-        tracing::info!(devices = ?report.moving, "moving devices to another pool: placing them in {:?}", placing.settle);
+        tracing::info!(
+            count = report.moving.len(),
+            devices = %Ids(&report.moving),
+            settle = ?placing.settle,
+            "moving devices to another pool"
+        );
         placing.settle
     } else {
         let delay = placing.wait;
         placing.wait = (placing.wait * 2).min(placing.cap);
-        tracing::debug!(devices = ?report.moving, "PodResources cannot answer: asking again in {delay:?}");
+        tracing::debug!(
+            devices = %Ids(&report.moving),
+            retry_in = ?delay,
+            "PodResources cannot answer: asking again"
+        );
         delay
     };
     rescan.reset_after(delay);
 }
 
+/// Pool names for a log field; an empty list is left out (`started=` reads as a field gone wrong).
+fn listed(names: &[String]) -> Option<tracing::field::DisplayValue<Ids<'_, String>>> {
+    (!names.is_empty()).then(|| tracing::field::display(Ids(names)))
+}
+
 fn log_report(report: &vfpool_deviceplugin::ApplyReport) {
     if !report.started.is_empty() || !report.updated.is_empty() || !report.stopped.is_empty() {
         tracing::info!(
-            started = ?report.started,
-            updated = ?report.updated,
-            stopped = ?report.stopped,
+            started = listed(&report.started),
+            updated = listed(&report.updated),
+            stopped = listed(&report.stopped),
             "pools applied"
         );
     }
@@ -538,8 +583,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_devinfo_dir, parse_duration};
+    use super::{check_devinfo_dir, note_rescan, parse_duration};
     use std::time::Duration;
+
+    /// A failing rescan warned on every rescan (every 2 s in the report), its cause printed twice,
+    /// and its end was never said.
+    #[test]
+    fn a_failing_rescan_is_one_warning_and_its_end_is_said() {
+        let error = || {
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound))
+                .context("discovery failed")
+        };
+        let mut last = None;
+        let logs = crate::test_logs::logs_of(|| {
+            for _ in 0..3 {
+                note_rescan(&mut last, Some(&error()));
+            }
+            note_rescan(&mut last, None);
+            note_rescan(&mut last, None);
+        });
+        assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
+        assert_eq!(logs.matches("rescan failed again").count(), 2, "{logs}");
+        assert_eq!(logs.matches("rescans work again").count(), 1, "{logs}");
+        assert!(last.is_none());
+    }
 
     /// A regular file as --devinfo-dir used to start the agent, which then warned once per device
     /// that it could not remove a device-info file.

@@ -400,33 +400,6 @@ fn a_failed_query_keeps_the_last_good_facts() {
     assert_eq!(gatherer.gather(&node()), first);
 }
 
-/// Captures what the gatherer logs, at every level.
-fn logs_of(run: impl FnOnce()) -> String {
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer(Arc::new(Mutex::new(Vec::new())));
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, run);
-    let text = buffer.0.lock().unwrap().clone();
-    String::from_utf8(text).unwrap()
-}
-
 #[test]
 fn unavailable_devlink_is_one_warning_per_process_where_devices_need_it() {
     use std::sync::Arc;
@@ -450,7 +423,7 @@ fn unavailable_devlink_is_one_warning_per_process_where_devices_need_it() {
         }
     });
     let (needing, _) = gatherer(fake, routes.path());
-    let logs = logs_of(|| {
+    let logs = crate::test_logs::logs_of(|| {
         for _ in 0..4 {
             needing.gather(&node());
         }
@@ -469,7 +442,7 @@ fn unavailable_devlink_is_one_warning_per_process_where_devices_need_it() {
     plain
         .devices
         .retain(|d| !DEVLINK_FACT_DRIVERS.contains(&d.driver.as_deref().unwrap_or("")));
-    let logs = logs_of(|| {
+    let logs = crate::test_logs::logs_of(|| {
         gatherer.gather(&plain);
         gatherer.gather(&plain);
     });
