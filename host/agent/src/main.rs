@@ -32,7 +32,11 @@ fn main() -> ExitCode {
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("vfpool: {}", exit::error_chain(failure.error.as_ref()));
+            // Each cause once, on one line.
+            eprintln!(
+                "vfpool: {}",
+                vfpool_policy::error_chain(failure.error.as_ref())
+            );
             ExitCode::from(failure.code as u8)
         }
     }

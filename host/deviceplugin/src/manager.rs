@@ -211,7 +211,7 @@ impl DevicePlugins {
                 Ok(watcher) => watcher,
                 Err(e) => {
                     tracing::warn!(
-                        error = %server::error_chain(&e),
+                        error = %vfpool_policy::error_chain(&e),
                         "cannot watch the socket directory with inotify (fs.inotify.max_user_instances or max_user_watches exhausted?); polling it every second instead"
                     );
                     poll(SOCKET_POLL_INTERVAL)
@@ -283,7 +283,7 @@ impl DevicePlugins {
                 }
                 Err(e) => format!(
                     "cannot ask PodResources which devices are in use: {}",
-                    server::error_chain(&e)
+                    vfpool_policy::error_chain(&e)
                 ),
             }
         };

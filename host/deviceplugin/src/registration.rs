@@ -16,7 +16,9 @@ use vfpool_proto::deviceplugin::v1beta1::registration_client::RegistrationClient
 use vfpool_proto::pluginregistration::v1 as reg;
 
 use crate::logs::Took;
-use crate::server::{Backoff, PoolState, error_chain};
+use vfpool_policy::error_chain;
+
+use crate::server::{Backoff, PoolState};
 use crate::uds;
 
 /// Where sockets live and how pools register.

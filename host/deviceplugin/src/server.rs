@@ -265,7 +265,7 @@ impl DevicePlugin for PoolService {
         let snapshot = self.state.current();
         let refuse = |e: allocate::AllocateError| {
             tracing::warn!(resource = %self.state.resource_name, error = %e, "Allocate refused");
-            Status::invalid_argument(error_chain(&e))
+            Status::invalid_argument(vfpool_policy::error_chain(&e))
         };
         let containers = request.into_inner().container_requests;
         // Every container is checked before any file is written (a refused request writes
@@ -345,9 +345,9 @@ impl PoolService {
         let failure = match tokio::time::timeout(self.state.allocator_timeout, call).await {
             Ok(Ok(Ok(ids))) => match allocator::check_answer(&request, &ids) {
                 Ok(()) => return ids,
-                Err(e) => error_chain(&e),
+                Err(e) => vfpool_policy::error_chain(&e),
             },
-            Ok(Ok(Err(e))) => error_chain(&e),
+            Ok(Ok(Err(e))) => vfpool_policy::error_chain(&e),
             Ok(Err(join)) => format!("the allocator panicked: {join}"),
             Err(_) => format!(
                 "the allocator did not answer within {}",
@@ -510,21 +510,6 @@ impl WatcherRegistration for PoolService {
     }
 }
 
-/// The error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// What the supervisor is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Command {
@@ -632,7 +617,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
         let incoming = match state.listen.bind(&state.socket) {
             Ok(incoming) => incoming,
             Err(e) => {
-                tracing::error!(resource = %state.resource_name, error = %error_chain(&e), "cannot serve; retrying");
+                tracing::error!(resource = %state.resource_name, error = %vfpool_policy::error_chain(&e), "cannot serve; retrying");
                 if wait_or_stop(&mut commands, backoff.next()).await {
                     break 'serve;
                 }
@@ -688,7 +673,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     }
                     let reason = match result {
                         Ok(Ok(())) => "the server stopped".to_string(),
-                        Ok(Err(e)) => error_chain(&e),
+                        Ok(Err(e)) => vfpool_policy::error_chain(&e),
                         Err(e) => format!("the server task failed: {e}"),
                     };
                     tracing::error!(resource = %state.resource_name, %reason, "gRPC server exited; restarting it");

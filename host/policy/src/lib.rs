@@ -38,7 +38,7 @@ pub use policy::{
 };
 pub use store::{
     ActivePolicies, ActiveSet, FileProblem, MAX_CONFIG_BYTES, PolicySource, ReloadError,
-    ReloadOutcome, Retry, SkippedName, Sources, exercise, exercise_allocator, read_config_file,
-    read_regular_file, skipped_policy_name,
+    ReloadOutcome, Retry, SkippedName, Sources, error_chain, exercise, exercise_allocator,
+    read_config_file, read_regular_file, skipped_policy_name,
 };
 pub use watch::{PolicyWatcher, WatchError};

@@ -408,7 +408,15 @@ impl ActivePolicies {
                 Ok(policy)
             }
             Err(error) => {
-                let reason = error_chain(&error);
+                let reason = match &error {
+                    // Not a component at all: what the parser choked on (`bad magic number -
+                    // expected=[ 0x0, 0x61, ...]`) says nothing the message does not.
+                    LoadError::Compile {
+                        what: ModuleKind::NotWasm | ModuleKind::CoreModule,
+                        ..
+                    } => error.to_string(),
+                    _ => error_chain(&error),
+                };
                 let tries = tries.saturating_add(1);
                 let retry_at = matches!(
                     error,
@@ -592,8 +600,11 @@ fn source_name(source: &PolicySource) -> String {
     }
 }
 
-/// The error and its causes on one line (`a: b: c`).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// The error and its causes on one line (`a: b: c`), each cause once: many errors name their
+/// cause in their own message too, and printing the chain as it is repeated it (`... (os error 2):
+/// No such file or directory (os error 2)`). The one formatter of the agent's crates, for log
+/// fields, gRPC statuses and the CLI's exit message alike.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -715,6 +726,18 @@ mod refusal_tests {
         (dir, sources, active, inventory)
     }
 
+    /// A file that is not WebAssembly at all is refused in words: the parser's `bad magic number -
+    /// expected=[ 0x0, 0x61, ...]` used to follow, and said nothing more.
+    #[test]
+    fn a_file_that_is_not_webassembly_is_refused_without_the_parsers_details() {
+        let (dir, sources, active, inventory) = setup();
+        fs::write(dir.path().join("broken.wasm"), "this is not a policy\n").unwrap();
+        let outcome = active.reload(&sources, &inventory);
+        let reason = outcome.refused.first().expect("refused");
+        assert!(reason.contains("not WebAssembly at all"), "{reason}");
+        assert!(!reason.contains("magic"), "{reason}");
+    }
+
     /// A load refused for a reason the agent cannot see (here: remembered as if the compile had
     /// run out of memory) is tried again after SIGHUP (`forget_refusals`): it used to stay
     /// refused, from the cache, until the agent restarted.
@@ -780,6 +803,40 @@ mod refusal_tests {
             .expect("a refused component is tried again");
         assert!(!retry.on_inventory_change);
         assert!(retry.at > Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read the sysfs root /x: {source}")]
+    struct NamesItsCause {
+        #[source]
+        source: std::io::Error,
+    }
+
+    /// The agent's exit message printed a cause its error had already named (`... (os error 2):
+    /// No such file or directory (os error 2)`).
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let named = NamesItsCause {
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let cause = named.source.to_string();
+        assert_eq!(error_chain(&named).matches(&cause).count(), 1);
+        let wrapped = anyhow::Error::new(named).context("discovery failed");
+        let text = error_chain(wrapped.as_ref());
+        assert!(text.starts_with("discovery failed: cannot read"), "{text}");
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        // A cause the message does not name is kept; lines are joined.
+        let io = anyhow::Error::new(std::io::Error::other("line one\nline two"))
+            .context("cannot write to standard output");
+        assert_eq!(
+            error_chain(io.as_ref()),
+            "cannot write to standard output: line one line two"
+        );
     }
 }
 

@@ -129,7 +129,8 @@ fn check(
         FileProblem::TooLarge(len) => format!("{len} bytes, more than the {max}-byte limit"),
         FileProblem::Io(e) => format!("cannot read: {e}"),
     })?;
-    let policy = Policy::compile(engine, &name, &bytes).map_err(|e| chain(&e))?;
+    let policy =
+        Policy::compile(engine, &name, &bytes).map_err(|e| vfpool_policy::error_chain(&e))?;
     let roles = policy.roles();
     let selector = if roles.selector {
         &policy
@@ -141,9 +142,10 @@ fn check(
     } else {
         default_allocator
     };
-    let pools = exercise(selector, allocator, settings, inventory).map_err(|e| chain(&e))?;
-    let preference =
-        exercise_allocator(allocator, settings, inventory, &pools).map_err(|e| chain(&e))?;
+    let pools = exercise(selector, allocator, settings, inventory)
+        .map_err(|e| vfpool_policy::error_chain(&e))?;
+    let preference = exercise_allocator(allocator, settings, inventory, &pools)
+        .map_err(|e| vfpool_policy::error_chain(&e))?;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -195,13 +197,4 @@ fn pool_lines(pools: &[Pool]) -> String {
         );
     }
     out
-}
-
-/// The error and its causes on one line.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    // Some causes (wasmparser's) span lines; a report line stays one line.
-    crate::exit::error_chain(error)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -422,7 +422,7 @@ fn note_rescan(last: &mut Option<String>, error: Option<&anyhow::Error>) {
             *last = None;
         }
         (Some(e), previous) => {
-            let text = crate::exit::error_chain(e.as_ref());
+            let text = vfpool_policy::error_chain(e.as_ref());
             if previous == Some(text.as_str()) {
                 tracing::debug!(error = %text, "rescan failed again; keeping the current pools");
             } else {

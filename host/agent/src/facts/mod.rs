@@ -314,7 +314,7 @@ impl FactsGatherer {
             self.once(key, || {});
             tracing::warn!(
                 kind = error.kind(),
-                error = %error_chain(error),
+                error = %vfpool_policy::error_chain(error),
                 "devlink is unavailable: enable_rdma and DDP package facts are unknown, so isRdma and ddpProfiles selectors see only what sysfs shows"
             );
             return;
@@ -323,7 +323,7 @@ impl FactsGatherer {
             tracing::debug!(
                 query = %query.args().join(" "),
                 kind = error.kind(),
-                error = %error_chain(error),
+                error = %vfpool_policy::error_chain(error),
                 "devlink: facts unknown"
             );
         });
@@ -381,17 +381,6 @@ fn handle(kind: DeviceKind, id: &str) -> String {
         DeviceKind::Aux => format!("auxiliary/{id}"),
         DeviceKind::Pf | DeviceKind::Vf => format!("pci/{id}"),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
