@@ -191,9 +191,8 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
     Ok(Config { resources, ignored })
 }
 
-/// Every selector key of any device type, for telling a misspelled key from one the resource's
-/// type does not use.
-const ALL_SELECTOR_KEYS: [&str; 14] = [
+/// The selector keys of each device type (upstream's `*Selectors` structs).
+const NET_DEVICE_KEYS: &[&str] = &[
     "vendors",
     "devices",
     "drivers",
@@ -207,13 +206,33 @@ const ALL_SELECTOR_KEYS: [&str; 14] = [
     "isRdma",
     "needVhostNet",
     "vdpaType",
+];
+const ACCELERATOR_KEYS: &[&str] = &["vendors", "devices", "drivers", "pciAddresses"];
+const AUX_NET_DEVICE_KEYS: &[&str] = &[
+    "vendors",
+    "devices",
+    "drivers",
+    "acpiIndexes",
+    "pfNames",
+    "rootDevices",
+    "linkTypes",
+    "isRdma",
     "auxTypes",
 ];
 
+/// The selector key of any device type that `key` names (case-insensitively), if any.
+fn selector_key(key: &str) -> Option<&'static str> {
+    [NET_DEVICE_KEYS, ACCELERATOR_KEYS, AUX_NET_DEVICE_KEYS]
+        .into_iter()
+        .flatten()
+        .find(|k| key_matches(key, k))
+        .copied()
+}
+
 /// The note for an ignored `key` of the object at `path`, whose known keys are `known`.
 fn ignored_key(path: &str, key: &str, known: &[&str]) -> String {
-    let selector_level = known.iter().any(|k| ALL_SELECTOR_KEYS.contains(k));
-    let why = if let Some(selector_key) = ALL_SELECTOR_KEYS.iter().find(|k| key_matches(key, k)) {
+    let selector_level = [NET_DEVICE_KEYS, ACCELERATOR_KEYS, AUX_NET_DEVICE_KEYS].contains(&known);
+    let why = if let Some(selector_key) = selector_key(key) {
         if selector_level {
             format!("{selector_key:?} is not a selector of this resource's deviceType")
         } else {
@@ -542,33 +561,9 @@ fn decode_selector(
 ) -> Result<Selector, SettingsProblem> {
     let entries = object(value, path)?;
     let fields: &[&'static str] = match device_type {
-        DeviceType::NetDevice => &[
-            "vendors",
-            "devices",
-            "drivers",
-            "pciAddresses",
-            "acpiIndexes",
-            "pfNames",
-            "rootDevices",
-            "linkTypes",
-            "ddpProfiles",
-            "pKeys",
-            "isRdma",
-            "needVhostNet",
-            "vdpaType",
-        ],
-        DeviceType::Accelerator => &["vendors", "devices", "drivers", "pciAddresses"],
-        DeviceType::AuxNetDevice => &[
-            "vendors",
-            "devices",
-            "drivers",
-            "acpiIndexes",
-            "pfNames",
-            "rootDevices",
-            "linkTypes",
-            "isRdma",
-            "auxTypes",
-        ],
+        DeviceType::NetDevice => NET_DEVICE_KEYS,
+        DeviceType::Accelerator => ACCELERATOR_KEYS,
+        DeviceType::AuxNetDevice => AUX_NET_DEVICE_KEYS,
     };
     let mut selector = Selector::default();
     let mut vdpa_type = String::new();
