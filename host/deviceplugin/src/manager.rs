@@ -849,8 +849,14 @@ async fn watch_events(
                 .paths
                 .iter()
                 .any(|path| kubelet.as_deref() == Some(path.as_path()));
+        // A removal is not looked at: kubelet deletes its socket and listens again within
+        // microseconds, so when the removal is handled the new socket is often there already,
+        // and taking it for the restart made the creation that follows a second one (every pool
+        // registered twice, kubelet rebuilding its streams). The creation, or any later event
+        // finding another socket, says it.
         if let Some(kubelet) = kubelet.as_deref()
             && about_kubelet
+            && !matches!(event.kind, EventKind::Remove(_))
         {
             let now = kubelet_identity(kubelet);
             // A rename's both-ends event follows its `To` event: the identity check covers it.
@@ -887,6 +893,58 @@ async fn watch_events(
 
 fn path_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+#[cfg(test)]
+mod watch_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use notify::event::{CreateKind, EventKind, RemoveKind};
+
+    use super::*;
+
+    /// kubelet deletes its socket and listens again within microseconds, so the removal is often
+    /// handled when the new socket is already there: it used to count as the restart, and the
+    /// creation that follows as a second one (every pool registered twice).
+    #[tokio::test]
+    async fn a_kubelet_restart_is_one_registration_however_late_its_removal_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubelet = dir.path().join("kubelet.sock");
+        std::fs::write(&kubelet, "old").unwrap();
+        let (commands, mut received) = mpsc::unbounded_channel();
+        let senders: Senders = Arc::new(Mutex::new(HashMap::from([(
+            dir.path().join("intel.com_x.sock"),
+            commands,
+        )])));
+        let (events, rx) = mpsc::unbounded_channel();
+        let watching = tokio::spawn(watch_events(
+            rx,
+            Mode::Legacy {
+                dir: dir.path().to_path_buf(),
+            },
+            senders,
+        ));
+        // The watcher reads the old socket's identity first.
+        tokio::task::yield_now().await;
+        // The restart: a new file at the path (another inode) before either event is handled.
+        std::fs::remove_file(&kubelet).unwrap();
+        std::fs::write(dir.path().join("new"), "new").unwrap();
+        std::fs::rename(dir.path().join("new"), &kubelet).unwrap();
+        let event = |kind| Ok(notify::Event::new(kind).add_path(kubelet.clone()));
+        events
+            .send(event(EventKind::Remove(RemoveKind::File)))
+            .unwrap();
+        events
+            .send(event(EventKind::Create(CreateKind::File)))
+            .unwrap();
+        drop(events);
+        watching.await.unwrap();
+        let mut registrations = 0;
+        while let Ok(command) = received.try_recv() {
+            registrations += usize::from(matches!(command, Command::Register));
+        }
+        assert_eq!(registrations, 1);
+    }
 }
 
 #[cfg(test)]

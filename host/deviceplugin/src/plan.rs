@@ -136,6 +136,11 @@ pub fn plan(
         );
     }
 
+    // Held devices the policy wants elsewhere, already noted with that pool.
+    let noted_in_use: std::collections::HashSet<(&str, &str)> = kept_in_use
+        .iter()
+        .flat_map(|((holder, _), ids)| ids.iter().map(move |id| (holder.as_str(), id.as_str())))
+        .collect();
     // Devices in use that the desired pools do not place where the pod got them: keep them there.
     for (resource, ids) in in_use {
         let before: Option<&PoolSnapshot> = previous.get(resource).map(Borrow::borrow);
@@ -176,10 +181,7 @@ pub fn plan(
             let (device, health) = match inventory.get(id) {
                 Some(device) => {
                     // Said above, with the pool the policy now wants it in, if it has one.
-                    if !kept_in_use
-                        .iter()
-                        .any(|((holder, _), ids)| holder == resource && ids.contains(id))
-                    {
+                    if !noted_in_use.contains(&(resource.as_str(), id.as_str())) {
                         held_ids.push(id.clone());
                     }
                     (device.clone(), health::health(device, inventory))

@@ -557,7 +557,8 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// The policy's log lines for one call: forwarded to `tracing` and kept (bounded) for the caller.
+/// The policy's log lines for one call: kept (bounded) for the caller to pass on, and forwarded to
+/// `tracing` at debug as they come.
 pub(crate) struct LogBuffer {
     policy: String,
     pub(crate) lines: Vec<LogLine>,
@@ -581,14 +582,11 @@ impl LogBuffer {
             WitLogLevel::Warn => "warn",
             WitLogLevel::Error => "error",
         };
+        // At once, at debug (the lines of a call that then fails are seen there too); the caller
+        // passes them on at their own level, once while they repeat (`Policy::emit_logs`): a
+        // select's lines here at info were said again on every rescan.
         let policy = self.policy.as_str();
-        match level {
-            "error" => tracing::error!(policy, "{message}"),
-            "warn" => tracing::warn!(policy, "{message}"),
-            "info" => tracing::info!(policy, "{message}"),
-            "debug" => tracing::debug!(policy, "{message}"),
-            _ => tracing::trace!(policy, "{message}"),
-        }
+        tracing::debug!(policy, level, "policy log: {message}");
         self.lines.push(LogLine { level, message });
     }
 }

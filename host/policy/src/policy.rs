@@ -488,11 +488,17 @@ impl Policy {
 
     /// Passes what the policy logged during `call` on to the agent's log at the policy's own
     /// level, naming the policy (the text is already bounded and escaped): an author's warnings
-    /// (a config key the policy ignores) must reach the operator.
-    pub fn emit_logs<T>(&self, call: &str, outcome: &Outcome<T>) {
+    /// (a config key the policy ignores) must reach the operator. `repeated`: the caller has
+    /// passed on these same lines before (a `select` on every rescan, a refused set tried again),
+    /// so they go to debug only: the log stays quiet in steady state.
+    pub fn emit_logs<T>(&self, call: &str, outcome: &Outcome<T>, repeated: bool) {
         let policy = &self.id;
         for line in &outcome.logs {
             let message = &line.message;
+            if repeated {
+                tracing::debug!(%policy, call, level = line.level, "policy (again): {message}");
+                continue;
+            }
             match line.level {
                 "error" => tracing::error!(%policy, call, "policy: {message}"),
                 "warn" => tracing::warn!(%policy, call, "policy: {message}"),
@@ -501,7 +507,7 @@ impl Policy {
                 _ => tracing::trace!(%policy, call, "policy: {message}"),
             }
         }
-        if outcome.logs_dropped > 0 {
+        if outcome.logs_dropped > 0 && !repeated {
             tracing::warn!(
                 %policy,
                 call,

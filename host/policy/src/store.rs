@@ -147,6 +147,8 @@ pub struct ActivePolicies {
     pending: Mutex<Option<Pending>>,
     /// The last reload was refused (for [`ReloadOutcome::recovered`]).
     refused_last: Mutex<bool>,
+    /// The selector, allocator and settings last exercised, whose log lines were passed on.
+    last_exercised: Mutex<Option<(PolicyId, PolicyId, Settings)>>,
     reload_lock: Mutex<()>,
 }
 
@@ -188,6 +190,7 @@ impl ActivePolicies {
             rejected: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
             refused_last: Mutex::new(false),
+            last_exercised: Mutex::new(None),
             reload_lock: Mutex::new(()),
         })
     }
@@ -220,6 +223,11 @@ impl ActivePolicies {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        // What the policies log when validating is said again too.
+        *self
+            .last_exercised
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Reads the sources and, if anything changed, validates the candidate set against
@@ -312,15 +320,32 @@ impl ActivePolicies {
             return (unchanged, None);
         }
 
-        let pools = match exercise(&selector.policy, &allocator.policy, &settings, inventory) {
+        // The same candidate exercised before (a refused set tried again): its validation's
+        // warnings were said then.
+        let candidate = (
+            selector.policy.id().clone(),
+            allocator.policy.id().clone(),
+            settings.clone(),
+        );
+        let repeated = {
+            let mut last = self
+                .last_exercised
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let repeated = last.as_ref() == Some(&candidate);
+            *last = Some(candidate.clone());
+            repeated
+        };
+        let pools = match exercise_again(
+            &selector.policy,
+            &allocator.policy,
+            &settings,
+            inventory,
+            repeated,
+        ) {
             Ok(pools) => pools,
             Err(e) => {
                 let pending = depends_on_inventory(&e).then(|| {
-                    let candidate = (
-                        selector.policy.id().clone(),
-                        allocator.policy.id().clone(),
-                        settings.clone(),
-                    );
                     // The same candidate refused again: wait longer before the next try.
                     let tries = self
                         .pending
@@ -726,6 +751,54 @@ mod refusal_tests {
         (dir, sources, active, inventory)
     }
 
+    /// A set refused on the inventory is tried again on every new one; what its validation logs
+    /// (upstream-selector's ignored-key warnings) was passed on at its level every time.
+    #[test]
+    fn a_retried_sets_validation_warnings_are_said_once() {
+        let (dir, mut sources, active, inventory) = setup();
+        let probe = Path::new(defaults::BUILT_COMPONENTS_DIR).join("probe.wasm");
+        fs::copy(probe, dir.path().join("probe.wasm")).unwrap();
+        let config = dir.path().join("config.txt");
+        fs::write(&config, "probe:validate-warning").unwrap();
+        sources.config_file = Some(config);
+        let buffer = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let writer = std::sync::Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Capture(std::sync::Arc::clone(&writer)))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                assert!(!active.reload(&sources, &inventory).refused.is_empty());
+            }
+        });
+        let logs = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let said = |level: &str, text: &str| {
+            logs.lines()
+                .filter(|l| l.contains(level) && l.contains(text))
+                .count()
+        };
+        assert_eq!(said(" WARN ", "probe validation warning"), 1, "{logs}");
+        assert_eq!(
+            said(" DEBUG ", "policy (again): probe validation warning"),
+            2,
+            "{logs}"
+        );
+    }
+
+    struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// A file that is not WebAssembly at all is refused in words: the parser's `bad magic number -
     /// expected=[ 0x0, 0x61, ...]` used to follow, and said nothing more.
     #[test]
@@ -911,13 +984,27 @@ pub fn exercise(
     settings: &Settings,
     inventory: &PolicyInventory,
 ) -> Result<Vec<Pool>, PolicyCallError> {
+    exercise_again(selector, allocator, settings, inventory, false)
+}
+
+/// [`exercise`]; `repeated`: the same policies and settings were exercised before, so what
+/// `validate-settings` logs goes to debug (a refused set is tried again on every new inventory).
+fn exercise_again(
+    selector: &Policy,
+    allocator: &Policy,
+    settings: &Settings,
+    inventory: &PolicyInventory,
+    repeated: bool,
+) -> Result<Vec<Pool>, PolicyCallError> {
     selector.emit_logs(
         "validate-settings",
         &selector.validate_selector_settings(settings)?,
+        repeated,
     );
     allocator.emit_logs(
         "validate-settings",
         &allocator.validate_allocator_settings(settings)?,
+        repeated,
     );
     let pools = selector.select(settings, inventory)?.value;
     exercise_allocator(allocator, settings, inventory, &pools)?;

@@ -113,33 +113,49 @@ async fn discover(
     .context("discovery failed")
 }
 
+/// What the last `select` said, so that a rescan repeating it stays quiet at info.
+#[derive(Default)]
+struct SelectLog {
+    /// The policy's log lines.
+    lines: Vec<vfpool_policy::LogLine>,
+    /// Why it failed.
+    failure: Option<String>,
+}
+
 /// Pools the active selector makes of `inventory`; `None` when there is no active set or the
-/// call fails (the caller keeps the last good pools).
+/// call fails (the caller keeps the last good pools). Runs on every rescan: what the policy logs,
+/// and a failure, are passed on at their level when they differ from the last call's, at debug
+/// when they repeat it.
 async fn select(
     policies: &Arc<ActivePolicies>,
     inventory: &Arc<PolicyInventory>,
+    said: &mut SelectLog,
 ) -> Option<Vec<Pool>> {
     let active = policies.current()?;
     let inventory = Arc::clone(inventory);
-    let result = tokio::task::spawn_blocking(move || {
-        let outcome = active.selector.select(&active.settings, &inventory);
-        if let Ok(outcome) = &outcome {
-            active.selector.emit_logs("select", outcome);
+    let selector = Arc::clone(&active.selector);
+    let result =
+        tokio::task::spawn_blocking(move || active.selector.select(&active.settings, &inventory))
+            .await;
+    let failure = match result {
+        Ok(Ok(outcome)) => {
+            selector.emit_logs("select", &outcome, outcome.logs == said.lines);
+            said.lines = outcome.logs;
+            if said.failure.take().is_some() {
+                tracing::info!("the selector policy works again");
+            }
+            return Some(outcome.value);
         }
-        outcome
-    })
-    .await;
-    match result {
-        Ok(Ok(outcome)) => Some(outcome.value),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the selector policy failed on the new inventory; keeping the previous pools");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the selector thread failed; keeping the previous pools");
-            None
-        }
+        Ok(Err(e)) => format!("the selector policy failed: {e}"),
+        Err(e) => format!("the selector thread failed: {e}"),
+    };
+    if said.failure.as_ref() == Some(&failure) {
+        tracing::debug!(error = %failure, "select failed again; keeping the previous pools");
+    } else {
+        tracing::warn!(error = %failure, "select failed; keeping the previous pools");
+        said.failure = Some(failure);
     }
+    None
 }
 
 async fn daemon(args: &RunArgs) -> CmdResult {
@@ -328,6 +344,7 @@ async fn serve(
     let mut rescan = tokio::time::interval(args.rescan_interval);
     // The last rescan's failure: said once while it repeats, and its end said too.
     let mut rescan_failure: Option<String> = None;
+    let mut select_log = SelectLog::default();
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
     settle(&first, &mut placing, &mut rescan);
@@ -371,7 +388,7 @@ async fn serve(
                 // The new set's dry run used the inventory of when the reload started; a rescan
                 // may have replaced it while the module compiled, so select on the current one.
                 let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
-                if let Some(pools) = select(&policies, &current).await {
+                if let Some(pools) = select(&policies, &current, &mut select_log).await {
                     desired = pools;
                     settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                 }
@@ -402,7 +419,7 @@ async fn serve(
                         allocator.set_inventory(Arc::clone(&fresh));
                         fresh
                     };
-                    if let Some(pools) = select(&policies, &current).await {
+                    if let Some(pools) = select(&policies, &current, &mut select_log).await {
                         desired = pools;
                     }
                     settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
@@ -583,8 +600,62 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_devinfo_dir, note_rescan, parse_duration};
+    use super::{SelectLog, check_devinfo_dir, note_rescan, parse_duration, select};
+    use std::sync::Arc;
     use std::time::Duration;
+
+    use vfpool_policy::{
+        ActivePolicies, HostFacts, Limits, PolicyEngine, PolicyInventory, Sources,
+    };
+
+    /// `select` runs on every rescan (30 s by default): what a policy logs there (the probe says
+    /// "probe selecting from N devices" at info) was passed on at info every time.
+    #[test]
+    fn a_selectors_repeated_log_lines_are_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe =
+            std::path::Path::new(vfpool_policy::defaults::BUILT_COMPONENTS_DIR).join("probe.wasm");
+        std::fs::copy(probe, dir.path().join("probe.wasm")).unwrap();
+        let sources = Sources {
+            policy_dir: Some(dir.path().to_path_buf()),
+            config_file: None,
+            default_resource_prefix: "intel.com".into(),
+        };
+        let policies =
+            Arc::new(ActivePolicies::new(PolicyEngine::new(Limits::default()).unwrap()).unwrap());
+        let inventory = Arc::new(PolicyInventory::new(
+            &Default::default(),
+            &HostFacts::default(),
+        ));
+        assert!(policies.reload(&sources, &inventory).changed);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut said = SelectLog::default();
+        let logs = crate::test_logs::logs_of(|| {
+            runtime.block_on(async {
+                for _ in 0..3 {
+                    assert!(select(&policies, &inventory, &mut said).await.is_some());
+                }
+            });
+        });
+        let said_at = |level: &str, text: &str| {
+            logs.lines()
+                .filter(|l| l.contains(level) && l.contains(text))
+                .count()
+        };
+        assert_eq!(
+            said_at(" INFO ", "probe selecting from 0 devices"),
+            1,
+            "{logs}"
+        );
+        assert_eq!(
+            said_at(" DEBUG ", "policy (again): probe selecting from 0 devices"),
+            2,
+            "{logs}"
+        );
+    }
 
     /// A failing rescan warned on every rescan (every 2 s in the report), its cause printed twice,
     /// and its end was never said.

@@ -224,7 +224,12 @@ fn read_fixture_file(path: &Path, name: &str) -> Result<String, SimError> {
         known: super::FIXTURE_NAMES.join(", "),
         problem,
     };
-    // NONBLOCK: opening a FIFO would otherwise wait for a writer.
+    // Not opened at all unless it is a regular file: opening some device nodes does something
+    // (`/dev/watchdog` arms the watchdog). Checked again on the open file, which may have been
+    // replaced meanwhile; NONBLOCK, so that a FIFO put there then does not wait for a writer.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(not_text("is not a regular file".to_owned()));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)

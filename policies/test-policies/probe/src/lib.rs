@@ -5,6 +5,8 @@
 //! `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`, `wrong-size`,
 //! `foreign-id`). With any other text it behaves: `select` puts every VF into one pool
 //! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
+//! `validate-warning` logs a warning in `validate-settings` and then selects a device the inventory
+//! does not have (a refusal the host tries again on a new inventory).
 //! `echo` is not a fault: `select` pools every device, each with its whole record as it arrived
 //! (`{:?}`) in its additional info under `record`, so the host can check its lowering.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
@@ -112,6 +114,9 @@ fn pool(name: &str, ids: Vec<PoolDevice>) -> Pool {
 
 impl selector::Guest for Probe {
     fn validate_settings(settings: Settings) -> Result<(), PolicyError> {
+        if mode(&settings) == "validate-warning" {
+            log(Level::Warn, "probe validation warning");
+        }
         misbehave(mode(&settings))
     }
 
@@ -138,7 +143,9 @@ impl selector::Guest for Probe {
                 device.additional_info = Some(vec![("blob".to_string(), "x".repeat(24 << 20))]);
                 vec![pool("example.com/probe", vec![device])]
             }
-            "unknown-device" => vec![pool("example.com/probe", vec![member("0000:ff:1f.7")])],
+            "unknown-device" | "validate-warning" => {
+                vec![pool("example.com/probe", vec![member("0000:ff:1f.7")])]
+            }
             "duplicate-device" => {
                 let first = vfs.first().cloned().into_iter().collect::<Vec<_>>();
                 vec![
