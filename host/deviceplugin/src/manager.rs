@@ -482,15 +482,17 @@ impl DevicePlugins {
         report
     }
 
-    /// Logs `note` at info, or at debug if the previous apply said it too; collects it in
-    /// `said` for the next apply.
+    /// Logs `note` at info, or at debug if the previous apply said it too — by its topic, so that
+    /// "97 devices stay in X …" after "98 devices stay in X …" (a pod released one) is not news;
+    /// collects the topic in `said` for the next apply.
     fn say(&self, said: &mut BTreeSet<String>, note: String) {
-        if self.said.contains(&note) {
+        let topic = note_topic(&note).to_string();
+        if self.said.contains(&topic) {
             tracing::debug!("{note}");
         } else {
             tracing::info!("{note}");
         }
-        said.insert(note);
+        said.insert(topic);
     }
 
     /// Warns that pool `name` has no devices, once until it has some again: at debug if the
@@ -731,6 +733,21 @@ fn log_health_changes(
     }
 }
 
+/// What a planner note is about, without its device count and ids: the planner says "N devices
+/// <verb> …: id, id and M more" for a group of devices (see `plan`), which shrinks apply by apply
+/// as pods release them.
+fn note_topic(note: &str) -> &str {
+    let counted = note.strip_prefix("1 device ").or_else(|| {
+        note.split_once(" devices ")
+            .filter(|(count, _)| !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, rest)| rest)
+    });
+    match counted {
+        Some(rest) => rest.rsplit_once(": ").map_or(rest, |(topic, _)| topic),
+        None => note,
+    }
+}
+
 /// How often the socket directory is polled when inotify is unavailable.
 const SOCKET_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -893,6 +910,37 @@ async fn watch_events(
 
 fn path_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::note_topic;
+
+    /// A group note shrinking as pods release devices was said again at info on every apply.
+    #[test]
+    fn a_group_note_keeps_its_topic_as_its_count_and_ids_change() {
+        let topic = |n: &str| note_topic(n).to_string();
+        assert_eq!(
+            topic(
+                "98 devices leave x.io/one, to join x.io/two on the next update: a, b and 96 more"
+            ),
+            topic(
+                "97 devices leave x.io/one, to join x.io/two on the next update: b, c and 95 more"
+            )
+        );
+        assert_ne!(
+            topic("2 devices leave x.io/one, to join x.io/two on the next update: a, b"),
+            topic("2 devices leave x.io/one, to join x.io/three on the next update: a, b")
+        );
+        assert_eq!(
+            note_topic("pool x.io/a is listed twice; the first definition wins"),
+            "pool x.io/a is listed twice; the first definition wins"
+        );
+        assert_eq!(
+            note_topic("1 device stays in x.io/one until the pods using them release them: a"),
+            "stays in x.io/one until the pods using them release them"
+        );
+    }
 }
 
 #[cfg(test)]
