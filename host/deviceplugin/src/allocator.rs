@@ -260,9 +260,7 @@ impl Allocator for PolicyAllocator {
                 size,
             )
             .map_err(|e| AllocatorError::Policy(Box::new(e)))?;
-        for line in &outcome.logs {
-            tracing::debug!(level = line.level, "allocator policy: {}", line.message);
-        }
+        // What the policy logged went to debug as it came (the policy engine forwards it).
         Ok(outcome.value)
     }
 }

@@ -292,16 +292,11 @@ impl DevicePlugin for PoolService {
         }
         // One line per pod admission, as upstream: the only record of which device went to which
         // pod once PodResources forgets it (kubelet does not tell a plugin the pod's name; the
-        // time and devices match kubelet's own log). Containers separated by `;`.
-        let devices = containers
-            .iter()
-            .map(|c| Ids(&c.devices_ids).to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
+        // time and devices match kubelet's own log). Formatted only if the line is written.
         tracing::info!(
             resource = %self.state.resource_name,
             containers = containers.len(),
-            %devices,
+            devices = %PerContainer(&containers),
             "Allocate granted"
         );
         Ok(Response::new(api::AllocateResponse {
@@ -507,6 +502,21 @@ impl WatcherRegistration for PoolService {
             let _ = self.refused.send(status.error);
         }
         Ok(Response::new(reg::RegistrationStatusResponse {}))
+    }
+}
+
+/// The device ids of each container of an Allocate request, containers separated by `; `.
+struct PerContainer<'a>(&'a [api::ContainerAllocateRequest]);
+
+impl std::fmt::Display for PerContainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, container) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}", Ids(&container.devices_ids))?;
+        }
+        Ok(())
     }
 }
 
