@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             // Each cause once, on one line.
-            eprintln!(
+            output::complain!(
                 "vfpool: {}",
                 vfpool_policy::error_chain(failure.error.as_ref())
             );

@@ -107,6 +107,23 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// A line to standard error that never panics. `eprintln!` panics when stderr is closed or full
+/// (a container runtime's log pipe gone, `2>/dev/full`), which turned a clean exit — or the very
+/// message explaining a failure — into a backtrace and exit 101. There is nowhere left to report
+/// a failed write to stderr, so it is dropped; the exit code still tells.
+pub fn complain_line(line: fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(format_args!("{line}\n"));
+}
+
+/// `eprintln!` that never panics ([`complain_line`]).
+macro_rules! complain {
+    ($($arg:tt)*) => {
+        $crate::output::complain_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use complain;
+
 #[cfg(test)]
 mod tests {
     use std::io::{self, Write};

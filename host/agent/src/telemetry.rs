@@ -69,6 +69,10 @@ pub fn init(directives: Option<&str>, default: &str) {
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_target(false)
+        // On a failed write the fmt layer otherwise reports it with `eprintln!`, which panics
+        // when stderr is the thing that failed (a closed log pipe): a log line must never take
+        // the agent down.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -280,6 +280,36 @@ fn a_full_stdout_is_an_error_not_a_panic() {
     }
 }
 
+/// A closed or full stderr (a container runtime's log pipe gone) used to turn the failure
+/// message, and any log line, into a panic and exit 101. The exit code must still say what
+/// happened: 2 for bad input, 0 for success even with debug logging on.
+#[test]
+fn a_full_stderr_is_not_a_panic() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    let missing = dir.path().join("missing");
+    for (args, code) in [
+        (
+            vec!["discover", "--sysfs-root", missing.to_str().unwrap()],
+            2,
+        ),
+        (
+            vec!["--log-level", "debug", "discover", "--sysfs-root", &node],
+            0,
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+            .args(&args)
+            .env_remove("VFPOOL_SYSFS_ROOT")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+    }
+}
+
 /// `VFPOOL_JSON=1` (and `0`, `yes`, empty) used to be refused: clap's flags take only `true` and
 /// `false`.
 #[test]

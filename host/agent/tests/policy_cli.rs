@@ -477,3 +477,52 @@ fn policy_check_fixture_twin_yields_to_a_sysfs_root_flag() {
         "{text}"
     );
 }
+
+/// `policy check` is where a policy's author looks, and it showed nothing the module logged: its
+/// lines went to the log at their own level, below the command's default (warn) unless warnings.
+/// They are part of the report now, each with the call that logged it.
+#[test]
+fn policy_check_shows_what_the_module_logged() {
+    let node = Node::dell_cx5(
+        r#"{"resourceList":[{"resourceName":"mlnx_sriov","colour":"red","selectors":{"vendors":["15b3"]}}]}"#,
+    );
+    let out = vfpool(&[
+        "policy",
+        "check",
+        component("rust_starter").to_str().unwrap(),
+        component("upstream_selector").to_str().unwrap(),
+        "--config-file",
+        &node.path("config.json"),
+        "--sysfs-root",
+        &node.path("node"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (starter, upstream) = text.split_at(text.find("upstream_selector.wasm: ").unwrap());
+    assert!(
+        starter.contains("policy log (1 line):") && starter.contains("select: info: "),
+        "{text}"
+    );
+    assert!(
+        upstream.contains("validate-settings: warn: ") && upstream.contains("colour"),
+        "{text}"
+    );
+    // An allocator is checked with the embedded selector, whose lines (about the config) are
+    // shown under its name.
+    let out = vfpool(&[
+        "policy",
+        "check",
+        component("spread_allocator").to_str().unwrap(),
+        "--config-file",
+        &node.path("config.json"),
+        "--sysfs-root",
+        &node.path("node"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("builtin:upstream-selector validate-settings: warn: ")
+            && text.contains("colour"),
+        "{text}"
+    );
+}

@@ -52,12 +52,36 @@ pub const TUN: &str = "/dev/net/tun";
 /// The RDMA connection-manager device, added for every RDMA device when the node has it.
 pub const RDMA_CM: &str = "/dev/infiniband/rdma_cm";
 
+/// The longest id an error message quotes in full. Device ids are PCI addresses (12 characters)
+/// or auxiliary device names (a few dozen); a longer one is hostile or garbage, and quoting a
+/// megabyte of it would flood the log and kubelet's event for the pod.
+const SHOWN_ID_MAX: usize = 128;
+
+/// A requested device id as an error message quotes it: escaped (`{:?}`: control characters and
+/// quotes cannot forge log lines), and cut at [`SHOWN_ID_MAX`] bytes with its full length given.
+struct ShownId<'a>(&'a str);
+
+impl std::fmt::Display for ShownId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.0;
+        if id.len() <= SHOWN_ID_MAX {
+            return write!(f, "{id:?}");
+        }
+        let mut end = SHOWN_ID_MAX;
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{:?}… ({} bytes)", &id[..end], id.len())
+    }
+}
+
 /// Why a container's allocation cannot be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
     /// The request names a device the pool does not advertise.
     #[error(
-        "device {id:?} is not in pool {resource} (it advertises {count} devices); kubelet's checkpoint may be stale: restart the pod"
+        "device {} is not in pool {resource} (it advertises {count} devices); kubelet's checkpoint may be stale: restart the pod",
+        ShownId(.id)
     )]
     UnknownDevice {
         /// The requested id.
@@ -68,8 +92,18 @@ pub enum AllocateError {
         count: usize,
     },
     /// The same device appears twice in one container request.
-    #[error("device {id:?} is requested twice in one container request")]
+    #[error("device {} is requested twice in one container request", ShownId(.id))]
     Duplicate {
+        /// The repeated id.
+        id: String,
+    },
+    /// The same device is requested for two containers of one pod: kubelet gives a device to
+    /// one container only.
+    #[error(
+        "device {} is requested for two containers of one Allocate request; a device goes to one container",
+        ShownId(.id)
+    )]
+    InTwoContainers {
         /// The repeated id.
         id: String,
     },

@@ -397,6 +397,16 @@ impl DevicePlugins {
         for note in &report.notes {
             self.say(&mut said, note.clone());
         }
+        // Sorted, as it came from a set; usually empty.
+        let moving_now = report.moving.clone();
+        let incoming = |name: &str| {
+            desired
+                .iter()
+                .filter(|pool| pool.resource_name == name)
+                .flat_map(|pool| &pool.devices)
+                .filter(|d| moving_now.binary_search(&d.id).is_ok())
+                .count()
+        };
 
         let stopping: Vec<String> = self
             .pools
@@ -404,15 +414,15 @@ impl DevicePlugins {
             .filter(|name| plan.pools.get(*name).is_none_or(|p| p.members.is_empty()))
             .cloned()
             .collect();
-        for name in stopping {
+        for name in &stopping {
             // Emptied rather than removed from the pools: capacity drops to zero and pods asking
             // for the resource stay Pending. The cause goes before the stop it leads to.
-            if plan.pools.contains_key(&name) {
-                self.say_empty(&mut said, &name);
+            if plan.pools.contains_key(name) {
+                self.say_empty(&mut said, name, incoming(name));
             }
-            self.stop_pool(&name).await;
-            report.stopped.push(name);
         }
+        self.stop_pools(&stopping).await;
+        report.stopped.extend(stopping);
 
         // Preparing reads sysfs (three directories per RDMA member, a thousand members on a big
         // node): off the runtime's worker threads, which serve Allocate meanwhile.
@@ -453,7 +463,9 @@ impl DevicePlugins {
                         report.updated.push(name);
                     }
                 }
-                None if snapshot.members.is_empty() => self.say_empty(&mut said, &name),
+                None if snapshot.members.is_empty() => {
+                    self.say_empty(&mut said, &name, incoming(&name));
+                }
                 None => {
                     self.start_pool(&name, Arc::clone(&snapshot));
                     log_health_changes(&name, None, &snapshot, inventory);
@@ -478,6 +490,14 @@ impl DevicePlugins {
                     .collect::<Vec<_>>()
             })
             .collect();
+        if self.pools.is_empty() && !report.stopped.is_empty() && report.moving.is_empty() {
+            // Each stop was an info line, as one pool leaving the config is routine; the node
+            // advertising nothing at all is what an emptied ConfigMap looks like.
+            tracing::warn!(
+                stopped = %Ids(&report.stopped),
+                "no pool is left: this node advertises no devices now (the active policies make no pool with devices; check the config)"
+            );
+        }
         self.said = said;
         report
     }
@@ -497,7 +517,15 @@ impl DevicePlugins {
 
     /// Warns that pool `name` has no devices, once until it has some again: at debug if the
     /// previous apply said it, not at all if this one already did (when it stopped the pool).
-    fn say_empty(&self, said: &mut BTreeSet<String>, name: &str) {
+    /// Says that pool `name` has no devices: a warning the first time, as pods asking for it stay
+    /// Pending. Not while `incoming` devices are on their way into it (a policy or config change
+    /// moving them from another pool waits out the settle time first): that is a pool about to
+    /// fill, and the move itself is logged.
+    fn say_empty(&self, said: &mut BTreeSet<String>, name: &str, incoming: usize) {
+        if incoming > 0 {
+            tracing::debug!(resource = %name, incoming, "no devices in the pool until the devices moving into it settle");
+            return;
+        }
         let key = format!("no devices in the pool {name}");
         if said.contains(&key) {
             return;
@@ -554,10 +582,26 @@ impl DevicePlugins {
         self.pools.insert(name.to_string(), handle);
     }
 
-    async fn stop_pool(&mut self, name: &str) {
-        let Some(handle) = self.pools.remove(name) else {
-            return;
-        };
+    /// Stops the pools named, all at once: each waits up to a few seconds for its streams and
+    /// server to end, and a node with many pools (or kubelet holding every stream) must not wait
+    /// that long once per pool — at shutdown, kubelet's grace period is running out.
+    async fn stop_pools(&mut self, names: &[String]) {
+        let stops: Vec<Stop> = names.iter().filter_map(|n| self.begin_stop(n)).collect();
+        let mut finishing = tokio::task::JoinSet::new();
+        for stop in stops {
+            finishing.spawn(stop.finish(self.config.devinfo_dir.clone()));
+        }
+        while let Some(done) = finishing.join_next().await {
+            if let Ok(name) = done {
+                self.stopping.remove(&name);
+            }
+        }
+    }
+
+    /// The part of a stop that must happen in order with the manager's other work: the pool
+    /// leaves the maps, kubelet hears it is empty and its server is told to stop.
+    fn begin_stop(&mut self, name: &str) -> Option<Stop> {
+        let handle = self.pools.remove(name)?;
         self.senders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -578,40 +622,21 @@ impl DevicePlugins {
                 .update(Arc::new(PoolSnapshot::empty(name, last.device_type)));
         }
         let _ = handle.commands.send(Command::Stop);
-        self.stopping.insert(
-            name.to_string(),
-            (
-                Arc::clone(&handle.state),
-                last.members.iter().map(|m| m.id().to_owned()).collect(),
-            ),
-        );
-        let abort = handle.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), handle.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-            handle.state.remove_own_socket();
-        }
-        // The new instance writes device-info files under the same names (the resource's and the
-        // device's): they are its now.
-        if !superseded {
-            server::remove_device_infos(
-                &self.config.devinfo_dir,
-                name,
-                last.members.iter().map(|m| m.id()),
-            );
-        }
-        self.stopping.remove(name);
-        tracing::info!(resource = %name, "pool stopped");
+        let ids: Vec<String> = last.members.iter().map(|m| m.id().to_owned()).collect();
+        self.stopping
+            .insert(name.to_string(), (Arc::clone(&handle.state), ids.clone()));
+        Some(Stop {
+            name: name.to_string(),
+            handle,
+            ids,
+            superseded,
+        })
     }
 
     /// Stops every pool: ends the streams, stops the servers, removes sockets and device-info files.
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.pools.keys().cloned().collect();
-        for name in names {
-            self.stop_pool(&name).await;
-        }
+        self.stop_pools(&names).await;
         for (name, (state, ids)) in std::mem::take(&mut self.stopping) {
             // As in `stop_pool`: a superseded pool's files belong to the new instance.
             if !state.superseded() {
@@ -908,6 +933,43 @@ async fn watch_events(
     }
 }
 
+/// A pool whose stop has begun ([`DevicePlugins::begin_stop`]): what is left is waiting for its server
+/// to end and removing its device-info files, which needs nothing of the manager's.
+struct Stop {
+    name: String,
+    handle: PoolHandle,
+    ids: Vec<String>,
+    superseded: bool,
+}
+
+impl Stop {
+    /// Waits for the pool's server to end (aborting it after 5 s), then removes its files;
+    /// returns the pool's name.
+    async fn finish(self, devinfo_dir: PathBuf) -> String {
+        let Stop {
+            name,
+            handle,
+            ids,
+            superseded,
+        } = self;
+        let abort = handle.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), handle.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+            handle.state.remove_own_socket();
+        }
+        // The new instance writes device-info files under the same names (the resource's and the
+        // device's): they are its now.
+        if !superseded {
+            server::remove_device_infos(&devinfo_dir, &name, ids.iter().map(String::as_str));
+        }
+        tracing::info!(resource = %name, "pool stopped");
+        name
+    }
+}
+
 fn path_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
@@ -1199,6 +1261,48 @@ mod log_tests {
             lines(&text, "INFO", "no devices in the pool").is_empty(),
             "{text}"
         );
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// Every device moving to another pool (a policy or config change): the new pool is empty
+    /// until the move settles, which is no cause for a warning — the move is logged, and the pool
+    /// fills a second later. It used to warn "no devices in the pool" on every such move.
+    #[tokio::test]
+    async fn a_pool_waiting_for_devices_moving_into_it_is_not_a_warning() {
+        let env = Env::new();
+        let (sim, mut plugins) = env.serving().await;
+        let (log, _guard) = capture::start();
+        let other = "intel.com/other_nic";
+        let report = plugins
+            .apply(&[Env::empty(NAME), env.pool(other)], &env.inventory)
+            .await;
+        assert_eq!(report.moving.len(), 24, "{report:?}");
+        assert!(report.started.is_empty(), "{report:?}");
+        let text = log.text();
+        let warned = lines(&text, "WARN", "no devices in the pool");
+        // The pool the devices leave is empty for good and says so; the one they go to does not.
+        assert!(warned.iter().all(|l| !l.contains(other)), "{text}");
+        assert_eq!(warned.len(), 1, "{text}");
+        assert!(lines(&text, "WARN", "no pool is left").is_empty(), "{text}");
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// A config that leaves no pool at all (an emptied ConfigMap, `{"resourceList":[]}`) used to
+    /// be info lines only, one "pool stopped" per pool: it is one warning now, naming them. Not
+    /// while devices are only moving between pools.
+    #[tokio::test]
+    async fn losing_every_pool_is_one_warning() {
+        let env = Env::new();
+        let (sim, mut plugins) = env.serving().await;
+        let (log, _guard) = capture::start();
+        plugins.apply(&[], &env.inventory).await;
+        plugins.apply(&[], &env.inventory).await;
+        let text = log.text();
+        let warned = lines(&text, "WARN", "no pool is left");
+        assert_eq!(warned.len(), 1, "{text}");
+        assert!(warned[0].contains(NAME), "{text}");
         plugins.shutdown().await;
         sim.shutdown();
     }

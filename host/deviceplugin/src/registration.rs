@@ -2,7 +2,8 @@
 //!
 //! - **plugin watcher**: when `<kubelet-dir>/plugins_registry` exists, the pool's socket lives there
 //!   and also serves `pluginregistration.v1.Registration`; kubelet finds the socket, calls `GetInfo`
-//!   and reports back with `NotifyRegistrationStatus`. kubelet never tries a refused socket again:
+//!   and reports back with `NotifyRegistrationStatus`. kubelet does not try a socket again once its
+//!   registration has failed (only one that failed validation, `GetInfo`, is retried with backoff):
 //!   the pool's supervisor serves a new one after a pause ([`crate::server`]).
 //! - **legacy**: otherwise the socket lives in `<kubelet-dir>/device-plugins/` and the plugin calls
 //!   `Register` on `device-plugins/kubelet.sock`, retrying with backoff until kubelet accepts.
@@ -142,13 +143,18 @@ pub async fn register_once(state: &PoolState) -> Result<(), RegisterError> {
         resource_name: state.resource_name.clone(),
         options: Some(options()),
     };
-    let timeout = Duration::from_secs(5);
-    tokio::time::timeout(timeout, client.register(request))
+    tokio::time::timeout(REGISTER_TIMEOUT, client.register(request))
         .await
-        .map_err(|_| RegisterError::Timeout(timeout))?
+        .map_err(|_| RegisterError::Timeout(REGISTER_TIMEOUT))?
         .map_err(RegisterError::Refused)?;
     Ok(())
 }
+
+/// How long a `Register` call may take. kubelet answers only after it has dialled the plugin's
+/// socket back (a dial it allows 10 s) and asked for its options: a shorter wait gives up on a slow
+/// kubelet that is still completing the call, and the retry can leave kubelet holding a second
+/// client for the resource.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long registration may keep failing, by default, before it is logged as an error (once,
 /// naming kubelet's socket; [`crate::PluginConfig::registration_error_after`]). A kubelet restart

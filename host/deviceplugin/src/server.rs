@@ -178,7 +178,7 @@ pub(crate) struct PoolService {
     state: Arc<PoolState>,
     stop: watch::Receiver<bool>,
     /// kubelet's error when it refuses a plugin-watcher registration: the supervisor serves a
-    /// new socket after a pause, as kubelet does not retry this one.
+    /// new socket after a pause, as kubelet does not retry a socket whose registration failed.
     refused: mpsc::UnboundedSender<String>,
 }
 
@@ -280,7 +280,7 @@ impl DevicePlugin for PoolService {
                 .iter()
                 .find(|id| !granted.insert(id.as_str()))
             {
-                return Err(refuse(allocate::AllocateError::Duplicate {
+                return Err(refuse(allocate::AllocateError::InTwoContainers {
                     id: id.clone(),
                 }));
             }
@@ -711,7 +711,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         resource = %state.resource_name,
                         %error,
                         retry_in = %Took(pause),
-                        "kubelet refused the registration; serving a new socket after a pause (kubelet's plugin watcher does not retry a socket whose registration failed)"
+                        "kubelet refused the registration; serving a new socket after a pause (kubelet does not retry a socket whose registration failed)"
                     );
                     rebind_at = Some(Box::pin(tokio::time::sleep(pause)));
                 }
@@ -972,14 +972,31 @@ fn left_to_another_instance(state: &PoolState, bound: Option<SocketIdentity>) ->
     taken
 }
 
+/// The largest request a pool's server decodes. A decoded request takes about ten times its
+/// size in memory (each id becomes a `String` of its own), and tonic's default of 4 MiB let one
+/// local caller make the agent hold tens of MiB per request in flight. kubelet's largest request,
+/// a GetPreferredAllocation listing a whole pool, takes about 16 bytes per device: 1 MiB is room
+/// for a pool of 65,000 devices, past any node's.
+pub(crate) const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// How many calls one connection may have in flight. kubelet makes one at a time per resource
+/// (its device manager serializes admissions) plus the ListAndWatch stream; the cap bounds what a
+/// misbehaving local client can hold open at once, with room to spare for kubelet.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 async fn serve(
     incoming: Guarded,
     service: PoolService,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(DevicePluginServer::new(service.clone()))
-        .add_service(WatcherRegistrationServer::new(service))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .add_service(
+            DevicePluginServer::new(service.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            WatcherRegistrationServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })

@@ -988,7 +988,23 @@ async fn a_multi_container_allocate_is_checked_whole() {
         .allocate(containers(&[&[&id], &[&id]]))
         .await
         .unwrap_err();
-    assert!(twice.message().contains(&id), "{twice:?}");
+    assert!(
+        twice.message().contains(&id) && twice.message().contains("two containers"),
+        "{twice:?}"
+    );
+    // A hostile id of 256 KiB (within the request size limit): the refusal quotes its start,
+    // escaped, and says how long it was, instead of all of it in the log and the pod's event.
+    let huge = format!("evil\n{}", "x".repeat(256 << 10));
+    let refused = client.allocate(containers(&[&[&huge]])).await.unwrap_err();
+    assert!(
+        refused.message().len() < 1024
+            && refused.message().contains(r#""evil\nxxx"#)
+            && refused
+                .message()
+                .contains(&format!("({} bytes)", huge.len())),
+        "{}",
+        &refused.message()[..refused.message().len().min(2048)]
+    );
     let both = client
         .allocate(containers(&[&[&id], &[&env.ids()[1]]]))
         .await
@@ -1382,4 +1398,108 @@ async fn a_superseded_instance_stops_without_an_empty_list() {
         "the second instance's socket is gone"
     );
     second.shutdown().await;
+}
+
+/// A ListAndWatch client that never reads (a kubelet wedged, or one whose flow-control window is
+/// closed) holds a pool's server for its 2 s stop timeout. Pools used to be stopped one after
+/// another, so shutdown (and an apply removing pools) waited that long once per pool, past
+/// kubelet's grace period on a node with many pools. They stop together now: shutdown takes one
+/// timeout, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streams_do_not_make_pools_stop_one_after_another() {
+    let env = Env::new();
+    let ids = env.ids();
+    let names: Vec<String> = (0..4).map(|i| format!("intel.com/stalled_{i}")).collect();
+    let pools: Vec<Pool> = names
+        .iter()
+        .zip(ids.chunks(6))
+        .map(|(name, ids)| named_pool(name, ids))
+        .collect();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&pools, &env.inventory).await;
+    let mut stalled = Vec::new();
+    for name in &names {
+        let path = env
+            .kubelet()
+            .join("device-plugins")
+            .join(format!("{}.sock", name.replace('/', "_")));
+        tokio::time::timeout(GUARD, async {
+            while !path.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the pool serves");
+        // A window of zero: the server can send the stream's headers but not one byte of a list,
+        // nor the end of the stream when it stops.
+        let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+            .initial_stream_window_size(0)
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        let stream = DevicePluginClient::new(channel)
+            .list_and_watch(api::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        stalled.push(stream);
+    }
+    let started = std::time::Instant::now();
+    plugins.shutdown().await;
+    let took = started.elapsed();
+    // Four stops in a row take at least 8 s; together, one 2 s timeout plus scheduling.
+    assert!(
+        took < Duration::from_secs(6),
+        "shutdown took {took:?} for 4 pools with stalled streams"
+    );
+    for name in &names {
+        let path = env
+            .kubelet()
+            .join("device-plugins")
+            .join(format!("{}.sock", name.replace('/', "_")));
+        assert!(!path.exists(), "{name}: socket left behind");
+    }
+    drop(stalled);
+}
+
+/// A request far larger than kubelet ever sends (here a GetPreferredAllocation of 2 MiB of ids)
+/// is refused before it is decoded: decoded, it takes about ten times its size, and tonic's
+/// default limit (4 MiB) let any local caller make the agent hold tens of MiB per call. The pool
+/// keeps serving kubelet's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_refused_and_the_pool_keeps_serving() {
+    let env = Env::new();
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    serving(&env, "the pool serves").await;
+    let mut client = raw_client(&socket(&env))
+        .await
+        .max_encoding_message_size(64 << 20);
+    let request = |available: Vec<String>| api::PreferredAllocationRequest {
+        container_requests: vec![api::ContainerPreferredAllocationRequest {
+            available_device_i_ds: available,
+            must_include_device_i_ds: Vec::new(),
+            allocation_size: 1,
+        }],
+    };
+    let huge: Vec<String> = (0..(2 << 20) / 16).map(|n| format!("{n:014}")).collect();
+    let refused = client
+        .get_preferred_allocation(request(huge))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    let answer = client
+        .get_preferred_allocation(request(env.ids()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.container_responses[0].device_i_ds.len(), 1);
+    plugins.shutdown().await;
 }

@@ -266,6 +266,7 @@ impl PolicyEngine {
                 max_line_bytes: limits.max_log_line_bytes,
             },
             stderr,
+            stderr_limit: limits.max_output_bytes,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
@@ -467,6 +468,8 @@ pub(crate) struct CallState {
     pub(crate) memory: MemoryCap,
     pub(crate) logs: LogBuffer,
     pub(crate) stderr: MemoryOutputPipe,
+    /// The bytes of stderr `stderr` keeps ([`Limits::max_output_bytes`]).
+    pub(crate) stderr_limit: usize,
 }
 
 impl WasiView for CallState {

@@ -201,12 +201,19 @@ pub enum CallError {
     #[error("exceeded its memory cap of {0} bytes")]
     MemoryCap(usize),
     /// The guest trapped (panic, abort, unreachable, ...): a bug in the policy.
-    #[error("trapped: {message}{}", stderr_suffix(.stderr))]
+    ///
+    /// What the guest wrote to stderr comes first in the message: a Rust panic message or a
+    /// Python traceback's last line says what went wrong, where the trap and its backtrace of
+    /// runtime frames only say where.
+    #[error("trapped: {}", trap_text(.message, .stderr, .stderr_cut))]
     Trap {
         /// The trap, with the wasm backtrace when available.
         message: String,
         /// What the guest wrote to stderr (a Rust panic message lands here), bounded.
         stderr: String,
+        /// The guest wrote more to stderr than the host keeps (this many bytes): its writes
+        /// beyond failed, which may itself be what ended it (a Rust `eprintln!` panics then).
+        stderr_cut: Option<usize>,
     },
     /// The policy handed the host data it refuses to read: a result (or log message) larger than
     /// `Limits::max_result_bytes`, or one that is malformed (out-of-bounds pointers, invalid
@@ -230,11 +237,18 @@ pub enum CallError {
     NotExported(&'static str),
 }
 
-fn stderr_suffix(stderr: &str) -> String {
+fn trap_text(message: &str, stderr: &str, stderr_cut: &Option<usize>) -> String {
+    let stderr = stderr.trim_end();
+    let cut = match stderr_cut {
+        Some(limit) => format!(
+            " [stderr cut: the policy wrote more than the {limit} bytes the host keeps, and a write beyond them fails, which may be what ended it]"
+        ),
+        None => String::new(),
+    };
     if stderr.is_empty() {
-        String::new()
+        format!("{message}{cut}")
     } else {
-        format!(" (stderr: {})", stderr.trim_end())
+        format!("{stderr}{cut} ({message})")
     }
 }
 
@@ -713,7 +727,10 @@ fn classify(
     if store.data().memory.exceeded {
         return CallError::MemoryCap(store.data().memory.limit());
     }
-    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+    let written = store.data().stderr.contents();
+    let limit = store.data().stderr_limit;
+    let stderr_cut = (written.len() >= limit).then_some(limit);
+    let stderr = String::from_utf8_lossy(&written).into_owned();
     // The end of stderr (where a panic message is), escaped and bounded like all guest text.
     let stderr = guest_text(&tail(&stderr, validate::MAX_GUEST_TEXT_BYTES));
     if let Some(wasmtime_wasi::I32Exit(status)) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
@@ -721,6 +738,7 @@ fn classify(
         return CallError::Trap {
             message: format!("exited with status {status} instead of returning"),
             stderr,
+            stderr_cut,
         };
     }
     if error.downcast_ref::<Trap>().is_none() {
@@ -735,6 +753,7 @@ fn classify(
     CallError::Trap {
         message: error_text(&error),
         stderr,
+        stderr_cut,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::convert::PolicyInventory;
 use crate::defaults;
 use crate::engine::PolicyEngine;
-use crate::model::{Pool, Settings};
+use crate::model::{Outcome, Pool, Settings};
 use crate::policy::{CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyId};
 
 /// Where the policies and the settings come from.
@@ -1034,13 +1034,15 @@ fn refusal(error: &PolicyCallError, sources: &Sources) -> String {
     }
 }
 
-/// A `prefer` call on a sample: the first non-empty pool, or every device of the inventory.
+/// A `prefer` call on a sample request, as kubelet asks it: in the first non-empty pool (with
+/// none, among every device of the inventory, under the resource name `vfpool.io/dry-run`), two
+/// devices (one if only one is available), the first available one as must-include.
 pub fn exercise_allocator(
     allocator: &Policy,
     settings: &Settings,
     inventory: &PolicyInventory,
     pools: &[Pool],
-) -> Result<Option<Vec<String>>, PolicyCallError> {
+) -> Result<Option<Outcome<Vec<String>>>, PolicyCallError> {
     let (name, available): (&str, Vec<String>) = match pools.iter().find(|p| !p.devices.is_empty())
     {
         Some(pool) => (
@@ -1059,7 +1061,7 @@ pub fn exercise_allocator(
     let must = available.first().cloned().into_iter().collect::<Vec<_>>();
     allocator
         .prefer(settings, inventory, name, &available, &must, size)
-        .map(|o| Some(o.value))
+        .map(Some)
 }
 
 /// Why a file in the policy directory is not a policy the agent loads.

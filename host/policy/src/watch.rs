@@ -354,6 +354,17 @@ struct Watched {
     identity: (u64, u64),
 }
 
+/// `dir` if it is an existing directory, else its nearest existing ancestor.
+fn nearest_existing(dir: &Path) -> Option<Watched> {
+    dir.ancestors().find_map(|candidate| {
+        let meta = std::fs::metadata(candidate).ok()?;
+        meta.is_dir().then(|| Watched {
+            path: candidate.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+        })
+    })
+}
+
 /// Which directories are wanted and which are watched for them.
 #[derive(Debug)]
 struct Arming {
@@ -394,14 +405,7 @@ impl Arming {
     fn desired(&self) -> Vec<Watched> {
         let mut desired: Vec<Watched> = Vec::new();
         for dir in &self.wanted {
-            let found = dir.ancestors().find_map(|candidate| {
-                let meta = std::fs::metadata(candidate).ok()?;
-                meta.is_dir().then(|| Watched {
-                    path: candidate.to_path_buf(),
-                    identity: (meta.dev(), meta.ino()),
-                })
-            });
-            match found {
+            match nearest_existing(dir) {
                 Some(found) if !desired.contains(&found) => desired.push(found),
                 Some(_) => {}
                 None => {
@@ -410,6 +414,18 @@ impl Arming {
             }
         }
         desired
+    }
+
+    /// The wanted directories that `watched`, an existing ancestor, is watched in place of
+    /// (none when `watched` is itself wanted).
+    fn stood_in_for<'a>(&'a self, watched: &'a Path) -> impl Iterator<Item = &'a Path> + 'a {
+        self.wanted
+            .iter()
+            .filter(move |w| {
+                w.as_path() != watched
+                    && nearest_existing(w).is_some_and(|found| found.path == watched)
+            })
+            .map(PathBuf::as_path)
     }
 
     /// Brings the watches in line with [`Arming::desired`]; whether anything changed (a
@@ -427,10 +443,11 @@ impl Arming {
             if self.watching.contains(&want) {
                 continue;
             }
-            if !self.wanted.contains(&want.path) {
+            for missing in self.stood_in_for(&want.path) {
                 tracing::info!(
-                    path = %want.path.display(),
-                    "a watched directory does not exist yet; watching its parent until it does"
+                    directory = %missing.display(),
+                    watching = %want.path.display(),
+                    "a directory to watch does not exist yet; watching its nearest existing parent until it does"
                 );
             }
             debouncer
@@ -559,5 +576,32 @@ pub fn log_requested_outcome(outcome: &ReloadOutcome) {
             generation = active.generation,
             "reload: nothing changed; the active policies and config stay"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arming;
+    use std::path::{Path, PathBuf};
+
+    /// The line about waiting for a missing directory named the parent watched in its place,
+    /// not the directory (`/etc/vfpool/policies` missing read as "watching /etc").
+    #[test]
+    fn a_missing_directory_is_named_not_only_the_parent_watched_for_it() {
+        let root = tempfile::tempdir().unwrap();
+        let policies = root.path().join("vfpool/policies");
+        let config_dir = root.path().join("config");
+        std::fs::create_dir(&config_dir).unwrap();
+        let arming = Arming::new(
+            Some(policies.clone()),
+            Some((config_dir.clone(), "config.json".into())),
+        );
+        let desired: Vec<PathBuf> = arming.desired().into_iter().map(|w| w.path).collect();
+        let root_path = std::path::absolute(root.path()).unwrap();
+        assert!(desired.contains(&root_path), "{desired:?}");
+        let missing: Vec<&Path> = arming.stood_in_for(&root_path).collect();
+        assert_eq!(missing, [std::path::absolute(&policies).unwrap().as_path()]);
+        let config_dir = std::path::absolute(&config_dir).unwrap();
+        assert_eq!(arming.stood_in_for(&config_dir).count(), 0);
     }
 }

@@ -96,6 +96,17 @@ pub enum DiscoveryError {
         #[source]
         source: io::Error,
     },
+    /// The process is out of file descriptors or memory: the root is fine, the agent is not.
+    #[error(
+        "cannot open {path}: {source}; the agent is out of file descriptors or memory (raise its open-files limit, e.g. LimitNOFILE or the container's ulimit, or its memory limit)"
+    )]
+    OutOfResources {
+        /// The directory that could not be opened.
+        path: PathBuf,
+        /// The exhaustion the kernel reported.
+        #[source]
+        source: io::Error,
+    },
     /// A device was asked for by an address that is not a PCI address.
     #[error(transparent)]
     InvalidAddress(#[from] AddressError),
@@ -109,6 +120,33 @@ pub enum DiscoveryError {
     },
 }
 
+/// Why `bus/pci/devices` could not be opened, told as what the operator should fix: the agent
+/// running out of descriptors or memory is not a wrong `--sysfs-root`.
+fn bus_error(root: &SysfsRoot, bus_path: &Path, errno: rustix::io::Errno) -> DiscoveryError {
+    use rustix::io::Errno;
+    let source = io::Error::from(errno);
+    if matches!(errno, Errno::MFILE | Errno::NFILE | Errno::NOMEM) {
+        return DiscoveryError::OutOfResources {
+            path: bus_path.to_owned(),
+            source,
+        };
+    }
+    match std::fs::metadata(root.path()) {
+        Ok(meta) if meta.is_dir() => DiscoveryError::NoPciBus {
+            path: root.path().to_owned(),
+            source,
+        },
+        Ok(_) => DiscoveryError::RootUnreadable {
+            path: root.path().to_owned(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        },
+        Err(source) => DiscoveryError::RootUnreadable {
+            path: root.path().to_owned(),
+            source,
+        },
+    }
+}
+
 /// Discovers every network (class 0x02) and accelerator (class 0x12) PCI function under `root`, and
 /// the auxiliary devices (sub-functions) of the network functions.
 ///
@@ -117,23 +155,8 @@ pub enum DiscoveryError {
 /// would shrink a pool silently.
 pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
     let bus_path = root.pci_devices();
-    let bus = SysDir::open_or_error(&bus_path).map_err(|errno| {
-        let source = io::Error::from(errno);
-        match std::fs::metadata(root.path()) {
-            Ok(meta) if meta.is_dir() => DiscoveryError::NoPciBus {
-                path: root.path().to_owned(),
-                source,
-            },
-            Ok(_) => DiscoveryError::RootUnreadable {
-                path: root.path().to_owned(),
-                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            },
-            Err(source) => DiscoveryError::RootUnreadable {
-                path: root.path().to_owned(),
-                source,
-            },
-        }
-    })?;
+    let bus =
+        SysDir::open_or_error(&bus_path).map_err(|errno| bus_error(root, &bus_path, errno))?;
 
     let names: Vec<String> = bus
         .names()
@@ -280,7 +303,18 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
     } else {
         DeviceKind::Pf
     };
-    let physfn = has("physfn").then(|| dir.link_name("physfn")).flatten();
+    // The kernel's `physfn` always leads to the PF's function directory; anything else (a
+    // hand-built or damaged tree) would tie the VF to a PF that does not exist.
+    let physfn = has("physfn")
+        .then(|| dir.link_name("physfn"))
+        .flatten()
+        .filter(|target| {
+            let valid = PciAddress::is_valid(target);
+            if !valid {
+                tracing::debug!(path = %dir.path().join("physfn").display(), target = %target, "physfn does not lead to a PCI function; the VF is not tied to a PF");
+            }
+            valid
+        });
     let mut device = Device::unknown(id, kind);
     device.class = class;
     device.vendor = plain(modalias.vendor, "vendor");
@@ -418,8 +452,20 @@ fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<Netd
         .collect()
 }
 
+/// The RDMA devices of a function: the directories under its `infiniband/` (each RDMA device is a
+/// kernel object there). A file or a symlink in their place is not one, however it is named.
+fn rdma_device_names(dir: &SysDir) -> Vec<String> {
+    dir.sub("infiniband")
+        .map(|d| d.entries())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.maybe_dir)
+        .map(|e| e.name)
+        .collect()
+}
+
 fn read_rdma(dir: &SysDir, device: &mut Device) {
-    device.rdma_devices = dir.sub("infiniband").map(|d| d.names()).unwrap_or_default();
+    device.rdma_devices = rdma_device_names(dir);
     // Upstream reads the pkey when the device's effective link type is InfiniBand. Without a link
     // type of its own (a VF whose netdev is in a pod) the device takes its PF's, known only in
     // `link`: read the pkey now, while the directory is open, and let `link` drop it if the
@@ -528,7 +574,7 @@ fn read_sub_function(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -
     aux.netdev = aux.netdevs.first().map(|n| n.name.clone());
     aux.link_type = aux.netdevs.first().and_then(|n| n.link_type.clone());
     if entries.iter().any(|e| e == "infiniband") {
-        aux.rdma_devices = dir.sub("infiniband").map(|d| d.names()).unwrap_or_default();
+        aux.rdma_devices = rdma_device_names(&dir);
     }
     Some(aux)
 }
@@ -769,6 +815,32 @@ fn read_node_facts(root: &SysfsRoot) -> NodeFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Running out of descriptors (a leak elsewhere, a low `ulimit -n`) used to be reported as
+    /// "not a sysfs root", sending the operator to check a flag that was right.
+    #[test]
+    fn exhaustion_is_not_blamed_on_the_root() {
+        use rustix::io::Errno;
+        let dir = std::env::temp_dir();
+        let root = SysfsRoot::new(&dir);
+        let bus = root.pci_devices();
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOMEM] {
+            let err = bus_error(&root, &bus, errno);
+            assert!(
+                matches!(err, DiscoveryError::OutOfResources { .. }),
+                "{errno:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("out of file descriptors") && !text.contains("not a sysfs root"),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            bus_error(&root, &bus, Errno::NOENT),
+            DiscoveryError::NoPciBus { .. }
+        ));
+    }
 
     #[test]
     fn aux_names_need_three_tokens_and_a_number() {

@@ -220,6 +220,32 @@ fn a_vf_whose_pf_is_not_listed_on_the_bus_still_finds_its_index() {
     assert_eq!(one.vf_index, Some(2));
 }
 
+/// A hand-built or damaged tree: a `physfn` link to something that is not a PCI function, and an
+/// `infiniband` entry that is a symlink rather than a device's directory (here a loop back to the
+/// device). Both used to be taken at their word: a PF id `garbage` and an RDMA device `loopy`,
+/// which would reach the pools and Allocate's `rdma` answer.
+#[test]
+fn links_that_are_not_what_sysfs_makes_are_not_taken_at_their_word() {
+    let (_dir, root) = small_node();
+    let vf = device_dir(&root, "0000:3b:00.2");
+    fs::remove_file(vf.join("physfn")).unwrap();
+    fs::create_dir_all(root.join("devices/garbage")).unwrap();
+    std::os::unix::fs::symlink("../../garbage", vf.join("physfn")).unwrap();
+    let other = device_dir(&root, "0000:3b:00.3");
+    let real: Vec<String> = fs::read_dir(other.join("infiniband"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!real.is_empty());
+    std::os::unix::fs::symlink("../..", other.join("infiniband/loopy")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let vf = inv.get("0000:3b:00.2").unwrap();
+    assert_eq!(vf.pf_id, None, "{vf:?}");
+    let other = inv.get("0000:3b:00.3").unwrap();
+    assert_eq!(other.rdma_devices, real);
+    assert_eq!(other.pf_id.as_deref(), Some("0000:3b:00.0"));
+}
+
 #[test]
 fn junk_entries_on_the_bus_are_ignored() {
     let (_dir, root) = small_node();

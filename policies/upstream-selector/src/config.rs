@@ -156,9 +156,11 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
     for (key, value) in entries {
         if key_matches(&key, "resourceList") {
             list = value;
-        } else {
+        } else if close(&key, "resourceList") {
             ignored.push(ignored_key("the configuration", &key, &["resourceList"]));
         }
+        // Any other top-level key is another policy's (the config file is shared: an allocator
+        // reads its own key next to `resourceList`), not a mistake to warn about on every load.
     }
     let items = match list {
         Json::Null => Vec::new(),

@@ -27,7 +27,7 @@ use self::agent::AgentChild;
 use self::cni::Namespaces;
 use crate::cli::DemoArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
-use crate::output::say;
+use crate::output::{complain, say};
 
 /// The shipped fixture the demo node is written from.
 const FIXTURE: &str = "demo";
@@ -147,9 +147,9 @@ async fn demo(args: &DemoArgs) -> CmdResult {
         Ok(()) => {}
         Err(Stop::Signal(which)) => say!("\n{which}: stopping the demo and cleaning up."),
         Err(Stop::Failed(error)) => {
-            eprintln!("\nthe demo failed: {error:#}");
+            complain!("\nthe demo failed: {error:#}");
             if let Some(agent) = &created.agent {
-                eprintln!(
+                complain!(
                     "the agent's log ({}):\n{}",
                     agent.log_path().display(),
                     agent.log()

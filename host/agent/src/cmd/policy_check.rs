@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use vfpool_policy::{
-    FileProblem, Limits, Policy, PolicyEngine, PolicyInventory, Pool, Settings, defaults, exercise,
+    FileProblem, Limits, Outcome, Policy, PolicyEngine, PolicyInventory, Pool, Settings, defaults,
     exercise_allocator, read_regular_file, skipped_policy_name,
 };
 use vfpool_sysfs::SysfsRoot;
@@ -142,10 +142,38 @@ fn check(
     } else {
         default_allocator
     };
-    let pools = exercise(selector, allocator, settings, inventory)
-        .map_err(|e| vfpool_policy::error_chain(&e))?;
+    // What a running agent does before it accepts the module (`exercise`), step by step, to keep
+    // what the module under check logged: the check is where its author looks, whatever the log
+    // level.
+    let call = |e: vfpool_policy::PolicyCallError| vfpool_policy::error_chain(&e);
+    // The module's own lines under the call's name; the embedded partner's (warnings about the
+    // config, say) under its name too.
+    let label = |p: &Policy, call: &str| {
+        if std::ptr::eq(p, &policy) {
+            call.to_string()
+        } else {
+            format!("{} {call}", p.id().name)
+        }
+    };
+    let mut logged: Vec<(String, Outcome<()>)> = Vec::new();
+    let validated = selector
+        .validate_selector_settings(settings)
+        .map_err(call)?;
+    logged.push((label(selector, "validate-settings"), validated));
+    let validated = allocator
+        .validate_allocator_settings(settings)
+        .map_err(call)?;
+    logged.push((label(allocator, "validate-settings"), validated));
+    let selected = selector.select(settings, inventory).map_err(call)?;
+    let pools = selected.value.clone();
+    logged.push((label(selector, "select"), without_value(selected)));
     let preference = exercise_allocator(allocator, settings, inventory, &pools)
-        .map_err(|e| vfpool_policy::error_chain(&e))?;
+        .map_err(call)?
+        .map(|outcome| {
+            let ids = outcome.value.clone();
+            logged.push((label(allocator, "prefer"), without_value(outcome)));
+            ids
+        });
 
     let mut out = String::new();
     let _ = writeln!(
@@ -166,6 +194,23 @@ fn check(
         let _ = writeln!(out, "  pools ({}):", pools.len());
         out.push_str(&pool_lines(&pools));
     }
+    let lines: usize = logged.iter().map(|(_, o)| o.logs.len()).sum();
+    if lines > 0 {
+        let plural = if lines == 1 { "" } else { "s" };
+        let _ = writeln!(out, "  policy log ({lines} line{plural}):");
+        for (call, outcome) in &logged {
+            for line in &outcome.logs {
+                let _ = writeln!(out, "    {call}: {}: {}", line.level, line.message);
+            }
+            if outcome.logs_dropped > 0 {
+                let _ = writeln!(
+                    out,
+                    "    {call}: {} more lines dropped (the host keeps a bounded number per call)",
+                    outcome.logs_dropped
+                );
+            }
+        }
+    }
     if roles.allocator {
         match preference {
             Some(ids) => {
@@ -177,6 +222,15 @@ fn check(
         }
     }
     Ok(out)
+}
+
+/// An outcome's log lines, without its value.
+fn without_value<T>(outcome: Outcome<T>) -> Outcome<()> {
+    Outcome {
+        value: (),
+        logs: outcome.logs,
+        logs_dropped: outcome.logs_dropped,
+    }
 }
 
 fn pool_lines(pools: &[Pool]) -> String {

@@ -16,7 +16,7 @@ use vfpool_sysfs::{DiscoveryError, Inventory, SysfsRoot};
 use crate::cli::PoolsArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
 use crate::facts::FactsGatherer;
-use crate::output::Output;
+use crate::output::{Output, complain};
 
 /// `{"pools":[{"resourceName":..,"deviceType":..,"devices":[{"id","health","numaNode"}]}]}`.
 #[derive(Serialize)]
@@ -55,7 +55,7 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
     };
     let outcome = policies.reload(&sources, &inventory);
     for note in &outcome.ignored {
-        eprintln!("vfpool: ignored {note}");
+        complain!("vfpool: ignored {note}");
     }
     let active = match (outcome.refused.is_empty(), outcome.active) {
         (true, Some(active)) => active,

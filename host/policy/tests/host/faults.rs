@@ -107,14 +107,24 @@ fn unbounded_allocation_hits_the_memory_cap() {
 fn a_trap_is_contained_and_carries_the_panic_message() {
     let error = select_error("trap");
     match error.error.as_ref() {
-        CallError::Trap { stderr, .. } => {
+        CallError::Trap {
+            stderr, stderr_cut, ..
+        } => {
             assert!(
                 stderr.contains("probe policy panics on purpose"),
                 "{stderr}"
-            )
+            );
+            assert_eq!(*stderr_cut, None);
         }
         other => panic!("expected a trap, got {other}"),
     }
+    // The panic message says what went wrong: it leads, before the trap and its backtrace of
+    // runtime frames (it used to come after them, where a long backtrace buried it).
+    let text = error.error.to_string();
+    assert!(
+        text.starts_with("trapped: ") && text.find("on purpose") < text.find("wasm trap"),
+        "{text}"
+    );
     still_serves(&probe());
 }
 
@@ -153,7 +163,9 @@ fn a_result_larger_than_the_host_accepts_is_refused_while_copying() {
 fn an_exit_is_reported_with_its_status_and_stderr() {
     let error = select_error("exit");
     match error.error.as_ref() {
-        CallError::Trap { message, stderr } => {
+        CallError::Trap {
+            message, stderr, ..
+        } => {
             // WASI 0.2's exit carries only success or failure: `exit(3)` arrives as 1.
             assert!(message.contains("exited with status 1"), "{message}");
             assert!(stderr.contains("gives up on purpose"), "{stderr}");
@@ -389,10 +401,22 @@ fn a_policy_error_result_cannot_flood_or_forge_the_log() {
 fn a_trap_cannot_flood_or_forge_the_log() {
     let error = select_error("panic-flood");
     match error.error.as_ref() {
-        CallError::Trap { message, stderr } => {
+        CallError::Trap {
+            message,
+            stderr,
+            stderr_cut,
+        } => {
             // The trap's reason survives the cut; the backtrace is bounded, on the same line.
             assert!(message.starts_with("wasm trap"), "{message}");
             assert!(stderr.contains("forged line"), "{stderr}");
+            // A 1 MiB panic message overflows what the host keeps of stderr, and the message
+            // says so (the failed write may be what ended the policy).
+            assert_eq!(*stderr_cut, Some(64 << 10));
+            assert!(
+                error.error.to_string().contains("stderr cut"),
+                "{}",
+                error.error
+            );
         }
         other => panic!("expected a trap, got {other}"),
     }
