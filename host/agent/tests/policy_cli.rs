@@ -45,6 +45,22 @@ impl Node {
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).to_str().unwrap().to_owned()
     }
+    /// `vfpool policy check` of the built components `names` on this node with its config.
+    fn check(&self, names: &[&str]) -> Output {
+        let mut args = vec!["policy".to_string(), "check".into()];
+        args.extend(
+            names
+                .iter()
+                .map(|n| component(n).to_str().unwrap().to_owned()),
+        );
+        args.extend([
+            "--config-file".into(),
+            self.path("config.json"),
+            "--sysfs-root".into(),
+            self.path("node"),
+        ]);
+        vfpool(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
     fn pools(&self, extra: &[&str]) -> Output {
         let mut args = vec![
             "pools".to_string(),
@@ -161,16 +177,7 @@ fn pools_use_the_policy_directory() {
 #[test]
 fn policy_check_accepts_good_modules_and_refuses_bad_ones() {
     let node = Node::dell_cx5(CONFIG);
-    let good = vfpool(&[
-        "policy",
-        "check",
-        component("spread_allocator").to_str().unwrap(),
-        component("upstream_selector").to_str().unwrap(),
-        "--config-file",
-        &node.path("config.json"),
-        "--sysfs-root",
-        &node.path("node"),
-    ]);
+    let good = node.check(&["spread_allocator", "upstream_selector"]);
     assert!(good.status.success(), "{good:?}");
     let text = String::from_utf8(good.stdout).unwrap();
     assert!(
@@ -486,16 +493,7 @@ fn policy_check_shows_what_the_module_logged() {
     let node = Node::dell_cx5(
         r#"{"resourceList":[{"resourceName":"mlnx_sriov","colour":"red","selectors":{"vendors":["15b3"]}}]}"#,
     );
-    let out = vfpool(&[
-        "policy",
-        "check",
-        component("rust_starter").to_str().unwrap(),
-        component("upstream_selector").to_str().unwrap(),
-        "--config-file",
-        &node.path("config.json"),
-        "--sysfs-root",
-        &node.path("node"),
-    ]);
+    let out = node.check(&["rust_starter", "upstream_selector"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let (starter, upstream) = text.split_at(text.find("upstream_selector.wasm: ").unwrap());
@@ -509,20 +507,29 @@ fn policy_check_shows_what_the_module_logged() {
     );
     // An allocator is checked with the embedded selector, whose lines (about the config) are
     // shown under its name.
-    let out = vfpool(&[
-        "policy",
-        "check",
-        component("spread_allocator").to_str().unwrap(),
-        "--config-file",
-        &node.path("config.json"),
-        "--sysfs-root",
-        &node.path("node"),
-    ]);
+    let out = node.check(&["spread_allocator"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("builtin:upstream-selector validate-settings: warn: ")
             && text.contains("colour"),
+        "{text}"
+    );
+}
+
+/// A refused module's report shows what was logged before the refusal too: a warning about the
+/// settings may be what explains it (the lines used to be printed only for an accepted module).
+/// A module with both roles labels each `validate-settings` with its role.
+#[test]
+fn a_refusal_shows_what_was_logged_before_it() {
+    // The probe warns in validate-settings, then selects a device the node does not have.
+    let node = Node::dell_cx5("probe:validate-warning");
+    let out = node.check(&["probe"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("probe.wasm: REFUSED")
+            && text.contains("selector validate-settings: warn: probe validation warning"),
         "{text}"
     );
 }

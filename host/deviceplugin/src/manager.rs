@@ -161,9 +161,13 @@ pub struct DevicePlugins {
     /// debug line, so a node in steady state is quiet at info level however long a pod holds a
     /// device or a resource matches nothing here.
     said: BTreeSet<String>,
-    /// Pools being stopped (their state, device ids), until their server has ended: if the stop
-    /// is abandoned half-way (the agent stopped meanwhile), [`Self::shutdown`] still cleans them.
-    stopping: BTreeMap<String, (Arc<PoolState>, Vec<String>)>,
+    /// Pools being stopped, until their stop has finished: if the apply that stops them is
+    /// abandoned half-way (the agent stopped meanwhile), the stops go on in their tasks and
+    /// [`Self::shutdown`] waits for them, then cleans up what is left.
+    stopping: BTreeMap<String, Stopping>,
+    /// Some pool was served since the node last advertised nothing (for the one warning when
+    /// no pool is left).
+    advertising: bool,
     /// The inotify watcher, or the poller's task guard: dropped to stop following the directory.
     watcher: Option<Box<dyn Send>>,
     events: Option<JoinHandle<()>>,
@@ -239,6 +243,7 @@ impl DevicePlugins {
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
             stopping: BTreeMap::new(),
+            advertising: false,
             pod_resources_failing: false,
             watcher: Some(watcher),
             events: Some(events),
@@ -397,16 +402,8 @@ impl DevicePlugins {
         for note in &report.notes {
             self.say(&mut said, note.clone());
         }
-        // Sorted, as it came from a set; usually empty.
-        let moving_now = report.moving.clone();
-        let incoming = |name: &str| {
-            desired
-                .iter()
-                .filter(|pool| pool.resource_name == name)
-                .flat_map(|pool| &pool.devices)
-                .filter(|d| moving_now.binary_search(&d.id).is_ok())
-                .count()
-        };
+        let incoming_by_pool = incoming(desired, &report.moving);
+        let incoming = |name: &str| incoming_by_pool.get(name).copied().unwrap_or(0);
 
         let stopping: Vec<String> = self
             .pools
@@ -490,12 +487,15 @@ impl DevicePlugins {
                     .collect::<Vec<_>>()
             })
             .collect();
-        if self.pools.is_empty() && !report.stopped.is_empty() && report.moving.is_empty() {
-            // Each stop was an info line, as one pool leaving the config is routine; the node
-            // advertising nothing at all is what an emptied ConfigMap looks like.
+        if !self.pools.is_empty() {
+            self.advertising = true;
+        } else if self.advertising && report.moving.is_empty() {
+            // Each stop was an info line, as one pool leaving is routine; the node advertising
+            // nothing at all is what an emptied ConfigMap, or devices gone from the node, look
+            // like. Said once it is so, not while devices are still on their way to a pool.
+            self.advertising = false;
             tracing::warn!(
-                stopped = %Ids(&report.stopped),
-                "no pool is left: this node advertises no devices now (the active policies make no pool with devices; check the config)"
+                "no pool is left: this node advertises no devices now (the active policies make no pool with devices, or the devices are gone; check the config and `vfpool discover`)"
             );
         }
         self.said = said;
@@ -515,12 +515,11 @@ impl DevicePlugins {
         said.insert(topic);
     }
 
-    /// Warns that pool `name` has no devices, once until it has some again: at debug if the
-    /// previous apply said it, not at all if this one already did (when it stopped the pool).
-    /// Says that pool `name` has no devices: a warning the first time, as pods asking for it stay
-    /// Pending. Not while `incoming` devices are on their way into it (a policy or config change
-    /// moving them from another pool waits out the settle time first): that is a pool about to
-    /// fill, and the move itself is logged.
+    /// Warns that pool `name` has no devices (pods asking for it stay Pending), once until it has
+    /// some again: at debug if the previous apply said it, not at all if this one already did
+    /// (when it stopped the pool). Only a debug line while `incoming` devices are on their way
+    /// into it (a policy or config change moving them from another pool waits out the settle
+    /// time first): that is a pool about to fill, and the move itself is logged.
     fn say_empty(&self, said: &mut BTreeSet<String>, name: &str, incoming: usize) {
         if incoming > 0 {
             tracing::debug!(resource = %name, incoming, "no devices in the pool until the devices moving into it settle");
@@ -586,22 +585,25 @@ impl DevicePlugins {
     /// server to end, and a node with many pools (or kubelet holding every stream) must not wait
     /// that long once per pool — at shutdown, kubelet's grace period is running out.
     async fn stop_pools(&mut self, names: &[String]) {
-        let stops: Vec<Stop> = names.iter().filter_map(|n| self.begin_stop(n)).collect();
-        let mut finishing = tokio::task::JoinSet::new();
-        for stop in stops {
-            finishing.spawn(stop.finish(self.config.devinfo_dir.clone()));
+        for name in names {
+            self.begin_stop(name);
         }
-        while let Some(done) = finishing.join_next().await {
-            if let Ok(name) = done {
-                self.stopping.remove(&name);
+        // The stops run in their own tasks, all at once; waiting for one after another takes as
+        // long as the slowest.
+        for name in names {
+            if let Some(stopping) = self.stopping.get_mut(name) {
+                let _ = (&mut stopping.finish).await;
             }
+            self.stopping.remove(name);
         }
     }
 
-    /// The part of a stop that must happen in order with the manager's other work: the pool
-    /// leaves the maps, kubelet hears it is empty and its server is told to stop.
-    fn begin_stop(&mut self, name: &str) -> Option<Stop> {
-        let handle = self.pools.remove(name)?;
+    /// Starts stopping pool `name`: it leaves the maps, kubelet hears it is empty, its server is
+    /// told to stop, and a task waits for the server to end and removes the pool's files.
+    fn begin_stop(&mut self, name: &str) {
+        let Some(handle) = self.pools.remove(name) else {
+            return;
+        };
         self.senders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -623,30 +625,39 @@ impl DevicePlugins {
         }
         let _ = handle.commands.send(Command::Stop);
         let ids: Vec<String> = last.members.iter().map(|m| m.id().to_owned()).collect();
-        self.stopping
-            .insert(name.to_string(), (Arc::clone(&handle.state), ids.clone()));
-        Some(Stop {
-            name: name.to_string(),
+        let state = Arc::clone(&handle.state);
+        let finish = tokio::spawn(finish_stop(
+            name.to_string(),
             handle,
-            ids,
-            superseded,
-        })
+            ids.clone(),
+            self.config.devinfo_dir.clone(),
+        ));
+        self.stopping
+            .insert(name.to_string(), Stopping { state, ids, finish });
     }
 
     /// Stops every pool: ends the streams, stops the servers, removes sockets and device-info files.
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.pools.keys().cloned().collect();
         self.stop_pools(&names).await;
-        for (name, (state, ids)) in std::mem::take(&mut self.stopping) {
-            // As in `stop_pool`: a superseded pool's files belong to the new instance.
-            if !state.superseded() {
+        // Stops an abandoned apply began: their tasks went on; wait for them (each waits at most
+        // `STOP_WAIT` for its server), then make sure nothing is left.
+        for (name, mut stopping) in std::mem::take(&mut self.stopping) {
+            if tokio::time::timeout(STOP_WAIT + Duration::from_secs(1), &mut stopping.finish)
+                .await
+                .is_err()
+            {
+                stopping.finish.abort();
+            }
+            // As in `finish_stop`: a superseded pool's files belong to the new instance.
+            if !stopping.state.superseded() {
                 server::remove_device_infos(
                     &self.config.devinfo_dir,
                     &name,
-                    ids.iter().map(String::as_str),
+                    stopping.ids.iter().map(String::as_str),
                 );
             }
-            state.remove_own_socket();
+            stopping.state.remove_own_socket();
             tracing::info!(resource = %name, "pool stopped (its stop had been interrupted)");
         }
         self.watcher.take();
@@ -933,45 +944,107 @@ async fn watch_events(
     }
 }
 
-/// A pool whose stop has begun ([`DevicePlugins::begin_stop`]): what is left is waiting for its server
-/// to end and removing its device-info files, which needs nothing of the manager's.
-struct Stop {
-    name: String,
-    handle: PoolHandle,
-    ids: Vec<String>,
-    superseded: bool,
+/// How many of the `moving` devices (sorted) each pool of `desired` is to get once they settle:
+/// as the planner places them, the first definition of a pool name and the first pool listing a
+/// device winning.
+fn incoming(desired: &[Pool], moving: &[String]) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    if moving.is_empty() {
+        return counts;
+    }
+    let mut placed = std::collections::HashSet::new();
+    let mut defined = std::collections::HashSet::new();
+    for pool in desired {
+        if !defined.insert(pool.resource_name.as_str()) {
+            continue;
+        }
+        let count = pool
+            .devices
+            .iter()
+            .filter(|d| moving.binary_search(&d.id).is_ok() && placed.insert(d.id.as_str()))
+            .count();
+        if count > 0 {
+            counts.insert(pool.resource_name.clone(), count);
+        }
+    }
+    counts
 }
 
-impl Stop {
-    /// Waits for the pool's server to end (aborting it after 5 s), then removes its files;
-    /// returns the pool's name.
-    async fn finish(self, devinfo_dir: PathBuf) -> String {
-        let Stop {
-            name,
-            handle,
-            ids,
-            superseded,
-        } = self;
-        let abort = handle.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), handle.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-            handle.state.remove_own_socket();
-        }
-        // The new instance writes device-info files under the same names (the resource's and the
-        // device's): they are its now.
-        if !superseded {
-            server::remove_device_infos(&devinfo_dir, &name, ids.iter().map(String::as_str));
-        }
-        tracing::info!(resource = %name, "pool stopped");
-        name
+/// A pool whose stop has begun ([`DevicePlugins::begin_stop`]).
+struct Stopping {
+    state: Arc<PoolState>,
+    /// The devices it served, whose device-info files go with it.
+    ids: Vec<String>,
+    /// The task finishing the stop ([`finish_stop`]).
+    finish: JoinHandle<()>,
+}
+
+/// How long a stop waits for the pool's server to end before aborting it (the server itself
+/// gives its connections 2 s, then closes them).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The rest of a stop, in a task of its own: waits for the pool's server to end (aborting it
+/// after [`STOP_WAIT`]), then removes the pool's device-info files.
+async fn finish_stop(name: String, handle: PoolHandle, ids: Vec<String>, devinfo_dir: PathBuf) {
+    let abort = handle.task.abort_handle();
+    if tokio::time::timeout(STOP_WAIT, handle.task).await.is_err() {
+        abort.abort();
+        handle.state.remove_own_socket();
     }
+    // The new instance writes device-info files under the same names (the resource's and the
+    // device's): they are its now.
+    if !handle.state.superseded() {
+        server::remove_device_infos(&devinfo_dir, &name, ids.iter().map(String::as_str));
+    }
+    tracing::info!(resource = %name, "pool stopped");
 }
 
 fn path_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+#[cfg(test)]
+mod incoming_tests {
+    use vfpool_policy::DeviceType;
+
+    use super::*;
+
+    fn pool(name: &str, ids: &[&str]) -> Pool {
+        Pool {
+            resource_name: name.to_string(),
+            device_type: DeviceType::NetDevice,
+            exclude_topology: false,
+            devices: ids
+                .iter()
+                .map(|id| PoolDevice {
+                    id: id.to_string(),
+                    rdma: false,
+                    vhost_net: false,
+                    vdpa_type: None,
+                    additional_info: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A moving device counts for the pool the planner will put it in: a second definition of a
+    /// pool name, or a second pool listing the device, gets nothing (they used to count, keeping
+    /// an empty pool's warning quiet).
+    #[test]
+    fn moving_devices_count_where_the_planner_places_them() {
+        let moving: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let desired = [
+            pool("x.io/one", &["a", "z"]),
+            pool("x.io/two", &["a", "b"]),
+            pool("x.io/one", &["c"]),
+            pool("x.io/three", &["z"]),
+        ];
+        let counts = incoming(&desired, &moving);
+        assert_eq!(counts.get("x.io/one"), Some(&1));
+        assert_eq!(counts.get("x.io/two"), Some(&1));
+        assert_eq!(counts.get("x.io/three"), None);
+        assert!(incoming(&desired, &[]).is_empty());
+    }
 }
 
 #[cfg(test)]
@@ -1302,7 +1375,40 @@ mod log_tests {
         let text = log.text();
         let warned = lines(&text, "WARN", "no pool is left");
         assert_eq!(warned.len(), 1, "{text}");
-        assert!(warned[0].contains(NAME), "{text}");
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// The config emptied while every device is on its way to another pool: the warning comes
+    /// once the move has ended with nothing served (it used to be lost: the apply that stopped
+    /// the last pool had devices moving, and later applies stopped nothing).
+    #[tokio::test]
+    async fn losing_every_pool_mid_move_is_still_one_warning() {
+        let env = Env::new();
+        let mut config = env.config();
+        config.move_settle = Duration::from_millis(200);
+        let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+            .await
+            .unwrap();
+        let mut plugins = DevicePlugins::start(config, Arc::new(NoPreference)).unwrap();
+        plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+        let (log, _guard) = capture::start();
+        let other = "intel.com/other_nic";
+        let moving = plugins
+            .apply(&[Env::empty(NAME), env.pool(other)], &env.inventory)
+            .await;
+        assert_eq!(moving.moving.len(), 24, "{moving:?}");
+        plugins.apply(&[], &env.inventory).await;
+        assert!(lines(&log.text(), "WARN", "no pool is left").is_empty());
+        let mut applies = 0;
+        while !plugins.apply(&[], &env.inventory).await.moving.is_empty() {
+            applies += 1;
+            assert!(applies < 100, "the move never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        plugins.apply(&[], &env.inventory).await;
+        let text = log.text();
+        assert_eq!(lines(&text, "WARN", "no pool is left").len(), 1, "{text}");
         plugins.shutdown().await;
         sim.shutdown();
     }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
@@ -650,8 +649,10 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
             refused: refused_tx,
         };
         let (failed_tx, mut failed) = mpsc::unbounded_channel();
+        let connections = uds::Connections::default();
         let incoming = Guarded {
             inner: incoming,
+            connections: connections.clone(),
             failed: Some(failed_tx),
             resource: state.resource_name.clone(),
             pause: None,
@@ -671,7 +672,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                 // open connections (kubelet's ListAndWatch stream) to close first.
                 Some(error) = failed.recv() => {
                     tracing::error!(resource = %state.resource_name, error = %error, "gRPC server stopped accepting connections; restarting it");
-                    stop_instance(&state, stop_tx, server, registering).await;
+                    stop_instance(&state, stop_tx, server, registering, &connections).await;
                     if wait_or_stop(&mut commands, backoff.next()).await {
                         break 'serve;
                     }
@@ -729,7 +730,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     if left_to_another_instance(&state, bound) {
                         continue;
                     }
-                    stop_instance(&state, stop_tx, server, registering).await;
+                    stop_instance(&state, stop_tx, server, registering, &connections).await;
                     continue 'serve;
                 }
                 () = kubelet_dropped(&state, &mut streams, grace) => {
@@ -743,7 +744,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                         // Registering a socket that is gone (deleted by a kubelet restart
                         // whose event was missed) would not help: serve it again first.
                         Mode::Legacy { .. } if socket_identity(&state.socket).is_none() => {
-                            stop_instance(&state, stop_tx, server, registering).await;
+                            stop_instance(&state, stop_tx, server, registering, &connections).await;
                             continue 'serve;
                         }
                         Mode::Legacy { .. } => {
@@ -762,7 +763,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                             if left_to_another_instance(&state, bound) {
                                 continue;
                             }
-                            stop_instance(&state, stop_tx, server, registering).await;
+                            stop_instance(&state, stop_tx, server, registering, &connections).await;
                             continue 'serve;
                         }
                     }
@@ -771,7 +772,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     None | Some(Command::Stop) => {
                         // The socket goes first, so nothing can connect to a stopping server.
                         remove_own_socket(&state.socket, bound);
-                        stop_instance(&state, stop_tx, server, registering).await;
+                        stop_instance(&state, stop_tx, server, registering, &connections).await;
                         break 'serve;
                     }
                     Some(Command::Rebind) => {
@@ -779,7 +780,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                             continue;
                         }
                         tracing::info!(resource = %state.resource_name, "socket deleted (kubelet restart?); serving it again");
-                        stop_instance(&state, stop_tx, server, registering).await;
+                        stop_instance(&state, stop_tx, server, registering, &connections).await;
                         backoff.reset();
                         continue 'serve;
                     }
@@ -851,6 +852,7 @@ async fn stop_instance(
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     registering: Option<JoinHandle<()>>,
+    connections: &uds::Connections,
 ) {
     if let Some(task) = registering {
         task.abort();
@@ -861,8 +863,11 @@ async fn stop_instance(
         .await
         .is_err()
     {
-        tracing::warn!(resource = %state.resource_name, "server did not stop within 2s; aborting it");
+        // Aborting the server leaves its connections' tasks running: a client that stopped
+        // reading would hold its connection, stream and this pool's state for good.
         abort.abort();
+        let ended = connections.end_all();
+        tracing::warn!(resource = %state.resource_name, connections = ended, "server did not stop within 2s (a client stopped reading?); aborted it and closed its connections");
     }
 }
 
@@ -877,6 +882,8 @@ async fn stop_instance(
 /// are kept.
 struct Guarded {
     inner: uds::Incoming,
+    /// Every accepted connection is tracked here, for a stop to end.
+    connections: uds::Connections,
     /// Taken when the failure is reported; the stream has ended from then on.
     failed: Option<mpsc::UnboundedSender<io::Error>>,
     /// The pool, for logs.
@@ -892,7 +899,7 @@ struct Guarded {
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
 impl Stream for Guarded {
-    type Item = io::Result<UnixStream>;
+    type Item = io::Result<uds::TrackedStream>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -922,9 +929,11 @@ impl Stream for Guarded {
                     if std::mem::take(&mut this.exhausted) {
                         tracing::info!(resource = %this.resource, "accepting connections again");
                     }
-                    return Poll::Ready(Some(Ok(stream)));
+                    return Poll::Ready(Some(Ok(this.connections.track(stream))));
                 }
-                other => return other,
+                // A transient error about one connection: tonic logs it and accepts again.
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Pending => return Poll::Pending,
             };
             if let Some(failed) = this.failed.take() {
                 let _ = failed.send(error);

@@ -3,15 +3,21 @@
 //! connections through the [`Listen`] seam, so a test can make a server's accept loop fail and
 //! check that the server is restarted.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The connections one server instance accepts.
@@ -66,17 +72,144 @@ pub enum BindError {
     },
 }
 
+/// The connections one server instance accepted and that are still open, so that a stop can end
+/// them.
+///
+/// tonic runs each connection in a task of its own: aborting the server's task after its
+/// graceful-stop timeout leaves a connection whose client stopped reading (a wedged kubelet, a
+/// closed HTTP/2 window) running for good, holding its socket, its ListAndWatch stream and the
+/// pool's state. [`Connections::end_all`] shuts the sockets down instead, which wakes those tasks
+/// with an end of stream.
+#[derive(Clone, Default)]
+pub struct Connections(Arc<Mutex<OpenConnections>>);
+
+#[derive(Default)]
+struct OpenConnections {
+    next: u64,
+    open: HashMap<u64, RawFd>,
+}
+
+impl Connections {
+    /// `stream`, tracked until it is dropped.
+    pub fn track(&self, stream: UnixStream) -> TrackedStream {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = open.next;
+        open.next += 1;
+        open.open.insert(key, stream.as_raw_fd());
+        TrackedStream {
+            stream,
+            key,
+            connections: self.clone(),
+        }
+    }
+
+    /// Shuts down (both directions) every connection still open; returns how many there were.
+    pub fn end_all(&self) -> usize {
+        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for &fd in open.open.values() {
+            // The descriptor is open: a stream leaves the map (under this lock) before it closes.
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        }
+        open.open.len()
+    }
+
+    /// How many accepted connections are open.
+    pub fn open(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .len()
+    }
+}
+
+/// An accepted connection that [`Connections`] can end.
+pub struct TrackedStream {
+    stream: UnixStream,
+    key: u64,
+    connections: Connections,
+}
+
+impl Drop for TrackedStream {
+    fn drop(&mut self) {
+        // Before `stream` closes its descriptor (fields drop after this), so `end_all` never
+        // shuts down a descriptor number the process has reused.
+        self.connections
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .remove(&self.key);
+    }
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl Connected for TrackedStream {
+    type ConnectInfo = <UnixStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
 /// A channel to the gRPC server on the unix socket `path`. The connection is made lazily by the
 /// first call, and re-made by tonic when it breaks.
 pub fn channel(path: &Path) -> Channel {
+    channel_with(endpoint(), path)
+}
+
+/// The endpoint [`channel`] uses, to configure (HTTP/2 windows, timeouts) for [`channel_with`].
+/// Its URI is required by tonic but unused: the connector ignores it.
+pub fn endpoint() -> Endpoint {
+    Endpoint::from_static("http://[::1]:50051")
+}
+
+/// [`channel`] with the settings of `endpoint` (from [`endpoint`]).
+pub fn channel_with(endpoint: Endpoint, path: &Path) -> Channel {
     let path = path.to_path_buf();
-    // The URI is required by the API but unused: the connector ignores it.
-    Endpoint::from_static("http://[::1]:50051").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        },
-    ))
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+    }))
 }
 
 /// Binds a listener at `path`, creating its directory; a stale socket there is replaced.

@@ -1404,7 +1404,7 @@ async fn a_superseded_instance_stops_without_an_empty_list() {
 /// closed) holds a pool's server for its 2 s stop timeout. Pools used to be stopped one after
 /// another, so shutdown (and an apply removing pools) waited that long once per pool, past
 /// kubelet's grace period on a node with many pools. They stop together now: shutdown takes one
-/// timeout, not four.
+/// timeout, not four; and the stalled connections are closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_streams_do_not_make_pools_stop_one_after_another() {
     let env = Env::new();
@@ -1432,18 +1432,10 @@ async fn stalled_streams_do_not_make_pools_stop_one_after_another() {
         .expect("the pool serves");
         // A window of zero: the server can send the stream's headers but not one byte of a list,
         // nor the end of the stream when it stops.
-        let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
-            .initial_stream_window_size(0)
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap();
+        let channel = vfpool_deviceplugin::uds::channel_with(
+            vfpool_deviceplugin::uds::endpoint().initial_stream_window_size(0),
+            &path,
+        );
         let stream = DevicePluginClient::new(channel)
             .list_and_watch(api::Empty {})
             .await
@@ -1466,7 +1458,15 @@ async fn stalled_streams_do_not_make_pools_stop_one_after_another() {
             .join(format!("{}.sock", name.replace('/', "_")));
         assert!(!path.exists(), "{name}: socket left behind");
     }
-    drop(stalled);
+    // And the stalled connections are closed, not left running with their streams: aborting the
+    // server's task does not end the tasks tonic runs each connection in (they used to stay).
+    for mut stream in stalled {
+        let ended = tokio::time::timeout(GUARD, stream.message()).await;
+        assert!(
+            matches!(ended, Ok(Err(_) | Ok(None))),
+            "a stalled connection outlived its pool: {ended:?}"
+        );
+    }
 }
 
 /// A request far larger than kubelet ever sends (here a GetPreferredAllocation of 2 MiB of ids)

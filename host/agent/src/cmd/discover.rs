@@ -15,9 +15,10 @@ struct DiscoverJson<'a> {
     devices: &'a [Device],
 }
 
-pub fn run(args: &DiscoverArgs) -> CmdResult {
-    let root = SysfsRoot::new(&args.sysfs.sysfs_root);
-    let inventory = vfpool_sysfs::discover(&root).map_err(|error| crate::exit::Failure {
+/// A discovery that could not run, as a command's failure: exit 2 when the `--sysfs-root` given
+/// is wrong, 1 when the machine is (out of descriptors or memory).
+pub(crate) fn discovery_failure(error: DiscoveryError) -> crate::exit::Failure {
+    crate::exit::Failure {
         code: match error {
             DiscoveryError::RootUnreadable { .. } | DiscoveryError::NoPciBus { .. } => {
                 Code::BadInput
@@ -25,7 +26,12 @@ pub fn run(args: &DiscoverArgs) -> CmdResult {
             _ => Code::Failure,
         },
         error: error.into(),
-    })?;
+    }
+}
+
+pub fn run(args: &DiscoverArgs) -> CmdResult {
+    let root = SysfsRoot::new(&args.sysfs.sysfs_root);
+    let inventory = vfpool_sysfs::discover(&root).map_err(discovery_failure)?;
     let text = if args.json {
         let json = serde_json::to_string_pretty(&DiscoverJson {
             devices: &inventory.devices,

@@ -92,7 +92,8 @@ fn inventory(args: &PolicyCheckArgs) -> Result<PolicyInventory, Failure> {
         }
         None => {
             let root = &args.sysfs.sysfs_root;
-            let inventory = vfpool_sysfs::discover(&SysfsRoot::new(root)).code(Code::BadInput)?;
+            let inventory = vfpool_sysfs::discover(&SysfsRoot::new(root))
+                .map_err(super::discover::discovery_failure)?;
             let facts = crate::facts::FactsGatherer::for_sysfs_root(root).gather(&inventory);
             (inventory, facts)
         }
@@ -142,38 +143,25 @@ fn check(
     } else {
         default_allocator
     };
-    // What a running agent does before it accepts the module (`exercise`), step by step, to keep
-    // what the module under check logged: the check is where its author looks, whatever the log
-    // level.
-    let call = |e: vfpool_policy::PolicyCallError| vfpool_policy::error_chain(&e);
-    // The module's own lines under the call's name; the embedded partner's (warnings about the
-    // config, say) under its name too.
-    let label = |p: &Policy, call: &str| {
-        if std::ptr::eq(p, &policy) {
-            call.to_string()
+    let mut logged = Vec::new();
+    let ran = run_calls(
+        &policy,
+        selector,
+        allocator,
+        settings,
+        inventory,
+        &mut logged,
+    );
+    let log_text = log_lines(&logged);
+    // A refusal shows what the policies logged before it too: a warning about the settings may
+    // be what explains it.
+    let (pools, preference) = ran.map_err(|reason| {
+        if log_text.is_empty() {
+            reason
         } else {
-            format!("{} {call}", p.id().name)
+            format!("{reason}\n{}", log_text.trim_end())
         }
-    };
-    let mut logged: Vec<(String, Outcome<()>)> = Vec::new();
-    let validated = selector
-        .validate_selector_settings(settings)
-        .map_err(call)?;
-    logged.push((label(selector, "validate-settings"), validated));
-    let validated = allocator
-        .validate_allocator_settings(settings)
-        .map_err(call)?;
-    logged.push((label(allocator, "validate-settings"), validated));
-    let selected = selector.select(settings, inventory).map_err(call)?;
-    let pools = selected.value.clone();
-    logged.push((label(selector, "select"), without_value(selected)));
-    let preference = exercise_allocator(allocator, settings, inventory, &pools)
-        .map_err(call)?
-        .map(|outcome| {
-            let ids = outcome.value.clone();
-            logged.push((label(allocator, "prefer"), without_value(outcome)));
-            ids
-        });
+    })?;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -194,23 +182,7 @@ fn check(
         let _ = writeln!(out, "  pools ({}):", pools.len());
         out.push_str(&pool_lines(&pools));
     }
-    let lines: usize = logged.iter().map(|(_, o)| o.logs.len()).sum();
-    if lines > 0 {
-        let plural = if lines == 1 { "" } else { "s" };
-        let _ = writeln!(out, "  policy log ({lines} line{plural}):");
-        for (call, outcome) in &logged {
-            for line in &outcome.logs {
-                let _ = writeln!(out, "    {call}: {}: {}", line.level, line.message);
-            }
-            if outcome.logs_dropped > 0 {
-                let _ = writeln!(
-                    out,
-                    "    {call}: {} more lines dropped (the host keeps a bounded number per call)",
-                    outcome.logs_dropped
-                );
-            }
-        }
-    }
+    out.push_str(&log_text);
     if roles.allocator {
         match preference {
             Some(ids) => {
@@ -222,6 +194,79 @@ fn check(
         }
     }
     Ok(out)
+}
+
+/// What a running agent does before it accepts a module (`vfpool_policy::exercise`), step by
+/// step, keeping what each call logged in `logged`: the check is where a policy's author looks,
+/// whatever the log level. The module's own lines go under the call's name, the embedded
+/// partner's (warnings about the config, say) under its name too.
+fn run_calls(
+    policy: &Policy,
+    selector: &Policy,
+    allocator: &Policy,
+    settings: &Settings,
+    inventory: &PolicyInventory,
+    logged: &mut Vec<(String, Outcome<()>)>,
+) -> Result<(Vec<Pool>, Option<Vec<String>>), String> {
+    let call = |e: vfpool_policy::PolicyCallError| vfpool_policy::error_chain(&e);
+    let both = std::ptr::eq(selector, allocator);
+    let label = |p: &Policy, role: &str, call: &str| match (std::ptr::eq(p, policy), both) {
+        (true, true) => format!("{role} {call}"),
+        (true, false) => call.to_string(),
+        (false, _) => format!("{} {call}", p.id().name),
+    };
+    let validated = selector
+        .validate_selector_settings(settings)
+        .map_err(call)?;
+    logged.push((label(selector, "selector", "validate-settings"), validated));
+    let validated = allocator
+        .validate_allocator_settings(settings)
+        .map_err(call)?;
+    logged.push((
+        label(allocator, "allocator", "validate-settings"),
+        validated,
+    ));
+    let selected = selector.select(settings, inventory).map_err(call)?;
+    let pools = selected.value.clone();
+    logged.push((
+        label(selector, "selector", "select"),
+        without_value(selected),
+    ));
+    let preference = exercise_allocator(allocator, settings, inventory, &pools)
+        .map_err(call)?
+        .map(|outcome| {
+            let ids = outcome.value.clone();
+            logged.push((
+                label(allocator, "allocator", "prefer"),
+                without_value(outcome),
+            ));
+            ids
+        });
+    Ok((pools, preference))
+}
+
+/// The lines of `logged` as the check prints them; empty when nothing was logged.
+fn log_lines(logged: &[(String, Outcome<()>)]) -> String {
+    let mut out = String::new();
+    let lines: usize = logged.iter().map(|(_, o)| o.logs.len()).sum();
+    if lines == 0 {
+        return out;
+    }
+    let plural = if lines == 1 { "" } else { "s" };
+    let _ = writeln!(out, "  policy log ({lines} line{plural}):");
+    for (call, outcome) in logged {
+        for line in &outcome.logs {
+            let _ = writeln!(out, "    {call}: {}: {}", line.level, line.message);
+        }
+        if outcome.logs_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "    {call}: {} more lines dropped (the host keeps a bounded number per call)",
+                outcome.logs_dropped
+            );
+        }
+    }
+    out
 }
 
 /// An outcome's log lines, without its value.

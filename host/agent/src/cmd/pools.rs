@@ -11,7 +11,7 @@ use serde::Serialize;
 use vfpool_deviceplugin::Health;
 use vfpool_deviceplugin::health::health;
 use vfpool_policy::{ActivePolicies, Limits, PolicyEngine, PolicyInventory, Sources};
-use vfpool_sysfs::{DiscoveryError, Inventory, SysfsRoot};
+use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::cli::PoolsArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
@@ -118,15 +118,7 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
 }
 
 fn discover(sysfs_root: &Path) -> Result<Inventory, Failure> {
-    vfpool_sysfs::discover(&SysfsRoot::new(sysfs_root)).map_err(|error| Failure {
-        code: match error {
-            DiscoveryError::RootUnreadable { .. } | DiscoveryError::NoPciBus { .. } => {
-                Code::BadInput
-            }
-            _ => Code::Failure,
-        },
-        error: error.into(),
-    })
+    vfpool_sysfs::discover(&SysfsRoot::new(sysfs_root)).map_err(super::discover::discovery_failure)
 }
 
 /// How many device ids a table row lists; `--json` lists them all.
