@@ -1005,27 +1005,8 @@ fn path_exists(path: &Path) -> bool {
 
 #[cfg(test)]
 mod incoming_tests {
-    use vfpool_policy::DeviceType;
-
     use super::*;
-
-    fn pool(name: &str, ids: &[&str]) -> Pool {
-        Pool {
-            resource_name: name.to_string(),
-            device_type: DeviceType::NetDevice,
-            exclude_topology: false,
-            devices: ids
-                .iter()
-                .map(|id| PoolDevice {
-                    id: id.to_string(),
-                    rdma: false,
-                    vhost_net: false,
-                    vdpa_type: None,
-                    additional_info: None,
-                })
-                .collect(),
-        }
-    }
+    use crate::plan::tests::pool;
 
     /// A moving device counts for the pool the planner will put it in: a second definition of a
     /// pool name, or a second pool listing the device, gets nothing (they used to count, keeping

@@ -275,7 +275,7 @@ fn devices(count: usize, one: &str, many: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use vfpool_policy::{DeviceType, PoolDevice};
     use vfpool_sysfs::{Device, DeviceKind, Inventory, NodeFacts};
 
@@ -303,7 +303,8 @@ mod tests {
         }
     }
 
-    fn pool(name: &str, ids: &[&str]) -> Pool {
+    /// A netdev pool `name` of `ids`, without hints.
+    pub(crate) fn pool(name: &str, ids: &[&str]) -> Pool {
         Pool {
             resource_name: name.to_string(),
             device_type: DeviceType::NetDevice,
