@@ -96,12 +96,13 @@ pub enum DiscoveryError {
         #[source]
         source: io::Error,
     },
-    /// The process is out of file descriptors or memory: the root is fine, the agent is not.
+    /// The process ran out of file descriptors or memory, opening the bus or reading a device
+    /// under it: the root is fine, the agent is not, and what it read is not the node.
     #[error(
-        "cannot open {path}: {source}; the agent is out of file descriptors or memory (raise its open-files limit, e.g. LimitNOFILE or the container's ulimit, or its memory limit)"
+        "cannot read {path}: {source}; the agent is out of file descriptors or memory (raise its open-files limit, e.g. LimitNOFILE or the container's ulimit, or its memory limit)"
     )]
     OutOfResources {
-        /// The directory that could not be opened.
+        /// The directory that could not be read (the bus, or the device looked up).
         path: PathBuf,
         /// The exhaustion the kernel reported.
         #[source]
@@ -154,6 +155,7 @@ fn bus_error(root: &SysfsRoot, bus_path: &Path, errno: rustix::io::Errno) -> Dis
 /// or `sriov_totalvfs` file, or a `net/` directory): dropping a VF because one file is unreadable
 /// would shrink a pool silently.
 pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
+    let mark = read::exhaustion_mark();
     let bus_path = root.pci_devices();
     let bus =
         SysDir::open_or_error(&bus_path).map_err(|errno| bus_error(root, &bus_path, errno))?;
@@ -206,15 +208,33 @@ pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
 
     let mut devices = link(records);
     devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    Ok(Inventory {
-        devices,
-        node: read_node_facts(root),
-    })
+    let node = read_node_facts(root);
+    // Devices unread for want of descriptors are not gone: no inventory rather than a short one.
+    if let Some(source) = read::exhausted_since(mark) {
+        return Err(DiscoveryError::OutOfResources {
+            path: bus_path,
+            source,
+        });
+    }
+    Ok(Inventory { devices, node })
 }
 
 /// Reads one PCI function by address, with its PF facts (PF name, VF index) resolved, whatever its
 /// class. This is the CNI plugin's fast path: it reads the function and its PF, nothing else.
 pub fn discover_pci_device(root: &SysfsRoot, address: &str) -> Result<Device, DiscoveryError> {
+    let mark = read::exhaustion_mark();
+    let found = read_pci_device(root, address);
+    // A device unread for want of descriptors is not missing (nor without its driver).
+    match read::exhausted_since(mark) {
+        Some(source) => Err(DiscoveryError::OutOfResources {
+            path: root.pci_device(address),
+            source,
+        }),
+        None => found,
+    }
+}
+
+fn read_pci_device(root: &SysfsRoot, address: &str) -> Result<Device, DiscoveryError> {
     let parsed: PciAddress = address.parse()?;
     let canonical = parsed.to_string();
     let bus_path = root.pci_devices();

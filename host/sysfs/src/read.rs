@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use rustix::fs::{CWD, FileType, Mode, OFlags, RawDir, openat, readlinkat};
 use rustix::io::Errno;
@@ -168,6 +169,10 @@ impl SysDir {
         };
         match rustix::io::read(&fd, buf) {
             Ok(len) => Some(len),
+            Err(err) if is_exhaustion(err) => {
+                note_unreadable(&self.path.join(name), err);
+                None
+            }
             Err(err) => {
                 // `carrier` of a down link, `phys_port_name` of a non-representor: expected.
                 tracing::trace!(path = %self.path.join(name).display(), error = %err, "sysfs attribute unreadable");
@@ -188,9 +193,38 @@ fn dir_flags() -> OFlags {
 }
 
 fn note_unreadable(path: &Path, err: Errno) {
+    if is_exhaustion(err) {
+        LAST_EXHAUSTION.store(err.raw_os_error(), Ordering::Relaxed);
+        EXHAUSTIONS.fetch_add(1, Ordering::Relaxed);
+    }
     if err != Errno::NOENT {
         tracing::debug!(path = %path.display(), error = %err, "sysfs entry unreadable");
     }
+}
+
+/// Reads that failed because the process or the system ran out of descriptors or memory, ever.
+/// Every other failure is the file's (missing, refused by the driver) and makes a `None`; these
+/// are not, and a discovery that met one has not seen the node: it would report devices missing
+/// or without their driver, and the agent would withdraw them from their pools. A counter rather
+/// than a flag per scan: discovery reads with several threads, and a process out of descriptors
+/// is so for every scan running in it.
+static EXHAUSTIONS: AtomicU64 = AtomicU64::new(0);
+/// The errno of the latest of [`EXHAUSTIONS`].
+static LAST_EXHAUSTION: AtomicI32 = AtomicI32::new(0);
+
+fn is_exhaustion(err: Errno) -> bool {
+    matches!(err, Errno::MFILE | Errno::NFILE | Errno::NOMEM)
+}
+
+/// A mark to compare with [`exhausted_since`].
+pub(crate) fn exhaustion_mark() -> u64 {
+    EXHAUSTIONS.load(Ordering::Relaxed)
+}
+
+/// The error of a read that ran out of descriptors or memory after `mark`, if any did.
+pub(crate) fn exhausted_since(mark: u64) -> Option<std::io::Error> {
+    (EXHAUSTIONS.load(Ordering::Relaxed) != mark)
+        .then(|| std::io::Error::from_raw_os_error(LAST_EXHAUSTION.load(Ordering::Relaxed)))
 }
 
 /// `0x15B3` or `15b3` to `15b3`; `None` if it is not hex.

@@ -317,3 +317,82 @@ fn json_uses_camel_case_and_null_for_unknown() {
     assert_eq!(json["uioDevice"], serde_json::Value::Null);
     assert!(json["iommuGroup"].is_u64());
 }
+
+/// The file descriptors this process has open, lowest first.
+fn open_descriptors() -> Vec<u64> {
+    let mut fds: Vec<u64> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    fds.sort_unstable();
+    // The listing's own descriptor is closed by now; it was the lowest free one or above.
+    fds
+}
+
+const HEADROOM_ENV: &str = "VFPOOL_TEST_FD_HEADROOM";
+const ROOT_ENV: &str = "VFPOOL_TEST_SYSFS_ROOT";
+
+/// A process that runs out of file descriptors half-way through a scan (a leak elsewhere, a low
+/// `LimitNOFILE`) has not seen the node. Discovery used to return what it had read — here no
+/// device's attributes, with one descriptor to spare — and the agent would withdraw devices from
+/// their pools or mark them unhealthy. It is an error now, naming the exhaustion.
+///
+/// Run in a child process (this test binary again) whose open-files limit leaves `headroom`
+/// descriptors free: with one, opening `bus/pci/devices` takes the last and the first device
+/// cannot be opened.
+#[test]
+fn running_out_of_descriptors_mid_scan_is_an_error_not_a_short_inventory() {
+    if let Ok(headroom) = std::env::var(HEADROOM_ENV) {
+        let headroom: u64 = headroom.parse().unwrap();
+        let root = SysfsRoot::new(std::env::var(ROOT_ENV).unwrap());
+        let open = open_descriptors();
+        let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_NOFILE,
+            lowest_free + headroom,
+            hard,
+        )
+        .unwrap();
+        match discover(&root) {
+            Ok(inv) => println!("RESULT ok {}", serde_json::to_string(&inv).unwrap()),
+            Err(e) => println!("RESULT err {e}"),
+        }
+        return;
+    }
+    let (_dir, root) = small_node();
+    let all = serde_json::to_string(&discover(&SysfsRoot::new(&root)).unwrap()).unwrap();
+    for headroom in 1..=4 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "running_out_of_descriptors_mid_scan_is_an_error_not_a_short_inventory",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HEADROOM_ENV, headroom.to_string())
+            .env(ROOT_ENV, &root)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let result = stdout
+            .lines()
+            .find_map(|l| l.split_once("RESULT ").map(|(_, result)| result))
+            .unwrap_or_else(|| panic!("headroom {headroom}: no result: {out:?}"));
+        match result.split_once(' ') {
+            Some(("ok", inventory)) => {
+                assert_ne!(
+                    headroom, 1,
+                    "one free descriptor cannot read a device: {result}"
+                );
+                assert_eq!(inventory, all, "headroom {headroom}: a partial inventory");
+            }
+            Some(("err", message)) => assert!(
+                message.contains("out of file descriptors"),
+                "headroom {headroom}: {message}"
+            ),
+            _ => panic!("headroom {headroom}: {result}"),
+        }
+    }
+}
