@@ -529,7 +529,9 @@ fn a_refusal_shows_what_was_logged_before_it() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("probe.wasm: REFUSED")
-            && text.contains("selector validate-settings: warn: probe validation warning"),
+            && text.contains("selector validate-settings: warn: probe validation warning")
+            // What the failing call logged before it failed is kept too.
+            && text.contains("selector select: info: probe selecting from"),
         "{text}"
     );
 }

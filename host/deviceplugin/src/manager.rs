@@ -1395,13 +1395,30 @@ mod log_tests {
     }
 
     /// Every granted Allocate is an info line naming the pool and the devices, so which VF a pod
-    /// got can be read from the log. It was not logged at all.
+    /// got can be read from the log. It was not logged at all; an empty request is not logged.
     #[tokio::test]
     async fn a_granted_allocate_names_its_devices() {
         let env = Env::new();
         let (sim, plugins) = env.serving().await;
         let (log, _guard) = capture::start();
         let pod = sim.allocate_pod("pod-a", NAME, 2).await.unwrap();
+        // A request without containers (kubelet never sends one) is answered empty, and grants
+        // nothing to log: it used to be an info line "Allocate granted containers=0".
+        let mut client =
+            vfpool_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient::new(
+                crate::uds::channel(
+                    &env.kubelet()
+                        .join("device-plugins/intel.com_mlnx_sriov.sock"),
+                ),
+            );
+        let empty = client
+            .allocate(vfpool_proto::deviceplugin::v1beta1::AllocateRequest {
+                container_requests: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(empty.container_responses.is_empty());
         let text = log.text();
         let granted = lines(&text, "INFO", "Allocate granted");
         assert_eq!(granted.len(), 1, "{text}");

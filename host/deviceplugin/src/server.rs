@@ -267,6 +267,11 @@ impl DevicePlugin for PoolService {
             Status::invalid_argument(vfpool_policy::error_chain(&e))
         };
         let containers = request.into_inner().container_requests;
+        if containers.is_empty() {
+            // kubelet never sends one; upstream answers it empty, and nothing is granted.
+            tracing::debug!(resource = %self.state.resource_name, "Allocate without container requests");
+            return Ok(Response::new(api::AllocateResponse::default()));
+        }
         // Every container is checked before any file is written (a refused request writes
         // none), and no device goes to two containers.
         let mut granted = std::collections::HashSet::new();

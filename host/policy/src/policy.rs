@@ -15,7 +15,7 @@ use crate::bindings::wit;
 use crate::convert::PolicyInventory;
 use crate::engine::{CallState, PolicyEngine};
 use crate::lowering::{InventoryRef, Lowering};
-use crate::model::{Outcome, Pool, Settings};
+use crate::model::{LogLine, Outcome, Pool, Settings};
 use crate::request::{AllocationRequestRef, SettingsRef};
 use crate::validate::{self, BoundedText, guest_text};
 
@@ -313,6 +313,10 @@ pub struct PolicyCallError {
     /// What happened (boxed: results stay small on the hot path).
     #[source]
     pub error: Box<CallError>,
+    /// What the policy logged in this call before it failed (bounded like every call's lines):
+    /// often what explains the failure. Not part of the message; the engine forwarded the lines
+    /// at debug as they came.
+    pub logs: Vec<LogLine>,
 }
 
 impl PolicyCallError {
@@ -537,10 +541,21 @@ impl Policy {
     }
 
     fn fail(&self, call: &'static str, error: CallError) -> PolicyCallError {
+        self.fail_after(call, error, Vec::new())
+    }
+
+    /// [`Self::fail`] of a call that logged `logs` first.
+    fn fail_after(
+        &self,
+        call: &'static str,
+        error: CallError,
+        logs: Vec<LogLine>,
+    ) -> PolicyCallError {
         PolicyCallError {
             policy: self.id.clone(),
             call,
             error: Box::new(error),
+            logs,
         }
     }
 
@@ -565,10 +580,14 @@ impl Policy {
             .map_err(|e| classify(e, &store, deadline, true))
             .and_then(|instance| {
                 invoke(instance, &mut store).map_err(|e| classify(e, &store, deadline, false))
-            })
-            .map_err(|e| self.fail(call, e))?;
-        let value = result.map_err(|e| self.fail(call, CallError::Returned(e.into())))?;
-        Ok((value, store.into_data()))
+            });
+        let state = store.into_data();
+        let error = match result {
+            Ok(Ok(value)) => return Ok((value, state)),
+            Ok(Err(e)) => CallError::Returned(e.into()),
+            Err(e) => e,
+        };
+        Err(self.fail_after(call, error, state.logs.lines))
     }
 
     fn selector(&self, call: &'static str) -> Result<&Selector, PolicyCallError> {
@@ -640,7 +659,10 @@ impl Policy {
                 Ok(answer)
             },
         )?;
-        let pools = validate::pools(pools, inventory).map_err(|e| self.fail(CALL, e.into()))?;
+        let pools = match validate::pools(pools, inventory) {
+            Ok(pools) => pools,
+            Err(e) => return Err(self.fail_after(CALL, e.into(), state.logs.lines)),
+        };
         Ok(outcome(pools, state))
     }
 
@@ -694,7 +716,10 @@ impl Policy {
                 Ok(answer)
             },
         )?;
-        let ids = validate::preference(ids, &request).map_err(|e| self.fail(CALL, e.into()))?;
+        let ids = match validate::preference(ids, &request) {
+            Ok(ids) => ids,
+            Err(e) => return Err(self.fail_after(CALL, e.into(), state.logs.lines)),
+        };
         Ok(outcome(ids, state))
     }
 }

@@ -208,40 +208,52 @@ fn run_calls(
     inventory: &PolicyInventory,
     logged: &mut Vec<(String, Outcome<()>)>,
 ) -> Result<(Vec<Pool>, Option<Vec<String>>), String> {
-    let call = |e: vfpool_policy::PolicyCallError| vfpool_policy::error_chain(&e);
     let both = std::ptr::eq(selector, allocator);
     let label = |p: &Policy, role: &str, call: &str| match (std::ptr::eq(p, policy), both) {
         (true, true) => format!("{role} {call}"),
         (true, false) => call.to_string(),
         (false, _) => format!("{} {call}", p.id().name),
     };
-    let validated = selector
-        .validate_selector_settings(settings)
-        .map_err(call)?;
-    logged.push((label(selector, "selector", "validate-settings"), validated));
-    let validated = allocator
-        .validate_allocator_settings(settings)
-        .map_err(call)?;
-    logged.push((
+    // A failed call's lines (logged before it failed) are kept too, with the reason.
+    let mut kept =
+        |label: String, result: Result<Outcome<()>, vfpool_policy::PolicyCallError>| match result {
+            Ok(outcome) => {
+                logged.push((label, outcome));
+                Ok(())
+            }
+            Err(e) => {
+                let reason = vfpool_policy::error_chain(&e);
+                logged.push((label, lines_only(e.logs)));
+                Err(reason)
+            }
+        };
+    kept(
+        label(selector, "selector", "validate-settings"),
+        selector.validate_selector_settings(settings),
+    )?;
+    kept(
         label(allocator, "allocator", "validate-settings"),
-        validated,
-    ));
-    let selected = selector.select(settings, inventory).map_err(call)?;
-    let pools = selected.value.clone();
-    logged.push((
+        allocator.validate_allocator_settings(settings),
+    )?;
+    let mut pools = Vec::new();
+    kept(
         label(selector, "selector", "select"),
-        without_value(selected),
-    ));
-    let preference = exercise_allocator(allocator, settings, inventory, &pools)
-        .map_err(call)?
-        .map(|outcome| {
-            let ids = outcome.value.clone();
-            logged.push((
-                label(allocator, "allocator", "prefer"),
-                without_value(outcome),
-            ));
-            ids
-        });
+        selector.select(settings, inventory).map(|selected| {
+            pools = selected.value.clone();
+            without_value(selected)
+        }),
+    )?;
+    let mut preference = None;
+    kept(
+        label(allocator, "allocator", "prefer"),
+        exercise_allocator(allocator, settings, inventory, &pools).map(|outcome| match outcome {
+            Some(outcome) => {
+                preference = Some(outcome.value.clone());
+                without_value(outcome)
+            }
+            None => lines_only(Vec::new()),
+        }),
+    )?;
     Ok((pools, preference))
 }
 
@@ -267,6 +279,15 @@ fn log_lines(logged: &[(String, Outcome<()>)]) -> String {
         }
     }
     out
+}
+
+/// Log lines as an outcome without a value.
+fn lines_only(logs: Vec<vfpool_policy::LogLine>) -> Outcome<()> {
+    Outcome {
+        value: (),
+        logs,
+        logs_dropped: 0,
+    }
 }
 
 /// An outcome's log lines, without its value.

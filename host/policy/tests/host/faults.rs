@@ -547,3 +547,23 @@ fn without_the_instance_pool_a_module_of_too_much_state_is_still_refused() {
     let error = Policy::compile(&engine, "small.wasm", &many_globals_component(10, 2)).unwrap_err();
     assert!(matches!(error, LoadError::NoPolicyExport { .. }), "{error}");
 }
+
+/// A failed call keeps what the policy logged before it failed (here an info line, then a result
+/// naming a device the node does not have): it is often what explains the failure, and it was
+/// dropped with the call's store.
+#[test]
+fn a_failed_call_keeps_what_was_logged_before_it_failed() {
+    let error = select_error("validate-warning");
+    assert!(
+        matches!(*error.error, CallError::InvalidResult(_)),
+        "{error}"
+    );
+    assert!(
+        error
+            .logs
+            .iter()
+            .any(|l| l.level == "info" && l.message.contains("probe selecting from")),
+        "{:?}",
+        error.logs
+    );
+}
