@@ -1,7 +1,8 @@
 //! gRPC over unix sockets: a tonic client channel to a socket path, and binding a listener
 //! (removing a stale socket file first, as kubelet and upstream do). Pool servers get their
 //! connections through the [`Listen`] seam, so a test can make a server's accept loop fail and
-//! check that the server is restarted.
+//! check that the server is restarted, and track them ([`Connections`]) so that a stop can end
+//! them.
 
 use std::collections::HashMap;
 use std::io;
@@ -111,15 +112,6 @@ impl Connections {
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
         open.open.len()
-    }
-
-    /// How many accepted connections are open.
-    pub fn open(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .open
-            .len()
     }
 }
 
