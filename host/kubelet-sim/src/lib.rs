@@ -13,7 +13,8 @@
 //!
 //! It enforces what kubelet enforces: API version `v1beta1`, an extended resource name
 //! (`domain/name`, not in the `kubernetes.io` namespace), an Allocate answer with a container
-//! response; and one live plugin per resource name.
+//! response; and one live plugin per resource name, as kubelet keeps it: a newer registration
+//! for a name replaces the older (a rolling update), whose stream is no longer followed.
 //!
 //! It must not touch: anything outside the kubelet directory it is given, and no vfpool crate
 //! other than the wire types (`vfpool-proto`): it is a model of kubelet, not of vfpool.

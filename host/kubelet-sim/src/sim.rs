@@ -785,12 +785,7 @@ struct RegistrationService {
 }
 
 /// Checks a registration the way kubelet does; the error text is what kubelet would answer.
-fn admit(
-    shared: &Shared,
-    resource: &str,
-    versions: &[String],
-    endpoint: &Path,
-) -> Result<(), String> {
+fn admit(resource: &str, versions: &[String]) -> Result<(), String> {
     if !versions.iter().any(|v| v == api::VERSION) {
         return Err(format!(
             "requested device plugin API versions {versions:?} are not supported by kubelet; supported: [\"{}\"]",
@@ -798,18 +793,10 @@ fn admit(
         ));
     }
     validate_resource_name(resource)?;
-    let state = shared.lock();
-    if let Some(existing) = state.resources.get(resource)
-        && existing.connected
-        && existing.endpoint != endpoint
-    {
-        {
-            return Err(format!(
-                "resource {resource} is already served by another plugin at {}",
-                existing.endpoint.display()
-            ));
-        }
-    }
+    // A second plugin for a resource name is not refused: kubelet's device manager takes the
+    // newest registration as the resource's endpoint (`PluginConnected` replaces the entry; a
+    // rolling update of a plugin DaemonSet relies on it), and the simulator's client for the
+    // older one stops following it (`start_client`).
     Ok(())
 }
 
@@ -861,10 +848,8 @@ impl Registration for RegistrationService {
             .join("device-plugins")
             .join(endpoint_name);
         if let Err(error) = admit(
-            &self.shared,
             &request.resource_name,
             std::slice::from_ref(&request.version),
-            &endpoint,
         ) {
             outcome(Some(error.clone()));
             return Err(Status::invalid_argument(error));
@@ -930,7 +915,7 @@ async fn watcher_register(shared: Arc<Shared>, socket: PathBuf) {
             socket.display()
         ))
     } else {
-        admit(&shared, &info.name, &info.supported_versions, &endpoint)
+        admit(&info.name, &info.supported_versions)
             .map_err(|e| format!("RegisterPlugin error -- plugin validation failed with err: {e}"))
     };
     let verdict = match verdict {

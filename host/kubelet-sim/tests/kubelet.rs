@@ -250,6 +250,50 @@ async fn register_reads_the_plugins_own_options_before_answering() {
     sim.shutdown();
 }
 
+/// A second plugin registering a resource name that is served (a rolling update of a plugin
+/// DaemonSet: the new pod registers before the old one stops) replaces the first, as kubelet's
+/// device manager does; the older plugin's stream ending afterwards leaves the newer one
+/// connected. The simulator used to refuse the second registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_registration_of_a_resource_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = KubeletSim::start(tmp.path(), SimOptions::default())
+        .await
+        .unwrap();
+    let (old, new) = (Stub::new(), Stub::new());
+    let old_server = old.serve(&tmp.path().join("device-plugins/old.sock"));
+    let new_server = new.serve(&tmp.path().join("device-plugins/new.sock"));
+    let mut kubelet = kubelet_client(tmp.path()).await;
+    kubelet
+        .register(register_request("old.sock"))
+        .await
+        .unwrap();
+    sim.wait_for("the old plugin's devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 2)
+    })
+    .await
+    .unwrap();
+    kubelet
+        .register(register_request("new.sock"))
+        .await
+        .unwrap();
+    let new_socket = tmp.path().join("device-plugins/new.sock");
+    sim.wait_for("the new plugin's devices", GUARD, |r| {
+        r.get(NAME)
+            .is_some_and(|v| v.endpoint == new_socket && v.connected && v.allocatable() == 2)
+    })
+    .await
+    .unwrap();
+    assert!(new.calls().contains(&"ListAndWatch".to_string()));
+    // The old plugin goes away; the resource stays with the new one.
+    old_server.abort();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let view = sim.resource(NAME).unwrap();
+    assert!(view.endpoint == new_socket && view.connected, "{view:?}");
+    new_server.abort();
+    sim.shutdown();
+}
+
 /// kubelet fails a pod's admission when the plugin's Allocate answer has no container response
 /// ("no containers return in allocation response"); the simulator used to admit the pod with an
 /// empty answer.
