@@ -592,7 +592,7 @@ impl DevicePlugins {
         // long as the slowest.
         for name in names {
             if let Some(stopping) = self.stopping.get_mut(name) {
-                let _ = (&mut stopping.finish).await;
+                wait_for_stop(&self.config.devinfo_dir, name, stopping).await;
             }
             self.stopping.remove(name);
         }
@@ -640,25 +640,9 @@ impl DevicePlugins {
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.pools.keys().cloned().collect();
         self.stop_pools(&names).await;
-        // Stops an abandoned apply began: their tasks went on; wait for them (each waits at most
-        // `STOP_WAIT` for its server), then make sure nothing is left.
+        // Stops an abandoned apply began: their tasks went on; wait for them too.
         for (name, mut stopping) in std::mem::take(&mut self.stopping) {
-            if tokio::time::timeout(STOP_WAIT + Duration::from_secs(1), &mut stopping.finish)
-                .await
-                .is_err()
-            {
-                stopping.finish.abort();
-            }
-            // As in `finish_stop`: a superseded pool's files belong to the new instance.
-            if !stopping.state.superseded() {
-                server::remove_device_infos(
-                    &self.config.devinfo_dir,
-                    &name,
-                    stopping.ids.iter().map(String::as_str),
-                );
-            }
-            stopping.state.remove_own_socket();
-            tracing::info!(resource = %name, "pool stopped (its stop had been interrupted)");
+            wait_for_stop(&self.config.devinfo_dir, &name, &mut stopping).await;
         }
         self.watcher.take();
         if let Some(events) = self.events.take() {
@@ -982,6 +966,25 @@ struct Stopping {
 /// How long a stop waits for the pool's server to end before aborting it (the server itself
 /// gives its connections 2 s, then closes them).
 const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits for the task finishing `stopping` (it ends within [`STOP_WAIT`] and a little); if it did
+/// not finish its work (it panicked, or hung past that), aborts it and does the clean-up it would
+/// have done, so no socket or device-info file is left either way.
+async fn wait_for_stop(devinfo_dir: &Path, name: &str, stopping: &mut Stopping) {
+    let finished = tokio::time::timeout(STOP_WAIT + Duration::from_secs(1), &mut stopping.finish)
+        .await
+        .is_ok_and(|joined| joined.is_ok());
+    if finished {
+        return;
+    }
+    stopping.finish.abort();
+    // As in `finish_stop`: a superseded pool's files belong to the new instance.
+    if !stopping.state.superseded() {
+        server::remove_device_infos(devinfo_dir, name, stopping.ids.iter().map(String::as_str));
+    }
+    stopping.state.remove_own_socket();
+    tracing::warn!(resource = %name, "a pool's stop did not finish; cleaned up after it");
+}
 
 /// The rest of a stop, in a task of its own: waits for the pool's server to end (aborting it
 /// after [`STOP_WAIT`]), then removes the pool's device-info files.
@@ -1344,8 +1347,7 @@ mod log_tests {
     }
 
     /// A config that leaves no pool at all (an emptied ConfigMap, `{"resourceList":[]}`) used to
-    /// be info lines only, one "pool stopped" per pool: it is one warning now, naming them. Not
-    /// while devices are only moving between pools.
+    /// be info lines only, one "pool stopped" per pool: it is one warning now (said once).
     #[tokio::test]
     async fn losing_every_pool_is_one_warning() {
         let env = Env::new();

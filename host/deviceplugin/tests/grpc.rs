@@ -1419,12 +1419,14 @@ async fn stalled_streams_do_not_make_pools_stop_one_after_another() {
         .collect();
     let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
     plugins.apply(&pools, &env.inventory).await;
+    let socket_of = |name: &str| {
+        env.kubelet()
+            .join("device-plugins")
+            .join(format!("{}.sock", name.replace('/', "_")))
+    };
     let mut stalled = Vec::new();
     for name in &names {
-        let path = env
-            .kubelet()
-            .join("device-plugins")
-            .join(format!("{}.sock", name.replace('/', "_")));
+        let path = socket_of(name);
         tokio::time::timeout(GUARD, async {
             while !path.exists() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1454,11 +1456,7 @@ async fn stalled_streams_do_not_make_pools_stop_one_after_another() {
         "shutdown took {took:?} for 4 pools with stalled streams"
     );
     for name in &names {
-        let path = env
-            .kubelet()
-            .join("device-plugins")
-            .join(format!("{}.sock", name.replace('/', "_")));
-        assert!(!path.exists(), "{name}: socket left behind");
+        assert!(!socket_of(name).exists(), "{name}: socket left behind");
     }
     // And the stalled connections are closed, not left running with their streams: aborting the
     // server's task does not end the tasks tonic runs each connection in (they used to stay).

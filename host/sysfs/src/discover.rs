@@ -124,9 +124,8 @@ pub enum DiscoveryError {
 /// Why `bus/pci/devices` could not be opened, told as what the operator should fix: the agent
 /// running out of descriptors or memory is not a wrong `--sysfs-root`.
 fn bus_error(root: &SysfsRoot, bus_path: &Path, errno: rustix::io::Errno) -> DiscoveryError {
-    use rustix::io::Errno;
     let source = io::Error::from(errno);
-    if matches!(errno, Errno::MFILE | Errno::NFILE | Errno::NOMEM) {
+    if read::is_exhaustion(errno) {
         return DiscoveryError::OutOfResources {
             path: bus_path.to_owned(),
             source,

@@ -195,7 +195,8 @@ fn dir_flags() -> OFlags {
 fn note_unreadable(path: &Path, err: Errno) {
     if is_exhaustion(err) {
         LAST_EXHAUSTION.store(err.raw_os_error(), Ordering::Relaxed);
-        EXHAUSTIONS.fetch_add(1, Ordering::Relaxed);
+        // Release: whoever sees the count move sees the errno stored before it.
+        EXHAUSTIONS.fetch_add(1, Ordering::Release);
     }
     if err != Errno::NOENT {
         tracing::debug!(path = %path.display(), error = %err, "sysfs entry unreadable");
@@ -212,18 +213,19 @@ static EXHAUSTIONS: AtomicU64 = AtomicU64::new(0);
 /// The errno of the latest of [`EXHAUSTIONS`].
 static LAST_EXHAUSTION: AtomicI32 = AtomicI32::new(0);
 
-fn is_exhaustion(err: Errno) -> bool {
+/// Whether `err` says the process or the system ran out of descriptors or memory.
+pub(crate) fn is_exhaustion(err: Errno) -> bool {
     matches!(err, Errno::MFILE | Errno::NFILE | Errno::NOMEM)
 }
 
 /// A mark to compare with [`exhausted_since`].
 pub(crate) fn exhaustion_mark() -> u64 {
-    EXHAUSTIONS.load(Ordering::Relaxed)
+    EXHAUSTIONS.load(Ordering::Acquire)
 }
 
 /// The error of a read that ran out of descriptors or memory after `mark`, if any did.
 pub(crate) fn exhausted_since(mark: u64) -> Option<std::io::Error> {
-    (EXHAUSTIONS.load(Ordering::Relaxed) != mark)
+    (EXHAUSTIONS.load(Ordering::Acquire) != mark)
         .then(|| std::io::Error::from_raw_os_error(LAST_EXHAUSTION.load(Ordering::Relaxed)))
 }
 
