@@ -7,10 +7,10 @@
 //! name before the `#` (`"#0-3"`, what a template with an empty variable renders) names no PF (so
 //! a list of only such entries selects nothing), as upstream, and an empty index item covers
 //! nothing, so `"ens1f0#"` covers no VF, as upstream. A trailing one (`"ens1f0#0-3,"`) selects
-//! what it does upstream, so configs that work today keep working. One in the middle differs:
+//! what it does upstream, so configs that work today keep working. One before the last differs:
 //! upstream stops reading the list at the first item it cannot parse, so `"ens1f0#0,,2"` selects
-//! only VF 0 there (and `"ens1f0#0-3,x"` only VFs 0–3); here `"0,,2"` selects VFs 0 and 2 (the
-//! obvious meaning) and `x` is refused. An index beyond `u32` (`"ens1f0#4-4294967296"`, a large
+//! only VF 0 there, `"ens1f0#,3"` (a leading one) none, and `"ens1f0#0-3,x"` only VFs 0–3; here
+//! `"0,,2"` selects VFs 0 and 2, `",3"` VF 3 (the obvious meaning), and `x` is refused. An index beyond `u32` (`"ens1f0#4-4294967296"`, a large
 //! bound meaning "all the rest") is read as the largest index, as upstream's 64-bit parse does.
 
 /// One parsed entry.
@@ -197,8 +197,8 @@ mod tests {
     }
 
     /// Empty pieces cover nothing: a trailing empty item selects what it does upstream (configs
-    /// that carry one work today and must keep working); one in the middle does not end the list
-    /// as upstream's parser does (a documented difference).
+    /// that carry one work today and must keep working); a leading one or one in the middle does
+    /// not end the list as upstream's parser does (a documented difference).
     #[test]
     fn empty_pieces_are_not_errors() {
         let entries = parse_all(&["ens1f0#0-1,", "ens1f1#,3,,5", ""]);
