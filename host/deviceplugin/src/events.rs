@@ -72,12 +72,14 @@ pub fn uevent_is_relevant(message: &[u8]) -> bool {
 
 /// Whether an rtnetlink datagram holds a link event worth a rescan: any but those of links with
 /// a kind (veth, bridge, vlan, ...: software links made by `ip link add`). PF, VF, sub-function
-/// and representor netdevs are made by their drivers and have none. A datagram that does not
-/// parse counts (better a rescan too many than a missed carrier change).
+/// and representor netdevs are made by their drivers and have none, except IPoIB: the InfiniBand
+/// driver gives the netdev of every IB port (an IB PF's `ib0`, whose carrier decides its VFs'
+/// health) the kind `ipoib`. A datagram that does not parse counts (better a rescan too many than
+/// a missed carrier change).
 pub fn link_event_is_relevant(datagram: &[u8]) -> bool {
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::RouteNetlinkMessage;
-    use netlink_packet_route::link::{LinkAttribute, LinkInfo};
+    use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 
     let mut offset = 0;
     let mut any = false;
@@ -102,7 +104,7 @@ pub fn link_event_is_relevant(datagram: &[u8]) -> bool {
         };
         let software = link.attributes.iter().any(|attribute| {
             matches!(attribute, LinkAttribute::LinkInfo(infos)
-                if infos.iter().any(|info| matches!(info, LinkInfo::Kind(_))))
+                if infos.iter().any(|info| matches!(info, LinkInfo::Kind(kind) if *kind != InfoKind::Ipoib)))
         });
         if !software {
             return true;
@@ -619,6 +621,11 @@ mod tests {
             ("veth1234", Some(InfoKind::Veth)),
             ("cni0", Some(InfoKind::Bridge)),
         ])));
+        // An InfiniBand port's netdev has a kind, and is hardware: a rescan.
+        assert!(link_event_is_relevant(&link_datagram(&[(
+            "ib0",
+            Some(InfoKind::Ipoib)
+        )])));
         // A burst mixing both: a rescan.
         assert!(link_event_is_relevant(&link_datagram(&[
             ("veth1234", Some(InfoKind::Veth)),

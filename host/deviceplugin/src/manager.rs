@@ -152,6 +152,9 @@ pub struct DevicePlugins {
     /// `pod-resources` directory (a hostPath the runtime created, PodResources turned off): from
     /// then on the directory alone does not mean the API is there.
     pod_resources_absent: bool,
+    /// The `pod-resources` directory is not there and that has been said (once: it is how the
+    /// agent was deployed, not an outage).
+    pod_resources_missing_said: bool,
     /// The last PodResources query failed: the warning is logged once per outage.
     pod_resources_failing: bool,
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
@@ -240,6 +243,7 @@ impl DevicePlugins {
             pod_resources_seen: false,
             applied: false,
             pod_resources_absent: false,
+            pod_resources_missing_said: false,
             withdrawn: BTreeMap::new(),
             said: BTreeSet::new(),
             stopping: BTreeMap::new(),
@@ -272,7 +276,18 @@ impl DevicePlugins {
         let dir = self.config.kubelet_dir.join(podresources::DIR);
         let socket = self.config.kubelet_dir.join(podresources::SOCKET);
         let failure = if !socket.exists() {
-            if !self.pod_resources_seen && (!dir.is_dir() || self.pod_resources_absent) {
+            if !self.pod_resources_seen && self.pod_resources_absent {
+                return true;
+            }
+            if !self.pod_resources_seen && !dir.is_dir() {
+                // Safe only while pools keep their devices: without it, a device a pod holds
+                // looks free, and a pool change may offer it to another pod in another pool.
+                if !std::mem::replace(&mut self.pod_resources_missing_said, true) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "kubelet's pod-resources directory is not there (not mounted into the agent's pod, or a kubelet without the PodResources API): which devices pods hold is not known, so a pool change may move a device a pod holds into another pool; mount the directory to protect them"
+                    );
+                }
                 return true;
             }
             "kubelet's PodResources socket is missing".to_string()
@@ -1392,6 +1407,31 @@ mod log_tests {
         plugins.apply(&[], &env.inventory).await;
         let text = log.text();
         assert_eq!(lines(&text, "WARN", "no pool is left").len(), 1, "{text}");
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// A kubelet directory without `pod-resources` (the agent's pod mounts only `device-plugins`,
+    /// as upstream's DaemonSet does) turns the in-use protection off: one warning says so and what
+    /// to mount. Nothing was said, and pool changes moved devices pods held as if they were free.
+    #[tokio::test]
+    async fn serving_without_pod_resources_is_said_once() {
+        let env = Env::new();
+        let sim = KubeletSim::start(&env.kubelet(), SimOptions::default())
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(env.kubelet().join("pod-resources")).unwrap();
+        let (log, _guard) = capture::start();
+        let mut plugins = DevicePlugins::start(env.config(), Arc::new(NoPreference)).unwrap();
+        for _ in 0..3 {
+            let report = plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+            assert!(report.pod_resources_current, "{report:?}");
+        }
+        let text = log.text();
+        let warned = lines(&text, "WARN", "pod-resources directory is not there");
+        assert_eq!(warned.len(), 1, "{text}");
+        assert!(warned[0].contains("kubelet/pod-resources"), "{text}");
+        assert!(warned[0].contains("mount the directory"), "{text}");
         plugins.shutdown().await;
         sim.shutdown();
     }

@@ -465,8 +465,10 @@ async fn next_kernel_burst(kernel: &mut Option<KernelEvents>) -> Option<usize> {
 /// retargeted symlinked directory has none); without inotify, it polls them every 2 s.
 const POLICY_RECHECK: Duration = Duration::from_secs(10);
 
-/// How soon to look again while a device is held for its pod outside the pool the policy puts it
-/// in: the time a released device stays offered in its old pool.
+/// How soon to look again once a device is held for its pod outside the pool the policy puts it
+/// in: the time a released device stays offered in its old pool. While the same devices stay held
+/// the wait doubles up to the rescan interval: each look is a whole rescan (sysfs, devlink, the
+/// selector, PodResources), and a pod may hold its device for weeks.
 const HOLDING_RECHECK: Duration = Duration::from_secs(2);
 
 /// The longest wait between tries to place moving devices while PodResources cannot answer: once
@@ -481,6 +483,10 @@ struct Placing {
     wait: Duration,
     /// The longest wait (`PLACING_WAIT_CAP`, or the rescan interval if shorter).
     cap: Duration,
+    /// The devices held outside their policy's pool at the last apply, and the wait before the
+    /// next look at them (see [`HOLDING_RECHECK`]).
+    held: Vec<String>,
+    held_wait: Duration,
 }
 
 impl Placing {
@@ -489,7 +495,21 @@ impl Placing {
             settle,
             wait: settle,
             cap,
+            held: Vec::new(),
+            held_wait: HOLDING_RECHECK,
         }
+    }
+
+    /// The wait before looking again at `holding` (not empty): [`HOLDING_RECHECK`] when the set
+    /// is new, doubling while it stays the same, at most `longest` (the rescan interval).
+    fn holding_recheck(&mut self, holding: &[String], longest: Duration) -> Duration {
+        if self.held == holding {
+            self.held_wait = (self.held_wait * 2).min(longest);
+        } else {
+            self.held = holding.to_vec();
+            self.held_wait = HOLDING_RECHECK.min(longest);
+        }
+        self.held_wait
     }
 }
 
@@ -497,22 +517,27 @@ impl Placing {
 /// `PluginConfig::move_settle`, which the device plugin enforces), rescans once that has passed to
 /// place them. While PodResources cannot answer (a kubelet restart), rescans sooner than the
 /// interval, backing off, so that what pods hold is known again soon: moving devices wait for it,
-/// and an agent that started during the outage serves without it until then.
+/// and an agent that started during the outage serves without it until then. Returns the delay
+/// the next rescan was moved to, `None` when it keeps to the interval.
 fn settle(
     report: &vfpool_deviceplugin::ApplyReport,
     placing: &mut Placing,
     rescan: &mut tokio::time::Interval,
-) {
+) -> Option<Duration> {
     log_report(report);
     let delay = if report.pod_resources_current {
         placing.wait = placing.settle;
         if report.moving.is_empty() {
-            if !report.holding.is_empty() {
+            if report.holding.is_empty() {
+                placing.held.clear();
+            } else {
                 // Released, a held device is free in its old pool until an apply moves it:
-                // ask PodResources often meanwhile.
-                rescan.reset_after(HOLDING_RECHECK.min(rescan.period()));
+                // ask PodResources soon, then less and less often while the pod keeps it.
+                let wait = placing.holding_recheck(&report.holding, rescan.period());
+                rescan.reset_after(wait);
+                return Some(wait);
             }
-            return;
+            return None;
         }
         tracing::info!(
             count = report.moving.len(),
@@ -532,6 +557,7 @@ fn settle(
         delay
     };
     rescan.reset_after(delay);
+    Some(delay)
 }
 
 /// Pool names for a log field; an empty list is left out (`started=` reads as a field gone wrong).
@@ -600,13 +626,53 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SelectLog, check_devinfo_dir, note_rescan, parse_duration, select};
+    use super::{
+        Placing, SelectLog, check_devinfo_dir, note_rescan, parse_duration, select, settle,
+    };
     use std::sync::Arc;
     use std::time::Duration;
 
     use vfpool_policy::{
         ActivePolicies, HostFacts, Limits, PolicyEngine, PolicyInventory, Sources,
     };
+
+    /// A device a pod keeps outside the pool its policy now wants it in is looked at again soon
+    /// (released, it is free in its old pool until then), then less and less often: every 2 s for
+    /// the pod's whole life made the node rescan everything every 2 s for weeks.
+    #[tokio::test]
+    async fn a_held_device_is_looked_at_soon_then_less_and_less_often() {
+        let mut rescan = tokio::time::interval(Duration::from_secs(30));
+        let mut placing = Placing::new(Duration::from_secs(1), Duration::from_secs(8));
+        let holding = |ids: &[&str]| vfpool_deviceplugin::ApplyReport {
+            holding: ids.iter().map(|id| id.to_string()).collect(),
+            pod_resources_current: true,
+            ..Default::default()
+        };
+        let mut waits = |report: &vfpool_deviceplugin::ApplyReport, times: usize| {
+            (0..times)
+                .map(|_| settle(report, &mut placing, &mut rescan).map(|d| d.as_secs()))
+                .collect::<Vec<_>>()
+        };
+        let a = holding(&["0000:3b:00.2"]);
+        assert_eq!(
+            waits(&a, 7),
+            [
+                Some(2),
+                Some(4),
+                Some(8),
+                Some(16),
+                Some(30),
+                Some(30),
+                Some(30)
+            ]
+        );
+        // Another device held too: soon again.
+        let ab = holding(&["0000:3b:00.2", "0000:3b:00.3"]);
+        assert_eq!(waits(&ab, 2), [Some(2), Some(4)]);
+        // Both released: the rescan keeps to its interval, and a later hold starts over.
+        assert_eq!(waits(&holding(&[]), 1), [None]);
+        assert_eq!(waits(&a, 1), [Some(2)]);
+    }
 
     /// `select` runs on every rescan (30 s by default): what a policy logs there (the probe says
     /// "probe selecting from N devices" at info) was passed on at info every time.
