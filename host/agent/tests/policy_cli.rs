@@ -160,9 +160,10 @@ fn pools_use_the_policy_directory() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["pools"][0]["resourceName"], "example.com/probe");
     // A broken module in the directory: refused, exit 2, the file named.
+    let bytes = std::fs::read(component("probe")).unwrap();
     std::fs::write(
         node.dir.path().join("policies/selector.wasm"),
-        b"\0asm\x01\0\0\0",
+        &bytes[..bytes.len() / 2],
     )
     .unwrap();
     let out = node.pools(&[]);
@@ -171,6 +172,26 @@ fn pools_use_the_policy_directory() {
         String::from_utf8(out.stderr)
             .unwrap()
             .contains("selector.wasm")
+    );
+    // A file that is no policy at all (a core module): ignored with a warning naming it, as the
+    // agent ignores it; the embedded defaults make the pools.
+    std::fs::write(
+        node.dir.path().join("policies/selector.wasm"),
+        b"\0asm\x01\0\0\0",
+    )
+    .unwrap();
+    let out = node.pools(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("selector.wasm")
+            && stderr.contains("ignored"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("intel.com/mlnx_sriov"),
+        "{out:?}"
     );
 }
 

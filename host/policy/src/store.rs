@@ -59,6 +59,19 @@ impl ActiveSet {
     fn uses(&self, digest: &str) -> bool {
         self.selector.id().sha256 == digest || self.allocator.id().sha256 == digest
     }
+
+    /// The roles whose module came from the file at `path`.
+    fn roles_from(&self, path: &Path) -> Vec<&'static str> {
+        let from = |source: &PolicySource| matches!(source, PolicySource::File(p) if p == path);
+        let mut roles = Vec::new();
+        if from(&self.selector_source) {
+            roles.push("selector");
+        }
+        if from(&self.allocator_source) {
+            roles.push("allocator");
+        }
+        roles
+    }
 }
 
 /// Why a reload could not even start.
@@ -83,6 +96,11 @@ pub struct ReloadOutcome {
     pub recovered: bool,
     /// Files in the policy directory that were skipped, and why.
     pub ignored: Vec<String>,
+    /// `.wasm` files in the policy directory that are no policy at all (not WebAssembly, a core
+    /// module, a component exporting neither role), ignored: worth a warning, as someone put them
+    /// there to be loaded. One that replaced the file an active role came from is refused instead
+    /// (in `refused`), so that the role's module keeps serving rather than the embedded default.
+    pub not_policies: Vec<String>,
 }
 
 /// A refused reload that may succeed without any file changing: the watcher tries it again.
@@ -118,6 +136,19 @@ struct Rejection {
     retry_at: Option<Instant>,
     /// Failed compiles in a row, for the backoff.
     tries: u32,
+    /// The bytes are no policy at all ([`LoadRefusal::not_a_policy`]).
+    not_a_policy: bool,
+}
+
+/// Why a module in the policy directory was not loaded.
+struct LoadRefusal {
+    /// One line, naming what is wrong.
+    reason: String,
+    /// When to compile it again (see [`Rejection::retry_at`]).
+    retry_at: Option<Instant>,
+    /// Not WebAssembly, a core module, or a component exporting neither role: not an attempt at
+    /// a policy that failed (a file left in the directory, or one still being written).
+    not_a_policy: bool,
 }
 
 /// The candidate of a refused dry run, with how often in a row it was refused: the same
@@ -259,22 +290,23 @@ impl ActivePolicies {
         inventory: &PolicyInventory,
     ) -> (ReloadOutcome, Option<Pending>) {
         let active = self.current();
-        let refuse = |refused: Vec<String>, ignored: Vec<String>| ReloadOutcome {
+        let refuse = |refused: Vec<String>, ignored: Vec<String>, not_policies| ReloadOutcome {
             active: active.clone(),
             changed: false,
             refused,
             recovered: false,
             ignored,
+            not_policies,
         };
 
         // Unreadable files: their change (an event, the fingerprint) is what brings a reload.
         let settings = match read_settings(sources) {
             Ok(s) => s,
-            Err(reason) => return (refuse(vec![reason], Vec::new()), None),
+            Err(reason) => return (refuse(vec![reason], Vec::new(), Vec::new()), None),
         };
-        let scan = match self.scan(sources.policy_dir.as_deref()) {
+        let scan = match self.scan(sources.policy_dir.as_deref(), active.as_deref()) {
             Ok(scan) => scan,
-            Err(reason) => return (refuse(vec![reason], Vec::new()), None),
+            Err(reason) => return (refuse(vec![reason], Vec::new(), Vec::new()), None),
         };
         // Compiled modules kept: the active set's and the directory's, whatever this reload
         // decides (refused reloads used to keep every module ever compiled, each a few MB).
@@ -292,7 +324,10 @@ impl ActivePolicies {
                     on_inventory_change: false,
                 },
             });
-            return (refuse(scan.refused, scan.ignored), pending);
+            return (
+                refuse(scan.refused, scan.ignored, scan.not_policies),
+                pending,
+            );
         }
         let selector = scan.selector.unwrap_or_else(|| Candidate {
             policy: Arc::clone(&self.default_selector),
@@ -316,6 +351,7 @@ impl ActivePolicies {
                 refused: Vec::new(),
                 recovered: false,
                 ignored: scan.ignored,
+                not_policies: scan.not_policies,
             };
             return (unchanged, None);
         }
@@ -363,7 +399,10 @@ impl ActivePolicies {
                         },
                     }
                 });
-                return (refuse(vec![refusal(&e, sources)], scan.ignored), pending);
+                return (
+                    refuse(vec![refusal(&e, sources)], scan.ignored, scan.not_policies),
+                    pending,
+                );
             }
         };
         let next = Arc::new(ActiveSet {
@@ -385,6 +424,7 @@ impl ActivePolicies {
             refused: Vec::new(),
             recovered: false,
             ignored: scan.ignored,
+            not_policies: scan.not_policies,
         };
         (accepted, None)
     }
@@ -392,11 +432,7 @@ impl ActivePolicies {
     /// Compiles `bytes` or returns the already compiled module (or the load error) with the same
     /// name and digest. Errors are returned as one-line messages, with when a load that may have
     /// failed for want of memory is due to be tried again.
-    fn compile_cached(
-        &self,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<Arc<Policy>, (String, Option<Instant>)> {
+    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, LoadRefusal> {
         let id = PolicyId::of(name, bytes);
         let key = (id.name, id.sha256);
         if let Some(policy) = self
@@ -416,7 +452,13 @@ impl ActivePolicies {
         {
             match rejection.retry_at {
                 Some(at) if Instant::now() >= at => tries = rejection.tries,
-                retry_at => return Err((rejection.reason.clone(), retry_at)),
+                retry_at => {
+                    return Err(LoadRefusal {
+                        reason: rejection.reason.clone(),
+                        retry_at,
+                        not_a_policy: rejection.not_a_policy,
+                    });
+                }
             }
         }
         match Policy::compile(&self.engine, name, bytes) {
@@ -442,6 +484,13 @@ impl ActivePolicies {
                     } => error.to_string(),
                     _ => error_chain(&error),
                 };
+                let not_a_policy = matches!(
+                    error,
+                    LoadError::Compile {
+                        what: ModuleKind::NotWasm | ModuleKind::CoreModule,
+                        ..
+                    } | LoadError::NoPolicyExport { .. }
+                );
                 let tries = tries.saturating_add(1);
                 let retry_at = matches!(
                     error,
@@ -462,9 +511,14 @@ impl ActivePolicies {
                         reason: reason.clone(),
                         retry_at,
                         tries,
+                        not_a_policy,
                     },
                 );
-                Err((reason, retry_at))
+                Err(LoadRefusal {
+                    reason,
+                    retry_at,
+                    not_a_policy,
+                })
             }
         }
     }
@@ -484,8 +538,9 @@ impl ActivePolicies {
     }
 
     /// Reads the policy directory: every `*.wasm` regular file (symlinks followed, as ConfigMap
-    /// volumes use them), in name order; the first module per role wins.
-    fn scan(&self, dir: Option<&Path>) -> Result<Scan, String> {
+    /// volumes use them), in name order; the first module per role wins. A file that is no
+    /// policy at all is passed over, unless a role of the `active` set came from it.
+    fn scan(&self, dir: Option<&Path>, active: Option<&ActiveSet>) -> Result<Scan, String> {
         let mut scan = Scan::default();
         let Some(dir) = dir else {
             return Ok(scan);
@@ -547,13 +602,29 @@ impl ActivePolicies {
             };
             let policy = match self.compile_cached(&name, &bytes) {
                 Ok(p) => p,
-                Err((reason, retry_at)) => {
-                    scan.retry_at = match (scan.retry_at, retry_at) {
+                Err(refusal) => {
+                    let replaced = active.map(|a| a.roles_from(&path)).unwrap_or_default();
+                    let reason = &refusal.reason;
+                    if refusal.not_a_policy && replaced.is_empty() {
+                        scan.not_policies.push(format!(
+                            "{}: {reason}; ignored (not loaded: it is no policy)",
+                            path.display()
+                        ));
+                        continue;
+                    }
+                    scan.retry_at = match (scan.retry_at, refusal.retry_at) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    scan.refused
-                        .push(format!("{}: {reason}; not loaded", path.display()));
+                    scan.refused.push(if replaced.is_empty() {
+                        format!("{}: {reason}; not loaded", path.display())
+                    } else {
+                        format!(
+                            "{}: {reason}; not loaded, and the {} it replaced keeps serving",
+                            path.display(),
+                            replaced.join(" and ")
+                        )
+                    });
                     continue;
                 }
             };
@@ -601,6 +672,7 @@ struct Scan {
     allocator: Option<Candidate>,
     refused: Vec<String>,
     ignored: Vec<String>,
+    not_policies: Vec<String>,
     /// Digests of the modules in the directory that compiled.
     present: Vec<String>,
     /// When the earliest refused module that may load on another try is due.
@@ -799,16 +871,75 @@ mod refusal_tests {
         }
     }
 
-    /// A file that is not WebAssembly at all is refused in words: the parser's `bad magic number -
+    /// A file that is not WebAssembly at all is judged in words: the parser's `bad magic number -
     /// expected=[ 0x0, 0x61, ...]` used to follow, and said nothing more.
     #[test]
-    fn a_file_that_is_not_webassembly_is_refused_without_the_parsers_details() {
+    fn a_file_that_is_not_webassembly_is_judged_without_the_parsers_details() {
         let (dir, sources, active, inventory) = setup();
         fs::write(dir.path().join("broken.wasm"), "this is not a policy\n").unwrap();
         let outcome = active.reload(&sources, &inventory);
-        let reason = outcome.refused.first().expect("refused");
+        let reason = outcome
+            .not_policies
+            .first()
+            .expect("ignored with a warning");
         assert!(reason.contains("not WebAssembly at all"), "{reason}");
         assert!(!reason.contains("magic"), "{reason}");
+    }
+
+    /// A `.wasm` file that is no policy at all (text, a core module, a component exporting
+    /// neither role) is ignored with a message: it used to refuse the whole directory, so an agent
+    /// starting next to one served no pools, and no config change was taken while it was there.
+    /// One that replaced the file an active role came from is refused instead: the role's module
+    /// keeps serving, not the embedded default.
+    #[test]
+    fn a_file_that_is_no_policy_is_ignored_unless_it_replaced_an_active_role() {
+        let (dir, mut sources, active, inventory) = setup();
+        fs::write(dir.path().join("notes.wasm"), "not a policy").unwrap();
+        fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let config = dir.path().join("config.json");
+        fs::write(&config, r#"{"resourceList":[]}"#).unwrap();
+        sources.config_file = Some(config.clone());
+        // At start: the defaults serve, and both files are named.
+        let first = active.reload(&sources, &inventory);
+        assert!(first.changed && first.refused.is_empty(), "{first:?}");
+        assert_eq!(first.not_policies.len(), 2, "{:?}", first.not_policies);
+        assert!(first.not_policies[0].contains("core.wasm"), "{first:?}");
+        assert!(first.not_policies[1].contains("notes.wasm"), "{first:?}");
+        // A config change next to them is taken.
+        fs::write(
+            &config,
+            r#"{"resourceList":[{"resourceName":"x","selectors":{"vendors":["15b3"]}}]}"#,
+        )
+        .unwrap();
+        let changed = active.reload(&sources, &inventory);
+        assert!(changed.changed, "{changed:?}");
+
+        // A selector from a file, then that file overwritten with text: refused, and the selector
+        // keeps serving.
+        let mine = dir.path().join("mine.wasm");
+        fs::write(&mine, defaults::UPSTREAM_SELECTOR).unwrap();
+        let accepted = active.reload(&sources, &inventory);
+        assert!(accepted.changed, "{accepted:?}");
+        let serving = active.current().unwrap();
+        assert_eq!(serving.selector_source, PolicySource::File(mine.clone()));
+        fs::write(&mine, "oops").unwrap();
+        let refused = active.reload(&sources, &inventory);
+        assert!(!refused.changed);
+        let reason = refused.refused.first().expect("refused");
+        assert!(
+            reason.contains("mine.wasm")
+                && reason.contains("the selector it replaced keeps serving"),
+            "{reason}"
+        );
+        assert_eq!(active.current().unwrap().generation, serving.generation);
+        // Removed: the role returns to the embedded default.
+        fs::remove_file(&mine).unwrap();
+        let back = active.reload(&sources, &inventory);
+        assert!(back.changed, "{back:?}");
+        assert_eq!(
+            active.current().unwrap().selector_source,
+            PolicySource::Embedded
+        );
     }
 
     /// A load refused for a reason the agent cannot see (here: remembered as if the compile had
@@ -826,6 +957,7 @@ mod refusal_tests {
                 reason: "simulated: cannot allocate code memory".into(),
                 retry_at: None,
                 tries: 1,
+                not_a_policy: false,
             },
         );
         let refused = active.reload(&sources, &inventory);
@@ -847,8 +979,8 @@ mod refusal_tests {
     fn only_refused_components_are_tried_again() {
         let (dir, sources, active, inventory) = setup();
         fs::write(dir.path().join("junk.wasm"), b"not a component").unwrap();
-        let refused = active.reload(&sources, &inventory);
-        assert!(!refused.refused.is_empty());
+        let ignored = active.reload(&sources, &inventory);
+        assert_eq!(ignored.not_policies.len(), 1, "{ignored:?}");
         assert_eq!(active.pending_retry(), None);
 
         fs::remove_file(dir.path().join("junk.wasm")).unwrap();
@@ -862,6 +994,7 @@ mod refusal_tests {
                 reason: "simulated".into(),
                 retry_at: Some(Instant::now()),
                 tries: 1,
+                not_a_policy: false,
             },
         );
         let accepted = active.reload(&sources, &inventory);

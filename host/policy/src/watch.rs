@@ -531,6 +531,9 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
     for note in &outcome.ignored {
         tracing::info!("policy directory: ignored {note}");
     }
+    for note in &outcome.not_policies {
+        tracing::warn!("policy directory: {note}");
+    }
     for reason in &outcome.refused {
         if outcome.active.is_some() {
             tracing::warn!("policy reload refused, the previous policies keep serving: {reason}");

@@ -475,12 +475,16 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     );
 
     let from = agent.log().len();
+    // A policy that fails to load: a file that is no policy at all would only be ignored.
+    let spread = vfpool_policy::defaults::SPREAD_ALLOCATOR;
     install(
         &paths.policies(),
         "broken.wasm",
-        b"this is not a WebAssembly component",
+        spread.get(..spread.len() / 2).unwrap_or_default(),
     )?;
-    say!("   broken.wasm (a few bytes of text, not a WebAssembly component) dropped in as well.");
+    say!(
+        "   broken.wasm (spread.wasm cut off half-way, as an interrupted copy leaves it) dropped in as well."
+    );
     let reason = agent
         .wait_for_log(
             "the agent to judge broken.wasm",

@@ -54,6 +54,9 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
         default_resource_prefix: args.resource_prefix.clone(),
     };
     let outcome = policies.reload(&sources, &inventory);
+    for note in &outcome.not_policies {
+        complain!("vfpool: warning: {note}");
+    }
     for note in &outcome.ignored {
         complain!("vfpool: ignored {note}");
     }
