@@ -353,8 +353,11 @@ pub(crate) const MAX_CORE_INSTANCE_STATE_BYTES: usize = 1 << 20;
 const MAX_COMPONENT_STATE_BYTES: usize = 2 << 20;
 /// Linear memory (and table) bytes a slot keeps mapped between calls, zeroing them instead of
 /// returning them to the kernel: a call then writes its inputs without a page fault per page.
-/// 1 MiB covers the default policies' working set on a 1,024-VF node and bounds the memory idle
-/// slots hold to `concurrent_calls` MiB.
+/// 1 MiB covers the default policies' working set on a 1,024-VF node. It applies to each memory
+/// and each table slot a call used, up to the size the call left it at: the default policies use
+/// one memory and a few KiB of tables, so idle slots hold about `concurrent_calls` MiB; the
+/// ceiling, every memory and table slot of the pool filled by large components, is
+/// `concurrent_calls` x (`MAX_MEMORIES_PER_COMPONENT` + `MAX_TABLES_PER_COMPONENT`) MiB.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
 /// The pooling allocator sized for `limits.concurrent_calls` calls: every slot is reserved when

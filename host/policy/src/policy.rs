@@ -193,6 +193,18 @@ pub enum CallError {
     /// The deadline passed (epoch interruption).
     #[error("did not finish within its {0:?} deadline")]
     Timeout(Duration),
+    /// The deadline passed, but the call had spent most of it waiting for a slot while
+    /// `Limits::concurrent_calls` other calls ran: the host was overloaded, and the policy had
+    /// little time of its own.
+    #[error(
+        "ran out of its {deadline:?} deadline after waiting {waited:?} of it for a call slot (the host is overloaded; the policy had only the rest)"
+    )]
+    Starved {
+        /// The call's whole deadline.
+        deadline: Duration,
+        /// How long it waited for a slot before it started.
+        waited: Duration,
+    },
     /// Every instance slot stayed busy until the call's deadline (`Limits::concurrent_calls`
     /// calls were already running): the host was overloaded, the policy did not run.
     #[error("did not start: all {0} call slots stayed busy until its deadline")]
@@ -574,12 +586,14 @@ impl Policy {
             self.fail(call, CallError::Busy(self.engine.limits().concurrent_calls))
         })?;
         // The wait for a slot counts against the deadline: callers (kubelet) wait on the whole.
-        let left = deadline.saturating_sub(started.elapsed());
+        let waited = started.elapsed();
+        let left = deadline.saturating_sub(waited);
         let mut store = self.engine.store(&self.id.name, left);
         let result = instantiate(&mut store)
-            .map_err(|e| classify(e, &store, deadline, true))
+            .map_err(|e| classify(e, &store, deadline, waited, true))
             .and_then(|instance| {
-                invoke(instance, &mut store).map_err(|e| classify(e, &store, deadline, false))
+                invoke(instance, &mut store)
+                    .map_err(|e| classify(e, &store, deadline, waited, false))
             });
         let state = store.into_data();
         let error = match result {
@@ -740,14 +754,16 @@ fn outcome<T>(value: T, state: CallState) -> Outcome<T> {
 }
 
 /// Classifies a wasmtime error by type (never by message text): deadline, memory cap, trap.
+/// `waited`: how much of `deadline` went by before the call got its slot.
 fn classify(
     error: wasmtime::Error,
     store: &Store<CallState>,
     deadline: Duration,
+    waited: Duration,
     instantiating: bool,
 ) -> CallError {
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-        return CallError::Timeout(deadline);
+        return out_of_time(deadline, waited);
     }
     if store.data().memory.exceeded {
         return CallError::MemoryCap(store.data().memory.limit());
@@ -782,6 +798,16 @@ fn classify(
     }
 }
 
+/// A call interrupted at its deadline: [`CallError::Starved`] when waiting for a slot took half of
+/// it or more (the policy is not to blame then), [`CallError::Timeout`] otherwise.
+fn out_of_time(deadline: Duration, waited: Duration) -> CallError {
+    if waited >= deadline / 2 {
+        CallError::Starved { deadline, waited }
+    } else {
+        CallError::Timeout(deadline)
+    }
+}
+
 /// Longest text of a wasmtime error kept in a [`CallError`], in bytes: a trap's reason and the
 /// first frames of its backtrace (see `MAX_BACKTRACE_FRAMES` in the engine).
 const MAX_ERROR_TEXT_BYTES: usize = 2048;
@@ -813,4 +839,28 @@ fn tail(text: &str, max: usize) -> String {
         start += 1;
     }
     format!("…{}", &text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CallError, out_of_time};
+
+    /// A call that waited most of its deadline for a slot and was then interrupted was reported
+    /// as a policy too slow for its deadline, though it had run for milliseconds: the host was
+    /// overloaded, and the message now says so.
+    #[test]
+    fn a_deadline_spent_waiting_for_a_slot_blames_the_wait() {
+        let deadline = Duration::from_secs(2);
+        let starved = out_of_time(deadline, Duration::from_millis(1990));
+        assert!(matches!(starved, CallError::Starved { .. }), "{starved}");
+        let text = starved.to_string();
+        assert!(
+            text.contains("waiting 1.99s") && text.contains("overloaded"),
+            "{text}"
+        );
+        let slow = out_of_time(deadline, Duration::from_millis(3));
+        assert!(matches!(slow, CallError::Timeout(_)), "{slow}");
+    }
 }

@@ -94,6 +94,9 @@ pub struct ReloadOutcome {
     /// The reload before this one was refused and this one was not: what was refused has been
     /// replaced (or put back), so the refusal no longer applies.
     pub recovered: bool,
+    /// Refused for exactly the reasons the reload before this one was (a refused set tried again
+    /// on a changed node, or after its backoff): [`crate::watch::log_outcome`] says it at debug.
+    pub refused_again: bool,
     /// Files in the policy directory that were skipped, and why.
     pub ignored: Vec<String>,
     /// `.wasm` files in the policy directory that are no policy at all (not WebAssembly, a core
@@ -176,8 +179,9 @@ pub struct ActivePolicies {
     rejected: Mutex<HashMap<(String, String), Rejection>>,
     /// The last reload's refusal, when trying again may succeed with the same files.
     pending: Mutex<Option<Pending>>,
-    /// The last reload was refused (for [`ReloadOutcome::recovered`]).
-    refused_last: Mutex<bool>,
+    /// Why the last reload was refused, empty if it was not (for [`ReloadOutcome::recovered`]
+    /// and [`ReloadOutcome::refused_again`]).
+    refused_last: Mutex<Vec<String>>,
     /// The selector, allocator and settings last exercised, whose log lines were passed on.
     last_exercised: Mutex<Option<(PolicyId, PolicyId, Settings)>>,
     reload_lock: Mutex<()>,
@@ -220,7 +224,7 @@ impl ActivePolicies {
             compiled: Mutex::new(HashMap::new()),
             rejected: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
-            refused_last: Mutex::new(false),
+            refused_last: Mutex::new(Vec::new()),
             last_exercised: Mutex::new(None),
             reload_lock: Mutex::new(()),
         })
@@ -271,15 +275,15 @@ impl ActivePolicies {
             .unwrap_or_else(PoisonError::into_inner);
         let (mut outcome, pending) = self.reload_serial(sources, inventory);
         *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = pending;
-        let refused = !outcome.refused.is_empty();
-        let was_refused = std::mem::replace(
+        let before = std::mem::replace(
             &mut *self
                 .refused_last
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
-            refused,
+            outcome.refused.clone(),
         );
-        outcome.recovered = was_refused && !refused;
+        outcome.recovered = !before.is_empty() && outcome.refused.is_empty();
+        outcome.refused_again = !outcome.refused.is_empty() && outcome.refused == before;
         outcome
     }
 
@@ -295,6 +299,7 @@ impl ActivePolicies {
             changed: false,
             refused,
             recovered: false,
+            refused_again: false,
             ignored,
             not_policies,
         };
@@ -350,6 +355,7 @@ impl ActivePolicies {
                 changed: false,
                 refused: Vec::new(),
                 recovered: false,
+                refused_again: false,
                 ignored: scan.ignored,
                 not_policies: scan.not_policies,
             };
@@ -423,6 +429,7 @@ impl ActivePolicies {
             changed: true,
             refused: Vec::new(),
             recovered: false,
+            refused_again: false,
             ignored: scan.ignored,
             not_policies: scan.not_policies,
         };
@@ -685,7 +692,7 @@ struct Scan {
 /// sees only the settings: its answer stands until they change.
 fn depends_on_inventory(error: &PolicyCallError) -> bool {
     match error.error.as_ref() {
-        CallError::Timeout(_) | CallError::Busy(_) => true,
+        CallError::Timeout(_) | CallError::Starved { .. } | CallError::Busy(_) => true,
         _ => !error.call.contains("validate-settings"),
     }
 }
@@ -857,6 +864,45 @@ mod refusal_tests {
             2,
             "{logs}"
         );
+    }
+
+    /// A refused set tried again and refused the same way (on every changed inventory, after
+    /// each backoff) is said once at its level, then at debug; a reload an operator asked for
+    /// (SIGHUP) says it again. The same warning used to come with every try.
+    #[test]
+    fn a_refusal_repeated_by_a_retry_is_said_once() {
+        let (dir, mut sources, active, inventory) = setup();
+        let probe = Path::new(defaults::BUILT_COMPONENTS_DIR).join("probe.wasm");
+        fs::copy(probe, dir.path().join("probe.wasm")).unwrap();
+        let config = dir.path().join("config.txt");
+        fs::write(&config, "probe:trap").unwrap();
+        sources.config_file = Some(config);
+        let buffer = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let writer = std::sync::Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Capture(std::sync::Arc::clone(&writer)))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let outcomes: Vec<_> = (0..3)
+                .map(|_| active.reload(&sources, &inventory))
+                .collect();
+            for outcome in &outcomes {
+                assert!(!outcome.refused.is_empty(), "{outcome:?}");
+                crate::watch::log_outcome(outcome);
+            }
+            assert!(!outcomes[0].refused_again && outcomes[1].refused_again);
+            crate::watch::log_requested_outcome(&active.reload(&sources, &inventory));
+        });
+        let logs = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let said = |level: &str, text: &str| {
+            logs.lines()
+                .filter(|l| l.contains(level) && l.contains(text))
+                .count()
+        };
+        assert_eq!(said(" ERROR ", "policy set refused"), 2, "{logs}");
+        assert_eq!(said(" DEBUG ", "policy reload refused again"), 2, "{logs}");
     }
 
     struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);

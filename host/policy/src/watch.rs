@@ -171,6 +171,7 @@ impl PolicyWatcher {
             .name("vfpool-policy-watch".to_string())
             .spawn(move || {
                 let mut looked = Instant::now();
+                let mut arm_failure: Option<String> = None;
                 loop {
                     // Ends when told to stop, or when every sender is dropped. (Not only the
                     // latter: a debouncer that failed to start its inotify watcher keeps its
@@ -198,13 +199,7 @@ impl PolicyWatcher {
                         };
                         let mut arming =
                             worker_arming.lock().unwrap_or_else(PoisonError::into_inner);
-                        match arming.arm(debouncer) {
-                            Ok(changed) => changed,
-                            Err(error) => {
-                                tracing::warn!(error = %error, "policy watcher: cannot watch; retrying on the next change");
-                                true
-                            }
-                        }
+                        after_arming(arming.arm(debouncer), &mut arm_failure, recheck)
                     };
                     let relevant = match &result {
                         // Reading files (our own reload included) produces access events; only
@@ -526,8 +521,47 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Logs what a reload did: accepted sets at info, refusals at warn, ignored files at info.
+/// Whether to reload after arming the watches (`arm`'s result): when the watches changed, and
+/// once when arming fails, as a change may have gone unseen. A failure (inotify watches used up)
+/// repeats on every wake until it clears: said once while it stays the same, with its end, and not
+/// a reload each time — the look at the files every `recheck` still notices changes meanwhile.
+fn after_arming(
+    arm: Result<bool, WatchError>,
+    failure: &mut Option<String>,
+    recheck: Duration,
+) -> bool {
+    match arm {
+        Ok(changed) => {
+            if failure.take().is_some() {
+                tracing::info!("policy watcher: watching again");
+            }
+            changed
+        }
+        Err(error) => {
+            let text = error_chain(&error);
+            if failure.as_deref() == Some(text.as_str()) {
+                return false;
+            }
+            tracing::warn!(
+                error = %text,
+                "policy watcher: cannot watch; looking at the files every {recheck:?} until it can"
+            );
+            *failure = Some(text);
+            true
+        }
+    }
+}
+
+/// Logs what a reload did: accepted sets at info; refusals at warn (error before any set was
+/// accepted), at debug when they repeat the last reload's; skipped files at info, `.wasm` files
+/// that are no policy at warn.
 pub fn log_outcome(outcome: &ReloadOutcome) {
+    log_outcome_as(outcome, false);
+}
+
+/// [`log_outcome`]; `asked`: an operator asked for this reload, so a refusal is said at its
+/// level even when the last reload said the same.
+fn log_outcome_as(outcome: &ReloadOutcome, asked: bool) {
     for note in &outcome.ignored {
         tracing::info!("policy directory: ignored {note}");
     }
@@ -535,7 +569,11 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
         tracing::warn!("policy directory: {note}");
     }
     for reason in &outcome.refused {
-        if outcome.active.is_some() {
+        if outcome.refused_again && !asked {
+            // A refused set tried again (a changed node, its backoff) and refused the same way:
+            // the warning stands from the first time.
+            tracing::debug!("policy reload refused again: {reason}");
+        } else if outcome.active.is_some() {
             tracing::warn!("policy reload refused, the previous policies keep serving: {reason}");
         } else {
             // At start there is no previous set: nothing serves until this is fixed.
@@ -569,7 +607,7 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
 /// [`log_outcome`] for a reload an operator asked for (SIGHUP): it also says when nothing changed,
 /// so every request gets an answer in the log.
 pub fn log_requested_outcome(outcome: &ReloadOutcome) {
-    log_outcome(outcome);
+    log_outcome_as(outcome, true);
     if !outcome.changed
         && outcome.refused.is_empty()
         && !outcome.recovered
@@ -584,7 +622,30 @@ pub fn log_requested_outcome(outcome: &ReloadOutcome) {
 
 #[cfg(test)]
 mod tests {
-    use super::Arming;
+    use super::{Arming, WatchError, after_arming};
+    use std::time::Duration;
+
+    /// Arming that keeps failing (inotify watches used up) was a reload and a warning on every
+    /// wake (every 10 s and every burst of events): now one of each, and a line when it works.
+    #[test]
+    fn a_watch_that_keeps_failing_is_said_and_reloaded_for_once() {
+        let failing = || {
+            Err(WatchError::Watch {
+                path: "/etc/vfpool/policies".into(),
+                source: notify::Error::generic("no space left on device"),
+            })
+        };
+        let every = Duration::from_secs(10);
+        let mut failure = None;
+        assert!(after_arming(failing(), &mut failure, every));
+        assert!(!after_arming(failing(), &mut failure, every));
+        assert!(!after_arming(failing(), &mut failure, every));
+        assert!(!after_arming(Ok(false), &mut failure, every));
+        assert!(failure.is_none());
+        assert!(after_arming(failing(), &mut failure, every));
+        assert!(after_arming(Ok(true), &mut failure, every));
+    }
+
     use std::path::{Path, PathBuf};
 
     /// The line about waiting for a missing directory named the parent watched in its place,
