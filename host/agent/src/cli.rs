@@ -9,6 +9,21 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Parses the process's command line, exiting as clap does (code 2) on a usage error.
+/// `--resource-prefix`: a prefix kubelet accepts for an extended resource, checked when the
+/// command starts; an empty one means the default, `intel.com`, as upstream's entrypoint reads it.
+/// Accepted as given, a bad prefix only showed once the agent ran, as a refused config serving no
+/// pools, which neither a config change nor SIGHUP could fix.
+fn resource_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Ok("intel.com".to_string());
+    }
+    match vfpool_policy::validate::resource_name(&format!("{text}/x")) {
+        Ok(()) => Ok(text.to_string()),
+        Err(vfpool_policy::validate::ResultError::BadResourceName { reason, .. }) => Err(reason),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
 pub fn parse() -> Cli {
     let matches = Cli::command().get_matches();
     if let Some(message) = conflict(&matches) {
@@ -96,7 +111,7 @@ fn conflict(matches: &ArgMatches) -> Option<String> {
 pub struct Cli {
     /// Log filter, e.g. `info` or `vfpool=debug` (default: info for `run`, warn for the other
     /// commands; `RUST_LOG` also works). A number is the upstream plugin's glog verbosity, as its
-    /// DaemonSet passes it (`--log-level=10`): 0–2 info, 3–9 vfpool at debug, 10 and up at trace.
+    /// DaemonSet passes it (`--log-level=10`), and means info (`debug` or `trace` give more).
     // Turned into filter directives by [`parse`], refusing typos (which would silence every log
     // line).
     #[arg(long, global = true, env = "VFPOOL_LOG")]
@@ -163,7 +178,7 @@ pub struct PoolsArgs {
     )]
     pub config_file: PathBuf,
     /// Prefix for resources that do not name one.
-    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
+    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com", value_parser = resource_prefix)]
     pub resource_prefix: String,
     /// Directory of policy modules (*.wasm); missing or empty: the embedded defaults.
     #[arg(
@@ -188,7 +203,7 @@ pub struct PolicyCheckArgs {
     #[arg(long, env = "VFPOOL_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// Prefix for resources that do not name one.
-    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
+    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com", value_parser = resource_prefix)]
     pub resource_prefix: String,
     #[command(flatten)]
     pub sysfs: SysfsArgs,
@@ -247,7 +262,7 @@ pub struct RunArgs {
     )]
     pub config_file: PathBuf,
     /// Prefix for resources that do not name one.
-    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com")]
+    #[arg(long, env = "VFPOOL_RESOURCE_PREFIX", default_value = "intel.com", value_parser = resource_prefix)]
     pub resource_prefix: String,
     /// kubelet's directory (device-plugins/, plugins_registry/, pod-resources/).
     #[arg(long, env = "VFPOOL_KUBELET_DIR", default_value = "/var/lib/kubelet")]

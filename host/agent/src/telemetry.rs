@@ -82,23 +82,24 @@ fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
     terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
-/// The filter directives for `--log-level`: a `tracing` filter as given, or — a bare number — the
-/// upstream plugin's glog verbosity (its DaemonSet passes `--log-level=10`), which as a filter
-/// would enable nothing but a target named "10" and silence every log line, errors included.
+/// The filter directives for `--log-level`: a `tracing` filter, or — a bare number — the
+/// upstream plugin's glog verbosity, which as a filter would enable nothing but a target named
+/// "10" and silence every log line, errors included. Any number means info: 10 is upstream's flag
+/// default and its DaemonSet's value, so every drop-in deployment passes it, and it asks for
+/// upstream's normal output, not for vfpool's trace lines (one per unreadable sysfs attribute per
+/// rescan); `debug` and `trace` are there for more.
 ///
 /// A typo is refused rather than passed on: `EnvFilter` reads a bare word such as `warning` or
 /// `inf` as a target name and a malformed `target=level` not at all, and either way the agent
-/// would run silently, without even its errors.
+/// would run silently, without even its errors. The directives are returned trimmed, as
+/// `EnvFilter` does not trim them: `" warn"` is a target named " warn" to it.
 pub fn directives(level: &str) -> Result<String, LogLevelError> {
-    match level.trim().parse::<u32>() {
-        Ok(0..=2) => return Ok("info".to_string()),
-        Ok(3..=9) => return Ok("info,vfpool=debug".to_string()),
-        Ok(_) => return Ok("info,vfpool=trace".to_string()),
-        Err(_) => {}
+    if level.trim().parse::<u32>().is_ok() {
+        return Ok("info".to_string());
     }
-    let mut any = false;
+    let mut checked = Vec::new();
     for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        any = true;
+        checked.push(directive);
         let bare = !directive.contains(['=', '[']);
         if bare {
             if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
@@ -113,10 +114,10 @@ pub fn directives(level: &str) -> Result<String, LogLevelError> {
             });
         }
     }
-    if !any {
+    if checked.is_empty() {
         return Err(LogLevelError::Empty);
     }
-    Ok(level.to_string())
+    Ok(checked.join(","))
 }
 
 #[cfg(test)]
@@ -135,15 +136,28 @@ mod tests {
         assert!(!colour(false, Some(OsStr::new("1"))));
     }
 
+    /// Upstream's glog verbosity means info whatever the number: its default and DaemonSet value,
+    /// 10, used to mean trace, a line per unreadable sysfs attribute on every rescan.
     #[test]
-    fn glog_verbosity_numbers_become_levels() {
-        assert_eq!(directives("0").unwrap(), "info");
-        assert_eq!(directives("2").unwrap(), "info");
-        assert_eq!(directives("5").unwrap(), "info,vfpool=debug");
-        assert_eq!(directives("10").unwrap(), "info,vfpool=trace");
-        assert_eq!(directives(" 10 ").unwrap(), "info,vfpool=trace");
+    fn glog_verbosity_numbers_mean_info() {
+        for number in ["0", "2", "5", "10", " 10 "] {
+            assert_eq!(directives(number).unwrap(), "info", "{number}");
+        }
         assert_eq!(directives("vfpool=debug").unwrap(), "vfpool=debug");
         assert_eq!(directives("warn").unwrap(), "warn");
+    }
+
+    /// What the filter gets is what was checked: spaces around a directive used to reach
+    /// `EnvFilter`, which does not trim them, so `" warn"` named a target and silenced every
+    /// line, and `"info, vfpool=debug"` dropped the debug part.
+    #[test]
+    fn spaces_around_directives_do_not_reach_the_filter() {
+        use tracing_subscriber::EnvFilter;
+        use tracing_subscriber::filter::LevelFilter;
+        let hint = |level: &str| EnvFilter::new(directives(level).unwrap()).max_level_hint();
+        assert_eq!(hint(" warn"), Some(LevelFilter::WARN));
+        assert_eq!(hint("warn "), Some(LevelFilter::WARN));
+        assert_eq!(hint("info, vfpool=debug"), Some(LevelFilter::DEBUG));
     }
 
     #[test]
@@ -163,7 +177,16 @@ mod tests {
             "info,",
             "[reload]=debug",
         ] {
-            assert_eq!(directives(good).as_deref(), Ok(good), "{good}");
+            let expected: Vec<&str> = good
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .collect();
+            assert_eq!(
+                directives(good).as_deref(),
+                Ok(expected.join(",").as_str()),
+                "{good}"
+            );
         }
     }
 

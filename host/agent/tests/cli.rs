@@ -427,3 +427,72 @@ fn new_environment_twins_show_in_help() {
         assert!(help.contains(&format!("[env: {twin}=")), "{args:?}: {help}");
     }
 }
+
+/// A `--resource-prefix` kubelet would refuse is a usage error naming the flag (exit 2) for every
+/// command that takes it; it used to pass, and `vfpool run` then served no pools with a refused
+/// config that no config change or SIGHUP could fix. An empty one is the default, as upstream.
+#[test]
+fn a_bad_resource_prefix_is_refused_when_the_command_starts() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    for bad in ["Intel.com", "example.kubernetes.io", "-x.com", "a b"] {
+        let flag = format!("--resource-prefix={bad}");
+        let out = vfpool(&["pools", "--sysfs-root", &node, &flag]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--resource-prefix") && err.contains(bad),
+            "{bad}: {err}"
+        );
+        // The agent must refuse before it starts anything; it used to start and keep running,
+        // serving no pools.
+        let kubelet = dir.path().join("kubelet");
+        let devinfo = dir.path().join("devinfo");
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+            .args(["run", "--sysfs-root", &node, &flag, "--kubelet-dir"])
+            .arg(&kubelet)
+            .arg("--devinfo-dir")
+            .arg(&devinfo)
+            .env_remove("VFPOOL_SYSFS_ROOT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = agent.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > until {
+                agent.kill().unwrap();
+                agent.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{bad}: vfpool run did not refuse the flag"
+        );
+    }
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"resourceList":[{"resourceName":"mlx","selectors":{"vendors":["15b3"]}}]}"#,
+    )
+    .unwrap();
+    let out = vfpool(&[
+        "pools",
+        "--sysfs-root",
+        &node,
+        "--config-file",
+        config.to_str().unwrap(),
+        "--resource-prefix=",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("intel.com/mlx"),
+        "{out:?}"
+    );
+}

@@ -341,11 +341,10 @@ async fn serve(
         tracing::info!(sources = ?events.sources(), "kernel events: watching");
         events
     });
-    let mut rescan = tokio::time::interval(args.rescan_interval);
+    let mut rescan = RescanTimer::new(args.rescan_interval);
     // The last rescan's failure: said once while it repeats, and its end said too.
     let mut rescan_failure: Option<String> = None;
     let mut select_log = SelectLog::default();
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
     settle(&first, &mut placing, &mut rescan);
     tracing::info!(
@@ -382,7 +381,7 @@ async fn serve(
                     }));
                 }
                 // A reload is a refresh: rediscover the devices too, now.
-                rescan.reset_immediately();
+                rescan.now();
             }
             Some(()) = reloaded.recv() => {
                 // The new set's dry run used the inventory of when the reload started; a rescan
@@ -400,7 +399,7 @@ async fn serve(
                     continue;
                 };
                 tracing::debug!(events, "kernel events: rescanning");
-                rescan.reset_immediately();
+                rescan.now();
             }
             _ = rescan.tick() => {
                 let discovered = warn_while_stuck(discover(&root, &gatherer), "a rescan's discovery").await;
@@ -426,6 +425,51 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// When the next rescan comes: every `--rescan-interval`, sooner after an apply that asks for it
+/// ([`settle`]), and at once when kernel events or SIGHUP ask for it — which no later apply's
+/// request postpones: a policy swap applied meanwhile used to push a rescan asked for a burst of
+/// kernel events (new VFs) back by up to the interval.
+struct RescanTimer {
+    interval: tokio::time::Interval,
+    /// A rescan is due at once and has not run yet.
+    now: bool,
+}
+
+impl RescanTimer {
+    fn new(period: Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        RescanTimer {
+            interval,
+            now: false,
+        }
+    }
+
+    /// The rescan interval.
+    fn period(&self) -> Duration {
+        self.interval.period()
+    }
+
+    /// Rescans at once.
+    fn now(&mut self) {
+        self.interval.reset_immediately();
+        self.now = true;
+    }
+
+    /// Rescans `delay` from now, unless one is due at once already.
+    fn after(&mut self, delay: Duration) {
+        if !self.now {
+            self.interval.reset_after(delay);
+        }
+    }
+
+    /// Waits for the next rescan. Cancel-safe.
+    async fn tick(&mut self) {
+        self.interval.tick().await;
+        self.now = false;
     }
 }
 
@@ -522,7 +566,7 @@ impl Placing {
 fn settle(
     report: &vfpool_deviceplugin::ApplyReport,
     placing: &mut Placing,
-    rescan: &mut tokio::time::Interval,
+    rescan: &mut RescanTimer,
 ) -> Option<Duration> {
     log_report(report);
     let delay = if report.pod_resources_current {
@@ -534,7 +578,7 @@ fn settle(
                 // Released, a held device is free in its old pool until an apply moves it:
                 // ask PodResources soon, then less and less often while the pod keeps it.
                 let wait = placing.holding_recheck(&report.holding, rescan.period());
-                rescan.reset_after(wait);
+                rescan.after(wait);
                 return Some(wait);
             }
             return None;
@@ -556,7 +600,7 @@ fn settle(
         );
         delay
     };
-    rescan.reset_after(delay);
+    rescan.after(delay);
     Some(delay)
 }
 
@@ -627,7 +671,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::{
-        Placing, SelectLog, check_devinfo_dir, note_rescan, parse_duration, select, settle,
+        Placing, RescanTimer, SelectLog, check_devinfo_dir, note_rescan, parse_duration, select,
+        settle,
     };
     use std::sync::Arc;
     use std::time::Duration;
@@ -641,7 +686,7 @@ mod tests {
     /// the pod's whole life made the node rescan everything every 2 s for weeks.
     #[tokio::test]
     async fn a_held_device_is_looked_at_soon_then_less_and_less_often() {
-        let mut rescan = tokio::time::interval(Duration::from_secs(30));
+        let mut rescan = RescanTimer::new(Duration::from_secs(30));
         let mut placing = Placing::new(Duration::from_secs(1), Duration::from_secs(8));
         let holding = |ids: &[&str]| vfpool_deviceplugin::ApplyReport {
             holding: ids.iter().map(|id| id.to_string()).collect(),
@@ -672,6 +717,33 @@ mod tests {
         // Both released: the rescan keeps to its interval, and a later hold starts over.
         assert_eq!(waits(&holding(&[]), 1), [None]);
         assert_eq!(waits(&a, 1), [Some(2)]);
+    }
+
+    /// A rescan asked for at once (kernel events, SIGHUP) is not pushed back by an apply's request
+    /// for a later one (a policy swap applied meanwhile, with a device held): new VFs waited up to
+    /// the rescan interval.
+    #[tokio::test]
+    async fn an_apply_does_not_postpone_a_rescan_asked_for_now() {
+        let mut rescan = RescanTimer::new(Duration::from_secs(30));
+        rescan.tick().await;
+        let mut placing = Placing::new(Duration::from_secs(1), Duration::from_secs(8));
+        let held = vfpool_deviceplugin::ApplyReport {
+            holding: vec!["0000:3b:00.2".to_string()],
+            pod_resources_current: true,
+            ..Default::default()
+        };
+        rescan.now();
+        settle(&held, &mut placing, &mut rescan);
+        tokio::time::timeout(Duration::from_secs(1), rescan.tick())
+            .await
+            .expect("the rescan asked for at once comes at once");
+        // Once it ran, an apply's request counts again.
+        settle(&held, &mut placing, &mut rescan);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rescan.tick())
+                .await
+                .is_err()
+        );
     }
 
     /// `select` runs on every rescan (30 s by default): what a policy logs there (the probe says
