@@ -552,7 +552,7 @@ async fn device_in_use_does_not_move() {
           {"resourceName":"pool_b","selectors":{"pfNames":["ens1f1"]}}
         ]}"#,
     );
-    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+    let mut sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
         .await
         .unwrap();
     let agent = node.agent("300ms");
@@ -596,6 +596,17 @@ async fn device_in_use_does_not_move() {
             .is_err(),
         "the held device was given to a second pod"
     );
+    // kubelet restarts while the pod's container is not running: it admits the pod again, which
+    // needs pool_a registered and the held device listed as Healthy.
+    sim.restart().await.unwrap();
+    sim.wait_for("both pools again after the kubelet restart", GUARD, |r| {
+        r.get("intel.com/pool_a").is_some_and(|a| a.connected)
+            && allocatable(r, "intel.com/pool_b") == 23
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    sim.readmit_pod("holder")
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
 
     sim.release_pod("holder");
     let resources = sim

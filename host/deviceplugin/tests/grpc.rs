@@ -1503,3 +1503,52 @@ async fn an_oversized_request_is_refused_and_the_pool_keeps_serving() {
     assert_eq!(answer.container_responses[0].device_i_ds.len(), 1);
     plugins.shutdown().await;
 }
+
+/// kubelet admits a pod holding devices again after it restarts (its container not running) only
+/// if their plugin is registered and lists them Healthy; the simulator enforces that, so a device
+/// whose PF link went down fails the re-admission and passes it once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readmission_needs_the_pods_devices_healthy() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    let pod = sim.allocate_pod("holder", NAME, 1).await.unwrap();
+    sim.readmit_pod("holder").unwrap();
+    assert!(matches!(
+        sim.readmit_pod("nobody"),
+        Err(vfpool_kubelet_sim::SimError::UnknownPod(_))
+    ));
+
+    // The link of the held device's PF goes down.
+    let pf = env
+        .inventory
+        .get(&pod.device_ids[0])
+        .and_then(|d| d.pf_id.clone())
+        .unwrap();
+    let mut down = env.inventory.clone();
+    for device in &mut down.devices {
+        if device.id == pf {
+            device.netdevs[0].operstate = Some("down".to_string());
+        }
+    }
+    plugins.apply(&env.pool(0), &down).await;
+    sim.wait_for("the PF's VFs Unhealthy", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == 12)
+    })
+    .await
+    .unwrap();
+    match sim.readmit_pod("holder") {
+        Err(vfpool_kubelet_sim::SimError::NoLongerHealthy { devices, .. }) => {
+            assert_eq!(devices, pod.device_ids);
+        }
+        other => panic!("re-admitted with an Unhealthy device: {other:?}"),
+    }
+
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    sim.readmit_pod("holder").unwrap();
+    plugins.shutdown().await;
+    sim.shutdown();
+}

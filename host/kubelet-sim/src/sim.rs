@@ -57,6 +57,24 @@ pub enum SimError {
         /// Available.
         free: usize,
     },
+    /// No such pod.
+    #[error("no pod {0}")]
+    UnknownPod(String),
+    /// A pod admitted again (after a kubelet restart, its container not running) holds devices of
+    /// a resource no plugin serves now: kubelet fails its admission.
+    #[error("cannot allocate unregistered device {0}")]
+    Unregistered(String),
+    /// A pod admitted again holds devices its plugin no longer lists as healthy: kubelet fails
+    /// its admission.
+    #[error(
+        "previously allocated devices are no longer healthy; cannot allocate unhealthy devices {resource} ({devices:?})"
+    )]
+    NoLongerHealthy {
+        /// The resource.
+        resource: String,
+        /// The pod's devices that are missing from the plugin's list or not Healthy.
+        devices: Vec<String>,
+    },
     /// The pod already exists.
     #[error("pod {0} already exists")]
     PodExists(String),
@@ -685,6 +703,41 @@ impl KubeletSim {
             preferred,
             response,
         })
+    }
+
+    /// Admits a pod that holds devices again, as kubelet does for a pod whose container is not
+    /// running when kubelet has restarted (`devicesToAllocate` with devices already allocated):
+    /// no plugin call, but the resource must be registered and every device the pod holds listed
+    /// as Healthy, or the admission fails. This is why a device held for its pod must keep its
+    /// real health in whatever pool still lists it.
+    pub fn readmit_pod(&self, pod: &str) -> Result<(), SimError> {
+        let state = self.shared.lock();
+        let (resource, ids) = state
+            .pods
+            .get(pod)
+            .ok_or_else(|| SimError::UnknownPod(pod.to_string()))?;
+        let view = state
+            .resources
+            .get(resource)
+            .filter(|v| v.connected)
+            .ok_or_else(|| SimError::Unregistered(resource.clone()))?;
+        let unhealthy: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                view.devices
+                    .get(*id)
+                    .is_none_or(|d| d.health != api::HEALTHY)
+            })
+            .cloned()
+            .collect();
+        if unhealthy.is_empty() {
+            Ok(())
+        } else {
+            Err(SimError::NoLongerHealthy {
+                resource: resource.clone(),
+                devices: unhealthy,
+            })
+        }
     }
 
     /// Calls Allocate on `resource`'s plugin with exactly `ids` (kubelet never sends unknown ids;
