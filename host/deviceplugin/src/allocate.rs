@@ -643,7 +643,16 @@ pub fn device_info_json(device_type: DeviceType, member: &Member) -> Option<Stri
 /// holds exactly `contents` with mode 0444 is left as it is (a device allocated again, to the next
 /// pod, has the same document): replacing it would cost a create, a write, a rename and freeing
 /// the old inode on every Allocate, for readers that would see the same bytes.
+///
+/// Writes are serialised within the process: two at once for one file (kubelet never allocates a
+/// device twice at once, but nothing else stops it) shared the temporary, and one removed it as a
+/// leftover while the other wrote, failing that Allocate or renaming a half-written file into
+/// place. Each write takes microseconds on the tmpfs, and Allocates are a pod start's few.
 pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, AllocateError> {
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _writing = WRITING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let path = dir.join(name);
     if holds(&path, contents.as_bytes()) {
         return Ok(path);
@@ -1199,6 +1208,29 @@ mod tests {
         write_device_info(&dir, "g.json", "{}").unwrap();
         assert_eq!(fs::read_to_string(dir.join("g.json")).unwrap(), "{}");
         assert!(!dir.join(".g.json.tmp").exists());
+    }
+
+    /// Two writes of one file at once (concurrent Allocates of one device) shared the temporary
+    /// file: one removed it as a leftover while the other wrote, and failed (`File exists`) or
+    /// renamed the other's half-written file into place.
+    #[test]
+    fn concurrent_writes_of_one_file_all_succeed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("devinfo");
+        let documents = ["{\"v\":1}", "{\"v\":22}", "{\"v\":333}"];
+        std::thread::scope(|scope| {
+            for document in documents {
+                let dir = &dir;
+                scope.spawn(move || {
+                    for _ in 0..300 {
+                        write_device_info(dir, "f.json", document).unwrap();
+                    }
+                });
+            }
+        });
+        let last = fs::read_to_string(dir.join("f.json")).unwrap();
+        assert!(documents.contains(&last.as_str()), "{last}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
     }
 
     #[test]

@@ -1552,3 +1552,25 @@ async fn readmission_needs_the_pods_devices_healthy() {
     plugins.shutdown().await;
     sim.shutdown();
 }
+
+/// kubelet admits pods one at a time, so two pods admitted together never share a device; the
+/// simulator read the free devices for both before either was recorded, and gave both the same.
+/// A pod asking for none gets none, without a call to the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_admitted_together_never_share_a_device() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    all_allocatable(&sim).await;
+    let (a, b) = tokio::join!(
+        sim.allocate_pod("a", NAME, 1),
+        sim.allocate_pod("b", NAME, 1)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.device_ids, b.device_ids);
+    let none = sim.allocate_pod("none", NAME, 0).await.unwrap();
+    assert!(none.device_ids.is_empty() && none.preferred.is_none());
+    plugins.shutdown().await;
+    sim.shutdown();
+}

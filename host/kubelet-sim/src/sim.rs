@@ -251,6 +251,9 @@ pub struct KubeletSim {
     options: SimOptions,
     servers: Vec<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
     watcher: Option<(RecommendedWatcher, JoinHandle<()>)>,
+    /// Held while a pod is admitted: kubelet admits pods one at a time, so two concurrent
+    /// [`KubeletSim::allocate_pod`] calls never get the same free device.
+    admitting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KubeletSim {
@@ -330,6 +333,7 @@ impl KubeletSim {
             options,
             servers: Vec::new(),
             watcher: None,
+            admitting: tokio::sync::Mutex::new(()),
         };
         sim.serve()?;
         Ok(sim)
@@ -603,13 +607,34 @@ impl KubeletSim {
 
     /// Admits a pod asking for `count` devices of `resource`, as kubelet's device manager does:
     /// the healthy devices not held by other pods are available; the plugin is asked for its
-    /// preference (when it offers one) and then to Allocate.
+    /// preference (when it offers one) and then to Allocate. Pods are admitted one at a time; a
+    /// pod asking for no device gets none, and the plugin is not called (kubelet's
+    /// `devicesToAllocate` returns before it).
     pub async fn allocate_pod(
         &self,
         pod: &str,
         resource: &str,
         count: usize,
     ) -> Result<PodAllocation, SimError> {
+        let _admitting = self.admitting.lock().await;
+        if count == 0 {
+            let mut state = self.shared.lock();
+            if state.pods.contains_key(pod) {
+                return Err(SimError::PodExists(pod.to_string()));
+            }
+            state
+                .pods
+                .insert(pod.to_string(), (resource.to_string(), Vec::new()));
+            drop(state);
+            self.shared.bump();
+            return Ok(PodAllocation {
+                pod: pod.to_string(),
+                resource: resource.to_string(),
+                device_ids: Vec::new(),
+                preferred: None,
+                response: api::ContainerAllocateResponse::default(),
+            });
+        }
         let (endpoint, available, preferred_available) = {
             let state = self.shared.lock();
             if state.pods.contains_key(pod) {
