@@ -830,16 +830,19 @@ mod refusal_tests {
         (dir, sources, active, inventory)
     }
 
-    /// A set refused on the inventory is tried again on every new one; what its validation logs
-    /// (upstream-selector's ignored-key warnings) was passed on at its level every time.
-    #[test]
-    fn a_retried_sets_validation_warnings_are_said_once() {
+    /// [`setup`] with the probe policy as the selector, given `config`.
+    fn with_probe(config: &str) -> (tempfile::TempDir, Sources, ActivePolicies, PolicyInventory) {
         let (dir, mut sources, active, inventory) = setup();
         let probe = Path::new(defaults::BUILT_COMPONENTS_DIR).join("probe.wasm");
         fs::copy(probe, dir.path().join("probe.wasm")).unwrap();
-        let config = dir.path().join("config.txt");
-        fs::write(&config, "probe:validate-warning").unwrap();
-        sources.config_file = Some(config);
+        let file = dir.path().join("config.txt");
+        fs::write(&file, config).unwrap();
+        sources.config_file = Some(file);
+        (dir, sources, active, inventory)
+    }
+
+    /// What `run` logs at debug and above, as text.
+    fn logs_of(run: impl FnOnce()) -> String {
         let buffer = std::sync::Arc::new(Mutex::new(Vec::new()));
         let writer = std::sync::Arc::clone(&buffer);
         let subscriber = tracing_subscriber::fmt()
@@ -847,20 +850,34 @@ mod refusal_tests {
             .with_ansi(false)
             .with_writer(move || Capture(std::sync::Arc::clone(&writer)))
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, run);
+        String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
+    }
+
+    /// How many lines of `logs` at `level` (`" WARN "`) contain `text`.
+    fn said(logs: &str, level: &str, text: &str) -> usize {
+        logs.lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    }
+
+    /// A set refused on the inventory is tried again on every new one; what its validation logs
+    /// (upstream-selector's ignored-key warnings) was passed on at its level every time.
+    #[test]
+    fn a_retried_sets_validation_warnings_are_said_once() {
+        let (_dir, sources, active, inventory) = with_probe("probe:validate-warning");
+        let logs = logs_of(|| {
             for _ in 0..3 {
                 assert!(!active.reload(&sources, &inventory).refused.is_empty());
             }
         });
-        let logs = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-        let said = |level: &str, text: &str| {
-            logs.lines()
-                .filter(|l| l.contains(level) && l.contains(text))
-                .count()
-        };
-        assert_eq!(said(" WARN ", "probe validation warning"), 1, "{logs}");
         assert_eq!(
-            said(" DEBUG ", "policy (again): probe validation warning"),
+            said(&logs, " WARN ", "probe validation warning"),
+            1,
+            "{logs}"
+        );
+        assert_eq!(
+            said(&logs, " DEBUG ", "policy (again): probe validation warning"),
             2,
             "{logs}"
         );
@@ -871,20 +888,8 @@ mod refusal_tests {
     /// (SIGHUP) says it again. The same warning used to come with every try.
     #[test]
     fn a_refusal_repeated_by_a_retry_is_said_once() {
-        let (dir, mut sources, active, inventory) = setup();
-        let probe = Path::new(defaults::BUILT_COMPONENTS_DIR).join("probe.wasm");
-        fs::copy(probe, dir.path().join("probe.wasm")).unwrap();
-        let config = dir.path().join("config.txt");
-        fs::write(&config, "probe:trap").unwrap();
-        sources.config_file = Some(config);
-        let buffer = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let writer = std::sync::Arc::clone(&buffer);
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Capture(std::sync::Arc::clone(&writer)))
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let (_dir, sources, active, inventory) = with_probe("probe:trap");
+        let logs = logs_of(|| {
             let outcomes: Vec<_> = (0..3)
                 .map(|_| active.reload(&sources, &inventory))
                 .collect();
@@ -895,14 +900,12 @@ mod refusal_tests {
             assert!(!outcomes[0].refused_again && outcomes[1].refused_again);
             crate::watch::log_requested_outcome(&active.reload(&sources, &inventory));
         });
-        let logs = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-        let said = |level: &str, text: &str| {
-            logs.lines()
-                .filter(|l| l.contains(level) && l.contains(text))
-                .count()
-        };
-        assert_eq!(said(" ERROR ", "policy set refused"), 2, "{logs}");
-        assert_eq!(said(" DEBUG ", "policy reload refused again"), 2, "{logs}");
+        assert_eq!(said(&logs, " ERROR ", "policy set refused"), 2, "{logs}");
+        assert_eq!(
+            said(&logs, " DEBUG ", "policy reload refused again"),
+            2,
+            "{logs}"
+        );
     }
 
     struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
