@@ -112,10 +112,23 @@ pub struct Retry {
     /// Try again from then on, even if nothing changed (backing off per failed try).
     pub at: Instant,
     /// The refusal came from the dry run on the inventory (a device the config names is not
-    /// there yet, a result the host refuses, a deadline): try again as soon as the inventory is
-    /// a new one.
-    pub on_inventory_change: bool,
+    /// there yet, a result the host refuses, a deadline): try again once the inventory is a new
+    /// one, from this instant on. Not at once: a busy node's inventory changes with every pod
+    /// (its VF's netdev moves), and each try runs the policy (up to its deadlines).
+    pub on_inventory_change: Option<Instant>,
 }
+
+impl Retry {
+    /// Whether to try again at `now`, the inventory having changed since the last try or not.
+    pub fn due(&self, now: Instant, inventory_changed: bool) -> bool {
+        now >= self.at
+            || (inventory_changed && self.on_inventory_change.is_some_and(|from| now >= from))
+    }
+}
+
+/// The first wait before trying a refused set again on a new inventory; doubles per try, up to
+/// `RETRY_FIRST`.
+const INVENTORY_RETRY_FIRST: Duration = Duration::from_secs(2);
 
 /// The first wait before trying a refused set again when nothing changed; doubles per try.
 const RETRY_FIRST: Duration = Duration::from_secs(30);
@@ -326,7 +339,7 @@ impl ActivePolicies {
                 tries: 0,
                 retry: Retry {
                     at,
-                    on_inventory_change: false,
+                    on_inventory_change: None,
                 },
             });
             return (
@@ -401,7 +414,12 @@ impl ActivePolicies {
                         tries,
                         retry: Retry {
                             at: Instant::now() + backoff(tries),
-                            on_inventory_change: true,
+                            on_inventory_change: Some(
+                                Instant::now()
+                                    + INVENTORY_RETRY_FIRST
+                                        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+                                        .min(RETRY_FIRST),
+                            ),
                         },
                     }
                 });
@@ -908,6 +926,29 @@ mod refusal_tests {
         );
     }
 
+    /// A set refused by its dry run is tried again on a new inventory, but not on every one: a
+    /// busy node's inventory changes with every pod, and a try runs the policy (a policy that
+    /// times out cost seconds of CPU per pod started). The wait from the refusal starts at 2 s
+    /// and doubles with each refusal of the same set.
+    #[test]
+    fn a_set_refused_by_its_dry_run_waits_before_a_retry_on_a_new_inventory() {
+        let (_dir, sources, active, inventory) = with_probe("probe:unknown-device");
+        let refused_at = Instant::now();
+        assert!(!active.reload(&sources, &inventory).refused.is_empty());
+        let retry = active.pending_retry().expect("retried on a new inventory");
+        let from = retry.on_inventory_change.expect("on a new inventory");
+        assert!(from >= refused_at + Duration::from_secs(2), "{retry:?}");
+        assert!(!retry.due(Instant::now(), true), "{retry:?}");
+        assert!(retry.due(from, true));
+        assert!(!retry.due(from, false));
+        assert!(retry.due(retry.at, false));
+
+        let again_at = Instant::now();
+        assert!(!active.reload(&sources, &inventory).refused.is_empty());
+        let again = active.pending_retry().unwrap();
+        assert!(again.on_inventory_change.unwrap() >= again_at + Duration::from_secs(4));
+    }
+
     struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Capture {
@@ -1056,7 +1097,7 @@ mod refusal_tests {
         let retry = active
             .pending_retry()
             .expect("a refused component is tried again");
-        assert!(!retry.on_inventory_change);
+        assert!(retry.on_inventory_change.is_none());
         assert!(retry.at > Instant::now());
     }
 }

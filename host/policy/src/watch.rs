@@ -235,8 +235,7 @@ impl PolicyWatcher {
                         // appeared (a new inventory), or memory or time may be there now.
                         if let Some(retry) = active.pending_retry() {
                             let latest: Arc<PolicyInventory> = inventory().into();
-                            due |= Instant::now() >= retry.at
-                                || (retry.on_inventory_change && !Arc::ptr_eq(&latest, &tried_on));
+                            due |= retry.due(Instant::now(), !Arc::ptr_eq(&latest, &tried_on));
                             current = Some(latest);
                         }
                     }

@@ -590,7 +590,7 @@ fn a_set_refused_on_the_inventory_is_retried_when_the_inventory_changes() {
     assert!(
         active
             .pending_retry()
-            .is_some_and(|r| r.on_inventory_change),
+            .is_some_and(|r| r.on_inventory_change.is_some()),
         "{:?}",
         active.pending_retry()
     );
