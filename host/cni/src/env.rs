@@ -87,6 +87,11 @@ pub fn valid_ifname(name: &str) -> Result<(), &'static str> {
     {
         return Err("an interface name must not contain '/', ':' or whitespace");
     }
+    // The kernel numbers a name holding '%' (`net%d` becomes `net0`), so the interface would
+    // not be found under the name the runtime gave, and its ADD, rollback and DEL would miss it.
+    if name.contains('%') {
+        return Err("an interface name must not contain '%' (the kernel would number it)");
+    }
     Ok(())
 }
 
@@ -256,6 +261,7 @@ mod tests {
         assert!(with("CNI_IFNAME", "a-very-long-ifname0").is_err());
         assert!(with("CNI_IFNAME", "net/1").is_err());
         assert!(with("CNI_IFNAME", "..").is_err());
+        assert!(with("CNI_IFNAME", "net%d").is_err());
         assert!(with("CNI_CONTAINERID", "-bad").is_err());
         assert!(with("CNI_NETNS", "relative/ns").is_err());
     }

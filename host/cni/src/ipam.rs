@@ -235,6 +235,8 @@ impl Ipam for ExecIpam {
 pub struct FakeIpam {
     /// `(command, plugin)` of every call.
     pub calls: Vec<(String, String)>,
+    /// `(CNI_CONTAINERID, CNI_IFNAME)` of every call, in the same order.
+    pub owners: Vec<(String, String)>,
     /// The ADD answer.
     pub add_result: String,
     /// Commands that fail.
@@ -249,9 +251,11 @@ impl Ipam for FakeIpam {
         command: &'static str,
         plugin: &str,
         _stdin: &[u8],
-        _env: &CniEnv,
+        env: &CniEnv,
     ) -> Pending {
         self.calls.push((command.to_owned(), plugin.to_owned()));
+        self.owners
+            .push((env.container_id.clone(), env.ifname.clone()));
         if let Some(timeline) = &self.timeline {
             timeline
                 .borrow_mut()

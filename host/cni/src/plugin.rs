@@ -1329,7 +1329,10 @@ fn add_steps(
     Ok(result)
 }
 
-/// Undoes completed ADD steps, newest first. Returns what could not be undone.
+/// Undoes completed ADD steps: the VF's PF-side settings first, as DEL does, then the rest newest
+/// first. Returns what could not be undone. The PF side goes first because a VF driver may refuse
+/// to change its netdev's MAC to anything but the admin MAC the PF set (iavf under i40e or ice,
+/// untrusted): returning the netdev first failed to restore its MAC and left it in the pod.
 fn rollback(
     env: &CniEnv,
     stdin: &[u8],
@@ -1339,7 +1342,10 @@ fn rollback(
     journal: Vec<Undo>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for step in journal.into_iter().rev() {
+    let (pf_side, rest): (Vec<Undo>, Vec<Undo>) = journal
+        .into_iter()
+        .partition(|step| matches!(step, Undo::VfSetting(_)));
+    for step in pf_side.into_iter().rev().chain(rest.into_iter().rev()) {
         let outcome = match step {
             Undo::Ipam(plugin, pending) => {
                 // Its ADD must be over before its DEL runs.
@@ -2210,10 +2216,10 @@ fn cmd_gc(
             continue;
         };
         if att.container_id.is_empty() || att.ifname.is_empty() {
-            // A Go cache does not record them; its name is `<containerID>-<ifname>`, and
-            // container ids (hex) and pod interface names (`net1`) have no '-', so split at the
-            // last one.
-            if let Some((cid, ifname)) = name.rsplit_once('-') {
+            // A Go cache does not record them; its name is `<containerID>-<ifname>`. Container
+            // ids from the runtimes are hex, and a pod interface name may hold a '-' (Multus
+            // takes `sriov-a` from the pod's annotation), so split at the first one.
+            if let Some((cid, ifname)) = name.split_once('-') {
                 cid.clone_into(&mut att.container_id);
                 ifname.clone_into(&mut att.ifname);
             }

@@ -351,6 +351,33 @@ fn a_failure_at_any_add_step_rolls_everything_back() {
     }
 }
 
+/// With iavf under i40e or ice, an untrusted VF's netdev takes no MAC but the admin MAC the PF
+/// set. ADD sets both to the pod's MAC; a rollback that returned the netdev first could not give
+/// it its own MAC back and left it in the failing pod. The PF side is undone first now, as DEL
+/// does.
+#[test]
+fn a_rollback_undoes_the_pf_side_first_so_the_vf_takes_its_mac_back() {
+    let mut w = World::new();
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    w.netlink
+        .admin_mac_enforced
+        .insert(index, (PF.to_string(), 1));
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    w.netlink.fail("add_route", nix::libc::ENETUNREACH);
+    let err = w
+        .run("ADD", POD, &conf(json!({"mac": "02:00:00:00:00:99"})))
+        .unwrap_err();
+    assert!(!err.msg.contains("rolling back also failed"), "{}", err.msg);
+    w.assert_pristine(orig);
+    // The model bites: the netdev cannot take another MAC while the admin MAC is set.
+    w.netlink
+        .set_vf_for_test(PF, 1, 0, false, MacAddr([2, 0, 0, 0, 0, 0x99]));
+    assert!(
+        vfpool_cni::netlink::Netlink::set_mac(&mut w.netlink, NsId::HOST, VF_NETDEV, VF_MAC)
+            .is_err()
+    );
+}
+
 #[test]
 fn a_failed_rollback_keeps_the_cache_so_del_can_finish() {
     let mut w = World::new();
@@ -1176,6 +1203,26 @@ fn del_without_netns_of_a_go_cache_leaves_alone_the_vf_the_marker_holder_has() {
     w.netlink.calls.clear();
     w.run("DEL", "", &conf(json!({"vlan": 5}))).unwrap();
     pod_b_keeps_the_vf(&w, b);
+}
+
+/// GC of a Go cache whose pod interface name holds a '-' releases the IP under the attachment's
+/// own container id and interface name: the cache name was split at its last '-', so IPAM DEL got
+/// `ctr1-sriov` and `a` and the address leaked.
+#[test]
+fn gc_of_a_go_cache_splits_its_name_at_the_container_id() {
+    let mut w = World::new();
+    std::fs::create_dir_all(w.state_dir()).unwrap();
+    std::fs::write(w.state_dir().join("ctr1-sriov-a"), go_cache(5).to_string()).unwrap();
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    let del = w.ipam.calls.iter().position(|(c, _)| c == "DEL").unwrap();
+    assert_eq!(
+        w.ipam.owners[del],
+        ("ctr1".to_string(), "sriov-a".to_string()),
+        "{:?}",
+        w.ipam.calls
+    );
 }
 
 #[test]

@@ -70,6 +70,10 @@ pub struct FakeNetlink {
     pub mac_writes_lost: usize,
     /// Model a PF driver that accepts admin MAC writes but never reports them.
     pub mac_never_reported: bool,
+    /// Model i40e/ice with iavf: the VF netdev with this ifindex (the PF and VF index it is) may
+    /// take only its admin MAC while the PF has one set and the VF is not trusted; any other
+    /// `set_mac` fails with EACCES.
+    pub admin_mac_enforced: HashMap<u32, (String, u32)>,
     /// A log shared with other fakes (the IPAM one), to check the order across them.
     pub timeline: Option<std::rc::Rc<std::cell::RefCell<Vec<String>>>>,
     temps: Vec<u32>,
@@ -449,7 +453,17 @@ impl Netlink for FakeNetlink {
     }
 
     fn set_mac(&mut self, ns: NsId, name: &str, mac: MacAddr) -> Result<(), NetlinkError> {
-        self.record(format!("set_mac {} {name} {mac}", ns.0))?;
+        let call = format!("set_mac {} {name} {mac}", ns.0);
+        self.record(call.clone())?;
+        let index = self.link_mut(ns, name)?.index;
+        if let Some((pf, vf)) = self.admin_mac_enforced.get(&index)
+            && let Some(state) = self.vf(pf, *vf)
+            && !state.trust
+            && !state.mac.is_zero()
+            && state.mac != mac
+        {
+            return Err(errno(call, nix::libc::EACCES));
+        }
         if self.mac_writes_lost > 0 {
             self.mac_writes_lost -= 1;
             self.link_mut(ns, name)?;
