@@ -955,6 +955,45 @@ fn ipam_result(plugin: &str, out: &str) -> Result<CniResult, PluginError> {
     Ok(result)
 }
 
+/// Undoes what attachments of VF `pci` whose pods are gone left on it — its PF-side settings, its
+/// netdev under the pod's name where the kernel returned it — before a new pod records the VF's
+/// state as its own: a pod whose netns vanished before its DEL (a runtime crash) left its VLAN,
+/// trust and MAC on the VF, and the next pod took them for the VF's original state, ran with them
+/// and "restored" them on its DEL. Their caches stay, so their own DEL still releases their IP
+/// addresses (and, finding the VF taken, leaves it alone). Best effort: a failure is logged.
+fn undo_dead_attachments(env: &CniEnv, state: &StateDir, pci: &str, deps: &mut Deps<'_>) {
+    let own = format!("{}-{}", env.container_id, env.ifname);
+    let Ok(names) = state.cache_names() else {
+        return;
+    };
+    for name in names.into_iter().filter(|name| *name != own) {
+        let Ok(Some(value)) = state.read_cache_named(&name) else {
+            continue;
+        };
+        let Ok(att) = Attachment::from_cache(&name, &value) else {
+            continue;
+        };
+        // A Go cache records no netns; the stale marker just cleared was its pod's.
+        if att.pci != pci || (!att.netns.is_empty() && netns::exists(Path::new(&att.netns))) {
+            continue;
+        }
+        deps.log.info(&format!(
+            "undoing what {name} left on VF {pci} (its pod's netns is gone) before reusing it"
+        ));
+        let undone = deps
+            .netlink
+            .get()
+            .map_err(nl("connecting to netlink"))
+            .and_then(|netlink| release("", &env.sysfs_root, &att, netlink, deps.log));
+        if let Err(e) = undone {
+            deps.log.warn(&format!(
+                "could not undo what {name} left on VF {pci}: {}",
+                error_chain(&e)
+            ));
+        }
+    }
+}
+
 fn cmd_add(
     env: &CniEnv,
     stdin: &[u8],
@@ -972,6 +1011,7 @@ fn cmd_add(
             "clearing the stale allocation of {pci} to {holder:?} (netns gone)"
         ));
         state.remove_marker(&pci)?;
+        undo_dead_attachments(env, &state, &pci, deps);
     }
     let vf = vf::resolve(&env.sysfs_root, &pci)?;
     let dpdk = vf.netdev.is_none() && vf.is_dpdk();

@@ -613,6 +613,59 @@ fn del_after_the_pod_netns_died_renames_the_returned_netdev() {
     assert!(w.state_files().is_empty());
 }
 
+/// A pod whose netns vanished before its DEL (a runtime crash) left its VLAN, trust and MAC on
+/// the VF, and its netdev in the host under its pod name. The next pod's ADD took all that for
+/// the VF's own state: it ran on the dead pod's VLAN with trust on, and its DEL "restored" them.
+/// ADD now undoes a dead pod's attachment of the VF first; the dead pod's late DEL still finds
+/// its cache (to release its IP) and leaves the VF, now the new pod's, alone.
+#[test]
+fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let net = w
+        .dir
+        .path()
+        .join("sys/bus/pci/devices")
+        .join(VF_PCI)
+        .join("net");
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    w.netlink.sysfs_net.insert(index, net.clone());
+    let a = conf(json!({"vlan": 5, "trust": "on", "mac": "02:00:00:00:00:42"}));
+    w.run("ADD", POD, &a).unwrap();
+    // Pod A's netns dies without a DEL: the kernel returns the netdev as net1.
+    w.netlink.destroy_netns(Path::new(POD));
+    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+
+    // Pod B (a live netns) gets the VF and asks for no VF settings.
+    let pod_b = "/proc/self/ns/net";
+    let b = w.netlink.add_netns(Path::new(pod_b));
+    run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(
+        w.netlink.vf(PF, 1),
+        Some(orig),
+        "pod B runs on pod A's settings"
+    );
+    let in_b = w.netlink.find(b, "net1").expect("the VF in pod B");
+    assert_eq!(in_b.mac, VF_MAC);
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(w.state_dir().join("ctr2-net1")).unwrap()).unwrap();
+    assert_eq!(cache["OrigVfState"]["HostIFName"], VF_NETDEV, "{cache:#}");
+    assert_eq!(cache["OrigVfState"]["Vlan"], 0, "{cache:#}");
+
+    // Pod A's late DEL forgets its cache and leaves pod B's VF alone.
+    w.run("DEL", POD, &a).unwrap();
+    assert!(w.netlink.find(b, "net1").is_some());
+    assert!(!w.state_dir().join("ctr1-net1").exists());
+    // Pod B's DEL gives the VF back as it was before pod A.
+    run_as(&mut w, "DEL", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+    let home = w
+        .netlink
+        .find(NsId::HOST, VF_NETDEV)
+        .expect("home under its name");
+    assert_eq!(home.mac, VF_MAC);
+}
+
 #[test]
 fn a_vf_allocated_to_a_live_netns_is_refused_with_try_again_later() {
     let mut w = World::new();

@@ -74,6 +74,9 @@ pub struct FakeNetlink {
     /// take only its admin MAC while the PF has one set and the VF is not trusted; any other
     /// `set_mac` fails with EACCES.
     pub admin_mac_enforced: HashMap<u32, (String, u32)>,
+    /// Links (by ifindex) whose renames in the host show in a simulated sysfs `net/` directory,
+    /// as the kernel's do.
+    pub sysfs_net: HashMap<u32, PathBuf>,
     /// A log shared with other fakes (the IPAM one), to check the order across them.
     pub timeline: Option<std::rc::Rc<std::cell::RefCell<Vec<String>>>>,
     temps: Vec<u32>,
@@ -435,6 +438,12 @@ impl Netlink for FakeNetlink {
                 link.altnames.push(name.to_owned());
             }
             new_name.clone_into(&mut link.name);
+            let index = link.index;
+            if ns == NsId::HOST
+                && let Some(dir) = self.sysfs_net.get(&index)
+            {
+                let _ = std::fs::rename(dir.join(name), dir.join(new_name));
+            }
         }
         Ok(())
     }
