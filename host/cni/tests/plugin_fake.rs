@@ -622,24 +622,9 @@ fn del_after_the_pod_netns_died_renames_the_returned_netdev() {
 fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
-    let net = w
-        .dir
-        .path()
-        .join("sys/bus/pci/devices")
-        .join(VF_PCI)
-        .join("net");
-    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    w.netlink.sysfs_net.insert(index, net.clone());
     let a = conf(json!({"vlan": 5, "trust": "on", "mac": "02:00:00:00:00:42"}));
-    w.run("ADD", POD, &a).unwrap();
-    // Pod A's netns dies without a DEL: the kernel returns the netdev as net1.
-    w.netlink.destroy_netns(Path::new(POD));
-    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
-
-    // Pod B (a live netns) gets the VF and asks for no VF settings.
-    let pod_b = "/proc/self/ns/net";
-    let b = w.netlink.add_netns(Path::new(pod_b));
-    run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    // Pod B asks for no VF settings.
+    let b = pod_b_took_the_vf_of_dead_pod_a(&mut w, &a, &conf(json!({})));
     assert_eq!(
         w.netlink.vf(PF, 1),
         Some(orig),
@@ -657,7 +642,15 @@ fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
     assert!(w.netlink.find(b, "net1").is_some());
     assert!(!w.state_dir().join("ctr1-net1").exists());
     // Pod B's DEL gives the VF back as it was before pod A.
-    run_as(&mut w, "DEL", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    run_as(
+        &mut w,
+        "DEL",
+        "ctr2",
+        "/proc/self/ns/net",
+        "net1",
+        &conf(json!({})),
+    )
+    .unwrap();
     assert_eq!(w.netlink.vf(PF, 1), Some(orig));
     let home = w
         .netlink
@@ -733,23 +726,25 @@ fn del_reads_a_cache_written_by_the_go_plugin() {
     assert!(w.state_files().is_empty());
 }
 
-/// sriov-cni #219: pod A (`ctr1`, network net-a, vlan 5) attaches the VF, its netns dies, and pod
-/// B (`ctr2`, a live netns, `b_conf`) gets the same VF as net1 with vlan 6. Returns B's netns.
-fn pod_b_took_the_vf_of_dead_pod_a(w: &mut World, b_conf: &Value) -> NsId {
-    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
-    w.netlink.destroy_netns(Path::new(POD));
+/// sriov-cni #219: pod A (`ctr1`, `a_conf`) attaches the VF, its netns dies (the kernel returns
+/// the netdev to the host as net1), and pod B (`ctr2`, a live netns, `b_conf`) gets the same VF as
+/// net1. Returns B's netns.
+fn pod_b_took_the_vf_of_dead_pod_a(w: &mut World, a_conf: &Value, b_conf: &Value) -> NsId {
     let net = w
         .dir
         .path()
         .join("sys/bus/pci/devices")
         .join(VF_PCI)
         .join("net");
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    w.netlink.sysfs_net.insert(index, net.clone());
+    w.run("ADD", POD, a_conf).unwrap();
+    w.netlink.destroy_netns(Path::new(POD));
     std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
     // Pod B: a live netns (the fake's) whose path also exists on the host, so the marker is live.
     let pod_b = "/proc/self/ns/net";
     let b = w.netlink.add_netns(Path::new(pod_b));
     run_as(w, "ADD", "ctr2", pod_b, "net1", b_conf).unwrap();
-    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6);
     b
 }
 
@@ -777,7 +772,11 @@ fn pod_b_keeps_the_vf(w: &World, b: NsId) {
 #[test]
 fn a_late_del_does_not_reset_a_vf_a_new_pod_already_owns() {
     let mut w = World::new();
-    let b = pod_b_took_the_vf_of_dead_pod_a(&mut w, &conf(json!({"vlan": 6})));
+    let b = pod_b_took_the_vf_of_dead_pod_a(
+        &mut w,
+        &conf(json!({"vlan": 5})),
+        &conf(json!({"vlan": 6})),
+    );
     w.netlink.calls.clear();
     w.run("DEL", POD, &conf(json!({"vlan": 5}))).unwrap();
     assert!(
@@ -1057,7 +1056,11 @@ fn gc_does_not_reset_a_vf_a_live_pod_of_another_network_owns() {
     // Pod B gets the VF through another network name (same resource); A's record is stale for
     // net-a's GC, but the VF's settings are B's now.
     let mut w = World::new();
-    let b = pod_b_took_the_vf_of_dead_pod_a(&mut w, &conf(json!({"name": "net-b", "vlan": 6})));
+    let b = pod_b_took_the_vf_of_dead_pod_a(
+        &mut w,
+        &conf(json!({"vlan": 5})),
+        &conf(json!({"name": "net-b", "vlan": 6})),
+    );
     let mut gc = conf(json!({"cniVersion": "1.1.0"}));
     gc["cni.dev/valid-attachments"] = json!([]);
     w.netlink.calls.clear();
