@@ -54,6 +54,11 @@ impl SysfsRoot {
         self
     }
 
+    /// Where node facts look for device nodes too, if anywhere (see [`SysfsRoot::with_dev_root`]).
+    pub fn dev_root(&self) -> Option<&Path> {
+        self.dev.as_deref()
+    }
+
     /// The root directory itself.
     pub fn path(&self) -> &Path {
         &self.path

@@ -210,7 +210,6 @@ async fn serve(
         "vfpool agent starting"
     );
     check_devinfo_dir(&args.devinfo_dir).code(Code::BadInput)?;
-    let root = SysfsRoot::new(&args.sysfs.sysfs_root);
     let sources = Sources {
         policy_dir: Some(args.policy_dir.clone()),
         config_file: Some(args.config_file.clone()),
@@ -220,6 +219,7 @@ async fn serve(
     // sysfs mount silently loses uplink protection and early rescans, which an operator who meant
     // the host's sysfs must be able to see.
     let host_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
+    let root = crate::facts::sysfs_root(&args.sysfs.sysfs_root, host_sysfs);
     if host_sysfs {
         tracing::info!(
             sysfs = %args.sysfs.sysfs_root.display(),

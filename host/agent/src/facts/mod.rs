@@ -55,6 +55,20 @@ pub fn is_host_sysfs(sysfs_root: &Path) -> bool {
         .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::SYSFS_MAGIC)
 }
 
+/// The sysfs root at `path` as the agent reads it: when it is this host's sysfs (`host_sysfs`, as
+/// [`is_host_sysfs`] decides), mounted anywhere, node facts also look at `/dev`, where
+/// `/dev/vhost-net` and `/dev/net/tun` exist before their modules are loaded (a privileged pod has
+/// the host's `/dev`). Only `/sys` itself did, so a DaemonSet's `--sysfs-root /host/sys` missed
+/// vhost-net until something loaded the module, and `needVhostNet` pods got no `/dev/vhost-net`.
+pub fn sysfs_root(path: &Path, host_sysfs: bool) -> vfpool_sysfs::SysfsRoot {
+    let root = vfpool_sysfs::SysfsRoot::new(path);
+    if host_sysfs && root.dev_root().is_none() {
+        root.with_dev_root("/dev")
+    } else {
+        root
+    }
+}
+
 /// The driver whose PFs report the running DDP package (`fw.app.name`) through devlink.
 const DDP_DRIVER: &str = "ice";
 

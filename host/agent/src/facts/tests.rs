@@ -785,3 +785,15 @@ fn real_devlink_on_this_machine_parses_or_is_classified() {
         Err(other) => panic!("the machine's devlink: {other:?}"),
     }
 }
+
+/// The host's sysfs mounted elsewhere (`--sysfs-root /host/sys`) looks at `/dev` for device nodes
+/// as `/sys` does: only `/sys` itself did, and vhost-net was missed until its module was loaded.
+/// A simulated tree never does.
+#[test]
+fn the_host_sysfs_mounted_anywhere_looks_at_dev() {
+    let tree = tempfile::tempdir().unwrap();
+    let mounted = super::sysfs_root(tree.path(), true);
+    assert_eq!(mounted.dev_root(), Some(Path::new("/dev")));
+    let simulated = super::sysfs_root(tree.path(), false);
+    assert_eq!(simulated.dev_root(), None);
+}
