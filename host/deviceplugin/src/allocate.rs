@@ -1301,4 +1301,24 @@ mod tests {
         assert!(rdma_char_devices(&root, "0000:04:00.0").is_empty());
         assert!(rdma_char_devices(&root, "../../etc").is_empty());
     }
+
+    /// A sub-function's RDMA character devices sit under the SF on the auxiliary bus, as the
+    /// kernel puts them under the ib_device's parent. The simulated tree had none there, so an SF
+    /// in an RDMA pool was never shown to get its `uverbsN`.
+    #[test]
+    fn a_sub_functions_rdma_char_devices_are_found_on_the_auxiliary_bus() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = vfpool_sysfs::sim::Fixture::load("switchdev-sf").unwrap();
+        vfpool_sysfs::sim::write_tree(&fixture, tmp.path()).unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        let inventory = vfpool_sysfs::discover(&root).unwrap();
+        let sf = inventory
+            .devices
+            .iter()
+            .find(|d| d.kind == vfpool_sysfs::DeviceKind::Aux && !d.rdma_devices.is_empty())
+            .expect("an SF with an RDMA device");
+        let chars = rdma_char_devices(&root, &sf.id);
+        assert!(chars.iter().any(|c| c.starts_with("uverbs")), "{chars:?}");
+        assert_eq!(chars.len(), 3, "{chars:?}");
+    }
 }

@@ -519,8 +519,10 @@ impl<'f> Tree<'f> {
                 };
                 self.write_netdev(&sf_dir, address, &files, spec.link_type)?;
             }
+            // Under the SF, as the kernel puts an ib_device's character devices under the
+            // ib_device's parent (`infiniband_verbs/uverbsN` too, which Allocate hands out).
             if let Some(rdma) = &sf.rdma {
-                self.file(&format!("{sf_dir}/infiniband/{rdma}/node_type"), "1: CA")?;
+                self.write_rdma(&sf_dir, rdma)?;
             }
             self.link(&format!("{sf_dir}/subsystem"), "bus/auxiliary")?;
             self.link(&format!("bus/auxiliary/devices/{name}"), &sf_dir)?;
