@@ -2152,7 +2152,8 @@ const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
 /// an absent or unreadable one, or an entry without both ids, is refused rather than read as
 /// "fewer valid attachments": everything missing from the set is released, so a misread list would
 /// pull VFs out of live pods.
-fn valid_attachments(raw: &Map<String, Value>) -> Result<HashSet<String>, NetConfError> {
+/// The runtime's valid attachments, as `(containerID, ifname)`.
+fn valid_attachments(raw: &Map<String, Value>) -> Result<Vec<(String, String)>, NetConfError> {
     let list = match raw.get(VALID_ATTACHMENTS) {
         None => {
             return Err(NetConfError::Missing {
@@ -2179,7 +2180,7 @@ fn valid_attachments(raw: &Map<String, Value>) -> Result<HashSet<String>, NetCon
     list.iter()
         .enumerate()
         .map(|(i, entry)| match (id(entry, "containerID"), id(entry, "ifname")) {
-            (Some(cid), Some(ifname)) => Ok(format!("{cid}-{ifname}")),
+            (Some(cid), Some(ifname)) => Ok((cid, ifname)),
             _ => Err(NetConfError::Invalid {
                 field: VALID_ATTACHMENTS,
                 value: entry.to_string(),
@@ -2204,7 +2205,16 @@ fn cmd_gc(
             got: conf.cni_version.clone(),
         });
     }
-    let valid = valid_attachments(&conf.raw)?;
+    let listed = valid_attachments(&conf.raw)?;
+    let valid: HashSet<String> = listed
+        .iter()
+        .map(|(cid, ifname)| format!("{cid}-{ifname}"))
+        .collect();
+    // Containers the runtime still has: their attachments stay, even one the list leaves out.
+    // The list names a container's interfaces as the runtime knows them; one passed on by a
+    // meta-plugin names its own (`eth0`), and taken literally would pull the VF out of every
+    // live pod. A pod's networks do not change while it runs.
+    let live: HashSet<&str> = listed.iter().map(|(cid, _)| cid.as_str()).collect();
     let state = StateDir::new(&env.state_dir);
     let names = state.cache_names()?;
     // VFs that a valid attachment holds: a stale record of the same VF (a late DEL that never
@@ -2227,6 +2237,19 @@ fn cmd_gc(
         };
         // GC is per network: leave other networks' attachments alone.
         if att.network != conf.name {
+            continue;
+        }
+        // A Go cache records no container id; its name starts with it (see below).
+        let container = if att.container_id.is_empty() {
+            name.split_once('-').map_or("", |(cid, _)| cid)
+        } else {
+            att.container_id.as_str()
+        };
+        if live.contains(container) {
+            deps.log.warn(&format!(
+                "GC: {name} is not in the runtime's list, but its container {container} is; leaving VF {} with it",
+                att.pci
+            ));
             continue;
         }
         if held.contains(&att.pci) {

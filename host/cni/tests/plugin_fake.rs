@@ -832,6 +832,52 @@ fn run_as(
     run(&env, c.to_string().as_bytes(), &mut deps)
 }
 
+/// GC leaves an attachment of a container the list still names, even when it leaves out the
+/// attachment's interface: a list passed on by a meta-plugin names the runtime's interfaces
+/// (`eth0`), and used to pull the VF out of every live pod of the network.
+#[test]
+fn gc_leaves_the_attachments_of_containers_the_list_names() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let live = "/proc/self/ns/net";
+    let pod = w.netlink.add_netns(Path::new(live));
+    run_as(
+        &mut w,
+        "ADD",
+        "ctr1",
+        live,
+        "net1",
+        &conf(json!({"vlan": 7})),
+    )
+    .unwrap();
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr1", "ifname": "eth0"}]);
+    w.ipam.calls.clear();
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    assert!(
+        w.netlink.find(pod, "net1").is_some(),
+        "the live pod lost its VF"
+    );
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 7);
+    assert!(
+        w.ipam.calls.iter().all(|(c, _)| c != "DEL"),
+        "{:?}",
+        w.ipam.calls
+    );
+    assert!(w.state_dir().join("ctr1-net1").exists());
+    // Its DEL still releases everything.
+    run_as(
+        &mut w,
+        "DEL",
+        "ctr1",
+        live,
+        "net1",
+        &conf(json!({"vlan": 7})),
+    )
+    .unwrap();
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+}
+
 #[test]
 fn gc_releases_only_stale_attachments_of_its_own_network() {
     let mut w = World::new();
