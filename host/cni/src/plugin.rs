@@ -1552,7 +1552,9 @@ fn release(
                         Err(e) => errors.push(error_chain(&e)),
                     }
                 }
-                Err(NetlinkError::NetnsNotFound { .. }) => {
+                // A file left where the netns was mounted (the runtime unmounted it, and did not
+                // remove it) is a netns gone too: the kernel returned the netdev to the host.
+                Err(NetlinkError::NetnsNotFound { .. } | NetlinkError::NotANetns { .. }) => {
                     log.info(&format!(
                         "netns {netns} is gone; looking for the VF netdev in the host"
                     ));

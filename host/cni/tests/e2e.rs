@@ -742,9 +742,10 @@ fn a_del_that_keeps_failing_gives_up_and_forgets_the_attachment() -> Result<()> 
     let conf = node.netconf(0, json!({}));
     let add = node.cni("ADD", "c1", &pod.path(), "net1", &conf)?;
     assert!(add.ok, "{:?} {}", add.json, add.stderr);
-    // A CNI_NETNS that exists but is not a network namespace fails every release.
+    // A CNI_NETNS that cannot even be opened (a unix socket: ENXIO) fails every release. (A
+    // plain file there is a netns gone: what a runtime that unmounted it leaves behind.)
     let not_netns = node.dir.path().join("not-a-netns");
-    std::fs::write(&not_netns, b"")?;
+    let _socket = std::os::unix::net::UnixListener::bind(&not_netns)?;
     let not_netns = not_netns.display().to_string();
     for attempt in 1..vfpool_cni::plugin::DEL_ATTEMPTS {
         let del = node.cni("DEL", "c1", &not_netns, "net1", &conf)?;

@@ -659,6 +659,32 @@ fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
     assert_eq!(home.mac, VF_MAC);
 }
 
+/// A runtime that unmounted the pod's netns but left the file there: DEL took the file for a
+/// broken netns and failed (three times, then gave up with the VF's netdev still under its pod
+/// name in the host). It is a netns gone, like a missing one.
+#[test]
+fn del_with_a_leftover_netns_file_brings_the_vf_home() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    w.run("ADD", POD, &conf(json!({"vlan": 9}))).unwrap();
+    w.netlink.destroy_netns(Path::new(POD));
+    w.netlink.not_netns.push(PathBuf::from(POD));
+    let net = w
+        .dir
+        .path()
+        .join("sys/bus/pci/devices")
+        .join(VF_PCI)
+        .join("net");
+    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    w.run("DEL", POD, &conf(json!({"vlan": 9}))).unwrap();
+    assert!(
+        w.netlink.find(NsId::HOST, VF_NETDEV).is_some(),
+        "renamed back"
+    );
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+    assert!(w.state_files().is_empty());
+}
+
 #[test]
 fn a_vf_allocated_to_a_live_netns_is_refused_with_try_again_later() {
     let mut w = World::new();

@@ -77,6 +77,9 @@ pub struct FakeNetlink {
     /// Links (by ifindex) whose renames in the host show in a simulated sysfs `net/` directory,
     /// as the kernel's do.
     pub sysfs_net: HashMap<u32, PathBuf>,
+    /// Paths that are there but are no network namespace (a runtime unmounted the netns and left
+    /// the file): opening them fails with `NotANetns`.
+    pub not_netns: Vec<PathBuf>,
     /// A log shared with other fakes (the IPAM one), to check the order across them.
     pub timeline: Option<std::rc::Rc<std::cell::RefCell<Vec<String>>>>,
     temps: Vec<u32>,
@@ -255,6 +258,11 @@ fn errno(op: String, code: i32) -> NetlinkError {
 impl Netlink for FakeNetlink {
     fn open_netns(&mut self, path: &Path) -> Result<NsId, NetlinkError> {
         self.record(format!("open_netns {}", path.display()))?;
+        if self.not_netns.iter().any(|p| p == path) {
+            return Err(NetlinkError::NotANetns {
+                path: path.to_owned(),
+            });
+        }
         self.paths
             .get(path)
             .map(|id| NsId(*id))
