@@ -625,6 +625,45 @@ async fn device_in_use_does_not_move() {
     sim.shutdown();
 }
 
+/// Devices on their way to another pool join it at the next apply, even when the rescan that was
+/// to place them cannot discover the node (here its sysfs tree is gone): they stayed out of every
+/// pool until a discovery worked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_devices_are_placed_when_a_rescan_fails() {
+    let node = Node::shipped(
+        "dell-cx5",
+        r#"{"resourceList":[
+          {"resourceName":"pool_a","selectors":{"pfNames":["ens1f0"]}},
+          {"resourceName":"pool_b","selectors":{"pfNames":["ens1f1"]}}
+        ]}"#,
+    );
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    // No periodic rescan during the test: only the one that places the moving devices.
+    let agent = node.agent("1h");
+    sim.wait_for("both pools", GUARD, |r| {
+        allocatable(r, "intel.com/pool_a") == 12 && allocatable(r, "intel.com/pool_b") == 12
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    // Discovery fails from now on; the config reload selects on the last good inventory.
+    std::fs::rename(node.sysfs(), node.path("sys.away")).unwrap();
+    node.rewrite_config(
+        r#"{"resourceList":[
+          {"resourceName":"pool_b","selectors":{"vendors":["15b3"],"devices":["1018"]}}
+        ]}"#,
+    );
+    sim.wait_for("pool_b takes every VF", GUARD, |r| {
+        allocatable(r, "intel.com/pool_b") == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert!(agent.log().contains("rescan failed"), "{}", agent.log());
+    std::fs::rename(node.path("sys.away"), node.sysfs()).unwrap();
+    sim.shutdown();
+}
+
 /// Health and rediscovery from the rescan: a PF link going down makes its VFs Unhealthy; a
 /// changed sriov_numvfs changes the pool without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

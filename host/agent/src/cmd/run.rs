@@ -422,6 +422,11 @@ async fn serve(
                         desired = pools;
                     }
                     settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
+                } else if placing.moving {
+                    // Devices on their way to another pool join it only at an apply: place them
+                    // with what the last good discovery saw, rather than leave them out of every
+                    // pool until a discovery works again.
+                    settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                 }
             }
         }
@@ -531,6 +536,9 @@ struct Placing {
     /// next look at them (see [`HOLDING_RECHECK`]).
     held: Vec<String>,
     held_wait: Duration,
+    /// The last apply left devices out of every pool on their way to another: the next apply
+    /// places them, so one must come even when the rescan before it fails.
+    moving: bool,
 }
 
 impl Placing {
@@ -541,6 +549,7 @@ impl Placing {
             cap,
             held: Vec::new(),
             held_wait: HOLDING_RECHECK,
+            moving: false,
         }
     }
 
@@ -569,6 +578,7 @@ fn settle(
     rescan: &mut RescanTimer,
 ) -> Option<Duration> {
     log_report(report);
+    placing.moving = !report.moving.is_empty();
     let delay = if report.pod_resources_current {
         placing.wait = placing.settle;
         if report.moving.is_empty() {
