@@ -8,14 +8,18 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-/// Parses the process's command line, exiting as clap does (code 2) on a usage error.
 /// `--resource-prefix`: a prefix kubelet accepts for an extended resource, checked when the
 /// command starts; an empty one means the default, `intel.com`, as upstream's entrypoint reads it.
 /// Accepted as given, a bad prefix only showed once the agent ran, as a refused config serving no
-/// pools, which neither a config change nor SIGHUP could fix.
+/// pools until the flag was fixed (or every resource named its own `resourcePrefix`).
 fn resource_prefix(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Ok("intel.com".to_string());
+    }
+    if text.contains('/') {
+        return Err(
+            "give the prefix alone, without '/' or a resource name, such as intel.com".to_string(),
+        );
     }
     match vfpool_policy::validate::resource_name(&format!("{text}/x")) {
         Ok(()) => Ok(text.to_string()),
@@ -24,6 +28,7 @@ fn resource_prefix(text: &str) -> Result<String, String> {
     }
 }
 
+/// Parses the process's command line, exiting as clap does (code 2) on a usage error.
 pub fn parse() -> Cli {
     let matches = Cli::command().get_matches();
     if let Some(message) = conflict(&matches) {

@@ -435,7 +435,13 @@ fn new_environment_twins_show_in_help() {
 fn a_bad_resource_prefix_is_refused_when_the_command_starts() {
     let dir = simulated("dell-cx5");
     let node = node_path(&dir);
-    for bad in ["Intel.com", "example.kubernetes.io", "-x.com", "a b"] {
+    for bad in [
+        "Intel.com",
+        "example.kubernetes.io",
+        "-x.com",
+        "a b",
+        "intel.com/sriov",
+    ] {
         let flag = format!("--resource-prefix={bad}");
         let out = vfpool(&["pools", "--sysfs-root", &node, &flag]);
         assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");

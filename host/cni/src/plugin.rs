@@ -350,6 +350,9 @@ pub struct Attachment {
     pub container_id: String,
     /// Interface name in the pod.
     pub ifname: String,
+    /// What it left on the VF was undone when a new pod got the VF ([`VF_UNDONE_KEY`]): its
+    /// DEL or GC has only the IP address left to release.
+    pub vf_undone: bool,
 }
 
 fn mac_text(mac: Option<MacAddr>) -> String {
@@ -417,8 +420,11 @@ impl Attachment {
             "vfpoolIfname": self.ifname,
         });
         let mut out = raw.clone();
-        // A fresh attachment has failed no DEL, whatever the NetConf it came from carries.
-        out.retain(|k, _| !k.eq_ignore_ascii_case(DEL_FAILURES_KEY));
+        // A fresh attachment has failed no DEL and has left its VF as it is, whatever the NetConf
+        // it came from carries.
+        out.retain(|k, _| {
+            !k.eq_ignore_ascii_case(DEL_FAILURES_KEY) && !k.eq_ignore_ascii_case(VF_UNDONE_KEY)
+        });
         if let Value::Object(ours) = ours {
             for (k, v) in ours {
                 // Go matches keys case-insensitively; drop any differently-cased twin first so the
@@ -568,6 +574,7 @@ impl Attachment {
             network: text("name"),
             container_id: text("vfpoolContainerID"),
             ifname: text("vfpoolIfname"),
+            vf_undone: get(VF_UNDONE_KEY).and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -967,14 +974,17 @@ fn undo_dead_attachments(env: &CniEnv, state: &StateDir, pci: &str, deps: &mut D
         return;
     };
     for name in names.into_iter().filter(|name| *name != own) {
-        let Ok(Some(value)) = state.read_cache_named(&name) else {
+        let Ok(Some(mut value)) = state.read_cache_named(&name) else {
             continue;
         };
         let Ok(att) = Attachment::from_cache(&name, &value) else {
             continue;
         };
         // A Go cache records no netns; the stale marker just cleared was its pod's.
-        if att.pci != pci || (!att.netns.is_empty() && netns::exists(Path::new(&att.netns))) {
+        if att.pci != pci
+            || att.vf_undone
+            || (!att.netns.is_empty() && netns::exists(Path::new(&att.netns)))
+        {
             continue;
         }
         deps.log.info(&format!(
@@ -985,11 +995,24 @@ fn undo_dead_attachments(env: &CniEnv, state: &StateDir, pci: &str, deps: &mut D
             .get()
             .map_err(nl("connecting to netlink"))
             .and_then(|netlink| release("", &env.sysfs_root, &att, netlink, deps.log));
-        if let Err(e) = undone {
-            deps.log.warn(&format!(
+        match undone {
+            // Once: a later reuse, or this attachment's own late DEL, must not restore its
+            // state over what came since.
+            Ok(()) => {
+                if let Value::Object(record) = &mut value {
+                    record.insert(VF_UNDONE_KEY.to_owned(), Value::Bool(true));
+                }
+                if let Err(e) = state.write_cache_named(&name, &value) {
+                    deps.log.warn(&format!(
+                        "could not mark {name} as undone: {}",
+                        error_chain(&e)
+                    ));
+                }
+            }
+            Err(e) => deps.log.warn(&format!(
                 "could not undo what {name} left on VF {pci}: {}",
                 error_chain(&e)
-            ));
+            )),
         }
     }
 }
@@ -1107,6 +1130,7 @@ fn cmd_add(
         network: conf.name.clone(),
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
+        vf_undone: false,
     };
     deps.log.debug(&format!(
         "original state: VF {:?}, netdev MAC {:?} MTU {}; applying {:?}",
@@ -1462,6 +1486,14 @@ fn release(
     netlink: &mut dyn Netlink,
     log: &mut Logger,
 ) -> Result<(), PluginError> {
+    if att.vf_undone {
+        // Undone when a new pod got the VF; restoring it again would undo what came since.
+        log.info(&format!(
+            "VF {}: what this attachment left on it was undone when a new pod got it",
+            att.pci
+        ));
+        return Ok(());
+    }
     // VF settings first: some drivers refuse to reset a VF whose netdev is elsewhere with trust
     // off (sriov-cni PR #232/#239).
     let mut errors = Vec::new();
@@ -1599,6 +1631,11 @@ pub const DEL_ATTEMPTS: u64 = 3;
 /// cache with Go's `json.Unmarshal`, which ignores keys of no field, and older vfpool versions
 /// read only the keys they know, so either can still DEL the attachment.
 pub const DEL_FAILURES_KEY: &str = "vfpoolDelFailures";
+
+/// The cache key marking an attachment whose pod died before its DEL and whose VF settings and
+/// netdev were undone when a new pod got the VF ([`Attachment::vf_undone`]). A `vfpool*` key, for
+/// the reason given at [`DEL_FAILURES_KEY`].
+pub const VF_UNDONE_KEY: &str = "vfpoolVfUndone";
 
 fn cmd_del(
     env: &CniEnv,
@@ -1908,7 +1945,8 @@ fn bring_home_without_cache(
 ) -> Result<(), PluginError> {
     let pod = match netlink.open_netns(Path::new(netns)) {
         Ok(pod) => pod,
-        Err(NetlinkError::NetnsNotFound { .. }) => return Ok(()),
+        // Gone, or only the file left where it was mounted: nothing of it to bring home.
+        Err(NetlinkError::NetnsNotFound { .. } | NetlinkError::NotANetns { .. }) => return Ok(()),
         Err(e) => return Err(nl(format!("opening {netns}"))(e)),
     };
     let result = (|| {
@@ -2248,7 +2286,8 @@ fn cmd_gc(
             att.container_id.as_str()
         };
         if live.contains(container) {
-            deps.log.warn(&format!(
+            // The usual case with a list passed on by a meta-plugin: not worth a warning.
+            deps.log.info(&format!(
                 "GC: {name} is not in the runtime's list, but its container {container} is; leaving VF {} with it",
                 att.pci
             ));

@@ -253,6 +253,16 @@ impl StateDir {
         Self::read_json(&self.root.join(name))
     }
 
+    /// Writes a cache file by its name.
+    pub fn write_cache_named(&self, name: &str, value: &Value) -> Result<(), StateError> {
+        let path = self.root.join(name);
+        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            source: e,
+        })?;
+        Self::write_atomic(&path, &bytes)
+    }
+
     /// Removes a cache file by its name.
     pub fn remove_cache_named(&self, name: &str) -> Result<(), StateError> {
         Self::remove(&self.root.join(name))

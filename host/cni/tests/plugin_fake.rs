@@ -637,26 +637,31 @@ fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
     assert_eq!(cache["OrigVfState"]["HostIFName"], VF_NETDEV, "{cache:#}");
     assert_eq!(cache["OrigVfState"]["Vlan"], 0, "{cache:#}");
 
-    // Pod A's late DEL forgets its cache and leaves pod B's VF alone.
-    w.run("DEL", POD, &a).unwrap();
-    assert!(w.netlink.find(b, "net1").is_some());
-    assert!(!w.state_dir().join("ctr1-net1").exists());
+    // Undone once: pod A's cache says so, for its own late DEL and any later reuse.
+    let a_cache: Value =
+        serde_json::from_slice(&std::fs::read(w.state_dir().join("ctr1-net1")).unwrap()).unwrap();
+    assert_eq!(a_cache["vfpoolVfUndone"], true, "{a_cache:#}");
     // Pod B's DEL gives the VF back as it was before pod A.
-    run_as(
-        &mut w,
-        "DEL",
-        "ctr2",
-        "/proc/self/ns/net",
-        "net1",
-        &conf(json!({})),
-    )
-    .unwrap();
+    let b_path = "/proc/self/ns/net";
+    run_as(&mut w, "DEL", "ctr2", b_path, "net1", &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(b, "net1").is_none());
     assert_eq!(w.netlink.vf(PF, 1), Some(orig));
     let home = w
         .netlink
         .find(NsId::HOST, VF_NETDEV)
         .expect("home under its name");
     assert_eq!(home.mac, VF_MAC);
+    // The VF is set up by hand while free; pod A's late DEL then forgets its cache and does not
+    // restore its old state over that.
+    w.netlink.set_vf_for_test(PF, 1, 42, false, MacAddr::ZERO);
+    w.run("DEL", POD, &a).unwrap();
+    assert_eq!(
+        w.netlink.vf(PF, 1).unwrap().vlan,
+        42,
+        "{:?}",
+        w.netlink.calls
+    );
+    assert!(!w.state_dir().join("ctr1-net1").exists());
 }
 
 /// A runtime that unmounted the pod's netns but left the file there: DEL took the file for a
@@ -683,6 +688,18 @@ fn del_with_a_leftover_netns_file_brings_the_vf_home() {
     );
     assert_eq!(w.netlink.vf(PF, 1), Some(orig));
     assert!(w.state_files().is_empty());
+}
+
+/// The same without a cache (lost, or written by nobody): DEL failed on the leftover file too.
+#[test]
+fn del_without_a_cache_and_with_a_leftover_netns_file_succeeds() {
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    std::fs::remove_file(w.state_dir().join("ctr1-net1")).unwrap();
+    w.netlink.destroy_netns(Path::new(POD));
+    w.netlink.not_netns.push(PathBuf::from(POD));
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
 }
 
 #[test]

@@ -1572,5 +1572,13 @@ async fn pods_admitted_together_never_share_a_device() {
     let none = sim.allocate_pod("none", NAME, 0).await.unwrap();
     assert!(none.device_ids.is_empty() && none.preferred.is_none());
     plugins.shutdown().await;
+    sim.wait_for("the pool gone", GUARD, |r| {
+        r.get(NAME).is_none_or(|v| !v.connected)
+    })
+    .await
+    .unwrap();
+    // Nothing to check for a pod that uses no device of the resource, served or not.
+    sim.readmit_pod("none").unwrap();
+    assert!(sim.readmit_pod("a").is_err());
     sim.shutdown();
 }

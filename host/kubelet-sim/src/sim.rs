@@ -741,6 +741,10 @@ impl KubeletSim {
             .pods
             .get(pod)
             .ok_or_else(|| SimError::UnknownPod(pod.to_string()))?;
+        // kubelet looks at no resource a pod does not use.
+        if ids.is_empty() {
+            return Ok(());
+        }
         let view = state
             .resources
             .get(resource)

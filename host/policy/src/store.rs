@@ -94,8 +94,9 @@ pub struct ReloadOutcome {
     /// The reload before this one was refused and this one was not: what was refused has been
     /// replaced (or put back), so the refusal no longer applies.
     pub recovered: bool,
-    /// Refused for exactly the reasons the reload before this one was (a refused set tried again
-    /// on a changed node, or after its backoff): [`crate::watch::log_outcome`] says it at debug.
+    /// Refused for exactly the reasons the reload before this one was: when nothing but a retry
+    /// of the refused set brought the reload (a changed node, its backoff),
+    /// [`crate::watch::log_retried_outcome`] says it at debug.
     pub refused_again: bool,
     /// Files in the policy directory that were skipped, and why.
     pub ignored: Vec<String>,
@@ -902,28 +903,35 @@ mod refusal_tests {
     }
 
     /// A refused set tried again and refused the same way (on every changed inventory, after
-    /// each backoff) is said once at its level, then at debug; a reload an operator asked for
-    /// (SIGHUP) says it again. The same warning used to come with every try.
+    /// each backoff) is said once at its level, then at debug, with the files that are no policy;
+    /// a reload a file change brought, or an operator asked for (SIGHUP), says it again. The same
+    /// warning used to come with every try.
     #[test]
     fn a_refusal_repeated_by_a_retry_is_said_once() {
-        let (_dir, sources, active, inventory) = with_probe("probe:trap");
+        let (dir, sources, active, inventory) = with_probe("probe:trap");
+        fs::write(dir.path().join("notes.wasm"), "not a policy").unwrap();
         let logs = logs_of(|| {
             let outcomes: Vec<_> = (0..3)
                 .map(|_| active.reload(&sources, &inventory))
                 .collect();
-            for outcome in &outcomes {
-                assert!(!outcome.refused.is_empty(), "{outcome:?}");
-                crate::watch::log_outcome(outcome);
-            }
             assert!(!outcomes[0].refused_again && outcomes[1].refused_again);
+            crate::watch::log_outcome(&outcomes[0]);
+            for retried in &outcomes[1..] {
+                assert!(!retried.refused.is_empty(), "{retried:?}");
+                crate::watch::log_retried_outcome(retried);
+            }
+            // The same refusal after a file change, then after SIGHUP: said again.
+            crate::watch::log_outcome(&active.reload(&sources, &inventory));
             crate::watch::log_requested_outcome(&active.reload(&sources, &inventory));
         });
-        assert_eq!(said(&logs, " ERROR ", "policy set refused"), 2, "{logs}");
+        assert_eq!(said(&logs, " ERROR ", "policy set refused"), 3, "{logs}");
         assert_eq!(
             said(&logs, " DEBUG ", "policy reload refused again"),
             2,
             "{logs}"
         );
+        assert_eq!(said(&logs, " WARN ", "notes.wasm"), 3, "{logs}");
+        assert_eq!(said(&logs, " DEBUG ", "notes.wasm"), 2, "{logs}");
     }
 
     /// A set refused by its dry run is tried again on a new inventory, but not on every one: a

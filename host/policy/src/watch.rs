@@ -225,20 +225,28 @@ impl PolicyWatcher {
                     // makes access events itself, which must not lead to another look.
                     let look = result.is_none() || looked.elapsed() >= recheck;
                     let mut due = false;
+                    let mut files_changed = false;
+                    let mut retrying = false;
                     let mut current = None;
                     if look {
                         looked = Instant::now();
                         let now = fingerprint(&sources);
-                        due = now != seen;
+                        files_changed = now != seen;
+                        due = files_changed;
                         seen = now;
                         // A refusal the same files may get past: the devices it named may have
                         // appeared (a new inventory), or memory or time may be there now.
                         if let Some(retry) = active.pending_retry() {
                             let latest: Arc<PolicyInventory> = inventory().into();
-                            due |= retry.due(Instant::now(), !Arc::ptr_eq(&latest, &tried_on));
+                            retrying =
+                                retry.due(Instant::now(), !Arc::ptr_eq(&latest, &tried_on));
+                            due |= retrying;
                             current = Some(latest);
                         }
                     }
+                    // Nothing changed but time or the node: what it says again is not news.
+                    let retry_only =
+                        retrying && !(relevant || files_changed || rearmed || requested);
                     if !(relevant || due || rearmed || requested) {
                         continue;
                     }
@@ -254,6 +262,8 @@ impl PolicyWatcher {
                         let outcome = active.reload(&sources, &current);
                         if requested {
                             log_requested_outcome(&outcome);
+                        } else if retry_only {
+                            log_retried_outcome(&outcome);
                         } else {
                             log_outcome(&outcome);
                         }
@@ -552,23 +562,32 @@ fn after_arming(
 }
 
 /// Logs what a reload did: accepted sets at info; refusals at warn (error before any set was
-/// accepted), at debug when they repeat the last reload's; skipped files at info, `.wasm` files
-/// that are no policy at warn.
+/// accepted); skipped files at info, `.wasm` files that are no policy at warn.
 pub fn log_outcome(outcome: &ReloadOutcome) {
     log_outcome_as(outcome, false);
 }
 
-/// [`log_outcome`]; `asked`: an operator asked for this reload, so a refusal is said at its
-/// level even when the last reload said the same.
-fn log_outcome_as(outcome: &ReloadOutcome, asked: bool) {
+/// [`log_outcome`] for a reload that only retried a refused set (no file changed, nobody asked):
+/// a refusal the same as the last one, and the files that are no policy, are said at debug — the
+/// warnings stand from the reload that first said them.
+pub fn log_retried_outcome(outcome: &ReloadOutcome) {
+    log_outcome_as(outcome, true);
+}
+
+/// [`log_outcome`]; `retried`: see [`log_retried_outcome`].
+fn log_outcome_as(outcome: &ReloadOutcome, retried: bool) {
     for note in &outcome.ignored {
         tracing::info!("policy directory: ignored {note}");
     }
     for note in &outcome.not_policies {
-        tracing::warn!("policy directory: {note}");
+        if retried {
+            tracing::debug!("policy directory: {note}");
+        } else {
+            tracing::warn!("policy directory: {note}");
+        }
     }
     for reason in &outcome.refused {
-        if outcome.refused_again && !asked {
+        if outcome.refused_again && retried {
             // A refused set tried again (a changed node, its backoff) and refused the same way:
             // the warning stands from the first time.
             tracing::debug!("policy reload refused again: {reason}");
@@ -606,7 +625,7 @@ fn log_outcome_as(outcome: &ReloadOutcome, asked: bool) {
 /// [`log_outcome`] for a reload an operator asked for (SIGHUP): it also says when nothing changed,
 /// so every request gets an answer in the log.
 pub fn log_requested_outcome(outcome: &ReloadOutcome) {
-    log_outcome_as(outcome, true);
+    log_outcome_as(outcome, false);
     if !outcome.changed
         && outcome.refused.is_empty()
         && !outcome.recovered
