@@ -541,10 +541,9 @@ async fn config_change_during_startup_is_picked_up() {
     sim.shutdown();
 }
 
-/// A pool change never moves a device a pod holds: it stays in its pool (and out of the new
-/// one) until the pod releases it; then the next rescan moves it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_in_use_does_not_move() {
+/// The dual-port Mellanox node with a pool per port (`pool_a`: ens1f0's 12 VFs, `pool_b`:
+/// ens1f1's), served by an agent rescanning every `rescan`, both pools allocatable in kubelet.
+async fn one_pool_per_port(rescan: &str) -> (Node, KubeletSim, Agent) {
     let node = Node::shipped(
         "dell-cx5",
         r#"{"resourceList":[
@@ -552,15 +551,23 @@ async fn device_in_use_does_not_move() {
           {"resourceName":"pool_b","selectors":{"pfNames":["ens1f1"]}}
         ]}"#,
     );
-    let mut sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
         .await
         .unwrap();
-    let agent = node.agent("300ms");
+    let agent = node.agent(rescan);
     sim.wait_for("both pools", GUARD, |r| {
         allocatable(r, "intel.com/pool_a") == 12 && allocatable(r, "intel.com/pool_b") == 12
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    (node, sim, agent)
+}
+
+/// A pool change never moves a device a pod holds: it stays in its pool (and out of the new
+/// one) until the pod releases it; then the next rescan moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_in_use_does_not_move() {
+    let (node, mut sim, agent) = one_pool_per_port("300ms").await;
     let pod = sim
         .allocate_pod("holder", "intel.com/pool_a", 1)
         .await
@@ -630,23 +637,8 @@ async fn device_in_use_does_not_move() {
 /// pool until a discovery worked again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_devices_are_placed_when_a_rescan_fails() {
-    let node = Node::shipped(
-        "dell-cx5",
-        r#"{"resourceList":[
-          {"resourceName":"pool_a","selectors":{"pfNames":["ens1f0"]}},
-          {"resourceName":"pool_b","selectors":{"pfNames":["ens1f1"]}}
-        ]}"#,
-    );
-    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
     // No periodic rescan during the test: only the one that places the moving devices.
-    let agent = node.agent("1h");
-    sim.wait_for("both pools", GUARD, |r| {
-        allocatable(r, "intel.com/pool_a") == 12 && allocatable(r, "intel.com/pool_b") == 12
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let (node, sim, agent) = one_pool_per_port("1h").await;
     // Discovery fails from now on; the config reload selects on the last good inventory.
     std::fs::rename(node.sysfs(), node.path("sys.away")).unwrap();
     node.rewrite_config(

@@ -145,6 +145,23 @@ impl World {
 
     /// The host looks exactly as before ADD: VF netdev home under its name, MAC and MTU, down;
     /// VF settings original; nothing in the pod; no temp-netns leak; no IPAM allocation left.
+    /// The VF's `net/` directory in the simulated sysfs.
+    fn vf_net_dir(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("sys/bus/pci/devices")
+            .join(VF_PCI)
+            .join("net")
+    }
+
+    /// The pod's netns dies without a DEL: the kernel returns the VF's netdev to the host under
+    /// its pod name (net1), and sysfs shows it so.
+    fn pod_netns_dies(&mut self) {
+        self.netlink.destroy_netns(Path::new(POD));
+        let net = self.vf_net_dir();
+        std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    }
+
     fn assert_pristine(&self, orig_vf: VfState) {
         let link = self.netlink.find(NsId::HOST, VF_NETDEV).unwrap_or_else(|| {
             panic!(
@@ -596,15 +613,7 @@ fn del_after_the_pod_netns_died_renames_the_returned_netdev() {
         &conf(json!({"vlan": 9, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
     )
     .unwrap();
-    w.netlink.destroy_netns(Path::new(POD));
-    // sysfs now shows the VF's netdev under its pod name.
-    let net = w
-        .dir
-        .path()
-        .join("sys/bus/pci/devices")
-        .join(VF_PCI)
-        .join("net");
-    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    w.pod_netns_dies();
     w.run("DEL", POD, &conf(json!({"vlan": 9}))).unwrap();
     let link = w.netlink.find(NsId::HOST, VF_NETDEV).expect("renamed back");
     assert_eq!(link.mac, VF_MAC);
@@ -672,15 +681,8 @@ fn del_with_a_leftover_netns_file_brings_the_vf_home() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
     w.run("ADD", POD, &conf(json!({"vlan": 9}))).unwrap();
-    w.netlink.destroy_netns(Path::new(POD));
+    w.pod_netns_dies();
     w.netlink.not_netns.push(PathBuf::from(POD));
-    let net = w
-        .dir
-        .path()
-        .join("sys/bus/pci/devices")
-        .join(VF_PCI)
-        .join("net");
-    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
     w.run("DEL", POD, &conf(json!({"vlan": 9}))).unwrap();
     assert!(
         w.netlink.find(NsId::HOST, VF_NETDEV).is_some(),
@@ -773,17 +775,11 @@ fn del_reads_a_cache_written_by_the_go_plugin() {
 /// the netdev to the host as net1), and pod B (`ctr2`, a live netns, `b_conf`) gets the same VF as
 /// net1. Returns B's netns.
 fn pod_b_took_the_vf_of_dead_pod_a(w: &mut World, a_conf: &Value, b_conf: &Value) -> NsId {
-    let net = w
-        .dir
-        .path()
-        .join("sys/bus/pci/devices")
-        .join(VF_PCI)
-        .join("net");
     let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    w.netlink.sysfs_net.insert(index, net.clone());
+    let net = w.vf_net_dir();
+    w.netlink.sysfs_net.insert(index, net);
     w.run("ADD", POD, a_conf).unwrap();
-    w.netlink.destroy_netns(Path::new(POD));
-    std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    w.pod_netns_dies();
     // Pod B: a live netns (the fake's) whose path also exists on the host, so the marker is live.
     let pod_b = "/proc/self/ns/net";
     let b = w.netlink.add_netns(Path::new(pod_b));
