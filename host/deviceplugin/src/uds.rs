@@ -204,6 +204,19 @@ pub fn channel_with(endpoint: Endpoint, path: &Path) -> Channel {
     }))
 }
 
+/// A random number drawn once per process (std's hash keys are random per process).
+fn instance_token() -> u32 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static TOKEN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        let hash = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        // The high and low halves folded: any 32 bits of a random 64 will do.
+        (hash ^ (hash >> 32)) as u32
+    })
+}
+
 /// Binds a listener at `path`, creating its directory; a stale socket there is replaced.
 ///
 /// The socket is bound under a hidden temporary name next to `path` and renamed into place, so
@@ -222,13 +235,17 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         source,
     };
     // Short, so that it fits wherever the socket's own name fits (a unix socket path has at most
-    // 107 bytes).
+    // 107 bytes). The pid alone does not tell two instances apart: each runs as pid 1, or the
+    // same low pid, in its own container's pid namespace, and during a rolling update both bind
+    // the same pools' sockets; one would remove the other's temporary socket as a leftover, or
+    // rename it into place as its own.
     let temporary = dir.join(format!(
-        ".{}-{}",
+        ".{}-{:08x}-{}",
         std::process::id(),
+        instance_token(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    // A leftover of a crashed earlier bind with the same name (same pid after a restart).
+    // A leftover of a crashed earlier bind with the same name.
     let _ = std::fs::remove_file(&temporary);
     match UnixListener::bind(&temporary) {
         Ok(listener) => {
@@ -280,5 +297,25 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["intel.com_x.sock"]);
+    }
+
+    /// Another instance with the same pid (pid 1 in its own container, during a rolling update)
+    /// binding at the same moment: its temporary socket is not ours to remove. Named by pid and
+    /// counter alone, the two instances' temporary names were the same, and ours removed theirs.
+    #[tokio::test]
+    async fn another_instances_temporary_socket_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intel.com_x.sock");
+        // What the other instance would have bound by now under the pid-and-counter names.
+        let theirs: Vec<_> = (0..64)
+            .map(|n| dir.path().join(format!(".{}-{n}", std::process::id())))
+            .collect();
+        for name in &theirs {
+            std::fs::write(name, "theirs").unwrap();
+        }
+        let _ours = bind(&path).unwrap();
+        for name in &theirs {
+            assert!(name.exists(), "{} was removed", name.display());
+        }
     }
 }
