@@ -137,74 +137,55 @@ pub fn check_answer(request: &PreferenceRequest, answer: &[String]) -> Result<()
     Ok(())
 }
 
-/// The built-in order: must-include devices first, then devices sharing a (NUMA node, PF) group
-/// with them, then the fullest groups (fewest PFs touched), ties broken by NUMA node and PF
-/// address, ids in order within a group; ids the pool does not know come last. Deterministic for a
-/// given pool and request, and linear in the request (groups are precomputed per snapshot).
+/// The built-in order: the default allocator policy's packing (`packed-allocator`'s plan, run
+/// natively), so that a pod whose allocator failed or timed out is placed as the default policy
+/// would place it — must-include first, the NUMA node of the must-include devices (or the node with
+/// the most free devices), the PF with the fewest free devices first so one PF fills before the
+/// next, devices of a PF by VF index or SF number. Ids the pool does not know come last.
+/// Deterministic for a given pool and request.
 pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> Vec<String> {
     let size = request.size.min(request.available.len());
-    let mut chosen: Vec<String> = Vec::with_capacity(size.max(request.must_include.len()));
-    let mut seen: HashSet<&str> = HashSet::with_capacity(request.must_include.len());
-    let mut preferred = vec![false; pool.group_count()];
-    for id in &request.must_include {
-        if seen.insert(id.as_str()) {
-            chosen.push(id.clone());
-            if let Some(group) = pool.position(id).and_then(|p| pool.group(p))
-                && let Some(flag) = preferred.get_mut(group as usize)
-            {
-                *flag = true;
+    let candidates: Vec<packed_allocator::Candidate> = request
+        .available
+        .iter()
+        .zip(0u64..)
+        .map(|(id, i)| {
+            let known = pool
+                .position(id)
+                .and_then(|p| Some((pool.members.get(p)?, pool.pf_rank(p)?)));
+            match known {
+                Some((member, pf)) => packed_allocator::Candidate {
+                    id: id.clone(),
+                    numa: member.device.numa_node,
+                    pf,
+                    index: member.device.vf_index.or(member.device.sf_num),
+                },
+                // A group of its own, after every PF of the pool's.
+                None => packed_allocator::Candidate {
+                    id: id.clone(),
+                    numa: None,
+                    pf: u64::MAX - i,
+                    index: None,
+                },
             }
-        }
-    }
-    if chosen.len() >= size {
-        return chosen;
-    }
-    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); pool.group_count()];
-    let mut unknown: Vec<&str> = Vec::new();
-    for id in &request.available {
-        if seen.contains(id.as_str()) {
-            continue;
-        }
-        match pool
-            .position(id)
-            .and_then(|p| pool.group(p).map(|g| (p, g)))
-        {
-            Some((position, group)) => {
-                if let Some(bucket) = buckets.get_mut(group as usize) {
-                    bucket.push(position);
+        })
+        .collect();
+    match packed_allocator::plan(&candidates, &request.must_include, size) {
+        Ok(ids) => ids,
+        // Not a request `from_kubelet` lets through; answered anyway, in the order given.
+        Err(_) => {
+            let mut chosen: Vec<String> = Vec::with_capacity(size);
+            for id in request.must_include.iter().chain(&request.available) {
+                if chosen.len() >= size.max(request.must_include.len()) {
+                    break;
+                }
+                if !chosen.contains(id) {
+                    chosen.push(id.clone());
                 }
             }
-            None => unknown.push(id.as_str()),
+            chosen
         }
     }
-    let mut order: Vec<usize> = (0..buckets.len())
-        .filter(|&g| buckets.get(g).is_some_and(|b| !b.is_empty()))
-        .collect();
-    for bucket in &mut buckets {
-        bucket.sort_unstable();
-        bucket.dedup();
-    }
-    let len = |g: usize| buckets.get(g).map_or(0, Vec::len);
-    let is_preferred = |g: usize| preferred.get(g).copied().unwrap_or(false);
-    order.sort_by(|&a, &b| {
-        is_preferred(b)
-            .cmp(&is_preferred(a))
-            .then(len(b).cmp(&len(a)))
-            .then(a.cmp(&b))
-    });
-    unknown.sort_unstable();
-    unknown.dedup();
-    let known = order
-        .iter()
-        .flat_map(|&g| buckets.get(g).into_iter().flatten())
-        .filter_map(|&p| pool.members.get(p).map(|m| m.id()));
-    for id in known.chain(unknown) {
-        if chosen.len() >= size {
-            break;
-        }
-        chosen.push(id.to_string());
-    }
-    chosen
 }
 
 /// The active allocator policy as an [`Allocator`]. The agent swaps the inventory the policy sees
@@ -313,13 +294,68 @@ mod tests {
         }
     }
 
+    /// The built-in order is the default policy's packing: on the NUMA node with the most free
+    /// devices, the PF with the fewest free first. It took the PF with the most free first, so
+    /// pods of one device each alternated between PFs instead of filling one (upstream #255).
     #[test]
-    fn builtin_packs_the_fullest_pf_first() {
+    fn builtin_fills_one_pf_before_the_next_across_requests() {
+        let pool = pool();
+        let mut free: Vec<&str> = pool.members.iter().map(|m| m.id()).collect();
+        let mut given = Vec::new();
+        for _ in 0..4 {
+            let req = request(&free, &[], 1);
+            let got = builtin_preference(&pool, &req);
+            check_answer(&req, &got).unwrap();
+            free.retain(|id| *id != got[0]);
+            given.push(got[0].clone());
+        }
+        assert_eq!(given, ["p1-0", "p1-1", "p0-0", "p0-1"]);
+    }
+
+    /// It stays on one NUMA node when the node can hold the request; it crossed to another
+    /// node's bigger PF (the groups were ranked by size alone).
+    #[test]
+    fn builtin_stays_on_one_numa_node() {
         let pool = pool();
         let all: Vec<&str> = pool.members.iter().map(|m| m.id()).collect();
-        let got = builtin_preference(&pool, &request(&all, &[], 3));
-        assert_eq!(got, ["p0-0", "p0-1", "p0-2"]);
-        check_answer(&request(&all, &[], 3), &got).unwrap();
+        let got = builtin_preference(&pool, &request(&all, &[], 6));
+        assert_eq!(got, ["p1-0", "p1-1", "p0-0", "p0-1", "p0-2", "p0-3"]);
+    }
+
+    /// Sub-functions in SF-number order, not id order (`mlx5_core.sf.10` sorts before `.sf.9`).
+    #[test]
+    fn builtin_orders_sub_functions_by_number() {
+        let members = [9u32, 10, 11]
+            .iter()
+            .map(|n| {
+                let mut d = Device::unknown(format!("mlx5_core.sf.{n}"), DeviceKind::Aux);
+                d.pf_id = Some("p0".to_string());
+                d.numa_node = Some(0);
+                d.sf_num = Some(*n);
+                Member {
+                    hints: PoolDevice {
+                        id: d.id.clone(),
+                        rdma: false,
+                        vhost_net: false,
+                        vdpa_type: None,
+                        additional_info: None,
+                    },
+                    device: d,
+                    health: Health::Healthy,
+                    held: false,
+                }
+            })
+            .collect();
+        let pool = PoolSnapshot::new(
+            "x.io/sf".to_string(),
+            DeviceType::AuxNetDevice,
+            false,
+            members,
+            NodeFacts::default(),
+        );
+        let all: Vec<&str> = pool.members.iter().map(|m| m.id()).collect();
+        let got = builtin_preference(&pool, &request(&all, &[], 2));
+        assert_eq!(got, ["mlx5_core.sf.9", "mlx5_core.sf.10"]);
     }
 
     #[test]
@@ -339,7 +375,7 @@ mod tests {
         let a = builtin_preference(&pool, &req);
         let b = builtin_preference(&pool, &req);
         assert_eq!(a, b);
-        assert_eq!(a, ["p1-0", "p1-1", "p0-3"]);
+        assert_eq!(a, ["p0-3", "p1-0", "p1-1"]);
     }
 
     #[test]

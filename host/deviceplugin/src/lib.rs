@@ -6,7 +6,8 @@
 //! `kubelet.sock` re-registers every pool at once, a deleted pool socket is re-bound), retries with
 //! backoff, restart of a failed server; ListAndWatch with health and NUMA topology, sent only on
 //! change to every stream; GetPreferredAllocation through a pluggable [`Allocator`] with a
-//! deterministic fallback; Allocate exactly as upstream answers it ([`allocate`]: env, `_INFO`,
+//! deterministic fallback (the default allocator policy's packing, `packed-allocator`'s plain-Rust
+//! plan run natively); Allocate exactly as upstream answers it ([`allocate`]: env, `_INFO`,
 //! device specs, device-info files); in-use safety through kubelet's PodResources API
 //! ([`podresources`], [`plan`]); the kernel events (rtnetlink link events, uevents) that make the
 //! agent rescan early ([`events`]).

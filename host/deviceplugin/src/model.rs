@@ -63,9 +63,9 @@ pub struct PoolSnapshot {
     /// Node facts at the time of the snapshot (`/dev/vhost-net`, `/dev/net/tun`).
     pub node: NodeFacts,
     index: HashMap<String, usize>,
-    /// Per member: the rank of its (NUMA node, PF) group, groups ranked in key order.
-    groups: Vec<u32>,
-    group_count: usize,
+    /// Per member: its PF's rank among the members' PFs in address order; a member without a PF
+    /// ranks after every PF, on its own (see [`Self::pf_rank`]).
+    pf_ranks: Vec<u64>,
     /// Per member: its Allocate answer, once [`Self::prepare`] ran (empty before).
     prepared: Vec<Option<Prepared>>,
 }
@@ -86,24 +86,22 @@ impl PoolSnapshot {
             .enumerate()
             .map(|(i, m)| (m.device.id.clone(), i))
             .collect();
-        let keys: std::collections::BTreeSet<(Option<u32>, Option<&str>)> = members
+        let pfs: std::collections::BTreeSet<&str> = members
             .iter()
-            .map(|m| (m.device.numa_node, m.device.pf_id.as_deref()))
+            .filter_map(|m| m.device.pf_id.as_deref())
             .collect();
-        let rank: HashMap<(Option<u32>, Option<&str>), u32> = keys
+        let rank: HashMap<&str, u64> = pfs.iter().zip(0u64..).map(|(pf, i)| (*pf, i)).collect();
+        let pf_ranks = members
             .iter()
-            .enumerate()
-            .map(|(i, k)| (*k, u32::try_from(i).unwrap_or(u32::MAX)))
-            .collect();
-        let groups = members
-            .iter()
-            .map(|m| {
-                rank.get(&(m.device.numa_node, m.device.pf_id.as_deref()))
-                    .copied()
-                    .unwrap_or(0)
+            .zip(0u64..)
+            .map(|(m, position)| {
+                m.device
+                    .pf_id
+                    .as_deref()
+                    .and_then(|pf| rank.get(pf).copied())
+                    .unwrap_or(rank.len() as u64 + position)
             })
             .collect();
-        let group_count = keys.len();
         PoolSnapshot {
             resource_name,
             device_type,
@@ -111,8 +109,7 @@ impl PoolSnapshot {
             members,
             node,
             index,
-            groups,
-            group_count,
+            pf_ranks,
             prepared: Vec::new(),
         }
     }
@@ -158,15 +155,10 @@ impl PoolSnapshot {
         self.index.get(id).copied()
     }
 
-    /// The (NUMA node, PF) group rank of the member at `position`, and how many groups there are.
-    /// Groups are ranked in (NUMA node, PF address) order.
-    pub fn group(&self, position: usize) -> Option<u32> {
-        self.groups.get(position).copied()
-    }
-
-    /// How many (NUMA node, PF) groups the members form.
-    pub fn group_count(&self) -> usize {
-        self.group_count
+    /// The PF rank of the member at `position`: members of one PF share it, PFs rank in address
+    /// order, and a member without a PF has a rank of its own after every PF's.
+    pub fn pf_rank(&self, position: usize) -> Option<u64> {
+        self.pf_ranks.get(position).copied()
     }
 
     /// What kubelet sees: (id, health, NUMA node unless topology is excluded), in id order. Two
