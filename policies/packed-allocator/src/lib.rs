@@ -202,6 +202,38 @@ mod tests {
         assert!(plan(&node(), &["a0".to_string(), "a1".to_string()], 1).is_err());
     }
 
+    /// After the must-include device, its own PF comes first even when another PF of the node has
+    /// fewer free devices (the pod's interfaces share the PF it already has).
+    #[test]
+    fn the_must_include_pf_is_filled_first() {
+        let devices = vec![
+            c("a0", 0, 'A', 0),
+            c("a1", 0, 'A', 1),
+            c("a2", 0, 'A', 2),
+            c("a3", 0, 'A', 3),
+            c("b0", 0, 'B', 0),
+            c("b1", 0, 'B', 1),
+        ];
+        // B has fewer free devices, but A holds the must-include one.
+        assert_eq!(
+            plan(&devices, &["a3".to_string()], 3).unwrap(),
+            ["a3", "a0", "a1"]
+        );
+    }
+
+    /// Devices whose NUMA node is unknown come after those of every known node.
+    #[test]
+    fn unknown_numa_nodes_come_last() {
+        let mut devices = vec![c("a0", 0, 'A', 0), c("c0", 1, 'C', 0)];
+        devices.push(Candidate {
+            id: "u0".into(),
+            numa: None,
+            pf: u64::from('U'),
+            index: Some(0),
+        });
+        assert_eq!(plan(&devices, &[], 3).unwrap(), ["a0", "c0", "u0"]);
+    }
+
     #[test]
     fn a_smaller_answer_is_a_prefix_of_a_larger_one() {
         // Guards the partial selection: choosing k must give the first k of the full order.

@@ -49,10 +49,23 @@ pub fn plan(
             available.len()
         )));
     }
-    let must_numa = available
-        .iter()
-        .find(|c| answer.contains(&c.id))
-        .and_then(|c| c.numa);
+    // The node most must-include devices are on (the lowest of a tie), and their PFs: the rest
+    // goes to other PFs first, so that the pod's interfaces do not share an uplink.
+    let mut must_nodes: Vec<(u32, usize)> = Vec::new();
+    let mut must_pfs: Vec<u64> = Vec::new();
+    for c in available.iter().filter(|c| answer.contains(&c.id)) {
+        must_pfs.push(c.pf);
+        if let Some(n) = c.numa {
+            match must_nodes.iter_mut().find(|(node, _)| *node == n) {
+                Some((_, count)) => *count += 1,
+                None => must_nodes.push((n, 1)),
+            }
+        }
+    }
+    let must_numa = must_nodes
+        .into_iter()
+        .max_by(|(na, ca), (nb, cb)| ca.cmp(cb).then_with(|| nb.cmp(na)))
+        .map(|(n, _)| n);
     let rest: Vec<&Candidate> = available
         .iter()
         .filter(|c| !answer.contains(&c.id))
@@ -68,12 +81,15 @@ pub fn plan(
             )
         })
     });
-    // Per NUMA group (target first), PFs as queues, emptiest PF first, then round-robin.
-    let mut groups: Vec<(bool, Option<u32>)> =
-        rest.iter().map(|c| (c.numa != target, c.numa)).collect();
+    // Per NUMA group (the target first, devices of unknown node last), PFs as queues: PFs the
+    // must-include devices are not on first, then the emptiest, then round-robin.
+    let mut groups: Vec<(bool, bool, Option<u32>)> = rest
+        .iter()
+        .map(|c| (c.numa != target, c.numa.is_none(), c.numa))
+        .collect();
     groups.sort_unstable();
     groups.dedup();
-    for (_, numa) in groups {
+    for (_, _, numa) in groups {
         let mut queues: Vec<(u64, Vec<&Candidate>)> = Vec::new();
         for c in rest.iter().filter(|c| c.numa == numa) {
             match queues.iter_mut().find(|(pf, _)| *pf == c.pf) {
@@ -84,7 +100,13 @@ pub fn plan(
         for (_, q) in &mut queues {
             q.sort_by_key(|c| (c.index.unwrap_or(u32::MAX), c.id.clone()));
         }
-        queues.sort_by(|(pa, qa), (pb, qb)| qb.len().cmp(&qa.len()).then_with(|| pa.cmp(pb)));
+        queues.sort_by(|(pa, qa), (pb, qb)| {
+            must_pfs
+                .contains(pa)
+                .cmp(&must_pfs.contains(pb))
+                .then_with(|| qb.len().cmp(&qa.len()))
+                .then_with(|| pa.cmp(pb))
+        });
         let mut round = 0;
         while answer.len() < size && queues.iter().any(|(_, q)| round < q.len()) {
             for (_, q) in &queues {
@@ -126,5 +148,43 @@ mod tests {
         ];
         assert_eq!(plan(&node, &[], 3).unwrap(), ["b0", "a0", "b1"]);
         assert_eq!(plan(&node, &["c0".into()], 2).unwrap(), ["c0", "b0"]);
+    }
+
+    /// The pod's second interface goes to another PF than its must-include device's, even when
+    /// that PF has more free devices: the example's point is not sharing an uplink.
+    #[test]
+    fn the_must_include_pf_comes_last() {
+        let node = vec![
+            c("a0", 0, 'A', 0),
+            c("a1", 0, 'A', 1),
+            c("b0", 0, 'B', 0),
+            c("b1", 0, 'B', 1),
+            c("b2", 0, 'B', 2),
+            c("b3", 0, 'B', 3),
+        ];
+        assert_eq!(plan(&node, &["b0".into()], 2).unwrap(), ["b0", "a0"]);
+    }
+
+    /// The node most must-include devices are on, and devices of unknown node after every known
+    /// node's.
+    #[test]
+    fn numa_node_of_most_must_include_and_unknown_nodes_last() {
+        let mut node = vec![
+            c("a0", 1, 'A', 0),
+            c("b0", 0, 'B', 0),
+            c("b1", 0, 'B', 1),
+            c("d0", 0, 'D', 0),
+            c("e0", 1, 'E', 0),
+        ];
+        node.push(Candidate {
+            id: "u0".into(),
+            numa: None,
+            pf: u64::from('U'),
+            index: Some(0),
+        });
+        // Must-include a0 (node 1), b0 and b1 (node 0): node 0 it is.
+        let must = ["a0".into(), "b0".into(), "b1".into()];
+        assert_eq!(plan(&node, &must, 4).unwrap()[3], "d0");
+        assert_eq!(plan(&node[1..], &[], 5).unwrap()[4], "u0");
     }
 }
