@@ -254,6 +254,22 @@ mod tests {
     use super::*;
     use crate::model::{Health, Member};
 
+    /// A healthy member for `device`, with no Allocate hints.
+    fn member(device: Device) -> Member {
+        Member {
+            hints: PoolDevice {
+                id: device.id.clone(),
+                rdma: false,
+                vhost_net: false,
+                vdpa_type: None,
+                additional_info: None,
+            },
+            device,
+            health: Health::Healthy,
+            held: false,
+        }
+    }
+
     /// 4 VFs on PF p0 (NUMA 0), 2 on p1 (NUMA 0), 3 on p2 (NUMA 1).
     fn pool() -> PoolSnapshot {
         let mut members = Vec::new();
@@ -262,18 +278,7 @@ mod tests {
                 let mut d = Device::unknown(format!("{pf}-{i}"), DeviceKind::Vf);
                 d.pf_id = Some(pf.to_string());
                 d.numa_node = Some(numa);
-                members.push(Member {
-                    hints: PoolDevice {
-                        id: d.id.clone(),
-                        rdma: false,
-                        vhost_net: false,
-                        vdpa_type: None,
-                        additional_info: None,
-                    },
-                    device: d,
-                    health: Health::Healthy,
-                    held: false,
-                });
+                members.push(member(d));
             }
         }
         PoolSnapshot::new(
@@ -332,18 +337,7 @@ mod tests {
                 d.pf_id = Some("p0".to_string());
                 d.numa_node = Some(0);
                 d.sf_num = Some(*n);
-                Member {
-                    hints: PoolDevice {
-                        id: d.id.clone(),
-                        rdma: false,
-                        vhost_net: false,
-                        vdpa_type: None,
-                        additional_info: None,
-                    },
-                    device: d,
-                    health: Health::Healthy,
-                    held: false,
-                }
+                member(d)
             })
             .collect();
         let pool = PoolSnapshot::new(
