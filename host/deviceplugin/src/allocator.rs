@@ -145,7 +145,7 @@ pub fn check_answer(request: &PreferenceRequest, answer: &[String]) -> Result<()
 /// Deterministic for a given pool and request.
 pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> Vec<String> {
     let size = request.size.min(request.available.len());
-    let candidates: Vec<packed_allocator::Candidate> = request
+    let candidates: Vec<packed_allocator::Candidate<'_>> = request
         .available
         .iter()
         .zip(0u64..)
@@ -155,14 +155,14 @@ pub fn builtin_preference(pool: &PoolSnapshot, request: &PreferenceRequest) -> V
                 .and_then(|p| Some((pool.members.get(p)?, pool.pf_rank(p)?)));
             match known {
                 Some((member, pf)) => packed_allocator::Candidate {
-                    id: id.clone(),
+                    id,
                     numa: member.device.numa_node,
                     pf,
                     index: member.device.vf_index.or(member.device.sf_num),
                 },
                 // A group of its own, after every PF of the pool's.
                 None => packed_allocator::Candidate {
-                    id: id.clone(),
+                    id,
                     numa: None,
                     pf: u64::MAX - i,
                     index: None,

@@ -31,14 +31,14 @@ impl Guest for PackedAllocator {
         } = request;
         // A device without a parent PF is a group of its own, after every PF.
         let standalone = pfs.len() as u64;
-        let candidates: Vec<crate::Candidate> = available
-            .into_iter()
+        let candidates: Vec<crate::Candidate<'_>> = available
+            .iter()
             .enumerate()
             .map(|(position, c)| crate::Candidate {
                 pf: c.pf.map_or(standalone + position as u64, u64::from),
                 index: c.vf_index.or(c.sf_num),
                 numa: c.numa_node,
-                id: c.id,
+                id: &c.id,
             })
             .collect();
         crate::plan(&candidates, &must_include, size as usize)

@@ -14,9 +14,9 @@ mod component;
 
 /// What the plan needs to know about an available device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// Device id.
-    pub id: String,
+pub struct Candidate<'a> {
+    /// Device id (borrowed: a request of a thousand devices is not copied to be ordered).
+    pub id: &'a str,
     /// NUMA node, if known.
     pub numa: Option<u32>,
     /// The device's PF group: devices with the same value share a PF; groups order like their PF's
@@ -32,20 +32,20 @@ pub struct RequestProblem(pub String);
 
 /// The preferred ids: `must_include` first (in the given order), then the packed choice.
 pub fn plan(
-    available: &[Candidate],
+    available: &[Candidate<'_>],
     must_include: &[String],
     size: usize,
 ) -> Result<Vec<String>, RequestProblem> {
     let chosen = checked_must_include(available, must_include, size)?;
     let need = size - chosen.len();
-    let rest: Vec<&Candidate> = available
+    let rest: Vec<&Candidate<'_>> = available
         .iter()
-        .filter(|c| !chosen.contains(&c.id))
+        .filter(|c| !chosen.iter().any(|id| id == c.id))
         .collect();
     let target = target_numa(available, &chosen, &rest);
     let must_pfs: Vec<u64> = available
         .iter()
-        .filter(|c| chosen.contains(&c.id))
+        .filter(|c| chosen.iter().any(|id| id == c.id))
         .map(|c| c.pf)
         .collect();
     // Counted once: sorting compares O(n log n) times.
@@ -66,7 +66,7 @@ pub fn plan(
         ),
         None => (2, 0, 0),
     };
-    let key = |c: &Candidate| {
+    let key = |c: &Candidate<'_>| {
         (
             numa_rank(c.numa),
             !must_pfs.contains(&c.pf),
@@ -78,8 +78,8 @@ pub fn plan(
     let mut ordered: Vec<_> = rest.into_iter().map(|c| (key(c), c)).collect();
     // Ids are unique, so the order is total and the unstable sort deterministic. Only the first
     // `need` matter: partition around them (linear), then sort just those.
-    let order = |(ka, a): &(_, &Candidate), (kb, b): &(_, &Candidate)| {
-        Ord::cmp(ka, kb).then_with(|| a.id.cmp(&b.id))
+    let order = |(ka, a): &(_, &Candidate<'_>), (kb, b): &(_, &Candidate<'_>)| {
+        Ord::cmp(ka, kb).then_with(|| a.id.cmp(b.id))
     };
     if need > 0 && need < ordered.len() {
         ordered.select_nth_unstable_by(need - 1, order);
@@ -87,19 +87,24 @@ pub fn plan(
     }
     ordered.sort_unstable_by(order);
     let mut answer = chosen;
-    answer.extend(ordered.into_iter().take(need).map(|(_, c)| c.id.clone()));
+    answer.extend(
+        ordered
+            .into_iter()
+            .take(need)
+            .map(|(_, c)| c.id.to_string()),
+    );
     Ok(answer)
 }
 
 /// Checks the request and returns the must-include ids without duplicates.
 pub fn checked_must_include(
-    available: &[Candidate],
+    available: &[Candidate<'_>],
     must_include: &[String],
     size: usize,
 ) -> Result<Vec<String>, RequestProblem> {
     let mut chosen: Vec<String> = Vec::with_capacity(size);
     for id in must_include {
-        if !available.iter().any(|c| &c.id == id) {
+        if !available.iter().any(|c| c.id == id.as_str()) {
             return Err(RequestProblem(format!(
                 "must-include device {id:?} is not among the available devices"
             )));
@@ -125,10 +130,14 @@ pub fn checked_must_include(
 
 /// The NUMA node to prefer: the most common among the must-include devices, otherwise the node
 /// with the most free devices; ties go to the lower node.
-pub fn target_numa(available: &[Candidate], chosen: &[String], rest: &[&Candidate]) -> Option<u32> {
+pub fn target_numa(
+    available: &[Candidate<'_>],
+    chosen: &[String],
+    rest: &[&Candidate<'_>],
+) -> Option<u32> {
     let must: Vec<Option<u32>> = available
         .iter()
-        .filter(|c| chosen.contains(&c.id))
+        .filter(|c| chosen.iter().any(|id| id == c.id))
         .map(|c| c.numa)
         .collect();
     let from_must = most_common(must.iter().copied().flatten());
@@ -153,16 +162,16 @@ fn most_common(nodes: impl Iterator<Item = u32>) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn c(id: &str, numa: u32, pf: char, index: u32) -> Candidate {
+    fn c(id: &str, numa: u32, pf: char, index: u32) -> Candidate<'_> {
         Candidate {
-            id: id.into(),
+            id,
             numa: Some(numa),
             pf: u64::from(pf),
             index: Some(index),
         }
     }
 
-    fn node() -> Vec<Candidate> {
+    fn node() -> Vec<Candidate<'static>> {
         vec![
             c("a0", 0, 'A', 0),
             c("a1", 0, 'A', 1),
@@ -226,7 +235,7 @@ mod tests {
     fn unknown_numa_nodes_come_last() {
         let mut devices = vec![c("a0", 0, 'A', 0), c("c0", 1, 'C', 0)];
         devices.push(Candidate {
-            id: "u0".into(),
+            id: "u0",
             numa: None,
             pf: u64::from('U'),
             index: Some(0),
