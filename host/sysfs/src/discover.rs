@@ -34,12 +34,22 @@ impl Default for SysfsRoot {
     }
 }
 
+/// Whether `path` is a sysfs mount, this machine's own sysfs (not a simulated node), wherever it
+/// is mounted. Decided by the filesystem type, not the path: a DaemonSet mounts the host's sysfs
+/// elsewhere (`--sysfs-root /host/sys`), and a simulated tree is never a sysfs mount (nobody can
+/// write one), so a path comparison would take the real node for a simulated one.
+pub fn is_sysfs_mount(path: &Path) -> bool {
+    const SYSFS_MAGIC: u64 = 0x6265_6572;
+    rustix::fs::statfs(path).is_ok_and(|fs| u64::try_from(fs.f_type) == Ok(SYSFS_MAGIC))
+}
+
 impl SysfsRoot {
-    /// A root at `path` (`/sys` on a real node). When `path` is this machine's own `/sys`, node
-    /// facts also look at `/dev` (see [`SysfsRoot::with_dev_root`]).
+    /// A root at `path` (`/sys` on a real node). When `path` is this machine's sysfs, mounted
+    /// anywhere ([`is_sysfs_mount`]), node facts also look at `/dev` (see
+    /// [`SysfsRoot::with_dev_root`]): a privileged pod has the host's `/dev`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let host = std::fs::canonicalize(&path).is_ok_and(|p| p == Path::new("/sys"));
+        let host = is_sysfs_mount(&path);
         SysfsRoot {
             path,
             dev: host.then(|| PathBuf::from("/dev")),
@@ -839,6 +849,37 @@ fn read_node_facts(root: &SysfsRoot) -> NodeFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decision is the filesystem type: `/sys` (and anything that resolves to a sysfs mount)
+    /// is the host's; a tree written into a directory or a tmpfs is simulated, whatever its name.
+    /// (The host's sysfs bind-mounted elsewhere is checked end to end in the agent's
+    /// `tests/run.rs`.)
+    #[test]
+    fn only_a_sysfs_mount_is_the_host_sysfs() {
+        assert!(is_sysfs_mount(Path::new("/sys")));
+        assert!(is_sysfs_mount(Path::new("/sys/bus/pci/..")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_sysfs_mount(dir.path()));
+        let named_sys = dir.path().join("sys");
+        std::fs::create_dir(&named_sys).unwrap();
+        assert!(!is_sysfs_mount(&named_sys));
+        assert!(!is_sysfs_mount(Path::new("/dev/shm")));
+        assert!(!is_sysfs_mount(&dir.path().join("missing")));
+    }
+
+    /// The host's sysfs looks at `/dev` for device nodes wherever it is mounted (a DaemonSet's
+    /// `--sysfs-root /host/sys`; here a path into it that is not `/sys` itself): only the path
+    /// `/sys` did, and `/dev/vhost-net` (there from boot) went unseen until its module was
+    /// loaded. A simulated tree never does.
+    #[test]
+    fn the_host_sysfs_looks_at_dev_wherever_it_is_mounted() {
+        assert_eq!(
+            SysfsRoot::new("/sys/bus").dev_root(),
+            Some(Path::new("/dev"))
+        );
+        let tree = tempfile::tempdir().unwrap();
+        assert_eq!(SysfsRoot::new(tree.path()).dev_root(), None);
+    }
 
     /// Running out of descriptors (a leak elsewhere, a low `ulimit -n`) used to be reported as
     /// "not a sysfs root", sending the operator to check a flag that was right.

@@ -23,6 +23,6 @@ pub mod sim;
 pub use address::{AddressError, PciAddress};
 pub use discover::{
     CLASS_ACCELERATOR, CLASS_NETWORK, DiscoveryError, SysfsRoot, discover, discover_pci_device,
-    pf_netdev_name,
+    is_sysfs_mount, pf_netdev_name,
 };
 pub use model::{Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};

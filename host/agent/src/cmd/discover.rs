@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use vfpool_sysfs::{Device, DiscoveryError};
+use vfpool_sysfs::{Device, DiscoveryError, SysfsRoot};
 
 use crate::cli::DiscoverArgs;
 use crate::exit::{CmdResult, Code, WithCode};
@@ -30,10 +30,7 @@ pub(crate) fn discovery_failure(error: DiscoveryError) -> crate::exit::Failure {
 }
 
 pub fn run(args: &DiscoverArgs) -> CmdResult {
-    let root = crate::facts::sysfs_root(
-        &args.sysfs.sysfs_root,
-        crate::facts::is_host_sysfs(&args.sysfs.sysfs_root),
-    );
+    let root = SysfsRoot::new(&args.sysfs.sysfs_root);
     let inventory = vfpool_sysfs::discover(&root).map_err(discovery_failure)?;
     let text = if args.json {
         let json = serde_json::to_string_pretty(&DiscoverJson {

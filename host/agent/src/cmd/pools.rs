@@ -11,7 +11,7 @@ use serde::Serialize;
 use vfpool_deviceplugin::Health;
 use vfpool_deviceplugin::health::health;
 use vfpool_policy::{ActivePolicies, Limits, PolicyEngine, PolicyInventory, Sources};
-use vfpool_sysfs::Inventory;
+use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::cli::PoolsArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
@@ -121,8 +121,7 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
 }
 
 fn discover(sysfs_root: &Path) -> Result<Inventory, Failure> {
-    let root = crate::facts::sysfs_root(sysfs_root, crate::facts::is_host_sysfs(sysfs_root));
-    vfpool_sysfs::discover(&root).map_err(super::discover::discovery_failure)
+    vfpool_sysfs::discover(&SysfsRoot::new(sysfs_root)).map_err(super::discover::discovery_failure)
 }
 
 /// How many device ids a table row lists; `--json` lists them all.

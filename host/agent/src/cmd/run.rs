@@ -218,8 +218,8 @@ async fn serve(
     // Decided once, so that facts and kernel events agree, and said once: a root that is not a
     // sysfs mount silently loses uplink protection and early rescans, which an operator who meant
     // the host's sysfs must be able to see.
-    let host_sysfs = crate::facts::is_host_sysfs(&args.sysfs.sysfs_root);
-    let root = crate::facts::sysfs_root(&args.sysfs.sysfs_root, host_sysfs);
+    let host_sysfs = vfpool_sysfs::is_sysfs_mount(&args.sysfs.sysfs_root);
+    let root = SysfsRoot::new(&args.sysfs.sysfs_root);
     if host_sysfs {
         tracing::info!(
             sysfs = %args.sysfs.sysfs_root.display(),

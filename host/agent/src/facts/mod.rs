@@ -45,30 +45,6 @@ use self::devlink::{Devlink, DevlinkCli, DevlinkError, Query};
 /// loudly when devlink is unavailable, since `isRdma`/`ddpProfiles` selectors may rely on it.
 pub const DEVLINK_FACT_DRIVERS: [&str; 2] = ["ice", "mlx5_core"];
 
-/// Whether `sysfs_root` is this machine's own sysfs (not a simulated node): only then do host
-/// facts and kernel events describe its devices. Decided by the filesystem type, not the path: a
-/// DaemonSet mounts the host's sysfs elsewhere (`--sysfs-root /host/sys`), and a simulated tree is
-/// never a sysfs mount (nobody can write one), so a path comparison would treat the real node as
-/// simulated and silently drop uplink protection, devlink facts and kernel events.
-pub fn is_host_sysfs(sysfs_root: &Path) -> bool {
-    nix::sys::statfs::statfs(sysfs_root)
-        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::SYSFS_MAGIC)
-}
-
-/// The sysfs root at `path` as the agent reads it: when it is this host's sysfs (`host_sysfs`, as
-/// [`is_host_sysfs`] decides), mounted anywhere, node facts also look at `/dev`, where
-/// `/dev/vhost-net` and `/dev/net/tun` exist before their modules are loaded (a privileged pod has
-/// the host's `/dev`). Only `/sys` itself did, so a DaemonSet's `--sysfs-root /host/sys` missed
-/// vhost-net until something loaded the module, and `needVhostNet` pods got no `/dev/vhost-net`.
-pub fn sysfs_root(path: &Path, host_sysfs: bool) -> vfpool_sysfs::SysfsRoot {
-    let root = vfpool_sysfs::SysfsRoot::new(path);
-    if host_sysfs && root.dev_root().is_none() {
-        root.with_dev_root("/dev")
-    } else {
-        root
-    }
-}
-
 /// The driver whose PFs report the running DDP package (`fw.app.name`) through devlink.
 const DDP_DRIVER: &str = "ice";
 
@@ -110,13 +86,14 @@ struct Round<'a> {
 
 impl FactsGatherer {
     /// Facts for the devices under `sysfs_root`: this machine's (`/proc/net/route`, iproute2's
-    /// devlink) when the root is a sysfs mount ([`is_host_sysfs`]), none for a simulated node.
+    /// devlink) when the root is a sysfs mount ([`vfpool_sysfs::is_sysfs_mount`]: only then do
+    /// host facts describe its devices), none for a simulated node.
     pub fn for_sysfs_root(sysfs_root: &Path) -> Self {
-        FactsGatherer::for_host_sysfs(is_host_sysfs(sysfs_root))
+        FactsGatherer::for_host_sysfs(vfpool_sysfs::is_sysfs_mount(sysfs_root))
     }
 
     /// This machine's facts (`/proc/net/route`, iproute2's devlink) when the sysfs root is its own
-    /// (`host_sysfs`, as [`is_host_sysfs`] decided it), none otherwise.
+    /// (`host_sysfs`, as [`vfpool_sysfs::is_sysfs_mount`] decided it), none otherwise.
     pub fn for_host_sysfs(host_sysfs: bool) -> Self {
         if host_sysfs {
             FactsGatherer::new("/proc/net/route", Box::new(DevlinkCli::new()))

@@ -189,22 +189,6 @@ fn a_simulated_node_gets_no_facts_and_no_devlink_queries() {
     assert!(gatherer.source.is_none());
 }
 
-/// The decision is the filesystem type: `/sys` (and anything that resolves to a sysfs mount) is
-/// the host's; a tree written into a directory or a tmpfs is simulated, whatever its name. (The
-/// host's sysfs bind-mounted elsewhere is checked end to end in `tests/run.rs`.)
-#[test]
-fn only_a_sysfs_mount_is_the_host_sysfs() {
-    assert!(is_host_sysfs(Path::new("/sys")));
-    assert!(is_host_sysfs(Path::new("/sys/bus/pci/..")));
-    let dir = tempfile::tempdir().unwrap();
-    assert!(!is_host_sysfs(dir.path()));
-    let named_sys = dir.path().join("sys");
-    std::fs::create_dir(&named_sys).unwrap();
-    assert!(!is_host_sysfs(&named_sys));
-    assert!(!is_host_sysfs(Path::new("/dev/shm")));
-    assert!(!is_host_sysfs(&dir.path().join("missing")));
-}
-
 #[test]
 fn a_missing_devlink_program_means_unknown_logged_once_and_no_further_queries() {
     let routes = routes_file();
@@ -784,16 +768,4 @@ fn real_devlink_on_this_machine_parses_or_is_classified() {
         }
         Err(other) => panic!("the machine's devlink: {other:?}"),
     }
-}
-
-/// The host's sysfs mounted elsewhere (`--sysfs-root /host/sys`) looks at `/dev` for device nodes
-/// as `/sys` does: only `/sys` itself did, and vhost-net was missed until its module was loaded.
-/// A simulated tree never does.
-#[test]
-fn the_host_sysfs_mounted_anywhere_looks_at_dev() {
-    let tree = tempfile::tempdir().unwrap();
-    let mounted = super::sysfs_root(tree.path(), true);
-    assert_eq!(mounted.dev_root(), Some(Path::new("/dev")));
-    let simulated = super::sysfs_root(tree.path(), false);
-    assert_eq!(simulated.dev_root(), None);
 }
