@@ -22,7 +22,7 @@ use crate::netlink::real::RealNetlink;
 use crate::netlink::{Netlink, NetlinkError, NsId, VfSetting, VfState};
 use crate::netns;
 use crate::result::{CniResult, Interface, ResultError};
-use crate::state::{StateDir, StateError};
+use crate::state::{StateDir, StateError, cache_name};
 use crate::version;
 use crate::vf::{self, VfError};
 
@@ -969,7 +969,7 @@ fn ipam_result(plugin: &str, out: &str) -> Result<CniResult, PluginError> {
 /// and "restored" them on its DEL. Their caches stay, so their own DEL still releases their IP
 /// addresses (and, finding the VF taken, leaves it alone). Best effort: a failure is logged.
 fn undo_dead_attachments(env: &CniEnv, state: &StateDir, pci: &str, deps: &mut Deps<'_>) {
-    let own = format!("{}-{}", env.container_id, env.ifname);
+    let own = cache_name(&env.container_id, &env.ifname);
     let Ok(names) = state.cache_names() else {
         return;
     };
@@ -1644,7 +1644,7 @@ fn cmd_del(
     deps: &mut Deps<'_>,
 ) -> Result<(), PluginError> {
     let state = StateDir::new(&env.state_dir);
-    let cache_name = format!("{}-{}", env.container_id, env.ifname);
+    let cache_name = cache_name(&env.container_id, &env.ifname);
     // An unreadable cache, or one that names no VF, cannot be replayed; DEL then does what it
     // can without it (IPAM DEL with the NetConf, the no-cache release) and removes it, since
     // failing would leave the IP allocated and the runtime retrying forever.
@@ -2016,7 +2016,7 @@ fn cmd_check(
                 env.container_id, env.ifname
             ))
         })?;
-    let mut att = Attachment::from_cache(&format!("{}-{}", env.container_id, env.ifname), &cache)?;
+    let mut att = Attachment::from_cache(&cache_name(&env.container_id, &env.ifname), &cache)?;
     if !att.dpdk {
         let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
         let pod = netlink
@@ -2248,7 +2248,7 @@ fn cmd_gc(
     let listed = valid_attachments(&conf.raw)?;
     let valid: HashSet<String> = listed
         .iter()
-        .map(|(cid, ifname)| format!("{cid}-{ifname}"))
+        .map(|(cid, ifname)| cache_name(cid, ifname))
         .collect();
     // Containers the runtime still has: their attachments stay, even one the list leaves out.
     // The list names a container's interfaces as the runtime knows them; one passed on by a
@@ -2279,12 +2279,16 @@ fn cmd_gc(
         if att.network != conf.name {
             continue;
         }
-        // A Go cache records no container id; its name starts with it (see below).
-        let container = if att.container_id.is_empty() {
-            name.split_once('-').map_or("", |(cid, _)| cid)
-        } else {
-            att.container_id.as_str()
-        };
+        if att.container_id.is_empty() || att.ifname.is_empty() {
+            // A Go cache does not record them; its name is `<containerID>-<ifname>`. Container
+            // ids from the runtimes are hex, and a pod interface name may hold a '-' (Multus
+            // takes `sriov-a` from the pod's annotation), so split at the first one.
+            if let Some((cid, ifname)) = name.split_once('-') {
+                cid.clone_into(&mut att.container_id);
+                ifname.clone_into(&mut att.ifname);
+            }
+        }
+        let container = att.container_id.as_str();
         if live.contains(container) {
             // The usual case with a list passed on by a meta-plugin: not worth a warning.
             deps.log.info(&format!(
@@ -2319,15 +2323,6 @@ fn cmd_gc(
                 .warn(&format!("GC: VF {} is busy; skipping {name}", att.pci));
             continue;
         };
-        if att.container_id.is_empty() || att.ifname.is_empty() {
-            // A Go cache does not record them; its name is `<containerID>-<ifname>`. Container
-            // ids from the runtimes are hex, and a pod interface name may hold a '-' (Multus
-            // takes `sriov-a` from the pod's annotation), so split at the first one.
-            if let Some((cid, ifname)) = name.split_once('-') {
-                cid.clone_into(&mut att.container_id);
-                ifname.clone_into(&mut att.ifname);
-            }
-        }
         if let (Some(plugin), false) = (&conf.ipam_type, att.container_id.is_empty()) {
             let mut owner = env.clone();
             owner.container_id.clone_from(&att.container_id);

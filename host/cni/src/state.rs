@@ -71,6 +71,11 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// The name of an attachment's cache file, as sriov-cni names it: `<containerID>-<ifname>`.
+pub fn cache_name(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}-{ifname}")
+}
+
 impl StateDir {
     /// The state directory at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -84,7 +89,7 @@ impl StateDir {
 
     /// The cache file of an attachment.
     pub fn cache_path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.root.join(format!("{container_id}-{ifname}"))
+        self.root.join(cache_name(container_id, ifname))
     }
 
     fn marker_path(&self, pci: &str) -> PathBuf {
@@ -170,12 +175,7 @@ impl StateDir {
         ifname: &str,
         value: &Value,
     ) -> Result<(), StateError> {
-        let path = self.cache_path(container_id, ifname);
-        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            source: e,
-        })?;
-        Self::write_atomic(&path, &bytes)
+        self.write_cache_named(&cache_name(container_id, ifname), value)
     }
 
     /// Reads an attachment's cache, `None` when there is none.

@@ -617,29 +617,44 @@ impl KubeletSim {
         count: usize,
     ) -> Result<PodAllocation, SimError> {
         let _admitting = self.admitting.lock().await;
-        if count == 0 {
-            let mut state = self.shared.lock();
-            if state.pods.contains_key(pod) {
-                return Err(SimError::PodExists(pod.to_string()));
-            }
-            state
-                .pods
-                .insert(pod.to_string(), (resource.to_string(), Vec::new()));
-            drop(state);
-            self.shared.bump();
-            return Ok(PodAllocation {
-                pod: pod.to_string(),
-                resource: resource.to_string(),
-                device_ids: Vec::new(),
-                preferred: None,
-                response: api::ContainerAllocateResponse::default(),
-            });
+        if self.shared.lock().pods.contains_key(pod) {
+            return Err(SimError::PodExists(pod.to_string()));
         }
+        let (chosen, preferred, response) = if count == 0 {
+            (Vec::new(), None, api::ContainerAllocateResponse::default())
+        } else {
+            self.ask_plugin(resource, count).await?
+        };
+        self.shared
+            .lock()
+            .pods
+            .insert(pod.to_string(), (resource.to_string(), chosen.clone()));
+        self.shared.bump();
+        Ok(PodAllocation {
+            pod: pod.to_string(),
+            resource: resource.to_string(),
+            device_ids: chosen,
+            preferred,
+            response,
+        })
+    }
+
+    /// [`Self::allocate_pod`]'s calls to the plugin for `count` (at least one) devices: the
+    /// devices kubelet chooses, the plugin's preference if it was asked, and the Allocate answer.
+    async fn ask_plugin(
+        &self,
+        resource: &str,
+        count: usize,
+    ) -> Result<
+        (
+            Vec<String>,
+            Option<Vec<String>>,
+            api::ContainerAllocateResponse,
+        ),
+        SimError,
+    > {
         let (endpoint, available, preferred_available) = {
             let state = self.shared.lock();
-            if state.pods.contains_key(pod) {
-                return Err(SimError::PodExists(pod.to_string()));
-            }
             let view = state
                 .resources
                 .get(resource)
@@ -716,18 +731,7 @@ impl KubeletSim {
                 resource: resource.to_string(),
             });
         };
-        self.shared
-            .lock()
-            .pods
-            .insert(pod.to_string(), (resource.to_string(), chosen.clone()));
-        self.shared.bump();
-        Ok(PodAllocation {
-            pod: pod.to_string(),
-            resource: resource.to_string(),
-            device_ids: chosen,
-            preferred,
-            response,
-        })
+        Ok((chosen, preferred, response))
     }
 
     /// Admits a pod that holds devices again, as kubelet does for a pod whose container is not

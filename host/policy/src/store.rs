@@ -138,9 +138,14 @@ const RETRY_CAP: Duration = Duration::from_secs(600);
 
 /// The wait after `tries` failed tries: `RETRY_FIRST`, doubling up to `RETRY_CAP`.
 fn backoff(tries: u32) -> Duration {
-    RETRY_FIRST
+    doubling(RETRY_FIRST, tries, RETRY_CAP)
+}
+
+/// `first` after one try, doubling with each further try, at most `cap`.
+fn doubling(first: Duration, tries: u32, cap: Duration) -> Duration {
+    first
         .saturating_mul(1 << tries.saturating_sub(1).min(16))
-        .min(RETRY_CAP)
+        .min(cap)
 }
 
 /// What a module's failed load is remembered as.
@@ -410,16 +415,14 @@ impl ActivePolicies {
                         .as_ref()
                         .filter(|p| p.candidate.as_ref() == Some(&candidate))
                         .map_or(1, |p| p.tries.saturating_add(1));
+                    let now = Instant::now();
                     Pending {
                         candidate: Some(candidate),
                         tries,
                         retry: Retry {
-                            at: Instant::now() + backoff(tries),
+                            at: now + backoff(tries),
                             on_inventory_change: Some(
-                                Instant::now()
-                                    + INVENTORY_RETRY_FIRST
-                                        .saturating_mul(1 << tries.saturating_sub(1).min(16))
-                                        .min(RETRY_FIRST),
+                                now + doubling(INVENTORY_RETRY_FIRST, tries, RETRY_FIRST),
                             ),
                         },
                     }

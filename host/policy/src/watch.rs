@@ -224,7 +224,6 @@ impl PolicyWatcher {
                     // not concern the wanted paths). Not on every wake: reading the directory
                     // makes access events itself, which must not lead to another look.
                     let look = result.is_none() || looked.elapsed() >= recheck;
-                    let mut due = false;
                     let mut files_changed = false;
                     let mut retrying = false;
                     let mut current = None;
@@ -232,7 +231,6 @@ impl PolicyWatcher {
                         looked = Instant::now();
                         let now = fingerprint(&sources);
                         files_changed = now != seen;
-                        due = files_changed;
                         seen = now;
                         // A refusal the same files may get past: the devices it named may have
                         // appeared (a new inventory), or memory or time may be there now.
@@ -240,14 +238,13 @@ impl PolicyWatcher {
                             let latest: Arc<PolicyInventory> = inventory().into();
                             retrying =
                                 retry.due(Instant::now(), !Arc::ptr_eq(&latest, &tried_on));
-                            due |= retrying;
                             current = Some(latest);
                         }
                     }
                     // Nothing changed but time or the node: what it says again is not news.
                     let retry_only =
                         retrying && !(relevant || files_changed || rearmed || requested);
-                    if !(relevant || due || rearmed || requested) {
+                    if !(relevant || files_changed || retrying || rearmed || requested) {
                         continue;
                     }
                     if !look {

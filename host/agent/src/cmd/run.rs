@@ -404,7 +404,11 @@ async fn serve(
             _ = rescan.tick() => {
                 let discovered = warn_while_stuck(discover(&root, &gatherer), "a rescan's discovery").await;
                 note_rescan(&mut rescan_failure, discovered.as_ref().err());
-                // A failure is said by `note_rescan`; the current pools stay.
+                // A failure is said by `note_rescan`; the current pools stay. Devices on their
+                // way to another pool join it only at an apply, though: they are placed with
+                // what the last good discovery saw, rather than left out of every pool until a
+                // discovery works again.
+                let discovered_ok = discovered.is_ok();
                 if let Ok((next, next_facts)) = discovered {
                     // An unchanged node keeps its policy inventory, the same `Arc`: nothing is
                     // converted again, and the policy watcher does not take it for a new
@@ -421,11 +425,8 @@ async fn serve(
                     if let Some(pools) = select(&policies, &current, &mut select_log).await {
                         desired = pools;
                     }
-                    settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
-                } else if placing.moving {
-                    // Devices on their way to another pool join it only at an apply: place them
-                    // with what the last good discovery saw, rather than leave them out of every
-                    // pool until a discovery works again.
+                }
+                if discovered_ok || placing.moving {
                     settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
                 }
             }
