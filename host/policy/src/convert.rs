@@ -268,10 +268,13 @@ fn device(d: &Device, facts: &HostFacts) -> wit::Device {
         aux_type: d.aux_type.clone(),
         sf_num: d.sf_num,
         aux_devices: d.aux_devices.clone(),
+        // A netdev known only by a lossy name (its kernel name is not UTF-8) matches no route
+        // table entry, whatever it carries: it counts as carrying the default route, so that the
+        // uplink is never pooled for want of a name to match.
         carries_default_route: d
             .netdevs
             .iter()
-            .any(|n| facts.default_route_netdevs.contains(&n.name)),
+            .any(|n| n.name_is_lossy() || facts.default_route_netdevs.contains(&n.name)),
         ddp_profile: facts.ddp_profiles.get(&d.id).cloned(),
     }
 }
@@ -376,6 +379,34 @@ ens1f0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
                 ("0000:03:00.1", Some("enp3s0f1np1")),
                 ("0000:04:00.0", Some("p4")),
             ]
+        );
+    }
+
+    /// Discovery keeps a netdev whose kernel name is not UTF-8 under a lossy name, which no route
+    /// table entry can match: the device must count as carrying the default route (never pooled),
+    /// not as safe because nothing matched.
+    #[test]
+    fn a_device_with_a_lossy_netdev_name_counts_as_carrying_the_default_route() {
+        let mut pf = Device::unknown("0000:3b:00.0", DeviceKind::Pf);
+        pf.netdevs = vec![netdev("ens\u{fffd}0", None, None)];
+        let mut vf = Device::unknown("0000:3b:00.2", DeviceKind::Vf);
+        vf.netdevs = vec![netdev("ens1f0v0", None, None)];
+        let inventory = Inventory {
+            devices: vec![pf, vf],
+            node: Default::default(),
+        };
+        let converted = PolicyInventory::new(&inventory, &HostFacts::default());
+        assert!(
+            converted
+                .device("0000:3b:00.0")
+                .unwrap()
+                .carries_default_route
+        );
+        assert!(
+            !converted
+                .device("0000:3b:00.2")
+                .unwrap()
+                .carries_default_route
         );
     }
 

@@ -2,6 +2,7 @@
 //! auxiliary devices to their PFs in memory.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -168,6 +169,12 @@ fn bus_error(root: &SysfsRoot, bus_path: &Path, errno: rustix::io::Errno) -> Dis
 /// A function whose class cannot be read is kept when it shows SR-IOV or network traits (a `physfn`
 /// or `sriov_totalvfs` file, or a `net/` directory): dropping a VF because one file is unreadable
 /// would shrink a pool silently.
+///
+/// A VF being added or removed (its directory there, its `physfn` link not yet or no longer) is
+/// left out rather than reported as a standalone PF, which a policy could pool as a plain NIC: a
+/// function without `physfn` or `sriov_totalvfs` at an address where an SR-IOV PF of the node
+/// places its VFs (`sriov_offset`, `sriov_stride`, `sriov_totalvfs`). The next scan, once the
+/// kernel is done, sees it as a VF or not at all.
 pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
     let mark = read::exhaustion_mark();
     let bus_path = root.pci_devices();
@@ -288,6 +295,9 @@ struct Record {
     device: Device,
     /// For a VF: the PF's address from the `physfn` link.
     physfn: Option<String>,
+    /// For an SR-IOV PF: where its VFs sit, to recognise one that has lost its links (or not yet
+    /// gained them).
+    vf_placement: Option<VfPlacement>,
     /// Names of the netdevs that belong to this function's auxiliary devices (sub-functions); they are
     /// never the PF's name (upstream #645).
     sf_netdevs: Vec<String>,
@@ -376,39 +386,71 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
     }
     let mut vfs: Vec<VfRef> = entries
         .iter()
-        .filter_map(|e| e.name.strip_prefix("virtfn")?.parse::<u32>().ok())
-        .filter_map(|index| {
-            let id = dir.link_name(&format!("virtfn{index}"))?;
+        .filter_map(|e| {
+            let index = virtfn_index(&e.name)?;
+            let id = dir.link_name(&e.name)?;
+            // Like `physfn`: a link that does not lead to a PCI function (a hand-built or damaged
+            // tree) would name a VF that does not exist.
+            if !PciAddress::is_valid(&id) {
+                tracing::debug!(path = %dir.path().join(&e.name).display(), target = %id, "virtfn link does not lead to a PCI function; not a VF");
+                return None;
+            }
             Some(VfRef { index, id })
         })
         .collect();
     vfs.sort_unstable_by_key(|vf| vf.index);
     device.vfs = vfs;
 
-    if has("sriov_totalvfs") {
-        device.sriov_num_vfs = dir.unsigned("sriov_numvfs");
-        device.sriov_total_vfs = dir.unsigned("sriov_totalvfs").or_else(|| {
-            // Like upstream's IsSriovPF, the file's existence is what makes a function SR-IOV
-            // capable. `None` would say "not capable" and let a PF whose VFs are in use be pooled
-            // itself, so an unreadable total becomes what is known for sure: at least the VFs
-            // that are enabled.
-            tracing::debug!(device = %id, "sriov_totalvfs exists but is unreadable; using the enabled VFs as its lower bound");
-            let linked = u32::try_from(device.vfs.len()).unwrap_or(u32::MAX);
-            Some(device.sriov_num_vfs.unwrap_or(0).max(linked))
-        });
+    // `virtfnN` links exist exactly while VFs are enabled, whatever `sriov_numvfs` says: the
+    // kernel updates the count after adding the VFs, a driver may garble it, and a damaged tree
+    // may lack the files. A PF with links therefore always counts as SR-IOV capable with at least
+    // that many VFs enabled; taking its word for "none" would let it be pooled itself while its
+    // VFs are in use.
+    let linked = u32::try_from(device.vfs.len()).unwrap_or(u32::MAX);
+    let mut vf_placement = None;
+    if has("sriov_totalvfs") || linked > 0 {
+        let num_vfs = has("sriov_numvfs")
+            .then(|| dir.unsigned("sriov_numvfs"))
+            .flatten();
+        if linked > 0 && num_vfs.is_none_or(|n| n < linked) {
+            tracing::debug!(device = %id, sriov_numvfs = ?num_vfs, virtfn_links = linked, "sriov_numvfs is unreadable or below the VFs linked; counting the links");
+        }
+        device.sriov_num_vfs = match num_vfs {
+            Some(n) => Some(n.max(linked)),
+            None => (linked > 0).then_some(linked),
+        };
+        device.sriov_total_vfs = has("sriov_totalvfs")
+            .then(|| dir.unsigned("sriov_totalvfs"))
+            .flatten()
+            .or_else(|| {
+                // Like upstream's IsSriovPF, the file's existence (or here, VFs linked) is what
+                // makes a function SR-IOV capable. `None` would say "not capable" and let a PF
+                // whose VFs are in use be pooled itself, so an unreadable total becomes what is
+                // known for sure: at least the VFs that are enabled.
+                tracing::debug!(device = %id, "sriov_totalvfs is missing or unreadable; using the enabled VFs as its lower bound");
+                Some(device.sriov_num_vfs.unwrap_or(0))
+            });
+        if has("sriov_offset") && has("sriov_stride") {
+            vf_placement = VfPlacement::read(id, &dir, device.sriov_total_vfs);
+        }
     }
 
     let mut compat_eswitch_mode = None;
     if has("net") {
         // Representor facts matter only on a PF's netdevs (switchdev uplink and VF representors).
-        device.netdevs = read_netdevs(&dir, "net", kind == DeviceKind::Pf);
+        let netdevs = read_netdevs(&dir, "net", kind == DeviceKind::Pf);
         // The compat file hangs off the PF's own netdev (the uplink in switchdev mode), never off
         // a representor; elsewhere it does not exist and costs one failed open per PF.
         if kind == DeviceKind::Pf
-            && let Some(own) = device.netdevs.iter().find(|n| !is_function_representor(n))
+            && let Some((kernel_name, _)) =
+                netdevs.iter().find(|(_, n)| !is_function_representor(n))
         {
-            compat_eswitch_mode = dir.trimmed(&format!("net/{}/compat/devlink/mode", own.name));
+            let path = Path::new("net")
+                .join(kernel_name)
+                .join("compat/devlink/mode");
+            compat_eswitch_mode = dir.trimmed(path);
         }
+        device.netdevs = netdevs.into_iter().map(|(_, netdev)| netdev).collect();
     }
     device.netdev = device.netdevs.first().map(|n| n.name.clone());
     device.link_type = device.netdevs.first().and_then(|n| n.link_type.clone());
@@ -445,6 +487,7 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
     Some(Record {
         device,
         physfn,
+        vf_placement,
         sf_netdevs,
         compat_eswitch_mode,
         aux,
@@ -452,36 +495,143 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
     })
 }
 
-fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<Netdev> {
+/// The index `N` of a `virtfnN` entry, only in the form the kernel writes: decimal without a sign
+/// or leading zeros. Any other spelling (`virtfn01`, `virtfn+1`) is not a kernel link, and taking
+/// its number would list the VF it names twice.
+fn virtfn_index(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("virtfn")?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
+/// Where an SR-IOV PF's VFs sit: VF `i` at routing id `PF + sriov_offset + i * sriov_stride`, in
+/// the PF's domain, for `i` below `sriov_totalvfs`.
+#[derive(Debug, Clone, Copy)]
+struct VfPlacement {
+    domain: u32,
+    /// The routing id of VF 0.
+    first: u32,
+    stride: u32,
+    total: u32,
+}
+
+impl VfPlacement {
+    /// `None` when the PF's address, `sriov_offset`, `sriov_stride` or its total is unknown.
+    fn read(id: &str, dir: &SysDir, total: Option<u32>) -> Option<Self> {
+        let pf: PciAddress = id.parse().ok()?;
+        Some(VfPlacement {
+            domain: pf.domain,
+            first: u32::from(pf.routing_id()).saturating_add(dir.unsigned("sriov_offset")?),
+            stride: dir.unsigned("sriov_stride")?,
+            total: total?,
+        })
+    }
+
+    /// The index of the VF that sits at `address`, if a VF of this PF can.
+    fn index_of(&self, address: PciAddress) -> Option<u32> {
+        if address.domain != self.domain {
+            return None;
+        }
+        let distance = u32::from(address.routing_id()).checked_sub(self.first)?;
+        let index = match self.stride {
+            // A stride of 0 places a single VF.
+            0 => (distance == 0).then_some(0)?,
+            stride => (distance % stride == 0).then_some(distance / stride)?,
+        };
+        (index < self.total).then_some(index)
+    }
+}
+
+/// The records without the VFs caught between their directory and their links. Enabling VFs
+/// creates each VF's directory before the `virtfnN`/`physfn` links, and disabling them removes the
+/// links before it unbinds the driver and removes the directory; a scan in between sees a network
+/// function, perhaps bound and with a netdev, and no `physfn`. Taken for a standalone PF, it would
+/// be pooled as a plain NIC; as a VF it would lack its PF. It is neither yet (or any more), so it
+/// is left out, like a VF added a moment later or removed a moment earlier, and the next scan
+/// sees it settled. Such a function is one with neither `physfn` nor `sriov_totalvfs` at an address
+/// in the VF range of an SR-IOV PF of the scan (see [`VfPlacement`]); where the PF's placement is
+/// unknown (no `sriov_offset`/`sriov_stride`), nothing can be told and the function stays a PF.
+fn without_vfs_in_transition(records: Vec<Record>) -> Vec<Record> {
+    let placements: Vec<(&str, VfPlacement)> = records
+        .iter()
+        .filter_map(|r| Some((r.device.id.as_str(), r.vf_placement?)))
+        .collect();
+    if placements.is_empty() {
+        return records;
+    }
+    let keep: Vec<bool> = records
+        .iter()
+        .map(|record| {
+            let device = &record.device;
+            if device.kind != DeviceKind::Pf || device.sriov_total_vfs.is_some() {
+                return true;
+            }
+            let Ok(address) = device.id.parse::<PciAddress>() else {
+                return true;
+            };
+            let Some((pf, index)) = placements
+                .iter()
+                .find_map(|(pf, placement)| Some((*pf, placement.index_of(address)?)))
+            else {
+                return true;
+            };
+            tracing::debug!(device = %device.id, pf = %pf, vf_index = index, "a VF in transition (being added or removed: it has no physfn link) is left out of this scan");
+            false
+        })
+        .collect();
+    records
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(record, keep)| keep.then_some(record))
+        .collect()
+}
+
+/// The netdevs under `parent/net`, each with the name the kernel gave it (what paths below `net/`
+/// must use) and the record (whose name is lossy when the kernel's is not UTF-8).
+fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<(OsString, Netdev)> {
     let Some(net_dir) = parent.sub(net) else {
         return Vec::new();
     };
     // Attributes are read as `<ifname>/<attr>` relative to `net/`: one lookup more per read is
     // cheaper than opening and closing every netdev's directory.
     net_dir
-        .names()
+        .os_names()
         .into_iter()
-        .map(|name| {
-            let attr = |file: &str| format!("{name}/{file}");
-            Netdev {
+        .map(|kernel_name| {
+            // Dropping a netdev whose name is not UTF-8 would make its device look netdev-less,
+            // and a PF's default route would go unnoticed. It is kept under a lossy name, which
+            // `Netdev::name_is_lossy` tells apart, so that it can never pass for a safe one.
+            let name = match kernel_name.to_str() {
+                Some(name) => name.to_owned(),
+                None => {
+                    let lossy = kernel_name.to_string_lossy().into_owned();
+                    tracing::debug!(path = %net_dir.path().join(&kernel_name).display(), name = %lossy, "netdev name is not UTF-8; kept under a lossy name");
+                    lossy
+                }
+            };
+            let attr = |file: &str| Path::new(&kernel_name).join(file);
+            let netdev = Netdev {
                 link_type: net_dir
-                    .trimmed(&attr("type"))
+                    .trimmed(attr("type"))
                     .and_then(|code| read::link_type_name(&code))
                     .map(str::to_owned),
-                operstate: net_dir.trimmed(&attr("operstate")),
-                carrier: net_dir.flag(&attr("carrier")),
+                operstate: net_dir.trimmed(attr("operstate")),
+                carrier: net_dir.flag(attr("carrier")),
                 mac: net_dir
-                    .trimmed(&attr("address"))
+                    .trimmed(attr("address"))
                     .map(|m| m.to_ascii_lowercase()),
-                mtu: net_dir.unsigned(&attr("mtu")),
+                mtu: net_dir.unsigned(attr("mtu")),
                 phys_port_name: representor_facts
-                    .then(|| net_dir.trimmed(&attr("phys_port_name")))
+                    .then(|| net_dir.trimmed(attr("phys_port_name")))
                     .flatten(),
                 phys_switch_id: representor_facts
-                    .then(|| net_dir.trimmed(&attr("phys_switch_id")))
+                    .then(|| net_dir.trimmed(attr("phys_switch_id")))
                     .flatten(),
                 name,
-            }
+            };
+            (kernel_name, netdev)
         })
         .collect()
 }
@@ -506,7 +656,7 @@ fn read_rdma(dir: &SysDir, device: &mut Device) {
     // effective link type turns out not to be InfiniBand.
     let maybe_infiniband = matches!(device.link_type.as_deref(), None | Some("infiniband"));
     if maybe_infiniband && let Some(first) = device.rdma_devices.first() {
-        device.pkey = dir.trimmed(&format!("infiniband/{first}/ports/1/pkeys/0"));
+        device.pkey = dir.trimmed(format!("infiniband/{first}/ports/1/pkeys/0"));
     }
 }
 
@@ -603,7 +753,10 @@ fn read_sub_function(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -
     aux.numa_node = parent.numa_node;
     aux.pf_id = Some(parent.id.clone());
     if entries.iter().any(|e| e == "net") {
-        aux.netdevs = read_netdevs(&dir, "net", false);
+        aux.netdevs = read_netdevs(&dir, "net", false)
+            .into_iter()
+            .map(|(_, netdev)| netdev)
+            .collect();
     }
     aux.netdev = aux.netdevs.first().map(|n| n.name.clone());
     aux.link_type = aux.netdevs.first().and_then(|n| n.link_type.clone());
@@ -743,8 +896,10 @@ impl PfFacts {
     }
 }
 
-/// Ties VFs and aux devices to their PFs, in memory, and flattens the records into devices.
+/// Ties VFs and aux devices to their PFs, in memory, and flattens the records into devices. VFs
+/// caught between their directory and their links are left out ([`without_vfs_in_transition`]).
 fn link(records: Vec<Record>) -> Vec<Device> {
+    let records = without_vfs_in_transition(records);
     let by_id: HashMap<&str, usize> = records
         .iter()
         .enumerate()
@@ -755,24 +910,29 @@ fn link(records: Vec<Record>) -> Vec<Device> {
     // PFs that were not part of this pass (not on the bus, filtered, or a one-device lookup whose PF
     // could not be read by address), read once each through a VF's `physfn` link.
     let mut unlisted_pfs: HashMap<&str, Option<UnlistedPf>> = HashMap::new();
+    // Each PF's VF indexes by VF id, built when its first VF asks: a search of the PF's list per
+    // VF would cost a million comparisons for a PF with 1,024 VFs.
+    let mut listed_indexes: HashMap<usize, VfIndexes> = HashMap::new();
     let mut vf_links: Vec<(Option<String>, Option<u32>, Option<String>)> = Vec::new();
     for record in &records {
         let Some(pf_id) = record.physfn.as_deref() else {
             vf_links.push((None, None, None));
             continue;
         };
-        let index_in = |vfs: &[VfRef]| {
-            vfs.iter()
-                .find(|vf| vf.id == record.device.id)
-                .map(|vf| vf.index)
-        };
+        let id = record.device.id.as_str();
         let (vf_index, pf_netdev) = match by_id.get(pf_id).copied() {
-            Some(i) => (index_in(&records[i].device.vfs), pf_facts[i].netdev.clone()),
+            Some(i) => (
+                listed_indexes
+                    .entry(i)
+                    .or_insert_with(|| VfIndexes::of(&records[i].device.vfs))
+                    .get(id),
+                pf_facts[i].netdev.clone(),
+            ),
             None => match unlisted_pfs
                 .entry(pf_id)
                 .or_insert_with(|| read_unlisted_pf(&record.dir, pf_id))
             {
-                Some(pf) => (index_in(&pf.vfs), pf.netdev.clone()),
+                Some(pf) => (pf.vf_indexes.get(id), pf.netdev.clone()),
                 None => (None, None),
             },
         };
@@ -815,11 +975,24 @@ fn link(records: Vec<Record>) -> Vec<Device> {
     devices
 }
 
+/// A PF's VF indexes by VF id.
+struct VfIndexes(HashMap<String, u32>);
+
+impl VfIndexes {
+    fn of(vfs: &[VfRef]) -> Self {
+        VfIndexes(vfs.iter().map(|vf| (vf.id.clone(), vf.index)).collect())
+    }
+
+    fn get(&self, id: &str) -> Option<u32> {
+        self.0.get(id).copied()
+    }
+}
+
 /// What a VF needs from a PF that is not among the records.
 struct UnlistedPf {
     /// The PF's name as VFs see it ([`pf_netdev`]).
     netdev: Option<Netdev>,
-    vfs: Vec<VfRef>,
+    vf_indexes: VfIndexes,
 }
 
 /// Reads the PF of the VF at `vf_dir` through the VF's `physfn` link, as upstream reads
@@ -829,7 +1002,7 @@ fn read_unlisted_pf(vf_dir: &Path, pf_id: &str) -> Option<UnlistedPf> {
     let pf = read_function(pf_id, dir, ClassFilter::Any)?;
     Some(UnlistedPf {
         netdev: PfFacts::of(&pf).netdev,
-        vfs: pf.device.vfs,
+        vf_indexes: VfIndexes::of(&pf.device.vfs),
     })
 }
 
@@ -905,6 +1078,18 @@ mod tests {
             bus_error(&root, &bus, Errno::NOENT),
             DiscoveryError::NoPciBus { .. }
         ));
+    }
+
+    #[test]
+    fn virtfn_indexes_are_plain_decimal_only() {
+        assert_eq!(virtfn_index("virtfn0"), Some(0));
+        assert_eq!(virtfn_index("virtfn1023"), Some(1023));
+        for name in [
+            "virtfn", "virtfn01", "virtfn00", "virtfn+1", "virtfn-1", "virtfn1a", "virtfn 1",
+            "physfn", "virtfn٣",
+        ] {
+            assert_eq!(virtfn_index(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -99,11 +99,12 @@ pub struct Device {
     /// The uio device bound to this function (`uio0`), for `igb_uio` / `uio_pci_generic`.
     pub uio_device: Option<String>,
     /// `sriov_totalvfs`: present only on SR-IOV capable functions, i.e. whenever the file exists
-    /// (upstream's `IsSriovPF`). If the file exists but cannot be read or parsed, the number of VFs
-    /// known to be enabled (`sriov_numvfs`, or the `virtfnN` links), a lower bound of the real value,
-    /// so that the function still counts as SR-IOV capable.
+    /// (upstream's `IsSriovPF`) or the function has `virtfnN` links. If the file is missing, or
+    /// cannot be read or parsed, the number of VFs known to be enabled (`sriov_num_vfs`), a lower
+    /// bound of the real value, so that the function still counts as SR-IOV capable.
     pub sriov_total_vfs: Option<u32>,
-    /// `sriov_numvfs`: how many VFs are currently enabled.
+    /// `sriov_numvfs`: how many VFs are currently enabled; never fewer than the `virtfnN` links
+    /// (the file is updated after the VFs are added, and may be unreadable or garbled).
     pub sriov_num_vfs: Option<u32>,
     /// For a PF: its VFs by index (from the `virtfnN` links).
     pub vfs: Vec<VfRef>,
@@ -200,8 +201,10 @@ impl Device {
     }
 
     /// True for an SR-IOV PF that currently has VFs enabled; upstream never advertises such a PF.
+    /// Any VF linked counts, whatever the counts say.
     pub fn has_vfs_enabled(&self) -> bool {
-        self.sriov_total_vfs.is_some() && self.sriov_num_vfs.unwrap_or(0) > 0
+        (self.sriov_total_vfs.is_some() && self.sriov_num_vfs.unwrap_or(0) > 0)
+            || !self.vfs.is_empty()
     }
 }
 
@@ -219,7 +222,9 @@ pub struct VfRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Netdev {
-    /// Interface name (`ens1f0v0`).
+    /// Interface name (`ens1f0v0`). The kernel's name is bytes; one that is not UTF-8 is kept with
+    /// each invalid sequence replaced by U+FFFD rather than dropped, so the device still shows it
+    /// has a netdev ([`Netdev::name_is_lossy`] tells such a name).
     pub name: String,
     /// Link type from `type` (ARPHRD): `ether` (1), `infiniband` (32), ...
     pub link_type: Option<String>,
@@ -236,6 +241,17 @@ pub struct Netdev {
     /// `phys_switch_id`, set on eswitch ports: representors, and the PF's own netdev when its
     /// driver registers it as a devlink physical port (ice and recent mlx5, in legacy mode too).
     pub phys_switch_id: Option<String>,
+}
+
+impl Netdev {
+    /// Whether `name` may not be the kernel's name for this netdev: the kernel's name was not
+    /// UTF-8 and discovery kept it with U+FFFD in place of the bytes it could not represent (see
+    /// [`Netdev::name`]). Nothing can match such a name against what the host reports (the route
+    /// table, netlink), so whoever decides whether the netdev is safe to take away from the host
+    /// must assume it is not. A genuine U+FFFD in a name also counts: that errs on the safe side.
+    pub fn name_is_lossy(&self) -> bool {
+        self.name.contains(char::REPLACEMENT_CHARACTER)
+    }
 }
 
 /// A vDPA device created on a PCI function.

@@ -5,7 +5,7 @@
 //! or hold something unexpected. Every reader here turns that into `None` instead of an error, and
 //! logs at debug level when the reason is more than "the file is not there".
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -75,29 +75,44 @@ impl SysDir {
         self.entries().into_iter().map(|e| e.name).collect()
     }
 
-    /// The entries with their types, sorted by name (`.` and `..` left out). Like
+    /// The entries with their types, sorted by name (`.` and `..` left out); names that are not
+    /// UTF-8 are left out too (see [`SysDir::os_names`] where they matter). Like
     /// [`SysDir::names`], a handle is listed once.
     pub(crate) fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        self.each_entry(|name, file_type| {
+            if let Ok(name) = std::str::from_utf8(name) {
+                out.push(Entry {
+                    name: name.to_owned(),
+                    // getdents reports the type for free; a file system that does not
+                    // (DT_UNKNOWN) leaves the entry a possible directory.
+                    maybe_dir: matches!(file_type, FileType::Directory | FileType::Unknown),
+                });
+            }
+        });
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The entry names as the kernel gave them, UTF-8 or not, sorted bytewise (`.` and `..` left
+    /// out). For names that are user-chosen bytes, such as netdev names, where leaving one out
+    /// would hide a device's netdev. Like [`SysDir::names`], a handle is listed once.
+    pub(crate) fn os_names(&self) -> Vec<OsString> {
+        let mut out = Vec::new();
+        self.each_entry(|name, _| out.push(OsStr::from_bytes(name).to_owned()));
+        out.sort_unstable();
+        out
+    }
+
+    fn each_entry(&self, mut visit: impl FnMut(&[u8], FileType)) {
         let mut buf = [MaybeUninit::<u8>::uninit(); DIRENT_BUFFER];
         let mut entries = RawDir::new(&self.fd, &mut buf);
-        let mut out = Vec::new();
         while let Some(entry) = entries.next() {
             match entry {
                 Ok(entry) => {
                     let name = entry.file_name().to_bytes();
-                    if name != b"."
-                        && name != b".."
-                        && let Ok(name) = std::str::from_utf8(name)
-                    {
-                        out.push(Entry {
-                            name: name.to_owned(),
-                            // getdents reports the type for free; a file system that does not
-                            // (DT_UNKNOWN) leaves the entry a possible directory.
-                            maybe_dir: matches!(
-                                entry.file_type(),
-                                FileType::Directory | FileType::Unknown
-                            ),
-                        });
+                    if name != b"." && name != b".." {
+                        visit(name, entry.file_type());
                     }
                 }
                 Err(err) => {
@@ -106,15 +121,17 @@ impl SysDir {
                 }
             }
         }
-        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        out
     }
 
-    /// The attribute `name` with surrounding whitespace trimmed; `None` if unreadable or empty.
-    pub(crate) fn trimmed(&self, name: &str) -> Option<String> {
+    /// The attribute `name` (a path relative to this directory) with surrounding whitespace and
+    /// NULs trimmed; `None` if unreadable or empty. Some drivers end a value with a NUL before the
+    /// newline (`4\0\n`), which would otherwise make a number unparsable.
+    pub(crate) fn trimmed(&self, name: impl AsRef<Path>) -> Option<String> {
         let mut buf = [0u8; ATTRIBUTE_MAX];
-        let len = self.read_into(name, &mut buf)?;
-        let text = std::str::from_utf8(&buf[..len]).ok()?.trim();
+        let len = self.read_into(name.as_ref(), &mut buf)?;
+        let text = std::str::from_utf8(&buf[..len])
+            .ok()?
+            .trim_matches(|c: char| c.is_whitespace() || c == '\0');
         (!text.is_empty()).then(|| text.to_owned())
     }
 
@@ -125,12 +142,12 @@ impl SysDir {
 
     /// A decimal attribute. Negative values (the kernel's "unknown", e.g. `numa_node` = -1) and
     /// garbage are `None`.
-    pub(crate) fn unsigned(&self, name: &str) -> Option<u32> {
+    pub(crate) fn unsigned(&self, name: impl AsRef<Path>) -> Option<u32> {
         self.trimmed(name).and_then(|text| text.parse::<u32>().ok())
     }
 
     /// A `0`/`1` attribute.
-    pub(crate) fn flag(&self, name: &str) -> Option<bool> {
+    pub(crate) fn flag(&self, name: impl AsRef<Path>) -> Option<bool> {
         match self.trimmed(name)?.as_str() {
             "1" => Some(true),
             "0" => Some(false),
@@ -152,7 +169,7 @@ impl SysDir {
         }
     }
 
-    fn read_into(&self, name: &str, buf: &mut [u8]) -> Option<usize> {
+    fn read_into(&self, name: &Path, buf: &mut [u8]) -> Option<usize> {
         // NONBLOCK: no effect on a sysfs attribute, but a FIFO in a hand-built tree would block the
         // `open` (and the whole discovery) until a writer appeared; this way it reads as empty.
         let fd = match openat(

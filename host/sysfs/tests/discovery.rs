@@ -271,6 +271,50 @@ fn a_pf_with_an_unreadable_sriov_totalvfs_is_still_sriov_capable() {
     }
 }
 
+/// Some drivers' attributes end in a NUL before the newline (`4\0\n`). Left in, it made the
+/// number unparsable: `sriov_numvfs` read as unknown and a PF with four VFs in use as having none.
+#[test]
+fn sriov_counts_ending_in_a_nul_are_read() {
+    let (_dir, root) = tree(&Fixture::from_toml(SMALL_NODE, "test").unwrap());
+    let pf_dir = device_dir(&root, "0000:3b:00.0");
+    fs::write(pf_dir.join("sriov_numvfs"), "4\0\n").unwrap();
+    fs::write(pf_dir.join("sriov_totalvfs"), "8\0\n").unwrap();
+    let inv = scan(&root);
+    let pf = inv.get("0000:3b:00.0").unwrap();
+    assert_eq!((pf.sriov_num_vfs, pf.sriov_total_vfs), (Some(4), Some(8)));
+    assert!(pf.has_vfs_enabled());
+}
+
+/// `virtfnN` links exist only while VFs are enabled. A PF whose `sriov_numvfs` could not be read
+/// (or read 0 mid-change, or was missing along with `sriov_totalvfs` in a damaged tree) counted as
+/// having no VFs enabled, so it could be pooled itself while its VFs were in use.
+#[test]
+fn a_pf_with_virtfn_links_has_vfs_enabled_whatever_sriov_numvfs_says() {
+    for broken in ["unreadable", "garbage", "zero", "missing", "no-sriov-files"] {
+        let (_dir, root) = tree(&Fixture::from_toml(SMALL_NODE, "test").unwrap());
+        let pf_dir = device_dir(&root, "0000:3b:00.0");
+        let numvfs = pf_dir.join("sriov_numvfs");
+        match broken {
+            "unreadable" => {
+                fs::remove_file(&numvfs).unwrap();
+                fs::create_dir(&numvfs).unwrap();
+            }
+            "garbage" => fs::write(&numvfs, "four\n").unwrap(),
+            "zero" => fs::write(&numvfs, "0\n").unwrap(),
+            "missing" => fs::remove_file(&numvfs).unwrap(),
+            _ => {
+                fs::remove_file(&numvfs).unwrap();
+                fs::remove_file(pf_dir.join("sriov_totalvfs")).unwrap();
+            }
+        }
+        let inv = scan(&root);
+        let pf = inv.get("0000:3b:00.0").unwrap();
+        assert_eq!(pf.sriov_num_vfs, Some(4), "{broken}");
+        assert!(pf.sriov_total_vfs.is_some_and(|t| t >= 4), "{broken}");
+        assert!(pf.has_vfs_enabled(), "{broken}");
+    }
+}
+
 #[test]
 fn a_function_without_sriov_totalvfs_is_not_sriov_capable() {
     let (_dir, root) = tree(&Fixture::from_toml(SMALL_NODE, "test").unwrap());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 use vfpool_sysfs::sim::{Fixture, write_tree};
-use vfpool_sysfs::{DiscoveryError, SysfsRoot, discover, discover_pci_device};
+use vfpool_sysfs::{DeviceKind, DiscoveryError, SysfsRoot, discover, discover_pci_device};
 
 const SMALL_NODE: &str = r#"
 description = "one ConnectX-5 port with 4 VFs; VF 3's netdev is in a pod"
@@ -395,4 +395,133 @@ fn running_out_of_descriptors_mid_scan_is_an_error_not_a_short_inventory() {
             _ => panic!("headroom {headroom}: {result}"),
         }
     }
+}
+
+/// `echo 0 > sriov_numvfs` removes the PF's `virtfnN` link and the VF's `physfn` link before it
+/// unbinds the VF's driver and removes its directory (and adding VFs creates the directory before
+/// the links). A rescan in that window saw a bound network function without `physfn` and reported
+/// it as a standalone PF, which a policy would pool as a plain NIC. Its address in its PF's VF
+/// routing-id range gives it away; a plain function outside every such range is still a PF.
+#[test]
+fn a_vf_being_added_or_removed_is_not_reported_as_a_standalone_pf() {
+    const NODE: &str = r#"
+[[function]]
+address = "0000:3b:00.0"
+vendor = "15b3"
+device = "1017"
+class = "020000"
+driver = "mlx5_core"
+netdevs = ["ens1f0"]
+total_vfs = 8
+
+[function.vfs]
+count = 4
+device = "1018"
+driver = "mlx5_core"
+offset = 2
+netdev = "ens1f0v{index}"
+
+# Just past the PF's VF range (VF 7 would be 0000:3b:01.1).
+[[function]]
+address = "0000:3b:01.2"
+vendor = "8086"
+device = "1572"
+class = "020000"
+driver = "i40e"
+netdevs = ["eno1"]
+
+# The routing id of VF 1, in another PCI domain.
+[[function]]
+address = "0001:3b:00.3"
+vendor = "8086"
+device = "1572"
+class = "020000"
+driver = "i40e"
+netdevs = ["eno2"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&Fixture::from_toml(NODE, "test").unwrap(), dir.path()).unwrap();
+    let root = dir.path();
+    fs::remove_file(device_dir(root, "0000:3b:00.3").join("physfn")).unwrap();
+    fs::remove_file(device_dir(root, "0000:3b:00.0").join("virtfn1")).unwrap();
+
+    let inv = discover(&SysfsRoot::new(root)).unwrap();
+    assert!(
+        inv.get("0000:3b:00.3").is_none(),
+        "a VF in transition was reported: {:?}",
+        inv.get("0000:3b:00.3")
+    );
+    let pf = inv.get("0000:3b:00.0").unwrap();
+    let vfs: Vec<(u32, &str)> = pf.vfs.iter().map(|v| (v.index, v.id.as_str())).collect();
+    assert_eq!(
+        vfs,
+        [
+            (0, "0000:3b:00.2"),
+            (2, "0000:3b:00.4"),
+            (3, "0000:3b:00.5")
+        ]
+    );
+    assert_eq!(inv.get("0000:3b:00.4").unwrap().vf_index, Some(2));
+    for plain in ["0000:3b:01.2", "0001:3b:00.3"] {
+        let nic = inv.get(plain).unwrap();
+        assert_eq!((nic.kind, nic.pf_id.as_deref()), (DeviceKind::Pf, None));
+    }
+}
+
+/// A netdev name is bytes to the kernel. One that is not UTF-8 used to be dropped: the PF then had
+/// no netdev, its VFs no PF name, and nothing tied the PF to the default route it may carry, so
+/// the node's uplink could be pooled. It is kept, with a lossy name that says so, and its
+/// attributes are read under its real name.
+#[test]
+fn a_netdev_whose_name_is_not_utf8_is_kept_and_marked_lossy() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let (_dir, root) = small_node();
+    let pf = fs::canonicalize(device_dir(&root, "0000:3b:00.0")).unwrap();
+    let raw = OsStr::from_bytes(b"ens\xff0");
+    fs::rename(pf.join("net/ens1f0"), pf.join("net").join(raw)).unwrap();
+
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let pf = inv.get("0000:3b:00.0").unwrap();
+    assert_eq!(pf.netdevs.len(), 1, "{pf:?}");
+    let netdev = &pf.netdevs[0];
+    assert_eq!(netdev.name, "ens\u{fffd}0");
+    assert!(netdev.name_is_lossy());
+    assert_eq!(pf.netdev.as_deref(), Some("ens\u{fffd}0"));
+    // Read under the name the kernel gave it, not the lossy one.
+    assert_eq!(netdev.mtu, Some(1500));
+    assert_eq!(netdev.operstate.as_deref(), Some("up"));
+    let vf = inv.get("0000:3b:00.2").unwrap();
+    assert_eq!(vf.pf_name.as_deref(), Some("ens\u{fffd}0"));
+    assert!(!vf.netdevs[0].name_is_lossy());
+}
+
+/// The kernel names the links `virtfn<N>` with `N` in plain decimal. Other entries (`virtfn01`,
+/// `virtfn+1`, only in a hand-built or damaged tree) used to parse as index 1 and then read the
+/// link `virtfn1`, listing VF 1 several times; a link that does not lead to a PCI function was
+/// taken as a VF's address.
+#[test]
+fn only_canonical_virtfn_links_to_pci_functions_are_vfs() {
+    let (_dir, root) = small_node();
+    let pf = device_dir(&root, "0000:3b:00.0");
+    let vf3 = fs::read_link(pf.join("virtfn3")).unwrap();
+    std::os::unix::fs::symlink(&vf3, pf.join("virtfn01")).unwrap();
+    std::os::unix::fs::symlink(&vf3, pf.join("virtfn+1")).unwrap();
+    fs::create_dir_all(root.join("devices/garbage")).unwrap();
+    fs::remove_file(pf.join("virtfn2")).unwrap();
+    std::os::unix::fs::symlink("../../garbage", pf.join("virtfn2")).unwrap();
+
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let pf = inv.get("0000:3b:00.0").unwrap();
+    let vfs: Vec<(u32, &str)> = pf.vfs.iter().map(|v| (v.index, v.id.as_str())).collect();
+    assert_eq!(
+        vfs,
+        [
+            (0, "0000:3b:00.2"),
+            (1, "0000:3b:00.3"),
+            (3, "0000:3b:00.5")
+        ]
+    );
+    assert_eq!(inv.get("0000:3b:00.4").unwrap().vf_index, None);
+    assert_eq!(inv.get("0000:3b:00.5").unwrap().vf_index, Some(3));
 }

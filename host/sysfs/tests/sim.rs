@@ -174,3 +174,72 @@ fn names_that_would_leave_the_output_directory_are_refused() {
         assert!(left.is_empty(), "{to}: wrote {left:?} outside the node");
     }
 }
+
+/// VF index ranges name VFs of the function: `moved_to_pod = "0-4000000000"` used to be expanded
+/// into four billion indexes (16 GB) and abort the process. An index with no VF behind it is
+/// refused, naming the key, before anything is expanded.
+#[test]
+fn vf_index_ranges_beyond_the_vfs_are_refused_with_the_field() {
+    let vfs = format!("{PF}[function.vfs]\ncount = 2\ndevice = \"1018\"\ndriver = \"mlx5_core\"\n");
+    let cases = [
+        (
+            format!("{vfs}no_iommu = \"2\"\n"),
+            "function[0].vfs.no_iommu",
+        ),
+        (
+            format!("{vfs}drivers = {{ \"1-2\" = \"vfio-pci\" }}\n"),
+            "function[0].vfs.drivers",
+        ),
+        (
+            format!("{vfs}vdpa = {{ \"0-9\" = \"vhost\" }}\n"),
+            "function[0].vfs.vdpa",
+        ),
+        (
+            format!("{vfs}moved_to_pod = \"0-4000000000\"\n"),
+            "function[0].vfs.moved_to_pod",
+        ),
+        (
+            format!("{vfs}moved_to_pod = \"4000000000-4294967295\"\n"),
+            "function[0].vfs.moved_to_pod",
+        ),
+    ];
+    for (text, field) in cases {
+        let e = error_of(&text);
+        assert!(
+            e.contains(field) && e.contains("vfs.count = 2"),
+            "expected {field:?} in: {e}"
+        );
+    }
+    // Indexes inside the VFs, in any order and overlapping, are fine.
+    Fixture::from_toml(&format!("{vfs}moved_to_pod = \"1,0-1\"\n"), "ok.toml").unwrap();
+}
+
+/// A fixture built (or changed) in code never went through the parser's checks: a two-digit class
+/// made the writer panic slicing it, and a huge VF range allocated gigabytes. `write_tree` checks
+/// it first and names the field.
+#[test]
+fn write_tree_checks_a_fixture_built_in_code() {
+    let valid = Fixture::from_toml(
+        &format!("{PF}[function.vfs]\ncount = 2\ndevice = \"1018\"\n"),
+        "code",
+    )
+    .unwrap();
+    let mut short_class = valid.clone();
+    short_class.functions[0].class = "02".to_owned();
+    let mut huge_range = valid.clone();
+    if let Some(vfs) = huge_range.functions[0].vfs.as_mut() {
+        vfs.moved_to_pod = Some("0-4000000000".to_owned());
+    }
+    for (fixture, field) in [
+        (short_class, "function[0].class"),
+        (huge_range, "function[0].vfs.moved_to_pod"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write_tree(&fixture, dir.path()).unwrap_err();
+        assert!(matches!(e, SimError::Invalid { .. }), "{field}: {e:?}");
+        assert!(e.to_string().contains(field), "{field}: {e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{field}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&valid, dir.path()).unwrap();
+}

@@ -134,9 +134,12 @@ impl FactsGatherer {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         // The default route is a safety fact (the uplink is never pooled): a table that cannot be
         // read keeps the last one that could, and says so at warning level.
-        let default_route_netdevs = match std::fs::read_to_string(&source.route_table) {
-            Ok(text) => {
-                let routes = HostFacts::default_routes_from_proc(&text);
+        let default_route_netdevs = match std::fs::read(&source.route_table) {
+            Ok(bytes) => {
+                // Interface names are bytes: one that is not UTF-8 reads lossily, as discovery
+                // names such a netdev (and keeps it out of pools), instead of the whole table
+                // failing to read.
+                let routes = HostFacts::default_routes_from_proc(&String::from_utf8_lossy(&bytes));
                 last.default_routes = Some(routes.clone());
                 // A later outage is worth a warning again.
                 self.logged

@@ -139,6 +139,23 @@ fn an_unreadable_route_table_keeps_the_last_default_routes() {
     assert_eq!(gatherer.gather(&inventory).default_route_netdevs, before);
 }
 
+/// An interface whose name is not UTF-8 (the kernel allows any byte but `/`, `:`, whitespace and
+/// NUL) used to make the whole table unreadable, so a default route on it, or on any other
+/// interface, was not known.
+#[test]
+fn a_route_table_naming_a_non_utf8_interface_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("route");
+    let mut table =
+        b"Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+            .to_vec();
+    table.extend_from_slice(b"eno\xff\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n");
+    std::fs::write(&routes, table).unwrap();
+    let (gatherer, _) = gatherer(full_fake(), &routes);
+    let routes = gatherer.gather(&Inventory::default()).default_route_netdevs;
+    assert!(routes.contains("eno\u{fffd}"), "{routes:?}");
+}
+
 #[test]
 fn gathers_routes_enable_rdma_and_ddp_with_bulk_queries_only() {
     let routes = routes_file();

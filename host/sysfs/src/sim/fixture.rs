@@ -2,6 +2,7 @@
 //! edit. `fixtures/*.toml` in this crate are the shipped examples and document every key.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -298,7 +299,8 @@ impl Fixture {
         Fixture::from_toml(&text, name_or_path)
     }
 
-    fn validate(&self, origin: &str) -> Result<(), SimError> {
+    /// Checks that the fixture describes a node the writer can lay out; `origin` names it in errors.
+    pub(crate) fn validate(&self, origin: &str) -> Result<(), SimError> {
         let invalid = |field: String, message: String| SimError::Invalid {
             origin: origin.to_owned(),
             field,
@@ -357,7 +359,7 @@ impl Fixture {
                     ])
                 {
                     if let Some(range) = range {
-                        parse_index_ranges(range).map_err(|m| invalid(at(key), m))?;
+                        parse_index_ranges(range, vfs.count).map_err(|m| invalid(at(key), m))?;
                     }
                 }
                 if let Some(template) = &vfs.vdpa_name
@@ -368,10 +370,12 @@ impl Fixture {
                         format!("{template:?} must be a non-empty name without '/'"),
                     ));
                 }
-                let vdpa_indexes: std::collections::BTreeSet<u32> = vfs
+                // Ranges, not a table by index: `count` is not known to be sane until the loop
+                // below has placed every VF.
+                let vdpa_ranges: Vec<RangeInclusive<u32>> = vfs
                     .vdpa
                     .keys()
-                    .filter_map(|range| parse_index_ranges(range).ok())
+                    .filter_map(|range| parse_index_ranges(range, vfs.count).ok())
                     .flatten()
                     .collect();
                 for index in 0..vfs.count {
@@ -381,7 +385,7 @@ impl Fixture {
                             format!("VF {index} falls beyond bus ff; lower offset or stride"),
                         )
                     })?;
-                    if vdpa_indexes.contains(&index) {
+                    if vdpa_ranges.iter().any(|range| range.contains(&index)) {
                         let name = vdpa_device_name(vfs.vdpa_name.as_deref(), index, vf, next_vdpa);
                         next_vdpa += 1;
                         if matches!(name.as_str(), "." | "..") || !vdpa_names.insert(name.clone()) {
@@ -423,12 +427,16 @@ pub(crate) fn vdpa_device_name(
     }
 }
 
-/// Parses `"0-3,5"` into the indexes it names.
-pub(crate) fn parse_index_ranges(text: &str) -> Result<Vec<u32>, String> {
+/// Parses `"0-3,5"` into the ranges it names, each within the `count` VFs. The ranges are checked,
+/// not expanded: `"0-4000000000"` would be sixteen gigabytes of indexes.
+pub(crate) fn parse_index_ranges(
+    text: &str,
+    count: u32,
+) -> Result<Vec<RangeInclusive<u32>>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim) {
         let bad = || format!("{text:?} is not a list of indexes and ranges such as \"0-3,5\"");
-        match part.split_once('-') {
+        let range = match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (
                     a.trim().parse::<u32>().map_err(|_| bad())?,
@@ -437,10 +445,53 @@ pub(crate) fn parse_index_ranges(text: &str) -> Result<Vec<u32>, String> {
                 if a > b {
                     return Err(bad());
                 }
-                out.extend(a..=b);
+                a..=b
             }
-            None => out.push(part.parse::<u32>().map_err(|_| bad())?),
+            None => {
+                let index = part.parse::<u32>().map_err(|_| bad())?;
+                index..=index
+            }
+        };
+        if *range.end() >= count {
+            let existing = match count {
+                0 => "there are none".to_owned(),
+                1 => "the only one is 0".to_owned(),
+                n => format!("they are 0-{}", n - 1),
+            };
+            return Err(format!(
+                "{text:?} names VF {}, but vfs.count = {count} ({existing}): name only VFs that are enabled",
+                range.end()
+            ));
         }
+        out.push(range);
     }
     Ok(out)
+}
+
+/// For each of the `count` VFs, the value of the first entry of `map` (in its order) whose index
+/// ranges name it. Ranges that do not parse name nothing: the fixture was validated.
+pub(crate) fn first_match_by_index<V>(map: &BTreeMap<String, V>, count: u32) -> Vec<Option<&V>> {
+    let mut out = vec![None; count as usize];
+    for (ranges, value) in map {
+        for range in parse_index_ranges(ranges, count).unwrap_or_default() {
+            for index in range {
+                if let Some(slot @ None) = out.get_mut(index as usize) {
+                    *slot = Some(value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// For each of the `count` VFs, whether the index ranges `text` name it.
+pub(crate) fn named_by_index(text: Option<&str>, count: u32) -> Vec<bool> {
+    let mut out = vec![false; count as usize];
+    let ranges = text.and_then(|t| parse_index_ranges(t, count).ok());
+    for index in ranges.into_iter().flatten().flatten() {
+        if let Some(named) = out.get_mut(index as usize) {
+            *named = true;
+        }
+    }
+    out
 }

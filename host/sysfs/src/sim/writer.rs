@@ -7,7 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use super::SimError;
 use super::fixture::{
-    Fixture, FunctionSpec, LinkType, VdpaKind, parse_index_ranges, vdpa_device_name, vf_address,
+    Fixture, FunctionSpec, LinkType, VdpaKind, first_match_by_index, named_by_index,
+    vdpa_device_name, vf_address,
 };
 use crate::address::PciAddress;
 
@@ -22,8 +23,16 @@ pub struct Summary {
     pub sub_functions: usize,
 }
 
-/// Writes `fixture` as a sysfs tree into `out`, which must not exist or be empty.
+/// Writes `fixture` as a sysfs tree into `out`, which must not exist or be empty. The fixture is
+/// checked first, as [`Fixture::from_toml`] checks it: one built or changed in code may describe a
+/// node that cannot be laid out.
 pub fn write_tree(fixture: &Fixture, out: &Path) -> Result<Summary, SimError> {
+    let origin = if fixture.description.is_empty() {
+        "(no description)".to_owned()
+    } else {
+        format!("{:?}", fixture.description)
+    };
+    fixture.validate(&origin)?;
     if let Ok(mut entries) = fs::read_dir(out)
         && entries.next().is_some()
     {
@@ -420,27 +429,26 @@ impl<'f> Tree<'f> {
                 self.file(&format!("{dir}/sriov_offset"), &vfs.offset.to_string())?;
                 self.file(&format!("{dir}/sriov_stride"), &vfs.stride.to_string())?;
                 self.file(&format!("{dir}/sriov_vf_device"), &vfs.device)?;
-                let ranges = |text: Option<&String>| -> BTreeSet<u32> {
-                    text.and_then(|t| parse_index_ranges(t).ok())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect()
-                };
-                let moved = ranges(vfs.moved_to_pod.as_ref());
-                let no_iommu = ranges(vfs.no_iommu.as_ref());
+                // Looked up by index once here rather than parsed again for every VF.
+                let moved = named_by_index(vfs.moved_to_pod.as_deref(), vfs.count);
+                let no_iommu = named_by_index(vfs.no_iommu.as_deref(), vfs.count);
+                let drivers = first_match_by_index(&vfs.drivers, vfs.count);
+                let vdpa = first_match_by_index(&vfs.vdpa, vfs.count);
+                let at = |table: &[bool], index: u32| table.get(index as usize) == Some(&true);
                 for index in 0..vfs.count {
                     // The fixture was validated: every VF fits below bus ff.
                     let Some(vf_address) = vf_address(address, vfs, index) else {
                         continue;
                     };
-                    let driver = vfs
-                        .drivers
-                        .iter()
-                        .find(|(range, _)| ranges(Some(range)).contains(&index))
-                        .map(|(_, driver)| driver.as_str())
+                    let driver = drivers
+                        .get(index as usize)
+                        .copied()
+                        .flatten()
+                        .map(String::as_str)
                         .or(vfs.driver.as_deref());
                     let kernel_netdev = driver.is_some_and(|d| !is_userspace_driver(d));
-                    let netdevs = match (&vfs.netdev, kernel_netdev && !moved.contains(&index)) {
+                    let in_pod = at(&moved, index);
+                    let netdevs = match (&vfs.netdev, kernel_netdev && !in_pod) {
                         (Some(template), true) => vec![NetdevFiles {
                             name: template.replace("{index}", &index.to_string()),
                             operstate: vfs.operstate.clone(),
@@ -454,7 +462,7 @@ impl<'f> Tree<'f> {
                     // An exclusive-RDMA VF keeps its RDMA device in the host's view only while its
                     // netdev is in the host namespace too.
                     let rdma = match &vfs.rdma {
-                        Some(naming) if kernel_netdev && !moved.contains(&index) => {
+                        Some(naming) if kernel_netdev && !in_pod => {
                             vec![format!("{}{}", naming.prefix, naming.first + index)]
                         }
                         _ => Vec::new(),
@@ -473,7 +481,7 @@ impl<'f> Tree<'f> {
                             numa_node,
                             acpi_index: None,
                             iommu_group: None,
-                            no_iommu: no_iommu.contains(&index),
+                            no_iommu: at(&no_iommu, index),
                             netdevs,
                             link_type: spec.link_type,
                             rdma,
@@ -482,11 +490,7 @@ impl<'f> Tree<'f> {
                     let vf_bdf = vf_address.to_string();
                     self.link(&format!("{dir}/virtfn{index}"), &vf_dir)?;
                     self.link(&format!("{vf_dir}/physfn"), &dir)?;
-                    if let Some((_, kind)) = vfs
-                        .vdpa
-                        .iter()
-                        .find(|(range, _)| ranges(Some(range)).contains(&index))
-                    {
+                    if let Some(kind) = vdpa.get(index as usize).copied().flatten() {
                         let name = vdpa_device_name(
                             vfs.vdpa_name.as_deref(),
                             index,
