@@ -21,7 +21,7 @@ use crate::{DeviceType, DeviceView, Kind, SettingsProblem, VdpaType};
 
 struct UpstreamSelector;
 
-/// Most ignored-key warnings logged per config.
+/// Most configuration notes (warnings) logged per config.
 const MAX_NOTES: usize = 16;
 
 impl DeviceView for Device {
@@ -107,16 +107,14 @@ impl Guest for UpstreamSelector {
             .map_err(settings_error)?;
         // Once per config change (the host validates a config before it takes it), not on every
         // selection.
-        for note in config.ignored.iter().take(MAX_NOTES) {
+        for note in config.notes.iter().take(MAX_NOTES) {
             log(Level::Warn, note);
         }
-        if let Some(more) = config
-            .ignored
-            .len()
-            .checked_sub(MAX_NOTES)
-            .filter(|&n| n > 0)
-        {
-            log(Level::Warn, &format!("and {more} more ignored keys"));
+        if let Some(more) = config.notes.len().checked_sub(MAX_NOTES).filter(|&n| n > 0) {
+            log(
+                Level::Warn,
+                &format!("and {more} more configuration warnings"),
+            );
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! validated the way upstream's `ValidConfig` does — plus the checks upstream forgot.
 //!
 //! Go decoding rules copied on purpose (users and the sriov-network-operator depend on them):
-//! keys match case-insensitively, unknown keys are ignored, the last duplicate key wins, `null`
+//! keys match case-insensitively, unknown keys are ignored (their values checked for syntax only,
+//! see [`Shape`]), the last duplicate key wins, `null`
 //! leaves a scalar unchanged and empties a list, `selectors` is an object or a list of objects.
 //!
 //! Where upstream fails badly we differ, and say so in the error:
@@ -14,10 +15,14 @@
 //! - a `null` selector inside a list makes upstream panic (a nil pointer); here it is an error;
 //! - resource names and prefixes that kubelet would refuse at registration (`-x`, `Intel.com`) are
 //!   refused here, up front.
+//!
+//! Where upstream silently selects nothing we accept the configuration, as upstream, but add a
+//! note (a warning in the agent's log): a value that no sysfs text can equal (`"vendors":
+//! ["15B3"]`, `"pciAddresses": ["3b:00.2"]`, `"pKeys": ["0x1"]`).
 
 use std::collections::BTreeMap;
 
-use crate::json::{Json, key_matches};
+use crate::json::{Json, Shape, key_matches};
 use crate::range::PfSelector;
 
 /// What is wrong with the configuration: where, and what to do about it.
@@ -124,9 +129,11 @@ pub struct Selector {
 pub struct Config {
     /// The resources in configuration order (first match wins across them).
     pub resources: Vec<Resource>,
-    /// Keys ignored as upstream ignores them, each a sentence for the operator's log: a
-    /// misspelled selector key (`"pfNamez"`) silently widens a pool, so it is worth a warning.
-    pub ignored: Vec<String>,
+    /// Warnings for the operator's log, each a sentence, about what upstream accepts without a
+    /// word but is most likely a mistake: keys ignored as upstream ignores them (a misspelled
+    /// selector key, `"pfNamez"`, silently widens a pool) and selector values that can never match
+    /// a device (`"vendors": ["15B3"]` silently empties one).
+    pub notes: Vec<String>,
 }
 
 /// Parses and validates `config.json` text. Empty (or all-whitespace) text means "no resources".
@@ -134,7 +141,7 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
     if text.trim().is_empty() {
         return Ok(Config::default());
     }
-    let doc = Json::parse(text).map_err(|e| {
+    let doc = Json::parse(text, CONFIG_SHAPE).map_err(|e| {
         SettingsProblem::new(
             "",
             format!(
@@ -151,13 +158,13 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
             ),
         ));
     };
-    let mut ignored = Vec::new();
+    let mut notes = Vec::new();
     let mut list = Json::Null;
     for (key, value) in entries {
         if key_matches(&key, "resourceList") {
             list = value;
         } else if close(&key, "resourceList") {
-            ignored.push(ignored_key("the configuration", &key, &["resourceList"]));
+            notes.push(ignored_key("the configuration", &key, &["resourceList"]));
         }
         // Any other top-level key is another policy's (the config file is shared: an allocator
         // reads its own key next to `resourceList`), not a mistake to warn about on every load.
@@ -175,7 +182,7 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
     let mut resources: Vec<Resource> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let path = format!("resourceList[{index}]");
-        let resource = decode_resource(item, &path, default_prefix, &mut ignored)?;
+        let resource = decode_resource(item, &path, default_prefix, &mut notes)?;
         if let Some(first) = resources
             .iter()
             .position(|r| r.resource_name == resource.resource_name)
@@ -190,7 +197,7 @@ pub fn parse(text: &str, default_prefix: &str) -> Result<Config, SettingsProblem
         }
         resources.push(resource);
     }
-    Ok(Config { resources, ignored })
+    Ok(Config { resources, notes })
 }
 
 /// The selector keys of each device type (upstream's `*Selectors` structs).
@@ -221,6 +228,44 @@ const AUX_NET_DEVICE_KEYS: &[&str] = &[
     "isRdma",
     "auxTypes",
 ];
+
+/// The keys of a `resourceList` entry (upstream's `ResourceConfig`).
+const RESOURCE_KEYS: &[&str] = &[
+    "resourceName",
+    "resourcePrefix",
+    "deviceType",
+    "excludeTopology",
+    "selectors",
+    "additionalInfo",
+];
+
+/// What the decoder reads of `config.json`; Go only checks the syntax of the rest, so must we.
+/// `selectors` stays raw until `deviceType` (possibly a later key) says which keys it has, as
+/// upstream keeps it in a `json.RawMessage`.
+const CONFIG_SHAPE: Shape = Shape::Object {
+    read: &[],
+    nested: &[(
+        "resourceList",
+        Shape::List(&Shape::Object {
+            read: RESOURCE_KEYS,
+            nested: &[("selectors", Shape::Raw)],
+        }),
+    )],
+};
+
+/// `selectors` of each device type: a selector object with the type's keys, or a list of them.
+const NET_DEVICE_SELECTORS: Shape = Shape::List(&Shape::Object {
+    read: NET_DEVICE_KEYS,
+    nested: &[],
+});
+const ACCELERATOR_SELECTORS: Shape = Shape::List(&Shape::Object {
+    read: ACCELERATOR_KEYS,
+    nested: &[],
+});
+const AUX_NET_DEVICE_SELECTORS: Shape = Shape::List(&Shape::Object {
+    read: AUX_NET_DEVICE_KEYS,
+    nested: &[],
+});
 
 /// The selector key of any device type that `key` names (case-insensitively), if any.
 fn selector_key(key: &str) -> Option<&'static str> {
@@ -359,18 +404,18 @@ fn string_list(value: &Json, path: &str) -> Result<Vec<String>, SettingsProblem>
 
 /// Calls `set` for every entry whose key matches one of `fields` (Go's case-insensitive match), in
 /// input order, so the last duplicate wins. Unknown keys are ignored, as upstream ignores them,
-/// with a note in `ignored`.
+/// with a note in `notes`.
 fn for_each_field<'a>(
     entries: &'a [(String, Json)],
     fields: &[&'static str],
     path: &str,
-    ignored: &mut Vec<String>,
+    notes: &mut Vec<String>,
     mut set: impl FnMut(&'static str, &'a Json) -> Result<(), SettingsProblem>,
 ) -> Result<(), SettingsProblem> {
     for (key, value) in entries {
         match fields.iter().find(|f| key_matches(key, f)) {
             Some(field) => set(field, value)?,
-            None => ignored.push(ignored_key(path, key, fields)),
+            None => notes.push(ignored_key(path, key, fields)),
         }
     }
     Ok(())
@@ -380,7 +425,7 @@ fn decode_resource(
     item: &Json,
     path: &str,
     default_prefix: &str,
-    ignored: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<Resource, SettingsProblem> {
     let entries = object(item, path)?;
     let mut name = String::new();
@@ -389,37 +434,20 @@ fn decode_resource(
     let mut exclude_topology = false;
     let mut selectors: Option<&Json> = None;
     let mut additional_info: Option<BTreeMap<String, BTreeMap<String, String>>> = None;
-    for_each_field(
-        entries,
-        &[
-            "resourceName",
-            "resourcePrefix",
-            "deviceType",
-            "excludeTopology",
-            "selectors",
-            "additionalInfo",
-        ],
-        path,
-        ignored,
-        |field, value| {
-            let field_path = format!("{path}.{field}");
-            match field {
-                "resourceName" => string(value, &field_path, &mut name),
-                "resourcePrefix" => string(value, &field_path, &mut prefix),
-                "deviceType" => string(value, &field_path, &mut device_type),
-                "excludeTopology" => boolean(value, &field_path, &mut exclude_topology),
-                "selectors" => {
-                    // A json.RawMessage pointer: `null` resets it to nil.
-                    selectors = match value {
-                        Json::Null => None,
-                        v => Some(v),
-                    };
-                    Ok(())
-                }
-                _ => decode_additional_info(value, &field_path, &mut additional_info),
+    for_each_field(entries, RESOURCE_KEYS, path, notes, |field, value| {
+        let field_path = format!("{path}.{field}");
+        match field {
+            "resourceName" => string(value, &field_path, &mut name),
+            "resourcePrefix" => string(value, &field_path, &mut prefix),
+            "deviceType" => string(value, &field_path, &mut device_type),
+            "excludeTopology" => boolean(value, &field_path, &mut exclude_topology),
+            "selectors" => {
+                selectors = Some(value);
+                Ok(())
             }
-        },
-    )?;
+            _ => decode_additional_info(value, &field_path, &mut additional_info),
+        }
+    })?;
 
     let device_type = match device_type.as_str() {
         "" | "netDevice" => DeviceType::NetDevice,
@@ -444,20 +472,39 @@ fn decode_resource(
         (prefix, format!("{path}.resourcePrefix"))
     };
     validate_prefix(&prefix, &prefix_path)?;
+    let resource_name = format!("{prefix}/{name}");
 
     let selectors_path = format!("{path}.selectors");
-    let raw = selectors.ok_or_else(|| {
-        SettingsProblem::new(
+    let shape = match device_type {
+        DeviceType::NetDevice => NET_DEVICE_SELECTORS,
+        DeviceType::Accelerator => ACCELERATOR_SELECTORS,
+        DeviceType::AuxNetDevice => AUX_NET_DEVICE_SELECTORS,
+    };
+    let raw = match selectors {
+        Some(Json::Raw(text)) => Json::parse(text, shape).map_err(|e| {
+            SettingsProblem::new(
+                &selectors_path,
+                format!("cannot be decoded: {e} (counted from the start of the selectors value)"),
+            )
+        })?,
+        // Not kept raw (only if `CONFIG_SHAPE` changed): already decoded.
+        Some(other) => other.clone(),
+        None => Json::Null,
+    };
+    // A json.RawMessage pointer upstream: `null` resets it to nil.
+    if raw == Json::Null {
+        return Err(SettingsProblem::new(
             &selectors_path,
             "missing; every resource needs \"selectors\": an object such as {\"vendors\": [\"15b3\"]} or a list of them ({} matches every device of the type)",
-        )
-    })?;
-    let selectors = match raw {
+        ));
+    }
+    let selectors = match &raw {
         Json::Object(_) => vec![decode_selector(
-            raw,
+            &raw,
             &selectors_path,
             device_type,
-            ignored,
+            &resource_name,
+            notes,
         )?],
         Json::Array(items) if items.is_empty() => {
             return Err(SettingsProblem::new(
@@ -471,7 +518,9 @@ fn decode_resource(
             .map(|(i, item)| {
                 let item_path = format!("{selectors_path}[{i}]");
                 match item {
-                    Json::Object(_) => decode_selector(item, &item_path, device_type, ignored),
+                    Json::Object(_) => {
+                        decode_selector(item, &item_path, device_type, &resource_name, notes)
+                    }
                     other => Err(SettingsProblem::new(
                         item_path,
                         format!(
@@ -495,7 +544,7 @@ fn decode_resource(
         }
     };
     Ok(Resource {
-        resource_name: format!("{prefix}/{name}"),
+        resource_name,
         device_type,
         exclude_topology,
         selectors,
@@ -559,7 +608,8 @@ fn decode_selector(
     value: &Json,
     path: &str,
     device_type: DeviceType,
-    ignored: &mut Vec<String>,
+    resource_name: &str,
+    notes: &mut Vec<String>,
 ) -> Result<Selector, SettingsProblem> {
     let entries = object(value, path)?;
     let fields: &[&'static str] = match device_type {
@@ -571,7 +621,7 @@ fn decode_selector(
     let mut vdpa_type = String::new();
     let mut pf_names = Vec::new();
     let mut root_devices = Vec::new();
-    for_each_field(entries, fields, path, ignored, |field, value| {
+    for_each_field(entries, fields, path, notes, |field, value| {
         let field_path = format!("{path}.{field}");
         match field {
             "vendors" => selector.vendors = string_list(value, &field_path)?,
@@ -624,7 +674,134 @@ fn decode_selector(
             ));
         }
     }
+    note_unmatchable(&selector, path, resource_name, notes);
     Ok(selector)
+}
+
+/// Notes every value of `selector` that can never match a device: upstream compares vendor and
+/// device ids, PCI addresses and pkeys exactly with their sysfs text, so `"15B3"` or `"3b:00.2"`
+/// is accepted there and selects nothing, without a word. Only values no sysfs text can equal are
+/// noted, with the form that would match.
+fn note_unmatchable(selector: &Selector, path: &str, resource_name: &str, notes: &mut Vec<String>) {
+    /// Why a value can never match, if it cannot.
+    type Check = fn(&str) -> Option<String>;
+    let lists: [(&str, &[String], Check); 4] = [
+        ("vendors", &selector.vendors, |v| {
+            unmatchable_id(v, "vendor", "15b3")
+        }),
+        ("devices", &selector.devices, |v| {
+            unmatchable_id(v, "device", "1018")
+        }),
+        (
+            "pciAddresses",
+            &selector.pci_addresses,
+            unmatchable_pci_address,
+        ),
+        ("pKeys", &selector.pkeys, unmatchable_pkey),
+    ];
+    for (key, values, check) in lists {
+        for value in values {
+            if let Some(why) = check(value) {
+                notes.push(format!(
+                    "{path}: {key} {value:?} of resource {resource_name:?} can never match: {why} (accepted, as upstream accepts it, but it selects nothing)"
+                ));
+            }
+        }
+    }
+}
+
+/// The end of a note: `write "<fixed>"` when the value is a recognisable variant, else an example.
+fn write_or_example(fixed: Option<String>, valid: fn(&str) -> bool, example: &str) -> String {
+    match fixed.filter(|f| valid(f)) {
+        Some(fixed) => format!("; write {fixed:?}"),
+        None => format!(", such as {example:?}"),
+    }
+}
+
+fn lower_hex(text: &str) -> bool {
+    text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `0x`/`0X` taken off, if present.
+fn without_0x(text: &str) -> &str {
+    text.strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text)
+}
+
+/// Vendor and device ids: the host reads them from `modalias` as 4 lower-case hex digits (upstream
+/// reads them the same way, through ghw).
+fn unmatchable_id(value: &str, what: &str, example: &str) -> Option<String> {
+    fn valid(id: &str) -> bool {
+        id.len() == 4 && lower_hex(id)
+    }
+    if valid(value) {
+        return None;
+    }
+    let fixed = Some(without_0x(value.trim()).to_ascii_lowercase());
+    Some(format!(
+        "sysfs {what} ids are 4 lower-case hex digits without \"0x\"{}",
+        write_or_example(fixed, valid, example)
+    ))
+}
+
+/// PCI addresses: sysfs names a function `%04x:%02x:%02x.%d` (domain, bus, device, function), so
+/// a domain may have more than 4 digits (VMD domains do) but the rest has a fixed width.
+fn unmatchable_pci_address(value: &str) -> Option<String> {
+    fn valid(address: &str) -> bool {
+        let mut parts = address.split(':');
+        let (Some(domain), Some(bus), Some(slot), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Some((device, function)) = slot.split_once('.') else {
+            return false;
+        };
+        domain.len() >= 4
+            && lower_hex(domain)
+            && bus.len() == 2
+            && lower_hex(bus)
+            && device.len() == 2
+            && lower_hex(device)
+            // Three bits of function number: one digit 0-7 (ARI numbers go into the device part).
+            && function.len() == 1
+            && function.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    }
+    if valid(value) {
+        return None;
+    }
+    let lower = value.trim().to_ascii_lowercase();
+    // `3b:00.2` (what `lspci` shows) lacks the domain.
+    let fixed = if lower.matches(':').count() == 1 {
+        format!("0000:{lower}")
+    } else {
+        lower
+    };
+    Some(format!(
+        "sysfs PCI addresses are in the long lower-case form{}",
+        write_or_example(Some(fixed), valid, "0000:3b:00.2")
+    ))
+}
+
+/// pkeys: the kernel writes `ports/1/pkeys/0` as `0x%04x`.
+fn unmatchable_pkey(value: &str) -> Option<String> {
+    fn valid(pkey: &str) -> bool {
+        pkey.len() == 6 && pkey.strip_prefix("0x").is_some_and(lower_hex)
+    }
+    if valid(value) {
+        return None;
+    }
+    // A number written another way (`0x1`, `7fff`, `0xABCD`) is the pkey with that value.
+    let digits = without_0x(value.trim());
+    let fixed = (!digits.is_empty() && digits.len() <= 4)
+        .then(|| u16::from_str_radix(digits, 16).ok())
+        .flatten()
+        .map(|pkey| format!("0x{pkey:04x}"));
+    Some(format!(
+        "the kernel writes pkeys as \"0x\" and 4 lower-case hex digits{}",
+        write_or_example(fixed, valid, "0xffff")
+    ))
 }
 
 fn parse_pf_selectors(entries: &[String], path: &str) -> Result<Vec<PfSelector>, SettingsProblem> {

@@ -10,8 +10,14 @@
 //! what it does upstream, so configs that work today keep working. One before the last differs:
 //! upstream stops reading the list at the first item it cannot parse, so `"ens1f0#0,,2"` selects
 //! only VF 0 there, `"ens1f0#,3"` (a leading one) none, and `"ens1f0#0-3,x"` only VFs 0–3; here
-//! `"0,,2"` selects VFs 0 and 2, `",3"` VF 3 (the obvious meaning), and `x` is refused. An index beyond `u32` (`"ens1f0#4-4294967296"`, a large
-//! bound meaning "all the rest") is read as the largest index, as upstream's 64-bit parse does.
+//! `"0,,2"` selects VFs 0 and 2, `",3"` VF 3 (the obvious meaning), and `x` is refused. An index
+//! beyond `u32` (`"ens1f0#4-4294967296"`, a large bound meaning "all the rest") is read as the
+//! largest index, as upstream's 64-bit `strconv.Atoi` does; one beyond `i64::MAX` makes Atoi fail,
+//! which ends upstream's list like `x`, so it is refused like `x`. An inverted range (`"3-1"`) is
+//! no parse error upstream: it covers nothing and the list goes on; it is refused here all the
+//! same, as almost certainly a slip for `"1-3"` that would silently shrink the pool.
+
+use std::num::IntErrorKind;
 
 /// One parsed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +94,15 @@ pub fn selects(entries: &[PfSelector], pf: Option<&str>, index: Option<u32>) -> 
 }
 
 fn parse_range(entry: &str, item: &str) -> Result<(u32, u32), String> {
-    // Digits beyond `u32` (upstream reads 64 bits) name no function that can exist: the largest.
-    let number = |text: &str| match text.parse::<u32>() {
-        Ok(n) => Ok(n),
-        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => Ok(u32::MAX),
+    // Upstream reads an index with Go's `strconv.Atoi` (64 bits; a sign is allowed, and a `-`
+    // never reaches it: it splits the range). Beyond `u32` it names no function that can exist:
+    // the largest. Beyond `i64` Atoi fails, which ends upstream's list: malformed, refused here.
+    let number = |text: &str| match text.parse::<i64>() {
+        Ok(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(format!(
+            "{entry:?}: {text:?} is beyond the largest index upstream reads ({}); write a smaller bound, such as \"ens1f0#4-255\"",
+            i64::MAX
+        )),
         Err(_) => Err(format!(
             "{entry:?}: {text:?} is not an index; write indexes as non-negative integers, such as \"ens1f0#0,2-7\""
         )),
@@ -107,9 +118,12 @@ fn parse_range(entry: &str, item: &str) -> Result<(u32, u32), String> {
             "{entry:?}: {item:?} is not a range; write \"<first>-<last>\" such as \"2-7\""
         ));
     }
+    // Upstream reads on past an inverted range, which covers nothing; refused here because it is
+    // almost certainly a slip for the range the other way round, which would silently shrink the
+    // pool (a deliberate difference).
     if start > end {
         return Err(format!(
-            "{entry:?}: the range {item:?} is empty (its start is after its end); write it as \"{end}-{start}\""
+            "{entry:?}: the range {item:?} is empty (its start is after its end) and would select nothing; write it as \"{end}-{start}\""
         ));
     }
     Ok((start, end))
@@ -185,10 +199,32 @@ mod tests {
         }
     }
 
-    /// An index bound beyond `u32` reads as the largest index (upstream parses 64 bits).
+    /// Go's `strconv.Atoi` fails above `i64::MAX`, which ends upstream's reading of the list: a
+    /// malformed item, refused here like any other. It used to read as the largest index.
+    #[test]
+    fn bounds_beyond_go_int_are_refused() {
+        for bad in [
+            "ens1f0#9223372036854775808",
+            "ens1f0#0-9223372036854775808",
+            "ens1f0#99999999999999999999999",
+            "ens1f0#99999999999999999999999-99999999999999999999999",
+        ] {
+            let err = PfSelector::parse(bad).unwrap_err();
+            assert!(err.contains("9223372036854775807"), "{bad}: {err}");
+        }
+        let entries = parse_all(&["ens1f0#9223372036854775807", "ens1f1#+3"]);
+        assert!(selects(&entries, Some("ens1f0"), Some(u32::MAX)));
+        assert!(
+            selects(&entries, Some("ens1f1"), Some(3)),
+            "Atoi takes a sign"
+        );
+    }
+
+    /// An index bound beyond `u32` (up to Go's `int`) reads as the largest index (upstream parses
+    /// 64 bits).
     #[test]
     fn huge_bounds_mean_the_largest_index() {
-        let entries = parse_all(&["ens1f0#4-4294967296", "ens1f1#99999999999999999999999"]);
+        let entries = parse_all(&["ens1f0#4-4294967296", "ens1f1#9223372036854775807"]);
         assert!(selects(&entries, Some("ens1f0"), Some(4)));
         assert!(selects(&entries, Some("ens1f0"), Some(u32::MAX)));
         assert!(!selects(&entries, Some("ens1f0"), Some(3)));

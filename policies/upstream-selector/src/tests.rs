@@ -469,7 +469,7 @@ fn ignored_keys_are_noted_with_a_hint() {
     ],"version":1,"resourceLists":[],"spread":{"numaLocal":true}}"#;
     let config = parse(text, "intel.com").unwrap();
     assert_eq!(config.resources.len(), 3);
-    let notes = &config.ignored;
+    let notes = &config.notes;
     let has = |path: &str, part: &str| {
         notes
             .iter()
@@ -526,5 +526,140 @@ fn ignored_keys_are_noted_with_a_hint() {
     );
     // A config with only known keys (any case) has nothing to say.
     let clean = r#"{"ResourceList":[{"ResourceName":"a","Selectors":{"PfNames":["x"]}}]}"#;
-    assert!(parse(clean, "intel.com").unwrap().ignored.is_empty());
+    assert!(parse(clean, "intel.com").unwrap().notes.is_empty());
+}
+
+/// Values Go's decoder only scans for syntax (it skips the values of keys it does not use) but that
+/// serde_json refuses to decode: a number beyond `f64`, a lone surrogate escape, nesting deeper
+/// than serde_json's recursion limit of 128.
+fn skipped_only_values() -> Vec<(&'static str, String)> {
+    vec![
+        ("a number beyond f64", "1e400".to_string()),
+        ("a lone surrogate", r#""\ud800""#.to_string()),
+        (
+            "deep nesting",
+            format!("{}1{}", "[{\"a\":".repeat(150), "}]".repeat(150)),
+        ),
+    ]
+}
+
+/// Such values under keys upstream ignores — another policy's top-level section, an unknown key in
+/// a resource or in a selector, a selector key the resource's device type does not have — used to
+/// refuse the whole configuration as "not valid JSON", so nothing was served.
+#[test]
+fn values_of_ignored_keys_are_only_checked_for_syntax() {
+    let devices = vec![
+        vf("0000:01:00.2", "0000:01:00.0", "ens1f0", 0),
+        vf("0000:01:00.3", "0000:01:00.0", "ens1f0", 1),
+    ];
+    for (what, value) in skipped_only_values() {
+        for text in [
+            format!(
+                r#"{{"other":{value},"resourceList":[{{"resourceName":"a","selectors":{{"pfNames":["ens1f0#1"]}}}}],"spread":{value}}}"#
+            ),
+            format!(
+                r#"{{"resourceList":[{{"resourceName":"a","note":{value},"selectors":{{"pfNames":["ens1f0#1"]}}}}]}}"#
+            ),
+            format!(
+                r#"{{"resourceList":[{{"resourceName":"a","selectors":[{{"pfNames":["ens1f0#1"],"comment":{value}}}]}}]}}"#
+            ),
+        ] {
+            let config = parse(&text, "intel.com").unwrap_or_else(|e| panic!("{what}: {e}"));
+            let pools = select(&config, &devices);
+            assert_eq!(ids(&devices, &pools[0]), ["0000:01:00.3"], "{what}: {text}");
+        }
+        // Upstream decodes `selectors` for the resource's device type: an accelerator has no
+        // `pfNames`, so Go skips its value.
+        let text = format!(
+            r#"{{"resourceList":[{{"resourceName":"a","deviceType":"accelerator","selectors":{{"pfNames":{value},"vendors":["8086"]}}}}]}}"#
+        );
+        let config = parse(&text, "intel.com").unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(config.resources[0].selectors[0].vendors, ["8086"], "{what}");
+    }
+    // Still strict JSON: a syntax error anywhere refuses the configuration, as Go does.
+    for bad in [
+        r#"{"other":[1,],"resourceList":[]}"#,
+        r#"{"other":"\x","resourceList":[]}"#,
+        r#"{"other":01,"resourceList":[]}"#,
+        r#"{"resourceList":[{"resourceName":"a","x":[1,2,],"selectors":{}}]}"#,
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"x":nul}}]}"#,
+    ] {
+        let err = parse(bad, "intel.com").unwrap_err();
+        assert!(err.message.contains("not valid JSON"), "{bad}: {err}");
+    }
+}
+
+/// Go reads a lone surrogate escape in a key as U+FFFD: the key is merely unknown.
+#[test]
+fn keys_with_lone_surrogates_are_unknown_keys() {
+    let text = r#"{"\ud800":1,"resourceList":[{"resourceName":"a","selectors":{"vendors\udc00":["x"],"vendors":["15b3"]}}]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    assert_eq!(config.resources[0].selectors[0].vendors, ["15b3"]);
+    assert!(
+        config
+            .notes
+            .iter()
+            .any(|n| n.contains("unknown key \"vendors\u{fffd}\"")),
+        "{:#?}",
+        config.notes
+    );
+}
+
+/// Upstream compares `vendors`, `devices`, `pciAddresses` and `pKeys` exactly with what sysfs
+/// holds, so `"15B3"`, `"0x15b3"`, `"3b:00.2"` or `"0x1"` silently gave an empty pool. They are
+/// still accepted (they select nothing, as upstream), but each is noted, with the form that would
+/// match.
+#[test]
+fn values_that_can_never_match_are_noted() {
+    let text = r#"{"resourceList":[
+        {"resourceName":"a","selectors":[{"vendors":["15b3","15B3"]},
+            {"vendors":["0x15b3"," 8086 "],"devices":["0X1018","101"],"pciAddresses":["3b:00.2","0000:3B:00.2"],
+             "pKeys":["0x1","7fff","0xABCD","0xffff"]}]},
+        {"resourceName":"b","deviceType":"accelerator","resourcePrefix":"nvidia.com",
+         "selectors":{"vendors":["8086"],"devices":["0d5c"],"pciAddresses":["0000:3b:00.2","10000:e1:00.1",""]}}
+    ]}"#;
+    let config = parse(text, "intel.com").unwrap();
+    let notes = &config.notes;
+    let has = |part: &str| notes.iter().any(|n| n.contains(part));
+    for expected in [
+        r#"resourceList[0].selectors[0]: vendors "15B3" of resource "intel.com/a" can never match: sysfs vendor ids are 4 lower-case hex digits without "0x"; write "15b3""#,
+        r#"resourceList[0].selectors[1]: vendors "0x15b3" of resource "intel.com/a" can never match: sysfs vendor ids are 4 lower-case hex digits without "0x"; write "15b3""#,
+        r#"devices "0X1018" of resource "intel.com/a" can never match: sysfs device ids are 4 lower-case hex digits without "0x"; write "1018""#,
+        r#"devices "101" of resource "intel.com/a" can never match: sysfs device ids are 4 lower-case hex digits without "0x", such as "1018""#,
+        r#"pciAddresses "3b:00.2" of resource "intel.com/a" can never match: sysfs PCI addresses are in the long lower-case form; write "0000:3b:00.2""#,
+        r#"pciAddresses "0000:3B:00.2" of resource "intel.com/a" can never match: sysfs PCI addresses are in the long lower-case form; write "0000:3b:00.2""#,
+        r#"pKeys "0x1" of resource "intel.com/a" can never match: the kernel writes pkeys as "0x" and 4 lower-case hex digits; write "0x0001""#,
+        r#"pKeys "7fff" of resource "intel.com/a" can never match: the kernel writes pkeys as "0x" and 4 lower-case hex digits; write "0x7fff""#,
+        r#"pKeys "0xABCD" of resource "intel.com/a" can never match: the kernel writes pkeys as "0x" and 4 lower-case hex digits; write "0xabcd""#,
+        r#"vendors " 8086 " of resource "intel.com/a" can never match: sysfs vendor ids are 4 lower-case hex digits without "0x"; write "8086""#,
+        r#"resourceList[1].selectors: pciAddresses "" of resource "nvidia.com/b" can never match"#,
+    ] {
+        assert!(has(expected), "{expected}\n{notes:#?}");
+    }
+    // Values in the sysfs form (a PCI domain may have more than 4 digits) are not noted.
+    assert_eq!(notes.len(), 11, "{notes:#?}");
+    // As upstream, they select nothing.
+    let mut upper = vf("0000:3b:00.2", "0000:3b:00.0", "ens1f0", 0);
+    upper.pkey = Some("0x0001".into());
+    let devices = vec![upper];
+    let pools = select(&config, &devices);
+    assert_eq!(
+        ids(&devices, &pools[0]),
+        ["0000:3b:00.2"],
+        "by the first selector"
+    );
+    let only_wrong = parse(
+        r#"{"resourceList":[{"resourceName":"a","selectors":[{"vendors":["15B3"]},{"pciAddresses":["3b:00.2"]},{"pKeys":["0x1"]}]}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    assert!(select(&only_wrong, &devices)[0].members.is_empty());
+    // Keys the device type does not have are ignored, values and all: no second note.
+    let aux = parse(
+        r#"{"resourceList":[{"resourceName":"a","deviceType":"auxNetDevice","selectors":{"auxTypes":["sf"],"pKeys":["1"],"pciAddresses":["x"]}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    assert_eq!(aux.notes.len(), 2, "{:#?}", aux.notes);
+    assert!(!aux.notes.iter().any(|n| n.contains("can never match")));
 }
