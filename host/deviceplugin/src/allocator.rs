@@ -27,14 +27,21 @@ impl PreferenceRequest {
     /// Leaves the ids `avoid` names out of `available` (not out of `must_include`) when enough
     /// others remain: kubelet takes the preferred answer, so a device left out stays free.
     pub fn avoid(&mut self, avoid: impl Fn(&str) -> bool) {
-        let kept = self
-            .available
-            .iter()
-            .filter(|id| !avoid(id) || self.must_include.contains(id))
-            .count();
-        if kept >= self.size && kept < self.available.len() {
-            let must = &self.must_include;
-            self.available.retain(|id| !avoid(id) || must.contains(id));
+        // A set once must-include ids are many: any local process can send a hundred thousand.
+        let must: Option<HashSet<&str>> = (self.must_include.len() > 16)
+            .then(|| self.must_include.iter().map(String::as_str).collect());
+        let keep = |id: &String| {
+            !avoid(id)
+                || match &must {
+                    Some(set) => set.contains(id.as_str()),
+                    None => self.must_include.contains(id),
+                }
+        };
+        let kept: Vec<bool> = self.available.iter().map(keep).collect();
+        let count = kept.iter().filter(|k| **k).count();
+        if count >= self.size && count < self.available.len() {
+            let mut kept = kept.into_iter();
+            self.available.retain(|_| kept.next().unwrap_or(true));
         }
     }
 

@@ -238,17 +238,29 @@ impl DevicePlugin for PoolService {
         request: Request<api::PreferredAllocationRequest>,
     ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
         let snapshot = self.state.current();
-        let mut responses = Vec::new();
-        for container in request.into_inner().container_requests {
+        let containers = request.into_inner().container_requests;
+        // kubelet asks for one container per call; each container costs an allocator call, and a
+        // flood of them from another local process would hold the permits kubelet's calls need.
+        if containers.len() > MAX_PREFERENCE_CONTAINERS {
+            let message = format!(
+                "GetPreferredAllocation with {} container requests; at most {MAX_PREFERENCE_CONTAINERS} are answered per call (kubelet sends one)",
+                containers.len()
+            );
+            tracing::warn!(resource = %self.state.resource_name, %message, "GetPreferredAllocation refused");
+            return Err(Status::invalid_argument(message));
+        }
+        let mut responses = Vec::with_capacity(containers.len());
+        for container in containers {
             let mut request = PreferenceRequest::from_kubelet(
                 self.state.resource_name.clone(),
                 container.available_device_i_ds,
                 container.must_include_device_i_ds,
                 container.allocation_size,
             );
-            if snapshot.members.iter().any(|m| m.held) {
-                request.avoid(|id| snapshot.get(id).is_some_and(|m| m.held));
-            }
+            // Devices not (or no longer) in the pool, and devices held for a pod outside their
+            // policy's pool, are preferred only when nothing else would do: kubelet's list may
+            // still name a device withdrawn a moment ago, whose Allocate would be refused.
+            request.avoid(|id| snapshot.get(id).is_none_or(|m| m.held));
             let ids = self.prefer(&snapshot, request).await;
             responses.push(api::ContainerPreferredAllocationResponse { device_i_ds: ids });
         }
@@ -353,7 +365,20 @@ impl PoolService {
                 Took(self.state.allocator_timeout)
             ),
         };
-        let ids = allocator::builtin_preference(snapshot, &request);
+        // Off the runtime: the order is cheap for kubelet's requests, but a request may come from
+        // any local process, and the runtime's two threads serve every pool.
+        let pool = Arc::clone(snapshot);
+        let ids = match tokio::task::spawn_blocking(move || {
+            allocator::builtin_preference(&pool, &request)
+        })
+        .await
+        {
+            Ok(ids) => ids,
+            Err(join) => {
+                tracing::error!(resource = %self.state.resource_name, error = %join, "GetPreferredAllocation: the built-in order failed; answering no preference");
+                return Vec::new();
+            }
+        };
         tracing::warn!(
             resource = %self.state.resource_name,
             reason = %failure,
@@ -992,6 +1017,8 @@ fn left_to_another_instance(state: &PoolState, bound: Option<SocketIdentity>) ->
 /// a GetPreferredAllocation listing a whole pool, takes about 16 bytes per device: 1 MiB is room
 /// for a pool of 65,000 devices, past any node's.
 pub(crate) const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The most container requests one GetPreferredAllocation answers (kubelet sends one).
+const MAX_PREFERENCE_CONTAINERS: usize = 16;
 
 /// How many calls one connection may have in flight. kubelet makes one at a time per resource
 /// (its device manager serializes admissions) plus the ListAndWatch stream; the cap bounds what a

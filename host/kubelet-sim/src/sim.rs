@@ -172,7 +172,8 @@ pub struct PodAllocation {
     pub pod: String,
     /// The resource.
     pub resource: String,
-    /// The devices kubelet chose (the preferred ones when the plugin answered validly).
+    /// The devices kubelet chose, in the order it sent them to Allocate (arbitrary, as kubelet's
+    /// set): the free ones of the plugin's preference, the rest filled from other free devices.
     pub device_ids: Vec<String>,
     /// The plugin's preferred answer, if it was asked.
     pub preferred: Option<Vec<String>>,
@@ -194,6 +195,12 @@ struct State {
     /// How many registrations still to fail where kubelet connects to the plugin
     /// ([`KubeletSim::fail_next_registrations`]).
     failing_registrations: usize,
+    /// Per resource: the connection kubelet dialled when the plugin registered. kubelet calls
+    /// GetPreferredAllocation and Allocate on it (its endpoint), not on whatever now listens at
+    /// the socket path.
+    plugins: BTreeMap<String, DevicePluginClient<Channel>>,
+    /// Checkpoints written (see [`Shared::write_checkpoint`]).
+    checkpoints: u64,
 }
 
 struct Shared {
@@ -213,6 +220,41 @@ impl Shared {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// Rewrites `device-plugins/kubelet_internal_checkpoint` as kubelet's device manager does
+    /// after every ListAndWatch update and admission: a temporary file named `.` and a random
+    /// suffix in the same directory, renamed over the checkpoint. Plugins watching the directory
+    /// for kubelet's restarts see this traffic all the time and must not take it for one. The
+    /// content is the simulator's own summary (nothing reads it back).
+    fn write_checkpoint(&self) {
+        let content = {
+            let state = self.lock();
+            let mut text = String::from("{\"registered\":{");
+            for (i, (resource, view)) in state.resources.iter().enumerate() {
+                let ids: Vec<String> = view.devices.keys().map(|id| format!("{id:?}")).collect();
+                let comma = if i == 0 { "" } else { "," };
+                text.push_str(&format!("{comma}{resource:?}:[{}]", ids.join(",")));
+            }
+            text.push_str("},\"pods\":");
+            text.push_str(&state.pods.len().to_string());
+            text.push('}');
+            text
+        };
+        let dir = self.kubelet_dir.join("device-plugins");
+        let temporary = dir.join(format!(".{}", self.checkpoint_suffix()));
+        let written = std::fs::write(&temporary, content)
+            .and_then(|()| std::fs::rename(&temporary, dir.join(CHECKPOINT)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+    }
+
+    /// A fresh suffix for the checkpoint's temporary file (Go's `os.CreateTemp` pattern).
+    fn checkpoint_suffix(&self) -> u64 {
+        let mut state = self.lock();
+        state.checkpoints += 1;
+        splitmix64(state.checkpoints ^ u64::from(std::process::id()))
+    }
+
     /// kubelet's `DeRegisterPlugin` / the end of a plugin's client: the stream is closed and the
     /// resource kept as disconnected (kubelet marks its devices unhealthy: allocatable 0). With
     /// `generation`, only if that registration still owns the resource. Whether it had a client.
@@ -223,6 +265,7 @@ impl Shared {
                 return false;
             }
             state.owners.remove(resource);
+            state.plugins.remove(resource);
             if let Some(view) = state.resources.get_mut(resource) {
                 view.connected = false;
             }
@@ -518,14 +561,17 @@ impl KubeletSim {
     }
 
     /// Simulates a kubelet restart: sockets deleted (including every plugin socket in
-    /// `device-plugins/`, as kubelet cleans that directory), plugins forgotten, pods kept, then
-    /// the sockets recreated.
+    /// `device-plugins/`, as kubelet cleans that directory of sockets, keeping its checkpoint),
+    /// plugins forgotten, pods kept, then the sockets recreated.
     pub async fn restart(&mut self) -> Result<(), SimError> {
+        use std::os::unix::fs::FileTypeExt as _;
         self.stop_all();
         let dp_dir = self.shared.kubelet_dir.join("device-plugins");
         if let Ok(entries) = std::fs::read_dir(&dp_dir) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                if entry.file_type().is_ok_and(|t| t.is_socket()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         let _ = std::fs::remove_file(self.shared.kubelet_dir.join("pod-resources/kubelet.sock"));
@@ -533,6 +579,7 @@ impl KubeletSim {
             let mut state = self.shared.lock();
             state.resources.clear();
             state.owners.clear();
+            state.plugins.clear();
             state.watched.clear();
         }
         self.shared.bump();
@@ -623,12 +670,13 @@ impl KubeletSim {
         let (chosen, preferred, response) = if count == 0 {
             (Vec::new(), None, api::ContainerAllocateResponse::default())
         } else {
-            self.ask_plugin(resource, count).await?
+            self.ask_plugin(pod, resource, count).await?
         };
         self.shared
             .lock()
             .pods
             .insert(pod.to_string(), (resource.to_string(), chosen.clone()));
+        self.shared.write_checkpoint();
         self.shared.bump();
         Ok(PodAllocation {
             pod: pod.to_string(),
@@ -639,10 +687,16 @@ impl KubeletSim {
         })
     }
 
-    /// [`Self::allocate_pod`]'s calls to the plugin for `count` (at least one) devices: the
-    /// devices kubelet chooses, the plugin's preference if it was asked, and the Allocate answer.
+    /// [`Self::allocate_pod`]'s calls to the plugin for `count` (at least one) devices, as
+    /// kubelet's `devicesToAllocate` makes them without a Topology Manager hint: the free healthy
+    /// devices go to GetPreferredAllocation in arbitrary order (a Go set); what of the answer is
+    /// free is taken (unknown and duplicate ids dropped, at most `count`), the rest filled from the
+    /// other free devices; Allocate gets the chosen ids in arbitrary order again. The calls go to
+    /// the connection kubelet dialled when the plugin registered. Returns the ids in the order
+    /// Allocate got them, the plugin's preference if it was asked, and the Allocate answer.
     async fn ask_plugin(
         &self,
+        pod: &str,
         resource: &str,
         count: usize,
     ) -> Result<
@@ -653,12 +707,17 @@ impl KubeletSim {
         ),
         SimError,
     > {
-        let (endpoint, available, preferred_available) = {
+        let (mut client, mut available, preferred_available) = {
             let state = self.shared.lock();
             let view = state
                 .resources
                 .get(resource)
                 .filter(|v| v.connected)
+                .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
+            let client = state
+                .plugins
+                .get(resource)
+                .cloned()
                 .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
             let used: BTreeSet<&String> = state
                 .pods
@@ -673,7 +732,7 @@ impl KubeletSim {
                 .map(|(id, _)| id.clone())
                 .collect();
             (
-                view.endpoint.clone(),
+                client,
                 available,
                 view.options.is_some_and(|(_, preferred)| preferred),
             )
@@ -685,13 +744,13 @@ impl KubeletSim {
                 free: available.len(),
             });
         }
-        let mut client = DevicePluginClient::new(uds::channel(&endpoint));
+        go_set_order(&mut available, &format!("{pod}/available"));
         let plugin_error = |call, source| SimError::Plugin {
             call,
             resource: resource.to_string(),
             source,
         };
-        let mut chosen: Vec<String> = available.iter().take(count).cloned().collect();
+        let mut chosen: Vec<String> = Vec::with_capacity(count);
         let mut preferred = None;
         if preferred_available {
             let answer = client
@@ -706,16 +765,31 @@ impl KubeletSim {
                 .map_err(|s| plugin_error("GetPreferredAllocation", s))?
                 .into_inner();
             if let Some(ids) = answer.container_responses.into_iter().next() {
-                let ids = ids.device_i_ds;
-                let valid = ids.len() == count
-                    && ids.iter().all(|id| available.contains(id))
-                    && ids.iter().collect::<BTreeSet<_>>().len() == count;
-                if valid {
-                    chosen = ids.clone();
-                }
-                preferred = Some(ids);
+                let free: BTreeSet<&String> = available.iter().collect();
+                let mut usable: Vec<String> = ids
+                    .device_i_ds
+                    .iter()
+                    .filter(|id| free.contains(id))
+                    .cloned()
+                    .collect::<BTreeSet<String>>()
+                    .into_iter()
+                    .collect();
+                go_set_order(&mut usable, &format!("{pod}/preferred"));
+                usable.truncate(count);
+                chosen = usable;
+                preferred = Some(ids.device_i_ds);
             }
         }
+        let taken: BTreeSet<String> = chosen.iter().cloned().collect();
+        let missing = count - chosen.len();
+        chosen.extend(
+            available
+                .iter()
+                .filter(|id| !taken.contains(*id))
+                .take(missing)
+                .cloned(),
+        );
+        go_set_order(&mut chosen, &format!("{pod}/allocate"));
         let response = client
             .allocate(api::AllocateRequest {
                 container_requests: vec![api::ContainerAllocateRequest {
@@ -780,11 +854,13 @@ impl KubeletSim {
         resource: &str,
         ids: Vec<String>,
     ) -> Result<api::AllocateResponse, SimError> {
-        let endpoint = self
-            .resource(resource)
-            .map(|v| v.endpoint)
+        let mut client = self
+            .shared
+            .lock()
+            .plugins
+            .get(resource)
+            .cloned()
             .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
-        let mut client = DevicePluginClient::new(uds::channel(&endpoint));
         client
             .allocate(api::AllocateRequest {
                 container_requests: vec![api::ContainerAllocateRequest { devices_ids: ids }],
@@ -801,6 +877,7 @@ impl KubeletSim {
     /// The pod ends: its devices are free again (and gone from PodResources).
     pub fn release_pod(&self, pod: &str) -> bool {
         let removed = self.shared.lock().pods.remove(pod).is_some();
+        self.shared.write_checkpoint();
         self.shared.bump();
         removed
     }
@@ -809,6 +886,32 @@ impl KubeletSim {
 impl Drop for KubeletSim {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+/// kubelet's device-manager checkpoint in `device-plugins/`.
+const CHECKPOINT: &str = "kubelet_internal_checkpoint";
+
+/// One step of the splitmix64 generator: the simulator's orders are pseudo-random but the same
+/// from run to run, so a test that fails on one fails again.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Puts `ids` in the order Go gives a set's members (kubelet's `sets.Set.UnsortedList`, a map's
+/// iteration): arbitrary. Seeded by `seed` (the pod), so a run repeats itself.
+fn go_set_order(ids: &mut [String], seed: &str) {
+    let mut state = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    for i in (1..ids.len()).rev() {
+        state = splitmix64(state);
+        let bound = u64::try_from(i + 1).unwrap_or(u64::MAX);
+        let j = usize::try_from(state % bound).unwrap_or(0);
+        ids.swap(i, j);
     }
 }
 
@@ -882,7 +985,9 @@ fn admit(resource: &str, versions: &[String]) -> Result<(), String> {
     // A second plugin for a resource name is not refused: kubelet's device manager takes the
     // newest registration as the resource's endpoint (`PluginConnected` replaces the entry; a
     // rolling update of a plugin DaemonSet relies on it), and the simulator's client for the
-    // older one stops following it (`start_client`).
+    // older one stops following it (`start_client`). kubelet keeps following the older stream,
+    // and its end stops the newest endpoint (kubernetes#121994); not modelled: see
+    // `KubeletSim::disconnect`.
     Ok(())
 }
 
@@ -1060,6 +1165,7 @@ fn start_client(
         state.next_generation += 1;
         let generation = state.next_generation;
         state.owners.insert(resource.clone(), generation);
+        state.plugins.insert(resource.clone(), client.clone());
         state.resources.insert(
             resource.clone(),
             ResourceView {
@@ -1126,6 +1232,7 @@ fn start_client(
                 }
             }
             drop(state);
+            shared.write_checkpoint();
             shared.bump();
         }
     });
@@ -1151,19 +1258,7 @@ impl PodResourcesLister for PodResourcesService {
         let pod_resources = state
             .pods
             .iter()
-            .map(|(pod, (resource, ids))| pr::PodResources {
-                name: pod.clone(),
-                namespace: "default".to_string(),
-                containers: vec![pr::ContainerResources {
-                    name: "main".to_string(),
-                    devices: vec![pr::ContainerDevices {
-                        resource_name: resource.clone(),
-                        device_ids: ids.clone(),
-                        topology: None,
-                    }],
-                    ..Default::default()
-                }],
-            })
+            .map(|(pod, (resource, ids))| pod_resources(&state, pod, resource, ids))
             .collect();
         Ok(Response::new(pr::ListPodResourcesResponse {
             pod_resources,
@@ -1175,18 +1270,16 @@ impl PodResourcesLister for PodResourcesService {
         _request: Request<pr::AllocatableResourcesRequest>,
     ) -> Result<Response<pr::AllocatableResourcesResponse>, Status> {
         let state = self.shared.lock();
+        // A disconnected plugin's devices are unhealthy to kubelet, so none is allocatable.
         let devices = state
             .resources
             .iter()
-            .map(|(resource, view)| pr::ContainerDevices {
-                resource_name: resource.clone(),
-                device_ids: view
-                    .devices
+            .filter(|(_, view)| view.connected)
+            .flat_map(|(resource, view)| {
+                view.devices
                     .iter()
                     .filter(|(_, d)| d.health == api::HEALTHY)
-                    .map(|(id, _)| id.clone())
-                    .collect(),
-                topology: None,
+                    .map(|(id, d)| device_entry(resource, id, &d.numa))
             })
             .collect();
         Ok(Response::new(pr::AllocatableResourcesResponse {
@@ -1201,25 +1294,59 @@ impl PodResourcesLister for PodResourcesService {
     ) -> Result<Response<pr::GetPodResourcesResponse>, Status> {
         let request = request.into_inner();
         let state = self.shared.lock();
-        let (resource, ids) = state
-            .pods
-            .get(&request.pod_name)
-            .ok_or_else(|| Status::not_found(format!("pod {} not found", request.pod_name)))?;
+        let not_found = || {
+            Status::not_found(format!(
+                "pod {} in namespace {} not found",
+                request.pod_name, request.pod_namespace
+            ))
+        };
+        if request.pod_namespace != POD_NAMESPACE {
+            return Err(not_found());
+        }
+        let (resource, ids) = state.pods.get(&request.pod_name).ok_or_else(not_found)?;
         Ok(Response::new(pr::GetPodResourcesResponse {
-            pod_resources: Some(pr::PodResources {
-                name: request.pod_name.clone(),
-                namespace: request.pod_namespace.clone(),
-                containers: vec![pr::ContainerResources {
-                    name: "main".to_string(),
-                    devices: vec![pr::ContainerDevices {
-                        resource_name: resource.clone(),
-                        device_ids: ids.clone(),
-                        topology: None,
-                    }],
-                    ..Default::default()
-                }],
-            }),
+            pod_resources: Some(pod_resources(&state, &request.pod_name, resource, ids)),
         }))
+    }
+}
+
+/// The namespace of every simulated pod.
+const POD_NAMESPACE: &str = "default";
+
+/// A pod as PodResources reports it: one container, one entry per device (kubelet's
+/// `getContainerDevices`), with the device's NUMA node as the plugin listed it.
+fn pod_resources(state: &State, pod: &str, resource: &str, ids: &[String]) -> pr::PodResources {
+    let view = state.resources.get(resource);
+    let devices = ids
+        .iter()
+        .map(|id| {
+            let numa = view
+                .and_then(|v| v.devices.get(id))
+                .map(|d| d.numa.as_slice())
+                .unwrap_or_default();
+            device_entry(resource, id, numa)
+        })
+        .collect();
+    pr::PodResources {
+        name: pod.to_string(),
+        namespace: POD_NAMESPACE.to_string(),
+        containers: vec![pr::ContainerResources {
+            name: "main".to_string(),
+            devices,
+            ..Default::default()
+        }],
+    }
+}
+
+/// One device of `resource` as PodResources reports it: alone in its entry, with its NUMA
+/// nodes when the plugin sent any.
+fn device_entry(resource: &str, id: &str, numa: &[i64]) -> pr::ContainerDevices {
+    pr::ContainerDevices {
+        resource_name: resource.to_string(),
+        device_ids: vec![id.to_string()],
+        topology: (!numa.is_empty()).then(|| pr::TopologyInfo {
+            nodes: numa.iter().map(|&id| pr::NumaNode { id }).collect(),
+        }),
     }
 }
 

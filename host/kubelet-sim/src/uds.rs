@@ -9,17 +9,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// A lazily connecting channel to the gRPC server on `path`.
-pub(crate) fn channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::from_static("http://[::1]:50051").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        },
-    ))
-}
-
 /// A channel to the gRPC server on `path`, connected now, as kubelet dials a plugin (grpc
 /// `WithBlock`): a socket that is missing or refuses connections is tried again until `timeout`,
 /// then it is an error. The channel uses the connection made here (a plugin's listener sees one

@@ -29,6 +29,10 @@ struct Stub {
     endpoint: String,
     /// Allocate answers without container responses.
     empty_allocate: bool,
+    /// The devices listed.
+    devices: Vec<String>,
+    /// GetPreferredAllocation's answer; none when empty.
+    preference: Vec<String>,
     calls: Arc<Mutex<Vec<String>>>,
 }
 
@@ -37,6 +41,8 @@ impl Stub {
         Stub {
             endpoint: String::new(),
             empty_allocate: false,
+            devices: vec!["a".to_string(), "b".to_string()],
+            preference: Vec::new(),
             calls: Arc::default(),
         }
     }
@@ -88,10 +94,11 @@ impl DevicePlugin for Stub {
     ) -> Result<Response<Self::ListAndWatchStream>, Status> {
         use tokio_stream::StreamExt as _;
         self.called("ListAndWatch");
-        let devices = ["a", "b"]
+        let devices = self
+            .devices
             .iter()
             .map(|id| api::Device {
-                id: (*id).to_string(),
+                id: id.clone(),
                 health: api::HEALTHY.to_string(),
                 topology: None,
             })
@@ -104,13 +111,21 @@ impl DevicePlugin for Stub {
         &self,
         _request: Request<api::PreferredAllocationRequest>,
     ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
-        Ok(Response::new(api::PreferredAllocationResponse::default()))
+        if self.preference.is_empty() {
+            return Ok(Response::new(api::PreferredAllocationResponse::default()));
+        }
+        Ok(Response::new(api::PreferredAllocationResponse {
+            container_responses: vec![api::ContainerPreferredAllocationResponse {
+                device_i_ds: self.preference.clone(),
+            }],
+        }))
     }
 
     async fn allocate(
         &self,
         request: Request<api::AllocateRequest>,
     ) -> Result<Response<api::AllocateResponse>, Status> {
+        self.called("Allocate");
         let containers = if self.empty_allocate {
             Vec::new()
         } else {
@@ -252,8 +267,12 @@ async fn register_reads_the_plugins_own_options_before_answering() {
 
 /// A second plugin registering a resource name that is served (a rolling update of a plugin
 /// DaemonSet: the new pod registers before the old one stops) replaces the first, as kubelet's
-/// device manager does; the older plugin's stream ending afterwards leaves the newer one
-/// connected. The simulator used to refuse the second registration.
+/// device manager does. The simulator used to refuse the second registration.
+///
+/// The older plugin's stream ending afterwards leaves the newer one connected here. kubelet is
+/// not that kind (kubernetes#121994: that end calls `PluginDisconnected` for the resource name,
+/// which stops the newest endpoint); the simulator does not model it by itself, tests call
+/// [`KubeletSim::disconnect`] where they need it, and this test pins the simulator's choice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_registration_of_a_resource_wins() {
     let tmp = tempfile::tempdir().unwrap();
@@ -324,6 +343,103 @@ async fn an_allocate_answer_without_containers_fails_admission() {
         "{error:?}"
     );
     assert!(sim.in_use(NAME).is_empty(), "the pod was admitted");
+    server.abort();
+    sim.shutdown();
+}
+
+/// Registers `stub` (legacy mode) serving `socket` in `device-plugins/` and waits for its devices.
+async fn registered_stub(
+    sim: &KubeletSim,
+    kubelet_dir: &Path,
+    stub: &Stub,
+    socket: &str,
+) -> tokio::task::JoinHandle<()> {
+    let server = stub.serve(&kubelet_dir.join("device-plugins").join(socket));
+    let mut kubelet = kubelet_client(kubelet_dir).await;
+    kubelet.register(register_request(socket)).await.unwrap();
+    let count = stub.devices.len();
+    sim.wait_for("the stub's devices", GUARD, |r| {
+        r.get(NAME).is_some_and(|v| v.allocatable() == count)
+    })
+    .await
+    .unwrap();
+    server
+}
+
+/// kubelet calls GetPreferredAllocation and Allocate on the connection it dialled when the plugin
+/// registered, not on whatever listens at the socket path now (another instance of the plugin
+/// that bound the path without registering is never asked). The simulator used to dial the path
+/// for every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_to_the_registered_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = start_sim(tmp.path(), false).await;
+    let registered = Stub::new();
+    let first = registered_stub(&sim, tmp.path(), &registered, "stub.sock").await;
+    let path = tmp.path().join("device-plugins/stub.sock");
+    std::fs::remove_file(&path).unwrap();
+    let squatter = Stub::new();
+    let second = squatter.serve(&path);
+    sim.allocate_pod("pod", NAME, 1).await.unwrap();
+    assert!(registered.calls().contains(&"Allocate".to_string()));
+    assert!(squatter.calls().is_empty(), "{:?}", squatter.calls());
+    first.abort();
+    second.abort();
+    sim.shutdown();
+}
+
+/// kubelet takes what of a preference is free (a set: an unknown id dropped) and fills the rest
+/// from other free devices; the simulator used to ignore an answer of the wrong size or with an
+/// unknown id and take the first free devices instead. Allocate gets kubelet's set, in no
+/// particular order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_usable_preference_is_used_and_filled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = start_sim(tmp.path(), false).await;
+    let stub = Stub {
+        devices: ["a", "b", "c"].map(String::from).to_vec(),
+        preference: ["c", "zz"].map(String::from).to_vec(),
+        ..Stub::new()
+    };
+    let server = registered_stub(&sim, tmp.path(), &stub, "stub.sock").await;
+    let pod = sim.allocate_pod("pod", NAME, 2).await.unwrap();
+    assert_eq!(pod.preferred, Some(stub.preference.clone()));
+    assert_eq!(pod.device_ids.len(), 2, "{pod:?}");
+    assert!(pod.device_ids.contains(&"c".to_string()), "{pod:?}");
+    assert!(!pod.device_ids.contains(&"zz".to_string()), "{pod:?}");
+    server.abort();
+    sim.shutdown();
+}
+
+/// kubelet rewrites its device-manager checkpoint in `device-plugins/` (a temporary file renamed
+/// over it) as lists and admissions come in, so a plugin watching that directory for kubelet's
+/// restarts sees this traffic; a restart removes the sockets there and keeps the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_is_rewritten_and_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sim = start_sim(tmp.path(), false).await;
+    let stub = Stub::new();
+    let server = registered_stub(&sim, tmp.path(), &stub, "stub.sock").await;
+    let checkpoint = tmp
+        .path()
+        .join("device-plugins/kubelet_internal_checkpoint");
+    assert!(checkpoint.is_file());
+    let before = std::fs::metadata(&checkpoint).unwrap();
+    sim.allocate_pod("pod", NAME, 1).await.unwrap();
+    let after = std::fs::metadata(&checkpoint).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        assert_ne!(before.ino(), after.ino(), "not replaced by a rename");
+    }
+    sim.restart().await.unwrap();
+    assert!(checkpoint.is_file(), "the restart removed the checkpoint");
+    assert!(!tmp.path().join("device-plugins/stub.sock").exists());
+    let names: Vec<String> = std::fs::read_dir(tmp.path().join("device-plugins"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
     server.abort();
     sim.shutdown();
 }

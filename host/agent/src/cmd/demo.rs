@@ -401,7 +401,8 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
 
     // 4. The CNI plugin.
     heading(4, "The pod's network: vfpool-cni moves the VF into the pod");
-    let vf_id = pod.device_ids.first().context("the pod got no device")?;
+    // The first the allocator preferred (kubelet's Allocate order is a set's: arbitrary).
+    let vf_id = preferred(&pod)?.first().context("the pod got no device")?;
     let vf = inventory
         .get(vf_id)
         .with_context(|| format!("{vf_id} is not in the discovered inventory"))?;
@@ -552,9 +553,14 @@ fn install(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot install {name} in {}", dir.display()))
 }
 
+/// Whether two lists name the same devices (kubelet sends Allocate a set, in no set order).
+fn same_devices(a: &[String], b: &[String]) -> bool {
+    a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
+}
+
 fn preferred(pod: &PodAllocation) -> anyhow::Result<&[String]> {
     match &pod.preferred {
-        Some(ids) if *ids == pod.device_ids => Ok(ids),
+        Some(ids) if same_devices(ids, &pod.device_ids) => Ok(ids),
         Some(ids) => bail!(
             "the agent preferred {ids:?}, which kubelet could not use; it allocated {:?}",
             pod.device_ids
@@ -682,6 +688,21 @@ fn dir_names(dir: &Path) -> Vec<String> {
     names
 }
 
+fn socket_names(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Stops and removes everything, in reverse order of creation, saying what it did.
 fn cleanup(created: &mut Created) -> anyhow::Result<()> {
     let mut problems = Vec::new();
@@ -690,9 +711,10 @@ fn cleanup(created: &mut Created) -> anyhow::Result<()> {
         match agent.stop() {
             Ok(Some(status)) => {
                 let root = created.tmp.as_ref().map(|t| t.path().to_path_buf());
+                // kubelet keeps its checkpoint file there too.
                 let sockets: Vec<String> = root
                     .as_ref()
-                    .map(|r| dir_names(&r.join("kubelet/device-plugins")))
+                    .map(|r| socket_names(&r.join("kubelet/device-plugins")))
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|n| n != "kubelet.sock")
