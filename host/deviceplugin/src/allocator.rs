@@ -45,6 +45,19 @@ impl PreferenceRequest {
         }
     }
 
+    /// Steers the preference clear of ids Allocate refuses, then of ids better left free, each
+    /// only while enough others remain ([`Self::avoid`]): first ids that are not (or no longer)
+    /// members of `pool` (kubelet's list may still name a device withdrawn a moment ago), then
+    /// members held for a pod outside their policy's pool (a released one should move, not be
+    /// handed out again here). In one step, a request short of plain members kept both kinds and
+    /// could prefer a withdrawn device where a held one would have done.
+    pub fn steer_clear(&mut self, pool: &PoolSnapshot) {
+        self.avoid(|id| pool.get(id).is_none());
+        if pool.members.iter().any(|m| m.held) {
+            self.avoid(|id| pool.get(id).is_some_and(|m| m.held));
+        }
+    }
+
     /// A request as kubelet's GetPreferredAllocation puts it, made well-formed: `available`
     /// without repeated ids, `must_include` only ids that are available (each once), and `size`
     /// at most the number available and at least the must-include count. kubelet sends sets, but
@@ -410,6 +423,32 @@ mod tests {
         let negative =
             PreferenceRequest::from_kubelet("x.io/p".to_string(), ids(&["p0-0"]), vec![], -3);
         assert_eq!(negative.size, 0);
+    }
+
+    /// Free members m1 and m2, a held member and a withdrawn id, three wanted: the withdrawn id
+    /// goes (Allocate would refuse it), the held member stays (it is needed). Both used to stay,
+    /// the two kinds lumped together and too few plain members left.
+    #[test]
+    fn a_withdrawn_id_is_steered_clear_of_before_a_held_member() {
+        let mut pool = pool();
+        pool.members[1].held = true;
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut request = PreferenceRequest::from_kubelet(
+            "x.io/p".into(),
+            ids(&["gone", "p0-0", "p0-1", "p0-2"]),
+            vec![],
+            3,
+        );
+        request.steer_clear(&pool);
+        assert_eq!(request.available, ids(&["p0-0", "p0-1", "p0-2"]));
+        let mut roomy = PreferenceRequest::from_kubelet(
+            "x.io/p".into(),
+            ids(&["gone", "p0-0", "p0-1", "p0-2"]),
+            vec![],
+            2,
+        );
+        roomy.steer_clear(&pool);
+        assert_eq!(roomy.available, ids(&["p0-0", "p0-2"]));
     }
 
     /// Held devices (kept for a pod outside the pool the policy puts them in) are left out of the

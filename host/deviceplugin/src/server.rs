@@ -257,10 +257,7 @@ impl DevicePlugin for PoolService {
                 container.must_include_device_i_ds,
                 container.allocation_size,
             );
-            // Devices not (or no longer) in the pool, and devices held for a pod outside their
-            // policy's pool, are preferred only when nothing else would do: kubelet's list may
-            // still name a device withdrawn a moment ago, whose Allocate would be refused.
-            request.avoid(|id| snapshot.get(id).is_none_or(|m| m.held));
+            request.steer_clear(&snapshot);
             let ids = self.prefer(&snapshot, request).await;
             responses.push(api::ContainerPreferredAllocationResponse { device_i_ds: ids });
         }

@@ -7,14 +7,23 @@
 //! a client that kubelet connects before it answers the registration (dial, then
 //! GetDevicePluginOptions: a failure is the registration's error) and that follows ListAndWatch,
 //! tracking capacity and allocatable; simulated pods that get devices the way
-//! kubelet gives them (GetPreferredAllocation, then Allocate); the PodResources `v1` service on
-//! `pod-resources/kubelet.sock` reporting those pods; and a restart (sockets deleted and recreated,
-//! plugins forgotten, pods kept, as kubelet's checkpoint keeps them).
+//! kubelet gives them without a Topology Manager hint (GetPreferredAllocation over the free
+//! devices in a set's arbitrary order, the free part of the answer taken and the rest filled, then
+//! Allocate with the chosen set, all on the connection dialled at registration); the device
+//! manager's checkpoint file, rewritten by rename as lists and admissions come in; the
+//! PodResources `v1` service on `pod-resources/kubelet.sock` reporting those pods; and a restart
+//! (sockets deleted and recreated, plugins forgotten, pods kept, as kubelet's checkpoint keeps
+//! them).
 //!
 //! It enforces what kubelet enforces: API version `v1beta1`, an extended resource name
 //! (`domain/name`, not in the `kubernetes.io` namespace), an Allocate answer with a container
 //! response; and one live plugin per resource name, as kubelet keeps it: a newer registration
 //! for a name replaces the older (a rolling update), whose stream is no longer followed.
+//!
+//! Not modelled: the Topology Manager, init containers' devices reused (must-include), the end of
+//! an older registration's stream stopping the newest (kubernetes#121994; tests call
+//! [`KubeletSim::disconnect`] for it), the five-minute grace before a disconnected resource is
+//! removed, and PreStartContainer.
 //!
 //! It must not touch: anything outside the kubelet directory it is given, and no vfpool crate
 //! other than the wire types (`vfpool-proto`): it is a model of kubelet, not of vfpool.

@@ -30,7 +30,9 @@ impl HostFacts {
             .lines()
             .skip(1)
             .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
+                // ASCII whitespace only: the kernel refuses it in interface names, but not Unicode
+                // spaces, and `eth\u{2003}0` split on those would hide its default route.
+                let fields: Vec<&str> = line.split_ascii_whitespace().collect();
                 match fields.as_slice() {
                     [
                         iface,
@@ -291,6 +293,17 @@ eno1\t0002A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
 ens1f0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
         let routes = HostFacts::default_routes_from_proc(table);
         assert_eq!(routes.into_iter().collect::<Vec<_>>(), ["eno1"]);
+    }
+
+    /// The kernel allows any byte in an interface name but `/`, `:`, NUL and ASCII whitespace, so
+    /// a name may hold a Unicode space; the table used to be split on those too, and the default
+    /// route of `eth\u{2003}0` went unseen (its PF poolable).
+    #[test]
+    fn a_default_route_on_a_name_with_a_unicode_space_is_seen() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth\u{2003}0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0       \n";
+        let routes = HostFacts::default_routes_from_proc(table);
+        assert_eq!(routes.into_iter().collect::<Vec<_>>(), ["eth\u{2003}0"]);
     }
 
     fn netdev(name: &str, port: Option<&str>, switch: Option<&str>) -> vfpool_sysfs::Netdev {

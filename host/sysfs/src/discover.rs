@@ -227,7 +227,7 @@ pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
         })
     };
 
-    let mut devices = link(records);
+    let mut devices = link(records, &|id: &str| bus.link_parent(id));
     devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let node = read_node_facts(root);
     // Devices unread for want of descriptors are not gone: no inventory rather than a short one.
@@ -278,7 +278,8 @@ fn read_pci_device(root: &SysfsRoot, address: &str) -> Result<Device, DiscoveryE
     {
         records.push(pf);
     }
-    link(records)
+    let bus = SysDir::open(&bus_path);
+    link(records, &|id: &str| bus.as_ref()?.link_parent(id))
         .into_iter()
         .find(|d| d.id == canonical)
         .ok_or_else(not_found)
@@ -518,14 +519,23 @@ struct VfPlacement {
 }
 
 impl VfPlacement {
-    /// `None` when the PF's address, `sriov_offset`, `sriov_stride` or its total is unknown.
+    /// `None` when the PF's address, `sriov_offset`, `sriov_stride` or its total is unknown, or
+    /// the placement is one the kernel refuses (an offset of 0, a stride of 0 for more than one
+    /// VF): with no VF enabled, a device may report those, as the PCIe specification leaves them
+    /// undefined then, and they would place "VFs" on the PF's siblings.
     fn read(id: &str, dir: &SysDir, total: Option<u32>) -> Option<Self> {
         let pf: PciAddress = id.parse().ok()?;
+        let offset = dir.unsigned("sriov_offset")?;
+        let stride = dir.unsigned("sriov_stride")?;
+        let total = total?;
+        if offset == 0 || (stride == 0 && total > 1) {
+            return None;
+        }
         Some(VfPlacement {
             domain: pf.domain,
-            first: u32::from(pf.routing_id()).saturating_add(dir.unsigned("sriov_offset")?),
-            stride: dir.unsigned("sriov_stride")?,
-            total: total?,
+            first: u32::from(pf.routing_id()).saturating_add(offset),
+            stride,
+            total,
         })
     }
 
@@ -551,9 +561,16 @@ impl VfPlacement {
 /// be pooled as a plain NIC; as a VF it would lack its PF. It is neither yet (or any more), so it
 /// is left out, like a VF added a moment later or removed a moment earlier, and the next scan
 /// sees it settled. Such a function is one with neither `physfn` nor `sriov_totalvfs` at an address
-/// in the VF range of an SR-IOV PF of the scan (see [`VfPlacement`]); where the PF's placement is
-/// unknown (no `sriov_offset`/`sriov_stride`), nothing can be told and the function stays a PF.
-fn without_vfs_in_transition(records: Vec<Record>) -> Vec<Record> {
+/// in the VF range of an SR-IOV PF of the scan (see [`VfPlacement`]) and below the same bridge as
+/// that PF in `/sys/devices` (`parent_of`: the kernel gives a VF its PF's parent, whatever bus its
+/// routing id puts it on). The range spans every VF the PF could have, not only those enabled, so
+/// the bridge tells a plain NIC behind another port apart from a VF. Where the PF's placement is
+/// unknown (no `sriov_offset`/`sriov_stride`) or either parent cannot be read, nothing can be told
+/// and the function stays a PF.
+fn without_vfs_in_transition(
+    records: Vec<Record>,
+    parent_of: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Vec<Record> {
     let placements: Vec<(&str, VfPlacement)> = records
         .iter()
         .filter_map(|r| Some((r.device.id.as_str(), r.vf_placement?)))
@@ -577,6 +594,10 @@ fn without_vfs_in_transition(records: Vec<Record>) -> Vec<Record> {
             else {
                 return true;
             };
+            let beside_its_pf = parent_of(&device.id).is_some_and(|own| parent_of(pf) == Some(own));
+            if !beside_its_pf {
+                return true;
+            }
             tracing::debug!(device = %device.id, pf = %pf, vf_index = index, "a VF in transition (being added or removed: it has no physfn link) is left out of this scan");
             false
         })
@@ -897,9 +918,10 @@ impl PfFacts {
 }
 
 /// Ties VFs and aux devices to their PFs, in memory, and flattens the records into devices. VFs
-/// caught between their directory and their links are left out ([`without_vfs_in_transition`]).
-fn link(records: Vec<Record>) -> Vec<Device> {
-    let records = without_vfs_in_transition(records);
+/// caught between their directory and their links are left out ([`without_vfs_in_transition`],
+/// which asks `parent_of` where a function sits in `/sys/devices`).
+fn link(records: Vec<Record>, parent_of: &dyn Fn(&str) -> Option<PathBuf>) -> Vec<Device> {
+    let records = without_vfs_in_transition(records, parent_of);
     let by_id: HashMap<&str, usize> = records
         .iter()
         .enumerate()

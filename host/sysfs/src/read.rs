@@ -155,6 +155,20 @@ impl SysDir {
         }
     }
 
+    /// The directory the symlink `name` points into, as the link says it (relative links stay
+    /// relative): `bus/pci/devices/<address>` → `../../../devices/pci0000:3a/0000:3a:00.0`.
+    pub(crate) fn link_parent(&self, name: &str) -> Option<PathBuf> {
+        match readlinkat(&self.fd, name, Vec::new()) {
+            Ok(target) => Path::new(OsStr::from_bytes(target.as_bytes()))
+                .parent()
+                .map(Path::to_path_buf),
+            Err(err) => {
+                note_unreadable(&self.path.join(name), err);
+                None
+            }
+        }
+    }
+
     /// The last path component of the symlink `name`'s target (`driver` → `mlx5_core`).
     pub(crate) fn link_name(&self, name: &str) -> Option<String> {
         match readlinkat(&self.fd, name, Vec::new()) {

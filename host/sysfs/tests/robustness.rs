@@ -468,6 +468,76 @@ netdevs = ["eno2"]
     }
 }
 
+/// A PF's VF range spans every VF it could have, so it reaches well past the VFs enabled: here
+/// 256 VFs from offset 128 reach bus 3c, where a plain NIC sits behind another port. The kernel
+/// gives a VF its PF's parent whatever bus it lands on, so only a function below the PF's own
+/// bridge can be one of its VFs; the NIC used to vanish from every scan. And a PF with no VF
+/// enabled may report an offset of 0 (undefined then), which placed "VFs" on its own siblings.
+#[test]
+fn plain_functions_in_a_pf_s_vf_range_are_kept() {
+    const NODE: &str = r#"
+[[function]]
+address = "0000:3b:00.0"
+vendor = "15b3"
+device = "1017"
+class = "020000"
+driver = "mlx5_core"
+netdevs = ["ens1f0"]
+total_vfs = 256
+
+[function.vfs]
+count = 2
+device = "1018"
+driver = "mlx5_core"
+offset = 128
+netdev = "ens1f0v{index}"
+
+# VF 128's routing id, behind another port.
+[[function]]
+address = "0000:3c:00.0"
+vendor = "8086"
+device = "1533"
+class = "020000"
+driver = "igb"
+netdevs = ["eno1"]
+
+[[function]]
+address = "0000:5e:00.0"
+vendor = "15b3"
+device = "1017"
+class = "020000"
+driver = "mlx5_core"
+netdevs = ["ens2f0"]
+total_vfs = 8
+
+[function.vfs]
+count = 0
+device = "1018"
+driver = "mlx5_core"
+offset = 0
+
+# A sibling function without SR-IOV, where an offset of 0 would put VF 1.
+[[function]]
+address = "0000:5e:00.1"
+vendor = "8086"
+device = "1533"
+class = "020000"
+driver = "igb"
+netdevs = ["eno2"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&Fixture::from_toml(NODE, "test").unwrap(), dir.path()).unwrap();
+    let inv = discover(&SysfsRoot::new(dir.path())).unwrap();
+    for plain in ["0000:3c:00.0", "0000:5e:00.1"] {
+        let nic = inv
+            .get(plain)
+            .unwrap_or_else(|| panic!("{plain} was left out"));
+        assert_eq!((nic.kind, nic.pf_id.as_deref()), (DeviceKind::Pf, None));
+    }
+    let pf = inv.get("0000:3b:00.0").unwrap();
+    assert_eq!(pf.vfs.len(), 2);
+}
+
 /// A netdev name is bytes to the kernel. One that is not UTF-8 used to be dropped: the PF then had
 /// no netdev, its VFs no PF name, and nothing tied the PF to the default route it may carry, so
 /// the node's uplink could be pooled. It is kept, with a lossy name that says so, and its
