@@ -241,6 +241,8 @@ pub struct FakeIpam {
     pub add_result: String,
     /// Commands that fail.
     pub fail: Vec<&'static str>,
+    /// The CNI code they fail with (999 when unset).
+    pub fail_code: Option<u32>,
     /// A log shared with other fakes (the netlink one), to check the order across them.
     pub timeline: Option<std::rc::Rc<std::cell::RefCell<Vec<String>>>>,
 }
@@ -265,7 +267,7 @@ impl Ipam for FakeIpam {
             return Pending::ready(Err(IpamError::Plugin {
                 plugin: plugin.to_owned(),
                 command,
-                code: 999,
+                code: self.fail_code.unwrap_or(999),
                 msg: "injected failure".into(),
                 details: String::new(),
             }));

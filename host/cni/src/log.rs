@@ -123,12 +123,35 @@ impl Logger {
     }
 }
 
+/// Opens (or creates) the regular file `path` for appending. `logFile` comes from the
+/// NetworkAttachmentDefinition and the plugin runs as root: a symlink at the path (pointing at a
+/// file whoever wrote the NetConf could not touch) is not followed, and a FIFO or device is not
+/// written to (a FIFO nobody reads would hang every ADD): both are errors, so the caller logs to
+/// stderr instead.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => io::Error::other(format!(
+                "{} is a symlink, which is not followed (give the real path)",
+                path.display()
+            )),
+            Some(nix::libc::ENXIO) => {
+                io::Error::other(format!("{} is not a regular file", path.display()))
+            }
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// `<path>.1`, where a full log file goes.
@@ -189,6 +212,27 @@ mod tests {
             "containerID=c1".into(),
         );
         log
+    }
+
+    /// logFile comes from the NetworkAttachmentDefinition and the plugin runs as root: a symlink
+    /// there used to be followed (appending to whatever it named, and rotating it away once
+    /// large), and a FIFO blocked the plugin until someone read it.
+    #[test]
+    fn a_log_file_that_is_a_symlink_or_a_fifo_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep me").unwrap();
+        let link = dir.path().join("cni.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut log = file_logger(&link, MAX_LOG_FILE_BYTES);
+        assert!(log.file.is_none(), "the symlink was opened");
+        log.info("hello");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let log = file_logger(&fifo, MAX_LOG_FILE_BYTES);
+        assert!(log.file.is_none(), "the FIFO was opened");
     }
 
     #[test]

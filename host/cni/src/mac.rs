@@ -16,6 +16,11 @@ impl MacAddr {
         self.0 == [0; 6]
     }
 
+    /// A multicast or broadcast address (the group bit, the lowest of the first byte, set).
+    pub fn is_group(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
     /// The first six bytes of a netlink address attribute, if it has at least six.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         let six: [u8; 6] = bytes.get(..6)?.try_into().ok()?;

@@ -353,6 +353,9 @@ pub fn is_valid_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
+/// How an error names CNI_ARGS' `MAC=`.
+const CNI_ARGS_MAC: &str = "CNI_ARGS MAC";
+
 /// CNI_ARGS as sriov-cni reads them: `IgnoreUnknown` and `MAC`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs {
@@ -450,13 +453,9 @@ impl NetConf {
         };
 
         let device_id = Self::device_id(&raw)?;
-        let vf = Self::vf_request(&raw)?;
 
         // MAC priority: runtimeConfig.mac > CNI_ARGS MAC= > mac (sriov-cni's order).
-        let mut mac = vf.mac;
-        if let Some(m) = args.mac {
-            mac = Some(m);
-        }
+        let mut chosen: Option<(MacAddr, &'static str)> = args.mac.map(|m| (m, CNI_ARGS_MAC));
         if let Some(rc) = present(&raw, "runtimeConfig") {
             let Value::Object(rc) = rc else {
                 return Err(invalid("runtimeConfig", rc, "must be an object"));
@@ -466,13 +465,36 @@ impl NetConf {
                     .as_str()
                     .ok_or_else(|| invalid("runtimeConfig.mac", v, "must be a string"))?;
                 if !text.is_empty() {
-                    mac = Some(
-                        text.parse()
-                            .map_err(|e: String| invalid("runtimeConfig.mac", v, e))?,
-                    );
+                    let m = text
+                        .parse()
+                        .map_err(|e: String| invalid("runtimeConfig.mac", v, e))?;
+                    chosen = Some((m, "runtimeConfig.mac"));
                 }
             }
         }
+        // An overridden `mac` is never used, so it is not read either (sriov-cni does not parse
+        // it then): a bad one must not fail an ADD that would not use it.
+        let vf = match chosen {
+            Some(_) => {
+                let mut without_mac = raw.clone();
+                without_mac.retain(|key, _| !key.eq_ignore_ascii_case("mac"));
+                Self::vf_request(&without_mac)?
+            }
+            None => Self::vf_request(&raw)?,
+        };
+        let chosen = chosen.or(vf.mac.map(|m| (m, "mac")));
+        if let Some((m, field)) = chosen {
+            // The PF takes a group or all-zero address as a VF's MAC only to have the VF driver
+            // refuse it later, after other settings were applied: refused here, naming the field.
+            if m.is_zero() || m.is_group() {
+                return Err(invalid(
+                    field,
+                    &Value::String(m.to_string()),
+                    "must be a unicast address (lowest bit of the first byte clear) and not all zeros, such as 02:00:00:00:00:01",
+                ));
+            }
+        }
+        let mac = chosen.map(|(m, _)| m);
         let mut vf = vf;
         // The admin MAC set through the PF follows the effective choice, so the VF's MAC filter and
         // the netdev agree (sriov-cni sets both to the same value).
@@ -542,9 +564,21 @@ impl NetConf {
     ) -> Result<(NetConf, Vec<String>), NetConfError> {
         let mut warnings = Vec::new();
         let mut text = stdin.to_vec();
+        let mut args = args.clone();
         for _ in 0..32 {
-            match NetConf::parse(&text, args) {
+            match NetConf::parse(&text, &args) {
                 Ok(conf) => return Ok((conf, warnings)),
+                // Not in stdin: the runtime's CNI_ARGS.
+                Err(NetConfError::Invalid {
+                    field: CNI_ARGS_MAC,
+                    value,
+                    reason,
+                }) if args.mac.is_some() => {
+                    warnings.push(format!(
+                        "ignoring invalid {CNI_ARGS_MAC} = {value} for DEL: {reason}"
+                    ));
+                    args.mac = None;
+                }
                 Err(NetConfError::Invalid {
                     field,
                     value,
@@ -571,7 +605,7 @@ impl NetConf {
                 Err(e) => return Err(e),
             }
         }
-        NetConf::parse(&text, args).map(|c| (c, warnings))
+        NetConf::parse(&text, &args).map(|c| (c, warnings))
     }
 
     fn device_id(raw: &Map<String, Value>) -> Result<Option<String>, NetConfError> {

@@ -185,6 +185,9 @@ impl PluginError {
             PluginError::Env(_) => code::INVALID_ENV,
             PluginError::State(StateError::Locked { .. }) => code::TRY_AGAIN_LATER,
             PluginError::State(_) | PluginError::BadCache { .. } => code::STATE,
+            // A PF named as the device: the configuration's mistake (a pool of PFs behind a
+            // NetworkAttachmentDefinition for VFs), not a failure to find the VF.
+            PluginError::Vf(VfError::NotAVf { .. }) => code::INVALID_CONFIG,
             PluginError::Vf(_) => code::VF_RESOLUTION,
             PluginError::Netlink { source, .. } => match source {
                 NetlinkError::NetnsNotFound { .. }
@@ -192,6 +195,9 @@ impl PluginError {
                 | NetlinkError::Netns { .. } => code::NETNS,
                 _ => code::NETLINK,
             },
+            // A well-known code (below 100) from the IPAM plugin is the runtime's to act on, as
+            // sriov-cni passes it on: "try again later" (11) must not read as a hard failure.
+            PluginError::Ipam(IpamError::Plugin { code, .. }) if (1..100).contains(code) => *code,
             PluginError::Ipam(_) | PluginError::IpamResult { .. } | PluginError::IpamNoIp(_) => {
                 code::IPAM
             }

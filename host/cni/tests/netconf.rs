@@ -85,6 +85,61 @@ fn mac_priority_is_runtime_config_then_cni_args_then_netconf() {
     );
 }
 
+/// A group (multicast, broadcast) or all-zero MAC is refused up front, naming the field it came
+/// from: the PF took it and the VF driver refused it later, after other settings were applied,
+/// with a code that blamed the driver.
+#[test]
+fn a_mac_that_is_not_unicast_is_refused_naming_its_source() {
+    let field_of = |conf: Value, args: &str| match NetConf::parse(
+        conf.to_string().as_bytes(),
+        &CniArgs::parse(args).unwrap(),
+    ) {
+        Err(NetConfError::Invalid { field, reason, .. }) => {
+            assert!(reason.contains("unicast"), "{reason}");
+            field
+        }
+        other => panic!("accepted: {other:?}"),
+    };
+    for bad in [
+        "01:00:5e:00:00:01",
+        "ff:ff:ff:ff:ff:ff",
+        "00:00:00:00:00:00",
+    ] {
+        assert_eq!(field_of(with(json!({ "mac": bad })), ""), "mac");
+        assert_eq!(
+            field_of(with(json!({"runtimeConfig": { "mac": bad }})), ""),
+            "runtimeConfig.mac"
+        );
+        assert_eq!(field_of(base(), &format!("MAC={bad}")), "CNI_ARGS MAC");
+    }
+    let err = parse(&with(json!({"mac": "03:00:00:00:00:01"}))).unwrap_err();
+    assert_eq!(err.code(), code::INVALID_CONFIG);
+    // DEL still cleans up after such an ADD.
+    let args = CniArgs::parse("MAC=01:00:5e:00:00:01").unwrap();
+    let (conf, warnings) = NetConf::parse_for_del(base().to_string().as_bytes(), &args).unwrap();
+    assert_eq!(conf.mac, None);
+    assert!(warnings[0].contains("CNI_ARGS MAC"), "{warnings:?}");
+}
+
+/// sriov-cni never reads a `mac` that runtimeConfig or CNI_ARGS overrides, so a bad one does not
+/// fail the ADD there; it failed it here.
+#[test]
+fn an_overridden_mac_is_not_read() {
+    let conf = with(json!({"mac": "not-a-mac", "runtimeConfig": {"mac": "02:00:00:00:00:03"}}));
+    assert_eq!(
+        parse(&conf).unwrap().mac.unwrap().to_string(),
+        "02:00:00:00:00:03"
+    );
+    let args = CniArgs::parse("MAC=02:00:00:00:00:02").unwrap();
+    let conf = NetConf::parse(
+        with(json!({"mac": "not-a-mac"})).to_string().as_bytes(),
+        &args,
+    )
+    .unwrap();
+    assert_eq!(conf.vf.mac.unwrap().to_string(), "02:00:00:00:00:02");
+    assert!(parse(&with(json!({"mac": "not-a-mac"}))).is_err());
+}
+
 #[test]
 fn multus_pci_bus_id_is_accepted_and_must_agree_with_device_id() {
     let mut c = base();

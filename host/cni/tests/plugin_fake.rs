@@ -1587,6 +1587,32 @@ fn del_without_cache_or_marker_succeeds_when_ipam_del_fails() {
     }
 }
 
+/// A PF given as the device is the configuration's mistake (code 7, naming deviceID), not a VF
+/// that could not be found (100).
+#[test]
+fn a_pf_as_the_device_is_an_invalid_config() {
+    let mut w = World::new();
+    let err = w
+        .run("ADD", POD, &conf(json!({"deviceID": "0000:3b:00.0"})))
+        .unwrap_err();
+    assert_eq!(err.code, code::INVALID_CONFIG, "{err}");
+    assert!(err.to_string().contains("deviceID"), "{err}");
+}
+
+/// A well-known code from the IPAM plugin reaches the runtime, as sriov-cni passes it on: "try
+/// again later" (11) read as a hard IPAM failure (103). Codes of its own stay 103.
+#[test]
+fn an_ipam_plugins_well_known_error_code_is_passed_on() {
+    for (ipam_code, expected) in [(11, 11), (7, 7), (999, code::IPAM)] {
+        let mut w = World::new();
+        w.ipam.fail.push("ADD");
+        w.ipam.fail_code = Some(ipam_code);
+        let c = conf(json!({"ipam": {"type": "host-local"}}));
+        let err = w.run("ADD", POD, &c).unwrap_err();
+        assert_eq!(err.code, expected, "{err}");
+    }
+}
+
 #[test]
 fn del_without_cache_still_fails_when_the_marker_proves_an_add() {
     // An allocation marker naming this pod's netns proves an ADD got that far: the IPAM
