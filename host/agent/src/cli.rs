@@ -41,7 +41,19 @@ pub fn parse() -> Cli {
     // flag's environment twin at every level the flag was not given at, so an invalid `VFPOOL_LOG`
     // was refused even with a valid `--log-level` on the command line.
     if let Some(level) = &cli.log_level {
-        match crate::telemetry::directives(level) {
+        match crate::telemetry::directives(level, crate::telemetry::FROM_FLAG) {
+            Ok(directives) => cli.log_level = Some(directives),
+            Err(e) => Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit(),
+        }
+    } else if let Some(level) = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|l| !l.trim().is_empty())
+    {
+        // The fallback filter gets the same check: `RUST_LOG=warning` silenced every line, the
+        // agent's errors included.
+        match crate::telemetry::directives(&level, crate::telemetry::FROM_RUST_LOG) {
             Ok(directives) => cli.log_level = Some(directives),
             Err(e) => Cli::command()
                 .error(clap::error::ErrorKind::ValueValidation, e)

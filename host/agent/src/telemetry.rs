@@ -13,29 +13,39 @@ const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 /// What a valid `--log-level` looks like, for the messages that refuse one.
 const VALID: &str = "use one of trace, debug, info, warn, error, off; a glog verbosity number on its own (e.g. 10); or TARGET=LEVEL directives (e.g. info,vfpool=debug), comma-separated";
 
-/// Why a `--log-level` / `VFPOOL_LOG` value was refused.
+/// Where a log level came from, for the messages that refuse one.
+pub const FROM_FLAG: &str = "--log-level / VFPOOL_LOG";
+/// See [`FROM_FLAG`].
+pub const FROM_RUST_LOG: &str = "RUST_LOG";
+
+/// Why a `--log-level` / `VFPOOL_LOG` (or `RUST_LOG`) value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogLevelError {
     /// A bare word that is not a level name: as a filter it would name a target and silence
     /// everything else, errors included.
-    #[error("{directive:?} is not a log level (--log-level / VFPOOL_LOG): {VALID}")]
+    #[error("{directive:?} is not a log level ({origin}): {VALID}")]
     NotALevel {
         /// The offending directive.
         directive: String,
+        /// Where it came from ([`FROM_FLAG`], [`FROM_RUST_LOG`]).
+        origin: &'static str,
     },
     /// A directive `tracing` cannot parse (e.g. `vfpool=warning`); it would be dropped silently.
-    #[error(
-        "{directive:?} is not a valid log filter directive (--log-level / VFPOOL_LOG): {reason}; {VALID}"
-    )]
+    #[error("{directive:?} is not a valid log filter directive ({origin}): {reason}; {VALID}")]
     Invalid {
         /// The offending directive.
         directive: String,
         /// What `tracing` said.
         reason: String,
+        /// Where it came from.
+        origin: &'static str,
     },
     /// Nothing but commas and blanks.
-    #[error("the log level is empty (--log-level / VFPOOL_LOG): {VALID}")]
-    Empty,
+    #[error("the log level is empty ({origin}): {VALID}")]
+    Empty {
+        /// Where it came from.
+        origin: &'static str,
+    },
 }
 
 /// The targets of wasmtime's compiler, which logs every function it compiles (1,500 lines at
@@ -93,7 +103,10 @@ fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
 /// `inf` as a target name and a malformed `target=level` not at all, and either way the agent
 /// would run silently, without even its errors. The directives are returned trimmed, as
 /// `EnvFilter` does not trim them: `" warn"` is a target named " warn" to it.
-pub fn directives(level: &str) -> Result<String, LogLevelError> {
+///
+/// `origin` names where `level` came from ([`FROM_FLAG`], or [`FROM_RUST_LOG`]: a typo there
+/// silenced the agent just the same).
+pub fn directives(level: &str, origin: &'static str) -> Result<String, LogLevelError> {
     if level.trim().parse::<u32>().is_ok() {
         return Ok("info".to_string());
     }
@@ -105,17 +118,19 @@ pub fn directives(level: &str) -> Result<String, LogLevelError> {
             if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
                 return Err(LogLevelError::NotALevel {
                     directive: directive.to_string(),
+                    origin,
                 });
             }
         } else if let Err(e) = Directive::from_str(directive) {
             return Err(LogLevelError::Invalid {
                 directive: directive.to_string(),
                 reason: e.to_string(),
+                origin,
             });
         }
     }
     if checked.is_empty() {
-        return Err(LogLevelError::Empty);
+        return Err(LogLevelError::Empty { origin });
     }
     Ok(checked.join(","))
 }
@@ -124,7 +139,7 @@ pub fn directives(level: &str) -> Result<String, LogLevelError> {
 mod tests {
     use std::ffi::OsStr;
 
-    use super::{LogLevelError, colour, directives};
+    use super::{FROM_FLAG, FROM_RUST_LOG, LogLevelError, colour, directives};
 
     /// Logs written to a file or a container runtime's pipe used to carry colour escape codes.
     #[test]
@@ -141,10 +156,13 @@ mod tests {
     #[test]
     fn glog_verbosity_numbers_mean_info() {
         for number in ["0", "2", "5", "10", " 10 "] {
-            assert_eq!(directives(number).unwrap(), "info", "{number}");
+            assert_eq!(directives(number, FROM_FLAG).unwrap(), "info", "{number}");
         }
-        assert_eq!(directives("vfpool=debug").unwrap(), "vfpool=debug");
-        assert_eq!(directives("warn").unwrap(), "warn");
+        assert_eq!(
+            directives("vfpool=debug", FROM_FLAG).unwrap(),
+            "vfpool=debug"
+        );
+        assert_eq!(directives("warn", FROM_FLAG).unwrap(), "warn");
     }
 
     /// What the filter gets is what was checked: spaces around a directive used to reach
@@ -154,7 +172,8 @@ mod tests {
     fn spaces_around_directives_do_not_reach_the_filter() {
         use tracing_subscriber::EnvFilter;
         use tracing_subscriber::filter::LevelFilter;
-        let hint = |level: &str| EnvFilter::new(directives(level).unwrap()).max_level_hint();
+        let hint =
+            |level: &str| EnvFilter::new(directives(level, FROM_FLAG).unwrap()).max_level_hint();
         assert_eq!(hint(" warn"), Some(LevelFilter::WARN));
         assert_eq!(hint("warn "), Some(LevelFilter::WARN));
         assert_eq!(hint("info, vfpool=debug"), Some(LevelFilter::DEBUG));
@@ -183,7 +202,7 @@ mod tests {
                 .filter(|d| !d.is_empty())
                 .collect();
             assert_eq!(
-                directives(good).as_deref(),
+                directives(good, FROM_FLAG).as_deref(),
                 Ok(expected.join(",").as_str()),
                 "{good}"
             );
@@ -201,11 +220,12 @@ mod tests {
             ("-1", "-1"),
             ("info,10", "10"),
         ] {
-            let err = directives(bad).unwrap_err();
+            let err = directives(bad, FROM_FLAG).unwrap_err();
             assert_eq!(
                 err,
                 LogLevelError::NotALevel {
-                    directive: directive.to_string()
+                    directive: directive.to_string(),
+                    origin: FROM_FLAG,
                 },
                 "{bad}"
             );
@@ -218,12 +238,23 @@ mod tests {
                 "{text}"
             );
         }
-        let err = directives("vfpool=warning").unwrap_err();
+        let err = directives("vfpool=warning", FROM_FLAG).unwrap_err();
         assert!(
             matches!(&err, LogLevelError::Invalid { directive, .. } if directive == "vfpool=warning"),
             "{err:?}"
         );
         assert!(err.to_string().contains("--log-level"), "{err}");
-        assert_eq!(directives(" , "), Err(LogLevelError::Empty));
+        assert_eq!(
+            directives(" , ", FROM_FLAG),
+            Err(LogLevelError::Empty { origin: FROM_FLAG })
+        );
+        // RUST_LOG's typos are named as its own.
+        let err = directives("warning", FROM_RUST_LOG)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(RUST_LOG)") && !err.contains("VFPOOL_LOG"),
+            "{err}"
+        );
     }
 }

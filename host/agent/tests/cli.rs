@@ -203,6 +203,84 @@ fn a_log_level_typo_is_refused_with_exit_code_2() {
     }
 }
 
+/// `RUST_LOG` is the filter when neither `--log-level` nor `VFPOOL_LOG` is given; a typo there
+/// (`warning`) silenced every line, errors included. It is refused the same way, naming RUST_LOG;
+/// a valid one still works, and `--log-level` still wins over it.
+#[test]
+fn a_rust_log_typo_is_refused_naming_it() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    let args = ["discover", "--sysfs-root", &node];
+    let out = vfpool_env(&args, &[("RUST_LOG", "warning")]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"warning\"") && err.contains("RUST_LOG"),
+        "{err}"
+    );
+    assert!(
+        vfpool_env(&args, &[("RUST_LOG", "vfpool=debug")])
+            .status
+            .success()
+    );
+    let flag_wins = vfpool_env(
+        &["--log-level", "warn", "discover", "--sysfs-root", &node],
+        &[("RUST_LOG", "warning")],
+    );
+    assert!(flag_wins.status.success(), "{flag_wins:?}");
+}
+
+/// The agent's first discovery failing for want of file descriptors is the machine's problem
+/// (exit 1, as for `vfpool discover`), not a wrong `--sysfs-root` (2): every failure of the
+/// first discovery used to exit 2.
+#[test]
+fn an_agent_out_of_descriptors_at_start_exits_1() {
+    let dir = simulated("large");
+    let node = node_path(&dir);
+    let kubelet = dir.path().join("kubelet");
+    let out = Command::new("prlimit")
+        .arg("--nofile=12")
+        .arg(env!("CARGO_BIN_EXE_vfpool"))
+        .args(["run", "--sysfs-root", &node, "--kubelet-dir"])
+        .arg(&kubelet)
+        .arg("--devinfo-dir")
+        .arg(dir.path().join("devinfo"))
+        .arg("--policy-dir")
+        .arg(dir.path().join("policies"))
+        .env_remove("VFPOOL_SYSFS_ROOT")
+        .output()
+        .expect("prlimit (util-linux) runs the agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("out of file descriptors"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+}
+
+/// A file where `--policy-cache-dir` should be said "policy cache directory X: File exists",
+/// naming neither the flag nor what is wrong.
+#[test]
+fn a_policy_cache_dir_that_is_a_file_is_refused_naming_the_flag() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args(["run", "--sysfs-root", &node, "--kubelet-dir"])
+        .arg(dir.path().join("kubelet"))
+        .arg("--devinfo-dir")
+        .arg(dir.path().join("devinfo"))
+        .arg("--policy-cache-dir")
+        .arg(&file)
+        .env_remove("VFPOOL_SYSFS_ROOT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--policy-cache-dir") && err.contains("VFPOOL_POLICY_CACHE_DIR"),
+        "{err}"
+    );
+}
+
 /// `vfpool` with `env` set (and `VFPOOL_SYSFS_ROOT` not inherited).
 fn vfpool_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vfpool"));

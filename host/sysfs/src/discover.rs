@@ -241,7 +241,9 @@ pub fn discover(root: &SysfsRoot) -> Result<Inventory, DiscoveryError> {
 }
 
 /// Reads one PCI function by address, with its PF facts (PF name, VF index) resolved, whatever its
-/// class. This is the CNI plugin's fast path: it reads the function and its PF, nothing else.
+/// class. This is the CNI plugin's fast path: it reads the function and its PF, nothing else, and
+/// of a switchdev PF's VF and SF representors only their port names (29 → 6 ms on a PF with 1,024
+/// VFs, measured in a release build).
 pub fn discover_pci_device(root: &SysfsRoot, address: &str) -> Result<Device, DiscoveryError> {
     let mark = read::exhaustion_mark();
     let found = read_pci_device(root, address);
@@ -439,7 +441,15 @@ fn read_function(id: &str, dir: SysDir, filter: ClassFilter) -> Option<Record> {
     let mut compat_eswitch_mode = None;
     if has("net") {
         // Representor facts matter only on a PF's netdevs (switchdev uplink and VF representors).
-        let netdevs = read_netdevs(&dir, "net", kind == DeviceKind::Pf);
+        // The one-device lookup (the CNI plugin's, on every ADD) needs a PF's own netdev, not the
+        // state of each of its representors: on a switchdev PF with 1,024 VFs, reading every
+        // representor's attributes cost ~23,000 syscalls (30 ms) per lookup.
+        let representors = match (kind == DeviceKind::Pf, filter) {
+            (false, _) => Representors::NotAPf,
+            (true, ClassFilter::NetworkOrAccelerator) => Representors::Full,
+            (true, ClassFilter::Any) => Representors::PortFactsOnly,
+        };
+        let netdevs = read_netdevs(&dir, "net", representors);
         // The compat file hangs off the PF's own netdev (the uplink in switchdev mode), never off
         // a representor; elsewhere it does not exist and costs one failed open per PF.
         if kind == DeviceKind::Pf
@@ -609,9 +619,23 @@ fn without_vfs_in_transition(
         .collect()
 }
 
+/// How much [`read_netdevs`] reads of the netdevs of a function.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Representors {
+    /// Not a PF: no representor facts (`phys_port_name`, `phys_switch_id`) at all.
+    NotAPf,
+    /// A PF: every netdev in full, with its representor facts.
+    Full,
+    /// A PF in a one-device lookup: every netdev's `phys_port_name`; the rest only of netdevs
+    /// that are not representors of VFs or SFs (whose other attributes are left unknown: the
+    /// lookup's caller needs the PF's own netdev, which they never are).
+    PortFactsOnly,
+}
+
 /// The netdevs under `parent/net`, each with the name the kernel gave it (what paths below `net/`
 /// must use) and the record (whose name is lossy when the kernel's is not UTF-8).
-fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<(OsString, Netdev)> {
+fn read_netdevs(parent: &SysDir, net: &str, representors: Representors) -> Vec<(OsString, Netdev)> {
+    let representor_facts = representors != Representors::NotAPf;
     let Some(net_dir) = parent.sub(net) else {
         return Vec::new();
     };
@@ -633,6 +657,31 @@ fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<(OsS
                 }
             };
             let attr = |file: &str| Path::new(&kernel_name).join(file);
+            let phys_port_name = representor_facts
+                .then(|| net_dir.trimmed(attr("phys_port_name")))
+                .flatten();
+            let name_only = representors == Representors::PortFactsOnly
+                && phys_port_name
+                    .as_deref()
+                    .is_some_and(is_function_representor_port);
+            if name_only {
+                return (
+                    kernel_name,
+                    Netdev {
+                        name,
+                        link_type: None,
+                        operstate: None,
+                        carrier: None,
+                        mac: None,
+                        mtu: None,
+                        phys_port_name,
+                        phys_switch_id: None,
+                    },
+                );
+            }
+            let phys_switch_id = representor_facts
+                .then(|| net_dir.trimmed(attr("phys_switch_id")))
+                .flatten();
             let netdev = Netdev {
                 link_type: net_dir
                     .trimmed(attr("type"))
@@ -644,12 +693,8 @@ fn read_netdevs(parent: &SysDir, net: &str, representor_facts: bool) -> Vec<(OsS
                     .trimmed(attr("address"))
                     .map(|m| m.to_ascii_lowercase()),
                 mtu: net_dir.unsigned(attr("mtu")),
-                phys_port_name: representor_facts
-                    .then(|| net_dir.trimmed(attr("phys_port_name")))
-                    .flatten(),
-                phys_switch_id: representor_facts
-                    .then(|| net_dir.trimmed(attr("phys_switch_id")))
-                    .flatten(),
+                phys_port_name,
+                phys_switch_id,
                 name,
             };
             (kernel_name, netdev)
@@ -774,7 +819,7 @@ fn read_sub_function(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -
     aux.numa_node = parent.numa_node;
     aux.pf_id = Some(parent.id.clone());
     if entries.iter().any(|e| e == "net") {
-        aux.netdevs = read_netdevs(&dir, "net", false)
+        aux.netdevs = read_netdevs(&dir, "net", Representors::NotAPf)
             .into_iter()
             .map(|(_, netdev)| netdev)
             .collect();
@@ -809,7 +854,12 @@ fn is_function_representor(netdev: &Netdev) -> bool {
     netdev
         .phys_port_name
         .as_deref()
-        .is_some_and(|p| p.contains("vf") || p.contains("sf"))
+        .is_some_and(is_function_representor_port)
+}
+
+/// Whether a `phys_port_name` is a VF's or SF's representor's (see [`is_function_representor`]).
+fn is_function_representor_port(port: &str) -> bool {
+    port.contains("vf") || port.contains("sf")
 }
 
 /// `s` without its leading decimal digits, or `None` when it does not start with one.

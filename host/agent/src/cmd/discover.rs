@@ -19,13 +19,16 @@ struct DiscoverJson<'a> {
 /// is wrong, 1 when the machine is (out of descriptors or memory).
 pub(crate) fn discovery_failure(error: DiscoveryError) -> crate::exit::Failure {
     crate::exit::Failure {
-        code: match error {
-            DiscoveryError::RootUnreadable { .. } | DiscoveryError::NoPciBus { .. } => {
-                Code::BadInput
-            }
-            _ => Code::Failure,
-        },
+        code: discovery_code(&error),
         error: error.into(),
+    }
+}
+
+/// The exit code of a discovery that could not run (see [`discovery_failure`]).
+pub(crate) fn discovery_code(error: &DiscoveryError) -> Code {
+    match error {
+        DiscoveryError::RootUnreadable { .. } | DiscoveryError::NoPciBus { .. } => Code::BadInput,
+        _ => Code::Failure,
     }
 }
 

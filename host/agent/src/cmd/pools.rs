@@ -143,16 +143,15 @@ fn table(pools: &[PoolJson]) -> String {
         "RESOURCE", "TYPE", "COUNT", "NUMA"
     );
     for pool in pools {
-        let mut numa: Vec<String> = pool
-            .devices
+        // Nodes in numeric order (2 before 10), an unknown node ("-") last.
+        let nodes: std::collections::BTreeSet<Option<u32>> =
+            pool.devices.iter().map(|d| d.numa_node).collect();
+        let numa: Vec<String> = nodes
             .iter()
-            .map(|d| {
-                d.numa_node
-                    .map_or_else(|| "-".to_string(), |n| n.to_string())
-            })
+            .flatten()
+            .map(u32::to_string)
+            .chain(nodes.contains(&None).then(|| "-".to_string()))
             .collect();
-        numa.sort();
-        numa.dedup();
         let _ = writeln!(
             out,
             "{:<name_width$}  {:<12}  {:>5}  {:<6}  {}",
@@ -217,6 +216,22 @@ mod tests {
             "{row}"
         );
         assert!(!row.contains("0000:3b:00.4"), "{row}");
+    }
+
+    /// NUMA nodes were sorted as text ("10,2"); an unknown one comes last.
+    #[test]
+    fn numa_nodes_are_listed_in_numeric_order() {
+        let mut spread = pool("intel.com/spread", 4);
+        for (device, node) in spread
+            .devices
+            .iter_mut()
+            .zip([Some(10), None, Some(2), Some(10)])
+        {
+            device.numa_node = node;
+        }
+        let text = table(&[spread]);
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains(" 2,10,-  "), "{row}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use vfpool_policy::{
 use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::cli::RunArgs;
-use crate::exit::{CmdResult, Code, WithCode};
+use crate::exit::{CmdResult, Code, Failure, WithCode};
 use crate::facts::FactsGatherer;
 
 pub fn run(args: &RunArgs) -> CmdResult {
@@ -67,7 +67,12 @@ async fn warn_while_stuck<T>(work: impl std::future::Future<Output = T>, what: &
 /// every pool change. A missing directory is created, as the first Allocate would.
 fn check_devinfo_dir(dir: &Path) -> anyhow::Result<()> {
     let reason = match std::fs::create_dir_all(dir) {
-        Ok(()) => return Ok(()),
+        // An existing directory may still refuse files (a read-only mount, another owner): a
+        // file made and removed there is the proof.
+        Ok(()) => match probe_writable(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("cannot write files in it: {e}"),
+        },
         Err(_) if dir.symlink_metadata().is_ok() && !dir.is_dir() => {
             "it is not a directory".to_string()
         }
@@ -79,6 +84,37 @@ fn check_devinfo_dir(dir: &Path) -> anyhow::Result<()> {
          or remove what is in its place",
         dir.display()
     )
+}
+
+/// Refuses a `--kubelet-dir` that names something other than a directory: the agent failed later
+/// with "cannot create the device-plugin socket directory", naming neither the flag nor the fix.
+/// A missing one is made (kubelet may not have started yet), with a warning, as a typo there makes
+/// the agent wait for a kubelet that never comes.
+fn check_kubelet_dir(dir: &Path) -> anyhow::Result<()> {
+    match dir.metadata() {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "--kubelet-dir {} (VFPOOL_KUBELET_DIR): it is not a directory; give kubelet's root directory (by default /var/lib/kubelet)",
+            dir.display()
+        ),
+        Err(_) => {
+            tracing::warn!(
+                kubelet_dir = %dir.display(),
+                "--kubelet-dir does not exist: creating it and waiting for kubelet there; check the flag if kubelet runs with another --root-dir"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Creates and removes a hidden file in `dir` (named for this process, never an existing file).
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".vfpool-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// The first of SIGTERM, SIGINT and SIGQUIT (SIGQUIT stops the agent like SIGTERM, as upstream).
@@ -210,6 +246,7 @@ async fn serve(
         "vfpool agent starting"
     );
     check_devinfo_dir(&args.devinfo_dir).code(Code::BadInput)?;
+    check_kubelet_dir(&args.kubelet_dir).code(Code::BadInput)?;
     let sources = Sources {
         policy_dir: Some(args.policy_dir.clone()),
         config_file: Some(args.config_file.clone()),
@@ -234,14 +271,30 @@ async fn serve(
     let gatherer = Arc::new(FactsGatherer::for_host_sysfs(host_sysfs));
     let (inventory, facts) = warn_while_stuck(discover(&root, &gatherer), "the first discovery")
         .await
-        .code(Code::BadInput)?;
+        .map_err(|error| {
+            // A wrong --sysfs-root is the operator's to fix (2); a machine out of descriptors or
+            // memory, or a failed thread, is not (1), as for `vfpool discover`.
+            let code = error
+                .downcast_ref::<vfpool_sysfs::DiscoveryError>()
+                .map_or(Code::Failure, super::discover::discovery_code);
+            Failure { code, error }
+        })?;
     let policy_inventory = Arc::new(PolicyInventory::new(&inventory, &facts));
     let latest: Arc<RwLock<Arc<PolicyInventory>>> =
         Arc::new(RwLock::new(Arc::clone(&policy_inventory)));
 
     // A cache that cannot be used is refused loudly rather than silently compiling every time.
     let cache = match &args.policy_cache_dir {
-        Some(dir) => Some(CompileCache::open(dir).code(Code::BadInput)?),
+        Some(dir) => Some(
+            CompileCache::open(dir)
+                .with_context(|| {
+                    format!(
+                        "--policy-cache-dir {} (VFPOOL_POLICY_CACHE_DIR) cannot be used; give a directory, or leave the flag out to compile the policies at every start",
+                        dir.display()
+                    )
+                })
+                .code(Code::BadInput)?,
+        ),
         None => None,
     };
     let engine = PolicyEngine::with_cache(Limits::default(), cache)
@@ -602,8 +655,17 @@ fn settle(
         );
         placing.settle
     } else {
-        let delay = placing.wait;
-        placing.wait = (placing.wait * 2).min(placing.cap);
+        // Devices waiting to move are placed soon once kubelet answers again; with none, only
+        // pool changes wait for it, and a PodResources that stays away (a kubelet without the
+        // service, a stale socket) must not make the node rescan everything every few seconds
+        // for good: the wait keeps doubling, up to the rescan interval.
+        let cap = if report.moving.is_empty() {
+            rescan.period().max(placing.cap)
+        } else {
+            placing.cap
+        };
+        let delay = placing.wait.min(cap);
+        placing.wait = (delay * 2).min(cap);
         tracing::debug!(
             devices = %Ids(&report.moving),
             retry_in = ?delay,
@@ -682,8 +744,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::{
-        Placing, RescanTimer, SelectLog, check_devinfo_dir, note_rescan, parse_duration, select,
-        settle,
+        Placing, RescanTimer, SelectLog, check_devinfo_dir, check_kubelet_dir, note_rescan,
+        parse_duration, select, settle,
     };
     use std::sync::Arc;
     use std::time::Duration;
@@ -728,6 +790,33 @@ mod tests {
         // Both released: the rescan keeps to its interval, and a later hold starts over.
         assert_eq!(waits(&holding(&[]), 1), [None]);
         assert_eq!(waits(&a, 1), [Some(2)]);
+    }
+
+    /// While PodResources cannot answer, rescans come sooner than the interval so that what pods
+    /// hold is known again soon; with no device moving they back off up to the interval. They
+    /// stayed at 8 s forever, whatever `--rescan-interval` said, on a node whose PodResources
+    /// never answered.
+    #[tokio::test]
+    async fn without_pod_resources_rescans_back_off_to_the_interval_unless_devices_move() {
+        let mut rescan = RescanTimer::new(Duration::from_secs(60));
+        let mut placing = Placing::new(Duration::from_secs(1), Duration::from_secs(8));
+        let blind = |moving: &[&str]| vfpool_deviceplugin::ApplyReport {
+            moving: moving.iter().map(|id| id.to_string()).collect(),
+            pod_resources_current: false,
+            ..Default::default()
+        };
+        let mut waits = |report: &vfpool_deviceplugin::ApplyReport, times: usize| {
+            (0..times)
+                .map(|_| settle(report, &mut placing, &mut rescan).map(|d| d.as_secs()))
+                .collect::<Vec<_>>()
+        };
+        let idle = blind(&[]);
+        assert_eq!(
+            waits(&idle, 8),
+            [1, 2, 4, 8, 16, 32, 60, 60].map(Some).to_vec()
+        );
+        // A device on its way to another pool: back to the placing cap at most.
+        assert_eq!(waits(&blind(&["0000:3b:00.2"]), 2), [Some(8), Some(8)]);
     }
 
     /// A rescan asked for at once (kernel events, SIGHUP) is not pushed back by an apply's request
@@ -850,6 +939,44 @@ mod tests {
         check_devinfo_dir(&missing).unwrap();
         assert!(missing.is_dir());
         check_devinfo_dir(&missing).unwrap();
+        assert_eq!(
+            std::fs::read_dir(&missing).unwrap().count(),
+            0,
+            "the probe stayed"
+        );
+    }
+
+    /// A file as --kubelet-dir failed the start with "cannot create the device-plugin socket
+    /// directory", naming neither the flag nor the fix (and with exit code 1).
+    #[test]
+    fn a_kubelet_dir_that_is_not_a_directory_is_refused_naming_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("afile");
+        std::fs::write(&file, "").unwrap();
+        let err = format!("{:#}", check_kubelet_dir(&file).unwrap_err());
+        assert!(
+            err.contains("--kubelet-dir")
+                && err.contains("VFPOOL_KUBELET_DIR")
+                && err.contains("not a directory"),
+            "{err}"
+        );
+        check_kubelet_dir(tmp.path()).unwrap();
+        check_kubelet_dir(&tmp.path().join("missing")).unwrap();
+    }
+
+    /// An existing directory that refuses files (a read-only mount; here sysfs, which refuses
+    /// them even to root) used to pass: the agent started, and every Allocate failed its
+    /// device-info write.
+    #[test]
+    fn a_devinfo_dir_that_refuses_files_is_refused_naming_the_flag() {
+        let err = format!(
+            "{:#}",
+            check_devinfo_dir(std::path::Path::new("/sys/kernel")).unwrap_err()
+        );
+        assert!(
+            err.contains("--devinfo-dir") && err.contains("cannot write files in it"),
+            "{err}"
+        );
     }
 
     #[test]
