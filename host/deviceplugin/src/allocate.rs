@@ -729,7 +729,25 @@ fn holds(path: &Path, contents: &[u8]) -> bool {
 
 /// Removes the device-info file of `id` in pool `resource_name`, if any.
 pub fn remove_device_info(dir: &Path, resource_name: &str, id: &str) {
+    remove_device_info_written_before(dir, resource_name, id, None);
+}
+
+/// [`remove_device_info`], unless the file was last written at or after `since`: then an Allocate
+/// of the device has just given it to a pod, and its file is that pod's (kept, and said at debug).
+pub fn remove_device_info_written_before(
+    dir: &Path,
+    resource_name: &str,
+    id: &str,
+    since: Option<std::time::SystemTime>,
+) {
     let path = dir.join(device_info_file_name(resource_name, id));
+    if let Some(since) = since
+        && let Ok(written) = fs::symlink_metadata(&path).and_then(|m| m.modified())
+        && written >= since
+    {
+        tracing::debug!(path = %path.display(), "device-info file written during a pool change (an Allocate raced it); kept for its pod");
+        return;
+    }
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -349,6 +349,14 @@ impl DevicePlugins {
     /// upstream, an empty pool gets no server; it first advertises an empty list), never moving a
     /// device a pod holds.
     pub async fn apply(&mut self, desired: &[Pool], inventory: &Inventory) -> ApplyReport {
+        // What pods hold is read now, and a device's pool may change seconds later (pools stop,
+        // answers are prepared): an Allocate in between gives a pod a device the plan thinks free.
+        // Its device-info file, written then, is the pod's; the next apply sees the pod and keeps
+        // the device where it is. A second before the read covers an Allocate kubelet had not
+        // recorded yet when PodResources answered.
+        let in_use_read_at = std::time::SystemTime::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(std::time::UNIX_EPOCH);
         let mut current = self.refresh_in_use().await;
         if !current && !self.applied {
             current = self.wait_for_pod_resources().await;
@@ -469,7 +477,12 @@ impl DevicePlugins {
                         .iter()
                         .filter(|m| snapshot.get(m.id()).is_none())
                         .map(|m| m.id());
-                    server::remove_device_infos(&self.config.devinfo_dir, &name, gone);
+                    server::remove_departed_device_infos(
+                        &self.config.devinfo_dir,
+                        &name,
+                        gone,
+                        in_use_read_at,
+                    );
                     if handle.state.update(Arc::clone(&snapshot)) {
                         log_pool_change(&name, &before, &snapshot, inventory);
                         report.updated.push(name);

@@ -1052,6 +1052,19 @@ pub(crate) fn remove_device_infos<'a>(
     }
 }
 
+/// [`remove_device_infos`] for devices that left a pool, except files written at or after
+/// `since` (see [`allocate::remove_device_info_written_before`]).
+pub(crate) fn remove_departed_device_infos<'a>(
+    devinfo_dir: &std::path::Path,
+    resource: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+    since: std::time::SystemTime,
+) {
+    for id in ids {
+        allocate::remove_device_info_written_before(devinfo_dir, resource, id, Some(since));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};

@@ -1088,6 +1088,55 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
     sim.shutdown();
 }
 
+/// A pool change reads what pods hold first and withdraws devices seconds later (pools stop,
+/// answers are prepared); an Allocate in between gives a pod a device the plan took for free. The
+/// device-info file that Allocate wrote is the pod's (Multus reads it at the pod's CNI ADD): it
+/// used to be deleted with the device's departure. A file written before the change still goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_info_file_written_during_a_pool_change_is_kept() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let a = "intel.com/pool_a";
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    // Allocated without kubelet recording a pod (as if its PodResources answer came first).
+    let (racing, earlier) = (ids[0].clone(), ids[1].clone());
+    sim.allocate_raw(a, vec![racing.clone(), earlier.clone()])
+        .await
+        .unwrap();
+    let devinfo = env.tmp.path().join("devinfo");
+    let file = |id: &str| devinfo.join(vfpool_deviceplugin::allocate::device_info_file_name(a, id));
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(file(&earlier))
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    // Both leave pool_a (no pod holds them, as far as PodResources says).
+    let report = plugins
+        .apply(&[named_pool(a, &ids[2..])], &env.inventory)
+        .await;
+    assert!(report.pod_resources_current, "{report:?}");
+    assert!(plugins.snapshots()[a].get(&racing).is_none());
+    assert!(
+        file(&racing).exists(),
+        "the racing Allocate's file was deleted"
+    );
+    assert!(
+        !file(&earlier).exists(),
+        "a file from before the change was kept"
+    );
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// An agent (re)started while PodResources cannot answer yet (kubelet restarting: its old socket
 /// refuses connections) waits for the answer before serving: with nothing served yet, a device a
 /// pod got before the restart could be kept out of other pools only if its pod is known. It used
