@@ -754,6 +754,18 @@ mod tests {
         ActivePolicies, HostFacts, Limits, PolicyEngine, PolicyInventory, Sources,
     };
 
+    /// The delays `times` applies in a row reporting `report` ask of the rescan, in seconds.
+    fn settle_waits(
+        report: &vfpool_deviceplugin::ApplyReport,
+        times: usize,
+        placing: &mut Placing,
+        rescan: &mut RescanTimer,
+    ) -> Vec<Option<u64>> {
+        (0..times)
+            .map(|_| settle(report, placing, rescan).map(|d| d.as_secs()))
+            .collect()
+    }
+
     /// A device a pod keeps outside the pool its policy now wants it in is looked at again soon
     /// (released, it is free in its old pool until then), then less and less often: every 2 s for
     /// the pod's whole life made the node rescan everything every 2 s for weeks.
@@ -767,9 +779,7 @@ mod tests {
             ..Default::default()
         };
         let mut waits = |report: &vfpool_deviceplugin::ApplyReport, times: usize| {
-            (0..times)
-                .map(|_| settle(report, &mut placing, &mut rescan).map(|d| d.as_secs()))
-                .collect::<Vec<_>>()
+            settle_waits(report, times, &mut placing, &mut rescan)
         };
         let a = holding(&["0000:3b:00.2"]);
         assert_eq!(
@@ -806,9 +816,7 @@ mod tests {
             ..Default::default()
         };
         let mut waits = |report: &vfpool_deviceplugin::ApplyReport, times: usize| {
-            (0..times)
-                .map(|_| settle(report, &mut placing, &mut rescan).map(|d| d.as_secs()))
-                .collect::<Vec<_>>()
+            settle_waits(report, times, &mut placing, &mut rescan)
         };
         let idle = blind(&[]);
         assert_eq!(
