@@ -306,6 +306,11 @@ pub struct RunArgs {
     /// How often to rediscover devices and health (e.g. 30s, 500ms, 2m).
     #[arg(long, env = "VFPOOL_RESCAN_INTERVAL", default_value = "30s", value_parser = crate::cmd::parse_duration)]
     pub rescan_interval: std::time::Duration,
+    /// After kubelet restarts, how long devices its pods held stay held whatever its PodResources
+    /// API says (a restarted kubelet answers before it knows its pods again): a device a pod
+    /// released meanwhile moves to another pool this much later. 0 believes PodResources at once.
+    #[arg(long, env = "VFPOOL_KUBELET_RESTART_GRACE", default_value = "60s", value_parser = crate::cmd::parse_grace)]
+    pub kubelet_restart_grace: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -563,7 +563,8 @@ async fn one_pool_per_port(rescan: &str) -> (Node, KubeletSim, Agent) {
     let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
         .await
         .unwrap();
-    let agent = node.agent(rescan);
+    // A kubelet restart in a test holds released devices for a second, not a minute.
+    let agent = node.agent_with(rescan, &["--kubelet-restart-grace".as_ref(), "1s".as_ref()]);
     sim.wait_for("both pools", GUARD, |r| {
         allocatable(r, "intel.com/pool_a") == 12 && allocatable(r, "intel.com/pool_b") == 12
     })

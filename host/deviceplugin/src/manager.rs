@@ -3,7 +3,7 @@
 //! PodResources which devices pods hold before every change.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,6 +59,11 @@ pub struct PluginConfig {
     /// directory is there) but cannot answer yet, as while kubelet restarts: with nothing served
     /// yet, a device a pod holds can only be kept out of other pools if its pod is known.
     pub pod_resources_first_wait: Duration,
+    /// How long after a kubelet restart (its PodResources socket made anew) a device pods held
+    /// before it counts as held whatever PodResources says: a restarted kubelet answers before it
+    /// has learnt its pods from the API server, and an answer without a pod that still runs would
+    /// free its devices for another pool (and another pod).
+    pub kubelet_restart_grace: Duration,
     /// How long `Register` (legacy mode) may keep failing before it is logged as an error, once:
     /// see [`crate::registration::ESCALATE_AFTER`], the default.
     pub registration_error_after: Duration,
@@ -79,6 +84,7 @@ impl PluginConfig {
             stream_grace: Duration::from_secs(10),
             poll_sockets: None,
             pod_resources_first_wait: Duration::from_secs(30),
+            kubelet_restart_grace: Duration::from_secs(60),
             registration_error_after: crate::registration::ESCALATE_AFTER,
         }
     }
@@ -157,6 +163,12 @@ pub struct DevicePlugins {
     pod_resources_missing_said: bool,
     /// The last PodResources query failed: the warning is logged once per outage.
     pod_resources_failing: bool,
+    /// The PodResources socket that last answered (device, inode): another one means kubelet
+    /// restarted.
+    pod_resources_socket: Option<(u64, u64)>,
+    /// Until when what pods held before kubelet's restart stays held (see
+    /// [`PluginConfig::kubelet_restart_grace`]).
+    holding_through_restart: Option<Instant>,
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
     /// for `move_settle` and, while PodResources cannot answer, until it can.
     withdrawn: BTreeMap<String, Instant>,
@@ -249,6 +261,8 @@ impl DevicePlugins {
             stopping: BTreeMap::new(),
             advertising: false,
             pod_resources_failing: false,
+            pod_resources_socket: None,
+            holding_through_restart: None,
             watcher: Some(watcher),
             events: Some(events),
         })
@@ -295,7 +309,7 @@ impl DevicePlugins {
             self.pod_resources_seen = true;
             match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
                 Ok(used) => {
-                    self.in_use = used;
+                    self.in_use = self.through_restarts(&socket, used);
                     if std::mem::take(&mut self.pod_resources_failing) {
                         tracing::info!("PodResources answers again; devices may move");
                     }
@@ -314,6 +328,36 @@ impl DevicePlugins {
             tracing::warn!("{failure}; until it answers, no served device moves");
         }
         false
+    }
+
+    /// `used` (a PodResources answer from `socket`), or — within
+    /// [`PluginConfig::kubelet_restart_grace`] of kubelet's restart, told by a new socket — `used`
+    /// with every device pods held before: a restarted kubelet answers before it has learnt its
+    /// pods again, and a pod missing from its answer has not let go of its devices.
+    fn through_restarts(&mut self, socket: &Path, mut used: InUse) -> InUse {
+        use std::os::unix::fs::MetadataExt as _;
+        let identity = std::fs::metadata(socket).ok().map(|m| (m.dev(), m.ino()));
+        if self.pod_resources_socket.is_some() && identity != self.pod_resources_socket {
+            let grace = self.config.kubelet_restart_grace;
+            self.holding_through_restart = Some(Instant::now() + grace);
+            tracing::info!(
+                grace = %Took(grace),
+                "kubelet restarted (a new PodResources socket): the devices its pods held stay held meanwhile, as it may not know all its pods again yet"
+            );
+        }
+        self.pod_resources_socket = identity;
+        match self.holding_through_restart {
+            Some(until) if Instant::now() < until => {
+                for (resource, ids) in &self.in_use {
+                    used.entry(resource.clone())
+                        .or_default()
+                        .extend(ids.iter().cloned());
+                }
+            }
+            Some(_) => self.holding_through_restart = None,
+            None => {}
+        }
+        used
     }
 
     /// The first apply's wait for PodResources (see [`PluginConfig::pod_resources_first_wait`]):
@@ -409,10 +453,17 @@ impl DevicePlugins {
         // Timed from when the old pools' lists are published (below), not from now: stopping
         // pools and preparing answers can take seconds.
         let newly_withdrawn = plan.withdrawn;
+        // Moving: on its way to a pool that wants it. A device that left every pool and is not
+        // wanted anywhere now is only settling (see below), with nothing to wait for.
+        let wanted: HashSet<&str> = desired
+            .iter()
+            .flat_map(|pool| pool.devices.iter().map(|d| d.id.as_str()))
+            .collect();
         let moving: BTreeSet<String> = self
             .withdrawn
             .keys()
             .chain(&newly_withdrawn)
+            .filter(|id| wanted.contains(id.as_str()))
             .cloned()
             .collect();
         let mut report = ApplyReport {
@@ -501,6 +552,32 @@ impl DevicePlugins {
         let published = Instant::now();
         self.withdrawn
             .extend(newly_withdrawn.into_iter().map(|id| (id, published)));
+        // A device that left its pool for none settles too: the next apply may want it in another
+        // pool (a SIGHUP's reload and rescan, a policy that drops a device and then picks it for
+        // another pool), and an Allocate from the old pool's list may still be on its way. It
+        // used to join the other pool at once.
+        let now_served: HashSet<String> = self
+            .pools
+            .values()
+            .flat_map(|handle| {
+                handle
+                    .state
+                    .current()
+                    .members
+                    .iter()
+                    .map(|m| m.id().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for snapshot in previous.values() {
+            for member in &snapshot.members {
+                if !now_served.contains(member.id()) {
+                    self.withdrawn
+                        .entry(member.id().to_owned())
+                        .or_insert(published);
+                }
+            }
+        }
         report.holding = self
             .pools
             .values()
@@ -1390,9 +1467,10 @@ mod log_tests {
         sim.shutdown();
     }
 
-    /// The config emptied while every device is on its way to another pool: the warning comes
-    /// once the move has ended with nothing served (it used to be lost: the apply that stopped
-    /// the last pool had devices moving, and later applies stopped nothing).
+    /// The config emptied while every device is on its way to another pool: the devices are
+    /// wanted nowhere any more, so nothing is moving and the warning comes at once, once (it used
+    /// to be lost: the apply that stopped the last pool had devices moving, and later applies
+    /// stopped nothing).
     #[tokio::test]
     async fn losing_every_pool_mid_move_is_still_one_warning() {
         let env = Env::new();
@@ -1409,14 +1487,10 @@ mod log_tests {
             .apply(&[Env::empty(NAME), env.pool(other)], &env.inventory)
             .await;
         assert_eq!(moving.moving.len(), 24, "{moving:?}");
-        plugins.apply(&[], &env.inventory).await;
-        assert!(lines(&log.text(), "WARN", "no pool is left").is_empty());
-        let mut applies = 0;
-        while !plugins.apply(&[], &env.inventory).await.moving.is_empty() {
-            applies += 1;
-            assert!(applies < 100, "the move never ended");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let emptied = plugins.apply(&[], &env.inventory).await;
+        assert!(emptied.moving.is_empty(), "{emptied:?}");
+        assert_eq!(lines(&log.text(), "WARN", "no pool is left").len(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
         plugins.apply(&[], &env.inventory).await;
         let text = log.text();
         assert_eq!(lines(&text, "WARN", "no pool is left").len(), 1, "{text}");

@@ -1088,6 +1088,92 @@ async fn no_device_moves_while_pod_resources_cannot_answer() {
     sim.shutdown();
 }
 
+/// A device that leaves its pool for none settles before another pool gets it, as one moved in a
+/// single apply does: the next apply may want it elsewhere (a SIGHUP's reload and rescan, a policy
+/// that drops a device and then picks it for another pool) while an Allocate from the old pool's
+/// list is still on its way. It used to join the other pool at the very next apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_dropped_then_wanted_elsewhere_settles_first() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    let mut config = env.config();
+    config.move_settle = Duration::from_millis(300);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    let dropped = ids[0].clone();
+    let report = plugins
+        .apply(&[named_pool(a, &ids[1..])], &env.inventory)
+        .await;
+    assert!(
+        report.moving.is_empty(),
+        "wanted nowhere, so not moving: {report:?}"
+    );
+    let wanted = [named_pool(a, &ids[1..]), named_pool(b, &ids[..1])];
+    let report = plugins.apply(&wanted, &env.inventory).await;
+    assert_eq!(report.moving, std::slice::from_ref(&dropped), "{report:?}");
+    assert!(
+        !plugins.snapshots().contains_key(b),
+        "the dropped device joined another pool at once"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = plugins.apply(&wanted, &env.inventory).await;
+    assert!(report.moving.is_empty(), "{report:?}");
+    assert!(plugins.snapshots()[b].get(&dropped).is_some());
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+/// A restarted kubelet answers PodResources before it has learnt its pods again from the API
+/// server: a pod that still holds a device is missing from the answer. Within a grace after the
+/// restart (a new PodResources socket) what pods held stays held; the device used to be freed at
+/// once for the pool the policy now wants it in, where another pod could get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kubelet_that_does_not_list_a_pod_yet_frees_nothing() {
+    let env = Env::new();
+    let mut sim = env.sim().await;
+    let ids = env.ids();
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    let mut config = env.config();
+    config.move_settle = Duration::from_millis(100);
+    config.kubelet_restart_grace = Duration::from_millis(1500);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let held = sim.allocate_pod("holder", a, 1).await.unwrap().device_ids[0].clone();
+    let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    assert_eq!(report.holding, std::slice::from_ref(&held), "{report:?}");
+    // The other devices settle and join pool_b.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    assert!(report.moving.is_empty(), "{report:?}");
+
+    sim.restart().await.unwrap();
+    sim.pods_unknown(true);
+    let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    assert!(report.pod_resources_current, "{report:?}");
+    assert_eq!(
+        report.holding,
+        std::slice::from_ref(&held),
+        "the held device was freed: {report:?}"
+    );
+    assert!(report.moving.is_empty(), "{report:?}");
+
+    // Past the grace, PodResources is believed again: the pod really has ended now.
+    sim.pods_unknown(false);
+    sim.release_pod("holder");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    assert_eq!(report.moving, std::slice::from_ref(&held), "{report:?}");
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// A pool change reads what pods hold first and withdraws devices seconds later (pools stop,
 /// answers are prepared); an Allocate in between gives a pod a device the plan took for free. The
 /// device-info file that Allocate wrote is the pod's (Multus reads it at the pod's CNI ADD): it

@@ -187,6 +187,8 @@ struct State {
     /// Per resource: the generation of the client task that owns it (stale tasks must not write).
     owners: BTreeMap<String, u64>,
     pods: BTreeMap<String, (String, Vec<String>)>,
+    /// PodResources lists no pod ([`KubeletSim::pods_unknown`]).
+    pods_unknown: bool,
     registrations: Vec<RegistrationRecord>,
     next_generation: u64,
     /// Plugin-watcher sockets registered (kubelet's actual state of world): the resource and the
@@ -550,6 +552,14 @@ impl KubeletSim {
     /// by itself — only a new registration brings it back. Whether it had a client.
     pub fn disconnect(&self, resource: &str) -> bool {
         self.shared.deregister(resource, None)
+    }
+
+    /// While `unknown`, PodResources `List` answers without any pod, as a restarted kubelet does
+    /// before it has learnt its pods from the API server (its device manager still has their
+    /// devices, from its checkpoint: admission is unchanged).
+    pub fn pods_unknown(&self, unknown: bool) {
+        self.shared.lock().pods_unknown = unknown;
+        self.shared.bump();
     }
 
     /// Makes the next `count` registrations (either mode) fail where kubelet's device manager
@@ -1258,6 +1268,7 @@ impl PodResourcesLister for PodResourcesService {
         let pod_resources = state
             .pods
             .iter()
+            .filter(|_| !state.pods_unknown)
             .map(|(pod, (resource, ids))| pod_resources(&state, pod, resource, ids))
             .collect();
         Ok(Response::new(pr::ListPodResourcesResponse {

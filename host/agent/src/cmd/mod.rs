@@ -7,7 +7,7 @@ mod pools;
 mod run;
 mod sim;
 
-pub use run::parse_duration;
+pub use run::{parse_duration, parse_grace};
 
 use crate::cli::{Command, PolicyCommand};
 use crate::exit::CmdResult;

@@ -362,11 +362,12 @@ async fn serve(
         Arc::clone(&policies),
         Arc::clone(&policy_inventory),
     ));
-    let config = PluginConfig::new(
+    let mut config = PluginConfig::new(
         args.kubelet_dir.clone(),
         args.devinfo_dir.clone(),
         root.clone(),
     );
+    config.kubelet_restart_grace = args.kubelet_restart_grace;
     let mut placing = Placing::new(
         config.move_settle,
         args.rescan_interval.min(PLACING_WAIT_CAP),
@@ -702,6 +703,30 @@ const MAX_RESCAN_SECONDS: f64 = 86_400.0 * 365.0;
 /// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds, from [`MIN_RESCAN_INTERVAL`] to
 /// a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (duration, seconds) = parse_span(text, "interval")?;
+    if seconds <= 0.0 {
+        return Err(format!("{:?}: the interval must be positive", text.trim()));
+    }
+    // Checked on the Duration as it will be used: a tiny positive number rounds to zero, on which
+    // tokio's interval panics once the pools are served.
+    if duration < MIN_RESCAN_INTERVAL {
+        return Err(format!(
+            "{:?}: the interval must be at least {MIN_RESCAN_INTERVAL:?} (every rescan rereads the whole sysfs tree)",
+            text.trim()
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses `--kubelet-restart-grace`: as [`parse_duration`], but 0 is allowed (PodResources is
+/// believed at once after a kubelet restart).
+pub fn parse_grace(text: &str) -> Result<Duration, String> {
+    parse_span(text, "grace").map(|(duration, _)| duration)
+}
+
+/// `30s`, `500ms`, `2m`, `1h` or a bare number of seconds, from 0 to under a year, as a Duration
+/// and as the seconds written; `what` names the value in messages.
+fn parse_span(text: &str, what: &str) -> Result<(Duration, f64), String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -722,30 +747,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     if !seconds.is_finite() || seconds >= MAX_RESCAN_SECONDS {
-        return Err(format!(
-            "{text:?}: the interval must be shorter than a year"
-        ));
+        return Err(format!("{text:?}: the {what} must be shorter than a year"));
     }
-    if seconds <= 0.0 {
-        return Err(format!("{text:?}: the interval must be positive"));
-    }
-    let duration = Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("{text:?}: the interval must be positive"))?;
-    // Checked on the Duration as it will be used: a tiny positive number rounds to zero, on which
-    // tokio's interval panics once the pools are served.
-    if duration < MIN_RESCAN_INTERVAL {
-        return Err(format!(
-            "{text:?}: the interval must be at least {MIN_RESCAN_INTERVAL:?} (every rescan rereads the whole sysfs tree)"
-        ));
-    }
-    Ok(duration)
+    Duration::try_from_secs_f64(seconds)
+        .map(|duration| (duration, seconds))
+        .map_err(|_| format!("{text:?}: the {what} must not be negative"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::{
         Placing, RescanTimer, SelectLog, check_devinfo_dir, check_kubelet_dir, note_rescan,
-        parse_duration, select, settle,
+        parse_duration, parse_grace, select, settle,
     };
     use std::sync::Arc;
     use std::time::Duration;
@@ -998,6 +1011,17 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains(bad) || bad.is_empty(), "{bad}: {err}");
         }
+    }
+
+    /// `--kubelet-restart-grace 0` believes PodResources at once after a kubelet restart; a
+    /// grace otherwise reads like an interval.
+    #[test]
+    fn a_kubelet_restart_grace_may_be_zero() {
+        assert_eq!(parse_grace("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_grace("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_grace("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_grace("-1s").is_err());
+        assert!(parse_grace("1 fortnight").is_err());
     }
 
     /// A positive number too small for a Duration used to pass as zero (and tokio's interval
