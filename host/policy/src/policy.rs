@@ -225,8 +225,8 @@ pub enum CallError {
         message: String,
         /// What the guest wrote to stderr (a Rust panic message lands here), bounded.
         stderr: String,
-        /// The guest wrote more to stderr than the host keeps (this many bytes): its writes
-        /// beyond failed, which may itself be what ended it (a Rust `eprintln!` panics then).
+        /// The guest wrote more to stderr than the host keeps (this many bytes): `stderr` is the
+        /// end of what it wrote.
         stderr_cut: Option<usize>,
     },
     /// The policy handed the host data it refuses to read: a result (or log message) larger than
@@ -255,7 +255,7 @@ fn trap_text(message: &str, stderr: &str, stderr_cut: &Option<usize>) -> String 
     let stderr = stderr.trim_end();
     let cut = match stderr_cut {
         Some(limit) => format!(
-            " [stderr cut: the policy wrote more than the {limit} bytes the host keeps, and a write beyond them fails, which may be what ended it]"
+            " [stderr cut: the policy wrote more than the {limit} bytes the host keeps; this is the end of it]"
         ),
         None => String::new(),
     };
@@ -770,9 +770,9 @@ fn classify(
     if store.data().memory.exceeded {
         return CallError::MemoryCap(store.data().memory.limit());
     }
-    let written = store.data().stderr.contents();
+    let (written, dropped) = store.data().stderr.contents();
     let limit = store.data().stderr_limit;
-    let stderr_cut = (written.len() >= limit).then_some(limit);
+    let stderr_cut = (dropped > 0).then_some(limit);
     let stderr = String::from_utf8_lossy(&written).into_owned();
     // The end of stderr (where a panic message is), escaped and bounded like all guest text.
     let stderr = guest_text(&tail(&stderr, validate::MAX_GUEST_TEXT_BYTES));

@@ -780,9 +780,15 @@ pub enum FileProblem {
 pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    // Looked at before it is opened: opening a device has effects of its own (a link to
+    // /dev/watchdog arms the watchdog), and a terminal would become the agent's. Links are
+    // followed (a ConfigMap volume's files are links); the file opened is checked again below.
+    if !fs::metadata(path).map_err(FileProblem::Io)?.is_file() {
+        return Err(FileProblem::NotRegular);
+    }
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)
         .map_err(FileProblem::Io)?;
     let meta = file.metadata().map_err(FileProblem::Io)?;
@@ -1206,6 +1212,45 @@ mod config_file_tests {
             Err(FileProblem::TooLarge(11))
         ));
         assert_eq!(read_regular_file(&file, 11).unwrap().len(), 11);
+    }
+
+    /// What is not a regular file is not even opened (opening a device has effects of its own: a
+    /// link to /dev/watchdog arms it). Seen here on a FIFO whose writer waits for a reader: the
+    /// open for reading used to let it through.
+    #[test]
+    fn what_is_not_a_regular_file_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.wasm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let link = dir.path().join("link.wasm");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            // Blocks until someone opens the FIFO for reading.
+            let file = fs::OpenOptions::new().write(true).open(&writer_path);
+            let _ = opened_tx.send(());
+            file
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(matches!(
+            read_regular_file(&link, 10),
+            Err(FileProblem::NotRegular)
+        ));
+        assert!(
+            opened
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the FIFO was opened"
+        );
+        // Let the writer go.
+        let reader = fs::File::open(&fifo).unwrap();
+        writer.join().unwrap().unwrap();
+        drop(reader);
     }
 }
 

@@ -1,7 +1,8 @@
 //! A test policy (selector and allocator) for the host's fault and hot-swap tests. Never shipped.
 //!
 //! With settings text `probe:<mode>` every call misbehaves as `<mode>` says (`loop`, `alloc`,
-//! `trap`, `exit`, `error`, `error-flood`, `settings-flood`, `panic-flood`, `huge-result`,
+//! `trap`, `exit`, `error`, `error-flood`, `settings-flood`, `panic-flood`, `print-flood`,
+//! `print-then-trap`, `huge-result`,
 //! `bloated-result`, `unknown-device`, `duplicate-device`, `bad-name`, `log-flood`, `wrong-size`,
 //! `foreign-id`). With any other text it behaves: `select` puts every VF into one pool
 //! `example.com/probe`, `prefer` returns the must-include ids and then the first available ones.
@@ -77,12 +78,20 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
             Ok(())
         }
         "print-flood" => {
-            // A debugging `print` left in: 1 MiB to stdout, and a little to stderr.
+            // Debugging prints left in, a line per device on a big node: 1 MiB to stdout and as
+            // much to stderr.
             for i in 0..1_000 {
                 println!("line {i} {}", "x".repeat(1_000));
+                eprintln!("line {i} {}", "y".repeat(1_000));
             }
-            eprintln!("probe wrote to stdout");
+            eprintln!("probe wrote to stdout and stderr");
             Ok(())
+        }
+        "print-then-trap" => {
+            for i in 0..1_000 {
+                eprintln!("line {i} {}", "y".repeat(1_000));
+            }
+            panic!("probe policy panics after much output")
         }
         _ => Ok(()),
     }
