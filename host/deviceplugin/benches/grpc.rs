@@ -43,7 +43,7 @@ const CALLS: usize = 8000;
 struct NoAllocator;
 
 impl Allocator for NoAllocator {
-    fn prefer(&self, _: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+    fn prefer(&self, _: &PreferenceRequest, _: Duration) -> Result<Vec<String>, AllocatorError> {
         Err(AllocatorError::NotReady)
     }
 }
@@ -349,12 +349,15 @@ fn run(agent: &tokio::runtime::Runtime, kubelet: &tokio::runtime::Runtime) {
         }
         if sub != "builtin" {
             // The policy rows must measure the policy, not the fallback a failing call gets.
-            let direct = allocator.prefer(&PreferenceRequest {
-                resource_name: NAME.to_string(),
-                available: ids.to_vec(),
-                must_include: Vec::new(),
-                size: 4,
-            });
+            let direct = allocator.prefer(
+                &PreferenceRequest {
+                    resource_name: NAME.to_string(),
+                    available: ids.to_vec(),
+                    must_include: Vec::new(),
+                    size: 4,
+                },
+                Duration::from_secs(1),
+            );
             assert!(
                 direct.as_ref().is_ok_and(|ids| ids.len() == 4),
                 "the allocator policy does not answer: {direct:?}"

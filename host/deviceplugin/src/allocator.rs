@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use vfpool_policy::{ActivePolicies, PolicyInventory};
 
@@ -113,8 +114,13 @@ pub enum AllocatorError {
 /// Chooses devices for kubelet. Called on a blocking thread, under a deadline.
 pub trait Allocator: Send + Sync + 'static {
     /// The preferred ids, exactly `request.size` of them, all in `available`, including
-    /// `must_include`.
-    fn prefer(&self, request: &PreferenceRequest) -> Result<Vec<String>, AllocatorError>;
+    /// `must_include`; wanted `within` from now (the caller stops waiting then and uses its
+    /// built-in order: work past it is wasted).
+    fn prefer(
+        &self,
+        request: &PreferenceRequest,
+        within: Duration,
+    ) -> Result<Vec<String>, AllocatorError>;
 }
 
 /// Checks an answer against its request (count, membership, no repeats, must-include).
@@ -240,7 +246,11 @@ impl PolicyAllocator {
 }
 
 impl Allocator for PolicyAllocator {
-    fn prefer(&self, request: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+    fn prefer(
+        &self,
+        request: &PreferenceRequest,
+        within: Duration,
+    ) -> Result<Vec<String>, AllocatorError> {
         let active = self.policies.current().ok_or(AllocatorError::NotReady)?;
         let inventory = Arc::clone(
             &self
@@ -252,13 +262,14 @@ impl Allocator for PolicyAllocator {
             .map_err(|_| AllocatorError::InvalidAnswer("size out of range".to_string()))?;
         let outcome = active
             .allocator
-            .prefer(
+            .prefer_within(
                 &active.settings,
                 &inventory,
                 &request.resource_name,
                 &request.available,
                 &request.must_include,
                 size,
+                within,
             )
             .map_err(|e| AllocatorError::Policy(Box::new(e)))?;
         // What the policy logged went to debug as it came (the policy engine forwards it).

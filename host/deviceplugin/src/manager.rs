@@ -1238,7 +1238,11 @@ mod log_tests {
     struct NoPreference;
 
     impl Allocator for NoPreference {
-        fn prefer(&self, _: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+        fn prefer(
+            &self,
+            _: &PreferenceRequest,
+            _: Duration,
+        ) -> Result<Vec<String>, AllocatorError> {
             Err(AllocatorError::NotReady)
         }
     }

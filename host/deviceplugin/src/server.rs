@@ -342,11 +342,15 @@ impl PoolService {
         // overloaded allocator falls back to the built-in order instead of queueing without bound.
         // The permit moves into the blocking call: a call past its deadline cannot be stopped and
         // keeps its core until it returns.
+        let answer_by = tokio::time::Instant::now() + self.state.allocator_timeout;
         let call = async move {
             let permit = permits.acquire_owned().await;
+            // What is left of the deadline once a permit is in hand: a call that starts late
+            // must stop when the answer is no longer waited for, not hold its permit past that.
+            let within = answer_by.saturating_duration_since(tokio::time::Instant::now());
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                allocator.prefer(&question)
+                allocator.prefer(&question, within)
             })
             .await
         };

@@ -98,8 +98,39 @@ impl<F> Allocator for FnAllocator<F>
 where
     F: Fn(&PreferenceRequest) -> Result<Vec<String>, AllocatorError> + Send + Sync + 'static,
 {
-    fn prefer(&self, request: &PreferenceRequest) -> Result<Vec<String>, AllocatorError> {
+    fn prefer(
+        &self,
+        request: &PreferenceRequest,
+        _within: Duration,
+    ) -> Result<Vec<String>, AllocatorError> {
         (self.0)(request)
+    }
+}
+
+/// An allocator that records the time it was given to answer in; its first call says when it has
+/// started and then takes `first_takes`.
+struct TimedAllocator {
+    within: std::sync::Mutex<Vec<Duration>>,
+    first_takes: Duration,
+    started: tokio::sync::Notify,
+}
+
+impl Allocator for TimedAllocator {
+    fn prefer(
+        &self,
+        request: &PreferenceRequest,
+        within: Duration,
+    ) -> Result<Vec<String>, AllocatorError> {
+        let first = {
+            let mut seen = self.within.lock().unwrap();
+            seen.push(within);
+            seen.len() == 1
+        };
+        if first {
+            self.started.notify_one();
+            std::thread::sleep(self.first_takes);
+        }
+        Ok(request.available[..request.size].to_vec())
     }
 }
 
@@ -1691,6 +1722,55 @@ async fn a_device_no_longer_in_the_pool_is_not_preferred() {
     let answer = request(available, 4).await.unwrap();
     assert_eq!(answer.len(), 4);
     assert!(answer.contains(&withdrawn), "{answer:?}");
+    plugins.shutdown().await;
+}
+
+/// A request that waited for the allocator's permit gives the allocator only what is left of its
+/// deadline: the allocator policy used to get its full deadline whenever its call started, so
+/// under load it kept computing answers no one waited for any more, holding the permit the next
+/// request needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_allocator_call_gets_only_what_is_left_of_the_deadline() {
+    let env = Env::new();
+    let allocator = Arc::new(TimedAllocator {
+        within: std::sync::Mutex::new(Vec::new()),
+        first_takes: Duration::from_millis(800),
+        started: tokio::sync::Notify::new(),
+    });
+    let mut config = env.config();
+    config.allocator_concurrency = 1;
+    config.allocator_timeout = Duration::from_secs(1);
+    let mut plugins =
+        DevicePlugins::start(config, Arc::clone(&allocator) as Arc<dyn Allocator>).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    serving(&env, "the pool serves").await;
+    let ask = |mut client: DevicePluginClient<tonic::transport::Channel>, ids: Vec<String>| async move {
+        client
+            .get_preferred_allocation(api::PreferredAllocationRequest {
+                container_requests: vec![api::ContainerPreferredAllocationRequest {
+                    available_device_i_ds: ids,
+                    must_include_device_i_ds: Vec::new(),
+                    allocation_size: 1,
+                }],
+            })
+            .await
+            .unwrap()
+    };
+    let second_client = raw_client(&socket(&env)).await;
+    let first = tokio::spawn(ask(raw_client(&socket(&env)).await, env.ids()));
+    // The second asks once the first holds the only permit: it waits for the first to finish.
+    allocator.started.notified().await;
+    let second = tokio::spawn(ask(second_client, env.ids()));
+    first.await.unwrap();
+    second.await.unwrap();
+    let within = allocator.within.lock().unwrap().clone();
+    assert_eq!(within.len(), 2, "{within:?}");
+    // The first got nearly all of the second's deadline; the second what its wait left.
+    assert!(within[0] <= Duration::from_secs(1), "{within:?}");
+    assert!(
+        within[1] + Duration::from_millis(50) < within[0],
+        "the late call got the whole deadline: {within:?}"
+    );
     plugins.shutdown().await;
 }
 

@@ -714,13 +714,39 @@ impl Policy {
         must_include: &[String],
         size: u32,
     ) -> Result<Outcome<Vec<String>>, PolicyCallError> {
+        self.prefer_within(
+            settings,
+            inventory,
+            pool,
+            available,
+            must_include,
+            size,
+            self.engine.limits().prefer_deadline,
+        )
+    }
+
+    /// [`Self::prefer`] for a caller that needs the answer `within` from now, if that is sooner
+    /// than the engine's `prefer` deadline (the device plugin, whose request has waited for a
+    /// permit): a call that could only answer too late stops when the caller stops waiting,
+    /// instead of keeping its slot and a core for nothing.
+    #[allow(clippy::too_many_arguments)] // prefer's own, plus the deadline
+    pub fn prefer_within(
+        &self,
+        settings: &Settings,
+        inventory: &PolicyInventory,
+        pool: &str,
+        available: &[String],
+        must_include: &[String],
+        size: u32,
+        within: Duration,
+    ) -> Result<Outcome<Vec<String>>, PolicyCallError> {
         const CALL: &str = "prefer";
         let allocator = self.allocator(CALL)?;
         let request = validate::allocation_request(inventory, pool, available, must_include, size)
             .map_err(|e| self.fail(CALL, e.into()))?;
         let (ids, state) = self.run(
             CALL,
-            self.engine.limits().prefer_deadline,
+            within.min(self.engine.limits().prefer_deadline),
             |store| allocator.pre.instance_pre().instantiate(store),
             |instance, store| {
                 let prefer = instance.get_typed_func::<

@@ -33,6 +33,31 @@ fn prefer_error(policy: &Policy, mode: &str, size: u32) -> vfpool_policy::Policy
         .expect_err("the probe should fail")
 }
 
+/// A caller that needs the answer sooner than the engine's `prefer` deadline (the device plugin,
+/// after waiting for a permit) gets a call that stops then: a looping allocator is stopped at the
+/// caller's 50 ms, not at the engine's 500 ms.
+#[test]
+fn a_prefer_within_a_shorter_time_stops_then() {
+    let policy = probe();
+    let ids: Vec<String> = vec!["0000:01:02.0".into(), "0000:01:02.1".into()];
+    let error = policy
+        .prefer_within(
+            &settings("probe:loop"),
+            &test_inventory(),
+            "intel.com/x",
+            &ids,
+            &[],
+            1,
+            Duration::from_millis(50),
+        )
+        .expect_err("the probe loops");
+    match error.error.as_ref() {
+        CallError::Timeout(deadline) => assert_eq!(*deadline, Duration::from_millis(50)),
+        other => panic!("expected the caller's deadline, got {other}"),
+    }
+    still_serves(&policy);
+}
+
 /// After any failure the same compiled policy still serves (fresh store per call).
 fn still_serves(policy: &Policy) {
     let pools = policy
