@@ -258,11 +258,7 @@ impl PolicyEngine {
                 table.set_max_capacity(MAX_HOST_RESOURCES);
                 table
             },
-            memory: MemoryCap {
-                limit: limits.memory_bytes,
-                used: 0,
-                exceeded: false,
-            },
+            memory: MemoryCap::new(limits.memory_bytes),
             logs: LogBuffer {
                 policy: policy.to_string(),
                 lines: Vec::new(),
@@ -613,14 +609,32 @@ pub(crate) struct MemoryCap {
     limit: usize,
     used: usize,
     pub(crate) exceeded: bool,
+    /// The last growth charged (from, to bytes), taken back if wasmtime then fails it.
+    last: Option<(usize, usize)>,
 }
 
 /// What the cap counts per table element: a function reference is a pointer in wasmtime.
 const TABLE_ELEMENT_BYTES: usize = 8;
 
 impl MemoryCap {
+    fn new(limit: usize) -> Self {
+        MemoryCap {
+            limit,
+            used: 0,
+            exceeded: false,
+            last: None,
+        }
+    }
+
     pub(crate) fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// A growth charged by [`Self::grow`] failed after all: its charge goes.
+    fn refund(&mut self) {
+        if let Some((current, desired)) = self.last.take() {
+            self.used = self.used.saturating_sub(desired).saturating_add(current);
+        }
     }
 
     /// Charges a memory or table growing from `current` to `desired` bytes.
@@ -634,27 +648,40 @@ impl MemoryCap {
             ));
         }
         self.used = after;
+        self.last = Some((current, desired));
         Ok(true)
     }
 }
 
 impl ResourceLimiter for MemoryCap {
+    // A growth past the memory's or table's own maximum fails in wasmtime after the limiter has
+    // said yes: refused here, uncharged, and a charge for one that fails anyway is refunded. A
+    // guest repeating such a growth used to run up charges for memory it never got, and then hit
+    // the cap with none of it in use.
     fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         self.grow("memory", current, desired)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refund();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+        if desired > MAX_TABLE_ELEMENTS || maximum.is_some_and(|maximum| desired > maximum) {
             return Ok(false);
         }
         self.grow(
@@ -662,6 +689,11 @@ impl ResourceLimiter for MemoryCap {
             current.saturating_mul(TABLE_ELEMENT_BYTES),
             desired.saturating_mul(TABLE_ELEMENT_BYTES),
         )
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refund();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -785,11 +817,7 @@ mod tests {
     /// to get 8 MiB per table on top of the cap, unbounded in number without the instance pool.
     #[test]
     fn tables_count_against_the_memory_cap() {
-        let mut cap = MemoryCap {
-            limit: 16 << 20,
-            used: 0,
-            exceeded: false,
-        };
+        let mut cap = MemoryCap::new(16 << 20);
         assert!(cap.memory_growing(0, 8 << 20, None).unwrap());
         let elements = (8 << 20) / TABLE_ELEMENT_BYTES;
         assert!(cap.table_growing(0, elements / 2, None).unwrap());
@@ -799,14 +827,31 @@ mod tests {
         assert!(cap.exceeded);
         assert!(error.to_string().contains("memory cap"), "{error}");
         assert!(
-            !MemoryCap {
-                limit: usize::MAX,
-                used: 0,
-                exceeded: false
-            }
-            .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
-            .unwrap()
+            !MemoryCap::new(usize::MAX)
+                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+                .unwrap()
         );
+    }
+
+    /// A growth past a table's or memory's own maximum, which wasmtime fails after asking, is not
+    /// charged, and a charged growth that fails is refunded: repeated, such growths used to run
+    /// up the cap with nothing in use.
+    #[test]
+    fn growths_that_fail_are_not_charged() {
+        let mut cap = MemoryCap::new(1 << 20);
+        for _ in 0..1000 {
+            assert!(!cap.table_growing(10, 20, Some(10)).unwrap());
+            assert!(!cap.memory_growing(1 << 16, 2 << 16, Some(1 << 16)).unwrap());
+        }
+        assert_eq!(cap.used, 0);
+        assert!(cap.memory_growing(0, 4 << 16, None).unwrap());
+        cap.memory_grow_failed(wasmtime::format_err!("no memory"))
+            .unwrap();
+        assert_eq!(cap.used, 0);
+        assert!(cap.table_growing(0, 8, None).unwrap());
+        cap.table_grow_failed(wasmtime::format_err!("no")).unwrap();
+        assert_eq!(cap.used, 0);
+        assert!(!cap.exceeded);
     }
 
     /// A policy's log message is one line of the agent's log: its line breaks are escaped.
@@ -830,11 +875,7 @@ mod tests {
     /// pool's per-component ceilings, not wasmtime's defaults of 10,000 each.
     #[test]
     fn instance_counts_are_capped_without_the_pool() {
-        let cap = MemoryCap {
-            limit: 0,
-            used: 0,
-            exceeded: false,
-        };
+        let cap = MemoryCap::new(0);
         assert_eq!(cap.instances(), MAX_CORE_INSTANCES_PER_COMPONENT as usize);
         assert_eq!(cap.tables(), MAX_TABLES_PER_COMPONENT as usize);
         assert_eq!(cap.memories(), MAX_MEMORIES_PER_COMPONENT as usize);
