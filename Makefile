@@ -10,7 +10,7 @@ RUST_TARGETS := wasm32-wasip2
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup demo test lint fmt bench clean policies
+.PHONY: setup node-check demo test lint fmt bench clean policies
 
 setup:
 	@bash scripts/setup.sh "$(APT_PACKAGES)" "$(RUST_TARGETS)"
@@ -22,7 +22,8 @@ demo: setup
 
 # The WASM policies are their own cargo workspace (policies/): their pure logic is linted and
 # unit-tested natively here; host/policy's build script builds them for wasm32-wasip2.
-lint:
+# After setup: clippy runs host/policy's build script, which builds the policies for wasm32-wasip2.
+lint: setup
 	$(CARGO) fmt --all -- --check
 	cd policies && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
@@ -33,7 +34,11 @@ lint:
 policies: setup
 	bash scripts/build-policies.sh
 
-test: setup lint policies
+# Before the long builds, not after them: Debian 12's own Node.js (18) cannot run componentize-js.
+node-check: setup
+	@bash scripts/node-is-new-enough.sh || { echo "Node.js $$(node --version 2>/dev/null || echo '(none)') is too old for the JavaScript example policy's toolchain (componentize-js): install Node.js 20.19+ or 22.13+ (Debian 13's own, or NodeSource's on Debian 12) and run again" >&2; exit 1; }
+
+test: setup node-check lint policies
 	$(CARGO) test --workspace --locked
 	cd policies && $(CARGO) test --locked
 

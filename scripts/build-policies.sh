@@ -59,8 +59,8 @@ build_js() {
   # componentize-js 0.23's dependencies (rolldown, oxc-minify) need Node.js 20.19 or later.
   local node_version
   node_version=$(node -p 'process.versions.node' 2>/dev/null || echo 0)
-  if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' 2>/dev/null; then
-    echo "build-policies: Node.js $node_version is too old for the JavaScript toolchain: install Node.js 20.19 or later (e.g. from nodejs.org or NodeSource) and run again" >&2
+  if ! bash "$(dirname "$0")/node-is-new-enough.sh"; then
+    echo "build-policies: Node.js $node_version is too old for the JavaScript toolchain: install Node.js 20.19+ or 22.13+ (e.g. from nodejs.org or NodeSource) and run again" >&2
     exit 1
   fi
   # `npm ci` installs exactly package-lock.json; a stamp of the lock file's digest skips it when

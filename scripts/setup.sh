@@ -20,11 +20,24 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "setup: need root to install ${missing[*]}: run as root, install sudo, or install them yourself" >&2
+      exit 1
+    }
+    sudo="sudo"
+  fi
+  # `env`: sudo drops DEBIAN_FRONTEND. The lock timeout rides out apt-daily or unattended-upgrades
+  # holding dpkg's lock on a machine that has just booted.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+command -v rustup >/dev/null 2>&1 || {
+  echo "setup: rustup not found: the WebAssembly target (${rust_targets}) is added with rustup; install Rust with rustup (https://rustup.rs) or put it on PATH" >&2
+  exit 1
+}
 installed_targets=$(rustup target list --installed)
 for target in $rust_targets; do
   if ! grep -qx "$target" <<<"$installed_targets"; then

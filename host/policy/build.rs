@@ -44,6 +44,7 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", policies.join(file).display());
     }
     for member in [
+        "bump-alloc",
         "upstream-selector",
         "packed-allocator",
         "spread-allocator",
@@ -59,6 +60,7 @@ fn run() -> Result<(), String> {
         .current_dir(&policies)
         .args([
             "build",
+            "--locked",
             "--release",
             "--target",
             "wasm32-wasip2",

@@ -163,9 +163,9 @@ pub struct DevicePlugins {
     pod_resources_missing_said: bool,
     /// The last PodResources query failed: the warning is logged once per outage.
     pod_resources_failing: bool,
-    /// The PodResources socket that last answered (device, inode): another one means kubelet
-    /// restarted.
-    pod_resources_socket: Option<(u64, u64)>,
+    /// The PodResources socket that last answered ([`kubelet_identity`]): another one means
+    /// kubelet restarted.
+    pod_resources_socket: Option<KubeletIdentity>,
     /// Until when what pods held before kubelet's restart stays held (see
     /// [`PluginConfig::kubelet_restart_grace`]).
     holding_through_restart: Option<Instant>,
@@ -335,8 +335,8 @@ impl DevicePlugins {
     /// with every device pods held before: a restarted kubelet answers before it has learnt its
     /// pods again, and a pod missing from its answer has not let go of its devices.
     fn through_restarts(&mut self, socket: &Path, mut used: InUse) -> InUse {
-        use std::os::unix::fs::MetadataExt as _;
-        let identity = std::fs::metadata(socket).ok().map(|m| (m.dev(), m.ino()));
+        // Not the inode alone: a socket made right after one was deleted may get the same one.
+        let identity = kubelet_identity(socket);
         if self.pod_resources_socket.is_some() && identity != self.pod_resources_socket {
             let grace = self.config.kubelet_restart_grace;
             self.holding_through_restart = Some(Instant::now() + grace);
@@ -556,19 +556,7 @@ impl DevicePlugins {
         // pool (a SIGHUP's reload and rescan, a policy that drops a device and then picks it for
         // another pool), and an Allocate from the old pool's list may still be on its way. It
         // used to join the other pool at once.
-        let now_served: HashSet<String> = self
-            .pools
-            .values()
-            .flat_map(|handle| {
-                handle
-                    .state
-                    .current()
-                    .members
-                    .iter()
-                    .map(|m| m.id().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let now_served: HashSet<String> = self.served_ids(|_| true).into_iter().collect();
         for snapshot in previous.values() {
             for member in &snapshot.members {
                 if !now_served.contains(member.id()) {
@@ -578,20 +566,7 @@ impl DevicePlugins {
                 }
             }
         }
-        report.holding = self
-            .pools
-            .values()
-            .flat_map(|handle| {
-                handle
-                    .state
-                    .current()
-                    .members
-                    .iter()
-                    .filter(|m| m.held)
-                    .map(|m| m.id().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        report.holding = self.served_ids(|m| m.held);
         if !self.pools.is_empty() {
             self.advertising = true;
         } else if self.advertising && report.moving.is_empty() {
@@ -605,6 +580,23 @@ impl DevicePlugins {
         }
         self.said = said;
         report
+    }
+
+    /// The ids of the members every pool serves now that `keep` keeps.
+    fn served_ids(&self, keep: impl Fn(&crate::model::Member) -> bool) -> Vec<String> {
+        self.pools
+            .values()
+            .flat_map(|handle| {
+                handle
+                    .state
+                    .current()
+                    .members
+                    .iter()
+                    .filter(|m| keep(m))
+                    .map(|m| m.id().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Logs `note` at info, or at debug if the previous apply said it too — by its topic, so that

@@ -288,7 +288,7 @@ impl PolicyEngine {
 const MAX_HOST_RESOURCES: usize = 4096;
 
 /// The most bytes one `get-random-bytes` (or its insecure twin) may ask for: enough for any
-/// seed or id a policy needs; a larger request traps (see `WasiCtxBuilder::max_random_size`).
+/// seed or id a policy needs; a larger request fails the call (see `WasiCtxBuilder::max_random_size`).
 const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// Component-model handles a call may hold at once (wasmtime's default: 100,000), for the same

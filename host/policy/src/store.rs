@@ -1186,17 +1186,23 @@ mod config_file_tests {
         assert!(err.contains("cannot read the config file"), "{err}");
     }
 
-    /// Files are opened before they are checked (through the descriptor, so what is read is what
-    /// was checked), without blocking: a FIFO is refused, not waited on. Reads stop at the limit.
-    #[test]
-    fn files_are_checked_through_their_descriptor_and_read_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("x.wasm");
+    /// A FIFO at `path`.
+    fn fifo(path: &Path) -> &Path {
         let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
+            .arg(path)
             .status()
             .unwrap();
         assert!(made.success());
+        path
+    }
+
+    /// Files are checked again through the descriptor they are read from (so what is read is
+    /// what was checked), opened without blocking: a FIFO is refused, not waited on. Reads stop
+    /// at the limit.
+    #[test]
+    fn files_are_checked_through_their_descriptor_and_read_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = fifo(&dir.path().join("x.wasm")).to_path_buf();
         assert!(matches!(
             read_regular_file(&fifo, 10),
             Err(FileProblem::NotRegular)
@@ -1220,12 +1226,7 @@ mod config_file_tests {
     #[test]
     fn what_is_not_a_regular_file_is_not_opened() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("x.wasm");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let fifo = fifo(&dir.path().join("x.wasm")).to_path_buf();
         let link = dir.path().join("link.wasm");
         std::os::unix::fs::symlink(&fifo, &link).unwrap();
         let (opened_tx, opened) = std::sync::mpsc::channel();
