@@ -109,6 +109,13 @@ pub enum AllocatorError {
     /// The answer breaks the request's contract.
     #[error("the allocator's answer is invalid: {0}")]
     InvalidAnswer(String),
+    /// The request waited for the allocator (busy with others) until too little of its deadline
+    /// was left to ask it.
+    #[error("the allocator was busy: {left_ms} ms of the deadline were left when it was free")]
+    Busy {
+        /// What was left, in milliseconds.
+        left_ms: u128,
+    },
 }
 
 /// Chooses devices for kubelet. Called on a blocking thread, under a deadline.

@@ -336,16 +336,23 @@ impl DevicePlugins {
     /// pods again, and a pod missing from its answer has not let go of its devices.
     fn through_restarts(&mut self, socket: &Path, mut used: InUse) -> InUse {
         // Not the inode alone: a socket made right after one was deleted may get the same one.
-        let identity = kubelet_identity(socket);
-        if self.pod_resources_socket.is_some() && identity != self.pod_resources_socket {
-            let grace = self.config.kubelet_restart_grace;
-            self.holding_through_restart = Some(Instant::now() + grace);
-            tracing::info!(
-                grace = %Took(grace),
-                "kubelet restarted (a new PodResources socket): the devices its pods held stay held meanwhile, as it may not know all its pods again yet"
-            );
+        // A socket gone by the time it is looked at (kubelet stopping) says nothing: the next
+        // kubelet's socket is compared with the last one seen, and its first answer starts the
+        // grace, however long kubelet was away.
+        if let Some(identity) = kubelet_identity(socket) {
+            if self
+                .pod_resources_socket
+                .is_some_and(|seen| seen != identity)
+            {
+                let grace = self.config.kubelet_restart_grace;
+                self.holding_through_restart = Some(Instant::now() + grace);
+                tracing::info!(
+                    grace = %Took(grace),
+                    "kubelet restarted (a new PodResources socket): the devices its pods held stay held meanwhile, as it may not know all its pods again yet"
+                );
+            }
+            self.pod_resources_socket = Some(identity);
         }
-        self.pod_resources_socket = identity;
         match self.holding_through_restart {
             Some(until) if Instant::now() < until => {
                 for (resource, ids) in &self.in_use {
@@ -1392,6 +1399,23 @@ mod log_tests {
     /// A pool that loses every device: one warning naming it, before the stop it causes, and not
     /// again on the next applies; a pool that matches nothing from the start: one warning too.
     /// Both used to be info lines, the emptied pool's after its "pool stopped".
+    /// A PodResources socket gone by the time it is looked at (kubelet stopping right after it
+    /// answered) is no restart: it used to start the grace then, and forget the socket, so the
+    /// next kubelet's first answer (after however long an upgrade took) started none.
+    #[tokio::test]
+    async fn a_socket_gone_after_its_answer_starts_no_grace() {
+        let env = Env::new();
+        let (sim, mut plugins) = env.serving().await;
+        let seen = plugins.pod_resources_socket;
+        assert!(seen.is_some());
+        let used = plugins.through_restarts(&env.kubelet().join("gone.sock"), InUse::new());
+        assert!(used.is_empty());
+        assert_eq!(plugins.pod_resources_socket, seen);
+        assert!(plugins.holding_through_restart.is_none());
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
     #[tokio::test]
     async fn an_empty_pool_is_one_warning_before_its_stop() {
         let env = Env::new();

@@ -348,6 +348,12 @@ impl PoolService {
             // What is left of the deadline once a permit is in hand: a call that starts late
             // must stop when the answer is no longer waited for, not hold its permit past that.
             let within = answer_by.saturating_duration_since(tokio::time::Instant::now());
+            if within < MIN_ALLOCATOR_TIME {
+                // Not worth starting: instantiating the policy alone takes a good part of it.
+                return Ok(Err(allocator::AllocatorError::Busy {
+                    left_ms: within.as_millis(),
+                }));
+            }
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 allocator.prefer(&question, within)
@@ -1018,6 +1024,9 @@ fn left_to_another_instance(state: &PoolState, bound: Option<SocketIdentity>) ->
 /// a GetPreferredAllocation listing a whole pool, takes about 16 bytes per device: 1 MiB is room
 /// for a pool of 65,000 devices, past any node's.
 pub(crate) const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The least time an allocator call is started with (see `PoolService::prefer`).
+const MIN_ALLOCATOR_TIME: Duration = Duration::from_millis(20);
+
 /// The most container requests one GetPreferredAllocation answers (kubelet sends one).
 const MAX_PREFERENCE_CONTAINERS: usize = 16;
 

@@ -609,8 +609,6 @@ pub(crate) struct MemoryCap {
     limit: usize,
     used: usize,
     pub(crate) exceeded: bool,
-    /// The last growth charged (from, to bytes), taken back if wasmtime then fails it.
-    last: Option<(usize, usize)>,
 }
 
 /// What the cap counts per table element: a function reference is a pointer in wasmtime.
@@ -622,19 +620,11 @@ impl MemoryCap {
             limit,
             used: 0,
             exceeded: false,
-            last: None,
         }
     }
 
     pub(crate) fn limit(&self) -> usize {
         self.limit
-    }
-
-    /// A growth charged by [`Self::grow`] failed after all: its charge goes.
-    fn refund(&mut self) {
-        if let Some((current, desired)) = self.last.take() {
-            self.used = self.used.saturating_sub(desired).saturating_add(current);
-        }
     }
 
     /// Charges a memory or table growing from `current` to `desired` bytes.
@@ -648,16 +638,17 @@ impl MemoryCap {
             ));
         }
         self.used = after;
-        self.last = Some((current, desired));
         Ok(true)
     }
 }
 
 impl ResourceLimiter for MemoryCap {
     // A growth past the memory's or table's own maximum fails in wasmtime after the limiter has
-    // said yes: refused here, uncharged, and a charge for one that fails anyway is refunded. A
-    // guest repeating such a growth used to run up charges for memory it never got, and then hit
-    // the cap with none of it in use.
+    // said yes: refused here, uncharged. A guest repeating such a growth used to run up charges
+    // for memory it never got, and then hit the cap with none of it in use. (A growth that fails
+    // for another reason after a yes, the system out of memory, stays charged: refunding on
+    // `*_grow_failed` cannot be done safely, as wasmtime also calls it for growths it never asked
+    // the limiter about, and a refund would then take back an earlier, real growth.)
     fn memory_growing(
         &mut self,
         current: usize,
@@ -668,11 +659,6 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.grow("memory", current, desired)
-    }
-
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.refund();
-        Ok(())
     }
 
     fn table_growing(
@@ -689,11 +675,6 @@ impl ResourceLimiter for MemoryCap {
             current.saturating_mul(TABLE_ELEMENT_BYTES),
             desired.saturating_mul(TABLE_ELEMENT_BYTES),
         )
-    }
-
-    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.refund();
-        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -834,24 +815,21 @@ mod tests {
     }
 
     /// A growth past a table's or memory's own maximum, which wasmtime fails after asking, is not
-    /// charged, and a charged growth that fails is refunded: repeated, such growths used to run
-    /// up the cap with nothing in use.
+    /// charged: repeated, such growths used to run up the cap with nothing in use. A failure
+    /// wasmtime reports later takes nothing back (it may be about a growth never asked about).
     #[test]
-    fn growths_that_fail_are_not_charged() {
+    fn growths_past_their_maximum_are_not_charged() {
         let mut cap = MemoryCap::new(1 << 20);
         for _ in 0..1000 {
             assert!(!cap.table_growing(10, 20, Some(10)).unwrap());
             assert!(!cap.memory_growing(1 << 16, 2 << 16, Some(1 << 16)).unwrap());
         }
         assert_eq!(cap.used, 0);
-        assert!(cap.memory_growing(0, 4 << 16, None).unwrap());
-        cap.memory_grow_failed(wasmtime::format_err!("no memory"))
-            .unwrap();
-        assert_eq!(cap.used, 0);
-        assert!(cap.table_growing(0, 8, None).unwrap());
-        cap.table_grow_failed(wasmtime::format_err!("no")).unwrap();
-        assert_eq!(cap.used, 0);
         assert!(!cap.exceeded);
+        assert!(cap.memory_growing(0, 1 << 16, None).unwrap());
+        cap.memory_grow_failed(wasmtime::format_err!("not about that growth"))
+            .unwrap();
+        assert_eq!(cap.used, 1 << 16);
     }
 
     /// A policy's log message is one line of the agent's log: its line breaks are escaped.
