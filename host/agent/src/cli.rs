@@ -40,20 +40,17 @@ pub fn parse() -> Cli {
     // Checked here, on the value that won, rather than by a value parser: clap parses a global
     // flag's environment twin at every level the flag was not given at, so an invalid `VFPOOL_LOG`
     // was refused even with a valid `--log-level` on the command line.
-    if let Some(level) = &cli.log_level {
-        match crate::telemetry::directives(level, crate::telemetry::FROM_FLAG) {
-            Ok(directives) => cli.log_level = Some(directives),
-            Err(e) => Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, e)
-                .exit(),
-        }
-    } else if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|l| !l.trim().is_empty())
-    {
-        // The fallback filter gets the same check: `RUST_LOG=warning` silenced every line, the
-        // agent's errors included.
-        match crate::telemetry::directives(&level, crate::telemetry::FROM_RUST_LOG) {
+    // The fallback filter, `RUST_LOG`, gets the same check: `RUST_LOG=warning` silenced every
+    // line, the agent's errors included.
+    let level = match cli.log_level.take() {
+        Some(level) => Some((level, crate::telemetry::FROM_FLAG)),
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .filter(|l| !l.trim().is_empty())
+            .map(|level| (level, crate::telemetry::FROM_RUST_LOG)),
+    };
+    if let Some((level, origin)) = level {
+        match crate::telemetry::directives(&level, origin) {
             Ok(directives) => cli.log_level = Some(directives),
             Err(e) => Cli::command()
                 .error(clap::error::ErrorKind::ValueValidation, e)

@@ -727,21 +727,17 @@ fn holds(path: &Path, contents: &[u8]) -> bool {
         .is_ok_and(|_| existing == contents)
 }
 
-/// Removes the device-info file of `id` in pool `resource_name`, if any.
-pub fn remove_device_info(dir: &Path, resource_name: &str, id: &str) {
-    remove_device_info_written_before(dir, resource_name, id, None);
-}
-
-/// [`remove_device_info`], unless the file was last written at or after `since`: then an Allocate
-/// of the device has just given it to a pod, and its file is that pod's (kept, and said at debug).
-pub fn remove_device_info_written_before(
+/// Removes the device-info file of `id` in pool `resource_name`, if any — unless it was last
+/// written at or after `kept_since`: then an Allocate of the device has just given it to a pod,
+/// and the file is that pod's (kept, and said at debug).
+pub fn remove_device_info(
     dir: &Path,
     resource_name: &str,
     id: &str,
-    since: Option<std::time::SystemTime>,
+    kept_since: Option<std::time::SystemTime>,
 ) {
     let path = dir.join(device_info_file_name(resource_name, id));
-    if let Some(since) = since
+    if let Some(since) = kept_since
         && let Ok(written) = fs::symlink_metadata(&path).and_then(|m| m.modified())
         && written >= since
     {
@@ -1184,9 +1180,9 @@ mod tests {
         write_device_info(&dir, "a-b-c-device.json", "{\"v\":2}").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "{\"v\":2}");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
-        remove_device_info(&dir, "a/b", "c");
+        remove_device_info(&dir, "a/b", "c", None);
         assert!(!path.exists());
-        remove_device_info(&dir, "a/b", "c");
+        remove_device_info(&dir, "a/b", "c", None);
     }
 
     #[test]

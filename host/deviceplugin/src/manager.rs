@@ -457,8 +457,8 @@ impl DevicePlugins {
             )
         };
         let plan = plan::plan(&kept_out, inventory, &previous, &in_use);
-        // Timed from when the old pools' lists are published (below), not from now: stopping
-        // pools and preparing answers can take seconds.
+        // Moving from now; their settle time counts from when the old pools' lists are published
+        // (below), not from now: stopping pools and preparing answers can take seconds.
         let newly_withdrawn = plan.withdrawn;
         // Moving: on its way to a pool that wants it. A device that left every pool and is not
         // wanted anywhere now is only settling (see below), with nothing to wait for.
@@ -535,11 +535,11 @@ impl DevicePlugins {
                         .iter()
                         .filter(|m| snapshot.get(m.id()).is_none())
                         .map(|m| m.id());
-                    server::remove_departed_device_infos(
+                    server::remove_device_infos(
                         &self.config.devinfo_dir,
                         &name,
                         gone,
-                        in_use_read_at,
+                        Some(in_use_read_at),
                     );
                     if handle.state.update(Arc::clone(&snapshot)) {
                         log_pool_change(&name, &before, &snapshot, inventory);
@@ -556,13 +556,12 @@ impl DevicePlugins {
                 }
             }
         }
+        // Every device that left its pool settles, timed from now (see `move_settle`): one the
+        // plan withdrew for another pool, and one that left for none, as the next apply may want
+        // it in another pool (a SIGHUP's reload and rescan, a policy that drops a device and then
+        // picks it for another pool) while an Allocate from the old pool's list is on its way (it
+        // used to join the other pool at once).
         let published = Instant::now();
-        self.withdrawn
-            .extend(newly_withdrawn.into_iter().map(|id| (id, published)));
-        // A device that left its pool for none settles too: the next apply may want it in another
-        // pool (a SIGHUP's reload and rescan, a policy that drops a device and then picks it for
-        // another pool), and an Allocate from the old pool's list may still be on its way. It
-        // used to join the other pool at once.
         let now_served: HashSet<String> = self.served_ids(|_| true).into_iter().collect();
         for snapshot in previous.values() {
             for member in &snapshot.members {
@@ -649,6 +648,7 @@ impl DevicePlugins {
             &self.config.devinfo_dir,
             name,
             snapshot.members.iter().map(|m| m.id()),
+            None,
         );
         tracing::info!(
             resource = %name,
@@ -1084,7 +1084,12 @@ async fn wait_for_stop(devinfo_dir: &Path, name: &str, stopping: &mut Stopping) 
     stopping.finish.abort();
     // As in `finish_stop`: a superseded pool's files belong to the new instance.
     if !stopping.state.superseded() {
-        server::remove_device_infos(devinfo_dir, name, stopping.ids.iter().map(String::as_str));
+        server::remove_device_infos(
+            devinfo_dir,
+            name,
+            stopping.ids.iter().map(String::as_str),
+            None,
+        );
     }
     stopping.state.remove_own_socket();
     tracing::warn!(resource = %name, "a pool's stop did not finish; cleaned up after it");
@@ -1101,7 +1106,7 @@ async fn finish_stop(name: String, handle: PoolHandle, ids: Vec<String>, devinfo
     // The new instance writes device-info files under the same names (the resource's and the
     // device's): they are its now.
     if !handle.state.superseded() {
-        server::remove_device_infos(&devinfo_dir, &name, ids.iter().map(String::as_str));
+        server::remove_device_infos(&devinfo_dir, &name, ids.iter().map(String::as_str), None);
     }
     tracing::info!(resource = %name, "pool stopped");
 }
@@ -1396,9 +1401,6 @@ mod log_tests {
         sim.shutdown();
     }
 
-    /// A pool that loses every device: one warning naming it, before the stop it causes, and not
-    /// again on the next applies; a pool that matches nothing from the start: one warning too.
-    /// Both used to be info lines, the emptied pool's after its "pool stopped".
     /// A PodResources socket gone by the time it is looked at (kubelet stopping right after it
     /// answered) is no restart: it used to start the grace then, and forget the socket, so the
     /// next kubelet's first answer (after however long an upgrade took) started none.
@@ -1416,6 +1418,9 @@ mod log_tests {
         sim.shutdown();
     }
 
+    /// A pool that loses every device: one warning naming it, before the stop it causes, and not
+    /// again on the next applies; a pool that matches nothing from the start: one warning too.
+    /// Both used to be info lines, the emptied pool's after its "pool stopped".
     #[tokio::test]
     async fn an_empty_pool_is_one_warning_before_its_stop() {
         let env = Env::new();

@@ -1054,27 +1054,16 @@ async fn serve(
         .await
 }
 
-/// Device-info files of `ids` in pool `resource`, removed.
+/// Device-info files of `ids` in pool `resource`, removed, except those written at or after
+/// `kept_since` (see [`allocate::remove_device_info`]).
 pub(crate) fn remove_device_infos<'a>(
     devinfo_dir: &std::path::Path,
     resource: &str,
     ids: impl IntoIterator<Item = &'a str>,
+    kept_since: Option<std::time::SystemTime>,
 ) {
     for id in ids {
-        allocate::remove_device_info(devinfo_dir, resource, id);
-    }
-}
-
-/// [`remove_device_infos`] for devices that left a pool, except files written at or after
-/// `since` (see [`allocate::remove_device_info_written_before`]).
-pub(crate) fn remove_departed_device_infos<'a>(
-    devinfo_dir: &std::path::Path,
-    resource: &str,
-    ids: impl IntoIterator<Item = &'a str>,
-    since: std::time::SystemTime,
-) {
-    for id in ids {
-        allocate::remove_device_info_written_before(devinfo_dir, resource, id, Some(since));
+        allocate::remove_device_info(devinfo_dir, resource, id, kept_since);
     }
 }
 

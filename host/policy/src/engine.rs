@@ -267,7 +267,6 @@ impl PolicyEngine {
                 max_line_bytes: limits.max_log_line_bytes,
             },
             stderr,
-            stderr_limit: limits.max_output_bytes,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
@@ -500,8 +499,6 @@ pub(crate) struct CallState {
     pub(crate) memory: MemoryCap,
     pub(crate) logs: LogBuffer,
     pub(crate) stderr: StderrTail,
-    /// The bytes of stderr `stderr` keeps ([`Limits::max_output_bytes`]).
-    pub(crate) stderr_limit: usize,
 }
 
 /// A guest's stderr: every write accepted (a write that fails traps the guest, and a policy that
@@ -525,6 +522,11 @@ impl StderrTail {
             kept: Arc::default(),
             keep,
         }
+    }
+
+    /// How many bytes it keeps ([`Limits::max_output_bytes`]).
+    pub(crate) fn keeps(&self) -> usize {
+        self.keep
     }
 
     /// The last bytes written, and how many were written before them.

@@ -797,8 +797,7 @@ fn classify(
         return CallError::MemoryCap(store.data().memory.limit());
     }
     let (written, dropped) = store.data().stderr.contents();
-    let limit = store.data().stderr_limit;
-    let stderr_cut = (dropped > 0).then_some(limit);
+    let stderr_cut = (dropped > 0).then_some(store.data().stderr.keeps());
     let stderr = String::from_utf8_lossy(&written).into_owned();
     // The end of stderr (where a panic message is), escaped and bounded like all guest text.
     let stderr = guest_text(&tail(&stderr, validate::MAX_GUEST_TEXT_BYTES));

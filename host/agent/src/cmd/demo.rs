@@ -676,25 +676,21 @@ fn print_pf_table(inventory: &Inventory) {
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    dir_names_where(dir, |_| true)
 }
 
 fn socket_names(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::FileTypeExt as _;
+    dir_names_where(dir, |t| t.is_socket())
+}
+
+/// The sorted names in `dir` whose file type `keep` keeps.
+fn dir_names_where(dir: &Path, keep: impl Fn(fs::FileType) -> bool) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+                .filter(|e| e.file_type().is_ok_and(&keep))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
