@@ -19,7 +19,7 @@ use crate::log::Logger;
 use crate::mac::MacAddr;
 use crate::netconf::{CniArgs, NetConf, NetConfError, VfLinkState, VfRequest, VlanProto};
 use crate::netlink::real::RealNetlink;
-use crate::netlink::{Netlink, NetlinkError, NsId, VfSetting, VfState};
+use crate::netlink::{LinkInfo, LinkRef, Netlink, NetlinkError, NsId, VfSetting, VfState};
 use crate::netns;
 use crate::result::{CniResult, Interface, ResultError};
 use crate::state::{StateDir, StateError, cache_name};
@@ -95,6 +95,19 @@ pub enum PluginError {
         ifname: String,
         /// The netns.
         netns: String,
+    },
+    /// The netdev sysfs named for the VF belonged to another device when it was looked up: udev
+    /// renamed the two in between (it renames new netdevs), so the name is not the VF's any more.
+    #[error(
+        "the netdev {netdev:?} that sysfs named for VF {pci} is the netdev of {parent} by now (renamed while ADD ran, by udev or a network manager); nothing was changed: try again"
+    )]
+    NetdevRenamed {
+        /// The VF.
+        pci: String,
+        /// The name sysfs gave.
+        netdev: String,
+        /// The device that has the name now.
+        parent: String,
     },
     /// VF settings were requested but the PF reports no VF information.
     #[error(
@@ -204,6 +217,7 @@ impl PluginError {
             PluginError::AlreadyAllocated { .. } => code::TRY_AGAIN_LATER,
             PluginError::NoDeviceId => code::INVALID_CONFIG,
             PluginError::IfnameTaken { .. } => code::IFNAME_TAKEN,
+            PluginError::NetdevRenamed { .. } => code::TRY_AGAIN_LATER,
             PluginError::VfSettingsUnsupported { .. } | PluginError::VfSetting { .. } => {
                 code::VF_SETTING_UNSUPPORTED
             }
@@ -890,7 +904,7 @@ fn return_to_host(
     }
     let moved = drop_altname(netlink, from, host_name, ifname).and_then(|()| {
         netlink
-            .move_link(from, host_name, NsId::HOST, host_name)
+            .move_link(from, LinkRef::Name(host_name), NsId::HOST, host_name)
             .map_err(nl(ctx("moving it")))
     });
     if moved.is_err() && ifname != host_name {
@@ -914,21 +928,21 @@ fn via_temp(
         .map_err(nl("creating a temporary network namespace"))?;
     let result = (|| {
         netlink
-            .move_link(from, name, temp, new_name)
+            .move_link(from, LinkRef::Name(name), temp, new_name)
             .map_err(nl(format!(
                 "moving {name:?} into a temporary network namespace as {new_name:?}"
             )))?;
         let second = (|| {
             drop_altname(netlink, temp, new_name, name)?;
             netlink
-                .move_link(temp, new_name, to, new_name)
+                .move_link(temp, LinkRef::Name(new_name), to, new_name)
                 .map_err(nl(format!(
                     "moving {new_name:?} out of the temporary network namespace"
                 )))
         })();
         if let Err(e) = second {
             // Never let the link die with the temporary namespace.
-            let _ = netlink.move_link(temp, new_name, from, name);
+            let _ = netlink.move_link(temp, LinkRef::Name(new_name), from, name);
             return Err(e);
         }
         Ok(())
@@ -1102,6 +1116,17 @@ fn cmd_add(
                 })?,
         )
     };
+    // The name came from sysfs a moment ago; a kernel that names the link's parent device tells
+    // whether it is still the VF's. From here on the link is acted on by its ifindex.
+    if let Some(parent) = host_link.as_ref().and_then(|l| l.parent.as_deref())
+        && !parent.eq_ignore_ascii_case(&pci)
+    {
+        return Err(PluginError::NetdevRenamed {
+            pci,
+            netdev: host_ifname,
+            parent: parent.to_owned(),
+        });
+    }
     let pod = netlink
         .open_netns(Path::new(&env.netns))
         .map_err(nl(format!(
@@ -1158,6 +1183,7 @@ fn cmd_add(
         stdin,
         conf,
         &attachment,
+        host_link.as_ref(),
         pod,
         &requested,
         netlink,
@@ -1201,6 +1227,7 @@ fn add_steps(
     stdin: &[u8],
     conf: &NetConf,
     att: &Attachment,
+    host_link: Option<&LinkInfo>,
     pod: NsId,
     requested: &[VfSetting],
     netlink: &mut dyn Netlink,
@@ -1240,7 +1267,8 @@ fn add_steps(
     // renamed in the host (#321) and the pod name never collides with a host interface.
     let ifname = env.ifname.as_str();
     if !att.dpdk {
-        if let Err(e) = netlink.move_link(NsId::HOST, &att.host_ifname, pod, ifname) {
+        let vf_link = host_link.map_or(LinkRef::Name(&att.host_ifname), LinkRef::found);
+        if let Err(e) = netlink.move_link(NsId::HOST, vf_link, pod, ifname) {
             // A move can succeed and the rename after it fail; then the link is in the pod
             // under its host name and must come back too.
             if let Ok(Some(_)) = netlink.link(pod, &att.host_ifname) {
@@ -1970,7 +1998,7 @@ fn bring_home_without_cache(
             return Ok(());
         }
         netlink
-            .move_link(pod, ifname, NsId::HOST, "dev%d")
+            .move_link(pod, LinkRef::found(&link), NsId::HOST, "dev%d")
             .map_err(nl(format!(
                 "moving VF {pci}'s netdev {ifname:?} back to the host"
             )))

@@ -301,6 +301,30 @@ fn absent_vlan_is_left_untouched_and_no_settings_means_no_pf_calls() {
     );
 }
 
+/// The netdev name sysfs gives for the VF can belong to another device by the time ADD looks it
+/// up (udev renames new netdevs, and the old name goes to the next one): ADD used to move that
+/// other device into the pod. It now refuses with "try again later" and touches nothing; with the
+/// name back on the VF's netdev the same ADD goes through.
+#[test]
+fn a_netdev_name_that_now_belongs_to_another_device_is_not_moved() {
+    let mut w = World::new();
+    w.netlink.set_parent(NsId::HOST, VF_NETDEV, "0000:3b:00.3");
+    let err = w.run("ADD", POD, &conf(json!({}))).unwrap_err();
+    assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+    assert!(
+        err.msg.contains(VF_NETDEV) && err.msg.contains("0000:3b:00.3"),
+        "{}",
+        err.msg
+    );
+    assert!(w.netlink.calls_starting("move_link").is_empty());
+    assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
+
+    w.netlink.set_parent(NsId::HOST, VF_NETDEV, VF_PCI);
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert!(w.netlink.find(w.pod(), "net1").is_some());
+}
+
 #[test]
 fn a_pf_without_vf_info_is_fine_without_settings_and_refuses_them_cleanly() {
     let mut w = World::with_sysfs(&sysfs_fixture("mlx5_core", true), None);

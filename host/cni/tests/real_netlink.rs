@@ -11,7 +11,7 @@ use anyhow::Result;
 use common::{Netns, Veth, unique};
 use vfpool_cni::mac::MacAddr;
 use vfpool_cni::netlink::real::RealNetlink;
-use vfpool_cni::netlink::{Netlink, NetlinkError, NsId};
+use vfpool_cni::netlink::{LinkRef, Netlink, NetlinkError, NsId};
 use vfpool_cni::result::Route;
 
 #[test]
@@ -41,11 +41,15 @@ fn link_operations_across_namespaces() -> Result<()> {
     let link = nl.link(NsId::HOST, &a)?.unwrap();
     assert_eq!((link.mac, link.mtu), (Some(mac), 1400));
 
-    // Into the pod under a new name, in one move.
+    // Into the pod under a new name, in one move, as a lookup found it: renamed in between (as
+    // udev renames a new netdev, while its old name goes to another), it is that link that moves.
+    let found = nl.link(NsId::HOST, &a)?.expect("veth end");
+    let renamed = unique("rr");
+    nl.rename(NsId::HOST, &a, &renamed)?;
     let ns = nl.open_netns(Path::new(&pod.path()))?;
-    nl.move_link(NsId::HOST, &a, ns, "net7")?;
-    assert!(nl.link(NsId::HOST, &a)?.is_none());
-    assert!(nl.link(ns, "net7")?.is_some());
+    nl.move_link(NsId::HOST, LinkRef::found(&found), ns, "net7")?;
+    assert!(nl.link(NsId::HOST, &renamed)?.is_none());
+    assert_eq!(nl.link(ns, "net7")?.expect("moved").index, found.index);
     nl.set_sysctls(ns, &[("net/ipv4/conf/net7/arp_notify".into(), "1")])?;
     assert_eq!(
         common::sh(&[
@@ -83,10 +87,10 @@ fn link_operations_across_namespaces() -> Result<()> {
 
     // Out again through a temporary namespace, renamed on the way.
     let temp = nl.create_temp_netns()?;
-    nl.move_link(ns, "net7", temp, &a)?;
+    nl.move_link(ns, LinkRef::Name("net7"), temp, &a)?;
     assert!(nl.link(temp, &a)?.is_some());
     nl.rename(temp, &a, "tmpname0")?;
-    nl.move_link(temp, "tmpname0", NsId::HOST, &a)?;
+    nl.move_link(temp, LinkRef::Name("tmpname0"), NsId::HOST, &a)?;
     nl.close_netns(temp);
     let home = nl.link(NsId::HOST, &a)?.expect("home");
     assert_eq!(home.mac, Some(mac));
@@ -135,7 +139,7 @@ fn a_route_the_pod_already_has_is_added_beside_it() -> Result<()> {
 
     let mut nl = RealNetlink::new()?;
     let ns = nl.open_netns(Path::new(&pod.path()))?;
-    nl.move_link(NsId::HOST, &a, ns, "net8")?;
+    nl.move_link(NsId::HOST, LinkRef::Name(&a), ns, "net8")?;
     nl.add_address(ns, "net8", "10.71.0.5/24".parse().unwrap())?;
     nl.set_up(ns, "net8", true)?;
     let route = Route {

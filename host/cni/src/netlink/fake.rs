@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{LinkInfo, Netlink, NetlinkError, NsId, VfSetting, VfState};
+use super::{LinkInfo, LinkRef, Netlink, NetlinkError, NsId, VfSetting, VfState};
 use crate::mac::MacAddr;
 use crate::result::{IpNet, Route};
 
@@ -354,23 +354,32 @@ impl Netlink for FakeNetlink {
     fn move_link(
         &mut self,
         from: NsId,
-        name: &str,
+        link: LinkRef<'_>,
         to: NsId,
         new_name: &str,
     ) -> Result<(), NetlinkError> {
+        let name = link.name();
         let call = format!("move_link {} {name} {} {new_name}", from.0, to.0);
         self.record(call.clone())?;
-        let mut link =
-            {
-                let src = self.ns_mut(from)?;
-                let pos = src.links.iter().position(|l| l.name == name).ok_or(
-                    NetlinkError::NoSuchLink {
+        let mut link = {
+            let src = self.ns_mut(from)?;
+            let pos = src
+                .links
+                .iter()
+                .position(|l| match link {
+                    LinkRef::Name(name) => l.name == name,
+                    LinkRef::Found { index, .. } => l.index == index,
+                })
+                .ok_or_else(|| match link {
+                    LinkRef::Name(name) => NetlinkError::NoSuchLink {
                         ns: format!("ns{}", from.0),
                         name: name.into(),
                     },
-                )?;
-                src.links[pos].clone()
-            };
+                    LinkRef::Found { .. } => errno(call.clone(), nix::libc::ENODEV),
+                })?;
+            src.links[pos].clone()
+        };
+        let moved_index = link.index;
         let altname_on_rename = self.altname_on_rename;
         let dst = self.ns_mut(to)?;
         // A `%d` pattern takes the first free number, as the kernel's dev_alloc_name does.
@@ -413,7 +422,7 @@ impl Netlink for FakeNetlink {
         }
         dst.links.push(link);
         let src = self.ns_mut(from)?;
-        src.links.retain(|l| l.name != name);
+        src.links.retain(|l| l.index != moved_index);
         if rename_clash {
             // Moved, but the rename inside the target failed: the kernel reports the error and
             // leaves the link there under its old name.

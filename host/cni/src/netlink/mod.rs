@@ -225,6 +225,39 @@ impl std::fmt::Display for VfSetting {
     }
 }
 
+/// The link an operation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRef<'a> {
+    /// Whatever link has this name when the operation runs.
+    Name(&'a str),
+    /// The link a lookup found: by its ifindex, which no rename changes. udev renames a new
+    /// netdev at any time, and its old name may then belong to another link; an operation that
+    /// looked the name up again would act on that one.
+    Found {
+        /// Its ifindex.
+        index: u32,
+        /// Its name when it was looked up (for messages).
+        name: &'a str,
+    },
+}
+
+impl<'a> LinkRef<'a> {
+    /// The link as `link` found it.
+    pub fn found(link: &'a LinkInfo) -> Self {
+        LinkRef::Found {
+            index: link.index,
+            name: &link.name,
+        }
+    }
+
+    /// The name (for a found link: when it was looked up).
+    pub fn name(&self) -> &'a str {
+        match *self {
+            LinkRef::Name(name) | LinkRef::Found { name, .. } => name,
+        }
+    }
+}
+
 /// The kernel operations the plugin uses.
 pub trait Netlink {
     /// Opens the network namespace at `path` (a pod's).
@@ -242,13 +275,13 @@ pub trait Netlink {
     fn set_vf(&mut self, pf: &str, vf: u32, setting: VfSetting) -> Result<(), NetlinkError>;
     /// Renames a link within its namespace.
     fn rename(&mut self, ns: NsId, name: &str, new_name: &str) -> Result<(), NetlinkError>;
-    /// Moves link `name` from `from` into `to`, naming it `new_name` there. The kernel moves the
+    /// Moves `link` from `from` into `to`, naming it `new_name` there. The kernel moves the
     /// link first and renames it inside `to` (using `new_name` directly if the old name is taken
     /// there), so the link is never renamed in `from`.
     fn move_link(
         &mut self,
         from: NsId,
-        name: &str,
+        link: LinkRef<'_>,
         to: NsId,
         new_name: &str,
     ) -> Result<(), NetlinkError>;

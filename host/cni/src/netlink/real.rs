@@ -28,7 +28,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use super::{LinkInfo, Netlink, NetlinkError, NsId, VfSetting, VfState};
+use super::{LinkInfo, LinkRef, Netlink, NetlinkError, NsId, VfSetting, VfState};
 use crate::mac::MacAddr;
 use crate::netconf::{VfLinkState, VlanProto};
 use crate::netns;
@@ -204,6 +204,16 @@ impl RealNetlink {
         build: impl FnOnce(&mut LinkMessage),
     ) -> Result<(), NetlinkError> {
         let index = self.index(ns, name)?;
+        self.set_link_index(ns, index, op, build)
+    }
+
+    fn set_link_index(
+        &mut self,
+        ns: NsId,
+        index: u32,
+        op: &dyn Fn() -> String,
+        build: impl FnOnce(&mut LinkMessage),
+    ) -> Result<(), NetlinkError> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         build(&mut msg);
@@ -388,14 +398,19 @@ impl Netlink for RealNetlink {
     fn move_link(
         &mut self,
         from: NsId,
-        name: &str,
+        link: LinkRef<'_>,
         to: NsId,
         new_name: &str,
     ) -> Result<(), NetlinkError> {
         let target_label = self.conn(to)?.label.clone();
         let target_fd = self.conn(to)?.ns_fd.as_raw_fd();
+        let name = link.name();
         let op = || format!("moving link {name:?} into {target_label} as {new_name:?}");
-        self.set_link(from, name, &op, |msg| {
+        let index = match link {
+            LinkRef::Name(name) => self.index(from, name)?,
+            LinkRef::Found { index, .. } => index,
+        };
+        self.set_link_index(from, index, &op, |msg| {
             msg.attributes.push(LinkAttribute::NetNsFd(target_fd));
             msg.attributes
                 .push(LinkAttribute::IfName(new_name.to_owned()));
