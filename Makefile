@@ -36,7 +36,7 @@ policies: setup
 
 # Before the long builds, not after them: Debian 12's own Node.js (18) cannot run componentize-js.
 node-check: setup
-	@bash scripts/node-is-new-enough.sh || { echo "Node.js $$(node --version 2>/dev/null || echo '(none)') is too old for the JavaScript example policy's toolchain (componentize-js): install Node.js 20.19+ or 22.13+ (Debian 13's own, or NodeSource's on Debian 12) and run again" >&2; exit 1; }
+	@bash scripts/node-is-new-enough.sh || { echo "Node.js $$(node --version 2>/dev/null || echo '(none)') is too old for the JavaScript example policy's toolchain (componentize-js): install Node.js 20.19+, 22.13+ or 23.5+ (Debian 13's own, or NodeSource's on Debian 12) and run again" >&2; exit 1; }
 
 test: setup node-check lint policies
 	$(CARGO) test --workspace --locked

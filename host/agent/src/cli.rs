@@ -1,6 +1,6 @@
 //! The command line. Every flag has an environment twin (`VFPOOL_<FLAG>`; `VFPOOL_<COMMAND>_<FLAG>`
 //! for a flag that only one command has and that would mean something else elsewhere, such as
-//! `VFPOOL_SIM_FIXTURE`; `VFPOOL_LOG` for `--log-level`), a flag on the command line beats its
+//! `VFPOOL_SIM_FIXTURE`), a flag on the command line beats its
 //! twin, and defaults are the upstream device plugin's where it has one.
 
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ pub fn parse() -> Cli {
     }
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Checked here, on the value that won, rather than by a value parser: clap parses a global
-    // flag's environment twin at every level the flag was not given at, so an invalid `VFPOOL_LOG`
+    // flag's environment twin at every level the flag was not given at, so an invalid `VFPOOL_LOG_LEVEL`
     // was refused even with a valid `--log-level` on the command line.
     // The fallback filter, `RUST_LOG`, gets the same check: `RUST_LOG=warning` silenced every
     // line, the agent's errors included.
@@ -128,7 +128,7 @@ pub struct Cli {
     /// DaemonSet passes it (`--log-level=10`), and means info (`debug` or `trace` give more).
     // Turned into filter directives by [`parse`], refusing typos (which would silence every log
     // line).
-    #[arg(long, global = true, env = "VFPOOL_LOG")]
+    #[arg(long, global = true, env = "VFPOOL_LOG_LEVEL")]
     pub log_level: Option<String>,
 
     /// Accepted so that the upstream plugin's DaemonSet arguments (`--log-dir=sriovdp`) keep
@@ -188,7 +188,7 @@ pub struct PoolsArgs {
     #[arg(
         long,
         env = "VFPOOL_CONFIG_FILE",
-        default_value = "/etc/pcidp/config.json"
+        default_value = DEFAULT_CONFIG_FILE
     )]
     pub config_file: PathBuf,
     /// Prefix for resources that do not name one.
@@ -207,13 +207,17 @@ pub struct PoolsArgs {
     pub json: bool,
 }
 
+/// The upstream device plugin's config file, where `run` and `pools` read it by default.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/pcidp/config.json";
+
 /// `vfpool policy check`.
 #[derive(Debug, clap::Args)]
 pub struct PolicyCheckArgs {
     /// The modules to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// The config file to validate and exercise the modules with (default: empty settings).
+    /// The config file to validate and exercise the modules with (default: empty settings, said on
+    /// standard error: the agent itself reads /etc/pcidp/config.json).
     #[arg(long, env = "VFPOOL_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// Prefix for resources that do not name one.
@@ -272,7 +276,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "VFPOOL_CONFIG_FILE",
-        default_value = "/etc/pcidp/config.json"
+        default_value = DEFAULT_CONFIG_FILE
     )]
     pub config_file: PathBuf,
     /// Prefix for resources that do not name one.

@@ -1,4 +1,4 @@
-//! Logging setup: `tracing` to stderr, filtered by `--log-level` / `VFPOOL_LOG` / `RUST_LOG`.
+//! Logging setup: `tracing` to stderr, filtered by `--log-level` / `VFPOOL_LOG_LEVEL` / `RUST_LOG`.
 
 use std::ffi::OsStr;
 use std::io::IsTerminal as _;
@@ -14,11 +14,11 @@ const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 const VALID: &str = "use one of trace, debug, info, warn, error, off; a glog verbosity number on its own (e.g. 10); or TARGET=LEVEL directives (e.g. info,vfpool=debug), comma-separated";
 
 /// Where a log level came from, for the messages that refuse one.
-pub const FROM_FLAG: &str = "--log-level / VFPOOL_LOG";
+pub const FROM_FLAG: &str = "--log-level / VFPOOL_LOG_LEVEL";
 /// See [`FROM_FLAG`].
 pub const FROM_RUST_LOG: &str = "RUST_LOG";
 
-/// Why a `--log-level` / `VFPOOL_LOG` (or `RUST_LOG`) value was refused.
+/// Why a `--log-level` / `VFPOOL_LOG_LEVEL` (or `RUST_LOG`) value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogLevelError {
     /// A bare word that is not a level name: as a filter it would name a target and silence
@@ -232,7 +232,7 @@ mod tests {
             let text = err.to_string();
             assert!(
                 text.contains("--log-level")
-                    && text.contains("VFPOOL_LOG")
+                    && text.contains("VFPOOL_LOG_LEVEL")
                     && text.contains("trace, debug, info, warn, error, off")
                     && text.contains(directive),
                 "{text}"
@@ -253,7 +253,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("(RUST_LOG)") && !err.contains("VFPOOL_LOG"),
+            err.contains("(RUST_LOG)") && !err.contains("VFPOOL_LOG_LEVEL"),
             "{err}"
         );
     }

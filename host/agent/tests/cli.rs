@@ -63,6 +63,12 @@ fn discover_json_is_the_documented_shape() {
     assert!(vf["iommuGroup"].is_u64());
     // Unknown values are null, never -1 or "".
     assert_eq!(vf["uioDevice"], serde_json::Value::Null);
+    // What the agent adds for policies: nothing on a simulated node (the facts are this
+    // machine's), but the fields are there, as are the node-wide facts.
+    assert_eq!(vf["carriesDefaultRoute"], false);
+    assert_eq!(vf["devlinkEnableRdma"], serde_json::Value::Null);
+    assert_eq!(vf["ddpProfile"], serde_json::Value::Null);
+    assert!(json["node"]["vhostNet"].is_boolean(), "{}", json["node"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains("-1") && !text.contains("\"\""), "{text}");
 }
@@ -180,7 +186,7 @@ fn a_log_level_typo_is_refused_with_exit_code_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("--log-level")
-                && err.contains("VFPOOL_LOG")
+                && err.contains("VFPOOL_LOG_LEVEL")
                 && err.contains("trace, debug, info, warn, error, off"),
             "{typo}: {err}"
         );
@@ -188,13 +194,13 @@ fn a_log_level_typo_is_refused_with_exit_code_2() {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_vfpool"))
         .args(["discover", "--sysfs-root", &node])
-        .env("VFPOOL_LOG", "verbose")
+        .env("VFPOOL_LOG_LEVEL", "verbose")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("\"verbose\"") && err.contains("VFPOOL_LOG"),
+        err.contains("\"verbose\"") && err.contains("VFPOOL_LOG_LEVEL"),
         "{err}"
     );
     for good in ["WARN", "10", "info,vfpool=debug", "error"] {
@@ -203,7 +209,7 @@ fn a_log_level_typo_is_refused_with_exit_code_2() {
     }
 }
 
-/// `RUST_LOG` is the filter when neither `--log-level` nor `VFPOOL_LOG` is given; a typo there
+/// `RUST_LOG` is the filter when neither `--log-level` nor `VFPOOL_LOG_LEVEL` is given; a typo there
 /// (`warning`) silenced every line, errors included. It is refused the same way, naming RUST_LOG;
 /// a valid one still works, and `--log-level` still wins over it.
 #[test]
@@ -420,7 +426,7 @@ fn boolean_environment_twins_take_1_0_yes_and_empty() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
-/// A valid `--log-level` used to be refused because of an invalid `VFPOOL_LOG`: clap parsed the
+/// A valid `--log-level` used to be refused because of an invalid `VFPOOL_LOG_LEVEL`: clap parsed the
 /// global flag's twin at the level the flag was not given at.
 #[test]
 fn a_log_level_flag_beats_an_invalid_environment_value() {
@@ -430,7 +436,7 @@ fn a_log_level_flag_beats_an_invalid_environment_value() {
         ["discover", "--log-level", "warn", "--sysfs-root", &node],
         ["--log-level", "warn", "discover", "--sysfs-root", &node],
     ] {
-        let out = vfpool_env(&args, &[("VFPOOL_LOG", "warning")]);
+        let out = vfpool_env(&args, &[("VFPOOL_LOG_LEVEL", "warning")]);
         assert!(out.status.success(), "{args:?}: {out:?}");
     }
 }

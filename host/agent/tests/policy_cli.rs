@@ -241,6 +241,12 @@ fn policy_check_accepts_good_modules_and_refuses_bad_ones() {
         "dell-cx5",
     ]);
     assert_eq!(skipped.status.code(), Some(2), "{skipped:?}");
+    // Without a config file the check says what it checked with.
+    let errors = String::from_utf8_lossy(&skipped.stderr);
+    assert!(
+        errors.contains("empty settings") && errors.contains("/etc/pcidp/config.json"),
+        "{errors}"
+    );
     let text = String::from_utf8(skipped.stdout).unwrap();
     assert!(
         text.contains("selector.wasm.tmp: REFUSED") && text.contains("NAME.wasm"),
@@ -288,7 +294,7 @@ fn pools_work_without_the_instance_pool_under_an_address_space_limit() {
             "--policy-dir",
             &node.path("policies"),
         ])
-        .env_remove("VFPOOL_LOG")
+        .env_remove("VFPOOL_LOG_LEVEL")
         .env_remove("RUST_LOG")
         .output()
         .unwrap();

@@ -23,6 +23,17 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
+    /// Whether a netdev of `device` carries the host's default route (WIT
+    /// `carries-default-route`). A netdev known only by a lossy name (its kernel name is not
+    /// UTF-8) matches no route table entry, whatever it carries: it counts as carrying the
+    /// default route, so that the uplink is never pooled for want of a name to match.
+    pub fn carries_default_route(&self, device: &Device) -> bool {
+        device
+            .netdevs
+            .iter()
+            .any(|n| n.name_is_lossy() || self.default_route_netdevs.contains(&n.name))
+    }
+
     /// Reads the default-route netdevs from the text of `/proc/net/route` (the main IPv4 table):
     /// rows whose destination and mask are both `00000000`. Malformed rows are skipped.
     pub fn default_routes_from_proc(route_table: &str) -> BTreeSet<String> {
@@ -270,13 +281,7 @@ fn device(d: &Device, facts: &HostFacts) -> wit::Device {
         aux_type: d.aux_type.clone(),
         sf_num: d.sf_num,
         aux_devices: d.aux_devices.clone(),
-        // A netdev known only by a lossy name (its kernel name is not UTF-8) matches no route
-        // table entry, whatever it carries: it counts as carrying the default route, so that the
-        // uplink is never pooled for want of a name to match.
-        carries_default_route: d
-            .netdevs
-            .iter()
-            .any(|n| n.name_is_lossy() || facts.default_route_netdevs.contains(&n.name)),
+        carries_default_route: facts.carries_default_route(d),
         ddp_profile: facts.ddp_profiles.get(&d.id).cloned(),
     }
 }

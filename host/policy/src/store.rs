@@ -820,14 +820,21 @@ pub fn read_config_file(path: &Path) -> Result<String, String> {
             path.display()
         ),
         FileProblem::TooLarge(_) => format!(
-            "the config file {} is larger than {MAX_CONFIG_BYTES} bytes; not read",
+            "the config file {} is larger than {MAX_CONFIG_BYTES} bytes; not read (a device plugin config is a few kilobytes: is --config-file the right file?)",
             path.display()
         ),
-        FileProblem::Io(e) => format!("cannot read the config file {}: {e}", path.display()),
+        FileProblem::Io(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+            "cannot read the config file {}: {e}; pass --config-file (VFPOOL_CONFIG_FILE) with the device plugin's config.json, or write {{\"resourceList\": []}} there for no pools",
+            path.display()
+        ),
+        FileProblem::Io(e) => format!(
+            "cannot read the config file {}: {e}; check --config-file (VFPOOL_CONFIG_FILE) and the file's permissions",
+            path.display()
+        ),
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         format!(
-            "the config file {} is not UTF-8 text (invalid byte at offset {})",
+            "the config file {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8 JSON",
             path.display(),
             e.utf8_error().valid_up_to()
         )
@@ -1182,8 +1189,13 @@ mod config_file_tests {
         assert!(made.success());
         let err = read_config_file(&fifo).unwrap_err();
         assert!(err.contains("not a regular file"), "{err}");
+        // A missing file is the first thing someone trying it by hand meets: the message says
+        // which flag to pass.
         let err = read_config_file(&dir.path().join("missing.json")).unwrap_err();
-        assert!(err.contains("cannot read the config file"), "{err}");
+        assert!(
+            err.contains("cannot read the config file") && err.contains("--config-file"),
+            "{err}"
+        );
     }
 
     /// A FIFO at `path`.

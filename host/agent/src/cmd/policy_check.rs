@@ -14,14 +14,21 @@ use vfpool_policy::{
 };
 use vfpool_sysfs::SysfsRoot;
 
-use crate::cli::PolicyCheckArgs;
+use crate::cli::{DEFAULT_CONFIG_FILE, PolicyCheckArgs};
 use crate::exit::{CmdResult, Code, Failure, WithCode};
-use crate::output::Output;
+use crate::output::{Output, complain};
 
 pub fn run(args: &PolicyCheckArgs) -> CmdResult {
     let inventory = inventory(args)?;
     let config = match &args.config_file {
-        None => String::new(),
+        None => {
+            // A module can accept empty settings and refuse the node's real config: "ACCEPTED"
+            // must not read as "with the agent's config".
+            complain!(
+                "policy check: no --config-file (VFPOOL_CONFIG_FILE): checked with empty settings; a running agent validates a module with its config file ({DEFAULT_CONFIG_FILE} by default): pass that file to check against it"
+            );
+            String::new()
+        }
         // Read as the agent reads it: an empty or unreadable config is refused the same way.
         Some(path) => vfpool_policy::read_config_file(path)
             .map_err(anyhow::Error::msg)
