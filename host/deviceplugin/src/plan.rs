@@ -215,17 +215,7 @@ pub fn plan(
             continue;
         }
         match (pools.get_mut(resource), before) {
-            (Some(pool), _) => {
-                let mut members = std::mem::take(&mut pool.members);
-                members.extend(held);
-                *pool = PoolSnapshot::new(
-                    pool.resource_name.clone(),
-                    pool.device_type,
-                    pool.exclude_topology,
-                    members,
-                    inventory.node.clone(),
-                );
-            }
+            (Some(pool), _) => extend(pool, held, inventory),
             (None, Some(before)) => {
                 notes.push(format!(
                     "pool {resource} was removed but a pod still uses its devices; serving them until released"
@@ -242,6 +232,45 @@ pub fn plan(
                 );
             }
             (None, None) => {}
+        }
+    }
+    // A free device served in a pool the policy still has, bound to no driver now (a driver
+    // reload, a rebind under way): policies pool bound devices only (the default selector does),
+    // so the policy leaves it out. It stays in its pool, Unhealthy, until it is bound again —
+    // then the policy places it, here or elsewhere through a move — or vanishes. It used to leave
+    // the pool, and a pool whose devices were all free stopped and registered again around every
+    // driver reload.
+    let mut unbound: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+    for (resource, snapshot) in previous {
+        if !pools.contains_key(resource) {
+            continue;
+        }
+        for old in &snapshot.borrow().members {
+            let id = old.id();
+            if taken.contains_key(id) || pinned.contains_key(id) {
+                continue;
+            }
+            let Some(device) = inventory.get(id).filter(|d| d.driver.is_none()) else {
+                continue;
+            };
+            taken.insert(id.to_owned(), resource.clone());
+            unbound.entry(resource.clone()).or_default().push(Member {
+                device: device.clone(),
+                hints: old.hints.clone(),
+                health: health::health(device, inventory),
+                held: false,
+            });
+        }
+    }
+    for (resource, members) in unbound {
+        let ids: Vec<String> = members.iter().map(|m| m.id().to_owned()).collect();
+        notes.push(format!(
+            "{} in {resource} as Unhealthy while bound to no driver: {}",
+            devices(ids.len(), "stays", "stay"),
+            Ids(&ids)
+        ));
+        if let Some(pool) = pools.get_mut(&resource) {
+            extend(pool, members, inventory);
         }
     }
     for ((holder, wanted), ids) in &kept_in_use {
@@ -263,6 +292,19 @@ pub fn plan(
         notes,
         withdrawn,
     }
+}
+
+/// `pool` with `extra` members too.
+fn extend(pool: &mut PoolSnapshot, extra: Vec<Member>, inventory: &Inventory) {
+    let mut members = std::mem::take(&mut pool.members);
+    members.extend(extra);
+    *pool = PoolSnapshot::new(
+        pool.resource_name.clone(),
+        pool.device_type,
+        pool.exclude_topology,
+        members,
+        inventory.node.clone(),
+    );
 }
 
 /// "1 device stays", "3 devices stay".
@@ -569,5 +611,74 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(holders.len(), 1, "{:?}", second.pools.keys());
         assert!(second.notes.iter().any(|n| n.contains("reported in use")));
+    }
+
+    /// A free device whose driver goes away (a driver reload) stays in its pool as Unhealthy
+    /// while the policy leaves it out for having no driver, and is Healthy there again once
+    /// rebound: it used to leave the pool, and a pool of free devices stopped and registered
+    /// again around every `modprobe -r; modprobe`.
+    #[test]
+    fn a_free_device_that_loses_its_driver_stays_in_its_pool_as_unhealthy() {
+        let bound = inventory(&["a", "b"]);
+        let first = plan(
+            &[pool("x.io/one", &["a", "b"])],
+            &bound,
+            &nothing_served(),
+            &InUse::new(),
+        );
+        let mut unbound = bound.clone();
+        for device in &mut unbound.devices {
+            device.driver = None;
+        }
+        // The policy pools bound devices only: the pool is still there, with nothing in it.
+        let second = plan(
+            &[pool("x.io/one", &[])],
+            &unbound,
+            &first.pools,
+            &InUse::new(),
+        );
+        assert_eq!(ids(&second, "x.io/one"), ["a", "b"]);
+        for id in ["a", "b"] {
+            let member = second.pools["x.io/one"].get(id).unwrap();
+            assert_eq!(member.health, Health::Unhealthy, "{id}");
+            assert!(!member.held);
+        }
+        assert!(second.withdrawn.is_empty());
+        assert!(
+            second
+                .notes
+                .iter()
+                .any(|n| n.contains("bound to no driver")),
+            "{:?}",
+            second.notes
+        );
+
+        // Bound again: Healthy where it was, nothing moves.
+        let third = plan(
+            &[pool("x.io/one", &["a", "b"])],
+            &bound,
+            &second.pools,
+            &InUse::new(),
+        );
+        assert_eq!(ids(&third, "x.io/one"), ["a", "b"]);
+        assert_eq!(
+            third.pools["x.io/one"].get("a").unwrap().health,
+            Health::Healthy
+        );
+        assert!(third.withdrawn.is_empty());
+
+        // Bound to a driver another pool takes: the usual two-step move.
+        let moved = plan(
+            &[pool("x.io/one", &["b"]), pool("x.io/two", &["a"])],
+            &bound,
+            &second.pools,
+            &InUse::new(),
+        );
+        assert_eq!(moved.withdrawn, ["a"]);
+        assert!(moved.pools["x.io/one"].get("a").is_none());
+
+        // A pool the policy no longer has keeps no unbound device.
+        let removed = plan(&[], &unbound, &first.pools, &InUse::new());
+        assert!(removed.pools.is_empty(), "{:?}", removed.pools.keys());
     }
 }

@@ -268,6 +268,24 @@ async fn serve(
             "the sysfs root is not a sysfs mount (a simulated node): host facts (default routes, devlink) and kernel events are off"
         );
     }
+    // Kernel events trigger an early rescan on a real node (a simulated tree has none). Watched
+    // from before the first discovery: a VF count written while the agent starts (compiling the
+    // policies, waiting for PodResources) is a burst the loop below rescans for at once, instead
+    // of a change first seen a whole rescan interval after the start.
+    let mut real_sysfs = host_sysfs;
+    let mut kernel = real_sysfs.then(|| {
+        // A burst (a VF count change is hundreds of events) becomes one rescan once no event came
+        // for 200 ms, or 2 s after its first event if it does not settle; rescans for events
+        // come at most once a second.
+        let events = KernelEvents::spawn(
+            events::kernel_sources(),
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+        )
+        .min_gap(Duration::from_secs(1));
+        tracing::info!(sources = ?events.sources(), "kernel events: watching");
+        events
+    });
     let gatherer = Arc::new(FactsGatherer::for_host_sysfs(host_sysfs));
     let (inventory, facts) = warn_while_stuck(discover(&root, &gatherer), "the first discovery")
         .await
@@ -380,21 +398,6 @@ async fn serve(
     let (mut inventory, mut facts) = (inventory, facts);
     let first = plugins.apply(&desired, &inventory).await;
 
-    // Kernel events trigger an early rescan on a real node (a simulated tree has none).
-    let mut real_sysfs = host_sysfs;
-    let mut kernel = real_sysfs.then(|| {
-        // A burst (a VF count change is hundreds of events) becomes one rescan once no event came
-        // for 200 ms, or 2 s after its first event if it does not settle; rescans for events
-        // come at most once a second.
-        let events = KernelEvents::spawn(
-            events::kernel_sources(),
-            Duration::from_millis(200),
-            Duration::from_secs(2),
-        )
-        .min_gap(Duration::from_secs(1));
-        tracing::info!(sources = ?events.sources(), "kernel events: watching");
-        events
-    });
     let mut rescan = RescanTimer::new(args.rescan_interval);
     // The last rescan's failure: said once while it repeats, and its end said too.
     let mut rescan_failure: Option<String> = None;
