@@ -773,26 +773,42 @@ pub enum FileProblem {
     Io(io::Error),
 }
 
-/// Reads at most `max` bytes of the regular file at `path`. The file is opened without blocking
-/// (a FIFO swapped in would block the open itself) and checked through that descriptor, so
-/// what is read is what was checked; the read stops past `max` even if the file grows meanwhile.
-/// Public so that tools (`vfpool policy check`) read modules exactly as the agent does.
+/// Reads at most `max` bytes of the regular file at `path`. The path is resolved once, into a
+/// descriptor that opens nothing (`O_PATH`: a device's driver is not called, a FIFO does not
+/// block), and the file is checked through it; only a regular file is then opened for reading,
+/// through that descriptor, so what is read is what was checked even if the path is replaced
+/// meanwhile. The read stops past `max` even if the file grows. Public so that tools (`vfpool
+/// policy check`) read modules exactly as the agent does.
 pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
+    use rustix::fs::{Mode, OFlags};
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    // Looked at before it is opened: opening a device has effects of its own (a link to
-    // /dev/watchdog arms the watchdog), and a terminal would become the agent's. Links are
-    // followed (a ConfigMap volume's files are links); the file opened is checked again below.
-    if !fs::metadata(path).map_err(FileProblem::Io)?.is_file() {
+    // Opening a device has effects of its own (a link to /dev/watchdog arms the watchdog), and a
+    // terminal would become the agent's: nothing but a regular file is opened. Links are
+    // followed (a ConfigMap volume's files are links).
+    let located = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| FileProblem::Io(e.into()))?;
+    let stat = rustix::fs::fstat(&located).map_err(|e| FileProblem::Io(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(FileProblem::NotRegular);
     }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
-        .open(path)
-        .map_err(FileProblem::Io)?;
+    // The descriptor's own `/proc` link reopens that very file, whatever the path names now.
+    let reopened = rustix::fs::open(
+        format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&located)
+        ),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| FileProblem::Io(e.into()))?;
+    let file = fs::File::from(reopened);
     let meta = file.metadata().map_err(FileProblem::Io)?;
-    if !meta.is_file() {
+    // The same inode, still regular (a /proc without this process's descriptors would name
+    // something else).
+    if !meta.is_file()
+        || std::os::unix::fs::MetadataExt::ino(&meta) != stat.st_ino
+        || std::os::unix::fs::MetadataExt::dev(&meta) != stat.st_dev
+    {
         return Err(FileProblem::NotRegular);
     }
     if meta.len() > max {
