@@ -312,6 +312,19 @@ pub struct RunArgs {
     /// released meanwhile moves to another pool this much later. 0 believes PodResources at once.
     #[arg(long, env = "VFPOOL_KUBELET_RESTART_GRACE", default_value = "60s", value_parser = crate::cmd::parse_grace)]
     pub kubelet_restart_grace: std::time::Duration,
+    /// Accepted so that the upstream plugin's arguments with CDI on (`--use-cdi`, which NVIDIA's
+    /// network operator adds) keep working, and said at start: vfpool hands devices out as device
+    /// nodes in the Allocate answer, which every container runtime takes, not as CDI devices.
+    #[arg(
+        long,
+        env = "VFPOOL_USE_CDI",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = EnvBool::default()
+    )]
+    pub use_cdi: bool,
 }
 
 #[cfg(test)]
@@ -366,12 +379,13 @@ mod tests {
             }
             flags += 1;
             let id = arg.get_id().to_string();
+            let long = arg.get_long().unwrap_or(&id).to_owned();
             // The flag's own value parser, given the value as the environment would give it.
             let probe = clap::Command::new("probe").arg(arg.action(ArgAction::Set).num_args(1));
             let parse = |value: &str| {
                 probe
                     .clone()
-                    .try_get_matches_from(["probe", &format!("--{id}={value}")])
+                    .try_get_matches_from(["probe", &format!("--{long}={value}")])
                     .map(|m| m.get_one::<bool>(&id).copied())
             };
             for (value, expected) in [
@@ -394,7 +408,26 @@ mod tests {
             }
             assert!(parse("jsn").is_err(), "{name} --{id}");
         }
-        // --json twice, sim --print, demo --keep.
-        assert_eq!(flags, 4);
+        // --json twice, sim --print, demo --keep, run --use-cdi.
+        assert_eq!(flags, 5);
+    }
+
+    /// The upstream plugin's `--use-cdi`, as Go's flag package takes it (bare, `=true`,
+    /// `=false`), used to stop the agent at start (an unknown argument).
+    #[test]
+    fn run_takes_the_upstream_use_cdi_flag() {
+        use clap::Parser as _;
+        for (args, expected) in [
+            (&["vfpool", "run"][..], false),
+            (&["vfpool", "run", "--use-cdi"][..], true),
+            (&["vfpool", "run", "--use-cdi=true"][..], true),
+            (&["vfpool", "run", "--use-cdi=false"][..], false),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let super::Command::Run(run) = cli.command else {
+                panic!("{args:?}: not run");
+            };
+            assert_eq!(run.use_cdi, expected, "{args:?}");
+        }
     }
 }

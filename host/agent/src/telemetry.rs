@@ -84,6 +84,11 @@ pub fn init(directives: Option<&str>, default: &str) {
         // the agent down.
         .log_internal_errors(false)
         .try_init();
+    if std::env::var_os("VFPOOL_LOG").is_some() && std::env::var_os("VFPOOL_LOG_LEVEL").is_none() {
+        tracing::warn!(
+            "VFPOOL_LOG is not read: --log-level's environment twin is VFPOOL_LOG_LEVEL, as every flag's is VFPOOL_<FLAG>"
+        );
+    }
 }
 
 /// Whether log lines get colours: only on a terminal, as a container runtime or a file keeps the

@@ -96,18 +96,18 @@ pub enum PluginError {
         /// The netns.
         netns: String,
     },
-    /// The netdev sysfs named for the VF belonged to another device when it was looked up: udev
-    /// renamed the two in between (it renames new netdevs), so the name is not the VF's any more.
+    /// The netdev sysfs named for the VF was gone, or another device's, when it was looked up:
+    /// renamed in between (udev renames new netdevs), so the name is not the VF's any more.
     #[error(
-        "the netdev {netdev:?} that sysfs named for VF {pci} is the netdev of {parent} by now (renamed while ADD ran, by udev or a network manager); nothing was changed: try again"
+        "the netdev {netdev:?} that sysfs named for VF {pci} {now} (renamed while ADD ran, by udev or a network manager); nothing was changed: try again"
     )]
     NetdevRenamed {
         /// The VF.
         pci: String,
         /// The name sysfs gave.
         netdev: String,
-        /// The device that has the name now.
-        parent: String,
+        /// What the name is now: "is the netdev of 0000:3b:00.3 by now", "is gone".
+        now: String,
     },
     /// VF settings were requested but the PF reports no VF information.
     #[error(
@@ -1107,24 +1107,23 @@ fn cmd_add(
             netlink
                 .link(NsId::HOST, &host_ifname)
                 .map_err(nl(format!("looking up the VF netdev {host_ifname:?}")))?
-                .ok_or_else(|| PluginError::Netlink {
-                    context: format!("looking up the VF netdev {host_ifname:?} named in sysfs"),
-                    source: NetlinkError::NoSuchLink {
-                        ns: "the host network namespace".into(),
-                        name: host_ifname.clone(),
-                    },
+                .ok_or_else(|| PluginError::NetdevRenamed {
+                    pci: pci.clone(),
+                    netdev: host_ifname.clone(),
+                    now: "is gone".to_owned(),
                 })?,
         )
     };
-    // The name came from sysfs a moment ago; a kernel that names the link's parent device tells
-    // whether it is still the VF's. From here on the link is acted on by its ifindex.
+    // The name came from sysfs a moment ago; a kernel that names the link's parent device
+    // (IFLA_PARENT_DEV_NAME, Linux 5.14 and later) tells whether it is still the VF's. From here
+    // on the link is acted on by its ifindex.
     if let Some(parent) = host_link.as_ref().and_then(|l| l.parent.as_deref())
         && !parent.eq_ignore_ascii_case(&pci)
     {
         return Err(PluginError::NetdevRenamed {
             pci,
             netdev: host_ifname,
-            parent: parent.to_owned(),
+            now: format!("is the netdev of {parent} by now"),
         });
     }
     let pod = netlink

@@ -15,7 +15,7 @@ use vfpool_cni::log::Logger;
 use vfpool_cni::mac::MacAddr;
 use vfpool_cni::netconf::{VfLinkState, VlanProto};
 use vfpool_cni::netlink::fake::FakeNetlink;
-use vfpool_cni::netlink::{NsId, VfState};
+use vfpool_cni::netlink::{Netlink, NsId, VfState};
 use vfpool_cni::plugin::{Deps, run};
 
 const PF: &str = "pf0";
@@ -323,6 +323,23 @@ fn a_netdev_name_that_now_belongs_to_another_device_is_not_moved() {
     w.netlink.set_parent(NsId::HOST, VF_NETDEV, VF_PCI);
     w.run("ADD", POD, &conf(json!({}))).unwrap();
     assert!(w.netlink.find(w.pod(), "net1").is_some());
+}
+
+/// The other way round: the VF's netdev renamed away from the name sysfs gave, and nothing has
+/// that name now. A passing race, so "try again later" (it was a hard netlink error).
+#[test]
+fn a_netdev_name_gone_during_add_is_worth_another_try() {
+    let mut w = World::new();
+    w.netlink.rename(NsId::HOST, VF_NETDEV, "renamed0").unwrap();
+    let err = w.run("ADD", POD, &conf(json!({}))).unwrap_err();
+    assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+    assert!(
+        err.msg.contains(VF_NETDEV) && err.msg.contains("is gone"),
+        "{}",
+        err.msg
+    );
+    assert!(w.netlink.calls_starting("move_link").is_empty());
+    assert!(w.state_files().is_empty(), "{:?}", w.state_files());
 }
 
 #[test]

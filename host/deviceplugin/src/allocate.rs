@@ -206,7 +206,12 @@ pub fn grant(
         }
     }
 
-    if member.hints.rdma && !device.rdma_devices.is_empty() {
+    if member.hints.rdma && device.rdma_devices.is_empty() {
+        // Taken for `isRdma` by its devlink `enable_rdma` while its RDMA device is elsewhere (in
+        // a pod's namespace, exclusive mode): upstream's provider is attached all the same and
+        // names nothing, `"rdma":{}`; there is nothing to mount.
+        grant.info.insert("rdma", BTreeMap::new());
+    } else if member.hints.rdma {
         let mut rdma = BTreeMap::new();
         for char_dev in rdma_chars {
             let path = format!("/dev/infiniband/{char_dev}");
@@ -1014,6 +1019,13 @@ mod tests {
         ];
         let plain = grant(&member(d.clone()), &node(), &chars).unwrap();
         assert!(!plain.info.contains_key("rdma"));
+        // In the pool for its devlink `enable_rdma`, its RDMA device elsewhere: named, empty, as
+        // upstream (the key used to be missing), and nothing mounted (not even rdma_cm).
+        let mut elsewhere = member(vf("0000:3b:00.3", "mlx5_core"));
+        elsewhere.hints.rdma = true;
+        let g = grant(&elsewhere, &node(), &[]).unwrap();
+        assert!(g.info["rdma"].is_empty(), "{:?}", g.info);
+        assert!(g.specs.is_empty(), "{:?}", g.specs);
         let mut m = member(d);
         m.hints.rdma = true;
         let g = grant(&m, &node(), &chars).unwrap();

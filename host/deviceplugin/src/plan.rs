@@ -239,10 +239,15 @@ pub fn plan(
     // so the policy leaves it out. It stays in its pool, Unhealthy, until it is bound again —
     // then the policy places it, here or elsewhere through a move — or vanishes. It used to leave
     // the pool, and a pool whose devices were all free stopped and registered again around every
-    // driver reload.
+    // driver reload. Limits: the policy must still return the pool (the default selector returns
+    // every configured resource, even empty; a policy that names pools after what it finds may
+    // not), and an agent started while a device is unbound has served nothing to keep it in.
+    let wanted: std::collections::HashSet<&str> =
+        desired.iter().map(|p| p.resource_name.as_str()).collect();
     let mut unbound: BTreeMap<String, Vec<Member>> = BTreeMap::new();
     for (resource, snapshot) in previous {
-        if !pools.contains_key(resource) {
+        // Not a pool kept only for the devices pods hold in it.
+        if !wanted.contains(resource.as_str()) {
             continue;
         }
         for old in &snapshot.borrow().members {
@@ -677,8 +682,12 @@ pub(crate) mod tests {
         assert_eq!(moved.withdrawn, ["a"]);
         assert!(moved.pools["x.io/one"].get("a").is_none());
 
-        // A pool the policy no longer has keeps no unbound device.
+        // A pool the policy no longer has keeps no unbound device, not even while a pod holds
+        // another of its devices (the pool is served for that one only).
         let removed = plan(&[], &unbound, &first.pools, &InUse::new());
         assert!(removed.pools.is_empty(), "{:?}", removed.pools.keys());
+        let used: InUse = [("x.io/one".to_string(), ["b".to_string()].into())].into();
+        let held_only = plan(&[], &unbound, &first.pools, &used);
+        assert_eq!(ids(&held_only, "x.io/one"), ["b"]);
     }
 }

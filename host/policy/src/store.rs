@@ -800,7 +800,13 @@ pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> 
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| FileProblem::Io(e.into()))?;
+    .map_err(|e| {
+        // Not "not found": the file is there (a missing /proc would read as a missing file).
+        FileProblem::Io(io::Error::other(format!(
+            "reopening it through /proc/self/fd (is /proc mounted?): {}",
+            io::Error::from(e)
+        )))
+    })?;
     let file = fs::File::from(reopened);
     let meta = file.metadata().map_err(FileProblem::Io)?;
     // The same inode, still regular (a /proc without this process's descriptors would name

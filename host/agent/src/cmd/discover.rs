@@ -93,7 +93,7 @@ fn table(devices: &[DeviceJson<'_>]) -> String {
         "NETDEV",
         "LINK",
         "RDMA",
-        "AGENT FACTS",
+        "FACTS",
     ];
     let rows: Vec<[String; 11]> = devices
         .iter()

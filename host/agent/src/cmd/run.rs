@@ -245,6 +245,11 @@ async fn serve(
         sysfs = %args.sysfs.sysfs_root.display(),
         "vfpool agent starting"
     );
+    if args.use_cdi {
+        tracing::warn!(
+            "--use-cdi: CDI is not supported; devices are handed out as device nodes in the Allocate answer (DeviceSpecs), which every container runtime takes"
+        );
+    }
     check_devinfo_dir(&args.devinfo_dir).code(Code::BadInput)?;
     check_kubelet_dir(&args.kubelet_dir).code(Code::BadInput)?;
     let sources = Sources {
