@@ -54,7 +54,9 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<Unheal
     let Some(current) = inventory.get(&device.id) else {
         return Some(Unhealthy::Vanished);
     };
-    if current.driver.is_none() {
+    // A sub-function's `driver` is its parent's (what selectors match on); its own is apart.
+    if current.driver.is_none() || (current.kind == DeviceKind::Aux && current.aux_driver.is_none())
+    {
         return Some(Unhealthy::NoDriver);
     }
     if matches!(current.kind, DeviceKind::Vf | DeviceKind::Aux)
@@ -144,6 +146,21 @@ mod tests {
         // `unknown` operstate with carrier up (common for virtual links) is fine.
         let inv = node(link("ens1f0", "unknown", Some(true)), Some("mlx5_core"));
         assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
+    }
+
+    /// A sub-function carries its parent's driver (what selectors match on); unbound from its
+    /// own (`mlx5_core.sf`) it has no netdev and is unusable: it used to stay Healthy.
+    #[test]
+    fn a_sub_function_without_its_own_driver_is_unhealthy() {
+        let mut inv = node(link("ens1f0", "up", Some(true)), Some("mlx5_core"));
+        let mut sf = Device::unknown("mlx5_core.sf.2", DeviceKind::Aux);
+        sf.driver = Some("mlx5_core".to_string());
+        sf.pf_id = Some("0000:3b:00.0".to_string());
+        sf.pf_name = Some("ens1f0".to_string());
+        inv.devices.push(sf.clone());
+        assert_eq!(unhealthy_reason(&sf, &inv), Some(Unhealthy::NoDriver));
+        inv.devices[2].aux_driver = Some("mlx5_core.sf".to_string());
+        assert_eq!(health(&sf, &inv), Health::Healthy);
     }
 
     #[test]

@@ -816,6 +816,11 @@ fn read_sub_function(dir: SysDir, name: &str, aux_type: &str, parent: &Device) -
     aux.subsystem_device = parent.subsystem_device.clone();
     aux.class = parent.class.clone();
     aux.driver = parent.driver.clone();
+    aux.aux_driver = entries
+        .iter()
+        .any(|e| e == "driver")
+        .then(|| dir.link_name("driver"))
+        .flatten();
     aux.numa_node = parent.numa_node;
     aux.pf_id = Some(parent.id.clone());
     if entries.iter().any(|e| e == "net") {

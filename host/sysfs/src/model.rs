@@ -151,6 +151,9 @@ pub struct Device {
     pub aux_type: Option<String>,
     /// For a sub-function: its `sfnum`.
     pub sf_num: Option<u32>,
+    /// For a sub-function: the driver bound to it (`mlx5_core.sf`); `None` while it is unbound
+    /// (no netdev, unusable). `driver` is its parent function's, which selectors match on.
+    pub aux_driver: Option<String>,
     /// For a PF: the sub-functions created on it, by id. Other auxiliary devices (`mlx5_core.eth.0`,
     /// `ice.roce.0`) are not listed, nor discovered.
     pub aux_devices: Vec<String>,
@@ -188,6 +191,7 @@ impl Device {
             vdpa_devices: Vec::new(),
             aux_type: None,
             sf_num: None,
+            aux_driver: None,
             aux_devices: Vec::new(),
         }
     }

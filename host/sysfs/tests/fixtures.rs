@@ -127,6 +127,40 @@ fn dell_cx5_has_two_pfs_with_twelve_vfs_each_on_numa_0() {
     assert!(inv.node.vhost_net && inv.node.tun && inv.node.rdma_cm);
 }
 
+/// A sub-function's own driver is read apart from its parent's (which selectors match on): an
+/// unbound SF has no netdev and is unusable, and health must be able to tell.
+#[test]
+fn a_sub_functions_own_driver_is_read() {
+    let fixture = Fixture::from_toml(
+        r#"
+[[function]]
+address = "0000:03:00.0"
+vendor = "15b3"
+device = "101d"
+class = "020000"
+driver = "mlx5_core"
+netdevs = ["p0"]
+
+[[function.sfs]]
+sfnum = 1
+
+[[function.sfs]]
+sfnum = 2
+driver = "none"
+"#,
+        "inline",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&fixture, dir.path()).unwrap();
+    let inv = discover(&SysfsRoot::new(dir.path())).unwrap();
+    let bound = get(&inv, "mlx5_core.sf.2");
+    assert_eq!(bound.aux_driver.as_deref(), Some("mlx5_core.sf"));
+    let unbound = get(&inv, "mlx5_core.sf.3");
+    assert_eq!(unbound.aux_driver, None);
+    assert_eq!(unbound.driver.as_deref(), Some("mlx5_core"));
+}
+
 #[test]
 fn node_facts_follow_the_misc_devices() {
     let fixture = Fixture::from_toml("vhost_net = false\nrdma_cm = false\n", "inline").unwrap();
@@ -213,6 +247,8 @@ fn switchdev_pf_name_is_the_uplink_and_sub_functions_are_aux_devices() {
     assert_eq!(sf.vendor.as_deref(), Some("15b3"));
     assert_eq!(sf.device.as_deref(), Some("101d"));
     assert_eq!(sf.driver.as_deref(), Some("mlx5_core"));
+    // Its own driver, apart.
+    assert_eq!(sf.aux_driver.as_deref(), Some("mlx5_core.sf"));
     assert_eq!(sf.numa_node, Some(0));
     assert_eq!(sf.vf_index, None);
 

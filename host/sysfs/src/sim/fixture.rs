@@ -197,6 +197,8 @@ pub enum VdpaKind {
 pub struct SfSpec {
     /// The SF number (`sfnum`), what `pfNames` ranges select for auxNetDevices.
     pub sfnum: u32,
+    /// The driver bound to the SF; `mlx5_core.sf` when unset, `"none"` for an unbound SF.
+    pub driver: Option<String>,
     /// Auxiliary device name; defaults to `mlx5_core.sf.<sfnum + 1>`.
     pub name: Option<String>,
     /// The SF's netdev.

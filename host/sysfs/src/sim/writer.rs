@@ -512,6 +512,12 @@ impl<'f> Tree<'f> {
                 .unwrap_or_else(|| format!("mlx5_core.sf.{}", i + 2));
             let sf_dir = format!("{dir}/{name}");
             self.file(&format!("{sf_dir}/sfnum"), &sf.sfnum.to_string())?;
+            let driver = sf.driver.as_deref().unwrap_or("mlx5_core.sf");
+            if driver != "none" {
+                let driver_dir = format!("bus/auxiliary/drivers/{driver}");
+                self.dir(&driver_dir)?;
+                self.link(&format!("{sf_dir}/driver"), &driver_dir)?;
+            }
             if let Some(netdev) = &sf.netdev {
                 let files = NetdevFiles {
                     name: netdev.clone(),
