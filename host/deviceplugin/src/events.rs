@@ -25,8 +25,14 @@ use tokio::time::Instant;
 pub trait EventSource: Send + 'static {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
-    /// Blocks until the kernel reports something worth a rescan. An error ends the source.
+    /// Blocks until the kernel reports something worth a rescan. After an error the source is
+    /// reopened ([`EventSource::reopen`]) or, if it cannot be, ends.
     fn wait(&mut self) -> io::Result<()>;
+    /// Opens the source again after `wait` failed. `Unsupported` (the default): it cannot be,
+    /// and ends.
+    fn reopen(&mut self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A netlink multicast subscription: the real [`EventSource`].
@@ -34,6 +40,9 @@ pub trait EventSource: Send + 'static {
 pub struct NetlinkSource {
     name: &'static str,
     socket: Socket,
+    /// The netlink protocol and multicast groups, to open the subscription again.
+    protocol: isize,
+    groups: u32,
     /// Whether a received message is worth reporting.
     relevant: fn(&[u8]) -> bool,
 }
@@ -145,6 +154,8 @@ impl NetlinkSource {
         Ok(NetlinkSource {
             name,
             socket,
+            protocol,
+            groups,
             relevant,
         })
     }
@@ -167,6 +178,11 @@ impl EventSource for NetlinkSource {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        *self = NetlinkSource::open(self.name, self.protocol, self.groups, self.relevant)?;
+        Ok(())
     }
 }
 
@@ -203,6 +219,37 @@ struct Shared {
     notify: Notify,
 }
 
+/// The first pause before a failed source is opened again; it doubles on each failure in a row, up
+/// to [`REOPEN_MAX_PAUSE`], so a source that fails at once after every reopen costs nothing.
+const REOPEN_FIRST_PAUSE: Duration = Duration::from_secs(1);
+const REOPEN_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// Opens `source` again after a pause, until it works, the receiver is gone or the source cannot
+/// be reopened at all; whether it was.
+fn reopen(source: &mut dyn EventSource, shared: &Shared, pause: &mut Duration) -> bool {
+    let name = source.name();
+    loop {
+        std::thread::sleep(*pause);
+        *pause = (*pause * 2).min(REOPEN_MAX_PAUSE);
+        if shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        match source.reopen() {
+            Ok(()) => {
+                tracing::info!(source = %name, "kernel events: source open again");
+                return true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                tracing::warn!(source = %name, "kernel events: source closed");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(source = %name, error = %e, retry_in = ?*pause, "kernel events: cannot open the source again yet");
+            }
+        }
+    }
+}
+
 /// The sources, read on their own threads, as rescan requests.
 #[derive(Debug)]
 pub struct KernelEvents {
@@ -236,10 +283,17 @@ impl KernelEvents {
             let spawned = std::thread::Builder::new()
                 .name(format!("vfpool-{}", name.replace(' ', "-")))
                 .spawn(move || {
+                    let mut pause = REOPEN_FIRST_PAUSE;
                     loop {
-                        if let Err(e) = source.wait() {
-                            tracing::warn!(source = %name, error = %e, "kernel events: receive failed; source closed");
-                            break;
+                        match source.wait() {
+                            Ok(()) => pause = REOPEN_FIRST_PAUSE,
+                            Err(e) => {
+                                tracing::warn!(source = %name, error = %e, "kernel events: receive failed; opening the source again");
+                                if !reopen(source.as_mut(), &reader, &mut pause) {
+                                    break;
+                                }
+                                // Events may have been lost meanwhile: worth a rescan.
+                            }
                         }
                         // The receiver is gone: the agent is stopping.
                         if reader.closed.load(Ordering::Acquire) {
@@ -368,11 +422,13 @@ mod tests {
 
     use super::*;
 
-    /// A source fed by the test; it records every event it delivered.
+    /// A source fed by the test; it records every event it delivered and, when it can be
+    /// reopened, every reopening.
     struct Fake {
         name: &'static str,
         feed: std::sync::mpsc::Receiver<io::Result<()>>,
         delivered: Arc<Mutex<usize>>,
+        reopened: Option<Arc<Mutex<usize>>>,
     }
 
     impl EventSource for Fake {
@@ -390,6 +446,16 @@ mod tests {
             }
             next
         }
+
+        fn reopen(&mut self) -> io::Result<()> {
+            match &self.reopened {
+                Some(count) => {
+                    *count.lock().unwrap() += 1;
+                    Ok(())
+                }
+                None => Err(io::ErrorKind::Unsupported.into()),
+            }
+        }
     }
 
     /// A fake source, the sender feeding it, and its count of delivered events.
@@ -406,8 +472,36 @@ mod tests {
             name,
             feed,
             delivered: Arc::clone(&delivered),
+            reopened: None,
         };
         (Box::new(source), tx, delivered)
+    }
+
+    /// A source that fails once and is opened again (after the first pause) goes on reporting,
+    /// and its failure is itself worth a rescan (events may have been lost). A failed source
+    /// used to end for good, leaving only the periodic rescan.
+    #[tokio::test]
+    async fn a_failed_source_is_opened_again() {
+        let (tx, feed) = std::sync::mpsc::channel();
+        let reopened = Arc::new(Mutex::new(0));
+        let source = Fake {
+            name: "links",
+            feed,
+            delivered: Arc::new(Mutex::new(0)),
+            reopened: Some(Arc::clone(&reopened)),
+        };
+        let mut events = KernelEvents::spawn(
+            vec![Box::new(source)],
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        );
+        tx.send(Err(io::Error::other("socket error"))).unwrap();
+        let after_failure = tokio::time::timeout(Duration::from_secs(30), events.next_rescan());
+        assert_eq!(after_failure.await.unwrap(), Some(1));
+        assert_eq!(*reopened.lock().unwrap(), 1);
+        tx.send(Ok(())).unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(30), events.next_rescan());
+        assert_eq!(next.await.unwrap(), Some(1));
     }
 
     #[tokio::test]
