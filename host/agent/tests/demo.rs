@@ -341,8 +341,8 @@ fn the_demo_runs_every_step_and_leaves_nothing_behind() {
         );
     }
 
-    // 5. Hot swap: the spread allocator changes the next preference; a broken module is refused
-    //    and the spread allocator keeps serving.
+    // 5. Hot swap: the spread allocator changes the next preference; a half-written module is
+    //    ignored and the spread allocator keeps serving.
     let s5 = step(&stdout, 5);
     assert!(
         s5.contains("policies activated, allocator \"spread.wasm\""),
@@ -353,7 +353,7 @@ fn the_demo_runs_every_step_and_leaves_nothing_behind() {
     assert_ne!(pf_of(&s5, &second[0]), pf_of(&s5, &second[1]), "{output}");
     assert!(s5.contains("-> spread across 2 PFs"), "{output}");
     assert!(
-        s5.contains("The agent refused it") && s5.contains("broken.wasm: policy \"broken.wasm\""),
+        s5.contains("The agent ignored it") && s5.contains("broken.wasm: policy \"broken.wasm\""),
         "{output}"
     );
     assert!(

@@ -159,11 +159,11 @@ fn pools_use_the_policy_directory() {
     assert!(out.status.success(), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["pools"][0]["resourceName"], "example.com/probe");
-    // A broken module in the directory: refused, exit 2, the file named.
-    let bytes = std::fs::read(component("probe")).unwrap();
-    std::fs::write(
+    // A broken module in the directory (its allocator export has the wrong types): refused,
+    // exit 2, the file named.
+    std::fs::copy(
+        component("mistyped_allocator"),
         node.dir.path().join("policies/selector.wasm"),
-        &bytes[..bytes.len() / 2],
     )
     .unwrap();
     let out = node.pools(&[]);
@@ -173,26 +173,26 @@ fn pools_use_the_policy_directory() {
             .unwrap()
             .contains("selector.wasm")
     );
-    // A file that is no policy at all (a core module): ignored with a warning naming it, as the
-    // agent ignores it; the embedded defaults make the pools.
-    std::fs::write(
-        node.dir.path().join("policies/selector.wasm"),
-        b"\0asm\x01\0\0\0",
-    )
-    .unwrap();
-    let out = node.pools(&[]);
-    assert!(out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("warning: ")
-            && stderr.contains("selector.wasm")
-            && stderr.contains("ignored"),
-        "{stderr}"
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("intel.com/mlnx_sriov"),
-        "{out:?}"
-    );
+    // A file that is no policy at all (a core module), or not a whole one (cut off half-way):
+    // ignored with a warning naming it, as the agent ignores it; the embedded defaults make the
+    // pools.
+    let bytes = std::fs::read(component("probe")).unwrap();
+    for junk in [&b"\0asm\x01\0\0\0"[..], &bytes[..bytes.len() / 2]] {
+        std::fs::write(node.dir.path().join("policies/selector.wasm"), junk).unwrap();
+        let out = node.pools(&[]);
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("warning: ")
+                && stderr.contains("selector.wasm")
+                && stderr.contains("ignored"),
+            "{stderr}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("intel.com/mlnx_sriov"),
+            "{out:?}"
+        );
+    }
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn policy_check_accepts_good_modules_and_refuses_bad_ones() {
         "{text}"
     );
     assert!(
-        text.contains("half.wasm: REFUSED") && text.contains("not a valid WebAssembly component"),
+        text.contains("half.wasm: REFUSED") && text.contains("not a whole WebAssembly component"),
         "{text}"
     );
 

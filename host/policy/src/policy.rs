@@ -79,16 +79,30 @@ pub enum ModuleKind {
     NotWasm,
     /// A core WebAssembly module, not a component.
     CoreModule,
-    /// A component preamble: damaged contents, or more than the sandbox allows.
+    /// A component whose sections stop short or do not parse: cut off (a copy interrupted, or
+    /// still being written in place) or damaged.
+    Incomplete,
+    /// A component that parses but that wasmtime refused: invalid contents, or more than the
+    /// sandbox allows.
     Component,
 }
 
 impl ModuleKind {
-    /// Judges `bytes` by their first eight bytes.
+    /// Judges `bytes` by their first eight bytes and, for a component, by whether its sections
+    /// parse (the cheap part of validation: called when compiling failed, to say why).
     pub fn of(bytes: &[u8]) -> Self {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => ModuleKind::CoreModule,
-            Some([0, b'a', b's', b'm', _, _, 1, 0]) => ModuleKind::Component,
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {
+                if wasmparser::Parser::new(0)
+                    .parse_all(bytes)
+                    .all(|payload| payload.is_ok())
+                {
+                    ModuleKind::Component
+                } else {
+                    ModuleKind::Incomplete
+                }
+            }
             _ => ModuleKind::NotWasm,
         }
     }
@@ -101,8 +115,11 @@ impl ModuleKind {
             ModuleKind::CoreModule => {
                 "not a valid WebAssembly component: a core module (build policies with a component toolchain, e.g. cargo build --target wasm32-wasip2, or wrap it with wasm-tools component new)"
             }
+            ModuleKind::Incomplete => {
+                "not a whole WebAssembly component: its sections stop short or do not parse (cut off by an interrupted copy, still being written in place, or damaged; write modules elsewhere and rename them into place)"
+            }
             ModuleKind::Component => {
-                "not a valid WebAssembly component, or one beyond the sandbox's limits (damaged or truncated, or a memory larger than the per-call memory cap, or too many instances or tables; wasmtime's reason follows)"
+                "not a valid WebAssembly component, or one beyond the sandbox's limits (damaged, or a memory larger than the per-call memory cap, or too many instances or tables; wasmtime's reason follows)"
             }
         }
     }

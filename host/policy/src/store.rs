@@ -513,10 +513,12 @@ impl ActivePolicies {
                     } => error.to_string(),
                     _ => error_chain(&error),
                 };
+                // A half-written or damaged file is no policy yet: ignored like a stray file
+                // (unless it replaced an active role), and read again when it changes.
                 let not_a_policy = matches!(
                     error,
                     LoadError::Compile {
-                        what: ModuleKind::NotWasm | ModuleKind::CoreModule,
+                        what: ModuleKind::NotWasm | ModuleKind::CoreModule | ModuleKind::Incomplete,
                         ..
                     } | LoadError::NoPolicyExport { .. }
                 );
@@ -636,7 +638,7 @@ impl ActivePolicies {
                     let reason = &refusal.reason;
                     if refusal.not_a_policy && replaced.is_empty() {
                         scan.not_policies.push(format!(
-                            "{}: {reason}; ignored (not loaded: it is no policy)",
+                            "{}: {reason}; ignored (not loaded: it is no policy, or not a whole one yet)",
                             path.display()
                         ));
                         continue;
@@ -874,6 +876,48 @@ pub fn read_config_file(path: &Path) -> Result<String, String> {
 mod refusal_tests {
     use super::*;
     use crate::engine::Limits;
+
+    /// A whole component holding a core module whose memory starts at 4 GiB: it parses, and
+    /// wasmtime refuses it (beyond the per-call memory cap).
+    const HUGE_MEMORY_COMPONENT: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, // component preamble
+        0x01, 0x0f, // core module section, 15 bytes
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // core module preamble
+        0x05, 0x05, 0x01, 0x00, 0x80, 0x80, 0x04, // one memory, at least 65,536 pages
+    ];
+
+    /// A half-written module (the first kilobyte of one) next to the active set is ignored with
+    /// a message like a stray file, and changes next to it are taken: it used to refuse the whole
+    /// directory (no config change taken while it was there; at start, no pools at all). A
+    /// whole one that is refused still refuses the set.
+    #[test]
+    fn a_half_written_module_is_ignored_unless_it_replaced_an_active_role() {
+        let (dir, sources, active, inventory) = setup();
+        fs::write(
+            dir.path().join("half.wasm"),
+            &defaults::UPSTREAM_SELECTOR[..1000],
+        )
+        .unwrap();
+        let first = active.reload(&sources, &inventory);
+        assert!(first.changed && first.refused.is_empty(), "{first:?}");
+        assert!(
+            first.not_policies.iter().any(|n| n.contains("half.wasm")
+                && n.contains("not a whole WebAssembly component")),
+            "{first:?}"
+        );
+        assert_eq!(
+            active.current().unwrap().selector_source,
+            PolicySource::Embedded
+        );
+        assert!(active.pending_retry().is_none());
+
+        fs::write(dir.path().join("huge.wasm"), HUGE_MEMORY_COMPONENT).unwrap();
+        let refused = active.reload(&sources, &inventory);
+        assert!(
+            refused.refused.iter().any(|r| r.contains("huge.wasm")),
+            "{refused:?}"
+        );
+    }
 
     fn setup() -> (tempfile::TempDir, Sources, ActivePolicies, PolicyInventory) {
         let dir = tempfile::tempdir().unwrap();
@@ -1136,10 +1180,11 @@ mod refusal_tests {
         let accepted = active.reload(&sources, &inventory);
         assert!(accepted.changed, "{:?}", accepted.refused);
 
-        let truncated = &defaults::UPSTREAM_SELECTOR[..1000];
-        fs::write(dir.path().join("mine.wasm"), truncated).unwrap();
+        // A whole component wasmtime refuses (a 4 GiB memory, beyond the per-call cap): a
+        // refusal that may not recur (the cap is a setting), so it is tried again.
+        fs::write(dir.path().join("mine.wasm"), HUGE_MEMORY_COMPONENT).unwrap();
         let refused = active.reload(&sources, &inventory);
-        assert!(!refused.refused.is_empty());
+        assert!(!refused.refused.is_empty(), "{refused:?}");
         let retry = active
             .pending_retry()
             .expect("a refused component is tried again");

@@ -279,10 +279,15 @@ fn bad_module_bytes_are_refused() {
     assert!(matches!(
         error,
         LoadError::Compile {
-            what: ModuleKind::Component,
+            what: ModuleKind::Incomplete,
             ..
         }
     ));
+    assert!(
+        error
+            .to_string()
+            .contains("not a whole WebAssembly component")
+    );
     for (junk, kind) in [
         (&b"#!/bin/sh\necho hi\n"[..], ModuleKind::NotWasm),
         (b"", ModuleKind::NotWasm),

@@ -349,10 +349,12 @@ fn refused_reloads_do_not_pile_up_compiled_modules() {
         default_resource_prefix: "intel.com".into(),
     };
     let active = ActivePolicies::new(engine().clone()).unwrap();
+    // A whole module that is refused (its allocator export has the wrong types); a half-written
+    // one would only be ignored.
     install(
         policies.path(),
         "broken.wasm",
-        &defaults::UPSTREAM_SELECTOR[..1000],
+        &component("mistyped_allocator"),
     );
     let versions: [&[u8]; 3] = [
         defaults::UPSTREAM_SELECTOR,
