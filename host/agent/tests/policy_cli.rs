@@ -173,26 +173,41 @@ fn pools_use_the_policy_directory() {
             .unwrap()
             .contains("selector.wasm")
     );
-    // A file that is no policy at all (a core module), or not a whole one (cut off half-way):
-    // ignored with a warning naming it, as the agent ignores it; the embedded defaults make the
-    // pools.
+    // A module cut off half-way: the agent would ignore it (it may be being written), but here,
+    // the check before shipping, it is a broken artifact: exit 2, the file named.
     let bytes = std::fs::read(component("probe")).unwrap();
-    for junk in [&b"\0asm\x01\0\0\0"[..], &bytes[..bytes.len() / 2]] {
-        std::fs::write(node.dir.path().join("policies/selector.wasm"), junk).unwrap();
-        let out = node.pools(&[]);
-        assert!(out.status.success(), "{out:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("warning: ")
-                && stderr.contains("selector.wasm")
-                && stderr.contains("ignored"),
-            "{stderr}"
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("intel.com/mlnx_sriov"),
-            "{out:?}"
-        );
-    }
+    std::fs::write(
+        node.dir.path().join("policies/selector.wasm"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    let out = node.pools(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not whole") && stderr.contains("selector.wasm"),
+        "{stderr}"
+    );
+    // A file that is no policy at all (a core module): ignored with a warning naming it, as the
+    // agent ignores it; the embedded defaults make the pools.
+    std::fs::write(
+        node.dir.path().join("policies/selector.wasm"),
+        b"\0asm\x01\0\0\0",
+    )
+    .unwrap();
+    let out = node.pools(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("selector.wasm")
+            && stderr.contains("ignored"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("intel.com/mlnx_sriov"),
+        "{out:?}"
+    );
 }
 
 #[test]

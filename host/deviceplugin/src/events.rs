@@ -219,18 +219,17 @@ struct Shared {
     notify: Notify,
 }
 
-/// The first pause before a failed source is opened again; it doubles on each failure in a row, up
-/// to [`REOPEN_MAX_PAUSE`], so a source that fails at once after every reopen costs nothing.
+/// The first pause between tries to open a failed source again; it doubles on each failure in a
+/// row, up to [`REOPEN_MAX_PAUSE`], so a source that keeps failing costs next to nothing.
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_secs(1);
 const REOPEN_MAX_PAUSE: Duration = Duration::from_secs(60);
 
-/// Opens `source` again after a pause, until it works, the receiver is gone or the source cannot
-/// be reopened at all; whether it was.
+/// Opens `source` again, at once and then after pauses, until it works, the receiver is gone or
+/// the source cannot be reopened at all; whether it was.
 fn reopen(source: &mut dyn EventSource, shared: &Shared, pause: &mut Duration) -> bool {
     let name = source.name();
+    let mut warned = false;
     loop {
-        std::thread::sleep(*pause);
-        *pause = (*pause * 2).min(REOPEN_MAX_PAUSE);
         if shared.closed.load(Ordering::Acquire) {
             return false;
         }
@@ -240,13 +239,19 @@ fn reopen(source: &mut dyn EventSource, shared: &Shared, pause: &mut Duration) -
                 return true;
             }
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                tracing::warn!(source = %name, "kernel events: source closed");
+                tracing::warn!(source = %name, "kernel events: source closed; the periodic rescan covers what it reported");
                 return false;
+            }
+            Err(e) if *pause >= REOPEN_MAX_PAUSE && !warned => {
+                warned = true;
+                tracing::warn!(source = %name, error = %e, every = ?REOPEN_MAX_PAUSE, "kernel events: the source cannot be opened again; still trying, the periodic rescan covers meanwhile");
             }
             Err(e) => {
                 tracing::debug!(source = %name, error = %e, retry_in = ?*pause, "kernel events: cannot open the source again yet");
             }
         }
+        std::thread::sleep(*pause);
+        *pause = (*pause * 2).min(REOPEN_MAX_PAUSE);
     }
 }
 
@@ -284,11 +289,24 @@ impl KernelEvents {
                 .name(format!("vfpool-{}", name.replace(' ', "-")))
                 .spawn(move || {
                     let mut pause = REOPEN_FIRST_PAUSE;
+                    // Failed since the last event: a source that fails at once after every
+                    // reopen waits between reopens instead of spinning.
+                    let mut failing = false;
                     loop {
                         match source.wait() {
-                            Ok(()) => pause = REOPEN_FIRST_PAUSE,
+                            Ok(()) => {
+                                pause = REOPEN_FIRST_PAUSE;
+                                failing = false;
+                            }
                             Err(e) => {
-                                tracing::warn!(source = %name, error = %e, "kernel events: receive failed; opening the source again");
+                                if failing {
+                                    tracing::debug!(source = %name, error = %e, "kernel events: receive failed again");
+                                    std::thread::sleep(pause);
+                                    pause = (pause * 2).min(REOPEN_MAX_PAUSE);
+                                } else {
+                                    tracing::warn!(source = %name, error = %e, "kernel events: receive failed; opening the source again");
+                                }
+                                failing = true;
                                 if !reopen(source.as_mut(), &reader, &mut pause) {
                                     break;
                                 }

@@ -79,8 +79,8 @@ pub enum ModuleKind {
     NotWasm,
     /// A core WebAssembly module, not a component.
     CoreModule,
-    /// A component whose sections stop short or do not parse: cut off (a copy interrupted, or
-    /// still being written in place) or damaged.
+    /// A component cut off before its end: a section runs past the last byte (a copy
+    /// interrupted, or one still being written in place).
     Incomplete,
     /// A component that parses but that wasmtime refused: invalid contents, or more than the
     /// sandbox allows.
@@ -88,21 +88,15 @@ pub enum ModuleKind {
 }
 
 impl ModuleKind {
-    /// Judges `bytes` by their first eight bytes and, for a component, by whether its sections
-    /// parse (the cheap part of validation: called when compiling failed, to say why).
+    /// Judges `bytes` by their first eight bytes and, for a component, by whether its last
+    /// section runs past the end (called when compiling failed, to say why). Only a file that
+    /// ran out of bytes is `Incomplete`: a whole one that is damaged, or of another component
+    /// encoding, is a `Component` wasmtime refused.
     pub fn of(bytes: &[u8]) -> Self {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => ModuleKind::CoreModule,
-            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {
-                if wasmparser::Parser::new(0)
-                    .parse_all(bytes)
-                    .all(|payload| payload.is_ok())
-                {
-                    ModuleKind::Component
-                } else {
-                    ModuleKind::Incomplete
-                }
-            }
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) if cut_short(bytes) => ModuleKind::Incomplete,
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => ModuleKind::Component,
             _ => ModuleKind::NotWasm,
         }
     }
@@ -116,13 +110,45 @@ impl ModuleKind {
                 "not a valid WebAssembly component: a core module (build policies with a component toolchain, e.g. cargo build --target wasm32-wasip2, or wrap it with wasm-tools component new)"
             }
             ModuleKind::Incomplete => {
-                "not a whole WebAssembly component: its sections stop short or do not parse (cut off by an interrupted copy, still being written in place, or damaged; write modules elsewhere and rename them into place)"
+                "not a whole WebAssembly component: it ends in the middle of a section (cut off by an interrupted copy, or still being written in place; write modules elsewhere and rename them into place)"
             }
             ModuleKind::Component => {
                 "not a valid WebAssembly component, or one beyond the sandbox's limits (damaged, or a memory larger than the per-call memory cap, or too many instances or tables; wasmtime's reason follows)"
             }
         }
     }
+}
+
+/// Whether the top-level sections after the 8-byte preamble run past the end of `bytes`: a
+/// section id with no size after it, a size cut off, or a section longer than what is left.
+fn cut_short(bytes: &[u8]) -> bool {
+    let mut at = 8;
+    while at < bytes.len() {
+        // The section id, then its size as unsigned LEB128 (at most 5 bytes for 32 bits).
+        at += 1;
+        let mut size: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let Some(&byte) = bytes.get(at) else {
+                return true;
+            };
+            at += 1;
+            size |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            if shift >= 35 {
+                // Not a size a whole file can have: damaged, not cut off.
+                return false;
+            }
+        }
+        match usize::try_from(size).ok().and_then(|s| at.checked_add(s)) {
+            Some(end) if end <= bytes.len() => at = end,
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// Why a module was not accepted as a policy.
@@ -153,8 +179,8 @@ pub enum LoadError {
         /// The limit.
         limit: usize,
     },
-    /// wasmtime refused the bytes: not WASM at all, a core module, a damaged (truncated)
-    /// component, or a component beyond the sandbox's limits.
+    /// wasmtime refused the bytes: not WASM at all, a core module, a component cut off before
+    /// its end, a damaged one, or one beyond the sandbox's limits.
     #[error("{id}: {}", .what.explain())]
     Compile {
         /// The module.

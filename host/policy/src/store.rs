@@ -877,13 +877,15 @@ mod refusal_tests {
     use super::*;
     use crate::engine::Limits;
 
-    /// A whole component holding a core module whose memory starts at 4 GiB: it parses, and
-    /// wasmtime refuses it (beyond the per-call memory cap).
-    const HUGE_MEMORY_COMPONENT: &[u8] = &[
+    /// A whole component that no engine takes: its core module's one function returns nothing
+    /// where its type says `i32`.
+    const INVALID_COMPONENT: &[u8] = &[
         0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, // component preamble
-        0x01, 0x0f, // core module section, 15 bytes
+        0x01, 0x19, // core module section, 25 bytes
         0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // core module preamble
-        0x05, 0x05, 0x01, 0x00, 0x80, 0x80, 0x04, // one memory, at least 65,536 pages
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, // types: () -> i32
+        0x03, 0x02, 0x01, 0x00, // one function of type 0
+        0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // its body: `end`
     ];
 
     /// A half-written module (the first kilobyte of one) next to the active set is ignored with
@@ -911,7 +913,7 @@ mod refusal_tests {
         );
         assert!(active.pending_retry().is_none());
 
-        fs::write(dir.path().join("huge.wasm"), HUGE_MEMORY_COMPONENT).unwrap();
+        fs::write(dir.path().join("huge.wasm"), INVALID_COMPONENT).unwrap();
         let refused = active.reload(&sources, &inventory);
         assert!(
             refused.refused.iter().any(|r| r.contains("huge.wasm")),
@@ -1180,9 +1182,9 @@ mod refusal_tests {
         let accepted = active.reload(&sources, &inventory);
         assert!(accepted.changed, "{:?}", accepted.refused);
 
-        // A whole component wasmtime refuses (a 4 GiB memory, beyond the per-call cap): a
-        // refusal that may not recur (the cap is a setting), so it is tried again.
-        fs::write(dir.path().join("mine.wasm"), HUGE_MEMORY_COMPONENT).unwrap();
+        // A whole component wasmtime refuses: a refusal that may not recur (one beyond the
+        // sandbox's limits may load on another try), so it is tried again.
+        fs::write(dir.path().join("mine.wasm"), INVALID_COMPONENT).unwrap();
         let refused = active.reload(&sources, &inventory);
         assert!(!refused.refused.is_empty(), "{refused:?}");
         let retry = active

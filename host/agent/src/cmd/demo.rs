@@ -427,7 +427,7 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     // 5. Hot swap.
     heading(
         5,
-        "Hot swap: a different allocator policy, then a broken one",
+        "Hot swap: a different allocator policy, then a half-copied one",
     );
     let from = agent.log().len();
     install(

@@ -288,6 +288,21 @@ fn bad_module_bytes_are_refused() {
             .to_string()
             .contains("not a whole WebAssembly component")
     );
+    // Whole but of another component encoding: refused as a component wasmtime refused, not
+    // taken for a file cut off (which a running agent only ignores).
+    let mut other_version = defaults::UPSTREAM_SELECTOR.to_vec();
+    other_version[4] = 0x0c;
+    let error = Policy::compile(engine(), "v.wasm", &other_version).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LoadError::Compile {
+                what: ModuleKind::Component,
+                ..
+            }
+        ),
+        "{error}"
+    );
     for (junk, kind) in [
         (&b"#!/bin/sh\necho hi\n"[..], ModuleKind::NotWasm),
         (b"", ModuleKind::NotWasm),
