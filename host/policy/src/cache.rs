@@ -11,8 +11,11 @@
 //!   group or others (`0700` or `0755`; a Kubernetes `hostPath` created `DirectoryOrCreate` is
 //!   `0755`). An entry file must be a regular file owned by us with no group/other write
 //!   permission. Anything else is ignored (and logged), never deserialized. The digests detect
-//!   corruption, not forgery: another process running as our uid could write an entry, but such a
-//!   process could equally replace the agent's binary.
+//!   corruption, not forgery: another process running as our uid with the directory in reach
+//!   could write an entry, and the entry is native code run outside the sandbox. So the directory
+//!   must be the agent's alone: in Kubernetes a `hostPath` no other pod mounts (another container
+//!   running as root could not replace the agent's binary, which is in its image, but could
+//!   plant an entry in a shared directory). The operator docs say so; entries are not signed.
 //! - Each entry carries a header — magic, format version, module digest, engine digest and the
 //!   SHA-256 of the artifact — checked against the in-memory bytes before they are deserialized, so
 //!   a truncated, corrupted or renamed file is recompiled rather than trusted.
