@@ -49,6 +49,20 @@ pub enum Command {
     Version,
 }
 
+impl Command {
+    /// The command as `CNI_COMMAND` names it (`ADD`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+            Command::Version => "VERSION",
+        }
+    }
+}
+
 /// The CNI parameters of one invocation, validated.
 #[derive(Debug, Clone)]
 pub struct CniEnv {

@@ -294,26 +294,27 @@ pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<Str
         .unwrap_or_else(|| version::LATEST.to_owned());
     let fail = |e: PluginError| CniError::from_error(e.code(), &e).with_version(&requested_version);
 
+    // A refused NetConf is said in the log too: the runtime shows the error result, but the
+    // node's CNI log is where one looks (it used to hold nothing for the commonest mistake).
+    let refused = |log: &mut Logger, e: PluginError| {
+        log_refused_netconf(log, env, stdin, &e);
+        fail(e)
+    };
     let conf = if env.command == Command::Del {
         // DEL is best effort: bad CNI_ARGS or a bad VF field must not block the cleanup.
         let args = CniArgs::parse(&env.args).unwrap_or_default();
-        let (conf, warnings) = NetConf::parse_for_del(stdin, &args).map_err(|e| fail(e.into()))?;
+        let (conf, warnings) =
+            NetConf::parse_for_del(stdin, &args).map_err(|e| refused(deps.log, e.into()))?;
         for w in warnings {
             deps.log.warn(&w);
         }
         conf
     } else {
-        let args = CniArgs::parse(&env.args).map_err(|e| fail(e.into()))?;
-        NetConf::parse(stdin, &args).map_err(|e| fail(e.into()))?
+        let args = CniArgs::parse(&env.args).map_err(|e| refused(deps.log, e.into()))?;
+        NetConf::parse(stdin, &args).map_err(|e| refused(deps.log, e.into()))?
     };
-    deps.log.configure(
-        conf.log_level,
-        conf.log_file.as_deref(),
-        format!(
-            "containerID={} netns={} ifname={}",
-            env.container_id, env.netns, env.ifname
-        ),
-    );
+    deps.log
+        .configure(conf.log_level, conf.log_file.as_deref(), log_context(env));
     for w in &conf.log_warnings {
         deps.log.settings_warning(w);
     }
@@ -328,9 +329,38 @@ pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<Str
         Command::Version => Ok(Some(version::version_json())),
     };
     outcome.map_err(|e| {
-        deps.log.error(&format!("{:?} failed: {e}", env.command));
+        deps.log
+            .error(&format!("{} failed: {e}", env.command.as_str()));
         fail(e)
     })
+}
+
+/// What every log line of this invocation starts with.
+fn log_context(env: &CniEnv) -> String {
+    format!(
+        "containerID={} netns={} ifname={}",
+        env.container_id, env.netns, env.ifname
+    )
+}
+
+/// Logs a refused NetConf, at the `logLevel` and into the `logFile` it asks for when those can be
+/// read from it (they never fail an attachment themselves), else at info on stderr.
+fn log_refused_netconf(log: &mut Logger, env: &CniEnv, stdin: &[u8], error: &PluginError) {
+    let raw = serde_json::from_slice::<Value>(stdin).ok();
+    let setting = |key: &str| {
+        raw.as_ref()
+            .and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+    };
+    let level = setting("logLevel")
+        .and_then(crate::netconf::LogLevel::parse)
+        .unwrap_or(crate::netconf::LogLevel::Info);
+    let file = setting("logFile").filter(|path| path.starts_with('/'));
+    log.configure(level, file, log_context(env));
+    log.error(&format!(
+        "{} refused the network configuration: {error}",
+        env.command.as_str()
+    ));
 }
 
 /// What an ADD recorded about a VF, and what DEL needs to undo it. Stored in sriov-cni's cache

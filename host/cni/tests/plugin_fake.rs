@@ -325,6 +325,23 @@ fn a_netdev_name_that_now_belongs_to_another_device_is_not_moved() {
     assert!(w.netlink.find(w.pod(), "net1").is_some());
 }
 
+/// A refused NetConf is said in the plugin's log too, with the invocation's context: the log held
+/// nothing for the commonest mistake (the error went to the runtime only).
+#[test]
+fn a_refused_netconf_is_logged() {
+    let mut w = World::new();
+    let err = w.run("ADD", POD, &conf(json!({"vlan": 5000}))).unwrap_err();
+    assert_eq!(err.code, code::INVALID_CONFIG, "{}", err.msg);
+    let lines = w.log.captured.clone().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("[error]")
+            && l.contains("ADD refused the network configuration")
+            && l.contains("vlan")
+            && l.contains("containerID=ctr1")),
+        "{lines:?}"
+    );
+}
+
 /// The other way round: the VF's netdev renamed away from the name sysfs gave, and nothing has
 /// that name now. A passing race, so "try again later" (it was a hard netlink error).
 #[test]

@@ -420,10 +420,13 @@ impl DevicePlugins {
             .collect();
         // A withdrawn device served again (held where it was: a pod got it after all) is no longer
         // moving; one that has waited `move_settle`, with PodResources answering now, may join
-        // its new pool. The others stay out of every pool this time.
+        // its new pool; one gone from the node has nothing left to wait for (and while
+        // PodResources stays away, sub-functions created and destroyed would pile up here). The
+        // others stay out of every pool this time.
         let settle = self.config.move_settle;
         self.withdrawn.retain(|id, since| {
             previous.values().all(|snapshot| snapshot.get(id).is_none())
+                && inventory.get(id).is_some()
                 && (!current || since.elapsed() < settle)
         });
         let mut in_use = self.in_use.clone();
@@ -565,7 +568,8 @@ impl DevicePlugins {
         let now_served: HashSet<String> = self.served_ids(|_| true).into_iter().collect();
         for snapshot in previous.values() {
             for member in &snapshot.members {
-                if !now_served.contains(member.id()) {
+                // One gone from the node has no pool to join (see the retain above).
+                if !now_served.contains(member.id()) && inventory.get(member.id()).is_some() {
                     self.withdrawn
                         .entry(member.id().to_owned())
                         .or_insert(published);
@@ -1397,6 +1401,34 @@ mod log_tests {
             "{text}"
         );
         assert_plain(&text);
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// A device gone from the node is not kept among the devices waiting to move: it has no pool
+    /// to join, and while PodResources stays away nothing removed such entries (sub-function ids
+    /// only grow, so on a switchdev node they piled up). One still there that left its pool is.
+    #[tokio::test]
+    async fn a_device_gone_from_the_node_is_not_kept_waiting_to_move() {
+        let env = Env::new();
+        let (sim, mut plugins) = env.serving().await;
+        let mut fewer = env.inventory.clone();
+        fewer.devices.retain(|d| d.id != "0000:3b:00.5");
+        plugins.apply(&[env.pool(NAME)], &fewer).await;
+        assert!(
+            !plugins.withdrawn.contains_key("0000:3b:00.5"),
+            "{:?}",
+            plugins.withdrawn
+        );
+        // Still on the node, left out of the pool: it waits before any other pool takes it.
+        let mut without = env.pool(NAME);
+        without.devices.retain(|d| d.id != "0000:3b:00.4");
+        plugins.apply(&[without], &fewer).await;
+        assert!(
+            plugins.withdrawn.contains_key("0000:3b:00.4"),
+            "{:?}",
+            plugins.withdrawn
+        );
         plugins.shutdown().await;
         sim.shutdown();
     }

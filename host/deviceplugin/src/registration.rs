@@ -115,9 +115,18 @@ pub enum RegisterError {
     /// kubelet's socket is not there (kubelet not running or restarting).
     #[error("kubelet's registration socket {0} does not exist")]
     NoSocket(PathBuf),
-    /// kubelet answered with an error (version, resource name, duplicate).
-    #[error("kubelet refused the registration")]
-    Refused(#[source] tonic::Status),
+    /// The socket is there but no kubelet answered on it (restarting, wedged, or a socket left
+    /// behind): not a refusal.
+    #[error("could not reach kubelet at {socket}: {reason}")]
+    Unreachable {
+        /// kubelet's registration socket.
+        socket: PathBuf,
+        /// What the connection said (refused, reset, ...).
+        reason: String,
+    },
+    /// kubelet answered with an error (version, resource name, duplicate): its message.
+    #[error("kubelet refused the registration: {0}")]
+    Refused(String),
     /// kubelet did not answer in time.
     #[error("kubelet did not answer Register within {}", Took(*.0))]
     Timeout(Duration),
@@ -146,8 +155,27 @@ pub async fn register_once(state: &PoolState) -> Result<(), RegisterError> {
     tokio::time::timeout(REGISTER_TIMEOUT, client.register(request))
         .await
         .map_err(|_| RegisterError::Timeout(REGISTER_TIMEOUT))?
-        .map_err(RegisterError::Refused)?;
+        .map_err(|status| failed_call(&kubelet, &status))?;
     Ok(())
+}
+
+/// A failed `Register` call: no kubelet on the other end (the connection failed: tonic reports
+/// it as a status whose source is a transport error), or kubelet's answer.
+fn failed_call(socket: &Path, status: &tonic::Status) -> RegisterError {
+    let transport = std::error::Error::source(status)
+        .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some());
+    if transport || status.code() == tonic::Code::Unavailable {
+        let reason = match std::error::Error::source(status) {
+            Some(source) => error_chain(source),
+            None => status.message().to_string(),
+        };
+        RegisterError::Unreachable {
+            socket: socket.to_path_buf(),
+            reason,
+        }
+    } else {
+        RegisterError::Refused(status.message().to_string())
+    }
 }
 
 /// How long a `Register` call may take. kubelet answers only after it has dialled the plugin's
@@ -258,6 +286,47 @@ fn escalate(state: &PoolState, error: &RegisterError, attempts: u32, failing_for
             failing_for = %Took(failing_for),
             error = %error_chain(error),
             "kubelet keeps failing the registration (still retrying)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket with no kubelet behind it (left behind, or kubelet restarting) is "could not
+    /// reach kubelet at …", not a refusal: it used to read "kubelet refused the registration" with
+    /// tonic's Debug text, which sent people to kubelet's resource-name checks.
+    #[tokio::test]
+    async fn no_kubelet_on_the_socket_is_not_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("kubelet.sock");
+        // Bound, then closed: the file stays, nobody listens.
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let mut client = RegistrationClient::new(uds::channel(&socket));
+        let status = client
+            .register(api::RegisterRequest::default())
+            .await
+            .unwrap_err();
+        let error = failed_call(&socket, &status);
+        assert!(
+            matches!(&error, RegisterError::Unreachable { socket: s, .. } if *s == socket),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with("could not reach kubelet at") && !text.contains("code:"),
+            "{text}"
+        );
+
+        // kubelet's own answer is a refusal, in its words.
+        let refused = failed_call(
+            &socket,
+            &tonic::Status::unknown("the ResourceName \"x\" is invalid"),
+        );
+        assert_eq!(
+            refused.to_string(),
+            "kubelet refused the registration: the ResourceName \"x\" is invalid"
         );
     }
 }

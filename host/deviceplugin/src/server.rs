@@ -27,7 +27,7 @@ use vfpool_sysfs::SysfsRoot;
 
 use crate::allocate;
 use crate::allocator::{self, Allocator, PreferenceRequest};
-use crate::logs::{Ids, Took};
+use crate::logs::Took;
 use crate::model::Snapshot;
 use crate::registration::{self, Mode};
 use crate::uds;
@@ -541,7 +541,10 @@ impl WatcherRegistration for PoolService {
     }
 }
 
-/// The device ids of each container of an Allocate request, containers separated by `; `.
+/// The device ids of each container of an Allocate request, containers separated by `; `. Every
+/// id, not the first few as elsewhere: this line is the record of which device went to which pod
+/// (a 16-VF DPDK pod used to read `… and 8 more`), and a granted request holds only members of
+/// the pool, each once.
 struct PerContainer<'a>(&'a [api::ContainerAllocateRequest]);
 
 impl std::fmt::Display for PerContainer<'_> {
@@ -550,7 +553,12 @@ impl std::fmt::Display for PerContainer<'_> {
             if n > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "{}", Ids(&container.devices_ids))?;
+            for (i, id) in container.devices_ids.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                f.write_str(id)?;
+            }
         }
         Ok(())
     }
@@ -1271,5 +1279,24 @@ mod tests {
                 "{device_type:?}: {err}"
             );
         }
+    }
+
+    /// The Allocate record names every device of every container: it used to stop at eight
+    /// (`… and 2 more`), and it is the only record of which device went to which pod.
+    #[test]
+    fn the_allocate_record_names_every_device() {
+        let ids: Vec<String> = (0..10).map(|i| format!("0000:3b:01.{i}")).collect();
+        let containers = [
+            super::api::ContainerAllocateRequest {
+                devices_ids: ids.clone(),
+            },
+            super::api::ContainerAllocateRequest {
+                devices_ids: vec!["0000:3b:02.0".to_string()],
+            },
+        ];
+        assert_eq!(
+            super::PerContainer(&containers).to_string(),
+            format!("{}; 0000:3b:02.0", ids.join(", "))
+        );
     }
 }

@@ -56,8 +56,11 @@ pub struct ActiveSet {
 
 impl ActiveSet {
     /// Whether the set runs the module with this SHA-256.
-    fn uses(&self, digest: &str) -> bool {
-        self.selector.id().sha256 == digest || self.allocator.id().sha256 == digest
+    /// Whether the module compiled from file `name` with this digest serves a role.
+    fn uses(&self, name: &str, digest: &str) -> bool {
+        [self.selector.id(), self.allocator.id()]
+            .iter()
+            .any(|id| id.name == name && id.sha256 == digest)
     }
 
     /// The roles whose module came from the file at `path`.
@@ -334,9 +337,9 @@ impl ActivePolicies {
         };
         // Compiled modules kept: the active set's and the directory's, whatever this reload
         // decides (refused reloads used to keep every module ever compiled, each a few MB).
-        self.prune_cache(|digest| {
-            scan.present.iter().any(|p| p == digest)
-                || active.as_ref().is_some_and(|a| a.uses(digest))
+        self.prune_cache(|name, digest| {
+            listed(&scan.present, name, digest)
+                || active.as_ref().is_some_and(|a| a.uses(name, digest))
         });
         if !scan.refused.is_empty() {
             // Only a component wasmtime refused may load on another try (see `Rejection`).
@@ -445,7 +448,9 @@ impl ActivePolicies {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&next));
         // The directory's other modules stay compiled too: every reload (a config change, a
         // no-op event) checks them all, and recompiling a Python module takes seconds.
-        self.prune_cache(|digest| next.uses(digest) || scan.present.iter().any(|p| p == digest));
+        self.prune_cache(|name, digest| {
+            next.uses(name, digest) || listed(&scan.present, name, digest)
+        });
         let accepted = ReloadOutcome {
             active: Some(next),
             changed: true,
@@ -555,9 +560,9 @@ impl ActivePolicies {
     }
 
     /// Keeps only the compiled modules `keep` names by digest (bounded memory across many swaps).
-    fn prune_cache(&self, keep: impl Fn(&str) -> bool) {
+    fn prune_cache(&self, keep: impl Fn(&str, &str) -> bool) {
         let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.retain(|(_, digest), _| keep(digest));
+        cache.retain(|(name, digest), _| keep(name, digest));
     }
 
     /// How many compiled modules are kept for reuse.
@@ -659,7 +664,8 @@ impl ActivePolicies {
                     continue;
                 }
             };
-            scan.present.push(policy.id().sha256.clone());
+            scan.present
+                .push((policy.id().name.clone(), policy.id().sha256.clone()));
             let roles = policy.roles();
             let source = PolicySource::File(path.clone());
             if roles.selector {
@@ -704,10 +710,17 @@ struct Scan {
     refused: Vec<String>,
     ignored: Vec<String>,
     not_policies: Vec<String>,
-    /// Digests of the modules in the directory that compiled.
-    present: Vec<String>,
+    /// File name and digest of the modules in the directory that compiled: the compiled-module
+    /// cache keeps exactly these (and the active set's). By digest alone, the same bytes under
+    /// every name they ever had stayed compiled (a deploy that names files after releases).
+    present: Vec<(String, String)>,
     /// When the earliest refused module that may load on another try is due.
     retry_at: Option<Instant>,
+}
+
+/// Whether `present` (a [`Scan`]'s) lists the module compiled from file `name` with `digest`.
+fn listed(present: &[(String, String)], name: &str, digest: &str) -> bool {
+    present.iter().any(|(n, d)| n == name && d == digest)
 }
 
 /// Whether a dry run's failure may go away with the same files: the `select` and `prefer` calls

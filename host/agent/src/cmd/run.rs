@@ -656,7 +656,9 @@ fn settle(
             }
             return None;
         }
-        tracing::info!(
+        // The manager said which devices leave which pool for which, once; this is the timing,
+        // said again on every apply while they move.
+        tracing::debug!(
             count = report.moving.len(),
             devices = %Ids(&report.moving),
             settle = ?placing.settle,

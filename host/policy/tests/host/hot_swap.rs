@@ -376,6 +376,31 @@ fn refused_reloads_do_not_pile_up_compiled_modules() {
     }
 }
 
+/// The same module installed under a new name each time (a deploy naming files after releases)
+/// stays compiled once: the cache was pruned by digest only, so the bytes stayed compiled under
+/// every name they ever had (a few MB and a memory-image descriptor each, measured growing).
+#[test]
+fn a_module_renamed_again_and_again_is_compiled_once() {
+    let policies = tempfile::tempdir().unwrap();
+    let sources = Sources {
+        policy_dir: Some(policies.path().to_path_buf()),
+        config_file: None,
+        default_resource_prefix: "intel.com".into(),
+    };
+    let active = ActivePolicies::new(engine().clone()).unwrap();
+    let mut previous: Option<String> = None;
+    for release in 0..4 {
+        let name = format!("selector-{release}.wasm");
+        install(policies.path(), &name, defaults::UPSTREAM_SELECTOR);
+        if let Some(old) = previous.replace(name) {
+            fs::remove_file(policies.path().join(old)).unwrap();
+        }
+        let outcome = active.reload(&sources, &test_inventory());
+        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        assert_eq!(active.compiled_count(), 1, "release {release}");
+    }
+}
+
 /// A reload that panics (here the callback, standing in for a bug anywhere in a reload) does not
 /// end hot swap: the next change is still picked up. The watcher thread used to die silently.
 #[test]
