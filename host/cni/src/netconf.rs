@@ -257,7 +257,7 @@ pub struct NetConf {
 
 /// Looks a key up as Go's encoding/json does for an untagged or tagged struct field: an exact
 /// match first, then the first case-insensitive one.
-fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).or_else(|| {
         obj.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))

@@ -347,9 +347,11 @@ fn log_context(env: &CniEnv) -> String {
 /// read from it (they never fail an attachment themselves), else at info on stderr.
 fn log_refused_netconf(log: &mut Logger, env: &CniEnv, stdin: &[u8], error: &PluginError) {
     let raw = serde_json::from_slice::<Value>(stdin).ok();
+    // Keys matched as the NetConf matches them (case-insensitively, as Go does).
     let setting = |key: &str| {
         raw.as_ref()
-            .and_then(|v| v.get(key))
+            .and_then(Value::as_object)
+            .and_then(|object| crate::netconf::lookup(object, key))
             .and_then(Value::as_str)
     };
     let level = setting("logLevel")

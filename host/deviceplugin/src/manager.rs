@@ -170,7 +170,8 @@ pub struct DevicePlugins {
     /// [`PluginConfig::kubelet_restart_grace`]).
     holding_through_restart: Option<Instant>,
     /// Devices withdrawn from a pool to move them elsewhere (id → when), kept out of every pool
-    /// for `move_settle` and, while PodResources cannot answer, until it can.
+    /// for `move_settle` and, while PodResources cannot answer, until it can (devices still on
+    /// the node only: [`still_settling`]).
     withdrawn: BTreeMap<String, Instant>,
     /// What the previous apply said (planner notes, pools without devices): said again, it is a
     /// debug line, so a node in steady state is quiet at info level however long a pod holds a
@@ -419,15 +420,17 @@ impl DevicePlugins {
             .map(|(name, handle)| (name.clone(), handle.state.current()))
             .collect();
         // A withdrawn device served again (held where it was: a pod got it after all) is no longer
-        // moving; one that has waited `move_settle`, with PodResources answering now, may join
-        // its new pool; one gone from the node has nothing left to wait for (and while
-        // PodResources stays away, sub-functions created and destroyed would pile up here). The
-        // others stay out of every pool this time.
+        // moving; one that has settled ([`still_settling`]) may join its new pool. The others
+        // stay out of every pool this time.
         let settle = self.config.move_settle;
         self.withdrawn.retain(|id, since| {
             previous.values().all(|snapshot| snapshot.get(id).is_none())
-                && inventory.get(id).is_some()
-                && (!current || since.elapsed() < settle)
+                && still_settling(
+                    inventory.get(id).is_some(),
+                    current,
+                    since.elapsed(),
+                    settle,
+                )
         });
         let mut in_use = self.in_use.clone();
         if !current {
@@ -568,8 +571,7 @@ impl DevicePlugins {
         let now_served: HashSet<String> = self.served_ids(|_| true).into_iter().collect();
         for snapshot in previous.values() {
             for member in &snapshot.members {
-                // One gone from the node has no pool to join (see the retain above).
-                if !now_served.contains(member.id()) && inventory.get(member.id()).is_some() {
+                if !now_served.contains(member.id()) {
                     self.withdrawn
                         .entry(member.id().to_owned())
                         .or_insert(published);
@@ -1115,6 +1117,16 @@ async fn finish_stop(name: String, handle: PoolHandle, ids: Vec<String>, devinfo
     tracing::info!(resource = %name, "pool stopped");
 }
 
+/// Whether a device withdrawn from its pool `waited` ago still stays out of every pool: for
+/// `settle`, and one still on the node (`on_node`) until PodResources answers (`current`) too.
+/// One gone from the node waits out `settle` only: it may come back under the same id (VFs do
+/// when their count is lowered and raised) while an Allocate from its old pool's list is on its
+/// way, but it must not wait for PodResources — while that stays away, ids gone for good
+/// (sub-functions destroyed: their ids only grow) piled up.
+fn still_settling(on_node: bool, current: bool, waited: Duration, settle: Duration) -> bool {
+    waited < settle || (on_node && !current)
+}
+
 fn path_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
@@ -1405,32 +1417,22 @@ mod log_tests {
         sim.shutdown();
     }
 
-    /// A device gone from the node is not kept among the devices waiting to move: it has no pool
-    /// to join, and while PodResources stays away nothing removed such entries (sub-function ids
-    /// only grow, so on a switchdev node they piled up). One still there that left its pool is.
-    #[tokio::test]
-    async fn a_device_gone_from_the_node_is_not_kept_waiting_to_move() {
-        let env = Env::new();
-        let (sim, mut plugins) = env.serving().await;
-        let mut fewer = env.inventory.clone();
-        fewer.devices.retain(|d| d.id != "0000:3b:00.5");
-        plugins.apply(&[env.pool(NAME)], &fewer).await;
-        assert!(
-            !plugins.withdrawn.contains_key("0000:3b:00.5"),
-            "{:?}",
-            plugins.withdrawn
-        );
-        // Still on the node, left out of the pool: it waits before any other pool takes it.
-        let mut without = env.pool(NAME);
-        without.devices.retain(|d| d.id != "0000:3b:00.4");
-        plugins.apply(&[without], &fewer).await;
-        assert!(
-            plugins.withdrawn.contains_key("0000:3b:00.4"),
-            "{:?}",
-            plugins.withdrawn
-        );
-        plugins.shutdown().await;
-        sim.shutdown();
+    /// A device withdrawn from its pool waits out the settle time, and one still on the node
+    /// waits for PodResources too; one gone from the node does not (while PodResources stayed
+    /// away, ids gone for good — destroyed sub-functions — piled up).
+    #[test]
+    fn a_device_gone_from_the_node_does_not_wait_for_pod_resources() {
+        let settle = Duration::from_secs(1);
+        let (early, late) = (Duration::from_millis(10), Duration::from_secs(5));
+        for on_node in [true, false] {
+            for current in [true, false] {
+                assert!(still_settling(on_node, current, early, settle));
+            }
+        }
+        assert!(still_settling(true, false, late, settle));
+        assert!(!still_settling(true, true, late, settle));
+        assert!(!still_settling(false, false, late, settle));
+        assert!(!still_settling(false, true, late, settle));
     }
 
     /// A PodResources socket gone by the time it is looked at (kubelet stopping right after it

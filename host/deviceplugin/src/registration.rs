@@ -115,16 +115,17 @@ pub enum RegisterError {
     /// kubelet's socket is not there (kubelet not running or restarting).
     #[error("kubelet's registration socket {0} does not exist")]
     NoSocket(PathBuf),
-    /// The socket is there but no kubelet answered on it (restarting, wedged, or a socket left
-    /// behind): not a refusal.
-    #[error("could not reach kubelet at {socket}: {reason}")]
+    /// The socket is there but the call got no answer from kubelet (nobody listening: kubelet
+    /// restarting or wedged, a socket left behind; or the connection broke): not a refusal.
+    #[error("no answer from kubelet at {socket}: {reason}")]
     Unreachable {
         /// kubelet's registration socket.
         socket: PathBuf,
         /// What the connection said (refused, reset, ...).
         reason: String,
     },
-    /// kubelet answered with an error (version, resource name, duplicate): its message.
+    /// kubelet answered with an error (version, resource name, duplicate): its message, and the
+    /// gRPC code when it says more than "unknown" (kubelet's own refusals do not).
     #[error("kubelet refused the registration: {0}")]
     Refused(String),
     /// kubelet did not answer in time.
@@ -159,23 +160,26 @@ pub async fn register_once(state: &PoolState) -> Result<(), RegisterError> {
     Ok(())
 }
 
-/// A failed `Register` call: no kubelet on the other end (the connection failed: tonic reports
-/// it as a status whose source is a transport error), or kubelet's answer.
+/// A failed `Register` call: no answer from kubelet (tonic reports a failed connection or a
+/// broken stream as a status with the transport's or HTTP/2's error as its source; a status
+/// decoded from kubelet's answer has none), or kubelet's answer.
 fn failed_call(socket: &Path, status: &tonic::Status) -> RegisterError {
-    let transport = std::error::Error::source(status)
-        .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some());
-    if transport || status.code() == tonic::Code::Unavailable {
-        let reason = match std::error::Error::source(status) {
-            Some(source) => error_chain(source),
-            None => status.message().to_string(),
-        };
-        RegisterError::Unreachable {
+    if let Some(source) = std::error::Error::source(status) {
+        return RegisterError::Unreachable {
             socket: socket.to_path_buf(),
-            reason,
-        }
-    } else {
-        RegisterError::Refused(status.message().to_string())
+            reason: error_chain(source),
+        };
     }
+    if status.code() == tonic::Code::Unavailable {
+        return RegisterError::Unreachable {
+            socket: socket.to_path_buf(),
+            reason: status.message().to_string(),
+        };
+    }
+    RegisterError::Refused(match status.code() {
+        tonic::Code::Unknown => status.message().to_string(),
+        code => format!("{} ({code:?})", status.message()),
+    })
 }
 
 /// How long a `Register` call may take. kubelet answers only after it has dialled the plugin's
@@ -278,6 +282,15 @@ fn escalate(state: &PoolState, error: &RegisterError, attempts: u32, failing_for
             failing_for = %Took(failing_for),
             "kubelet's registration socket has not appeared; is --kubelet-dir right? kubelet's default is /var/lib/kubelet (still retrying)"
         );
+    } else if let RegisterError::Unreachable { .. } = error {
+        tracing::error!(
+            resource = %state.resource_name,
+            socket = %socket.display(),
+            attempts,
+            failing_for = %Took(failing_for),
+            error = %error_chain(error),
+            "no kubelet answers on its registration socket; is kubelet running, and is --kubelet-dir right? kubelet's default is /var/lib/kubelet (still retrying)"
+        );
     } else {
         tracing::error!(
             resource = %state.resource_name,
@@ -285,7 +298,7 @@ fn escalate(state: &PoolState, error: &RegisterError, attempts: u32, failing_for
             attempts,
             failing_for = %Took(failing_for),
             error = %error_chain(error),
-            "kubelet keeps failing the registration (still retrying)"
+            "kubelet keeps refusing the registration (still retrying)"
         );
     }
 }
@@ -294,8 +307,8 @@ fn escalate(state: &PoolState, error: &RegisterError, attempts: u32, failing_for
 mod tests {
     use super::*;
 
-    /// A socket with no kubelet behind it (left behind, or kubelet restarting) is "could not
-    /// reach kubelet at …", not a refusal: it used to read "kubelet refused the registration" with
+    /// A socket with no kubelet behind it (left behind, or kubelet restarting) is "no answer from
+    /// kubelet at …", not a refusal: it used to read "kubelet refused the registration" with
     /// tonic's Debug text, which sent people to kubelet's resource-name checks.
     #[tokio::test]
     async fn no_kubelet_on_the_socket_is_not_a_refusal() {
@@ -315,7 +328,7 @@ mod tests {
         );
         let text = error.to_string();
         assert!(
-            text.starts_with("could not reach kubelet at") && !text.contains("code:"),
+            text.starts_with("no answer from kubelet at") && !text.contains("code:"),
             "{text}"
         );
 

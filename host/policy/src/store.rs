@@ -55,7 +55,6 @@ pub struct ActiveSet {
 }
 
 impl ActiveSet {
-    /// Whether the set runs the module with this SHA-256.
     /// Whether the module compiled from file `name` with this digest serves a role.
     fn uses(&self, name: &str, digest: &str) -> bool {
         [self.selector.id(), self.allocator.id()]
@@ -559,7 +558,8 @@ impl ActivePolicies {
         }
     }
 
-    /// Keeps only the compiled modules `keep` names by digest (bounded memory across many swaps).
+    /// Keeps only the compiled modules `keep` names by file name and digest (bounded memory across
+    /// many swaps and renames).
     fn prune_cache(&self, keep: impl Fn(&str, &str) -> bool) {
         let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
         cache.retain(|(name, digest), _| keep(name, digest));
