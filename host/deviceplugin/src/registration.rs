@@ -274,33 +274,25 @@ fn record(state: &PoolState, result: Result<(), RegisterError>) {
 /// itself.
 fn escalate(state: &PoolState, error: &RegisterError, attempts: u32, failing_for: Duration) {
     let socket = state.mode.kubelet_socket().unwrap_or_default();
-    if let RegisterError::NoSocket(_) = error {
-        tracing::error!(
-            resource = %state.resource_name,
-            socket = %socket.display(),
-            attempts,
-            failing_for = %Took(failing_for),
+    let what = match error {
+        RegisterError::NoSocket(_) => {
             "kubelet's registration socket has not appeared; is --kubelet-dir right? kubelet's default is /var/lib/kubelet (still retrying)"
-        );
-    } else if let RegisterError::Unreachable { .. } = error {
-        tracing::error!(
-            resource = %state.resource_name,
-            socket = %socket.display(),
-            attempts,
-            failing_for = %Took(failing_for),
-            error = %error_chain(error),
+        }
+        RegisterError::Unreachable { .. } => {
             "no kubelet answers on its registration socket; is kubelet running, and is --kubelet-dir right? kubelet's default is /var/lib/kubelet (still retrying)"
-        );
-    } else {
-        tracing::error!(
-            resource = %state.resource_name,
-            socket = %socket.display(),
-            attempts,
-            failing_for = %Took(failing_for),
-            error = %error_chain(error),
-            "kubelet keeps refusing the registration (still retrying)"
-        );
-    }
+        }
+        RegisterError::Refused(_) | RegisterError::Timeout(_) => {
+            "kubelet keeps refusing or not answering the registration (still retrying)"
+        }
+    };
+    tracing::error!(
+        resource = %state.resource_name,
+        socket = %socket.display(),
+        attempts,
+        failing_for = %Took(failing_for),
+        error = %error_chain(error),
+        "{what}"
+    );
 }
 
 #[cfg(test)]
