@@ -86,7 +86,7 @@ impl Logger {
         }
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| format!("{}.{:03}", d.as_secs(), d.subsec_millis()))
+            .map(rfc3339)
             .unwrap_or_default();
         let line = format!("{ts} [{tag}] cniName=vfpool-cni {} {msg}", self.context);
         if let Some(lines) = &mut self.captured {
@@ -197,9 +197,54 @@ fn rotate_if_full(path: &Path, file: File, max_bytes: u64) -> io::Result<File> {
     open_append(path)
 }
 
+/// `since_epoch` as an RFC 3339 UTC time with milliseconds (`2026-12-07T03:52:23.123Z`), as
+/// the agent's log and cni-log (sriov-cni's) write it: epoch seconds could not be lined up with
+/// either by eye.
+fn rfc3339(since_epoch: std::time::Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Log times are RFC 3339 in UTC, as the agent's and cni-log's (they were epoch seconds).
+    #[test]
+    fn log_times_are_rfc3339() {
+        use std::time::Duration;
+        assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+        // 2026-12-07T03:52:23.123Z; a leap day; the last millisecond of a century year.
+        assert_eq!(
+            rfc3339(Duration::from_millis(1_796_615_543_123)),
+            "2026-12-07T03:52:23.123Z"
+        );
+        assert_eq!(
+            rfc3339(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339(Duration::from_millis(4_102_444_799_999)),
+            "2099-12-31T23:59:59.999Z"
+        );
+    }
 
     fn file_logger(path: &Path, max_file_bytes: u64) -> Logger {
         let mut log = Logger {
