@@ -52,6 +52,9 @@ pub struct ActiveSet {
     pub pools: Vec<Pool>,
     /// Increases with every accepted change, starting at 1.
     pub generation: u64,
+    /// What differs from the set before: `config`, `policies`, `policies and config`, or
+    /// `first set` (for the log: a config edit is not a policy swap).
+    pub what_changed: &'static str,
 }
 
 impl ActiveSet {
@@ -435,7 +438,22 @@ impl ActivePolicies {
                 );
             }
         };
+        let what_changed = match &active {
+            None => "first set",
+            Some(before) => {
+                let policies = before.selector.id() != selector.policy.id()
+                    || before.allocator.id() != allocator.policy.id()
+                    || before.selector_source != selector.source
+                    || before.allocator_source != allocator.source;
+                match (policies, before.settings != settings) {
+                    (true, true) => "policies and config",
+                    (true, false) => "policies",
+                    _ => "config",
+                }
+            }
+        };
         let next = Arc::new(ActiveSet {
+            what_changed,
             selector: selector.policy,
             selector_source: selector.source,
             allocator: allocator.policy,
@@ -1097,6 +1115,7 @@ mod refusal_tests {
         // At start: the defaults serve, and both files are named.
         let first = active.reload(&sources, &inventory);
         assert!(first.changed && first.refused.is_empty(), "{first:?}");
+        assert_eq!(active.current().unwrap().what_changed, "first set");
         assert_eq!(first.not_policies.len(), 2, "{:?}", first.not_policies);
         assert!(first.not_policies[0].contains("core.wasm"), "{first:?}");
         assert!(first.not_policies[1].contains("notes.wasm"), "{first:?}");
@@ -1108,6 +1127,8 @@ mod refusal_tests {
         .unwrap();
         let changed = active.reload(&sources, &inventory);
         assert!(changed.changed, "{changed:?}");
+        // Said as a config change in the log, not as a policy swap.
+        assert_eq!(active.current().unwrap().what_changed, "config");
 
         // A selector from a file, then that file overwritten with text: refused, and the selector
         // keeps serving.
@@ -1116,6 +1137,7 @@ mod refusal_tests {
         let accepted = active.reload(&sources, &inventory);
         assert!(accepted.changed, "{accepted:?}");
         let serving = active.current().unwrap();
+        assert_eq!(serving.what_changed, "policies");
         assert_eq!(serving.selector_source, PolicySource::File(mine.clone()));
         fs::write(&mine, "oops").unwrap();
         let refused = active.reload(&sources, &inventory);

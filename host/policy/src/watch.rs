@@ -611,6 +611,7 @@ fn log_outcome_as(outcome: &ReloadOutcome, retried: bool) {
     {
         tracing::info!(
             generation = active.generation,
+            changed = active.what_changed,
             selector = %active.selector.id(),
             allocator = %active.allocator.id(),
             pools = active.pools.len(),
