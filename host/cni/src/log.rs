@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::statfs;
 
 use crate::netconf::LogLevel;
 
@@ -70,7 +71,11 @@ impl Logger {
     /// A warning about the logging settings themselves: always on stderr, whatever the level
     /// and file, so a bad `logLevel`/`logFile` is seen where the logs are looked for by default.
     pub fn settings_warning(&mut self, msg: &str) {
-        let line = format!("vfpool-cni: [warning] {} {msg}", self.context);
+        let line = format!(
+            "vfpool-cni: [warning] {} {}",
+            one_line(&self.context),
+            one_line(msg)
+        );
         match &mut self.captured {
             Some(lines) => lines.push(line),
             // A failing log write must never fail the attachment.
@@ -88,7 +93,13 @@ impl Logger {
             .duration_since(UNIX_EPOCH)
             .map(rfc3339)
             .unwrap_or_default();
-        let line = format!("{ts} [{tag}] cniName=vfpool-cni {} {msg}", self.context);
+        // One line per message whatever it quotes (a NetConf value, a plugin's output): a line
+        // break in it could forge lines of their own.
+        let line = format!(
+            "{ts} [{tag}] cniName=vfpool-cni {} {}",
+            one_line(&self.context),
+            one_line(msg)
+        );
         if let Some(lines) = &mut self.captured {
             lines.push(line);
             return;
@@ -151,8 +162,31 @@ fn open_append(path: &Path) -> io::Result<File> {
             path.display()
         )));
     }
+    // A "file" of the kernel's (/proc/sys/..., /sys/...) is a setting: the plugin runs as root,
+    // and whoever writes a NetworkAttachmentDefinition must not make it append there.
+    let kind = statfs::fstatfs(&file)
+        .map_err(io::Error::from)?
+        .filesystem_type();
+    if KERNEL_FILESYSTEMS.contains(&kind) {
+        return Err(io::Error::other(format!(
+            "{} is a kernel interface (procfs, sysfs, cgroup, debugfs, ...), not a log file",
+            path.display()
+        )));
+    }
     Ok(file)
 }
+
+/// The kernel's own filesystems, where a write sets something.
+const KERNEL_FILESYSTEMS: [statfs::FsType; 8] = [
+    statfs::PROC_SUPER_MAGIC,
+    statfs::SYSFS_MAGIC,
+    statfs::CGROUP_SUPER_MAGIC,
+    statfs::CGROUP2_SUPER_MAGIC,
+    statfs::DEBUGFS_MAGIC,
+    statfs::TRACEFS_MAGIC,
+    statfs::SECURITYFS_MAGIC,
+    statfs::BPF_FS_MAGIC,
+];
 
 /// `<path>.1`, where a full log file goes.
 fn backup_path(path: &Path) -> PathBuf {
@@ -197,6 +231,23 @@ fn rotate_if_full(path: &Path, file: File, max_bytes: u64) -> io::Result<File> {
     open_append(path)
 }
 
+/// `text` with its control characters (line breaks, escapes) written as `\n`, `\u{1b}`, ...;
+/// the rest, quotes included, as it is.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `since_epoch` as an RFC 3339 UTC time with milliseconds (`2026-12-07T03:52:23.123Z`), as
 /// the agent's log and cni-log (sriov-cni's) write it: epoch seconds could not be lined up with
 /// either by eye.
@@ -225,6 +276,32 @@ fn rfc3339(since_epoch: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `logFile` on a kernel filesystem (here /proc/self/comm: harmless to write) is refused:
+    /// the plugin runs as root, and a NetworkAttachmentDefinition could make it append log lines
+    /// to a setting such as /proc/sys/kernel/core_pattern.
+    #[test]
+    fn a_kernel_interface_is_no_log_file() {
+        let error = open_append(Path::new("/proc/self/comm")).unwrap_err();
+        assert!(error.to_string().contains("kernel interface"), "{error}");
+    }
+
+    /// A message is one line whatever it quotes: a line break in a NetConf value or a plugin's
+    /// output used to forge lines of its own.
+    #[test]
+    fn a_message_stays_on_one_line() {
+        let mut log = Logger::capture();
+        log.error("bad value \"x\n2026-01-01T00:00:00.000Z [info] forged\r\"");
+        let lines = log.captured.clone().unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            !lines[0].contains('\n') && !lines[0].contains('\r'),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("\\n2026-01-01"), "{lines:?}");
+        // Quotes are not escaped: messages quote names and values everywhere.
+        assert!(lines[0].contains("bad value \"x"), "{lines:?}");
+    }
 
     /// Log times are RFC 3339 in UTC, as the agent's and cni-log's (they were epoch seconds).
     #[test]
