@@ -335,10 +335,22 @@ pub fn run(env: &CniEnv, stdin: &[u8], deps: &mut Deps<'_>) -> Result<Option<Str
     })
 }
 
-/// What every log line of this invocation starts with.
+/// What every log line of this invocation starts with: the pod too when the runtime names it in
+/// CNI_ARGS (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`, which kubelet's runtimes and Multus send), as
+/// the on-call engineer looks a pod up by its name, not by its sandbox id.
 fn log_context(env: &CniEnv) -> String {
+    let arg = |key: &str| {
+        env.args
+            .split(';')
+            .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+            .filter(|value| !value.is_empty())
+    };
+    let pod = match (arg("K8S_POD_NAMESPACE"), arg("K8S_POD_NAME")) {
+        (Some(namespace), Some(name)) => format!(" pod={namespace}/{name}"),
+        _ => String::new(),
+    };
     format!(
-        "containerID={} netns={} ifname={}",
+        "containerID={} netns={} ifname={}{pod}",
         env.container_id, env.netns, env.ifname
     )
 }

@@ -340,6 +340,25 @@ fn a_refused_netconf_is_logged() {
             && l.contains("containerID=ctr1")),
         "{lines:?}"
     );
+
+    // The pod, when the runtime names it in CNI_ARGS, is in every line's context.
+    let mut env = w.env("ADD", POD);
+    env.args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=dpdk-0".to_owned();
+    let mut deps = Deps {
+        netlink: &mut w.netlink,
+        ipam: &mut w.ipam,
+        log: &mut w.log,
+        lock_timeout: Duration::from_millis(200),
+    };
+    let bad = conf(json!({"vlan": 5000})).to_string();
+    run(&env, bad.as_bytes(), &mut deps).unwrap_err();
+    let lines = w.log.captured.clone().unwrap();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("pod=team-a/dpdk-0")),
+        "{lines:?}"
+    );
 }
 
 /// The other way round: the VF's netdev renamed away from the name sysfs gave, and nothing has
