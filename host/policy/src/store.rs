@@ -110,6 +110,9 @@ pub struct ReloadOutcome {
     /// there to be loaded. One that replaced the file an active role came from is refused instead
     /// (in `refused`), so that the role's module keeps serving rather than the embedded default.
     pub not_policies: Vec<String>,
+    /// The ones of them cut off before their end (a copy interrupted or still being written):
+    /// the agent waits for them to change, an offline check (`vfpool pools`) refuses them.
+    pub cut_off: Vec<PathBuf>,
 }
 
 /// A refused reload that may succeed without any file changing: the watcher tries it again.
@@ -163,8 +166,17 @@ struct Rejection {
     retry_at: Option<Instant>,
     /// Failed compiles in a row, for the backoff.
     tries: u32,
-    /// The bytes are no policy at all ([`LoadRefusal::not_a_policy`]).
-    not_a_policy: bool,
+    /// The bytes are no policy (yet) ([`LoadRefusal::not_a_policy`]).
+    not_a_policy: Option<NotAPolicy>,
+}
+
+/// What a file that could not be loaded is, when it is no attempt at a policy that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotAPolicy {
+    /// Not WebAssembly, a core module, or a component exporting neither role.
+    Stray,
+    /// A component cut off before its end.
+    CutOff,
 }
 
 /// Why a module in the policy directory was not loaded.
@@ -173,9 +185,9 @@ struct LoadRefusal {
     reason: String,
     /// When to compile it again (see [`Rejection::retry_at`]).
     retry_at: Option<Instant>,
-    /// Not WebAssembly, a core module, or a component exporting neither role: not an attempt at
-    /// a policy that failed (a file left in the directory, or one still being written).
-    not_a_policy: bool,
+    /// Not an attempt at a policy that failed: a file left in the directory, or one still being
+    /// written.
+    not_a_policy: Option<NotAPolicy>,
 }
 
 /// The candidate of a refused dry run, with how often in a row it was refused: the same
@@ -318,24 +330,25 @@ impl ActivePolicies {
         inventory: &PolicyInventory,
     ) -> (ReloadOutcome, Option<Pending>) {
         let active = self.current();
-        let refuse = |refused: Vec<String>, ignored: Vec<String>, not_policies| ReloadOutcome {
+        let refuse = |refused: Vec<String>, notes: Notes| ReloadOutcome {
             active: active.clone(),
             changed: false,
             refused,
             recovered: false,
             refused_again: false,
-            ignored,
-            not_policies,
+            ignored: notes.ignored,
+            not_policies: notes.not_policies,
+            cut_off: notes.cut_off,
         };
 
         // Unreadable files: their change (an event, the fingerprint) is what brings a reload.
         let settings = match read_settings(sources) {
             Ok(s) => s,
-            Err(reason) => return (refuse(vec![reason], Vec::new(), Vec::new()), None),
+            Err(reason) => return (refuse(vec![reason], Notes::default()), None),
         };
         let scan = match self.scan(sources.policy_dir.as_deref(), active.as_deref()) {
             Ok(scan) => scan,
-            Err(reason) => return (refuse(vec![reason], Vec::new(), Vec::new()), None),
+            Err(reason) => return (refuse(vec![reason], Notes::default()), None),
         };
         // Compiled modules kept: the active set's and the directory's, whatever this reload
         // decides (refused reloads used to keep every module ever compiled, each a few MB).
@@ -353,10 +366,7 @@ impl ActivePolicies {
                     on_inventory_change: None,
                 },
             });
-            return (
-                refuse(scan.refused, scan.ignored, scan.not_policies),
-                pending,
-            );
+            return (refuse(scan.refused, scan.notes), pending);
         }
         let selector = scan.selector.unwrap_or_else(|| Candidate {
             policy: Arc::clone(&self.default_selector),
@@ -380,8 +390,9 @@ impl ActivePolicies {
                 refused: Vec::new(),
                 recovered: false,
                 refused_again: false,
-                ignored: scan.ignored,
-                not_policies: scan.not_policies,
+                ignored: scan.notes.ignored,
+                not_policies: scan.notes.not_policies,
+                cut_off: scan.notes.cut_off,
             };
             return (unchanged, None);
         }
@@ -432,10 +443,7 @@ impl ActivePolicies {
                         },
                     }
                 });
-                return (
-                    refuse(vec![refusal(&e, sources)], scan.ignored, scan.not_policies),
-                    pending,
-                );
+                return (refuse(vec![refusal(&e, sources)], scan.notes), pending);
             }
         };
         let what_changed = match &active {
@@ -474,8 +482,9 @@ impl ActivePolicies {
             refused: Vec::new(),
             recovered: false,
             refused_again: false,
-            ignored: scan.ignored,
-            not_policies: scan.not_policies,
+            ignored: scan.notes.ignored,
+            not_policies: scan.notes.not_policies,
+            cut_off: scan.notes.cut_off,
         };
         (accepted, None)
     }
@@ -535,15 +544,20 @@ impl ActivePolicies {
                     } => error.to_string(),
                     _ => error_chain(&error),
                 };
-                // A half-written or damaged file is no policy yet: ignored like a stray file
+                // A file cut off before its end is no policy yet: ignored like a stray file
                 // (unless it replaced an active role), and read again when it changes.
-                let not_a_policy = matches!(
-                    error,
+                let not_a_policy = match error {
                     LoadError::Compile {
-                        what: ModuleKind::NotWasm | ModuleKind::CoreModule | ModuleKind::Incomplete,
+                        what: ModuleKind::Incomplete,
                         ..
-                    } | LoadError::NoPolicyExport { .. }
-                );
+                    } => Some(NotAPolicy::CutOff),
+                    LoadError::Compile {
+                        what: ModuleKind::NotWasm | ModuleKind::CoreModule,
+                        ..
+                    }
+                    | LoadError::NoPolicyExport { .. } => Some(NotAPolicy::Stray),
+                    _ => None,
+                };
                 let tries = tries.saturating_add(1);
                 let retry_at = matches!(
                     error,
@@ -618,14 +632,15 @@ impl ActivePolicies {
                 .and_then(|n| n.to_str())
                 .map(str::to_string)
             else {
-                scan.ignored
+                scan.notes
+                    .ignored
                     .push(format!("{}: the file name is not UTF-8", path.display()));
                 continue;
             };
             match skipped_policy_name(&name) {
                 Some(SkippedName::Hidden) => continue,
                 Some(SkippedName::NotWasm) => {
-                    scan.ignored.push(format!(
+                    scan.notes.ignored.push(format!(
                         "{}: not a .wasm file (temporary and editor files are skipped; install modules as NAME.wasm, written elsewhere and renamed into place)",
                         path.display()
                     ));
@@ -643,7 +658,8 @@ impl ActivePolicies {
                     continue;
                 }
                 Err(FileProblem::NotRegular) => {
-                    scan.ignored
+                    scan.notes
+                        .ignored
                         .push(format!("{}: not a regular file", path.display()));
                     continue;
                 }
@@ -659,11 +675,16 @@ impl ActivePolicies {
                 Err(refusal) => {
                     let replaced = active.map(|a| a.roles_from(&path)).unwrap_or_default();
                     let reason = &refusal.reason;
-                    if refusal.not_a_policy && replaced.is_empty() {
-                        scan.not_policies.push(format!(
+                    if let Some(kind) = refusal.not_a_policy
+                        && replaced.is_empty()
+                    {
+                        scan.notes.not_policies.push(format!(
                             "{}: {reason}; ignored (not loaded: it is no policy, or not a whole one yet)",
                             path.display()
                         ));
+                        if kind == NotAPolicy::CutOff {
+                            scan.notes.cut_off.push(path.clone());
+                        }
                         continue;
                     }
                     scan.retry_at = match (scan.retry_at, refusal.retry_at) {
@@ -694,7 +715,7 @@ impl ActivePolicies {
                             source: source.clone(),
                         });
                     }
-                    Some(first) => scan.ignored.push(format!(
+                    Some(first) => scan.notes.ignored.push(format!(
                         "{}: exports a selector, but {} already provides it (the first file by name wins)",
                         path.display(),
                         source_name(&first.source)
@@ -709,7 +730,7 @@ impl ActivePolicies {
                             source,
                         });
                     }
-                    Some(first) => scan.ignored.push(format!(
+                    Some(first) => scan.notes.ignored.push(format!(
                         "{}: exports an allocator, but {} already provides it (the first file by name wins)",
                         path.display(),
                         source_name(&first.source)
@@ -721,13 +742,20 @@ impl ActivePolicies {
     }
 }
 
+/// What a scan skipped, as [`ReloadOutcome`] reports it whatever the reload decides.
+#[derive(Default)]
+struct Notes {
+    ignored: Vec<String>,
+    not_policies: Vec<String>,
+    cut_off: Vec<PathBuf>,
+}
+
 #[derive(Default)]
 struct Scan {
     selector: Option<Candidate>,
     allocator: Option<Candidate>,
     refused: Vec<String>,
-    ignored: Vec<String>,
-    not_policies: Vec<String>,
+    notes: Notes,
     /// File name and digest of the modules in the directory that compiled: the compiled-module
     /// cache keeps exactly these (and the active set's). By digest alone, the same bytes under
     /// every name they ever had stayed compiled (a deploy that names files after releases).
@@ -938,6 +966,7 @@ mod refusal_tests {
                 && n.contains("not a whole WebAssembly component")),
             "{first:?}"
         );
+        assert_eq!(first.cut_off, [dir.path().join("half.wasm")]);
         assert_eq!(
             active.current().unwrap().selector_source,
             PolicySource::Embedded
@@ -1174,7 +1203,7 @@ mod refusal_tests {
                 reason: "simulated: cannot allocate code memory".into(),
                 retry_at: None,
                 tries: 1,
-                not_a_policy: false,
+                not_a_policy: None,
             },
         );
         let refused = active.reload(&sources, &inventory);
@@ -1211,7 +1240,7 @@ mod refusal_tests {
                 reason: "simulated".into(),
                 retry_at: Some(Instant::now()),
                 tries: 1,
-                not_a_policy: false,
+                not_a_policy: None,
             },
         );
         let accepted = active.reload(&sources, &inventory);

@@ -10,41 +10,13 @@ use std::path::Path;
 use serde::Serialize;
 use vfpool_deviceplugin::Health;
 use vfpool_deviceplugin::health::health;
-use vfpool_policy::{
-    ActivePolicies, Limits, ModuleKind, PolicyEngine, PolicyInventory, Sources, read_regular_file,
-    skipped_policy_name,
-};
+use vfpool_policy::{ActivePolicies, Limits, PolicyEngine, PolicyInventory, Sources};
 use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::cli::PoolsArgs;
 use crate::exit::{CmdResult, Code, Failure, WithCode};
 use crate::facts::FactsGatherer;
 use crate::output::{Output, complain};
-
-/// The modules in `dir` the agent would read that end in the middle of a section.
-fn cut_off_modules(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let max = Limits::default().max_module_bytes as u64;
-    let mut cut_off: Vec<String> = entries
-        .flatten()
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|name| skipped_policy_name(name).is_none())
-        })
-        .map(|entry| entry.path())
-        .filter(|path| {
-            read_regular_file(path, max)
-                .is_ok_and(|bytes| ModuleKind::of(&bytes) == ModuleKind::Incomplete)
-        })
-        .map(|path| path.display().to_string())
-        .collect();
-    cut_off.sort();
-    cut_off
-}
 
 /// `{"pools":[{"resourceName":..,"deviceType":..,"devices":[{"id","health","numaNode"}]}]}`.
 #[derive(Serialize)]
@@ -90,13 +62,17 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
     }
     // The agent ignores a module cut off before its end (it may be being written); here nothing
     // is, so it is a broken artifact, and this command is the check before shipping one.
-    let cut_off = cut_off_modules(&args.policy_dir);
-    if !cut_off.is_empty() {
+    if !outcome.cut_off.is_empty() {
+        let files: Vec<String> = outcome
+            .cut_off
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
         return Err(Failure {
             code: Code::BadInput,
             error: anyhow::anyhow!(
                 "not whole WebAssembly components (they end in the middle of a section; a running agent would ignore them): {}",
-                cut_off.join(", ")
+                files.join(", ")
             ),
         });
     }
