@@ -11,8 +11,17 @@ use vfpool_sysfs::sim::{Fixture, write_tree};
 use vfpool_sysfs::{Device, DeviceKind, Inventory, SysfsRoot, discover};
 
 fn node(fixture: &str) -> (TempDir, Inventory) {
+    discovered(&Fixture::load(fixture).unwrap())
+}
+
+/// A node described inline, as TOML.
+fn node_from_toml(text: &str) -> (TempDir, Inventory) {
+    discovered(&Fixture::from_toml(text, "inline").unwrap())
+}
+
+fn discovered(fixture: &Fixture) -> (TempDir, Inventory) {
     let dir = tempfile::tempdir().unwrap();
-    write_tree(&Fixture::load(fixture).unwrap(), dir.path()).unwrap();
+    write_tree(fixture, dir.path()).unwrap();
     let inventory = discover(&SysfsRoot::new(dir.path())).unwrap();
     (dir, inventory)
 }
@@ -131,7 +140,7 @@ fn dell_cx5_has_two_pfs_with_twelve_vfs_each_on_numa_0() {
 /// unbound SF has no netdev and is unusable, and health must be able to tell.
 #[test]
 fn a_sub_functions_own_driver_is_read() {
-    let fixture = Fixture::from_toml(
+    let (_dir, inv) = node_from_toml(
         r#"
 [[function]]
 address = "0000:03:00.0"
@@ -148,12 +157,7 @@ sfnum = 1
 sfnum = 2
 driver = "none"
 "#,
-        "inline",
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_tree(&fixture, dir.path()).unwrap();
-    let inv = discover(&SysfsRoot::new(dir.path())).unwrap();
+    );
     let bound = get(&inv, "mlx5_core.sf.2");
     assert_eq!(bound.aux_driver.as_deref(), Some("mlx5_core.sf"));
     let unbound = get(&inv, "mlx5_core.sf.3");
@@ -163,10 +167,7 @@ driver = "none"
 
 #[test]
 fn node_facts_follow_the_misc_devices() {
-    let fixture = Fixture::from_toml("vhost_net = false\nrdma_cm = false\n", "inline").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_tree(&fixture, dir.path()).unwrap();
-    let inv = discover(&SysfsRoot::new(dir.path())).unwrap();
+    let (_dir, inv) = node_from_toml("vhost_net = false\nrdma_cm = false\n");
     assert!(!inv.node.vhost_net && inv.node.tun && !inv.node.rdma_cm);
 }
 
