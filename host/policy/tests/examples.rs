@@ -270,8 +270,8 @@ fn python_selector_keeps_rdma_for_a_vf_whose_rdma_device_is_in_a_pod() {
 
 #[test]
 fn python_selector_names_pools_by_template_and_keeps_empty_named_pools() {
-    // intel-x710: every PF is on NUMA node 1, so the fixed-name NUMA-0 pool is empty (advertised
-    // with zero capacity) and the template makes one pool per PF on node 1.
+    // intel-x710: every PF is on NUMA node 1, so the fixed-name NUMA-0 pool is empty (returned
+    // with no members) and the template makes one pool per PF on node 1.
     let (devices, inventory) = fixture("intel-x710");
     let pools = python()
         .select(&settings(PY_CONFIG), &inventory)

@@ -222,8 +222,8 @@ class Selector(exports.Selector):
         # Pools in the order their rules come, then by name; a dict keeps insertion order.
         pools: Dict[str, List[types.PoolDevice]] = {}
         for rule in rules:
-            # A rule without placeholders makes its pool even when no device matches (zero capacity
-            # tells the operator the pool exists but is empty, rather than silently missing).
+            # A rule without placeholders makes its pool even when no device matches: `vfpool pools`
+            # then shows the operator the pool exists but is empty, rather than silently missing.
             if not TEMPLATE_RE.search(rule.name):
                 pools.setdefault(rule.name, [])
 

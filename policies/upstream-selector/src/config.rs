@@ -679,7 +679,8 @@ fn decode_selector(
 }
 
 /// Notes every value of `selector` that can never match a device: upstream compares vendor and
-/// device ids, PCI addresses and pkeys exactly with their sysfs text, so `"15B3"` or `"3b:00.2"`
+/// device ids, PCI addresses and pkeys exactly with their sysfs text (and root devices' addresses
+/// without regard to case), so `"15B3"` or `"3b:00.2"`
 /// is accepted there and selects nothing, without a word. Only values no sysfs text can equal are
 /// noted, with the form that would match.
 fn note_unmatchable(selector: &Selector, path: &str, resource_name: &str, notes: &mut Vec<String>) {
@@ -706,6 +707,16 @@ fn note_unmatchable(selector: &Selector, path: &str, resource_name: &str, notes:
                     "{path}: {key} {value:?} of resource {resource_name:?} can never match: {why} (accepted, as upstream accepts it, but it selects nothing)"
                 ));
             }
+        }
+    }
+    // A rootDevices entry names its PF by PCI address, compared without regard to case (Go's
+    // `EqualFold` upstream), so only the short form, stray spaces or no address at all never match.
+    for root in &selector.root_devices {
+        if let Some(why) = unmatchable_pci_address(&root.name.to_ascii_lowercase()) {
+            notes.push(format!(
+                "{path}: rootDevices PF {:?} of resource {resource_name:?} can never match: {why} (accepted, as upstream accepts it, but it selects nothing)",
+                root.name
+            ));
         }
     }
 }

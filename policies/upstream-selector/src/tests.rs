@@ -605,6 +605,40 @@ fn keys_with_lone_surrogates_are_unknown_keys() {
     );
 }
 
+/// A `rootDevices` PF written as `lspci` shows it (`3b:00.0`, no domain) silently gave an empty
+/// pool, with no note as `pciAddresses` gets one; the long form in any case is not noted.
+#[test]
+fn root_devices_that_can_never_match_are_noted() {
+    let text = r##"{"resourceList":[{"resourceName":"a","selectors":{
+        "rootDevices":["3b:00.0#0-3","0000:3B:00.0#4"," 0000:3b:00.1","#2","0000:3b:00.0"]}}]}"##;
+    let config = parse(text, "intel.com").unwrap();
+    let notes = &config.notes;
+    for expected in [
+        r#"resourceList[0].selectors: rootDevices PF "3b:00.0" of resource "intel.com/a" can never match: sysfs PCI addresses are in the long lower-case form; write "0000:3b:00.0""#,
+        r#"rootDevices PF " 0000:3b:00.1" of resource "intel.com/a" can never match: sysfs PCI addresses are in the long lower-case form; write "0000:3b:00.1""#,
+        r#"rootDevices PF "" of resource "intel.com/a" can never match"#,
+    ] {
+        assert!(
+            notes.iter().any(|n| n.contains(expected)),
+            "{expected}\n{notes:#?}"
+        );
+    }
+    assert_eq!(notes.len(), 3, "{notes:#?}");
+    // As upstream, the short form selects nothing; the long form matches whatever its case.
+    let devices = vec![
+        vf("0000:3b:00.2", "0000:3b:00.0", "ens1f0", 0),
+        vf("0000:3b:00.6", "0000:3b:00.0", "ens1f0", 4),
+    ];
+    let pools = select(&config, &devices);
+    assert_eq!(ids(&devices, &pools[0]), ["0000:3b:00.2", "0000:3b:00.6"]);
+    let short_only = parse(
+        r#"{"resourceList":[{"resourceName":"a","selectors":{"rootDevices":["3b:00.0"]}}]}"#,
+        "intel.com",
+    )
+    .unwrap();
+    assert!(select(&short_only, &devices)[0].members.is_empty());
+}
+
 /// Upstream compares `vendors`, `devices`, `pciAddresses` and `pKeys` exactly with what sysfs
 /// holds, so `"15B3"`, `"0x15b3"`, `"3b:00.2"` or `"0x1"` silently gave an empty pool. They are
 /// still accepted (they select nothing, as upstream), but each is noted, with the form that would
