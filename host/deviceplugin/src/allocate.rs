@@ -645,9 +645,12 @@ pub fn device_info_json(device_type: DeviceType, member: &Member) -> Option<Stri
 
 /// Writes `contents` to `dir/name` atomically for readers (a temporary file in the same
 /// directory, mode 0444, renamed over the old file), creating `dir` if needed. A file that already
-/// holds exactly `contents` with mode 0444 is left as it is (a device allocated again, to the next
+/// holds exactly `contents` with mode 0444 keeps its bytes (a device allocated again, to the next
 /// pod, has the same document): replacing it would cost a create, a write, a rename and freeing
-/// the old inode on every Allocate, for readers that would see the same bytes.
+/// the old inode on every Allocate, for readers that would see the same bytes. Its modification
+/// time is still set to now, as a write would: a pool change keeps the files written since it
+/// began ([`remove_device_info`]), and a file left by an earlier pod and allocated again during
+/// the change is the new pod's.
 ///
 /// Writes are serialised within the process: two at once for one file (kubelet never allocates a
 /// device twice at once, but nothing else stops it) shared the temporary, and one removed it as a
@@ -659,7 +662,9 @@ pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathB
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let path = dir.join(name);
-    if holds(&path, contents.as_bytes()) {
+    if let Some(file) = holds(&path, contents.as_bytes())
+        && file.set_modified(std::time::SystemTime::now()).is_ok()
+    {
         return Ok(path);
     }
     let fail = |source| AllocateError::DeviceInfo {
@@ -706,30 +711,29 @@ pub fn write_device_info(dir: &Path, name: &str, contents: &str) -> Result<PathB
     Ok(path)
 }
 
-/// Whether `path` is a regular file with mode 0444 holding exactly `contents`. Opened without
-/// following a symlink or waiting on a FIFO put in its place: Allocate must not block on it.
-fn holds(path: &Path, contents: &[u8]) -> bool {
-    let Ok(file) = fs::OpenOptions::new()
+/// The file at `path`, open, if it is a regular file with mode 0444 holding exactly `contents`.
+/// Opened without following a symlink or waiting on a FIFO put in its place: Allocate must not
+/// block on it.
+fn holds(path: &Path, contents: &[u8]) -> Option<fs::File> {
+    let mut file = fs::OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
-    else {
-        return false;
-    };
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
+        .ok()?;
+    let meta = file.metadata().ok()?;
     if !meta.is_file()
         || meta.permissions().mode() & 0o777 != 0o444
         || meta.len() != contents.len() as u64
     {
-        return false;
+        return None;
     }
     let mut existing = Vec::with_capacity(contents.len() + 1);
     // One byte more than expected: a file that grew since the stat must not compare equal.
-    file.take(contents.len() as u64 + 1)
+    (&mut file)
+        .take(contents.len() as u64 + 1)
         .read_to_end(&mut existing)
-        .is_ok_and(|_| existing == contents)
+        .ok()?;
+    (existing == contents).then_some(file)
 }
 
 /// Removes the device-info file of `id` in pool `resource_name`, if any — unless it was last

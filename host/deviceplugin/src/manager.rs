@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -406,7 +406,7 @@ impl DevicePlugins {
         // Its device-info file, written then, is the pod's; the next apply sees the pod and keeps
         // the device where it is. A second before the read covers an Allocate kubelet had not
         // recorded yet when PodResources answered.
-        let in_use_read_at = std::time::SystemTime::now()
+        let in_use_read_at = SystemTime::now()
             .checked_sub(Duration::from_secs(1))
             .unwrap_or(std::time::UNIX_EPOCH);
         let mut current = self.refresh_in_use().await;
@@ -505,7 +505,7 @@ impl DevicePlugins {
                 self.say_empty(&mut said, name, incoming(name));
             }
         }
-        self.stop_pools(&stopping).await;
+        self.stop_pools(&stopping, Some(in_use_read_at)).await;
         report.stopped.extend(stopping);
 
         // Preparing reads sysfs (three directories per RDMA member, a thousand members on a big
@@ -694,9 +694,12 @@ impl DevicePlugins {
     /// Stops the pools named, all at once: each waits up to a few seconds for its streams and
     /// server to end, and a node with many pools (or kubelet holding every stream) must not wait
     /// that long once per pool — at shutdown, kubelet's grace period is running out.
-    async fn stop_pools(&mut self, names: &[String]) {
+    ///
+    /// `kept_since`: device-info files written at or after it stay (see
+    /// [`allocate::remove_device_info`](crate::allocate::remove_device_info)); `None` at shutdown.
+    async fn stop_pools(&mut self, names: &[String], kept_since: Option<SystemTime>) {
         for name in names {
-            self.begin_stop(name);
+            self.begin_stop(name, kept_since);
         }
         // The stops run in their own tasks, all at once; waiting for one after another takes as
         // long as the slowest.
@@ -709,8 +712,10 @@ impl DevicePlugins {
     }
 
     /// Starts stopping pool `name`: it leaves the maps, kubelet hears it is empty, its server is
-    /// told to stop, and a task waits for the server to end and removes the pool's files.
-    fn begin_stop(&mut self, name: &str) {
+    /// told to stop, and a task waits for the server to end and removes the pool's files (but
+    /// those written at or after `kept_since`: an Allocate from the pool's last list raced the
+    /// change that stops it, and its pod reads the file at its CNI ADD).
+    fn begin_stop(&mut self, name: &str, kept_since: Option<SystemTime>) {
         let Some(handle) = self.pools.remove(name) else {
             return;
         };
@@ -741,18 +746,35 @@ impl DevicePlugins {
             handle,
             ids.clone(),
             self.config.devinfo_dir.clone(),
+            kept_since,
         ));
-        self.stopping
-            .insert(name.to_string(), Stopping { state, ids, finish });
+        self.stopping.insert(
+            name.to_string(),
+            Stopping {
+                state,
+                ids,
+                kept_since,
+                finish,
+            },
+        );
     }
 
     /// Stops every pool: ends the streams, stops the servers, removes sockets and device-info files.
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.pools.keys().cloned().collect();
-        self.stop_pools(&names).await;
-        // Stops an abandoned apply began: their tasks went on; wait for them too.
+        self.stop_pools(&names, None).await;
+        // Stops an abandoned apply began: their tasks went on; wait for them too. They kept the
+        // files written during that apply, for pods; at shutdown every file of the agent's goes.
         for (name, mut stopping) in std::mem::take(&mut self.stopping) {
             wait_for_stop(&self.config.devinfo_dir, &name, &mut stopping).await;
+            if !stopping.state.superseded() {
+                server::remove_device_infos(
+                    &self.config.devinfo_dir,
+                    &name,
+                    stopping.ids.iter().map(String::as_str),
+                    None,
+                );
+            }
         }
         self.watcher.take();
         if let Some(events) = self.events.take() {
@@ -1069,6 +1091,8 @@ struct Stopping {
     state: Arc<PoolState>,
     /// The devices it served, whose device-info files go with it.
     ids: Vec<String>,
+    /// Files written at or after this time stay ([`finish_stop`]).
+    kept_since: Option<SystemTime>,
     /// The task finishing the stop ([`finish_stop`]).
     finish: JoinHandle<()>,
 }
@@ -1094,7 +1118,7 @@ async fn wait_for_stop(devinfo_dir: &Path, name: &str, stopping: &mut Stopping) 
             devinfo_dir,
             name,
             stopping.ids.iter().map(String::as_str),
-            None,
+            stopping.kept_since,
         );
     }
     stopping.state.remove_own_socket();
@@ -1102,8 +1126,15 @@ async fn wait_for_stop(devinfo_dir: &Path, name: &str, stopping: &mut Stopping) 
 }
 
 /// The rest of a stop, in a task of its own: waits for the pool's server to end (aborting it
-/// after [`STOP_WAIT`]), then removes the pool's device-info files.
-async fn finish_stop(name: String, handle: PoolHandle, ids: Vec<String>, devinfo_dir: PathBuf) {
+/// after [`STOP_WAIT`]), then removes the pool's device-info files but those written at or after
+/// `kept_since`.
+async fn finish_stop(
+    name: String,
+    handle: PoolHandle,
+    ids: Vec<String>,
+    devinfo_dir: PathBuf,
+    kept_since: Option<SystemTime>,
+) {
     let abort = handle.task.abort_handle();
     if tokio::time::timeout(STOP_WAIT, handle.task).await.is_err() {
         abort.abort();
@@ -1112,7 +1143,12 @@ async fn finish_stop(name: String, handle: PoolHandle, ids: Vec<String>, devinfo
     // The new instance writes device-info files under the same names (the resource's and the
     // device's): they are its now.
     if !handle.state.superseded() {
-        server::remove_device_infos(&devinfo_dir, &name, ids.iter().map(String::as_str), None);
+        server::remove_device_infos(
+            &devinfo_dir,
+            &name,
+            ids.iter().map(String::as_str),
+            kept_since,
+        );
     }
     tracing::info!(resource = %name, "pool stopped");
 }
@@ -1619,6 +1655,61 @@ mod log_tests {
             granted[0].contains("resource=intel.com/mlnx_sriov"),
             "{text}"
         );
+        plugins.shutdown().await;
+        sim.shutdown();
+    }
+
+    /// In plugin-watcher mode the agent registers nothing itself: with `plugins_registry` where
+    /// no kubelet watches (a wrong --kubelet-dir, a hostPath made by `DirectoryOrCreate`), the
+    /// pool was served forever with nothing but "serving" in the log. Past
+    /// `registration_error_after` that is one error naming the socket and the likely cause.
+    #[tokio::test]
+    async fn a_plugin_watcher_that_never_calls_is_one_error() {
+        let env = Env::new();
+        std::fs::create_dir_all(env.kubelet().join("plugins_registry")).unwrap();
+        let mut config = env.config();
+        config.registration_error_after = Duration::from_millis(300);
+        let (log, _guard) = capture::start();
+        let mut plugins = DevicePlugins::start(config, Arc::new(NoPreference)).unwrap();
+        plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let text = log.text();
+        let errors = lines(&text, "ERROR", "");
+        assert_eq!(errors.len(), 1, "{text}");
+        assert!(errors[0].contains("is --kubelet-dir right?"), "{text}");
+        assert!(
+            errors[0].contains(&format!(
+                "socket={}",
+                env.kubelet()
+                    .join("plugins_registry/intel.com_mlnx_sriov.sock")
+                    .display()
+            )),
+            "{text}"
+        );
+        plugins.shutdown().await;
+
+        // A plugin watcher that registers the pool in time: no error.
+        let env = Env::new();
+        let mut config = env.config();
+        config.registration_error_after = Duration::from_millis(600);
+        let sim = KubeletSim::start(
+            &env.kubelet(),
+            SimOptions {
+                plugin_watcher: true,
+            },
+        )
+        .await
+        .unwrap();
+        let (log, _guard) = capture::start();
+        let mut plugins = DevicePlugins::start(config, Arc::new(NoPreference)).unwrap();
+        plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let text = log.text();
+        assert!(
+            text.contains("registered with kubelet (plugin watcher)"),
+            "{text}"
+        );
+        assert!(lines(&text, "ERROR", "").is_empty(), "{text}");
         plugins.shutdown().await;
         sim.shutdown();
     }

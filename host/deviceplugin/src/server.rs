@@ -666,10 +666,25 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
     let mut refused_pause = Backoff::starting(REFUSED_PAUSE, REFUSED_PAUSE_CAP);
     // The socket file this supervisor made last (see `socket_identity`).
     let mut bound = None;
+    // Plugin-watcher mode registers nothing itself: kubelet finds the socket, or nothing happens
+    // at all. Said once (an error), if kubelet has not registered the pool this long after it
+    // was first served; legacy mode's registration says its own failures.
+    let mut unregistered_alarm = match state.mode {
+        Mode::PluginWatcher { .. } => {
+            Some(Box::pin(tokio::time::sleep(state.registration_error_after)))
+        }
+        Mode::Legacy { .. } => None,
+    };
     'serve: loop {
         state.clear_registered();
         let incoming = match state.listen.bind(&state.socket) {
             Ok(incoming) => incoming,
+            // No retry makes the path shorter: said once, and the pool waits for its stop.
+            Err(e @ uds::BindError::TooLong { .. }) => {
+                tracing::error!(resource = %state.resource_name, error = %e, "cannot serve the pool");
+                while !wait_or_stop(&mut commands, Duration::from_secs(3600)).await {}
+                break 'serve;
+            }
             Err(e) => {
                 tracing::error!(resource = %state.resource_name, error = %vfpool_policy::error_chain(&e), "cannot serve; retrying");
                 if wait_or_stop(&mut commands, backoff.next()).await {
@@ -777,6 +792,22 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     }
                     stop_instance(&state, stop_tx, server, registering, &connections).await;
                     continue 'serve;
+                }
+                () = async {
+                    match unregistered_alarm.as_mut() {
+                        Some(alarm) => alarm.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    unregistered_alarm = None;
+                    if !state.is_registered() {
+                        tracing::error!(
+                            resource = %state.resource_name,
+                            socket = %state.socket.display(),
+                            waited = %Took(state.registration_error_after),
+                            "kubelet has not registered the pool: its plugin watcher never called; is --kubelet-dir right? kubelet watches plugins_registry under its root directory, /var/lib/kubelet by default (still serving)"
+                        );
+                    }
                 }
                 () = kubelet_dropped(&state, &mut streams, grace) => {
                     tracing::warn!(

@@ -62,6 +62,17 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
+    /// The path does not fit in a unix socket address: a socket could be bound under a shorter
+    /// name and renamed there, but no client (kubelet) could connect to it.
+    #[error(
+        "the socket path {path} is {length} bytes long, more than the {MAX_SOCKET_PATH} a unix socket address holds, so kubelet could not connect to it; shorten the resource name or the kubelet directory (--kubelet-dir)"
+    )]
+    TooLong {
+        /// The socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        length: usize,
+    },
     /// `bind` failed.
     #[error("cannot listen on {path}")]
     Bind {
@@ -217,7 +228,12 @@ fn instance_token() -> u32 {
     })
 }
 
-/// Binds a listener at `path`, creating its directory; a stale socket there is replaced.
+/// The longest path a client can connect to: `sun_path` holds 108 bytes on Linux, the last one the
+/// terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Binds a listener at `path`, creating its directory; a stale socket there is replaced. A path
+/// longer than [`MAX_SOCKET_PATH`] is refused ([`BindError::TooLong`]).
 ///
 /// The socket is bound under a hidden temporary name next to `path` and renamed into place, so
 /// the path never goes missing: another process watching it (a second agent instance during a
@@ -225,6 +241,13 @@ fn instance_token() -> u32 {
 /// to react to. kubelet's plugin watcher ignores hidden files and sees the rename as a new socket.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    let length = path.as_os_str().len();
+    if length > MAX_SOCKET_PATH {
+        return Err(BindError::TooLong {
+            path: path.to_path_buf(),
+            length,
+        });
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| BindError::Dir {
         path: dir.to_path_buf(),
@@ -277,7 +300,35 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
 
 #[cfg(test)]
 mod tests {
-    use super::bind;
+    use super::{BindError, MAX_SOCKET_PATH, bind};
+
+    /// A path one byte too long for a socket address was bound under the short temporary name
+    /// and renamed into place, so the pool looked served while kubelet could not connect to it
+    /// (a 59-character resource name under the default kubelet directory does it). The longest
+    /// path that fits is still bound, and a client connects to it.
+    #[tokio::test]
+    async fn a_socket_path_no_client_can_connect_to_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().as_os_str().len() + 1;
+        assert!(base + 20 < MAX_SOCKET_PATH, "temporary directory too deep");
+        let name = |length: usize| format!("intel.com_{}.sock", "x".repeat(length - base - 15));
+        let fits = dir.path().join(name(MAX_SOCKET_PATH));
+        assert_eq!(fits.as_os_str().len(), MAX_SOCKET_PATH);
+        let _listener = bind(&fits).unwrap();
+        std::os::unix::net::UnixStream::connect(&fits).unwrap();
+
+        let too_long = dir.path().join(name(MAX_SOCKET_PATH + 1));
+        let error = bind(&too_long).unwrap_err();
+        assert!(
+            matches!(error, BindError::TooLong { length, .. } if length == MAX_SOCKET_PATH + 1),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("shorten the resource name"),
+            "{error}"
+        );
+        assert!(!too_long.exists());
+    }
 
     /// A socket replaces whatever is at its path, by a rename: no temporary file is left, and a
     /// second bind of the same path (another instance) takes it over.

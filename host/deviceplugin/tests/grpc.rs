@@ -1255,6 +1255,100 @@ async fn a_device_info_file_written_during_a_pool_change_is_kept() {
     sim.shutdown();
 }
 
+/// The same race for a device allocated before, to a pod long gone: its device-info file was
+/// left with the same bytes, so the racing Allocate kept the file as it was — and its old
+/// modification time told the pool change it was a leftover, and deleted it under the new pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_info_file_allocated_again_during_a_pool_change_is_kept() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let a = "intel.com/pool_a";
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let racing = ids[0].clone();
+    let file =
+        env.tmp
+            .path()
+            .join("devinfo")
+            .join(vfpool_deviceplugin::allocate::device_info_file_name(
+                a, &racing,
+            ));
+    // An earlier pod's Allocate, an hour ago; its pod is gone, its file stays.
+    sim.allocate_raw(a, vec![racing.clone()]).await.unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    // The racing Allocate gives the device to the next pod: the same document.
+    sim.allocate_raw(a, vec![racing.clone()]).await.unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let report = plugins
+        .apply(&[named_pool(a, &ids[1..])], &env.inventory)
+        .await;
+    assert!(report.pod_resources_current, "{report:?}");
+    assert!(plugins.snapshots()[a].get(&racing).is_none());
+    assert!(
+        file.exists(),
+        "the racing Allocate's file (same bytes as the last pod's) was deleted"
+    );
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
+/// A pool that a change stops (its devices all go elsewhere) removes its device-info files, but
+/// not one an Allocate from its last list wrote during the change: it used to remove every file,
+/// whenever written, and the pod's network attachment came up without its `device-info`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_info_file_written_while_its_pool_stops_is_kept() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let (racing, earlier) = (ids[0].clone(), ids[1].clone());
+    sim.allocate_raw(a, vec![racing.clone(), earlier.clone()])
+        .await
+        .unwrap();
+    let devinfo = env.tmp.path().join("devinfo");
+    let file = |id: &str| devinfo.join(vfpool_deviceplugin::allocate::device_info_file_name(a, id));
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(file(&earlier))
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    // Every device moves to pool_b: pool_a stops.
+    let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
+    assert!(report.stopped.iter().any(|s| s == a), "{report:?}");
+    assert!(
+        file(&racing).exists(),
+        "the racing Allocate's file was deleted with its pool"
+    );
+    assert!(
+        !file(&earlier).exists(),
+        "a file from before the change was kept"
+    );
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// An agent (re)started while PodResources cannot answer yet (kubelet restarting: its old socket
 /// refuses connections) waits for the answer before serving: with nothing served yet, a device a
 /// pod got before the restart could be kept out of other pools only if its pod is known. It used
