@@ -72,6 +72,11 @@ pub struct CniEnv {
     pub container_id: String,
     /// `CNI_NETNS`; empty when not given (allowed for DEL).
     pub netns: String,
+    /// A DEL's `CNI_NETNS` that is no absolute path, set aside: `netns` is empty then (see
+    /// [`CniEnv::from_lookup`]).
+    pub netns_ignored: Option<String>,
+    /// `CNI_NETNS_OVERRIDE` is `1` or `true`: CNI_NETNS may be the plugin's own namespace.
+    pub netns_override: bool,
     /// `CNI_IFNAME`.
     pub ifname: String,
     /// `CNI_ARGS`.
@@ -124,10 +129,15 @@ impl CniEnv {
             "" => return Err(EnvError::Missing(vec!["CNI_COMMAND"])),
             _ => return Err(EnvError::UnknownCommand(command_text)),
         };
-        let env = CniEnv {
+        let mut env = CniEnv {
             command,
             container_id: var("CNI_CONTAINERID"),
             netns: var("CNI_NETNS"),
+            netns_ignored: None,
+            netns_override: matches!(
+                var("CNI_NETNS_OVERRIDE").to_ascii_lowercase().as_str(),
+                "1" | "true"
+            ),
             ifname: var("CNI_IFNAME"),
             args: var("CNI_ARGS"),
             path: var("CNI_PATH")
@@ -188,6 +198,13 @@ impl CniEnv {
             }
         }
         if !env.netns.is_empty() && !env.netns.starts_with('/') {
+            // A DEL must clean up whatever it is given, or the runtime retries it forever: it
+            // goes on as without a netns (as skel, which does not check the path, would find
+            // none there), from the cache.
+            if command == Command::Del {
+                env.netns_ignored = Some(std::mem::take(&mut env.netns));
+                return Ok(env);
+            }
             return Err(EnvError::Invalid {
                 var: "CNI_NETNS",
                 value: env.netns,
@@ -278,5 +295,31 @@ mod tests {
         assert!(with("CNI_IFNAME", "net%d").is_err());
         assert!(with("CNI_CONTAINERID", "-bad").is_err());
         assert!(with("CNI_NETNS", "relative/ns").is_err());
+    }
+
+    /// A DEL with a relative CNI_NETNS failed with code 4, before any clean-up and every time it
+    /// was retried; skel does not check the path, and the DEL finds no netns there. It goes on
+    /// without one now, the path set aside to be logged.
+    #[test]
+    fn a_del_with_a_relative_netns_goes_on_without_one() {
+        let e = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "proc/1/ns/net"),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ])
+        .unwrap();
+        assert_eq!(e.netns, "");
+        assert_eq!(e.netns_ignored.as_deref(), Some("proc/1/ns/net"));
+        let e = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ])
+        .unwrap();
+        assert_eq!((e.netns.as_str(), e.netns_ignored), ("/run/netns/x", None));
     }
 }

@@ -22,6 +22,8 @@ pub mod code {
     pub const DECODE_FAILURE: u32 = 6;
     /// Invalid network config.
     pub const INVALID_CONFIG: u32 = 7;
+    /// Invalid network namespace: CNI_NETNS is the plugin's own (skel's `ErrInvalidNetNS`).
+    pub const INVALID_NETNS: u32 = 8;
     /// Try again later: the VF is locked by another operation or allocated to a live netns.
     pub const TRY_AGAIN_LATER: u32 = 11;
     /// STATUS: the plugin is not available (its IPAM plugin is missing or not ready).

@@ -359,8 +359,9 @@ const CNI_ARGS_MAC: &str = "CNI_ARGS MAC";
 /// CNI_ARGS as sriov-cni reads them: `IgnoreUnknown` and `MAC`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs {
-    /// `MAC=` (deprecated by Multus, still sent).
-    pub mac: Option<MacAddr>,
+    /// `MAC=` (deprecated by Multus, still sent), as written; an empty one is none. Read only
+    /// when it is used: sriov-cni parses it only where `runtimeConfig.mac` does not override it.
+    pub mac: Option<String>,
 }
 
 impl CniArgs {
@@ -387,9 +388,9 @@ impl CniArgs {
         for (k, v) in pairs {
             match k {
                 "IgnoreUnknown" => {}
-                "MAC" => {
-                    args.mac = Some(v.parse().map_err(|e| err(format!("MAC: {e}")))?);
-                }
+                // sriov-cni: `if MAC != ""`.
+                "MAC" if v.is_empty() => {}
+                "MAC" => args.mac = Some(v.to_owned()),
                 other => unknown.push(other.to_owned()),
             }
         }
@@ -416,8 +417,10 @@ impl NetConf {
             Value::Null => return Err(NetConfError::NotAnObject("null")),
         };
 
-        // Missing cniVersion means 0.1.0, as libcni decodes it.
-        let cni_version = string_field(&raw, "cniVersion")?.unwrap_or_else(|| "0.1.0".to_owned());
+        // A missing or empty cniVersion means 0.1.0, as libcni decodes it.
+        let cni_version = string_field(&raw, "cniVersion")?
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "0.1.0".to_owned());
         let version = Version::parse_supported(&cni_version)?;
 
         let name = string_field(&raw, "name")?.ok_or(NetConfError::Missing {
@@ -454,8 +457,9 @@ impl NetConf {
 
         let device_id = Self::device_id(&raw)?;
 
-        // MAC priority: runtimeConfig.mac > CNI_ARGS MAC= > mac (sriov-cni's order).
-        let mut chosen: Option<(MacAddr, &'static str)> = args.mac.map(|m| (m, CNI_ARGS_MAC));
+        // MAC priority: runtimeConfig.mac > CNI_ARGS MAC= > mac (sriov-cni's order). Each is
+        // read only if nothing before it in that order chose a MAC.
+        let mut chosen: Option<(MacAddr, &'static str)> = None;
         if let Some(rc) = present(&raw, "runtimeConfig") {
             let Value::Object(rc) = rc else {
                 return Err(invalid("runtimeConfig", rc, "must be an object"));
@@ -471,6 +475,14 @@ impl NetConf {
                     chosen = Some((m, "runtimeConfig.mac"));
                 }
             }
+        }
+        if chosen.is_none()
+            && let Some(text) = &args.mac
+        {
+            let m = text
+                .parse()
+                .map_err(|e: String| invalid(CNI_ARGS_MAC, &Value::String(text.clone()), e))?;
+            chosen = Some((m, CNI_ARGS_MAC));
         }
         // An overridden `mac` is never used, so it is not read either (sriov-cni does not parse
         // it then): a bad one must not fail an ADD that would not use it.

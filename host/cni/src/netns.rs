@@ -43,6 +43,22 @@ pub fn open(path: &Path) -> Result<OwnedFd, NetlinkError> {
     Ok(OwnedFd::from(file))
 }
 
+/// Whether two namespace descriptors are the same namespace (the same nsfs inode).
+pub fn same(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, NetlinkError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let identity = |fd: BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(File::from)
+            .and_then(|f| f.metadata())
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|source| NetlinkError::Netns {
+                what: "stat a network namespace".into(),
+                source,
+            })
+    };
+    Ok(identity(a)? == identity(b)?)
+}
+
 /// True when `path` is a live network namespace.
 pub fn exists(path: &Path) -> bool {
     open(path).is_ok()

@@ -86,6 +86,25 @@ pub enum PluginError {
         "invalid network configuration: field \"deviceID\" is required: Multus sets it from the pod's device allocation; check the NetworkAttachmentDefinition's k8s.v1.cni.cncf.io/resourceName annotation and the pod's resource request"
     )]
     NoDeviceId,
+    /// CNI_NETNS is the plugin's own network namespace (the host's): the VF, its addresses and
+    /// routes would go to the host.
+    #[error(
+        "CNI_NETNS {netns} is the plugin's own network namespace, not a pod's; nothing was done (set CNI_NETNS_OVERRIDE=1 if that is meant)"
+    )]
+    OwnNetns {
+        /// The path given.
+        netns: String,
+    },
+    /// The pod's netns is gone but the kernel has not handed the VF's netdev back to the host
+    /// yet (it does so asynchronously, and not while something still holds the netns): its name,
+    /// MAC and MTU can only be given back once it is there.
+    #[error(
+        "VF {pci}'s netdev is not back in the host yet (its pod's network namespace is still being torn down, or something holds it); try again"
+    )]
+    NetdevNotBack {
+        /// The VF.
+        pci: String,
+    },
     /// The pod already has an interface with the requested name.
     #[error(
         "interface {ifname:?} already exists in network namespace {netns}; pick another CNI_IFNAME (the interface name in the pod's network annotation)"
@@ -217,6 +236,8 @@ impl PluginError {
             PluginError::AlreadyAllocated { .. } => code::TRY_AGAIN_LATER,
             PluginError::NoDeviceId => code::INVALID_CONFIG,
             PluginError::IfnameTaken { .. } => code::IFNAME_TAKEN,
+            PluginError::OwnNetns { .. } => code::INVALID_NETNS,
+            PluginError::NetdevNotBack { .. } => code::TRY_AGAIN_LATER,
             PluginError::NetdevRenamed { .. } => code::TRY_AGAIN_LATER,
             PluginError::VfSettingsUnsupported { .. } | PluginError::VfSetting { .. } => {
                 code::VF_SETTING_UNSUPPORTED
@@ -417,6 +438,9 @@ pub struct Attachment {
     /// What it left on the VF was undone when a new pod got the VF ([`VF_UNDONE_KEY`]): its
     /// DEL or GC has only the IP address left to release.
     pub vf_undone: bool,
+    /// The IPAM plugin that made its allocation (the cached NetConf's `ipam.type`): DEL and GC
+    /// release through it, as sriov-cni does, whatever the request's configuration says now.
+    pub ipam_type: Option<String>,
 }
 
 fn mac_text(mac: Option<MacAddr>) -> String {
@@ -639,6 +663,12 @@ impl Attachment {
             container_id: text("vfpoolContainerID"),
             ifname: text("vfpoolIfname"),
             vf_undone: get(VF_UNDONE_KEY).and_then(Value::as_bool).unwrap_or(false),
+            ipam_type: get("ipam")
+                .and_then(Value::as_object)
+                .and_then(|ipam| crate::netconf::lookup(ipam, "type"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -1032,10 +1062,15 @@ fn ipam_result(plugin: &str, out: &str) -> Result<CniResult, PluginError> {
 /// trust and MAC on the VF, and the next pod took them for the VF's original state, ran with them
 /// and "restored" them on its DEL. Their caches stay, so their own DEL still releases their IP
 /// addresses (and, finding the VF taken, leaves it alone). Best effort: a failure is logged.
-fn undo_dead_attachments(env: &CniEnv, state: &StateDir, pci: &str, deps: &mut Deps<'_>) {
+fn undo_dead_attachments(
+    env: &CniEnv,
+    state: &StateDir,
+    pci: &str,
+    deps: &mut Deps<'_>,
+) -> Result<(), PluginError> {
     let own = cache_name(&env.container_id, &env.ifname);
     let Ok(names) = state.cache_names() else {
-        return;
+        return Ok(());
     };
     for name in names.into_iter().filter(|name| *name != own) {
         let Ok(Some(mut value)) = state.read_cache_named(&name) else {
@@ -1073,12 +1108,16 @@ fn undo_dead_attachments(env: &CniEnv, state: &StateDir, pci: &str, deps: &mut D
                     ));
                 }
             }
+            // The netdev comes back later: ADD fails "try again later", with the marker kept so
+            // that the retry undoes it then.
+            Err(e @ PluginError::NetdevNotBack { .. }) => return Err(e),
             Err(e) => deps.log.warn(&format!(
                 "could not undo what {name} left on VF {pci}: {}",
                 error_chain(&e)
             )),
         }
     }
+    Ok(())
 }
 
 fn cmd_add(
@@ -1097,8 +1136,8 @@ fn cmd_add(
         deps.log.info(&format!(
             "clearing the stale allocation of {pci} to {holder:?} (netns gone)"
         ));
+        undo_dead_attachments(env, &state, &pci, deps)?;
         state.remove_marker(&pci)?;
-        undo_dead_attachments(env, &state, &pci, deps);
     }
     let vf = vf::resolve(&env.sysfs_root, &pci)?;
     let dpdk = vf.netdev.is_none() && vf.is_dpdk();
@@ -1122,6 +1161,20 @@ fn cmd_add(
         if dpdk { " (DPDK: no netns work)" } else { "" }
     ));
     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
+    // skel refuses it (ErrInvalidNetNS): the VF, its addresses and a default route would be the
+    // host's.
+    if !env.netns_override
+        && netlink
+            .is_host_netns(Path::new(&env.netns))
+            .map_err(nl(format!(
+                "opening the pod network namespace {}",
+                env.netns
+            )))?
+    {
+        return Err(PluginError::OwnNetns {
+            netns: env.netns.clone(),
+        });
+    }
 
     // Record the original state before touching anything.
     let requested = requested_settings(conf);
@@ -1205,6 +1258,7 @@ fn cmd_add(
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
         vf_undone: false,
+        ipam_type: conf.ipam_type.clone(),
     };
     deps.log.debug(&format!(
         "original state: VF {:?}, netdev MAC {:?} MTU {}; applying {:?}",
@@ -1642,6 +1696,7 @@ fn release(
             env_netns
         };
         let mut done = false;
+        let mut netns_gone = false;
         if !netns.is_empty() {
             match netlink.open_netns(Path::new(netns)) {
                 Ok(pod) => {
@@ -1667,6 +1722,7 @@ fn release(
                     log.info(&format!(
                         "netns {netns} is gone; looking for the VF netdev in the host"
                     ));
+                    netns_gone = true;
                 }
                 Err(e) => errors.push(error_chain(&nl(format!("opening {netns}"))(e))),
             }
@@ -1674,15 +1730,33 @@ fn release(
         if !done && errors.is_empty() {
             // The kernel returns a physical netdev to the host when its netns dies, under the pod
             // name (or dev%d): find it through sysfs and give it its name, MAC and MTU back.
-            if let Ok(v) = vf::resolve(sysfs_root, &att.pci)
-                && let Some(current) = v.netdev.filter(|n| *n != att.host_ifname)
-            {
-                log.info(&format!(
-                    "VF {} is in the host as {current:?}; renaming it to {:?}",
-                    att.pci, att.host_ifname
-                ));
-                if let Err(e) = return_to_host(netlink, NsId::HOST, &current, att) {
-                    errors.push(error_chain(&e));
+            // A VF gone itself (sriov_numvfs lowered) has no netdev to give back.
+            if let Ok(v) = vf::resolve(sysfs_root, &att.pci) {
+                match &v.netdev {
+                    Some(current) if *current != att.host_ifname => {
+                        log.info(&format!(
+                            "VF {} is in the host as {current:?}; renaming it to {:?}",
+                            att.pci, att.host_ifname
+                        ));
+                        if let Err(e) = return_to_host(netlink, NsId::HOST, current, att) {
+                            errors.push(error_chain(&e));
+                        }
+                    }
+                    Some(_) => {}
+                    // Still bound to its network driver, so a netdev is coming: forgetting the
+                    // attachment now would leave it under the pod's name, MAC and MTU, and the
+                    // next pod would take those for the VF's own.
+                    None if netns_gone
+                        && errors.is_empty()
+                        && v.driver.is_some()
+                        && !v.is_dpdk() =>
+                    {
+                        return Err(PluginError::NetdevNotBack {
+                            pci: att.pci.clone(),
+                        });
+                    }
+                    // Unbound, or rebound to a userspace driver since: no netdev to give back.
+                    None => {}
                 }
             }
         }
@@ -1722,6 +1796,11 @@ fn cmd_del(
 ) -> Result<(), PluginError> {
     let state = StateDir::new(&env.state_dir);
     let cache_name = cache_name(&env.container_id, &env.ifname);
+    if let Some(netns) = &env.netns_ignored {
+        deps.log.warn(&format!(
+            "CNI_NETNS {netns:?} is not an absolute path; cleaning up as without a netns"
+        ));
+    }
     // An unreadable cache, or one that names no VF, cannot be replayed; DEL then does what it
     // can without it (IPAM DEL with the NetConf, the no-cache release) and removes it, since
     // failing would leave the IP allocated and the runtime retrying forever.
@@ -1873,7 +1952,13 @@ fn del_steps(
     // allocates runs while the VF is released (the kernel's netns move takes as long as the
     // plugin); any other one (dhcp releases its lease on the interface) runs first, while the
     // interface is still in the pod, as in sriov-cni.
-    let plugin = conf.ipam_type.as_deref();
+    // The cache says which plugin allocated (sriov-cni's DEL reads it there): a configuration
+    // edited since, or re-derived without `ipam`, must not leak the address. Without a cache,
+    // the request's.
+    let plugin = match att {
+        Some(att) => att.ipam_type.as_deref(),
+        None => conf.ipam_type.as_deref(),
+    };
     let ipam_done = |outcome: Result<String, IpamError>, log: &mut Logger| match outcome {
         Ok(_) => Ok(()),
         // A plugin that is not installed cannot hold an allocation; failing here would make the
@@ -1930,15 +2015,25 @@ fn forget_marker_on_give_up(
         return Ok(());
     };
     let own_netns = att.map_or("", |a| a.netns.as_str());
-    match new_owner(Some(&holder), own_netns, &env.netns) {
-        Some(h) => {
-            log.warn(&format!(
-                "VF {pci} is allocated to the live netns {h}, not this attachment's; its allocation marker is kept"
-            ));
-            Ok(())
-        }
-        None => Ok(state.remove_marker(pci)?),
+    if marker_is_ours(&holder, own_netns, &env.netns) {
+        return Ok(state.remove_marker(pci)?);
     }
+    if let Some(h) = new_owner(Some(&holder), own_netns, &env.netns) {
+        log.warn(&format!(
+            "VF {pci} is allocated to the live netns {h}, not this attachment's; its allocation marker is kept"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a DEL may clear the VF's allocation marker `holder`: it names this attachment's netns
+/// (as its cache or CNI_NETNS gives it), or none. A marker naming another pod's netns stays, live
+/// or dead: a dead one tells the next ADD to undo what that pod left on the VF (its VLAN, trust,
+/// MAC), and without it the next pod took those for the VF's own state.
+fn marker_is_ours(holder: &str, own_netns: &str, env_netns: &str) -> bool {
+    holder.is_empty()
+        || (!own_netns.is_empty() && holder == own_netns)
+        || (!env_netns.is_empty() && holder == env_netns)
 }
 
 /// The live netns that holds a VF by its allocation marker when that is not the attachment's own
@@ -1985,7 +2080,7 @@ fn release_for_del(
                 None => {
                     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                     release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
-                    Ok(holder.is_some())
+                    Ok(holder.is_some_and(|h| marker_is_ours(&h, &a.netns, &env.netns)))
                 }
             }
         }
@@ -1997,9 +2092,9 @@ fn release_for_del(
                 let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                 bring_home_without_cache(netlink, &env.netns, &env.ifname, p, deps.log)?;
             }
-            Ok(state.marker(p)?.is_some_and(|holder| {
-                (!env.netns.is_empty() && holder == env.netns) || !netns::exists(Path::new(&holder))
-            }))
+            Ok(state
+                .marker(p)?
+                .is_some_and(|holder| marker_is_ours(&holder, "", &env.netns)))
         }
         (None, None) => {
             deps.log.info(&format!(
@@ -2400,7 +2495,7 @@ fn cmd_gc(
                 .warn(&format!("GC: VF {} is busy; skipping {name}", att.pci));
             continue;
         };
-        if let (Some(plugin), false) = (&conf.ipam_type, att.container_id.is_empty()) {
+        if let (Some(plugin), false) = (&att.ipam_type, att.container_id.is_empty()) {
             let mut owner = env.clone();
             owner.container_id.clone_from(&att.container_id);
             owner.ifname.clone_from(&att.ifname);

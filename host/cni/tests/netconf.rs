@@ -237,8 +237,31 @@ fn decode_version_and_args_errors_have_their_own_codes() {
     assert!(err.to_string().contains("IgnoreUnknown"), "{err}");
     assert!(CniArgs::parse("MAC").is_err());
     assert!(CniArgs::parse("MAC=1=2").is_err());
-    assert!(CniArgs::parse("IgnoreUnknown=1;MAC=zz").is_err());
     assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+}
+
+/// sriov-cni reads CNI_ARGS `MAC=` as text and parses it only where it is used: an empty one is
+/// none, and one that `runtimeConfig.mac` overrides is never read. Both failed the ADD here, the
+/// empty one as a bad environment (code 4). One that is used and malformed still fails, naming it.
+#[test]
+fn cni_args_mac_is_read_only_where_it_is_used() {
+    let empty = CniArgs::parse("IgnoreUnknown=1;MAC=").unwrap();
+    assert_eq!(empty, CniArgs::default());
+    let conf = NetConf::parse(base().to_string().as_bytes(), &empty).unwrap();
+    assert_eq!(conf.mac, None);
+
+    let bad = CniArgs::parse("IgnoreUnknown=1;MAC=zz").unwrap();
+    let overridden = with(json!({"runtimeConfig": {"mac": "02:00:00:00:00:03"}}));
+    let conf = NetConf::parse(overridden.to_string().as_bytes(), &bad).unwrap();
+    assert_eq!(conf.mac.unwrap().to_string(), "02:00:00:00:00:03");
+
+    let err = NetConf::parse(base().to_string().as_bytes(), &bad).unwrap_err();
+    assert_eq!(err.code(), code::INVALID_CONFIG, "{err}");
+    assert!(err.to_string().contains("CNI_ARGS MAC"), "{err}");
+    // DEL drops it with a warning, as any bad value.
+    let (conf, warnings) = NetConf::parse_for_del(base().to_string().as_bytes(), &bad).unwrap();
+    assert_eq!(conf.mac, None);
+    assert!(warnings[0].contains("CNI_ARGS MAC"), "{warnings:?}");
 }
 
 #[test]
@@ -246,6 +269,9 @@ fn missing_cni_version_means_0_1_0() {
     let mut c = base();
     c.as_object_mut().unwrap().remove("cniVersion");
     assert_eq!(parse(&c).unwrap().cni_version, "0.1.0");
+    // libcni's decoder reads an empty one the same way; it was refused with code 1.
+    let empty = parse(&with(json!({"cniVersion": ""}))).unwrap();
+    assert_eq!(empty.cni_version, "0.1.0");
 }
 
 /// sriov-cni falls back to info and stderr, with a warning, for a bad `logLevel` or a relative

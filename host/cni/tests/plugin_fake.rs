@@ -14,7 +14,7 @@ use vfpool_cni::ipam::FakeIpam;
 use vfpool_cni::log::Logger;
 use vfpool_cni::mac::MacAddr;
 use vfpool_cni::netconf::{VfLinkState, VlanProto};
-use vfpool_cni::netlink::fake::FakeNetlink;
+use vfpool_cni::netlink::fake::{FakeLink, FakeNetlink};
 use vfpool_cni::netlink::{Netlink, NsId, VfState};
 use vfpool_cni::plugin::{Deps, run};
 
@@ -160,6 +160,40 @@ impl World {
         self.netlink.destroy_netns(Path::new(POD));
         let net = self.vf_net_dir();
         std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
+    }
+
+    /// The pod's netns dies, but the kernel has not handed the VF's netdev back to the host yet
+    /// (it does so asynchronously, and not while something holds the netns): it is in no
+    /// namespace the plugin sees, and not in sysfs. [`World::netdev_comes_back`] ends that.
+    fn pod_netns_dies_netdev_pending(&mut self) -> FakeLink {
+        self.netlink.destroy_netns(Path::new(POD));
+        let host = self.netlink.namespaces.get_mut(&NsId::HOST.0).unwrap();
+        let at = host.links.iter().position(|l| l.name == "net1").unwrap();
+        let link = host.links.remove(at);
+        std::fs::rename(
+            self.vf_net_dir().join(VF_NETDEV),
+            self.dir.path().join("pending"),
+        )
+        .unwrap();
+        link
+    }
+
+    /// The pending netdev arrives in the host under the pod's interface name, as the kernel
+    /// returns it.
+    fn netdev_comes_back(&mut self, link: FakeLink) {
+        std::fs::rename(
+            self.dir.path().join("pending"),
+            self.vf_net_dir().join("net1"),
+        )
+        .unwrap();
+        let index = link.index;
+        self.netlink
+            .namespaces
+            .get_mut(&NsId::HOST.0)
+            .unwrap()
+            .links
+            .push(link);
+        self.netlink.sysfs_net.insert(index, self.vf_net_dir());
     }
 
     fn assert_pristine(&self, orig_vf: VfState) {
@@ -678,6 +712,93 @@ fn del_is_idempotent_and_works_without_netns_or_cache() {
     );
 }
 
+/// DEL releases the address through the IPAM plugin that allocated it, as the cache records it
+/// (sriov-cni reads `ipam.type` from its cache): a DEL whose configuration lost its `ipam` (a
+/// NetworkAttachmentDefinition edited since the pod started) skipped IPAM DEL and then deleted the
+/// cache, and the address leaked. Without a cache, the request's plugin is used, as before.
+#[test]
+fn del_releases_through_the_cached_ipam_plugin() {
+    let mut w = World::new();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    let mut edited = conf(json!({}));
+    edited.as_object_mut().unwrap().remove("ipam");
+    w.ipam.calls.clear();
+    w.run("DEL", POD, &edited).unwrap();
+    assert_eq!(
+        w.ipam.calls,
+        vec![("DEL".to_owned(), "host-local".to_owned())]
+    );
+    assert!(w.state_files().is_empty());
+
+    // A plugin named differently now: the one that allocated still releases.
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    w.ipam.calls.clear();
+    w.run("DEL", POD, &conf(json!({"ipam": {"type": "whereabouts"}})))
+        .unwrap();
+    assert_eq!(
+        w.ipam.calls,
+        vec![("DEL".to_owned(), "host-local".to_owned())]
+    );
+    // No cache: the request's.
+    w.ipam.calls.clear();
+    w.run("DEL", POD, &conf(json!({"ipam": {"type": "whereabouts"}})))
+        .unwrap();
+    assert_eq!(
+        w.ipam.calls,
+        vec![("DEL".to_owned(), "whereabouts".to_owned())]
+    );
+}
+
+/// CNI_NETNS naming the plugin's own namespace (`/proc/1/ns/net`, a runtime's mistake) was taken
+/// for a pod's: the VF got the pod's settings and name in the host, and the IPAM addresses and
+/// routes, a default route among them, went into the host's tables. skel refuses it with code 8;
+/// so does ADD now, before anything is done, unless CNI_NETNS_OVERRIDE says it is meant.
+#[test]
+fn an_add_into_the_plugins_own_netns_is_refused() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let host = "/proc/1/ns/net";
+    w.netlink.paths.insert(PathBuf::from(host), NsId::HOST.0);
+    let err = w.run("ADD", host, &conf(json!({"vlan": 7}))).unwrap_err();
+    assert_eq!(err.code, code::INVALID_NETNS, "{}", err.msg);
+    assert!(err.msg.contains("own network namespace"), "{}", err.msg);
+    w.assert_pristine(orig);
+    assert!(w.state_files().is_empty());
+    assert!(w.ipam.calls.is_empty(), "{:?}", w.ipam.calls);
+
+    let mut env = w.env("ADD", host);
+    env.netns_override = true;
+    let mut deps = Deps {
+        netlink: &mut w.netlink,
+        ipam: &mut w.ipam,
+        log: &mut w.log,
+        lock_timeout: Duration::from_millis(200),
+    };
+    let meant = run(&env, conf(json!({})).to_string().as_bytes(), &mut deps);
+    assert!(
+        meant.as_ref().is_ok() || meant.as_ref().is_err_and(|e| e.code != code::INVALID_NETNS),
+        "{meant:?}"
+    );
+}
+
+/// A DEL whose CNI_NETNS is no absolute path failed with code 4 before any clean-up, every time
+/// the runtime retried it, and the VF kept the pod's settings. It cleans up from the cache now.
+#[test]
+fn a_del_with_a_relative_netns_cleans_up_from_the_cache() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    w.run("ADD", POD, &conf(json!({"vlan": 7}))).unwrap();
+    w.run("DEL", "run/netns/pod1", &conf(json!({"vlan": 7})))
+        .unwrap();
+    w.assert_pristine(orig);
+    assert!(w.state_files().is_empty());
+    let logged = w.log.captured.as_ref().unwrap().join("\n");
+    assert!(
+        logged.contains(r#"CNI_NETNS "run/netns/pod1" is not an absolute path"#),
+        "{logged}"
+    );
+}
+
 #[test]
 fn del_after_the_pod_netns_died_renames_the_returned_netdev() {
     // The kernel hands a physical netdev back to the host under its pod name when the netns dies
@@ -748,6 +869,102 @@ fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
         w.netlink.calls
     );
     assert!(!w.state_dir().join("ctr1-net1").exists());
+}
+
+/// Pod A died without a DEL; pod B's first sandbox failed before sriov ran, and the runtime's DEL
+/// of it (no cache, the VF's deviceID) cleared the VF's allocation marker — pod A's, naming its
+/// dead netns. B's retried ADD then found no marker, undid nothing, and ran on (and recorded as
+/// the VF's own state) pod A's VLAN, trust and MAC. A DEL clears only its own attachment's marker.
+#[test]
+fn a_del_without_a_cache_leaves_a_dead_pods_marker_for_the_next_add() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    let net = w.vf_net_dir();
+    w.netlink.sysfs_net.insert(index, net);
+    let a = conf(json!({"vlan": 5, "trust": "on", "mac": "02:00:00:00:00:42"}));
+    w.run("ADD", POD, &a).unwrap();
+    w.pod_netns_dies();
+    let pod_b = "/proc/self/ns/net";
+    let b = w.netlink.add_netns(Path::new(pod_b));
+    run_as(&mut w, "DEL", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(POD));
+    run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(
+        w.netlink.vf(PF, 1),
+        Some(orig),
+        "pod B runs on pod A's settings"
+    );
+    assert!(w.netlink.find(b, "net1").is_some());
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(w.state_dir().join("ctr2-net1")).unwrap()).unwrap();
+    assert_eq!(cache["OrigVfState"]["Vlan"], 0, "{cache:#}");
+    assert_eq!(cache["OrigVfState"]["Trust"], false, "{cache:#}");
+}
+
+/// A DEL right after the pod's netns died, before the kernel handed the VF's netdev back: it
+/// found no netdev, reported success and forgot the attachment, and the netdev then came back
+/// under the pod's name, MAC and MTU for good (the next ADD recorded `net1` as the VF's own
+/// name). It is "try again later" now, with the cache kept; the retry gives the netdev back.
+#[test]
+fn del_before_the_netdev_is_back_is_retried() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    w.run(
+        "ADD",
+        POD,
+        &conf(json!({"vlan": 9, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
+    )
+    .unwrap();
+    let pending = w.pod_netns_dies_netdev_pending();
+    let err = w.run("DEL", POD, &conf(json!({"vlan": 9}))).unwrap_err();
+    assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+    assert!(err.msg.contains("not back in the host yet"), "{}", err.msg);
+    assert!(
+        w.state_dir().join("ctr1-net1").exists(),
+        "the cache was forgotten"
+    );
+    w.netdev_comes_back(pending);
+    w.run("DEL", POD, &conf(json!({"vlan": 9}))).unwrap();
+    let home = w.netlink.find(NsId::HOST, VF_NETDEV).expect("renamed back");
+    assert_eq!((home.mac, home.mtu), (VF_MAC, 1500));
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+    assert!(w.state_files().is_empty());
+}
+
+/// The same for the next pod's ADD, which undoes a dead pod's attachment first: the netdev not
+/// back yet failed the ADD "VF has no network interface" (100) with the dead pod's marker already
+/// cleared, so the retry undid nothing and took the pod's name, MAC and MTU for the VF's own. It
+/// is "try again later" now, with the marker kept; the retry undoes the dead pod's attachment.
+#[test]
+fn an_add_reusing_a_vf_whose_netdev_is_not_back_is_retried() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    let net = w.vf_net_dir();
+    w.netlink.sysfs_net.insert(index, net);
+    w.run(
+        "ADD",
+        POD,
+        &conf(json!({"vlan": 5, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
+    )
+    .unwrap();
+    let pending = w.pod_netns_dies_netdev_pending();
+    let pod_b = "/proc/self/ns/net";
+    let b = w.netlink.add_netns(Path::new(pod_b));
+    let err = run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap_err();
+    assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(POD));
+    w.netdev_comes_back(pending);
+    run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+    let in_b = w.netlink.find(b, "net1").expect("the VF in pod B");
+    assert_eq!((in_b.mac, in_b.mtu), (VF_MAC, 1500));
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(w.state_dir().join("ctr2-net1")).unwrap()).unwrap();
+    assert_eq!(cache["OrigVfState"]["HostIFName"], VF_NETDEV, "{cache:#}");
 }
 
 /// A runtime that unmounted the pod's netns but left the file there: DEL took the file for a

@@ -14,6 +14,22 @@ use vfpool_cni::netlink::real::RealNetlink;
 use vfpool_cni::netlink::{LinkRef, Netlink, NetlinkError, NsId};
 use vfpool_cni::result::Route;
 
+/// ADD refuses CNI_NETNS naming the plugin's own namespace (skel's code 8): the real seam tells
+/// it apart from a pod's by the namespace itself, whatever path names it.
+#[test]
+fn the_host_netns_is_told_from_a_pods() -> Result<()> {
+    require_root!();
+    let pod = Netns::new("own")?;
+    let mut nl = RealNetlink::new()?;
+    assert!(nl.is_host_netns(Path::new("/proc/self/ns/net"))?);
+    assert!(nl.is_host_netns(Path::new("/proc/thread-self/ns/net"))?);
+    assert!(!nl.is_host_netns(Path::new(&pod.path()))?);
+    // Nothing there, or no namespace: not the host's (opening it says what is wrong).
+    assert!(!nl.is_host_netns(Path::new("/run/netns/vfpool-no-such-ns"))?);
+    assert!(!nl.is_host_netns(Path::new("/proc/self/status"))?);
+    Ok(())
+}
+
 #[test]
 fn link_operations_across_namespaces() -> Result<()> {
     require_root!();

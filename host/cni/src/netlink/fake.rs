@@ -256,6 +256,11 @@ fn errno(op: String, code: i32) -> NetlinkError {
 }
 
 impl Netlink for FakeNetlink {
+    /// A query, not recorded: the recorded calls are what changes the fake kernel's state.
+    fn is_host_netns(&mut self, path: &Path) -> Result<bool, NetlinkError> {
+        Ok(self.paths.get(path) == Some(&NsId::HOST.0))
+    }
+
     fn open_netns(&mut self, path: &Path) -> Result<NsId, NetlinkError> {
         self.record(format!("open_netns {}", path.display()))?;
         if self.not_netns.iter().any(|p| p == path) {

@@ -262,6 +262,8 @@ impl<'a> LinkRef<'a> {
 pub trait Netlink {
     /// Opens the network namespace at `path` (a pod's).
     fn open_netns(&mut self, path: &Path) -> Result<NsId, NetlinkError>;
+    /// Whether `path` is the namespace [`NsId::HOST`] stands for: the plugin's own.
+    fn is_host_netns(&mut self, path: &Path) -> Result<bool, NetlinkError>;
     /// Creates a fresh, empty, anonymous network namespace (gone when closed).
     fn create_temp_netns(&mut self) -> Result<NsId, NetlinkError>;
     /// Forgets a namespace handle (never [`NsId::HOST`]).

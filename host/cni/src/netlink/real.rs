@@ -335,6 +335,19 @@ fn family(addr: IpAddr) -> AddressFamily {
 }
 
 impl Netlink for RealNetlink {
+    fn is_host_netns(&mut self, path: &Path) -> Result<bool, NetlinkError> {
+        // No namespace there is not the host's: opening it for real says what is wrong.
+        let fd = match netns::open(path) {
+            Ok(fd) => fd,
+            Err(NetlinkError::NetnsNotFound { .. } | NetlinkError::NotANetns { .. }) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let host = self.conn(NsId::HOST)?;
+        netns::same(fd.as_fd(), host.ns_fd.as_fd())
+    }
+
     fn open_netns(&mut self, path: &Path) -> Result<NsId, NetlinkError> {
         let fd = netns::open(path)?;
         // One thread enters the namespace, opens the socket there and stays for later work.
