@@ -131,6 +131,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "VFPOOL_LOG_LEVEL")]
     pub log_level: Option<String>,
 
+    /// How log lines are written to standard error: `text` for people, or `json` (one object per
+    /// line: timestamp, level, target, message and the line's fields) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "VFPOOL_LOG_FORMAT",
+        value_enum,
+        default_value_t = crate::telemetry::LogFormat::Text
+    )]
+    pub log_format: crate::telemetry::LogFormat,
+
     /// Accepted so that the upstream plugin's DaemonSet arguments (`--log-dir=sriovdp`) keep
     /// working, and ignored: vfpool logs to standard error, which the container runtime keeps.
     #[arg(long, global = true, env = "VFPOOL_LOG_DIR", value_name = "DIR")]

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         cli::Command::Run(_) => "info",
         _ => "warn",
     };
-    telemetry::init(cli.log_level.as_deref(), default_level);
+    telemetry::init(cli.log_level.as_deref(), default_level, cli.log_format);
     if let Some(dir) = &cli.log_dir {
         tracing::info!(
             log_dir = %dir.display(),

@@ -1,4 +1,5 @@
-//! Logging setup: `tracing` to stderr, filtered by `--log-level` / `VFPOOL_LOG_LEVEL` / `RUST_LOG`.
+//! Logging setup: `tracing` to stderr, filtered by `--log-level` / `VFPOOL_LOG_LEVEL` / `RUST_LOG`,
+//! as text or JSON lines (`--log-format` / `VFPOOL_LOG_FORMAT`).
 
 use std::ffi::OsStr;
 use std::io::IsTerminal as _;
@@ -48,6 +49,16 @@ pub enum LogLevelError {
     },
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colour on a terminal only).
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's fields
+    /// at the top level), for log collectors that would otherwise parse the text.
+    Json,
+}
+
 /// The targets of wasmtime's compiler, which logs every function it compiles (1,500 lines at
 /// debug for the embedded policies, millions at trace) and is never interesting to an operator.
 /// wasmtime 48 names its Cranelift glue `wasmtime_internal_cranelift`.
@@ -60,8 +71,8 @@ const COMPILER_TARGETS: [&str; 4] = [
 
 /// Installs the global subscriber with `directives` (from [`directives`]), or `RUST_LOG`, or
 /// `default` (the daemon runs at `info`, quiet in steady state; the one-shot commands at `warn`, so
-/// that their stdout stays machine-readable and their stderr readable).
-pub fn init(directives: Option<&str>, default: &str) {
+/// that their stdout stays machine-readable and their stderr readable), writing `format`.
+pub fn init(directives: Option<&str>, default: &str, format: LogFormat) {
     let mut filter = directives
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_env("RUST_LOG").ok())
@@ -71,19 +82,30 @@ pub fn init(directives: Option<&str>, default: &str) {
             filter = filter.add_directive(directive);
         }
     }
-    let _ = tracing_subscriber::fmt()
+    // On a failed write the fmt layer otherwise reports it with `eprintln!`, which panics when
+    // stderr is the thing that failed (a closed log pipe): a log line must never take the agent
+    // down.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(colour(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
-        .with_target(false)
-        // On a failed write the fmt layer otherwise reports it with `eprintln!`, which panics
-        // when stderr is the thing that failed (a closed log pipe): a log line must never take
-        // the agent down.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .with_target(false)
+            .try_init(),
+        // The event's fields beside the message, not under "fields"; no span context (the agent
+        // logs from tasks, not spans).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
     if std::env::var_os("VFPOOL_LOG").is_some() && std::env::var_os("VFPOOL_LOG_LEVEL").is_none() {
         tracing::warn!(
             "VFPOOL_LOG is not read: --log-level's environment twin is VFPOOL_LOG_LEVEL, as every flag's is VFPOOL_<FLAG>"

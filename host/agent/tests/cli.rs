@@ -173,6 +173,69 @@ fn upstream_daemonset_log_arguments_are_accepted() {
     assert!(stderr.contains("--log-dir is ignored"), "{stderr}");
 }
 
+/// Log collectors read `--log-format json` (or `VFPOOL_LOG_FORMAT=json`): every stderr line one
+/// JSON object with the level, the message and the event's fields at the top level; stdout is
+/// unchanged. An unknown format is a usage error.
+#[test]
+fn log_lines_can_be_json() {
+    let dir = simulated("dell-cx5");
+    let node = node_path(&dir);
+    let text = vfpool(&["discover", "--sysfs-root", &node, "--json"]);
+    let check = |out: &Output| {
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, text.stdout);
+        let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        let ignored = lines
+            .iter()
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("--log-dir is ignored"))
+            })
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert_eq!(ignored["level"], "INFO", "{ignored}");
+        assert_eq!(ignored["log_dir"], "sriovdp", "{ignored}");
+        assert!(ignored["timestamp"].is_string(), "{ignored}");
+    };
+    let flag = vfpool(&[
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+        "--log-dir=sriovdp",
+        "discover",
+        "--sysfs-root",
+        &node,
+        "--json",
+    ]);
+    check(&flag);
+    let twin = Command::new(env!("CARGO_BIN_EXE_vfpool"))
+        .args([
+            "--log-level",
+            "info",
+            "--log-dir=sriovdp",
+            "discover",
+            "--sysfs-root",
+            &node,
+            "--json",
+        ])
+        .env("VFPOOL_LOG_FORMAT", "json")
+        .env_remove("VFPOOL_SYSFS_ROOT")
+        .output()
+        .unwrap();
+    check(&twin);
+    let bad = vfpool(&["--log-format", "yaml", "discover", "--sysfs-root", &node]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("text"),
+        "{bad:?}"
+    );
+}
+
 /// A typo in the log level used to become a filter for a target of that name, silencing every log
 /// line, errors included. It is refused as a usage error, naming the flag, its environment twin
 /// and the valid values; level names in any case, glog numbers and `target=level` still work.
