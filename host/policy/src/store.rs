@@ -1054,6 +1054,7 @@ mod refusal_tests {
     fn a_refusal_repeated_by_a_retry_is_said_once() {
         let (dir, sources, active, inventory) = with_probe("probe:trap");
         fs::write(dir.path().join("notes.wasm"), "not a policy").unwrap();
+        fs::write(dir.path().join("README.md"), "how to ship a policy").unwrap();
         let logs = logs_of(|| {
             let outcomes: Vec<_> = (0..3)
                 .map(|_| active.reload(&sources, &inventory))
@@ -1076,6 +1077,9 @@ mod refusal_tests {
         );
         assert_eq!(said(&logs, " WARN ", "notes.wasm"), 3, "{logs}");
         assert_eq!(said(&logs, " DEBUG ", "notes.wasm"), 2, "{logs}");
+        // A stray file: a note at info each time a reload is asked for, not on every retry.
+        assert_eq!(said(&logs, " INFO ", "README.md"), 3, "{logs}");
+        assert_eq!(said(&logs, " DEBUG ", "README.md"), 2, "{logs}");
     }
 
     /// A set refused by its dry run is tried again on a new inventory, but not on every one: a

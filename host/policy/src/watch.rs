@@ -565,8 +565,8 @@ pub fn log_outcome(outcome: &ReloadOutcome) {
 }
 
 /// [`log_outcome`] for a reload that only retried a refused set (no file changed, nobody asked):
-/// a refusal the same as the last one, and the files that are no policy, are said at debug — the
-/// warnings stand from the reload that first said them.
+/// a refusal the same as the last one, the files that are no policy and the files ignored are
+/// said at debug — they stand from the reload that first said them.
 pub fn log_retried_outcome(outcome: &ReloadOutcome) {
     log_outcome_as(outcome, true);
 }
@@ -574,7 +574,11 @@ pub fn log_retried_outcome(outcome: &ReloadOutcome) {
 /// [`log_outcome`]; `retried`: see [`log_retried_outcome`].
 fn log_outcome_as(outcome: &ReloadOutcome, retried: bool) {
     for note in &outcome.ignored {
-        tracing::info!("policy directory: ignored {note}");
+        if retried {
+            tracing::debug!("policy directory: ignored {note}");
+        } else {
+            tracing::info!("policy directory: ignored {note}");
+        }
     }
     for note in &outcome.not_policies {
         if retried {
