@@ -664,6 +664,17 @@ impl DevicePlugins {
             "starting pool"
         );
         let socket = self.mode.socket(name);
+        if !crate::uds::fits_socket_address(&socket) {
+            // Bound all the same (renamed into place): a kubelet that sees the directory under a
+            // shorter path (the agent's a host mount) can still connect.
+            tracing::error!(
+                resource = %name,
+                socket = %socket.display(),
+                bytes = socket.as_os_str().len(),
+                "the pool's socket path is longer than the {} bytes a unix socket address holds: a kubelet that sees it at this path cannot connect, and the resource never appears; shorten the resource name",
+                crate::uds::MAX_SOCKET_PATH
+            );
+        }
         let (tx, _) = watch::channel(snapshot);
         let state = Arc::new(PoolState {
             resource_name: name.to_string(),
@@ -677,6 +688,7 @@ impl DevicePlugins {
             devinfo_dir: self.config.devinfo_dir.clone(),
             sysfs: self.config.sysfs.clone(),
             registered: Mutex::new(None),
+            watcher_called: std::sync::atomic::AtomicBool::new(false),
             open_streams: watch::channel(0).0,
             stream_grace: self.config.stream_grace,
             registration_error_after: self.config.registration_error_after,
@@ -759,7 +771,11 @@ impl DevicePlugins {
         );
     }
 
-    /// Stops every pool: ends the streams, stops the servers, removes sockets and device-info files.
+    /// Stops every pool: ends the streams, stops the servers, removes sockets and the device-info
+    /// files of the devices the pools serve. (A file an earlier pool change kept for a racing
+    /// Allocate's pod, of a device that then left the pool, is not swept: nothing reads it, and
+    /// telling it from another instance's during a rolling update would need a listing of the
+    /// directory.)
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.pools.keys().cloned().collect();
         self.stop_pools(&names, None).await;
@@ -1691,7 +1707,8 @@ mod log_tests {
         // A plugin watcher that registers the pool in time: no error.
         let env = Env::new();
         let mut config = env.config();
-        config.registration_error_after = Duration::from_millis(600);
+        config.registration_error_after = Duration::from_secs(2);
+        let started = tokio::time::Instant::now();
         let sim = KubeletSim::start(
             &env.kubelet(),
             SimOptions {
@@ -1703,15 +1720,61 @@ mod log_tests {
         let (log, _guard) = capture::start();
         let mut plugins = DevicePlugins::start(config, Arc::new(NoPreference)).unwrap();
         plugins.apply(&[env.pool(NAME)], &env.inventory).await;
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::timeout(GUARD, async {
+            while !log
+                .text()
+                .contains("registered with kubelet (plugin watcher)")
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep_until(started + Duration::from_millis(2300)).await;
         let text = log.text();
-        assert!(
-            text.contains("registered with kubelet (plugin watcher)"),
-            "{text}"
-        );
         assert!(lines(&text, "ERROR", "").is_empty(), "{text}");
         plugins.shutdown().await;
         sim.shutdown();
+    }
+
+    /// A socket path longer than a unix socket address holds (a 63-character resource name under
+    /// a deep kubelet directory) was served with nothing but "serving" in the log, and kubelet
+    /// could not connect to it. It is still bound (a kubelet that sees the directory under a
+    /// shorter path can connect), with one error naming the socket and the fix.
+    #[tokio::test]
+    async fn a_socket_path_too_long_to_connect_to_is_an_error() {
+        let env = Env::new();
+        let (log, _guard) = capture::start();
+        let mut plugins = DevicePlugins::start(env.config(), Arc::new(NoPreference)).unwrap();
+        let long = format!("intel.com/{}", "x".repeat(63));
+        plugins.apply(&[env.pool(&long)], &env.inventory).await;
+        let socket = env
+            .kubelet()
+            .join(format!("device-plugins/intel.com_{}.sock", "x".repeat(63)));
+        assert!(socket.as_os_str().len() > crate::uds::MAX_SOCKET_PATH);
+        tokio::time::timeout(GUARD, async {
+            while !socket.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let text = log.text();
+        let errors = lines(&text, "ERROR", "");
+        assert_eq!(errors.len(), 1, "{text}");
+        assert!(
+            errors[0].contains("longer than the 107 bytes")
+                && errors[0].contains("shorten the resource name"),
+            "{text}"
+        );
+        assert!(
+            errors[0].contains(&format!("socket={}", socket.display())),
+            "{text}"
+        );
+        // A pool whose socket fits: no such error.
+        plugins.apply(&[env.pool(NAME)], &env.inventory).await;
+        assert_eq!(lines(&log.text(), "ERROR", "").len(), 1);
+        plugins.shutdown().await;
     }
 
     /// Registration failing past `registration_error_after` (no kubelet.sock: a wrong

@@ -53,6 +53,9 @@ pub struct PoolState {
     /// Set by NotifyRegistrationStatus (plugin-watcher mode) or a successful Register; cleared
     /// when the server starts again (a new socket needs a new registration).
     pub(crate) registered: Mutex<Option<Result<(), String>>>,
+    /// Whether kubelet's plugin watcher has called (GetInfo or NotifyRegistrationStatus) on any
+    /// of the pool's sockets: never cleared.
+    pub(crate) watcher_called: std::sync::atomic::AtomicBool,
     /// How many ListAndWatch streams are open (kubelet keeps one per registered plugin).
     pub(crate) open_streams: watch::Sender<usize>,
     /// See [`crate::PluginConfig::stream_grace`].
@@ -518,6 +521,9 @@ impl WatcherRegistration for PoolService {
         &self,
         _request: Request<reg::InfoRequest>,
     ) -> Result<Response<reg::PluginInfo>, Status> {
+        self.state
+            .watcher_called
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(registration::plugin_info(&self.state)))
     }
 
@@ -526,6 +532,9 @@ impl WatcherRegistration for PoolService {
         request: Request<reg::RegistrationStatus>,
     ) -> Result<Response<reg::RegistrationStatusResponse>, Status> {
         let status = request.into_inner();
+        self.state
+            .watcher_called
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if status.plugin_registered {
             tracing::info!(resource = %self.state.resource_name, "registered with kubelet (plugin watcher)");
             self.state.set_registered(Ok(()));
@@ -667,7 +676,7 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
     // The socket file this supervisor made last (see `socket_identity`).
     let mut bound = None;
     // Plugin-watcher mode registers nothing itself: kubelet finds the socket, or nothing happens
-    // at all. Said once (an error), if kubelet has not registered the pool this long after it
+    // at all. Said once (an error), if kubelet's watcher has not called this long after the pool
     // was first served; legacy mode's registration says its own failures.
     let mut unregistered_alarm = match state.mode {
         Mode::PluginWatcher { .. } => {
@@ -679,12 +688,6 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
         state.clear_registered();
         let incoming = match state.listen.bind(&state.socket) {
             Ok(incoming) => incoming,
-            // No retry makes the path shorter: said once, and the pool waits for its stop.
-            Err(e @ uds::BindError::TooLong { .. }) => {
-                tracing::error!(resource = %state.resource_name, error = %e, "cannot serve the pool");
-                while !wait_or_stop(&mut commands, Duration::from_secs(3600)).await {}
-                break 'serve;
-            }
             Err(e) => {
                 tracing::error!(resource = %state.resource_name, error = %vfpool_policy::error_chain(&e), "cannot serve; retrying");
                 if wait_or_stop(&mut commands, backoff.next()).await {
@@ -800,7 +803,8 @@ async fn supervise(state: Arc<PoolState>, mut commands: mpsc::UnboundedReceiver<
                     }
                 } => {
                     unregistered_alarm = None;
-                    if !state.is_registered() {
+                    // A watcher that called and refused, or a re-served socket, says its own.
+                    if !state.watcher_called.load(std::sync::atomic::Ordering::Relaxed) {
                         tracing::error!(
                             resource = %state.resource_name,
                             socket = %state.socket.display(),

@@ -62,17 +62,6 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
-    /// The path does not fit in a unix socket address: a socket could be bound under a shorter
-    /// name and renamed there, but no client (kubelet) could connect to it.
-    #[error(
-        "the socket path {path} is {length} bytes long, more than the {MAX_SOCKET_PATH} a unix socket address holds, so kubelet could not connect to it; shorten the resource name or the kubelet directory (--kubelet-dir)"
-    )]
-    TooLong {
-        /// The socket path.
-        path: PathBuf,
-        /// Its length in bytes.
-        length: usize,
-    },
     /// `bind` failed.
     #[error("cannot listen on {path}")]
     Bind {
@@ -232,8 +221,15 @@ fn instance_token() -> u32 {
 /// terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
-/// Binds a listener at `path`, creating its directory; a stale socket there is replaced. A path
-/// longer than [`MAX_SOCKET_PATH`] is refused ([`BindError::TooLong`]).
+/// Whether a client can connect to a socket at `path` by that path. A longer one can still be
+/// bound (under a short name, renamed into place), and a kubelet that sees the directory under a
+/// shorter path (the agent's `--kubelet-dir` a host mount such as `/host/var/lib/kubelet`) can
+/// still connect to it.
+pub fn fits_socket_address(path: &Path) -> bool {
+    path.as_os_str().len() <= MAX_SOCKET_PATH
+}
+
+/// Binds a listener at `path`, creating its directory; a stale socket there is replaced.
 ///
 /// The socket is bound under a hidden temporary name next to `path` and renamed into place, so
 /// the path never goes missing: another process watching it (a second agent instance during a
@@ -241,13 +237,6 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// to react to. kubelet's plugin watcher ignores hidden files and sees the rename as a new socket.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let length = path.as_os_str().len();
-    if length > MAX_SOCKET_PATH {
-        return Err(BindError::TooLong {
-            path: path.to_path_buf(),
-            length,
-        });
-    }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| BindError::Dir {
         path: dir.to_path_buf(),
@@ -300,34 +289,27 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BindError, MAX_SOCKET_PATH, bind};
+    use super::{MAX_SOCKET_PATH, bind, fits_socket_address};
 
-    /// A path one byte too long for a socket address was bound under the short temporary name
-    /// and renamed into place, so the pool looked served while kubelet could not connect to it
-    /// (a 59-character resource name under the default kubelet directory does it). The longest
-    /// path that fits is still bound, and a client connects to it.
+    /// [`fits_socket_address`] is exactly what a client can connect to: the longest path that fits
+    /// is bound and connected to; one byte more is still bound (by the rename), but no client can
+    /// connect to it by that path.
     #[tokio::test]
-    async fn a_socket_path_no_client_can_connect_to_is_refused() {
+    async fn a_socket_path_fits_a_socket_address_or_no_client_connects() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().as_os_str().len() + 1;
         assert!(base + 20 < MAX_SOCKET_PATH, "temporary directory too deep");
         let name = |length: usize| format!("intel.com_{}.sock", "x".repeat(length - base - 15));
         let fits = dir.path().join(name(MAX_SOCKET_PATH));
         assert_eq!(fits.as_os_str().len(), MAX_SOCKET_PATH);
+        assert!(fits_socket_address(&fits));
         let _listener = bind(&fits).unwrap();
         std::os::unix::net::UnixStream::connect(&fits).unwrap();
 
         let too_long = dir.path().join(name(MAX_SOCKET_PATH + 1));
-        let error = bind(&too_long).unwrap_err();
-        assert!(
-            matches!(error, BindError::TooLong { length, .. } if length == MAX_SOCKET_PATH + 1),
-            "{error:?}"
-        );
-        assert!(
-            error.to_string().contains("shorten the resource name"),
-            "{error}"
-        );
-        assert!(!too_long.exists());
+        assert!(!fits_socket_address(&too_long));
+        let _listener = bind(&too_long).unwrap();
+        std::os::unix::net::UnixStream::connect(&too_long).unwrap_err();
     }
 
     /// A socket replaces whatever is at its path, by a rename: no temporary file is left, and a
