@@ -237,6 +237,8 @@ pub struct FakeIpam {
     pub calls: Vec<(String, String)>,
     /// `(CNI_CONTAINERID, CNI_IFNAME)` of every call, in the same order.
     pub owners: Vec<(String, String)>,
+    /// The stdin of every call, in the same order.
+    pub stdins: Vec<Vec<u8>>,
     /// The ADD answer.
     pub add_result: String,
     /// Commands that fail.
@@ -252,10 +254,11 @@ impl Ipam for FakeIpam {
         &mut self,
         command: &'static str,
         plugin: &str,
-        _stdin: &[u8],
+        stdin: &[u8],
         env: &CniEnv,
     ) -> Pending {
         self.calls.push((command.to_owned(), plugin.to_owned()));
+        self.stdins.push(stdin.to_vec());
         self.owners
             .push((env.container_id.clone(), env.ifname.clone()));
         if let Some(timeline) = &self.timeline {

@@ -255,6 +255,12 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
 }
 
+/// Whether `name` can name a plugin in CNI_PATH: not a path, not `.` or `..` (joined to a CNI_PATH
+/// directory, a path would run any binary).
+pub(crate) fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\0']) && name != "." && name != ".."
+}
+
 /// Looks a key up as Go's encoding/json does for an untagged or tagged struct field: an exact
 /// match first, then the first case-insensitive one.
 pub(crate) fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -441,7 +447,7 @@ impl NetConf {
                 None => None,
                 Some(Value::String(t)) if t.is_empty() => None,
                 Some(Value::String(t)) => {
-                    if t.contains('/') || t == "." || t == ".." {
+                    if !is_plugin_name(t) {
                         return Err(invalid(
                             "ipam.type",
                             &Value::String(t.clone()),

@@ -438,9 +438,10 @@ pub struct Attachment {
     /// What it left on the VF was undone when a new pod got the VF ([`VF_UNDONE_KEY`]): its
     /// DEL or GC has only the IP address left to release.
     pub vf_undone: bool,
-    /// The IPAM plugin that made its allocation (the cached NetConf's `ipam.type`): DEL and GC
-    /// release through it, as sriov-cni does, whatever the request's configuration says now.
-    pub ipam_type: Option<String>,
+    /// The IPAM configuration that made its allocation (the cached NetConf's `ipam` object, with
+    /// a `type` that names a plugin): DEL and GC release through it, as sriov-cni does, whatever
+    /// the request's configuration says now.
+    pub ipam: Option<Map<String, Value>>,
 }
 
 fn mac_text(mac: Option<MacAddr>) -> String {
@@ -448,6 +449,14 @@ fn mac_text(mac: Option<MacAddr>) -> String {
 }
 
 impl Attachment {
+    /// The IPAM plugin that made the allocation ([`Attachment::ipam`]'s `type`).
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam
+            .as_ref()
+            .and_then(|ipam| crate::netconf::lookup(ipam, "type"))
+            .and_then(Value::as_str)
+    }
+
     /// The cache JSON: the NetConf as given, with sriov-cni's record keys on top.
     pub fn to_cache(&self, raw: &Map<String, Value>) -> Value {
         let orig = self.orig.unwrap_or(VfState {
@@ -663,12 +672,14 @@ impl Attachment {
             container_id: text("vfpoolContainerID"),
             ifname: text("vfpoolIfname"),
             vf_undone: get(VF_UNDONE_KEY).and_then(Value::as_bool).unwrap_or(false),
-            ipam_type: get("ipam")
+            ipam: get("ipam")
                 .and_then(Value::as_object)
-                .and_then(|ipam| crate::netconf::lookup(ipam, "type"))
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
+                .filter(|ipam| {
+                    crate::netconf::lookup(ipam, "type")
+                        .and_then(Value::as_str)
+                        .is_some_and(crate::netconf::is_plugin_name)
+                })
+                .cloned(),
         })
     }
 
@@ -1130,11 +1141,21 @@ fn cmd_add(
     let state = StateDir::new(&env.state_dir);
     let _lock = state.lock(&pci, deps.lock_timeout)?;
     if let Some(holder) = state.marker(&pci)? {
-        if !holder.is_empty() && netns::exists(Path::new(&holder)) {
+        // A marker naming the plugin's own netns names no pod: a `/proc/<pid>/ns/net` whose pod
+        // is gone and whose pid a host process has now.
+        if !holder.is_empty()
+            && netns::exists(Path::new(&holder))
+            && !deps
+                .netlink
+                .get()
+                .map_err(nl("connecting to netlink"))?
+                .is_host_netns(Path::new(&holder))
+                .unwrap_or(false)
+        {
             return Err(PluginError::AlreadyAllocated { pci, netns: holder });
         }
         deps.log.info(&format!(
-            "clearing the stale allocation of {pci} to {holder:?} (netns gone)"
+            "clearing the stale allocation of {pci} to {holder:?} (its pod is gone)"
         ));
         undo_dead_attachments(env, &state, &pci, deps)?;
         state.remove_marker(&pci)?;
@@ -1258,7 +1279,12 @@ fn cmd_add(
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
         vf_undone: false,
-        ipam_type: conf.ipam_type.clone(),
+        ipam: conf
+            .ipam_type
+            .as_ref()
+            .and_then(|_| crate::netconf::lookup(&conf.raw, "ipam"))
+            .and_then(Value::as_object)
+            .cloned(),
     };
     deps.log.debug(&format!(
         "original state: VF {:?}, netdev MAC {:?} MTU {}; applying {:?}",
@@ -1889,6 +1915,16 @@ fn cmd_del(
                 error_chain(&e)
             ));
         }
+        // Something still holds the dead pod's netns, so the netdev is not coming back soon. The
+        // record stays, with the allocation marker: the next ADD of the VF finds the marker
+        // stale, undoes this attachment from it (the netdev's name, MAC and MTU among it) and
+        // then marks it undone. DEL itself is done (its address was released).
+        Err(PluginError::NetdevNotBack { pci: vf }) if attempt >= DEL_ATTEMPTS => {
+            deps.log.warn(&format!(
+                "DEL of {cache_name}: VF {vf}'s netdev is still not back in the host after {attempt} tries (something holds its pod's network namespace); keeping the record for the VF's next ADD, which gives the netdev its name, MAC and MTU back"
+            ));
+            return Ok(());
+        }
         Err(e) if attempt >= DEL_ATTEMPTS => {
             deps.log.error(&format!(
                 "DEL of {cache_name} failed {attempt} times; giving up and forgetting the attachment. Not released: {}. Release it by hand",
@@ -1952,12 +1988,24 @@ fn del_steps(
     // allocates runs while the VF is released (the kernel's netns move takes as long as the
     // plugin); any other one (dhcp releases its lease on the interface) runs first, while the
     // interface is still in the pod, as in sriov-cni.
-    // The cache says which plugin allocated (sriov-cni's DEL reads it there): a configuration
-    // edited since, or re-derived without `ipam`, must not leak the address. Without a cache,
-    // the request's.
-    let plugin = match att {
-        Some(att) => att.ipam_type.as_deref(),
-        None => conf.ipam_type.as_deref(),
+    // The cache says which plugin allocated, and with what configuration (sriov-cni's DEL reads
+    // it there): a NetworkAttachmentDefinition edited since, or re-derived without `ipam`, must
+    // not leak the address. The plugin gets the request with the cached `ipam` in it (it reads
+    // its own section from stdin). Without a cache, the request as it is.
+    let cached_request;
+    let (plugin, stdin) = match att {
+        Some(att) => match &att.ipam {
+            Some(ipam) => {
+                let mut request = conf.raw.clone();
+                request.retain(|key, _| !key.eq_ignore_ascii_case("ipam"));
+                request.insert("ipam".to_owned(), Value::Object(ipam.clone()));
+                cached_request =
+                    serde_json::to_vec(&Value::Object(request)).unwrap_or_else(|_| stdin.to_vec());
+                (att.ipam_type(), cached_request.as_slice())
+            }
+            None => (None, stdin),
+        },
+        None => (conf.ipam_type.as_deref(), stdin),
     };
     let ipam_done = |outcome: Result<String, IpamError>, log: &mut Logger| match outcome {
         Ok(_) => Ok(()),
@@ -2015,7 +2063,10 @@ fn forget_marker_on_give_up(
         return Ok(());
     };
     let own_netns = att.map_or("", |a| a.netns.as_str());
-    if marker_is_ours(&holder, own_netns, &env.netns) {
+    let own_cache = cache_name(&env.container_id, &env.ifname);
+    if marker_is_ours(&holder, own_netns, &env.netns)
+        || dead_marker_is_unused(state, &holder, pci, &own_cache)
+    {
         return Ok(state.remove_marker(pci)?);
     }
     if let Some(h) = new_owner(Some(&holder), own_netns, &env.netns) {
@@ -2034,6 +2085,27 @@ fn marker_is_ours(holder: &str, own_netns: &str, env_netns: &str) -> bool {
     holder.is_empty()
         || (!own_netns.is_empty() && holder == own_netns)
         || (!env_netns.is_empty() && holder == env_netns)
+}
+
+/// Whether the VF's allocation marker may go although it names another attachment's netns: that
+/// netns is gone and no cache but `own_cache` (the attachment being released) names the VF, so
+/// no ADD would find anything to undo with it. Kept, a marker naming `/proc/<pid>/ns/net` would
+/// read as a live pod's once the pid is reused, and the VF would be refused to every pod.
+fn dead_marker_is_unused(state: &StateDir, holder: &str, pci: &str, own_cache: &str) -> bool {
+    if netns::exists(Path::new(holder)) {
+        return false;
+    }
+    // Unreadable: keep the marker (the next ADD clears a dead one anyway).
+    let Ok(names) = state.cache_names() else {
+        return false;
+    };
+    !names.iter().filter(|name| *name != own_cache).any(|name| {
+        matches!(
+            state.read_cache_named(name),
+            Ok(Some(value)) if Attachment::from_cache(name, &value)
+                .is_ok_and(|a| a.pci == pci && !a.vf_undone)
+        )
+    })
 }
 
 /// The live netns that holds a VF by its allocation marker when that is not the attachment's own
@@ -2080,7 +2152,10 @@ fn release_for_del(
                 None => {
                     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                     release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
-                    Ok(holder.is_some_and(|h| marker_is_ours(&h, &a.netns, &env.netns)))
+                    Ok(holder.is_some_and(|h| {
+                        marker_is_ours(&h, &a.netns, &env.netns)
+                            || dead_marker_is_unused(state, &h, &a.pci, cache_name)
+                    }))
                 }
             }
         }
@@ -2092,9 +2167,10 @@ fn release_for_del(
                 let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                 bring_home_without_cache(netlink, &env.netns, &env.ifname, p, deps.log)?;
             }
-            Ok(state
-                .marker(p)?
-                .is_some_and(|holder| marker_is_ours(&holder, "", &env.netns)))
+            Ok(state.marker(p)?.is_some_and(|holder| {
+                marker_is_ours(&holder, "", &env.netns)
+                    || dead_marker_is_unused(state, &holder, p, cache_name)
+            }))
         }
         (None, None) => {
             deps.log.info(&format!(
@@ -2495,7 +2571,7 @@ fn cmd_gc(
                 .warn(&format!("GC: VF {} is busy; skipping {name}", att.pci));
             continue;
         };
-        if let (Some(plugin), false) = (&att.ipam_type, att.container_id.is_empty()) {
+        if let (Some(plugin), false) = (att.ipam_type(), att.container_id.is_empty()) {
             let mut owner = env.clone();
             owner.container_id.clone_from(&att.container_id);
             owner.ifname.clone_from(&att.ifname);
@@ -2537,7 +2613,8 @@ fn cmd_gc(
             continue;
         }
         if let Ok(Some(holder)) = state.marker(&att.pci)
-            && (holder == att.netns || !netns::exists(Path::new(&holder)))
+            && (marker_is_ours(&holder, &att.netns, "")
+                || dead_marker_is_unused(&state, &holder, &att.pci, &name))
         {
             let _ = state.remove_marker(&att.pci);
         }

@@ -16,7 +16,7 @@ use vfpool_cni::mac::MacAddr;
 use vfpool_cni::netconf::{VfLinkState, VlanProto};
 use vfpool_cni::netlink::fake::{FakeLink, FakeNetlink};
 use vfpool_cni::netlink::{Netlink, NsId, VfState};
-use vfpool_cni::plugin::{Deps, run};
+use vfpool_cni::plugin::{DEL_ATTEMPTS, Deps, run};
 
 const PF: &str = "pf0";
 const VF_NETDEV: &str = "pf0v1";
@@ -723,22 +723,44 @@ fn del_releases_through_the_cached_ipam_plugin() {
     let mut edited = conf(json!({}));
     edited.as_object_mut().unwrap().remove("ipam");
     w.ipam.calls.clear();
+    w.ipam.stdins.clear();
     w.run("DEL", POD, &edited).unwrap();
     assert_eq!(
         w.ipam.calls,
         vec![("DEL".to_owned(), "host-local".to_owned())]
     );
+    // The plugin reads its own section from stdin: the cached one, in the request.
+    let sent: Value = serde_json::from_slice(&w.ipam.stdins[0]).unwrap();
+    assert_eq!(sent["ipam"], json!({"type": "host-local"}), "{sent}");
+    assert_eq!(sent["name"], "net-a", "{sent}");
     assert!(w.state_files().is_empty());
 
     // A plugin named differently now: the one that allocated still releases.
-    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    w.run(
+        "ADD",
+        POD,
+        &conf(json!({"ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}})),
+    )
+    .unwrap();
     w.ipam.calls.clear();
-    w.run("DEL", POD, &conf(json!({"ipam": {"type": "whereabouts"}})))
-        .unwrap();
+    w.ipam.stdins.clear();
+    w.run(
+        "DEL",
+        POD,
+        &conf(json!({"IPAM": {"type": "whereabouts", "range": "10.2.0.0/24"}})),
+    )
+    .unwrap();
     assert_eq!(
         w.ipam.calls,
         vec![("DEL".to_owned(), "host-local".to_owned())]
     );
+    let sent: Value = serde_json::from_slice(&w.ipam.stdins[0]).unwrap();
+    assert_eq!(
+        sent["ipam"],
+        json!({"type": "host-local", "subnet": "10.1.0.0/24"}),
+        "{sent}"
+    );
+    assert!(sent.get("IPAM").is_none(), "{sent}");
     // No cache: the request's.
     w.ipam.calls.clear();
     w.run("DEL", POD, &conf(json!({"ipam": {"type": "whereabouts"}})))
@@ -747,6 +769,16 @@ fn del_releases_through_the_cached_ipam_plugin() {
         w.ipam.calls,
         vec![("DEL".to_owned(), "whereabouts".to_owned())]
     );
+    // A cached type that is a path (the cache edited on the node) is never run: the request's
+    // configuration had its plugin name checked, the cache's had not.
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    let cache_file = w.state_dir().join("ctr1-net1");
+    let mut cache: Value = serde_json::from_slice(&std::fs::read(&cache_file).unwrap()).unwrap();
+    cache["ipam"]["type"] = json!("../../bin/sh");
+    std::fs::write(&cache_file, cache.to_string()).unwrap();
+    w.ipam.calls.clear();
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(w.ipam.calls.is_empty(), "{:?}", w.ipam.calls);
 }
 
 /// CNI_NETNS naming the plugin's own namespace (`/proc/1/ns/net`, a runtime's mistake) was taken
@@ -1209,6 +1241,109 @@ fn gc_leaves_the_attachments_of_containers_the_list_names() {
     )
     .unwrap();
     assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+}
+
+/// GC of a stale attachment cleared the VF's allocation marker whenever it named a netns that is
+/// gone, also when it was another network's pod's (whose record this GC leaves alone): the next
+/// ADD of the VF then found no marker, undid nothing, and ran on that pod's VLAN.
+#[test]
+fn gc_leaves_the_marker_of_another_networks_dead_pod() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    let net = w.vf_net_dir();
+    w.netlink.sysfs_net.insert(index, net);
+    // Pod A (this network) dies without a DEL; pod B of another network gets the VF and dies
+    // too (its path is no netns on this host, so it reads as gone).
+    w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
+    w.pod_netns_dies();
+    let pod_b = "/run/netns/vfpool-test-gone-b";
+    w.netlink.add_netns(Path::new(pod_b));
+    let mut other = conf(json!({"vlan": 6}));
+    other["name"] = json!("net-b");
+    run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &other).unwrap();
+    assert_eq!(w.netlink.vf(PF, 1).unwrap().vlan, 6);
+
+    let mut gc = conf(json!({"cniVersion": "1.1.0"}));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(pod_b));
+
+    // The next pod's ADD undoes pod B first.
+    let pod_c = "/proc/self/ns/net";
+    w.netlink.add_netns(Path::new(pod_c));
+    run_as(&mut w, "ADD", "ctr3", pod_c, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(
+        w.netlink.vf(PF, 1),
+        Some(orig),
+        "pod C runs on pod B's VLAN"
+    );
+}
+
+/// A VF's allocation marker naming a netns that is gone, with no record left of any attachment
+/// of the VF, serves no ADD: kept, a `/proc/<pid>/ns/net` path would read as a live pod's once
+/// the pid is reused, and the VF would be refused to every pod. A DEL (here one without a cache)
+/// clears it. And ADD takes a marker naming the plugin's own netns (such a reused path) for stale.
+#[test]
+fn a_dead_marker_nothing_can_use_is_cleared() {
+    let mut w = World::new();
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    std::fs::create_dir_all(w.state_dir().join("pci")).unwrap();
+    state
+        .write_marker(VF_PCI, "/run/netns/vfpool-test-gone")
+        .unwrap();
+    let pod_b = "/proc/self/ns/net";
+    w.netlink.add_netns(Path::new(pod_b));
+    run_as(&mut w, "DEL", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(state.marker(VF_PCI).unwrap(), None);
+
+    // A marker naming the host's own netns: no pod holds the VF. (The path must be one this
+    // process can open, to read as a live netns.)
+    let host = "/proc/self/ns/net";
+    w.netlink.paths.insert(PathBuf::from(host), NsId::HOST.0);
+    state.write_marker(VF_PCI, host).unwrap();
+    w.run("ADD", POD, &conf(json!({}))).unwrap();
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(POD));
+}
+
+/// When something holds a dead pod's netns past every DEL retry, the netdev is not coming back
+/// soon. Giving up used to forget the record and the marker, and the netdev came back later under
+/// the pod's name, MAC and MTU for good. DEL now succeeds keeping both: the VF's next ADD undoes
+/// the attachment then.
+#[test]
+fn a_del_given_up_on_a_netdev_not_back_leaves_it_to_the_next_add() {
+    let mut w = World::new();
+    let orig = w.netlink.vf(PF, 1).unwrap();
+    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+    let net = w.vf_net_dir();
+    w.netlink.sysfs_net.insert(index, net);
+    w.run(
+        "ADD",
+        POD,
+        &conf(json!({"vlan": 5, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
+    )
+    .unwrap();
+    let pending = w.pod_netns_dies_netdev_pending();
+    for _ in 1..DEL_ATTEMPTS {
+        let err = w.run("DEL", POD, &conf(json!({}))).unwrap_err();
+        assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+    }
+    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    assert!(
+        w.state_dir().join("ctr1-net1").exists(),
+        "the record was forgotten"
+    );
+    let state = vfpool_cni::state::StateDir::new(w.state_dir());
+    assert_eq!(state.marker(VF_PCI).unwrap().as_deref(), Some(POD));
+
+    w.netdev_comes_back(pending);
+    let pod_b = "/proc/self/ns/net";
+    let b = w.netlink.add_netns(Path::new(pod_b));
+    run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap();
+    assert_eq!(w.netlink.vf(PF, 1), Some(orig));
+    let in_b = w.netlink.find(b, "net1").expect("the VF in pod B");
+    assert_eq!((in_b.mac, in_b.mtu), (VF_MAC, 1500));
 }
 
 #[test]
