@@ -449,6 +449,15 @@ fn mac_text(mac: Option<MacAddr>) -> String {
 }
 
 impl Attachment {
+    /// The cached `ipam` section, if it holds the plugin's configuration and not its `type`
+    /// alone: sriov-cni caches Go's `types.IPAM`, which has nothing but `type`, so its caches can
+    /// name the plugin but not configure it (host-local without its ranges fails DEL).
+    pub fn ipam_config(&self) -> Option<&Map<String, Value>> {
+        self.ipam
+            .as_ref()
+            .filter(|ipam| ipam.keys().any(|key| !key.eq_ignore_ascii_case("type")))
+    }
+
     /// The IPAM plugin that made the allocation ([`Attachment::ipam`]'s `type`).
     pub fn ipam_type(&self) -> Option<&str> {
         self.ipam
@@ -1988,13 +1997,18 @@ fn del_steps(
     // allocates runs while the VF is released (the kernel's netns move takes as long as the
     // plugin); any other one (dhcp releases its lease on the interface) runs first, while the
     // interface is still in the pod, as in sriov-cni.
-    // The cache says which plugin allocated, and with what configuration (sriov-cni's DEL reads
-    // it there): a NetworkAttachmentDefinition edited since, or re-derived without `ipam`, must
-    // not leak the address. The plugin gets the request with the cached `ipam` in it (it reads
-    // its own section from stdin). Without a cache, the request as it is.
+    // The cache says which plugin allocated (sriov-cni's DEL reads it there): a
+    // NetworkAttachmentDefinition edited since, or re-derived without `ipam`, must not leak the
+    // address. The plugin reads its own section from stdin: the request with the cached `ipam`
+    // in it when the cache has the whole section (vfpool's do), else the request as it is (a Go
+    // cache names the type only, and sriov-cni passes the request) unless it has no section at
+    // all. Without a cache, the request.
     let cached_request;
     let (plugin, stdin) = match att {
-        Some(att) => match &att.ipam {
+        Some(att) => match att
+            .ipam_config()
+            .or_else(|| att.ipam.as_ref().filter(|_| conf.ipam_type.is_none()))
+        {
             Some(ipam) => {
                 let mut request = conf.raw.clone();
                 request.retain(|key, _| !key.eq_ignore_ascii_case("ipam"));
@@ -2003,7 +2017,7 @@ fn del_steps(
                     serde_json::to_vec(&Value::Object(request)).unwrap_or_else(|_| stdin.to_vec());
                 (att.ipam_type(), cached_request.as_slice())
             }
-            None => (None, stdin),
+            None => (att.ipam_type(), stdin),
         },
         None => (conf.ipam_type.as_deref(), stdin),
     };
@@ -2577,8 +2591,21 @@ fn cmd_gc(
             owner.ifname.clone_from(&att.ifname);
             owner.netns.clone_from(&att.netns);
             // DEL with the configuration that made the allocation (the cache), not the GC
-            // request's: the IPAM plugin may not speak the GC request's cniVersion.
-            let cached_conf = serde_json::to_vec(&value).unwrap_or_else(|_| stdin.to_vec());
+            // request's: the IPAM plugin may not speak the GC request's cniVersion. A Go cache's
+            // `ipam` names the type only: then the GC request's section (the same network's, if
+            // it has one), at the cached version.
+            let cached_conf = match (att.ipam_config(), &value) {
+                (None, Value::Object(cache)) if conf.ipam_type.is_some() => {
+                    let mut request = conf.raw.clone();
+                    request.retain(|key, _| key != "cni.dev/valid-attachments");
+                    if let Some(version) = crate::netconf::lookup(cache, "cniVersion") {
+                        request.insert("cniVersion".to_owned(), version.clone());
+                    }
+                    serde_json::to_vec(&Value::Object(request))
+                }
+                _ => serde_json::to_vec(&value),
+            }
+            .unwrap_or_else(|_| stdin.to_vec());
             if let Err(e) = deps.ipam.exec("DEL", plugin, &cached_conf, &owner) {
                 deps.log
                     .warn(&format!("GC: IPAM DEL for {name} failed: {e}"));

@@ -1090,11 +1090,45 @@ fn del_reads_a_cache_written_by_the_go_plugin() {
     // Layout of sriov-cni's SaveNetConf: the NetConf plus OrigVfState/Master/VFID, no vfpool keys.
     let mut w = World::new();
     go_plugin_attached(&mut w);
-    w.run("DEL", POD, &conf(json!({}))).unwrap();
+    let request = conf(json!({"ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}));
+    w.run("DEL", POD, &request).unwrap();
     let vf = w.netlink.vf(PF, 1).unwrap();
     assert_eq!((vf.vlan, vf.trust, vf.mac), (0, false, MacAddr::ZERO));
     assert!(w.netlink.find(NsId::HOST, VF_NETDEV).is_some());
     assert!(w.state_files().is_empty());
+    // A Go cache's `ipam` is Go's `types.IPAM`, the type alone: the IPAM plugin gets the request
+    // as it is, with its own configuration (as sriov-cni passes it), not the bare type.
+    assert_eq!(
+        w.ipam.calls,
+        vec![("DEL".to_owned(), "host-local".to_owned())]
+    );
+    let sent: Value = serde_json::from_slice(&w.ipam.stdins[0]).unwrap();
+    assert_eq!(sent["ipam"]["subnet"], "10.1.0.0/24", "{sent}");
+}
+
+/// GC of a stale attachment the Go plugin made: its cache's `ipam` names the type only, so the
+/// IPAM plugin gets the GC request's section (the same network's) at the cached cniVersion; it
+/// used to get the bare type, and host-local failed without its ranges.
+#[test]
+fn gc_of_a_go_cache_releases_with_the_networks_ipam_section() {
+    let mut w = World::new();
+    go_plugin_attached(&mut w);
+    let mut gc = conf(json!({
+        "cniVersion": "1.1.0",
+        "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}
+    }));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    run_as(&mut w, "GC", "", "", "", &gc).unwrap();
+    let del = w
+        .ipam
+        .calls
+        .iter()
+        .position(|c| c.0 == "DEL")
+        .expect("IPAM DEL");
+    let sent: Value = serde_json::from_slice(&w.ipam.stdins[del]).unwrap();
+    assert_eq!(sent["ipam"]["subnet"], "10.1.0.0/24", "{sent}");
+    assert_eq!(sent["cniVersion"], "1.0.0", "{sent}");
+    assert!(sent.get("cni.dev/valid-attachments").is_none(), "{sent}");
 }
 
 /// sriov-cni #219: pod A (`ctr1`, `a_conf`) attaches the VF, its netns dies (the kernel returns
