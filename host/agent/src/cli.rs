@@ -138,6 +138,7 @@ pub struct Cli {
         global = true,
         env = "VFPOOL_LOG_FORMAT",
         value_enum,
+        ignore_case = true,
         default_value_t = crate::telemetry::LogFormat::Text
     )]
     pub log_format: crate::telemetry::LogFormat,

@@ -29,14 +29,19 @@ fn main() -> ExitCode {
             "--log-dir is ignored (accepted for the upstream plugin's DaemonSet arguments): vfpool logs to standard error"
         );
     }
+    let log_format = cli.log_format;
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            // Each cause once, on one line.
-            output::complain!(
-                "vfpool: {}",
-                vfpool_policy::error_chain(failure.error.as_ref())
-            );
+            // Each cause once, on one line; a JSON line too where the log is JSON (why `vfpool
+            // run` exited must reach the log collector).
+            let error = vfpool_policy::error_chain(failure.error.as_ref());
+            match log_format {
+                telemetry::LogFormat::Text => output::complain!("vfpool: {error}"),
+                telemetry::LogFormat::Json => {
+                    tracing::error!(code = failure.code as u8, "vfpool: {error}")
+                }
+            }
             ExitCode::from(failure.code as u8)
         }
     }

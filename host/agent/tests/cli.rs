@@ -228,6 +228,25 @@ fn log_lines_can_be_json() {
         .output()
         .unwrap();
     check(&twin);
+    // Why the command failed is a JSON line too (for `vfpool run`, why the agent exited).
+    let failed = vfpool(&[
+        "--log-format",
+        "JSON",
+        "discover",
+        "--sysfs-root",
+        "/nonexistent/node",
+    ]);
+    assert_eq!(failed.status.code(), Some(2), "{failed:?}");
+    let stderr = String::from_utf8(failed.stderr).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("vfpool: ") && m.contains("/nonexistent/node")),
+        "{line}"
+    );
     let bad = vfpool(&["--log-format", "yaml", "discover", "--sysfs-root", &node]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(

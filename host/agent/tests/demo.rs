@@ -84,6 +84,9 @@ impl Run {
             .arg("demo")
             .args(args)
             .env("TMPDIR", tmpdir.path())
+            // An operator's JSON log setting must not reach the agent the demo starts: the demo
+            // reads its log lines as text (it used to time out waiting for them).
+            .env("VFPOOL_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(fs::File::create(&err).unwrap())

@@ -667,11 +667,11 @@ impl DevicePlugins {
         if !crate::uds::fits_socket_address(&socket) {
             // Bound all the same (renamed into place): a kubelet that sees the directory under a
             // shorter path (the agent's a host mount) can still connect.
-            tracing::error!(
+            tracing::warn!(
                 resource = %name,
                 socket = %socket.display(),
                 bytes = socket.as_os_str().len(),
-                "the pool's socket path is longer than the {} bytes a unix socket address holds: a kubelet that sees it at this path cannot connect, and the resource never appears; shorten the resource name",
+                "the pool's socket path is longer than the {} bytes a unix socket address holds: if kubelet sees this directory at this path (its --root-dir is --kubelet-dir), it cannot connect and the resource never appears; shorten the resource name",
                 crate::uds::MAX_SOCKET_PATH
             );
         }
@@ -1740,9 +1740,9 @@ mod log_tests {
     /// A socket path longer than a unix socket address holds (a 63-character resource name under
     /// a deep kubelet directory) was served with nothing but "serving" in the log, and kubelet
     /// could not connect to it. It is still bound (a kubelet that sees the directory under a
-    /// shorter path can connect), with one error naming the socket and the fix.
+    /// shorter path can connect), with one warning naming the socket and the fix.
     #[tokio::test]
-    async fn a_socket_path_too_long_to_connect_to_is_an_error() {
+    async fn a_socket_path_too_long_to_connect_to_is_a_warning() {
         let env = Env::new();
         let (log, _guard) = capture::start();
         let mut plugins = DevicePlugins::start(env.config(), Arc::new(NoPreference)).unwrap();
@@ -1760,20 +1760,19 @@ mod log_tests {
         .await
         .unwrap();
         let text = log.text();
-        let errors = lines(&text, "ERROR", "");
-        assert_eq!(errors.len(), 1, "{text}");
+        let warnings = lines(&text, "WARN", "longer than the 107 bytes");
+        assert_eq!(warnings.len(), 1, "{text}");
+        assert!(warnings[0].contains("shorten the resource name"), "{text}");
         assert!(
-            errors[0].contains("longer than the 107 bytes")
-                && errors[0].contains("shorten the resource name"),
+            warnings[0].contains(&format!("socket={}", socket.display())),
             "{text}"
         );
-        assert!(
-            errors[0].contains(&format!("socket={}", socket.display())),
-            "{text}"
-        );
-        // A pool whose socket fits: no such error.
+        // A pool whose socket fits: no such warning.
         plugins.apply(&[env.pool(NAME)], &env.inventory).await;
-        assert_eq!(lines(&log.text(), "ERROR", "").len(), 1);
+        assert_eq!(
+            lines(&log.text(), "WARN", "longer than the 107 bytes").len(),
+            1
+        );
         plugins.shutdown().await;
     }
 

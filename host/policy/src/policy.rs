@@ -571,7 +571,8 @@ impl Policy {
         for line in &outcome.logs {
             let message = &line.message;
             if repeated {
-                tracing::debug!(%policy, call, level = line.level, "policy (again): {message}");
+                // `policy_level`: a field named `level` would clash with the line's own in JSON logs.
+                tracing::debug!(%policy, call, policy_level = line.level, "policy (again): {message}");
                 continue;
             }
             match line.level {

@@ -38,6 +38,8 @@ impl AgentChild {
             .arg("run")
             .args(args)
             .env("NO_COLOR", "1")
+            // The demo reads the agent's log lines as text, whatever the caller's environment asks.
+            .env("VFPOOL_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
