@@ -512,7 +512,7 @@ mod tests {
     use crate::convert::{HostFacts, PolicyInventory};
     use crate::defaults::BUILT_COMPONENTS_DIR;
     use crate::engine::{Limits, PolicyEngine};
-    use crate::model::{DeviceType, Pool, Settings};
+    use crate::model::Settings;
     use crate::policy::Policy;
 
     fn netdev(name: &str, port: &str) -> Netdev {
@@ -603,7 +603,9 @@ mod tests {
         (inventory, facts)
     }
 
-    fn echo(lowering: Lowering, inventory: &PolicyInventory) -> Vec<Pool> {
+    /// The probe's echo of every device, unchecked: the inventory holds devices no pool may hold
+    /// (the uplink, a PF with VFs), for their fields' sake.
+    fn echo(lowering: Lowering, inventory: &PolicyInventory) -> Vec<wit::Pool> {
         let engine = PolicyEngine::new(Limits::default()).unwrap();
         let bytes = std::fs::read(Path::new(BUILT_COMPONENTS_DIR).join("probe.wasm")).unwrap();
         let probe = Policy::compile(&engine, "probe.wasm", &bytes).unwrap();
@@ -612,13 +614,13 @@ mod tests {
             default_resource_prefix: "intel.com".into(),
         };
         probe
-            .select_lowered(&settings, inventory, lowering)
+            .select_unchecked(&settings, inventory, lowering)
             .unwrap()
-            .value
+            .0
     }
 
     /// What the guest received for each device: its `{:?}` text, by id.
-    fn records(pools: &[Pool]) -> Vec<(String, String)> {
+    fn records(pools: &[wit::Pool]) -> Vec<(String, String)> {
         pools
             .iter()
             .flat_map(|pool| &pool.devices)
@@ -639,11 +641,15 @@ mod tests {
         let direct = echo(Lowering::Direct, &inventory);
         let derived = echo(Lowering::Derived, &inventory);
         assert_eq!(records(&direct), records(&derived));
-        assert_eq!(direct, derived);
-        assert_eq!(
-            direct.iter().map(|p| p.device_type).collect::<Vec<_>>(),
-            [DeviceType::NetDevice, DeviceType::AuxNetDevice]
-        );
+        for pools in [&direct, &derived] {
+            assert!(
+                matches!(
+                    pools.iter().map(|p| p.device_type).collect::<Vec<_>>()[..],
+                    [wit::DeviceType::NetDevice, wit::DeviceType::AuxNetDevice]
+                ),
+                "{pools:?}"
+            );
+        }
 
         // And it is the host's record, not merely the same mistake twice: the guest's `{:?}` of
         // each record is the host's (both bindings print records as structs of their fields).

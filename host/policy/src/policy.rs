@@ -699,8 +699,25 @@ impl Policy {
         lowering: Lowering,
     ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
         const CALL: &str = "select";
+        let (pools, state) = self.select_unchecked(settings, inventory, lowering)?;
+        let pools = match validate::pools(pools, inventory) {
+            Ok(pools) => pools,
+            Err(e) => return Err(self.fail_after(CALL, e.into(), state.logs.lines)),
+        };
+        Ok(outcome(pools, state))
+    }
+
+    /// `selector.select`, its answer as the guest gave it: not yet checked against the inventory
+    /// (see [`validate::pools`]).
+    pub(crate) fn select_unchecked(
+        &self,
+        settings: &Settings,
+        inventory: &PolicyInventory,
+        lowering: Lowering,
+    ) -> Result<(Vec<wit::Pool>, CallState), PolicyCallError> {
+        const CALL: &str = "select";
         let selector = self.selector(CALL)?;
-        let (pools, state) = self.run(
+        self.run(
             CALL,
             self.engine.limits().select_deadline,
             |store| selector.pre.instance_pre().instantiate(store),
@@ -718,12 +735,7 @@ impl Policy {
                 )?;
                 Ok(answer)
             },
-        )?;
-        let pools = match validate::pools(pools, inventory) {
-            Ok(pools) => pools,
-            Err(e) => return Err(self.fail_after(CALL, e.into(), state.logs.lines)),
-        };
-        Ok(outcome(pools, state))
+        )
     }
 
     /// `allocator.validate-settings`.

@@ -153,6 +153,21 @@ pub enum ResultError {
         /// What the device is.
         what: &'static str,
     },
+    /// A device the node itself needs: one carrying the host's default route (the uplink), or, in
+    /// a network pool, a PF with VFs enabled (its VFs' traffic goes through it). Whatever a policy
+    /// says, the host never hands them to a pod: the node would lose its network, or every pod on
+    /// the VFs theirs.
+    #[error(
+        "pool {pool:?} contains {device:?}, which {why}; a pod given it would take it from the node: leave it out of every pool"
+    )]
+    NodeDevice {
+        /// The pool.
+        pool: String,
+        /// The device.
+        device: String,
+        /// What the device is to the node.
+        why: &'static str,
+    },
     /// `additional-info` too large.
     #[error(
         "device {device:?} in pool {pool:?} has additional-info beyond the limits ({MAX_INFO_PAIRS} pairs of at most {MAX_INFO_BYTES} bytes)"
@@ -252,6 +267,25 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     } else {
                         "a PCI function"
                     },
+                });
+            }
+            let node_needs = if device.carries_default_route {
+                Some("carries the host's default route")
+            } else if device_type == DeviceType::NetDevice
+                && device.kind == wit::DeviceKind::Pf
+                && device.sriov_num_vfs.is_some_and(|n| n > 0)
+            {
+                // As upstream excludes them from network pools; accelerator PFs with VFs (QAT)
+                // upstream pools, and so may a policy.
+                Some("is a PF with VFs enabled")
+            } else {
+                None
+            };
+            if let Some(why) = node_needs {
+                return Err(ResultError::NodeDevice {
+                    pool: guest_text(&pool.resource_name),
+                    device: guest_text(&member.id),
+                    why,
                 });
             }
             if let Some(first) = *slot {
@@ -745,6 +779,65 @@ mod tests {
         ];
         let checked = super::pools(fine, &inventory).unwrap();
         assert_eq!(checked[1].devices[0].id, "0000:3b:00.3");
+    }
+
+    /// The host refuses pools holding what the node needs, whatever the policy: a selector that
+    /// pooled the uplink (a device carrying the default route) or a PF with VFs enabled was
+    /// accepted, and a pod given it cut the node, or every pod on the VFs, off the network. The
+    /// default selector leaves both out; a custom one may not.
+    #[test]
+    fn pools_never_hold_what_the_node_needs() {
+        let mut pf = Device::unknown("0000:3b:00.0", DeviceKind::Pf);
+        pf.netdev = Some("ens1f0".into());
+        pf.sriov_num_vfs = Some(2);
+        let mut lone_pf = Device::unknown("0000:3b:00.1", DeviceKind::Pf);
+        lone_pf.netdev = Some("ens1f1".into());
+        lone_pf.sriov_num_vfs = Some(0);
+        let mut uplink = Device::unknown("0000:5e:00.0", DeviceKind::Pf);
+        uplink.netdevs = vec![vfpool_sysfs::Netdev {
+            name: "eno1".into(),
+            link_type: None,
+            operstate: None,
+            carrier: None,
+            mac: None,
+            mtu: None,
+            phys_port_name: None,
+            phys_switch_id: None,
+        }];
+        let inventory = Inventory {
+            devices: vec![
+                pf,
+                lone_pf,
+                uplink,
+                vf("0000:3b:00.2", "0000:3b:00.0", "ens1f0", 0, 1),
+            ],
+            node: Default::default(),
+        };
+        let facts = HostFacts {
+            default_route_netdevs: ["eno1".to_string()].into(),
+            ..HostFacts::default()
+        };
+        let inventory = PolicyInventory::new(&inventory, &facts);
+        for (id, why) in [
+            ("0000:3b:00.0", "is a PF with VFs enabled"),
+            ("0000:5e:00.0", "carries the host's default route"),
+        ] {
+            let pools = vec![wit_pool("intel.com/a", &["0000:3b:00.2", id])];
+            match super::pools(pools, &inventory) {
+                Err(e @ ResultError::NodeDevice { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains(id) && text.contains(why), "{text}");
+                }
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+        // A PF without VFs enabled, and VFs, may be pooled; so may a PF with VFs in an
+        // accelerator pool (upstream pools QAT PFs beside their VFs).
+        let fine = vec![wit_pool("intel.com/a", &["0000:3b:00.1", "0000:3b:00.2"])];
+        assert_eq!(super::pools(fine, &inventory).unwrap()[0].devices.len(), 2);
+        let mut accelerator = wit_pool("intel.com/qat", &["0000:3b:00.0"]);
+        accelerator.device_type = wit::DeviceType::Accelerator;
+        assert!(super::pools(vec![accelerator], &inventory).is_ok());
     }
 
     #[test]
