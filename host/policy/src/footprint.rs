@@ -75,6 +75,40 @@ pub(crate) fn largest_core_instance(bytes: &[u8]) -> Option<(usize, usize)> {
     largest
 }
 
+/// The core module in `bytes` that declares the most initial linear memory in one memory: its
+/// position among the file's core modules (0-based, in file order) and the bytes (pages of 64 KiB,
+/// or the custom page size a memory declares). `None` when no core module defines a memory or the
+/// bytes do not parse (compiling then reports why).
+pub(crate) fn largest_initial_memory(bytes: &[u8]) -> Option<(usize, u64)> {
+    // One entry per module or component being read: whether it is a core module.
+    let mut open: Vec<bool> = Vec::new();
+    let mut modules = 0;
+    let mut largest: Option<(usize, u64)> = None;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::Version { encoding, .. } => open.push(matches!(encoding, Encoding::Module)),
+            Payload::MemorySection(memories) if open.last() == Some(&true) => {
+                for memory in memories {
+                    let memory = memory.ok()?;
+                    let page = memory.page_size_log2.map_or(1u64 << 16, |log2| {
+                        1u64.checked_shl(log2).unwrap_or(u64::MAX)
+                    });
+                    let initial = memory.initial.saturating_mul(page);
+                    if largest.is_none_or(|(_, most)| initial > most) {
+                        largest = Some((modules, initial));
+                    }
+                }
+            }
+            Payload::End(_) => {
+                let was_core_module = open.pop() == Some(true);
+                modules += usize::from(was_core_module);
+            }
+            _ => {}
+        }
+    }
+    largest
+}
+
 fn count(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -114,6 +148,40 @@ mod tests {
                 "{name}: {needs} bytes estimated"
             );
             eprintln!("{name}: {needs} bytes estimated");
+        }
+    }
+
+    /// A component whose core module declares 256 MiB of initial memory, above the 128 MiB a
+    /// call may use, was compiled in full (seconds of CPU and hundreds of MiB for a big module)
+    /// before wasmtime refused it, and compiled again on every retry. It is refused before
+    /// compiling now, naming the module and the sizes.
+    #[test]
+    fn a_component_declaring_more_initial_memory_than_a_call_may_use_is_refused_unbuilt() {
+        // A core module with one memory of 4,096 pages (256 MiB).
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.extend_from_slice(&[5, 4, 1, 0, 0x80, 0x20]);
+        assert_eq!(largest_initial_memory(&module), Some((0, 256 << 20)));
+        // The same in a component, after a core module without memory.
+        let empty = b"\0asm\x01\0\0\0".to_vec();
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        for core in [&empty, &module] {
+            component.push(1);
+            component.push(u8::try_from(core.len()).unwrap());
+            component.extend_from_slice(core);
+        }
+        assert_eq!(largest_initial_memory(&component), Some((1, 256 << 20)));
+        assert_eq!(largest_initial_memory(b"not wasm"), None);
+
+        let engine = crate::engine::PolicyEngine::new(crate::engine::Limits::default()).unwrap();
+        match crate::policy::Policy::compile(&engine, "big.wasm", &component) {
+            Err(e @ crate::policy::LoadError::InitialMemory { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("core module #1") && text.contains("268435456"),
+                    "{text}"
+                );
+            }
+            other => panic!("{:?}", other.map(|_| ())),
         }
     }
 

@@ -179,6 +179,22 @@ pub enum LoadError {
         /// The limit.
         limit: usize,
     },
+    /// A core module declares more initial linear memory than a call may use: every
+    /// instantiation would fail. Refused before compiling (which could cost seconds of CPU and
+    /// hundreds of MiB for nothing), and not retried.
+    #[error(
+        "{id}: core module #{module} of the component declares {bytes} bytes of initial memory, more than the {limit} a call may use"
+    )]
+    InitialMemory {
+        /// The module.
+        id: PolicyId,
+        /// The core module's position among the file's core modules (0-based).
+        module: usize,
+        /// Its largest memory's initial size.
+        bytes: u64,
+        /// The sandbox's memory cap.
+        limit: usize,
+    },
     /// wasmtime refused the bytes: not WASM at all, a core module, a component cut off before
     /// its end, a damaged one, or one beyond the sandbox's limits.
     #[error("{id}: {}", .what.explain())]
@@ -474,6 +490,18 @@ impl Policy {
                 id,
                 module,
                 needs,
+                limit,
+            });
+        }
+        let limit = engine.limits().memory_bytes;
+        if matches!(ModuleKind::of(bytes), ModuleKind::Component)
+            && let Some((module, bytes)) = crate::footprint::largest_initial_memory(bytes)
+            && bytes > u64::try_from(limit).unwrap_or(u64::MAX)
+        {
+            return Err(LoadError::InitialMemory {
+                id,
+                module,
+                bytes,
                 limit,
             });
         }

@@ -790,7 +790,9 @@ fn source_name(source: &PolicySource) -> String {
 /// The error and its causes on one line (`a: b: c`), each cause once: many errors name their
 /// cause in their own message too, and printing the chain as it is repeated it (`... (os error 2):
 /// No such file or directory (os error 2)`). The one formatter of the agent's crates, for log
-/// fields, gRPC statuses and the CLI's exit message alike.
+/// fields, gRPC statuses and the CLI's exit message alike. Escaped and bounded as a policy's own
+/// text is ([`crate::validate::bounded_text`], at [`MAX_ERROR_BYTES`]): wasmtime's reasons quote
+/// names from inside a module (an import name of 100 KB, holding terminal escapes).
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -803,8 +805,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     // Some causes (wasmparser's) span lines; a log line stays one line.
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::validate::bounded_text(&text, MAX_ERROR_BYTES)
 }
+
+/// The longest error text [`error_chain`] gives (the rest cut, marked `…`).
+pub const MAX_ERROR_BYTES: usize = 8 << 10;
 
 /// The config file may be at most this large (upstream configs are a few KiB).
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -1294,6 +1300,29 @@ mod error_chain_tests {
             error_chain(io.as_ref()),
             "cannot write to standard output: line one line two"
         );
+    }
+
+    /// wasmtime's compile errors quote names from inside a module: an import name holding a
+    /// terminal title escape, a bell, a colour code and a right-to-left override reached the
+    /// operator's terminal (`vfpool policy check`) and the log as they were, 100 KB of it.
+    #[test]
+    fn text_from_a_module_is_escaped_and_bounded() {
+        let hostile = std::io::Error::other(format!(
+            "unknown import `a\u{1b}]0;owned\u{7}b\u{1b}[31mc\u{202e}d{}`",
+            "x".repeat(100_000)
+        ));
+        let text = error_chain(&hostile);
+        assert!(
+            !text.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+            "{:?}",
+            &text[..80]
+        );
+        assert!(
+            text.len() <= super::MAX_ERROR_BYTES + '…'.len_utf8(),
+            "{}",
+            text.len()
+        );
+        assert!(text.ends_with('…'));
     }
 }
 

@@ -321,8 +321,9 @@ fn bad_module_bytes_are_refused() {
     }
 }
 
-/// A component that needs more memory than a call may have is refused when it is loaded, and the
-/// message says the sandbox's limits may be why (the instance pool cannot hold it).
+/// A component that needs more memory than a call may have is refused when it is loaded, before
+/// it is compiled (it was compiled first, then refused by the instance pool, and compiled again on
+/// every retry), and the message names the module and both sizes.
 #[test]
 fn a_component_beyond_the_memory_cap_is_refused_when_loaded() {
     let engine = vfpool_policy::PolicyEngine::new(vfpool_policy::Limits {
@@ -332,18 +333,14 @@ fn a_component_beyond_the_memory_cap_is_refused_when_loaded() {
     .unwrap();
     let error = Policy::compile(&engine, "big.wasm", defaults::UPSTREAM_SELECTOR).unwrap_err();
     assert!(
-        matches!(
-            error,
-            LoadError::Compile {
-                what: ModuleKind::Component,
-                ..
-            }
-        ),
+        matches!(error, LoadError::InitialMemory { limit, .. } if limit == 64 << 10),
         "{error}"
     );
     let text = format!("{:#}", anyhow::Error::from(error));
-    assert!(text.contains("beyond the sandbox's limits"), "{text}");
-    assert!(text.contains("memory"), "{text}");
+    assert!(
+        text.contains("initial memory, more than the 65536 a call may use"),
+        "{text}"
+    );
 }
 
 #[test]
