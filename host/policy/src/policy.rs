@@ -727,9 +727,19 @@ impl Policy {
         lowering: Lowering,
     ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
         const CALL: &str = "select";
-        let (pools, state) = self.select_unchecked(settings, inventory, lowering)?;
+        let (pools, mut state) = self.select_unchecked(settings, inventory, lowering)?;
         let pools = match validate::pools(pools, inventory) {
-            Ok(pools) => pools,
+            Ok((pools, withheld)) => {
+                // Said with the policy's own lines: once, then at debug while it keeps doing it.
+                state
+                    .logs
+                    .lines
+                    .extend(withheld.iter().map(|w| crate::model::LogLine {
+                        level: "warn",
+                        message: w.to_string(),
+                    }));
+                pools
+            }
             Err(e) => return Err(self.fail_after(CALL, e.into(), state.logs.lines)),
         };
         Ok(outcome(pools, state))

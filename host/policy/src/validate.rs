@@ -153,21 +153,6 @@ pub enum ResultError {
         /// What the device is.
         what: &'static str,
     },
-    /// A device the node itself needs: one carrying the host's default route (the uplink), or, in
-    /// a network pool, a PF with VFs enabled (its VFs' traffic goes through it). Whatever a policy
-    /// says, the host never hands them to a pod: the node would lose its network, or every pod on
-    /// the VFs theirs.
-    #[error(
-        "pool {pool:?} contains {device:?}, which {why}; a pod given it would take it from the node: leave it out of every pool"
-    )]
-    NodeDevice {
-        /// The pool.
-        pool: String,
-        /// The device.
-        device: String,
-        /// What the device is to the node.
-        why: &'static str,
-    },
     /// `additional-info` too large.
     #[error(
         "device {device:?} in pool {pool:?} has additional-info beyond the limits ({MAX_INFO_PAIRS} pairs of at most {MAX_INFO_BYTES} bytes)"
@@ -224,8 +209,52 @@ pub enum RequestError {
     },
 }
 
-/// Checks and converts a selector's pools.
-pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<Pool>, ResultError> {
+/// A device the host kept out of the pool a policy put it in ([`pools`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// The pool.
+    pub pool: String,
+    /// The device.
+    pub device: String,
+    /// What the device is to the node.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Withheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the host keeps {:?} out of pool {:?}: it {} (a pod given it would take it from the node; leave it out of every pool)",
+            self.device, self.pool, self.why
+        )
+    }
+}
+
+/// What the node itself needs, in a pool of `device_type`: as upstream, a network device carrying
+/// the host's default route (the uplink) or a PF with VFs enabled (its VFs' traffic goes through
+/// it). Upstream's accelerator and auxiliary providers exclude neither, so neither does this.
+fn needed_by_the_node(device: &wit::Device, device_type: DeviceType) -> Option<&'static str> {
+    if device_type != DeviceType::NetDevice {
+        return None;
+    }
+    if device.carries_default_route {
+        Some("carries the host's default route")
+    } else if device.kind == wit::DeviceKind::Pf && device.sriov_num_vfs.is_some_and(|n| n > 0) {
+        Some("is a PF with VFs enabled")
+    } else {
+        None
+    }
+}
+
+/// Checks and converts a selector's pools. A violation of the contract refuses the whole result;
+/// a device the node needs ([`needed_by_the_node`]) is left out of its pool instead, and named in
+/// the second list: whatever a policy says, the host never hands the node's uplink to a pod, and
+/// refusing the result would keep the previous pools — the device too — and freeze every other
+/// pool's changes with it.
+pub fn pools(
+    pools: Vec<wit::Pool>,
+    inventory: &PolicyInventory,
+) -> Result<(Vec<Pool>, Vec<Withheld>), ResultError> {
     if pools.len() > MAX_POOLS {
         return Err(ResultError::TooManyPools { count: pools.len() });
     }
@@ -234,6 +263,7 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
     // by inventory position: no id is hashed or cloned twice.
     let mut owner: Vec<Option<usize>> = vec![None; inventory.len()];
     let mut out: Vec<Pool> = Vec::with_capacity(pools.len());
+    let mut withheld = Vec::new();
     for pool in pools {
         resource_name(&pool.resource_name)?;
         if !names.insert(pool.resource_name.clone()) {
@@ -269,25 +299,6 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     },
                 });
             }
-            let node_needs = if device.carries_default_route {
-                Some("carries the host's default route")
-            } else if device_type == DeviceType::NetDevice
-                && device.kind == wit::DeviceKind::Pf
-                && device.sriov_num_vfs.is_some_and(|n| n > 0)
-            {
-                // As upstream excludes them from network pools; accelerator PFs with VFs (QAT)
-                // upstream pools, and so may a policy.
-                Some("is a PF with VFs enabled")
-            } else {
-                None
-            };
-            if let Some(why) = node_needs {
-                return Err(ResultError::NodeDevice {
-                    pool: guest_text(&pool.resource_name),
-                    device: guest_text(&member.id),
-                    why,
-                });
-            }
             if let Some(first) = *slot {
                 let first = out
                     .get(first)
@@ -310,6 +321,16 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
                     });
                 }
             }
+            // Checked last: the result is otherwise valid with it (it counts as placed, so it
+            // cannot be in a second pool either).
+            if let Some(why) = needed_by_the_node(device, device_type) {
+                withheld.push(Withheld {
+                    pool: guest_text(&pool.resource_name),
+                    device: guest_text(&member.id),
+                    why,
+                });
+                continue;
+            }
             devices.push(PoolDevice {
                 id: member.id,
                 rdma: member.rdma,
@@ -328,7 +349,7 @@ pub fn pools(pools: Vec<wit::Pool>, inventory: &PolicyInventory) -> Result<Vec<P
             devices,
         });
     }
-    Ok(out)
+    Ok((out, withheld))
 }
 
 /// Kubernetes extended resource names: `<DNS subdomain>/<name>`, the name at most 63 characters of
@@ -777,16 +798,18 @@ mod tests {
             wit_pool("intel.com/a", &["0000:3b:00.2"]),
             wit_pool("intel.com/b", &["0000:3b:00.3"]),
         ];
-        let checked = super::pools(fine, &inventory).unwrap();
+        let (checked, withheld) = super::pools(fine, &inventory).unwrap();
         assert_eq!(checked[1].devices[0].id, "0000:3b:00.3");
+        assert!(withheld.is_empty());
     }
 
-    /// The host refuses pools holding what the node needs, whatever the policy: a selector that
-    /// pooled the uplink (a device carrying the default route) or a PF with VFs enabled was
+    /// The host keeps what the node needs out of network pools, whatever the policy: a selector
+    /// that pooled the uplink (a device carrying the default route) or a PF with VFs enabled was
     /// accepted, and a pod given it cut the node, or every pod on the VFs, off the network. The
-    /// default selector leaves both out; a custom one may not.
+    /// device is left out and named; the rest of the result stands (refusing it would keep the
+    /// previous pools, the device too). Accelerator and auxiliary pools keep them, as upstream.
     #[test]
-    fn pools_never_hold_what_the_node_needs() {
+    fn network_pools_never_hold_what_the_node_needs() {
         let mut pf = Device::unknown("0000:3b:00.0", DeviceKind::Pf);
         pf.netdev = Some("ens1f0".into());
         pf.sriov_num_vfs = Some(2);
@@ -818,26 +841,56 @@ mod tests {
             ..HostFacts::default()
         };
         let inventory = PolicyInventory::new(&inventory, &facts);
-        for (id, why) in [
-            ("0000:3b:00.0", "is a PF with VFs enabled"),
-            ("0000:5e:00.0", "carries the host's default route"),
-        ] {
-            let pools = vec![wit_pool("intel.com/a", &["0000:3b:00.2", id])];
-            match super::pools(pools, &inventory) {
-                Err(e @ ResultError::NodeDevice { .. }) => {
-                    let text = e.to_string();
-                    assert!(text.contains(id) && text.contains(why), "{text}");
-                }
-                other => panic!("{id}: {other:?}"),
-            }
-        }
-        // A PF without VFs enabled, and VFs, may be pooled; so may a PF with VFs in an
-        // accelerator pool (upstream pools QAT PFs beside their VFs).
-        let fine = vec![wit_pool("intel.com/a", &["0000:3b:00.1", "0000:3b:00.2"])];
-        assert_eq!(super::pools(fine, &inventory).unwrap()[0].devices.len(), 2);
-        let mut accelerator = wit_pool("intel.com/qat", &["0000:3b:00.0"]);
+        let pools = vec![
+            wit_pool(
+                "intel.com/a",
+                &[
+                    "0000:3b:00.2",
+                    "0000:3b:00.0",
+                    "0000:5e:00.0",
+                    "0000:3b:00.1",
+                ],
+            ),
+            wit_pool("intel.com/b", &["0000:5e:00.0"]),
+        ];
+        // The uplink is still "placed" by the first pool: in a second one it is the policy's
+        // mistake, refused as ever.
+        assert!(matches!(
+            super::pools(pools, &inventory),
+            Err(ResultError::DeviceInTwoPools { .. })
+        ));
+        let pools = vec![wit_pool(
+            "intel.com/a",
+            &[
+                "0000:3b:00.2",
+                "0000:3b:00.0",
+                "0000:5e:00.0",
+                "0000:3b:00.1",
+            ],
+        )];
+        let (pools, withheld) = super::pools(pools, &inventory).unwrap();
+        let ids: Vec<&str> = pools[0].devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["0000:3b:00.2", "0000:3b:00.1"]);
+        let said: Vec<String> = withheld.iter().map(ToString::to_string).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].contains(
+                r#""0000:3b:00.0" out of pool "intel.com/a": it is a PF with VFs enabled"#
+            ),
+            "{said:?}"
+        );
+        assert!(
+            said[1].contains(
+                "\"0000:5e:00.0\" out of pool \"intel.com/a\": it carries the host's default route"
+            ),
+            "{said:?}"
+        );
+        // Accelerator and auxiliary pools keep them, as upstream's providers do.
+        let mut accelerator = wit_pool("intel.com/qat", &["0000:3b:00.0", "0000:5e:00.0"]);
         accelerator.device_type = wit::DeviceType::Accelerator;
-        assert!(super::pools(vec![accelerator], &inventory).is_ok());
+        let (pools, withheld) = super::pools(vec![accelerator], &inventory).unwrap();
+        assert_eq!(pools[0].devices.len(), 2);
+        assert!(withheld.is_empty());
     }
 
     #[test]

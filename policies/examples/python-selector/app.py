@@ -143,6 +143,10 @@ class PoolRule:
         else:
             if device.kind != types.DeviceKind.PF or device.sriov_total_vfs is None:
                 return False
+            # A PF with VFs enabled carries their traffic: never pooled (as upstream; the host
+            # keeps it out of network pools anyway).
+            if device.sriov_num_vfs:
+                return False
             pf_names = {device.netdev, device.id}
         if not (pf_names & self.pfs):
             return False

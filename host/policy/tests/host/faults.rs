@@ -625,3 +625,50 @@ fn a_failed_call_keeps_what_was_logged_before_it_failed() {
         error.logs
     );
 }
+
+/// A selector that pools the node's uplink (a PF carrying the default route) and PFs with VFs
+/// enabled in a network pool: the host leaves them out and says so with the policy's own lines
+/// (a warning naming each), and the rest of the result stands. It used to serve them.
+#[test]
+fn the_host_keeps_what_the_node_needs_out_of_a_network_pool() {
+    let inventory = test_inventory();
+    let outcome = probe()
+        .select(&settings("probe:echo"), &inventory)
+        .expect("the rest of the result stands");
+    let echo = outcome
+        .value
+        .iter()
+        .find(|p| p.resource_name == "example.com/echo")
+        .expect("the echo pool");
+    let ids: Vec<&str> = echo.devices.iter().map(|d| d.id.as_str()).collect();
+    let node = test_node();
+    // The uplink (eno1 carries the default route in the test facts) and the PFs with VFs.
+    let needed: Vec<&str> = node
+        .devices
+        .iter()
+        .filter(|d| {
+            d.netdevs.iter().any(|n| n.name == "eno1")
+                || (d.kind == vfpool_sysfs::DeviceKind::Pf
+                    && d.sriov_num_vfs.is_some_and(|n| n > 0))
+        })
+        .map(|d| d.id.as_str())
+        .collect();
+    assert!(needed.contains(&"0000:04:00.0"), "{needed:?}");
+    assert!(needed.len() >= 3, "{needed:?}");
+    for id in &needed {
+        assert!(!ids.contains(id), "{id} served: {ids:?}");
+        assert!(
+            outcome.logs.iter().any(|l| l.level == "warn"
+                && l.message
+                    .contains(&format!("keeps {id:?} out of pool \"example.com/echo\""))),
+            "{id}: {:?}",
+            outcome.logs
+        );
+    }
+    let others = node
+        .devices
+        .iter()
+        .filter(|d| d.kind != vfpool_sysfs::DeviceKind::Aux && !needed.contains(&d.id.as_str()))
+        .count();
+    assert_eq!(ids.len(), others);
+}
