@@ -37,10 +37,11 @@ fn main() -> ExitCode {
             // run` exited must reach the log collector).
             let error = vfpool_policy::error_chain(failure.error.as_ref());
             match log_format {
-                telemetry::LogFormat::Text => output::complain!("vfpool: {error}"),
-                telemetry::LogFormat::Json => {
+                // Unless the log filter would swallow it (`--log-level off`): said anyway.
+                telemetry::LogFormat::Json if tracing::enabled!(tracing::Level::ERROR) => {
                     tracing::error!(code = failure.code as u8, "vfpool: {error}")
                 }
+                _ => output::complain!("vfpool: {error}"),
             }
             ExitCode::from(failure.code as u8)
         }

@@ -232,6 +232,8 @@ fn log_lines_can_be_json() {
     let failed = vfpool(&[
         "--log-format",
         "JSON",
+        "--log-level",
+        "error",
         "discover",
         "--sysfs-root",
         "/nonexistent/node",
@@ -246,6 +248,21 @@ fn log_lines_can_be_json() {
             .as_str()
             .is_some_and(|m| m.starts_with("vfpool: ") && m.contains("/nonexistent/node")),
         "{line}"
+    );
+    // A filter that would swallow it: said anyway, as text.
+    let silenced = vfpool(&[
+        "--log-format",
+        "json",
+        "--log-level",
+        "off",
+        "discover",
+        "--sysfs-root",
+        "/nonexistent/node",
+    ]);
+    assert_eq!(silenced.status.code(), Some(2), "{silenced:?}");
+    assert!(
+        String::from_utf8_lossy(&silenced.stderr).starts_with("vfpool: "),
+        "{silenced:?}"
     );
     let bad = vfpool(&["--log-format", "yaml", "discover", "--sysfs-root", &node]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
