@@ -162,6 +162,26 @@ impl World {
         std::fs::rename(net.join(VF_NETDEV), net.join("net1")).unwrap();
     }
 
+    /// Renames of the VF's netdev in the host show in the simulated sysfs, as the kernel's do.
+    fn renames_show_in_sysfs(&mut self) {
+        let index = self.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
+        let net = self.vf_net_dir();
+        self.netlink.sysfs_net.insert(index, net);
+    }
+
+    /// Attaches the VF to the pod with settings of its own (VLAN 5, MTU 9000, a MAC), then the
+    /// pod's netns dies with the netdev not back yet (see [`World::pod_netns_dies_netdev_pending`]).
+    fn attached_then_netdev_pending(&mut self) -> FakeLink {
+        self.renames_show_in_sysfs();
+        self.run(
+            "ADD",
+            POD,
+            &conf(json!({"vlan": 5, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
+        )
+        .unwrap();
+        self.pod_netns_dies_netdev_pending()
+    }
+
     /// The pod's netns dies, but the kernel has not handed the VF's netdev back to the host yet
     /// (it does so asynchronously, and not while something holds the netns): it is in no
     /// namespace the plugin sees, and not in sysfs. [`World::netdev_comes_back`] ends that.
@@ -911,9 +931,7 @@ fn a_dead_pods_settings_are_undone_before_the_vf_is_reused() {
 fn a_del_without_a_cache_leaves_a_dead_pods_marker_for_the_next_add() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
-    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    let net = w.vf_net_dir();
-    w.netlink.sysfs_net.insert(index, net);
+    w.renames_show_in_sysfs();
     let a = conf(json!({"vlan": 5, "trust": "on", "mac": "02:00:00:00:00:42"}));
     w.run("ADD", POD, &a).unwrap();
     w.pod_netns_dies();
@@ -973,16 +991,7 @@ fn del_before_the_netdev_is_back_is_retried() {
 fn an_add_reusing_a_vf_whose_netdev_is_not_back_is_retried() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
-    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    let net = w.vf_net_dir();
-    w.netlink.sysfs_net.insert(index, net);
-    w.run(
-        "ADD",
-        POD,
-        &conf(json!({"vlan": 5, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
-    )
-    .unwrap();
-    let pending = w.pod_netns_dies_netdev_pending();
+    let pending = w.attached_then_netdev_pending();
     let pod_b = "/proc/self/ns/net";
     let b = w.netlink.add_netns(Path::new(pod_b));
     let err = run_as(&mut w, "ADD", "ctr2", pod_b, "net1", &conf(json!({}))).unwrap_err();
@@ -1135,9 +1144,7 @@ fn gc_of_a_go_cache_releases_with_the_networks_ipam_section() {
 /// the netdev to the host as net1), and pod B (`ctr2`, a live netns, `b_conf`) gets the same VF as
 /// net1. Returns B's netns.
 fn pod_b_took_the_vf_of_dead_pod_a(w: &mut World, a_conf: &Value, b_conf: &Value) -> NsId {
-    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    let net = w.vf_net_dir();
-    w.netlink.sysfs_net.insert(index, net);
+    w.renames_show_in_sysfs();
     w.run("ADD", POD, a_conf).unwrap();
     w.pod_netns_dies();
     // Pod B: a live netns (the fake's) whose path also exists on the host, so the marker is live.
@@ -1284,9 +1291,7 @@ fn gc_leaves_the_attachments_of_containers_the_list_names() {
 fn gc_leaves_the_marker_of_another_networks_dead_pod() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
-    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    let net = w.vf_net_dir();
-    w.netlink.sysfs_net.insert(index, net);
+    w.renames_show_in_sysfs();
     // Pod A (this network) dies without a DEL; pod B of another network gets the VF and dies
     // too (its path is no netns on this host, so it reads as gone).
     w.run("ADD", POD, &conf(json!({"vlan": 5}))).unwrap();
@@ -1349,16 +1354,7 @@ fn a_dead_marker_nothing_can_use_is_cleared() {
 fn a_del_given_up_on_a_netdev_not_back_leaves_it_to_the_next_add() {
     let mut w = World::new();
     let orig = w.netlink.vf(PF, 1).unwrap();
-    let index = w.netlink.find(NsId::HOST, VF_NETDEV).unwrap().index;
-    let net = w.vf_net_dir();
-    w.netlink.sysfs_net.insert(index, net);
-    w.run(
-        "ADD",
-        POD,
-        &conf(json!({"vlan": 5, "mtu": 9000, "mac": "02:00:00:00:00:42"})),
-    )
-    .unwrap();
-    let pending = w.pod_netns_dies_netdev_pending();
+    let pending = w.attached_then_netdev_pending();
     for _ in 1..DEL_ATTEMPTS {
         let err = w.run("DEL", POD, &conf(json!({}))).unwrap_err();
         assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);

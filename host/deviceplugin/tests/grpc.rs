@@ -1206,6 +1206,46 @@ async fn a_restarted_kubelet_that_does_not_list_a_pod_yet_frees_nothing() {
     sim.shutdown();
 }
 
+/// Serves every device in `pool_a` and allocates two of them without kubelet recording a pod (as
+/// if its PodResources answer came first); the second one's device-info file is made an hour old,
+/// as one left by an earlier pod. Returns the plugins and the two ids (racing, earlier).
+async fn pool_a_with_two_allocated(env: &Env, sim: &KubeletSim) -> (DevicePlugins, String, String) {
+    let ids = env.ids();
+    let a = "intel.com/pool_a";
+    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let (racing, earlier) = (ids[0].clone(), ids[1].clone());
+    sim.allocate_raw(a, vec![racing.clone(), earlier.clone()])
+        .await
+        .unwrap();
+    make_an_hour_old(&device_info_file(env, a, &earlier));
+    (plugins, racing, earlier)
+}
+
+/// The device-info file of `id` in pool `resource`.
+fn device_info_file(env: &Env, resource: &str, id: &str) -> std::path::PathBuf {
+    env.tmp
+        .path()
+        .join("devinfo")
+        .join(vfpool_deviceplugin::allocate::device_info_file_name(
+            resource, id,
+        ))
+}
+
+fn make_an_hour_old(file: &Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
 /// A pool change reads what pods hold first and withdraws devices seconds later (pools stop,
 /// answers are prepared); an Allocate in between gives a pod a device the plan took for free. The
 /// device-info file that Allocate wrote is the pod's (Multus reads it at the pod's CNI ADD): it
@@ -1216,27 +1256,8 @@ async fn a_device_info_file_written_during_a_pool_change_is_kept() {
     let sim = env.sim().await;
     let ids = env.ids();
     let a = "intel.com/pool_a";
-    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
-    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
-    sim.wait_for("pool_a", GUARD, |r| {
-        r.get(a).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
-    // Allocated without kubelet recording a pod (as if its PodResources answer came first).
-    let (racing, earlier) = (ids[0].clone(), ids[1].clone());
-    sim.allocate_raw(a, vec![racing.clone(), earlier.clone()])
-        .await
-        .unwrap();
-    let devinfo = env.tmp.path().join("devinfo");
-    let file = |id: &str| devinfo.join(vfpool_deviceplugin::allocate::device_info_file_name(a, id));
-    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(file(&earlier))
-        .unwrap()
-        .set_modified(an_hour_ago)
-        .unwrap();
+    let (mut plugins, racing, earlier) = pool_a_with_two_allocated(&env, &sim).await;
+    let file = |id: &str| device_info_file(&env, a, id);
     // Both leave pool_a (no pod holds them, as far as PodResources says).
     let report = plugins
         .apply(&[named_pool(a, &ids[2..])], &env.inventory)
@@ -1272,23 +1293,11 @@ async fn a_device_info_file_allocated_again_during_a_pool_change_is_kept() {
     .await
     .unwrap();
     let racing = ids[0].clone();
-    let file =
-        env.tmp
-            .path()
-            .join("devinfo")
-            .join(vfpool_deviceplugin::allocate::device_info_file_name(
-                a, &racing,
-            ));
+    let file = device_info_file(&env, a, &racing);
     // An earlier pod's Allocate, an hour ago; its pod is gone, its file stays.
     sim.allocate_raw(a, vec![racing.clone()]).await.unwrap();
     let before = std::fs::read(&file).unwrap();
-    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(an_hour_ago)
-        .unwrap();
+    make_an_hour_old(&file);
     // The racing Allocate gives the device to the next pod: the same document.
     sim.allocate_raw(a, vec![racing.clone()]).await.unwrap();
     assert_eq!(std::fs::read(&file).unwrap(), before);
@@ -1314,26 +1323,8 @@ async fn a_device_info_file_written_while_its_pool_stops_is_kept() {
     let sim = env.sim().await;
     let ids = env.ids();
     let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
-    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
-    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
-    sim.wait_for("pool_a", GUARD, |r| {
-        r.get(a).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
-    let (racing, earlier) = (ids[0].clone(), ids[1].clone());
-    sim.allocate_raw(a, vec![racing.clone(), earlier.clone()])
-        .await
-        .unwrap();
-    let devinfo = env.tmp.path().join("devinfo");
-    let file = |id: &str| devinfo.join(vfpool_deviceplugin::allocate::device_info_file_name(a, id));
-    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(file(&earlier))
-        .unwrap()
-        .set_modified(an_hour_ago)
-        .unwrap();
+    let (mut plugins, racing, earlier) = pool_a_with_two_allocated(&env, &sim).await;
+    let file = |id: &str| device_info_file(&env, a, id);
     // Every device moves to pool_b: pool_a stops.
     let report = plugins.apply(&[named_pool(b, &ids)], &env.inventory).await;
     assert!(report.stopped.iter().any(|s| s == a), "{report:?}");
