@@ -419,6 +419,24 @@ mod tests {
 
     const MODULE: &[u8] = defaults::PACKED_ALLOCATOR;
 
+    /// A module the host refuses after compiling it (it exports neither interface, or imports
+    /// what the host does not provide) was stored all the same, pushing useful entries out of
+    /// the bounded cache; a module accepted is stored.
+    #[test]
+    fn only_accepted_modules_are_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let engine = engine_with(&dir);
+        let wrong = std::fs::read(
+            Path::new(crate::defaults::BUILT_COMPONENTS_DIR).join("wrong_exports.wasm"),
+        )
+        .unwrap();
+        assert!(Policy::compile(&engine, "wrong.wasm", &wrong).is_err());
+        assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+        Policy::compile(&engine, "packed", MODULE).unwrap();
+        assert_eq!(entries(&dir).len(), 1);
+    }
+
     #[test]
     fn a_compiled_module_is_stored_and_loaded_back() {
         let tmp = tempfile::tempdir().unwrap();

@@ -508,13 +508,14 @@ impl Policy {
         let started = std::time::Instant::now();
         // A cache hit skips Cranelift (seconds for a Python or JavaScript component).
         let cache = engine.inner.cache.as_ref();
+        // Stored once the module is accepted (below): one refused for its imports or exports
+        // would only push useful entries out of the bounded cache.
+        let mut compiled_now = false;
         let component = match cache.and_then(|c| c.load(&engine.inner.engine, bytes)) {
             Some(c) => c,
             None => match Component::new(&engine.inner.engine, bytes) {
                 Ok(c) => {
-                    if let Some(cache) = cache {
-                        cache.store(&engine.inner.engine, bytes, &c);
-                    }
+                    compiled_now = true;
                     c
                 }
                 Err(source) => {
@@ -566,13 +567,18 @@ impl Policy {
                 selector_reason: format!("{s:#}"),
                 allocator_reason: format!("{a:#}"),
             }),
-            (selector, allocator) => Ok(Policy {
-                id,
-                engine: engine.clone(),
-                selector: selector.ok(),
-                allocator: allocator.ok(),
-                compile_time,
-            }),
+            (selector, allocator) => {
+                if let (Some(cache), true) = (cache, compiled_now) {
+                    cache.store(&engine.inner.engine, bytes, &component);
+                }
+                Ok(Policy {
+                    id,
+                    engine: engine.clone(),
+                    selector: selector.ok(),
+                    allocator: allocator.ok(),
+                    compile_time,
+                })
+            }
         }
     }
 
