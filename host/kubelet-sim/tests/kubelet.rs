@@ -423,7 +423,15 @@ async fn the_checkpoint_is_rewritten_and_survives_a_restart() {
     let checkpoint = tmp
         .path()
         .join("device-plugins/kubelet_internal_checkpoint");
-    assert!(checkpoint.is_file());
+    // Written when the plugin's first list arrives, which may come a moment after the
+    // registration (CI saw it missing when asserted at once).
+    tokio::time::timeout(GUARD, async {
+        while !checkpoint.is_file() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the checkpoint is written once the first list arrives");
     let before = std::fs::metadata(&checkpoint).unwrap();
     sim.allocate_pod("pod", NAME, 1).await.unwrap();
     let after = std::fs::metadata(&checkpoint).unwrap();
