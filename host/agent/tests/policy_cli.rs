@@ -577,3 +577,45 @@ fn a_refusal_shows_what_was_logged_before_it() {
         "{text}"
     );
 }
+
+/// A selector that pools PFs with VFs enabled in a network pool: `vfpool pools` lists the pools
+/// without them and says why on standard error (a warning per device, naming the policy), where
+/// it used to print the pools with the devices silently missing.
+#[test]
+fn pools_say_which_devices_the_host_keeps_out() {
+    let node = Node::dell_cx5("probe:echo");
+    std::fs::copy(
+        component("probe"),
+        node.dir.path().join("policies/selector.wasm"),
+    )
+    .unwrap();
+    let out = node.pools(&["--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let echo = json["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["resourceName"] == "example.com/echo")
+        .expect("the echo pool");
+    let ids: Vec<&str> = echo["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    // dell-cx5: two ConnectX-5 PFs, 0000:3b:00.0 and 0000:3b:00.1, with 12 VFs each.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for pf in ["0000:3b:00.0", "0000:3b:00.1"] {
+        assert!(!ids.contains(&pf), "{ids:?}");
+        assert!(
+            stderr.contains(&format!(
+                r#"the host keeps "{pf}" out of pool "example.com/echo": it is a PF with VFs enabled"#
+            )),
+            "{stderr}"
+        );
+    }
+    // The 24 VFs and the two onboard ports (PFs without VFs) stay.
+    assert_eq!(ids.len(), 26, "{ids:?}");
+    assert!(ids.contains(&"0000:04:00.0"), "{ids:?}");
+}

@@ -1464,7 +1464,11 @@ fn exercise_again(
         &allocator.validate_allocator_settings(settings)?,
         repeated,
     );
-    let pools = selector.select(settings, inventory)?.value;
+    // Its lines too: the devices the host keeps out of network pools are said here, where
+    // `vfpool pools` and an agent's start see them.
+    let selected = selector.select(settings, inventory)?;
+    selector.emit_logs("select", &selected, repeated);
+    let pools = selected.value;
     exercise_allocator(allocator, settings, inventory, &pools)?;
     Ok(pools)
 }

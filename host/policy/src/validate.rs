@@ -224,22 +224,28 @@ impl std::fmt::Display for Withheld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the host keeps {:?} out of pool {:?}: it {} (a pod given it would take it from the node; leave it out of every pool)",
+            "the host keeps {:?} out of pool {:?}: it {} (a pod given it would take it from the node)",
             self.device, self.pool, self.why
         )
     }
 }
 
-/// What the node itself needs, in a pool of `device_type`: as upstream, a network device carrying
-/// the host's default route (the uplink) or a PF with VFs enabled (its VFs' traffic goes through
-/// it). Upstream's accelerator and auxiliary providers exclude neither, so neither does this.
+/// What the node itself needs, in a pool of `device_type`: a PCI function carrying the host's
+/// default route (the uplink), in a network or an accelerator pool (upstream's accelerator
+/// provider only sees class 0x12 devices, which carry no route; a policy could otherwise hand the
+/// uplink out by calling its pool an accelerator one), and, in a network pool, a PF with VFs
+/// enabled (its VFs' traffic goes through it), as upstream. Auxiliary pools keep both, as
+/// upstream's (a BlueField's SF may carry the route), and accelerator PFs with VFs (QAT) stay.
 fn needed_by_the_node(device: &wit::Device, device_type: DeviceType) -> Option<&'static str> {
-    if device_type != DeviceType::NetDevice {
+    if device_type == DeviceType::AuxNetDevice {
         return None;
     }
     if device.carries_default_route {
         Some("carries the host's default route")
-    } else if device.kind == wit::DeviceKind::Pf && device.sriov_num_vfs.is_some_and(|n| n > 0) {
+    } else if device_type == DeviceType::NetDevice
+        && device.kind == wit::DeviceKind::Pf
+        && device.sriov_num_vfs.is_some_and(|n| n > 0)
+    {
         Some("is a PF with VFs enabled")
     } else {
         None
@@ -807,7 +813,7 @@ mod tests {
     /// that pooled the uplink (a device carrying the default route) or a PF with VFs enabled was
     /// accepted, and a pod given it cut the node, or every pod on the VFs, off the network. The
     /// device is left out and named; the rest of the result stands (refusing it would keep the
-    /// previous pools, the device too). Accelerator and auxiliary pools keep them, as upstream.
+    /// previous pools, the device too). An accelerator pool keeps a PF with VFs, as upstream.
     #[test]
     fn network_pools_never_hold_what_the_node_needs() {
         let mut pf = Device::unknown("0000:3b:00.0", DeviceKind::Pf);
@@ -885,12 +891,15 @@ mod tests {
             ),
             "{said:?}"
         );
-        // Accelerator and auxiliary pools keep them, as upstream's providers do.
+        // An accelerator pool keeps a PF with VFs (QAT, as upstream) but not the uplink: a policy
+        // could otherwise hand it out by calling its pool an accelerator one.
         let mut accelerator = wit_pool("intel.com/qat", &["0000:3b:00.0", "0000:5e:00.0"]);
         accelerator.device_type = wit::DeviceType::Accelerator;
         let (pools, withheld) = super::pools(vec![accelerator], &inventory).unwrap();
-        assert_eq!(pools[0].devices.len(), 2);
-        assert!(withheld.is_empty());
+        let ids: Vec<&str> = pools[0].devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["0000:3b:00.0"]);
+        assert_eq!(withheld.len(), 1);
+        assert_eq!(withheld[0].device, "0000:5e:00.0");
     }
 
     #[test]
