@@ -1464,7 +1464,7 @@ fn exercise_again(
         &allocator.validate_allocator_settings(settings)?,
         repeated,
     );
-    // Its lines too: the devices the host keeps out of network pools are said here, where
+    // Its lines too: the devices the host keeps out of pools are said here, where
     // `vfpool pools` and an agent's start see them.
     let selected = selector.select(settings, inventory)?;
     selector.emit_logs("select", &selected, repeated);

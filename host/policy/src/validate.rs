@@ -254,9 +254,9 @@ fn needed_by_the_node(device: &wit::Device, device_type: DeviceType) -> Option<&
 
 /// Checks and converts a selector's pools. A violation of the contract refuses the whole result;
 /// a device the node needs ([`needed_by_the_node`]) is left out of its pool instead, and named in
-/// the second list: whatever a policy says, the host never hands the node's uplink to a pod, and
-/// refusing the result would keep the previous pools — the device too — and freeze every other
-/// pool's changes with it.
+/// the second list: whatever a policy says, the host never hands a PCI function that is the
+/// node's uplink to a pod, and refusing the result would keep the previous pools — the device
+/// too — and freeze every other pool's changes with it.
 pub fn pools(
     pools: Vec<wit::Pool>,
     inventory: &PolicyInventory,
