@@ -1,5 +1,5 @@
-//! A core module's host-side runtime state per instance, estimated from its sections before the
-//! module is compiled.
+//! What a module's sections say about the sandbox's limits, read before it is compiled: a core
+//! module's host-side runtime state per instance (estimated), and the initial memory it declares.
 //!
 //! wasmtime keeps each core instance's runtime state (its `VMContext`) on the host heap, outside
 //! the per-call memory cap. With the instance pool, wasmtime refuses a component whose instances
@@ -19,19 +19,33 @@ const IMPORT_BYTES: usize = 24;
 /// export.
 const FUNC_REF_BYTES: usize = 32;
 
-/// The core module in `bytes` (a component, or a core module) whose instances need the most
-/// host-side state: its position among the file's core modules (0-based, in file order) and the
-/// estimated bytes. `None` when there is no core module or the bytes do not parse (compiling
-/// then reports why).
-pub(crate) fn largest_core_instance(bytes: &[u8]) -> Option<(usize, usize)> {
+/// What a file's sections say about the sandbox's limits, read in one pass before it is compiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    /// Whether the file is a component (else a core module).
+    pub component: bool,
+    /// The core module whose instances need the most host-side state: its position among the
+    /// file's core modules (0-based, in file order) and the estimated bytes.
+    pub largest_instance: Option<(usize, usize)>,
+    /// The core module that declares the most initial linear memory in one memory: its position
+    /// and the bytes (pages of 64 KiB, or the custom page size a memory declares).
+    pub largest_memory: Option<(usize, u64)>,
+}
+
+/// Reads `bytes` (a component, or a core module) for its [`Footprint`]. `None` when the bytes do
+/// not parse (compiling then reports why).
+pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
+    let mut footprint = Footprint::default();
     // One entry per module or component being read: the estimate so far for a core module,
     // `None` for a component.
     let mut open: Vec<Option<usize>> = Vec::new();
     let mut modules = 0;
-    let mut largest: Option<(usize, usize)> = None;
     for payload in Parser::new(0).parse_all(bytes) {
         let grow = match payload.ok()? {
             Payload::Version { encoding, .. } => {
+                if open.is_empty() {
+                    footprint.component = matches!(encoding, Encoding::Component);
+                }
                 open.push(matches!(encoding, Encoding::Module).then_some(0));
                 0
             }
@@ -57,10 +71,29 @@ pub(crate) fn largest_core_instance(bytes: &[u8]) -> Option<(usize, usize)> {
             Payload::ExportSection(exports) => {
                 count(exports.count()).saturating_mul(FUNC_REF_BYTES)
             }
+            Payload::MemorySection(memories) if matches!(open.last(), Some(Some(_))) => {
+                for memory in memories {
+                    let memory = memory.ok()?;
+                    let page = memory.page_size_log2.map_or(1u64 << 16, |log2| {
+                        1u64.checked_shl(log2).unwrap_or(u64::MAX)
+                    });
+                    let initial = memory.initial.saturating_mul(page);
+                    if footprint
+                        .largest_memory
+                        .is_none_or(|(_, most)| initial > most)
+                    {
+                        footprint.largest_memory = Some((modules, initial));
+                    }
+                }
+                0
+            }
             Payload::End(_) => {
                 if let Some(Some(estimate)) = open.pop() {
-                    if largest.is_none_or(|(_, most)| estimate > most) {
-                        largest = Some((modules, estimate));
+                    if footprint
+                        .largest_instance
+                        .is_none_or(|(_, most)| estimate > most)
+                    {
+                        footprint.largest_instance = Some((modules, estimate));
                     }
                     modules += 1;
                 }
@@ -72,41 +105,7 @@ pub(crate) fn largest_core_instance(bytes: &[u8]) -> Option<(usize, usize)> {
             *estimate = estimate.saturating_add(grow);
         }
     }
-    largest
-}
-
-/// The core module in `bytes` that declares the most initial linear memory in one memory: its
-/// position among the file's core modules (0-based, in file order) and the bytes (pages of 64 KiB,
-/// or the custom page size a memory declares). `None` when no core module defines a memory or the
-/// bytes do not parse (compiling then reports why).
-pub(crate) fn largest_initial_memory(bytes: &[u8]) -> Option<(usize, u64)> {
-    // One entry per module or component being read: whether it is a core module.
-    let mut open: Vec<bool> = Vec::new();
-    let mut modules = 0;
-    let mut largest: Option<(usize, u64)> = None;
-    for payload in Parser::new(0).parse_all(bytes) {
-        match payload.ok()? {
-            Payload::Version { encoding, .. } => open.push(matches!(encoding, Encoding::Module)),
-            Payload::MemorySection(memories) if open.last() == Some(&true) => {
-                for memory in memories {
-                    let memory = memory.ok()?;
-                    let page = memory.page_size_log2.map_or(1u64 << 16, |log2| {
-                        1u64.checked_shl(log2).unwrap_or(u64::MAX)
-                    });
-                    let initial = memory.initial.saturating_mul(page);
-                    if largest.is_none_or(|(_, most)| initial > most) {
-                        largest = Some((modules, initial));
-                    }
-                }
-            }
-            Payload::End(_) => {
-                let was_core_module = open.pop() == Some(true);
-                modules += usize::from(was_core_module);
-            }
-            _ => {}
-        }
-    }
-    largest
+    Some(footprint)
 }
 
 fn count(n: u32) -> usize {
@@ -142,7 +141,9 @@ mod tests {
             components.push((name.to_owned(), bytes));
         }
         for (name, bytes) in components {
-            let (_, needs) = largest_core_instance(&bytes).expect("parses");
+            let (_, needs) = scan(&bytes)
+                .and_then(|f| f.largest_instance)
+                .expect("parses");
             assert!(
                 needs * 2 < MAX_CORE_INSTANCE_STATE_BYTES,
                 "{name}: {needs} bytes estimated"
@@ -160,7 +161,8 @@ mod tests {
         // A core module with one memory of 4,096 pages (256 MiB).
         let mut module = b"\0asm\x01\0\0\0".to_vec();
         module.extend_from_slice(&[5, 4, 1, 0, 0x80, 0x20]);
-        assert_eq!(largest_initial_memory(&module), Some((0, 256 << 20)));
+        let memory = |bytes: &[u8]| scan(bytes).and_then(|f| f.largest_memory);
+        assert_eq!(memory(&module), Some((0, 256 << 20)));
         // The same in a component, after a core module without memory.
         let empty = b"\0asm\x01\0\0\0".to_vec();
         let mut component = b"\0asm\x0d\0\x01\0".to_vec();
@@ -169,8 +171,9 @@ mod tests {
             component.push(u8::try_from(core.len()).unwrap());
             component.extend_from_slice(core);
         }
-        assert_eq!(largest_initial_memory(&component), Some((1, 256 << 20)));
-        assert_eq!(largest_initial_memory(b"not wasm"), None);
+        assert_eq!(memory(&component), Some((1, 256 << 20)));
+        assert!(scan(&component).unwrap().component && !scan(&module).unwrap().component);
+        assert_eq!(scan(b"not wasm"), None);
 
         let engine = crate::engine::PolicyEngine::new(crate::engine::Limits::default()).unwrap();
         match crate::policy::Policy::compile(&engine, "big.wasm", &component) {
@@ -189,8 +192,9 @@ mod tests {
     /// included; bytes that do not parse give no estimate.
     #[test]
     fn the_estimate_grows_with_what_a_module_declares() {
-        assert_eq!(largest_core_instance(b"not wasm"), None);
-        assert_eq!(largest_core_instance(b"\0asm\x01\0\0\0"), Some((0, 0)));
+        let instance = |bytes: &[u8]| scan(bytes).and_then(|f| f.largest_instance);
+        assert_eq!(instance(b"not wasm"), None);
+        assert_eq!(instance(b"\0asm\x01\0\0\0"), Some((0, 0)));
         // One global, one function import, one exported function in a one-element table.
         let mut module = b"\0asm\x01\0\0\0".to_vec();
         // type section: one type () -> ()
@@ -210,6 +214,6 @@ mod tests {
         // code section: one empty body
         module.extend_from_slice(&[10, 4, 1, 2, 0, 0x0b]);
         let one_each = GLOBAL_BYTES + IMPORT_BYTES + 2 * FUNC_REF_BYTES;
-        assert_eq!(largest_core_instance(&module), Some((0, one_each)));
+        assert_eq!(instance(&module), Some((0, one_each)));
     }
 }

@@ -480,10 +480,11 @@ impl Policy {
                 limit,
             });
         }
-        // wasmtime checks this itself with the instance pool, but not without it: checked here in
-        // both modes, before any compiling.
+        // One read of the sections, before any compiling. The instance state: wasmtime checks it
+        // itself with the instance pool, but not without it, so it is checked here in both modes.
+        let footprint = crate::footprint::scan(bytes).unwrap_or_default();
         let limit = crate::engine::MAX_CORE_INSTANCE_STATE_BYTES;
-        if let Some((module, needs)) = crate::footprint::largest_core_instance(bytes)
+        if let Some((module, needs)) = footprint.largest_instance
             && needs > limit
         {
             return Err(LoadError::InstanceState {
@@ -494,8 +495,8 @@ impl Policy {
             });
         }
         let limit = engine.limits().memory_bytes;
-        if matches!(ModuleKind::of(bytes), ModuleKind::Component)
-            && let Some((module, bytes)) = crate::footprint::largest_initial_memory(bytes)
+        if footprint.component
+            && let Some((module, bytes)) = footprint.largest_memory
             && bytes > u64::try_from(limit).unwrap_or(u64::MAX)
         {
             return Err(LoadError::InitialMemory {
