@@ -1089,21 +1089,12 @@ fn undo_dead_attachments(
     deps: &mut Deps<'_>,
 ) -> Result<(), PluginError> {
     let own = cache_name(&env.container_id, &env.ifname);
-    let Ok(names) = state.cache_names() else {
+    let Some(records) = other_records_of_vf(state, pci, &own) else {
         return Ok(());
     };
-    for name in names.into_iter().filter(|name| *name != own) {
-        let Ok(Some(mut value)) = state.read_cache_named(&name) else {
-            continue;
-        };
-        let Ok(att) = Attachment::from_cache(&name, &value) else {
-            continue;
-        };
+    for (name, mut value, att) in records {
         // A Go cache records no netns; the stale marker just cleared was its pod's.
-        if att.pci != pci
-            || att.vf_undone
-            || (!att.netns.is_empty() && netns::exists(Path::new(&att.netns)))
-        {
+        if !att.netns.is_empty() && netns::exists(Path::new(&att.netns)) {
             continue;
         }
         deps.log.info(&format!(
@@ -1781,11 +1772,7 @@ fn release(
                     // Still bound to its network driver, so a netdev is coming: forgetting the
                     // attachment now would leave it under the pod's name, MAC and MTU, and the
                     // next pod would take those for the VF's own.
-                    None if netns_gone
-                        && errors.is_empty()
-                        && v.driver.is_some()
-                        && !v.is_dpdk() =>
-                    {
+                    None if netns_gone && v.driver.is_some() && !v.is_dpdk() => {
                         return Err(PluginError::NetdevNotBack {
                             pci: att.pci.clone(),
                         });
@@ -2078,9 +2065,7 @@ fn forget_marker_on_give_up(
     };
     let own_netns = att.map_or("", |a| a.netns.as_str());
     let own_cache = cache_name(&env.container_id, &env.ifname);
-    if marker_is_ours(&holder, own_netns, &env.netns)
-        || dead_marker_is_unused(state, &holder, pci, &own_cache)
-    {
+    if marker_may_go(state, &holder, own_netns, &env.netns, pci, &own_cache) {
         return Ok(state.remove_marker(pci)?);
     }
     if let Some(h) = new_owner(Some(&holder), own_netns, &env.netns) {
@@ -2091,35 +2076,50 @@ fn forget_marker_on_give_up(
     Ok(())
 }
 
-/// Whether a DEL may clear the VF's allocation marker `holder`: it names this attachment's netns
-/// (as its cache or CNI_NETNS gives it), or none. A marker naming another pod's netns stays, live
-/// or dead: a dead one tells the next ADD to undo what that pod left on the VF (its VLAN, trust,
-/// MAC), and without it the next pod took those for the VF's own state.
-fn marker_is_ours(holder: &str, own_netns: &str, env_netns: &str) -> bool {
-    holder.is_empty()
+/// Whether a DEL or GC may clear the VF's allocation marker `holder`: it names this attachment's
+/// netns (as its cache, `own_netns`, or CNI_NETNS, `env_netns`, gives it), or none; or another
+/// attachment's netns that is gone, with no record but `own_cache` (the attachment being
+/// released) naming the VF. A marker naming another pod's netns stays otherwise, live or dead: a
+/// dead one tells the next ADD to undo what that pod left on the VF (its VLAN, trust, MAC), and
+/// without it the next pod took those for the VF's own state. One that no record can serve goes:
+/// kept, a marker naming `/proc/<pid>/ns/net` would read as a live pod's once the pid is reused,
+/// and the VF would be refused to every pod.
+fn marker_may_go(
+    state: &StateDir,
+    holder: &str,
+    own_netns: &str,
+    env_netns: &str,
+    pci: &str,
+    own_cache: &str,
+) -> bool {
+    let ours = holder.is_empty()
         || (!own_netns.is_empty() && holder == own_netns)
-        || (!env_netns.is_empty() && holder == env_netns)
+        || (!env_netns.is_empty() && holder == env_netns);
+    // Unreadable records: the marker stays (the next ADD clears a dead one anyway).
+    ours || (!netns::exists(Path::new(holder))
+        && other_records_of_vf(state, pci, own_cache).is_some_and(|records| records.is_empty()))
 }
 
-/// Whether the VF's allocation marker may go although it names another attachment's netns: that
-/// netns is gone and no cache but `own_cache` (the attachment being released) names the VF, so
-/// no ADD would find anything to undo with it. Kept, a marker naming `/proc/<pid>/ns/net` would
-/// read as a live pod's once the pid is reused, and the VF would be refused to every pod.
-fn dead_marker_is_unused(state: &StateDir, holder: &str, pci: &str, own_cache: &str) -> bool {
-    if netns::exists(Path::new(holder)) {
-        return false;
-    }
-    // Unreadable: keep the marker (the next ADD clears a dead one anyway).
-    let Ok(names) = state.cache_names() else {
-        return false;
-    };
-    !names.iter().filter(|name| *name != own_cache).any(|name| {
-        matches!(
-            state.read_cache_named(name),
-            Ok(Some(value)) if Attachment::from_cache(name, &value)
-                .is_ok_and(|a| a.pci == pci && !a.vf_undone)
-        )
-    })
+/// The records of the attachments of VF `pci` but `except` that have not been undone: each
+/// record's name, its JSON and the attachment. Unreadable records are left out; `None` when the
+/// state directory cannot be listed.
+fn other_records_of_vf(
+    state: &StateDir,
+    pci: &str,
+    except: &str,
+) -> Option<Vec<(String, Value, Attachment)>> {
+    let names = state.cache_names().ok()?;
+    Some(
+        names
+            .into_iter()
+            .filter(|name| name != except)
+            .filter_map(|name| {
+                let value = state.read_cache_named(&name).ok()??;
+                let att = Attachment::from_cache(&name, &value).ok()?;
+                (att.pci == pci && !att.vf_undone).then_some((name, value, att))
+            })
+            .collect(),
+    )
 }
 
 /// The live netns that holds a VF by its allocation marker when that is not the attachment's own
@@ -2167,8 +2167,7 @@ fn release_for_del(
                     let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                     release(&env.netns, &env.sysfs_root, a, netlink, deps.log)?;
                     Ok(holder.is_some_and(|h| {
-                        marker_is_ours(&h, &a.netns, &env.netns)
-                            || dead_marker_is_unused(state, &h, &a.pci, cache_name)
+                        marker_may_go(state, &h, &a.netns, &env.netns, &a.pci, cache_name)
                     }))
                 }
             }
@@ -2181,10 +2180,9 @@ fn release_for_del(
                 let netlink = deps.netlink.get().map_err(nl("connecting to netlink"))?;
                 bring_home_without_cache(netlink, &env.netns, &env.ifname, p, deps.log)?;
             }
-            Ok(state.marker(p)?.is_some_and(|holder| {
-                marker_is_ours(&holder, "", &env.netns)
-                    || dead_marker_is_unused(state, &holder, p, cache_name)
-            }))
+            Ok(state
+                .marker(p)?
+                .is_some_and(|holder| marker_may_go(state, &holder, "", &env.netns, p, cache_name)))
         }
         (None, None) => {
             deps.log.info(&format!(
@@ -2640,8 +2638,7 @@ fn cmd_gc(
             continue;
         }
         if let Ok(Some(holder)) = state.marker(&att.pci)
-            && (marker_is_ours(&holder, &att.netns, "")
-                || dead_marker_is_unused(&state, &holder, &att.pci, &name))
+            && marker_may_go(&state, &holder, &att.netns, "", &att.pci, &name)
         {
             let _ = state.remove_marker(&att.pci);
         }
