@@ -92,17 +92,25 @@ fn spawn_recording_every(
     (watcher, rx)
 }
 
+/// Where the host reads from: `policy_dir` and `config_file`, the default prefix `intel.com`.
+fn sources(
+    policy_dir: Option<std::path::PathBuf>,
+    config_file: Option<std::path::PathBuf>,
+) -> Sources {
+    Sources {
+        policy_dir,
+        config_file,
+        default_resource_prefix: "intel.com".into(),
+    }
+}
+
 #[test]
 fn drop_in_swap_refuse_and_fall_back() {
     let policies = tempfile::tempdir().unwrap();
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: Some(config.clone()),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), Some(config.clone()));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     let first = active.reload(&sources, &test_inventory());
     assert!(
@@ -199,11 +207,7 @@ fn configmap_symlink_swap_changes_settings() {
     fs::write(root.join("..v1/config.json"), CONFIG_V1).unwrap();
     symlink("..v1", root.join("..data")).unwrap();
     symlink("..data/config.json", root.join("config.json")).unwrap();
-    let sources = Sources {
-        policy_dir: None,
-        config_file: Some(root.join("config.json")),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(None, Some(root.join("config.json")));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     assert_eq!(
         pool_names(&active.reload(&sources, &test_inventory())),
@@ -268,11 +272,7 @@ fn policy_dir_created_after_start_is_watched() {
     let policies = root.path().join("etc/vfpool/policies");
     let config = root.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.clone()),
-        config_file: Some(config),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.clone()), Some(config));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     assert_eq!(
         pool_names(&active.reload(&sources, &test_inventory())),
@@ -307,11 +307,7 @@ fn policy_dir_removed_and_recreated_is_watched_again() {
     let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
     install(&policies, "selector.wasm", &component("probe"));
-    let sources = Sources {
-        policy_dir: Some(policies.clone()),
-        config_file: Some(config),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.clone()), Some(config));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     assert_eq!(
         pool_names(&active.reload(&sources, &test_inventory())),
@@ -343,11 +339,7 @@ fn policy_dir_removed_and_recreated_is_watched_again() {
 #[test]
 fn refused_reloads_do_not_pile_up_compiled_modules() {
     let policies = tempfile::tempdir().unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: None,
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), None);
     let active = ActivePolicies::new(engine().clone()).unwrap();
     // A whole module that is refused (its allocator export has the wrong types); a half-written
     // one would only be ignored.
@@ -382,11 +374,7 @@ fn refused_reloads_do_not_pile_up_compiled_modules() {
 #[test]
 fn a_module_renamed_again_and_again_is_compiled_once() {
     let policies = tempfile::tempdir().unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: None,
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), None);
     let active = ActivePolicies::new(engine().clone()).unwrap();
     let mut previous: Option<String> = None;
     for release in 0..4 {
@@ -406,11 +394,7 @@ fn a_module_renamed_again_and_again_is_compiled_once() {
 #[test]
 fn a_panicking_reload_does_not_stop_the_watcher() {
     let policies = tempfile::tempdir().unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: None,
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), None);
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     assert!(active.reload(&sources, &test_inventory()).changed);
     let (tx, rx) = mpsc::channel();
@@ -475,11 +459,7 @@ fn a_retargeted_policy_dir_symlink_is_noticed() {
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.clone()),
-        config_file: Some(config),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.clone()), Some(config));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     assert_eq!(
         pool_names(&active.reload(&sources, &test_inventory())),
@@ -507,11 +487,7 @@ fn a_refused_first_set_is_retried() {
     install(&policies, "selector.wasm", &component("probe"));
     let config = root.path().join("config.json");
     fs::write(&config, "probe:unknown-device").unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies),
-        config_file: Some(config),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies), Some(config));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     let first = active.reload(&sources, &test_inventory());
     assert!(!first.refused.is_empty() && active.current().is_none());
@@ -544,11 +520,7 @@ fn a_refused_first_set_is_retried() {
 #[test]
 fn inactive_modules_in_the_directory_stay_compiled() {
     let policies = tempfile::tempdir().unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: None,
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), None);
     let active = ActivePolicies::new(engine().clone()).unwrap();
     install(policies.path(), "a.wasm", &component("probe"));
     install(policies.path(), "b.wasm", defaults::UPSTREAM_SELECTOR);
@@ -581,11 +553,7 @@ fn a_set_refused_on_the_inventory_is_retried_when_the_inventory_changes() {
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: Some(config.clone()),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), Some(config.clone()));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     let inventory = Arc::new(Mutex::new(Arc::new(test_inventory())));
     let first = active.reload(&sources, &inventory.lock().unwrap());
@@ -643,11 +611,7 @@ fn identical_modules_under_two_names_are_not_recompiled() {
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: Some(config.clone()),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), Some(config.clone()));
     let active = ActivePolicies::new(engine().clone()).unwrap();
     let first = active.reload(&sources, &test_inventory());
     assert!(first.changed, "{:?}", first.refused);
@@ -676,11 +640,7 @@ fn unrelated_files_in_the_config_directory_do_not_reload() {
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("config.json");
     fs::write(&config, CONFIG_V1).unwrap();
-    let sources = Sources {
-        policy_dir: Some(policies.path().to_path_buf()),
-        config_file: Some(config.clone()),
-        default_resource_prefix: "intel.com".into(),
-    };
+    let sources = sources(Some(policies.path().to_path_buf()), Some(config.clone()));
     let active = Arc::new(ActivePolicies::new(engine().clone()).unwrap());
     assert!(active.reload(&sources, &test_inventory()).changed);
     let (_watcher, rx) = spawn_recording(&active, &sources);
