@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vfpool_policy::{
-    ActivePolicies, HostFacts, Limits, Policy, PolicyEngine, PolicyInventory, PolicyWatcher,
-    ReloadOutcome, Settings, Sources, defaults,
+    ActivePolicies, ChildCompiler, CompileLimits, Compiler, HostFacts, Limits, Policy,
+    PolicyEngine, PolicyInventory, PolicyWatcher, ReloadOutcome, Settings, Sources, defaults,
 };
 use vfpool_sysfs::{DeviceKind, Inventory};
 
@@ -83,7 +83,32 @@ fn plain(inventory: &Inventory) -> Vec<upstream_selector::PlainDevice> {
         .collect()
 }
 
+/// The bench binary is also the compiler process of the hot-swap measurement (as the agent's
+/// binary is the agent's): `BENCH compile-worker --cpu-seconds N --memory-bytes N`.
+fn serve_compile_worker(args: &[String]) -> bool {
+    if args.get(1).map(String::as_str) != Some("compile-worker") {
+        return false;
+    }
+    let value = |flag: &str| -> u64 {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1].parse().unwrap()
+    };
+    let limits = CompileLimits {
+        cpu: Duration::from_secs(value("--cpu-seconds")),
+        memory_bytes: value("--memory-bytes"),
+        wall: Duration::MAX,
+    };
+    if let Err(e) = vfpool_policy::isolate::serve_worker(limits) {
+        eprintln!("{e}");
+        std::process::exit(e.exit_code());
+    }
+    true
+}
+
 fn main() {
+    if serve_compile_worker(&std::env::args().collect::<Vec<_>>()) {
+        return;
+    }
     let rss_start = rss_kib();
     let node = tempfile::tempdir().unwrap();
     let fixture = vfpool_sysfs::sim::Fixture::load("large").unwrap();
@@ -291,7 +316,18 @@ fn main() {
         config_file: Some(config),
         default_resource_prefix: "intel.com".into(),
     };
-    let active = Arc::new(ActivePolicies::new(engine.clone()).unwrap());
+    // As the agent compiles a module from the policy directory: in a child process.
+    let agent_engine = PolicyEngine::with_compiler(
+        Limits::default(),
+        None,
+        Compiler::Child(ChildCompiler {
+            program: std::env::current_exe().unwrap(),
+            args: vec!["compile-worker".into()],
+            limits: CompileLimits::default(),
+        }),
+    )
+    .unwrap();
+    let active = Arc::new(ActivePolicies::new(agent_engine).unwrap());
     let shared_inventory = Arc::new(policy_inventory.clone());
     assert!(active.reload(&sources, &shared_inventory).changed);
     let (tx, rx) = mpsc::channel::<Instant>();
@@ -331,7 +367,7 @@ fn main() {
     let swap = stats(swaps);
     rows.push((
         format!(
-            "hot swap: rename → new pools computed, debounce {} ms (median / max of 6)",
+            "hot swap: rename → new pools computed (compiled in a child process, as the agent does), debounce {} ms (median / max of 6)",
             debounce.as_millis()
         ),
         format!("{} / {}", fmt(swap.0), fmt(swap.1)),

@@ -24,6 +24,7 @@ use wasmtime_wasi::{
 
 use crate::bindings::{WitLogLevel, selector_world};
 use crate::cache::CompileCache;
+use crate::isolate::Compiler;
 use crate::model::LogLine;
 
 /// The sandbox limits. The defaults suit the default policies with a wide margin and still stop a
@@ -125,6 +126,8 @@ pub(crate) struct EngineInner {
     stop_ticker: Arc<AtomicBool>,
     /// Where compiled components are kept across restarts, if anywhere.
     pub(crate) cache: Option<CompileCache>,
+    /// Where modules that are not embedded are compiled.
+    pub(crate) compiler: Compiler,
 }
 
 impl Drop for EngineInner {
@@ -151,16 +154,20 @@ impl PolicyEngine {
     /// Like [`PolicyEngine::new`], with a precompiled-module cache for [`crate::Policy::compile`]
     /// (`None`: compile every module every time).
     pub fn with_cache(limits: Limits, cache: Option<CompileCache>) -> Result<Self, EngineError> {
+        Self::with_compiler(limits, cache, Compiler::InProcess)
+    }
+
+    /// Like [`PolicyEngine::with_cache`], compiling modules with `compiler` (the agent: in a
+    /// child process under limits, see [`crate::isolate`]).
+    pub fn with_compiler(
+        limits: Limits,
+        cache: Option<CompileCache>,
+        compiler: Compiler,
+    ) -> Result<Self, EngineError> {
         if limits.concurrent_calls == 0 {
             return Err(EngineError::Limits("concurrent_calls must be at least 1"));
         }
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        // A trap's backtrace becomes part of its error, which is logged; wasmtime's default is 20
-        // frames, each naming a guest function (up to 100 KB from the name section). The first
-        // frames locate a bug; the error text is cut anyway (`policy::error_text`).
-        config.wasm_backtrace_max_frames(NonZeroUsize::new(MAX_BACKTRACE_FRAMES));
+        let mut config = compile_config();
         if limits.pool_instances {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(&limits)));
         }
@@ -215,6 +222,7 @@ impl PolicyEngine {
                 limits,
                 stop_ticker,
                 cache,
+                compiler,
             }),
         })
     }
@@ -331,6 +339,20 @@ impl Pollable for ReadyNow {
     {
         Box::pin(std::future::ready(()))
     }
+}
+
+/// The engine configuration that decides how code is compiled: the agent's engine and the
+/// compiler process ([`crate::isolate`]) both start from it, so what one compiles the other loads.
+/// How instances are allocated is not part of it (it does not change the code).
+pub(crate) fn compile_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    // A trap's backtrace becomes part of its error, which is logged; wasmtime's default is 20
+    // frames, each naming a guest function (up to 100 KB from the name section). The first
+    // frames locate a bug; the error text is cut anyway (`policy::error_text`).
+    config.wasm_backtrace_max_frames(NonZeroUsize::new(MAX_BACKTRACE_FRAMES));
+    config
 }
 
 /// Frames a trap's backtrace keeps.

@@ -4,7 +4,8 @@
 //! Owns: the wasmtime engine and its sandbox (one [`PolicyEngine`]: one `Engine`, one `Linker`,
 //! an epoch ticker; a fresh `Store` per call, in one of a fixed number of pre-reserved instance
 //! slots, with a deadline, a memory cap and bounded host buffers), compiling and type-checking
-//! modules ([`Policy`]), the allocator request lowered from borrowed data (`request`), the
+//! modules ([`Policy`]; those from the policy directory in a child process under CPU and memory
+//! limits, [`isolate`]), the allocator request lowered from borrowed data (`request`), the
 //! inventory's hand-written lowering (`lowering`), checking
 //! every result a policy returns ([`validate`]), the conversion of the discovery model to the WIT
 //! records ([`convert`]), the embedded default policies ([`defaults`]), the precompiled-module
@@ -21,6 +22,7 @@ pub mod convert;
 pub mod defaults;
 mod engine;
 mod footprint;
+pub mod isolate;
 mod lowering;
 pub mod model;
 mod policy;
@@ -32,6 +34,7 @@ pub mod watch;
 pub use cache::{CacheError, CompileCache};
 pub use convert::{HostFacts, PolicyInventory};
 pub use engine::{EngineError, Limits, PolicyEngine};
+pub use isolate::{ChildCompiler, CompileLimits, Compiler};
 pub use model::{DeviceType, LogLine, Outcome, Pool, PoolDevice, Settings, VdpaType};
 pub use policy::{
     CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyFailure, PolicyId, Roles,

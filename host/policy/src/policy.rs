@@ -14,6 +14,7 @@ use crate::bindings::selector_world::SelectorPolicyPre;
 use crate::bindings::wit;
 use crate::convert::PolicyInventory;
 use crate::engine::{CallState, PolicyEngine};
+use crate::isolate::{ChildCompileError, CompileBound, Compiler};
 use crate::lowering::{InventoryRef, Lowering};
 use crate::model::{LogLine, Outcome, Pool, Settings};
 use crate::request::{AllocationRequestRef, SettingsRef};
@@ -206,6 +207,28 @@ pub enum LoadError {
         /// wasmtime's reason.
         #[source]
         source: wasmtime::Error,
+    },
+    /// Compiling the module ran into a limit of the compiler process ([`crate::isolate`]): a
+    /// verdict on the module, not compiled again until the file changes.
+    #[error(
+        "{id}: compiling it needs more than the {bound} the compiler process may use (a module shaped to stall the compiler, or far beyond any policy; the agent's --policy-compile-cpu and --policy-compile-memory-mib set the limits)"
+    )]
+    CompileLimit {
+        /// The module.
+        id: PolicyId,
+        /// The limit it ran into.
+        bound: CompileBound,
+    },
+    /// The compiler process failed in a way that says nothing about the module (it could not
+    /// start, was killed from outside, or ran past its wall-clock time on a busy node): compiled
+    /// again later.
+    #[error("{id}: could not be compiled")]
+    CompileProcess {
+        /// The module.
+        id: PolicyId,
+        /// What happened.
+        #[source]
+        source: ChildCompileError,
     },
     /// The component imports something the host does not provide.
     #[error(
@@ -470,7 +493,30 @@ impl Policy {
     /// Compiles `bytes` (blocking; seconds for multi-megabyte components: call it off any async
     /// runtime) or loads it from the engine's precompiled-module cache, links it and type-checks
     /// its exports.
+    ///
+    /// A component is compiled by the engine's [`Compiler`] (the agent's: a child process under
+    /// limits); bytes that are no component fail in the caller's process, at once, on their
+    /// preamble.
     pub fn compile(engine: &PolicyEngine, name: &str, bytes: &[u8]) -> Result<Policy, LoadError> {
+        Self::compile_with(engine, name, bytes, &engine.inner.compiler)
+    }
+
+    /// [`Policy::compile`] for modules embedded in the caller's binary (the defaults): in this process,
+    /// which needs no child to start (they are as trusted as the binary).
+    pub fn compile_embedded(
+        engine: &PolicyEngine,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Policy, LoadError> {
+        Self::compile_with(engine, name, bytes, &Compiler::InProcess)
+    }
+
+    fn compile_with(
+        engine: &PolicyEngine,
+        name: &str,
+        bytes: &[u8],
+        compiler: &Compiler,
+    ) -> Result<Policy, LoadError> {
         let id = PolicyId::of(name, bytes);
         let limit = engine.limits().max_module_bytes;
         if bytes.len() > limit {
@@ -514,19 +560,38 @@ impl Policy {
         let mut compiled_now = false;
         let component = match cache.and_then(|c| c.load(&engine.inner.engine, bytes)) {
             Some(c) => c,
-            None => match Component::new(&engine.inner.engine, bytes) {
-                Ok(c) => {
-                    compiled_now = true;
-                    c
+            None => {
+                let what = ModuleKind::of(bytes);
+                let compiled = match compiler {
+                    Compiler::Child(child) if what == ModuleKind::Component => {
+                        child.compile(&engine.inner.engine, bytes)
+                    }
+                    // Not a whole component: wasmtime refuses it on its first bytes.
+                    _ => {
+                        Component::new(&engine.inner.engine, bytes).map_err(ChildCompileError::Load)
+                    }
+                };
+                match compiled {
+                    Ok(c) => {
+                        compiled_now = true;
+                        c
+                    }
+                    Err(ChildCompileError::Load(source)) => {
+                        return Err(LoadError::Compile { id, what, source });
+                    }
+                    Err(ChildCompileError::Refused(reason)) => {
+                        return Err(LoadError::Compile {
+                            id,
+                            what,
+                            source: wasmtime::format_err!("{reason}"),
+                        });
+                    }
+                    Err(ChildCompileError::Limit(bound)) => {
+                        return Err(LoadError::CompileLimit { id, bound });
+                    }
+                    Err(source) => return Err(LoadError::CompileProcess { id, source }),
                 }
-                Err(source) => {
-                    return Err(LoadError::Compile {
-                        id,
-                        what: ModuleKind::of(bytes),
-                        source,
-                    });
-                }
-            },
+            }
         };
         let compile_time = started.elapsed();
         let pre = match engine.inner.linker.instantiate_pre(&component) {

@@ -240,13 +240,13 @@ struct Candidate {
 impl ActivePolicies {
     /// Compiles the embedded defaults; nothing is active until the first [`Self::reload`].
     pub fn new(engine: PolicyEngine) -> Result<Self, ReloadError> {
-        let default_selector = Policy::compile(
+        let default_selector = Policy::compile_embedded(
             &engine,
             defaults::UPSTREAM_SELECTOR_NAME,
             defaults::UPSTREAM_SELECTOR,
         )
         .map_err(ReloadError::Default)?;
-        let default_allocator = Policy::compile(
+        let default_allocator = Policy::compile_embedded(
             &engine,
             defaults::PACKED_ALLOCATOR_NAME,
             defaults::PACKED_ALLOCATOR,
@@ -559,12 +559,14 @@ impl ActivePolicies {
                     _ => None,
                 };
                 let tries = tries.saturating_add(1);
+                // Tried again later: what may have failed for want of memory, or for the
+                // compiler process (not for a limit it ran into: that is the module's shape).
                 let retry_at = matches!(
                     error,
                     LoadError::Compile {
                         what: ModuleKind::Component,
                         ..
-                    }
+                    } | LoadError::CompileProcess { .. }
                 )
                 .then(|| Instant::now() + backoff(tries));
                 let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
