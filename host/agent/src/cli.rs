@@ -189,6 +189,56 @@ pub enum PolicyCommand {
     /// Load, type-check and exercise policy modules; exit 0 only if a running agent would accept
     /// every one of them.
     Check(PolicyCheckArgs),
+    /// Compile one module read from standard input to standard output, under the limits given:
+    /// the child process the other commands compile policies in (see `vfpool_policy::isolate`).
+    #[command(hide = true)]
+    CompileWorker(CompileWorkerArgs),
+}
+
+/// `vfpool policy compile-worker` (internal).
+#[derive(Debug, clap::Args)]
+pub struct CompileWorkerArgs {
+    /// CPU time limit, in seconds.
+    #[arg(long)]
+    pub cpu_seconds: u64,
+    /// Memory limit, in bytes.
+    #[arg(long)]
+    pub memory_bytes: u64,
+}
+
+/// The limits on compiling a module from the policy directory, which happens in a child process
+/// so that a module built to make the compiler run for minutes or take gigabytes cannot stall or
+/// sink the agent.
+#[derive(Debug, clap::Args)]
+pub struct PolicyCompileArgs {
+    /// CPU time compiling one policy module may take (e.g. 60s, 2m); a module that needs more is
+    /// refused until its file changes. The example Python and JavaScript policies take about 11s.
+    #[arg(long, env = "VFPOOL_POLICY_COMPILE_CPU", default_value = "60s", value_parser = crate::cmd::parse_compile_cpu)]
+    pub policy_compile_cpu: std::time::Duration,
+    /// Memory compiling one policy module may take, in MiB; a module that needs more is refused
+    /// until its file changes. The example Python policy takes about 370 MiB.
+    #[arg(
+        long,
+        env = "VFPOOL_POLICY_COMPILE_MEMORY_MIB",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(64..=1 << 20)
+    )]
+    pub policy_compile_memory_mib: u64,
+}
+
+impl PolicyCompileArgs {
+    /// The agent's compiler: its own executable (`/proc/self/exe`, which still names it after
+    /// an upgrade replaced the file) with the hidden `policy compile-worker` subcommand.
+    pub fn compiler(&self) -> vfpool_policy::Compiler {
+        vfpool_policy::Compiler::Child(vfpool_policy::ChildCompiler {
+            program: PathBuf::from("/proc/self/exe"),
+            args: vec!["policy".into(), "compile-worker".into()],
+            limits: vfpool_policy::CompileLimits::new(
+                self.policy_compile_cpu,
+                self.policy_compile_memory_mib << 20,
+            ),
+        })
+    }
 }
 
 /// `vfpool pools`.
@@ -217,6 +267,8 @@ pub struct PoolsArgs {
     /// few device ids of each pool).
     #[arg(long, env = "VFPOOL_JSON", value_parser = EnvBool::default())]
     pub json: bool,
+    #[command(flatten)]
+    pub compile: PolicyCompileArgs,
 }
 
 /// The upstream device plugin's config file, where `run` and `pools` read it by default.
@@ -244,6 +296,8 @@ pub struct PolicyCheckArgs {
     // flags on the command line conflict ([`parse`]), and the command line beats the environment.
     #[arg(long, env = "VFPOOL_POLICY_CHECK_FIXTURE")]
     pub fixture: Option<String>,
+    #[command(flatten)]
+    pub compile: PolicyCompileArgs,
 }
 
 /// The sysfs root flag shared by every command that reads devices.
@@ -316,6 +370,8 @@ pub struct RunArgs {
     /// milliseconds instead of compiling for seconds. Unset: compile every time.
     #[arg(long, env = "VFPOOL_POLICY_CACHE_DIR")]
     pub policy_cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub compile: PolicyCompileArgs,
     /// How often to rediscover devices and health (e.g. 30s, 500ms, 2m).
     #[arg(long, env = "VFPOOL_RESCAN_INTERVAL", default_value = "30s", value_parser = crate::cmd::parse_duration)]
     pub rescan_interval: std::time::Duration,
@@ -345,13 +401,15 @@ mod tests {
 
     use super::Cli;
 
-    /// Every argument of every command, with the command's name.
+    /// Every argument of every command an operator runs, with the command's name. Hidden
+    /// commands (`policy compile-worker`) are the agent talking to its own child process, with
+    /// a cleared environment: not flags of anyone's.
     fn arguments() -> Vec<(String, clap::Arg)> {
         fn walk(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
             for arg in command.get_arguments() {
                 out.push((path.to_string(), arg.clone()));
             }
-            for sub in command.get_subcommands() {
+            for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
                 walk(sub, &format!("{path} {}", sub.get_name()), out);
             }
         }

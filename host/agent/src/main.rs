@@ -18,6 +18,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
+    if let cli::Command::Policy(cli::PolicyCommand::CompileWorker(limits)) = &cli.command {
+        return compile_worker(limits);
+    }
     let default_level = match cli.command {
         cli::Command::Run(_) => "info",
         _ => "warn",
@@ -44,6 +47,24 @@ fn main() -> ExitCode {
                 _ => output::complain!("vfpool: {error}"),
             }
             ExitCode::from(failure.code as u8)
+        }
+    }
+}
+
+/// The child process policies are compiled in: nothing else runs in it (no logging: its standard
+/// error is the reason the parent reports).
+fn compile_worker(args: &cli::CompileWorkerArgs) -> ExitCode {
+    let limits = vfpool_policy::CompileLimits {
+        cpu: std::time::Duration::from_secs(args.cpu_seconds),
+        memory_bytes: args.memory_bytes,
+        // Enforced by the parent.
+        wall: std::time::Duration::MAX,
+    };
+    match vfpool_policy::isolate::serve_worker(limits) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::complain!("{}", vfpool_policy::error_chain(&error));
+            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(u8::MAX))
         }
     }
 }

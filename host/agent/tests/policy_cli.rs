@@ -4,6 +4,8 @@
 // Test helpers unwrap: a failure there is a failed test with a backtrace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -286,6 +288,55 @@ fn policy_check_reports_a_runaway_policy() {
     assert!(
         text.contains("deadline") && text.contains("sha256:"),
         "{text}"
+    );
+}
+
+/// A module shaped to make the compiler take gigabytes or minutes is refused for the limit it
+/// ran into, named with the flag that sets it: it is compiled in a child process under limits,
+/// not in the agent's (where, before, it took whatever it needed). A real policy still compiles
+/// in the child, and loads in the agent (the other tests).
+#[test]
+fn a_module_that_would_stall_the_compiler_is_refused_for_the_limit_it_ran_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    // About 600 MB and 1.5 s of CPU to compile (release build).
+    std::fs::write(&bomb, common::compiler_bomb(4000)).unwrap();
+    let check = |limits: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "check",
+            bomb.to_str().unwrap(),
+            "--fixture",
+            "dell-cx5",
+        ];
+        args.extend_from_slice(limits);
+        let out = vfpool(&args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = check(&["--policy-compile-memory-mib", "64"]);
+    assert!(
+        text.contains("bomb.wasm: REFUSED")
+            && text.contains("more than the 64 MiB of memory the compiler process may use")
+            && text.contains("--policy-compile-memory-mib"),
+        "{text}"
+    );
+    let text = check(&[
+        "--policy-compile-memory-mib",
+        "8192",
+        "--policy-compile-cpu",
+        "1s",
+    ]);
+    assert!(
+        text.contains("more than the 1 s of CPU time the compiler process may use"),
+        "{text}"
+    );
+    // The flags are checked as the agent starts, not when a module is compiled.
+    let out = vfpool(&["pools", "--policy-compile-cpu", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("between 1s and 1h"),
+        "{out:?}"
     );
 }
 

@@ -519,6 +519,48 @@ async fn config_hot_swap_adds_and_removes_pools() {
     sim.shutdown();
 }
 
+/// A module dropped into the policy directory that would make the compiler take gigabytes is
+/// compiled in a child process that runs into its memory limit: refused with that reason, the
+/// pools keep serving, and the agent's own memory never held the compile (it took about 600 MB
+/// in the agent before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_would_stall_the_compiler_leaves_the_agent_serving() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
+        .await
+        .unwrap();
+    let agent = node.agent_with(
+        "30s",
+        &["--policy-compile-memory-mib".as_ref(), "256".as_ref()],
+    );
+    sim.wait_for("24 allocatable", GUARD, |r| {
+        allocatable(r, "intel.com/mlnx_sriov") == 24
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let policies = node.path("policies");
+    fs::create_dir_all(&policies).unwrap();
+    fs::write(policies.join(".bomb.tmp"), common::compiler_bomb(4000)).unwrap();
+    fs::rename(policies.join(".bomb.tmp"), policies.join("selector.wasm")).unwrap();
+    wait_for_log(&agent, "256 MiB of memory the compiler process may use");
+    let pod = sim
+        .allocate_pod("p", "intel.com/mlnx_sriov", 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert_eq!(pod.device_ids.len(), 1);
+    let status = fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 200 << 10,
+        "the agent's peak RSS is {peak_kib} KiB: did it compile the module itself?"
+    );
+    sim.shutdown();
+}
+
 /// A config change made while the agent is still starting (its first pool socket is bound, the
 /// registration may be in flight) is not lost: the watch is in place before the first load, so
 /// nothing written after it goes unnoticed until the next restart.

@@ -7,7 +7,7 @@ mod pools;
 mod run;
 mod sim;
 
-pub use run::{parse_duration, parse_grace};
+pub use run::{parse_compile_cpu, parse_duration, parse_grace};
 
 use crate::cli::{Command, PolicyCommand};
 use crate::exit::CmdResult;
@@ -20,6 +20,8 @@ pub fn run(command: Command) -> CmdResult {
         Command::Run(args) => run::run(&args),
         Command::Pools(args) => pools::run(&args),
         Command::Policy(PolicyCommand::Check(args)) => policy_check::run(&args),
+        // Served by `main` before anything else starts in the process.
+        Command::Policy(PolicyCommand::CompileWorker(_)) => Ok(()),
         Command::Demo(args) => demo::run(&args),
     }
 }

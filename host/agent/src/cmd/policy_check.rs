@@ -38,14 +38,15 @@ pub fn run(args: &PolicyCheckArgs) -> CmdResult {
         config,
         default_resource_prefix: args.resource_prefix.clone(),
     };
-    let engine = PolicyEngine::new(Limits::default()).code(Code::Failure)?;
-    let default_selector = Policy::compile(
+    let engine = PolicyEngine::with_compiler(Limits::default(), None, args.compile.compiler())
+        .code(Code::Failure)?;
+    let default_selector = Policy::compile_embedded(
         &engine,
         defaults::UPSTREAM_SELECTOR_NAME,
         defaults::UPSTREAM_SELECTOR,
     )
     .code(Code::Failure)?;
-    let default_allocator = Policy::compile(
+    let default_allocator = Policy::compile_embedded(
         &engine,
         defaults::PACKED_ALLOCATOR_NAME,
         defaults::PACKED_ALLOCATOR,

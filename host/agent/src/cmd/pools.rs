@@ -46,7 +46,8 @@ pub fn run(args: &PoolsArgs) -> CmdResult {
     let facts = FactsGatherer::for_sysfs_root(&args.sysfs.sysfs_root).gather(&inventory);
     let devices = inventory;
     let inventory = PolicyInventory::new(&devices, &facts);
-    let engine = PolicyEngine::new(Limits::default()).code(Code::Failure)?;
+    let engine = PolicyEngine::with_compiler(Limits::default(), None, args.compile.compiler())
+        .code(Code::Failure)?;
     let policies = ActivePolicies::new(engine).code(Code::Failure)?;
     let sources = Sources {
         policy_dir: Some(args.policy_dir.clone()),

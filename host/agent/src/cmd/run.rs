@@ -320,7 +320,7 @@ async fn serve(
         ),
         None => None,
     };
-    let engine = PolicyEngine::with_cache(Limits::default(), cache)
+    let engine = PolicyEngine::with_compiler(Limits::default(), cache, args.compile.compiler())
         .context("cannot start the policy engine")
         .code(Code::Failure)?;
     // Compiling the embedded defaults takes a while: off the runtime, so a stop signal is seen.
@@ -732,6 +732,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// believed at once after a kubelet restart).
 pub fn parse_grace(text: &str) -> Result<Duration, String> {
     parse_span(text, "grace").map(|(duration, _)| duration)
+}
+
+/// Parses `--policy-compile-cpu`: as [`parse_duration`], at least a second (the kernel counts
+/// CPU-time limits in whole seconds) and at most an hour.
+pub fn parse_compile_cpu(text: &str) -> Result<Duration, String> {
+    let (duration, _) = parse_span(text, "CPU time")?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&duration) {
+        return Err(format!(
+            "{:?}: give between 1s and 1h (compiling the example Python policy takes about 11s of CPU)",
+            text.trim()
+        ));
+    }
+    Ok(duration)
 }
 
 /// `30s`, `500ms`, `2m`, `1h` or a bare number of seconds, from 0 to under a year, as a Duration

@@ -187,6 +187,10 @@ impl Agent {
         panic!("the agent did not exit after SIG{signal}");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().unwrap().try_wait().unwrap().is_none()
     }
@@ -231,4 +235,58 @@ pub fn wait_for_log(agent: &Agent, needle: &str) {
 
 pub fn allocatable(resources: &BTreeMap<String, ResourceView>, name: &str) -> usize {
     resources.get(name).map_or(0, ResourceView::allocatable)
+}
+
+/// A component whose one function is built to make the compiler (Cranelift) take time and memory
+/// growing with the square of `locals`: that many locals, each assigned in its own branch inside
+/// a loop, so every local is live across every branch. 2,000 locals (26 KB) need about 130 MB
+/// and half a second of CPU, 6,000 (78 KB) about 1 GB and 3 s. It is no policy: compiling it is
+/// the point.
+pub fn compiler_bomb(locals: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n > 0 { low | 0x80 } else { low });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(u32::try_from(payload.len()).unwrap(), out);
+        out.extend_from_slice(payload);
+    }
+    let mut body = Vec::new();
+    // One group of `locals` i64 locals.
+    leb(1, &mut body);
+    leb(locals, &mut body);
+    body.push(0x7e);
+    // loop
+    body.extend_from_slice(&[0x03, 0x40]);
+    for i in 0..locals {
+        // local.get i; i32.wrap_i64; if; local.get i+1; local.set i; end
+        body.push(0x20);
+        leb(i, &mut body);
+        body.extend_from_slice(&[0xa7, 0x04, 0x40, 0x20]);
+        leb((i + 1) % locals, &mut body);
+        body.push(0x21);
+        leb(i, &mut body);
+        body.push(0x0b);
+    }
+    // br 0; end (loop); end (function)
+    body.extend_from_slice(&[0x0c, 0x00, 0x0b, 0x0b]);
+    let mut code = Vec::new();
+    leb(1, &mut code);
+    leb(u32::try_from(body.len()).unwrap(), &mut code);
+    code.extend_from_slice(&body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // One type () -> (), one function of it, its code.
+    section(1, &[1, 0x60, 0, 0], &mut module);
+    section(3, &[1, 0], &mut module);
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    component
 }
