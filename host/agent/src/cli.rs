@@ -229,15 +229,22 @@ pub struct PolicyCompileArgs {
 impl PolicyCompileArgs {
     /// The agent's compiler: its own executable (`/proc/self/exe`, which still names it after
     /// an upgrade replaced the file) with the hidden `policy compile-worker` subcommand.
+    #[allow(unsafe_code)]
     pub fn compiler(&self) -> vfpool_policy::Compiler {
-        vfpool_policy::Compiler::Child(vfpool_policy::ChildCompiler {
-            program: PathBuf::from("/proc/self/exe"),
-            args: vec!["policy".into(), "compile-worker".into()],
-            limits: vfpool_policy::CompileLimits::new(
-                self.policy_compile_cpu,
-                self.policy_compile_memory_mib << 20,
-            ),
-        })
+        let limits = vfpool_policy::CompileLimits::new(
+            self.policy_compile_cpu,
+            self.policy_compile_memory_mib << 20,
+        );
+        // SAFETY: the program is this executable, whose `policy compile-worker` is
+        // `vfpool_policy::isolate::serve_worker` of the same build (see `main`).
+        let child = unsafe {
+            vfpool_policy::ChildCompiler::new(
+                PathBuf::from("/proc/self/exe"),
+                vec!["policy".into(), "compile-worker".into()],
+                limits,
+            )
+        };
+        vfpool_policy::Compiler::Child(child)
     }
 }
 

@@ -301,7 +301,10 @@ fn a_module_that_would_stall_the_compiler_is_refused_for_the_limit_it_ran_into()
     let bomb = dir.path().join("bomb.wasm");
     // About 600 MB and 1.5 s of CPU to compile (release build).
     std::fs::write(&bomb, common::compiler_bomb(4000)).unwrap();
-    let check = |limits: &[&str]| {
+    // Some 12 s of CPU: past a 1 s limit on any machine.
+    let slow_bomb = dir.path().join("slow-bomb.wasm");
+    std::fs::write(&slow_bomb, common::compiler_bomb(12_000)).unwrap();
+    let check = |bomb: &std::path::Path, limits: &[&str]| {
         let mut args = vec![
             "policy",
             "check",
@@ -314,19 +317,22 @@ fn a_module_that_would_stall_the_compiler_is_refused_for_the_limit_it_ran_into()
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    let text = check(&["--policy-compile-memory-mib", "64"]);
+    let text = check(&bomb, &["--policy-compile-memory-mib", "64"]);
     assert!(
         text.contains("bomb.wasm: REFUSED")
             && text.contains("more than the 64 MiB of memory the compiler process may use")
             && text.contains("--policy-compile-memory-mib"),
         "{text}"
     );
-    let text = check(&[
-        "--policy-compile-memory-mib",
-        "8192",
-        "--policy-compile-cpu",
-        "1s",
-    ]);
+    let text = check(
+        &slow_bomb,
+        &[
+            "--policy-compile-memory-mib",
+            "8192",
+            "--policy-compile-cpu",
+            "1s",
+        ],
+    );
     assert!(
         text.contains("more than the 1 s of CPU time the compiler process may use"),
         "{text}"

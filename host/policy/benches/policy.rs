@@ -105,6 +105,7 @@ fn serve_compile_worker(args: &[String]) -> bool {
     true
 }
 
+#[allow(unsafe_code)] // The compiler process is this binary (below).
 fn main() {
     if serve_compile_worker(&std::env::args().collect::<Vec<_>>()) {
         return;
@@ -320,10 +321,14 @@ fn main() {
     let agent_engine = PolicyEngine::with_compiler(
         Limits::default(),
         None,
-        Compiler::Child(ChildCompiler {
-            program: std::env::current_exe().unwrap(),
-            args: vec!["compile-worker".into()],
-            limits: CompileLimits::default(),
+        // SAFETY: the program is this bench binary, whose `compile-worker` is
+        // `serve_compile_worker` above.
+        Compiler::Child(unsafe {
+            ChildCompiler::new(
+                std::env::current_exe().unwrap(),
+                vec!["compile-worker".into()],
+                CompileLimits::default(),
+            )
         }),
     )
     .unwrap();

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -65,8 +65,13 @@ impl CompileLimits {
     }
 
     fn cpu_seconds(&self) -> u64 {
-        self.cpu.as_secs() + u64::from(self.cpu.subsec_nanos() > 0)
+        whole_seconds(self.cpu)
     }
+}
+
+/// `RLIMIT_CPU` counts whole seconds.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 /// Where modules from the policy directory are compiled. The embedded default policies are always
@@ -85,11 +90,10 @@ pub enum Compiler {
 pub struct ChildCompiler {
     /// The program: one whose command line `args` then `--cpu-seconds N --memory-bytes N` ends
     /// in [`serve_worker`] with those limits.
-    pub program: PathBuf,
+    program: PathBuf,
     /// Arguments before the limits (the agent: `policy compile-worker`).
-    pub args: Vec<OsString>,
-    /// The limits.
-    pub limits: CompileLimits,
+    args: Vec<OsString>,
+    limits: CompileLimits,
 }
 
 /// The limit a compilation ran into.
@@ -104,7 +108,8 @@ pub enum CompileBound {
 impl std::fmt::Display for CompileBound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CompileBound::Cpu(limit) => write!(f, "{} s of CPU time", limit.as_secs_f64()),
+            // As the kernel enforces it: whole seconds, rounded up.
+            CompileBound::Cpu(limit) => write!(f, "{} s of CPU time", whole_seconds(*limit)),
             CompileBound::Memory(limit) => write!(f, "{} MiB of memory", limit >> 20),
         }
     }
@@ -153,17 +158,6 @@ fn detail(stderr: &str) -> String {
     }
 }
 
-impl ChildCompileError {
-    /// Whether compiling the same module again may succeed (the node's load or memory pressure,
-    /// a process that could not start), as opposed to a verdict on the module.
-    pub fn may_pass_later(&self) -> bool {
-        !matches!(
-            self,
-            ChildCompileError::Refused(_) | ChildCompileError::Limit(_)
-        )
-    }
-}
-
 /// What the parent keeps of the child's standard error: wasmtime's reason for refusing a module,
 /// or a panic message.
 const MAX_STDERR_BYTES: u64 = 16 << 10;
@@ -174,10 +168,37 @@ const ALLOCATION_FAILED: &str = "memory allocation of ";
 /// How `io::Error` describes ENOMEM.
 const OUT_OF_MEMORY: &str = "(os error 12)";
 
+/// The threads the child compiles on (where the measured compile times and memory come from: a
+/// 2-core VM).
+const COMPILE_THREADS: usize = 2;
+
 /// Exit code of a worker that could not set its limits up (it compiles nothing then).
 const EXIT_NO_LIMITS: i32 = 3;
 
 impl ChildCompiler {
+    /// A compiler that runs `program` with `args`, then `--cpu-seconds N --memory-bytes N`.
+    ///
+    /// # Safety
+    ///
+    /// What the program writes on its standard output is loaded as native code
+    /// (`Component::deserialize`, which checks only that it claims to come from this wasmtime
+    /// build and configuration). So the program must be one that answers as [`serve_worker`]
+    /// does, built with this crate: the agent's own executable, never a path someone else
+    /// chooses.
+    #[allow(unsafe_code)]
+    pub unsafe fn new(program: PathBuf, args: Vec<OsString>, limits: CompileLimits) -> Self {
+        ChildCompiler {
+            program,
+            args,
+            limits,
+        }
+    }
+
+    /// The limits the child compiles under.
+    pub fn limits(&self) -> CompileLimits {
+        self.limits
+    }
+
     /// Compiles `bytes` in a child and loads the result into `engine`. Blocking, for up to the
     /// wall-clock limit.
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> Result<Component, ChildCompileError> {
@@ -186,23 +207,28 @@ impl ChildCompiler {
             program: self.program.clone(),
             source,
         };
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .arg("--cpu-seconds")
-            .arg(limits.cpu_seconds().to_string())
-            .arg("--memory-bytes")
-            .arg(limits.memory_bytes.to_string())
-            // Nothing of the agent's environment is needed, nor should reach the compiler.
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_error)?;
-        let outcome = talk(&mut child, bytes, limits);
-        // Whatever happened, the child is gone when this returns (a no-op if it has exited).
-        let _ = child.kill();
-        let status = child.wait().map_err(spawn_error)?;
+        let mut child = Reaped(
+            Command::new(&self.program)
+                .args(&self.args)
+                .arg("--cpu-seconds")
+                .arg(limits.cpu_seconds().to_string())
+                .arg("--memory-bytes")
+                .arg(limits.memory_bytes.to_string())
+                // Nothing of the agent's environment is needed, nor should reach the compiler.
+                .env_clear()
+                // Cranelift compiles functions on a thread per core; its memory (each thread's
+                // stack, the functions compiled at once) grows with the threads, and the memory
+                // verdict on a module must not depend on the node's core count.
+                .env("RAYON_NUM_THREADS", COMPILE_THREADS.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(spawn_error)?,
+        );
+        let outcome = talk(&mut child.0, bytes, limits);
+        let _ = child.0.kill();
+        let status = child.0.wait().map_err(spawn_error)?;
         let Talk {
             artifact,
             stderr,
@@ -219,11 +245,23 @@ impl ChildCompiler {
     }
 }
 
+/// The child, killed and reaped when dropped: gone on every way out of
+/// [`ChildCompiler::compile`], a panic included. (After `wait`, `kill` signals nothing.)
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Turns the child's answer into a component.
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own output. These bytes
-    // are: the child is the program the embedder named (the agent's own executable), it
+    // are: the child is the program the embedder promised, when it called the unsafe
+    // `ChildCompiler::new`, answers as `serve_worker` does (the agent's own executable), it
     // serialized them with this wasmtime build (`Engine::precompile_component`), and they came
     // through a pipe only this process and the child held. They are an in-memory copy. wasmtime
     // itself also refuses an artifact from another version or configuration.
@@ -237,10 +275,12 @@ struct Talk {
     timed_out: bool,
 }
 
-/// Writes the module to the child and reads its answer, until the child closes its output or
-/// the wall-clock limit (then kills it). The pipes are served by threads, so a child that stops
-/// reading or writing cannot block the caller past the limit.
+/// Writes the module to the child and reads its answer, until the child has exited or the
+/// wall-clock limit (then kills it). The pipes are served by threads, so a child that stops
+/// reading or writing cannot block the caller past the limit; on any error the child is killed
+/// first, so that no thread is left blocked on it.
 fn talk(child: &mut Child, bytes: &[u8], limits: CompileLimits) -> io::Result<Talk> {
+    let deadline = Instant::now() + limits.wall;
     let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -249,42 +289,68 @@ fn talk(child: &mut Child, bytes: &[u8], limits: CompileLimits) -> io::Result<Ta
     // The artifact is bounded by what the child may allocate.
     let max_artifact = limits.memory_bytes;
     thread::scope(|scope| {
-        scope.spawn(move || {
-            // A child that died early closes its end: the write fails, and its status says why.
-            let _ = stdin.write_all(bytes);
-        });
-        let stderr_reader = scope.spawn(move || {
-            let mut kept = Vec::new();
-            let mut stderr = stderr;
-            let _ = (&mut stderr).take(MAX_STDERR_BYTES).read_to_end(&mut kept);
-            // Drained to the end, so the child never blocks on a full pipe.
-            let _ = io::copy(&mut stderr, &mut io::sink());
-            kept
-        });
-        let (done, finished) = mpsc::channel();
-        scope.spawn(move || {
-            let mut artifact = Vec::new();
-            let read = (&mut stdout)
-                .take(max_artifact)
-                .read_to_end(&mut artifact)
-                .map(|_| artifact);
-            let _ = done.send(read);
-        });
-        let (artifact, timed_out) = match finished.recv_timeout(limits.wall) {
-            Ok(read) => (read?, false),
-            Err(_) => {
+        let spawned = (|| {
+            thread::Builder::new().spawn_scoped(scope, move || {
+                // A child that died early closes its end: the write fails, and its status says
+                // why.
+                let _ = stdin.write_all(bytes);
+            })?;
+            let stderr_reader = thread::Builder::new().spawn_scoped(scope, move || {
+                let mut kept = Vec::new();
+                let mut stderr = stderr;
+                let _ = (&mut stderr).take(MAX_STDERR_BYTES).read_to_end(&mut kept);
+                // Drained to the end, so the child never blocks on a full pipe.
+                let _ = io::copy(&mut stderr, &mut io::sink());
+                kept
+            })?;
+            let (done, finished) = mpsc::channel();
+            thread::Builder::new().spawn_scoped(scope, move || {
+                let mut artifact = Vec::new();
+                let read = (&mut stdout)
+                    .take(max_artifact)
+                    .read_to_end(&mut artifact)
+                    .map(|_| artifact);
+                let _ = done.send(read);
+            })?;
+            io::Result::Ok((stderr_reader, finished))
+        })();
+        let (stderr_reader, finished) = match spawned {
+            Ok(threads) => threads,
+            Err(error) => {
                 let _ = child.kill();
-                (Vec::new(), true)
+                return Err(error);
             }
         };
-        // Its standard output closed: the child is exiting (or was killed); so is its stderr.
+        let read = finished.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        // Its standard output closed: the child is exiting, given the rest of the time.
+        let timed_out = read.is_err() || !exited_by(child, deadline);
+        if timed_out {
+            let _ = child.kill();
+        }
+        // The child is gone, its pipes closed: the threads end.
         let stderr = stderr_reader.join().unwrap_or_default();
+        let artifact = match read {
+            Ok(artifact) => artifact?,
+            Err(_) => Vec::new(),
+        };
         Ok(Talk {
             artifact,
             stderr,
             timed_out,
         })
     })
+}
+
+/// Whether `child` exits by `deadline` (its status is kept for `wait`).
+fn exited_by(child: &mut Child, deadline: Instant) -> bool {
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(1)),
+            // Past the deadline, or the child cannot be waited for: killed either way.
+            _ => return false,
+        }
+    }
 }
 
 /// Names how a child that gave no component ended.
@@ -368,8 +434,18 @@ pub fn serve_worker(limits: CompileLimits) -> Result<(), WorkerError> {
             source: e.into(),
         })
     };
-    // No core file of a child killed by a limit (it would be as large as the memory it took).
+    // If memory runs short on the node, the kernel's OOM killer takes this process before the
+    // agent. Best effort: a read-only /proc leaves the default.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    // No core file of a child killed by a limit (it would be as large as the memory it took, and
+    // a piped `core_pattern` ignores RLIMIT_CORE; dumping it would keep the pipes open past the
+    // wall-clock limit).
     set("core file", Resource::Core, 0, 0)?;
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| WorkerError::Limit {
+            what: "core dump",
+            source: e.into(),
+        })?;
     // SIGXCPU at the soft limit ends the process (its default action); SIGKILL a second later
     // if it did not.
     let cpu = limits.cpu_seconds().max(1);
@@ -409,7 +485,6 @@ pub(crate) fn compile_serialized(module: &[u8]) -> Result<Vec<u8>, WorkerError> 
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::time::Instant;
 
     use super::*;
     use crate::engine::{Limits, PolicyEngine};
@@ -534,7 +609,7 @@ mod tests {
         for script in ["kill -KILL $$", "exit 0", "echo boom >&2; exit 101"] {
             let error = compile_error(shell(script, Duration::from_secs(60)), &component(0));
             assert!(
-                matches!(&error, LoadError::CompileProcess { source, .. } if source.may_pass_later()),
+                matches!(&error, LoadError::CompileProcess { .. }),
                 "{script}: {error:?}"
             );
         }
@@ -550,39 +625,42 @@ mod tests {
     }
 
     /// A child that neither reads its input nor answers is killed at the wall-clock limit, even
-    /// while the parent is still writing a module larger than a pipe holds.
+    /// while the parent is still writing a module larger than a pipe holds; so is one that
+    /// closed its output but did not exit.
     #[test]
     fn a_stuck_child_is_killed_at_the_wall_clock_limit() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
-        let script = format!("echo $$ > '{}'; exec sleep 600", pid_file.display());
-        let started = Instant::now();
-        let error = compile_error(
-            shell(&script, Duration::from_millis(300)),
-            &component(4 << 20),
-        );
-        // A liveness bound, not a speed check: the child sleeps for ten minutes.
-        assert!(started.elapsed() < Duration::from_secs(120));
-        assert!(
-            matches!(
-                &error,
-                LoadError::CompileProcess {
-                    source: ChildCompileError::Timeout(_),
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
-        let pid = fs::read_to_string(&pid_file).unwrap();
-        assert!(
-            !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
-            "the child is still there"
-        );
+        for stuck in ["exec sleep 600", "exec >&-; exec sleep 600"] {
+            let script = format!("echo $$ > '{}'; {stuck}", pid_file.display());
+            let started = Instant::now();
+            let error = compile_error(
+                shell(&script, Duration::from_millis(300)),
+                &component(4 << 20),
+            );
+            // A liveness bound, not a speed check: the child sleeps for ten minutes.
+            assert!(started.elapsed() < Duration::from_secs(120), "{stuck}");
+            assert!(
+                matches!(
+                    &error,
+                    LoadError::CompileProcess {
+                        source: ChildCompileError::Timeout(_),
+                        ..
+                    }
+                ),
+                "{stuck}: {error:?}"
+            );
+            let pid = fs::read_to_string(&pid_file).unwrap();
+            assert!(
+                !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+                "{stuck}: the child is still there"
+            );
+        }
     }
 
-    /// A module refused for a limit waits for its file to change; a compiler process that failed
-    /// otherwise (killed from outside, timed out) is tried again later. Either way the set in
-    /// force keeps serving.
+    /// A module refused for a limit, or refused by wasmtime in the compiler process, waits for
+    /// its file to change; a compiler process that failed otherwise (killed from outside, timed
+    /// out) is tried again later. Either way the set in force keeps serving.
     #[test]
     fn only_a_failed_compiler_process_is_tried_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -592,7 +670,12 @@ mod tests {
             default_resource_prefix: "intel.com".into(),
         };
         let inventory = PolicyInventory::new(&Default::default(), &Default::default());
-        for (script, retried) in [("kill -XCPU $$", false), ("kill -KILL $$", true)] {
+        for (script, retried) in [
+            ("kill -XCPU $$", false),
+            // wasmtime's refusal: out of memory is told apart (above), so it is the module's.
+            ("echo 'type mismatch' >&2; exit 1", false),
+            ("kill -KILL $$", true),
+        ] {
             let active =
                 ActivePolicies::new(engine_with(shell(script, Duration::from_secs(60)))).unwrap();
             assert!(active.reload(&sources, &inventory).changed);

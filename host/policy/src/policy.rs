@@ -204,6 +204,10 @@ pub enum LoadError {
         id: PolicyId,
         /// What the file looks like, for the message.
         what: ModuleKind,
+        /// Whether compiling it again may succeed: wasmtime's refusal of a component in this
+        /// process may be for want of memory (code memory, a big module's compile), one in the
+        /// compiler process is not (running out of memory there is [`LoadError::CompileLimit`]).
+        may_pass_later: bool,
         /// wasmtime's reason.
         #[source]
         source: wasmtime::Error,
@@ -577,12 +581,18 @@ impl Policy {
                         c
                     }
                     Err(ChildCompileError::Load(source)) => {
-                        return Err(LoadError::Compile { id, what, source });
+                        return Err(LoadError::Compile {
+                            id,
+                            what,
+                            may_pass_later: what == ModuleKind::Component,
+                            source,
+                        });
                     }
                     Err(ChildCompileError::Refused(reason)) => {
                         return Err(LoadError::Compile {
                             id,
                             what,
+                            may_pass_later: false,
                             source: wasmtime::format_err!("{reason}"),
                         });
                     }

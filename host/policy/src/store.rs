@@ -159,10 +159,11 @@ fn doubling(first: Duration, tries: u32, cap: Duration) -> Duration {
 /// What a module's failed load is remembered as.
 struct Rejection {
     reason: String,
-    /// `None`: the failure is deterministic (not WASM, a core module, imports, exports, types),
-    /// so the file is never compiled again. `Some`: wasmtime refused a component, which a lack of
-    /// memory (code memory, a big module's compile) can cause as well as damaged bytes: it is
-    /// compiled again from then on.
+    /// `None`: the failure is deterministic (not WASM, a core module, imports, exports, types,
+    /// a compile limit, wasmtime's refusal in the compiler process), so the file is not compiled
+    /// again until it changes. `Some`: a failure the node's state may have caused (wasmtime
+    /// refused a component in this process, where a lack of memory can cause it as well as
+    /// damaged bytes; the compiler process failed): it is compiled again from then on.
     retry_at: Option<Instant>,
     /// Failed compiles in a row, for the backoff.
     tries: u32,
@@ -564,7 +565,7 @@ impl ActivePolicies {
                 let retry_at = matches!(
                     error,
                     LoadError::Compile {
-                        what: ModuleKind::Component,
+                        may_pass_later: true,
                         ..
                     } | LoadError::CompileProcess { .. }
                 )
