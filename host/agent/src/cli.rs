@@ -204,6 +204,9 @@ pub struct CompileWorkerArgs {
     /// Memory limit, in bytes.
     #[arg(long)]
     pub memory_bytes: u64,
+    /// The process that started this one (it exits if that one is gone).
+    #[arg(long)]
+    pub parent_pid: u32,
 }
 
 /// The limits on compiling a module from the policy directory, which happens in a child process

@@ -60,7 +60,7 @@ fn compile_worker(args: &cli::CompileWorkerArgs) -> ExitCode {
         // Enforced by the parent.
         wall: std::time::Duration::MAX,
     };
-    match vfpool_policy::isolate::serve_worker(limits) {
+    match vfpool_policy::isolate::serve_worker(limits, args.parent_pid) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             output::complain!("{}", vfpool_policy::error_chain(&error));

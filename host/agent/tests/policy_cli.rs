@@ -346,6 +346,35 @@ fn a_module_that_would_stall_the_compiler_is_refused_for_the_limit_it_ran_into()
     );
 }
 
+/// The compiler process compiles only for the process that started it: one whose parent is
+/// already gone when it sets up the parent-death signal (the signal would never come) exits at
+/// once instead of compiling with no one to answer.
+#[test]
+fn the_compiler_process_exits_when_the_process_that_started_it_is_gone() {
+    let worker = |parent: u32| {
+        vfpool(&[
+            "policy",
+            "compile-worker",
+            "--cpu-seconds",
+            "5",
+            "--memory-bytes",
+            "268435456",
+            "--parent-pid",
+            &parent.to_string(),
+        ])
+    };
+    // Started by this test: it reads the module (none) and says why wasmtime refused it.
+    let out = worker(std::process::id());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // Claiming another parent, as a worker reparented after its parent died would see it.
+    let out = worker(std::process::id() + 1);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is gone"),
+        "{out:?}"
+    );
+}
+
 /// Under an address-space limit (`ulimit -v`) the policy instance pool cannot be reserved: the
 /// agent says so once and serves without it, instead of failing to start.
 #[test]

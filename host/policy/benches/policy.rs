@@ -84,7 +84,7 @@ fn plain(inventory: &Inventory) -> Vec<upstream_selector::PlainDevice> {
 }
 
 /// The bench binary is also the compiler process of the hot-swap measurement (as the agent's
-/// binary is the agent's): `BENCH compile-worker --cpu-seconds N --memory-bytes N`.
+/// binary is the agent's): `BENCH compile-worker --cpu-seconds N --memory-bytes N --parent-pid N`.
 fn serve_compile_worker(args: &[String]) -> bool {
     if args.get(1).map(String::as_str) != Some("compile-worker") {
         return false;
@@ -98,7 +98,9 @@ fn serve_compile_worker(args: &[String]) -> bool {
         memory_bytes: value("--memory-bytes"),
         wall: Duration::MAX,
     };
-    if let Err(e) = vfpool_policy::isolate::serve_worker(limits) {
+    if let Err(e) =
+        vfpool_policy::isolate::serve_worker(limits, u32::try_from(value("--parent-pid")).unwrap())
+    {
         eprintln!("{e}");
         std::process::exit(e.exit_code());
     }

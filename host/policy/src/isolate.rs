@@ -88,8 +88,8 @@ pub enum Compiler {
 /// How to start the child that compiles, and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildCompiler {
-    /// The program: one whose command line `args` then `--cpu-seconds N --memory-bytes N` ends
-    /// in [`serve_worker`] with those limits.
+    /// The program: one whose command line `args` then `--cpu-seconds N --memory-bytes N
+    /// --parent-pid N` ends in [`serve_worker`] with those limits and this process's id.
     program: PathBuf,
     /// Arguments before the limits (the agent: `policy compile-worker`).
     args: Vec<OsString>,
@@ -176,7 +176,8 @@ const COMPILE_THREADS: usize = 2;
 const EXIT_NO_LIMITS: i32 = 3;
 
 impl ChildCompiler {
-    /// A compiler that runs `program` with `args`, then `--cpu-seconds N --memory-bytes N`.
+    /// A compiler that runs `program` with `args`, then `--cpu-seconds N --memory-bytes N
+    /// --parent-pid N`.
     ///
     /// # Safety
     ///
@@ -214,6 +215,8 @@ impl ChildCompiler {
                 .arg(limits.cpu_seconds().to_string())
                 .arg("--memory-bytes")
                 .arg(limits.memory_bytes.to_string())
+                .arg("--parent-pid")
+                .arg(std::process::id().to_string())
                 // Nothing of the agent's environment is needed, nor should reach the compiler.
                 .env_clear()
                 // Cranelift compiles functions on a thread per core; its memory (each thread's
@@ -396,6 +399,10 @@ pub enum WorkerError {
     /// The module could not be read from standard input, or the answer not written.
     #[error("cannot read the module or write the compiled form")]
     Io(#[source] io::Error),
+    /// The process that started this one had already exited when the parent-death signal was
+    /// set up (so it would never come): nothing is compiled for no one.
+    #[error("the process that started the compiler (pid {0}) is gone")]
+    ParentGone(u32),
     /// The engine could not be created.
     #[error("cannot create the WebAssembly engine")]
     Engine(#[source] wasmtime::Error),
@@ -416,10 +423,11 @@ impl WorkerError {
 }
 
 /// The child's side: sets `limits` on this process, reads a module from standard input, compiles
-/// it and writes the serialized form to standard output. Call it first thing in a process started
+/// it and writes the serialized form to standard output. `parent_pid` is the process that
+/// started it (`--parent-pid`). Call it first thing in a process started
 /// for it, with nothing else running: the limits are the whole process's. On error, write the
 /// error's text to standard error and exit with [`WorkerError::exit_code`].
-pub fn serve_worker(limits: CompileLimits) -> Result<(), WorkerError> {
+pub fn serve_worker(limits: CompileLimits, parent_pid: u32) -> Result<(), WorkerError> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let set = |what, resource, current: u64, maximum: u64| {
         setrlimit(
@@ -463,6 +471,12 @@ pub fn serve_worker(limits: CompileLimits) -> Result<(), WorkerError> {
             source: e.into(),
         },
     )?;
+    // A parent that died before the line above sent no signal, and none will come: this
+    // process has been handed to another.
+    let parent = rustix::process::Pid::as_raw(rustix::process::getppid());
+    if u32::try_from(parent).ok() != Some(parent_pid) {
+        return Err(WorkerError::ParentGone(parent_pid));
+    }
     let mut module = Vec::new();
     io::stdin()
         .lock()
