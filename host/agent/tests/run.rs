@@ -561,6 +561,46 @@ async fn a_module_that_would_stall_the_compiler_leaves_the_agent_serving() {
     sim.shutdown();
 }
 
+/// What a selector logs is said once per accepted set: the acceptance dry run says it, and the
+/// selects that repeat it (every rescan, the one right after a hot swap) say it at debug. The
+/// first select after the dry run, at start and after each swap, used to say it again at info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selectors_log_lines_are_said_once_per_accepted_set() {
+    let node = Node::shipped("dell-cx5", MLNX_CONFIG);
+    let policies = node.path("policies");
+    fs::create_dir_all(&policies).unwrap();
+    let starter =
+        Path::new(vfpool_policy::defaults::BUILT_COMPONENTS_DIR).join("rust_starter.wasm");
+    fs::copy(&starter, policies.join("selector.wasm")).unwrap();
+    // The starter logs "N pools of VFs" on every select.
+    let said = |agent: &Agent| {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("pools of VFs"))
+            .count()
+    };
+    let mut agent = node.agent("200ms");
+    wait_for_log(&agent, "policies activated generation=1");
+    // Several rescans, each selecting again on the same node.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(said(&agent), 1, "{}", agent.log());
+
+    // Back to the default selector, then the starter again: a new set, said once more.
+    fs::remove_file(policies.join("selector.wasm")).unwrap();
+    wait_for_log(&agent, "policies activated generation=2");
+    fs::copy(&starter, policies.join(".selector.tmp")).unwrap();
+    fs::rename(
+        policies.join(".selector.tmp"),
+        policies.join("selector.wasm"),
+    )
+    .unwrap();
+    wait_for_log(&agent, "policies activated generation=3");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(said(&agent), 2, "{}", agent.log());
+    assert!(agent.signal_and_wait("TERM").success());
+}
+
 /// A config change made while the agent is still starting (its first pool socket is bound, the
 /// registration may be in flight) is not lost: the watch is in place before the first load, so
 /// nothing written after it goes unnoticed until the next restart.

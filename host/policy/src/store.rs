@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::convert::PolicyInventory;
 use crate::defaults;
 use crate::engine::PolicyEngine;
-use crate::model::{Outcome, Pool, Settings};
+use crate::model::{LogLine, Outcome, Pool, Settings};
 use crate::policy::{CallError, LoadError, ModuleKind, Policy, PolicyCallError, PolicyId};
 
 /// Where the policies and the settings come from.
@@ -50,6 +50,9 @@ pub struct ActiveSet {
     pub settings: Settings,
     /// The pools of the acceptance dry run.
     pub pools: Vec<Pool>,
+    /// What the selector logged in that dry run (said as the set was accepted): the next
+    /// `select` that says the same again can stay quiet.
+    pub select_logs: Vec<LogLine>,
     /// Increases with every accepted change, starting at 1.
     pub generation: u64,
     /// What differs from the set before: `config`, `policies`, `policies and config`, or
@@ -414,14 +417,14 @@ impl ActivePolicies {
             *last = Some(candidate.clone());
             repeated
         };
-        let pools = match exercise_again(
+        let (pools, select_logs) = match exercise_again(
             &selector.policy,
             &allocator.policy,
             &settings,
             inventory,
             repeated,
         ) {
-            Ok(pools) => pools,
+            Ok(exercised) => exercised,
             Err(e) => {
                 let pending = depends_on_inventory(&e).then(|| {
                     // The same candidate refused again: wait longer before the next try.
@@ -469,6 +472,7 @@ impl ActivePolicies {
             allocator_source: allocator.source,
             settings,
             pools,
+            select_logs,
             generation: active.as_ref().map_or(1, |a| a.generation + 1),
         });
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&next));
@@ -1445,18 +1449,19 @@ pub fn exercise(
     settings: &Settings,
     inventory: &PolicyInventory,
 ) -> Result<Vec<Pool>, PolicyCallError> {
-    exercise_again(selector, allocator, settings, inventory, false)
+    exercise_again(selector, allocator, settings, inventory, false).map(|(pools, _)| pools)
 }
 
-/// [`exercise`]; `repeated`: the same policies and settings were exercised before, so what
-/// `validate-settings` logs goes to debug (a refused set is tried again on every new inventory).
+/// [`exercise`], with what `select` logged; `repeated`: the same policies and settings were
+/// exercised before, so what they log goes to debug (a refused set is tried again on every new
+/// inventory).
 fn exercise_again(
     selector: &Policy,
     allocator: &Policy,
     settings: &Settings,
     inventory: &PolicyInventory,
     repeated: bool,
-) -> Result<Vec<Pool>, PolicyCallError> {
+) -> Result<(Vec<Pool>, Vec<LogLine>), PolicyCallError> {
     selector.emit_logs(
         "validate-settings",
         &selector.validate_selector_settings(settings)?,
@@ -1473,7 +1478,7 @@ fn exercise_again(
     selector.emit_logs("select", &selected, repeated);
     let pools = selected.value;
     exercise_allocator(allocator, settings, inventory, &pools)?;
-    Ok(pools)
+    Ok((pools, selected.logs))
 }
 
 /// Why a candidate set was refused, in the operator's terms: settings a policy calls invalid are

@@ -379,7 +379,12 @@ async fn serve(
             "no policy set could be accepted; serving no pools until the config or policies are fixed"
         );
     }
-    let mut desired: Vec<Pool> = outcome.active.map(|a| a.pools.clone()).unwrap_or_default();
+    // What the dry run's select said was said as the set was accepted: the first rescan's
+    // select, saying the same, stays quiet.
+    let (mut desired, accepted_lines): (Vec<Pool>, _) = outcome
+        .active
+        .map(|a| (a.pools.clone(), a.select_logs.clone()))
+        .unwrap_or_default();
 
     let allocator = Arc::new(PolicyAllocator::new(
         Arc::clone(&policies),
@@ -406,7 +411,10 @@ async fn serve(
     let mut rescan = RescanTimer::new(args.rescan_interval);
     // The last rescan's failure: said once while it repeats, and its end said too.
     let mut rescan_failure: Option<String> = None;
-    let mut select_log = SelectLog::default();
+    let mut select_log = SelectLog {
+        lines: accepted_lines,
+        failure: None,
+    };
     rescan.tick().await;
     settle(&first, &mut placing, &mut rescan);
     tracing::info!(
@@ -449,6 +457,11 @@ async fn serve(
                 // The new set's dry run used the inventory of when the reload started; a rescan
                 // may have replaced it while the module compiled, so select on the current one.
                 let current = Arc::clone(&*latest.read().unwrap_or_else(PoisonError::into_inner));
+                // The new set's dry run said its select's lines: this select repeating them
+                // stays quiet.
+                if let Some(active) = policies.current() {
+                    select_log.lines = active.select_logs.clone();
+                }
                 if let Some(pools) = select(&policies, &current, &mut select_log).await {
                     desired = pools;
                     settle(&plugins.apply(&desired, &inventory).await, &mut placing, &mut rescan);
