@@ -54,12 +54,10 @@ fn main() -> ExitCode {
 /// The child process policies are compiled in: nothing else runs in it (no logging: its standard
 /// error is the reason the parent reports).
 fn compile_worker(args: &cli::CompileWorkerArgs) -> ExitCode {
-    let limits = vfpool_policy::CompileLimits {
-        cpu: std::time::Duration::from_secs(args.cpu_seconds),
-        memory_bytes: args.memory_bytes,
-        // Enforced by the parent.
-        wall: std::time::Duration::MAX,
-    };
+    let limits = vfpool_policy::CompileLimits::new(
+        std::time::Duration::from_secs(args.cpu_seconds),
+        args.memory_bytes,
+    );
     match vfpool_policy::isolate::serve_worker(limits, args.parent_pid) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

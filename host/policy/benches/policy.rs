@@ -93,11 +93,10 @@ fn serve_compile_worker(args: &[String]) -> bool {
         let at = args.iter().position(|a| a == flag).unwrap();
         args[at + 1].parse().unwrap()
     };
-    let limits = CompileLimits {
-        cpu: Duration::from_secs(value("--cpu-seconds")),
-        memory_bytes: value("--memory-bytes"),
-        wall: Duration::MAX,
-    };
+    let limits = CompileLimits::new(
+        Duration::from_secs(value("--cpu-seconds")),
+        value("--memory-bytes"),
+    );
     if let Err(e) =
         vfpool_policy::isolate::serve_worker(limits, u32::try_from(value("--parent-pid")).unwrap())
     {
@@ -107,7 +106,20 @@ fn serve_compile_worker(args: &[String]) -> bool {
     true
 }
 
-#[allow(unsafe_code)] // The compiler process is this binary (below).
+/// Compiles modules as the agent does: in a child process, this binary.
+#[allow(unsafe_code)]
+fn child_compiler() -> Compiler {
+    // SAFETY: the program is this bench binary, whose `compile-worker` is
+    // `serve_compile_worker` above.
+    Compiler::Child(unsafe {
+        ChildCompiler::new(
+            std::env::current_exe().unwrap(),
+            vec!["compile-worker".into()],
+            CompileLimits::default(),
+        )
+    })
+}
+
 fn main() {
     if serve_compile_worker(&std::env::args().collect::<Vec<_>>()) {
         return;
@@ -320,20 +332,8 @@ fn main() {
         default_resource_prefix: "intel.com".into(),
     };
     // As the agent compiles a module from the policy directory: in a child process.
-    let agent_engine = PolicyEngine::with_compiler(
-        Limits::default(),
-        None,
-        // SAFETY: the program is this bench binary, whose `compile-worker` is
-        // `serve_compile_worker` above.
-        Compiler::Child(unsafe {
-            ChildCompiler::new(
-                std::env::current_exe().unwrap(),
-                vec!["compile-worker".into()],
-                CompileLimits::default(),
-            )
-        }),
-    )
-    .unwrap();
+    let agent_engine =
+        PolicyEngine::with_compiler(Limits::default(), None, child_compiler()).unwrap();
     let active = Arc::new(ActivePolicies::new(agent_engine).unwrap());
     let shared_inventory = Arc::new(policy_inventory.clone());
     assert!(active.reload(&sources, &shared_inventory).changed);

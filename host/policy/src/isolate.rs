@@ -41,12 +41,9 @@ pub struct CompileLimits {
 }
 
 impl Default for CompileLimits {
+    /// The agent's defaults: 60 s of CPU, 1 GiB.
     fn default() -> Self {
-        CompileLimits {
-            cpu: Duration::from_secs(60),
-            memory_bytes: 1 << 30,
-            wall: Duration::from_secs(180),
-        }
+        CompileLimits::new(Duration::from_secs(60), 1 << 30)
     }
 }
 
@@ -172,8 +169,9 @@ const OUT_OF_MEMORY: &str = "(os error 12)";
 /// 2-core VM).
 const COMPILE_THREADS: usize = 2;
 
-/// Exit code of a worker that could not set its limits up (it compiles nothing then).
-const EXIT_NO_LIMITS: i32 = 3;
+/// Exit code of a worker that compiled nothing for a reason other than the module (a limit it
+/// could not set, its parent gone, its pipes).
+const EXIT_NOT_COMPILED: i32 = 3;
 
 impl ChildCompiler {
     /// A compiler that runs `program` with `args`, then `--cpu-seconds N --memory-bytes N
@@ -193,11 +191,6 @@ impl ChildCompiler {
             args,
             limits,
         }
-    }
-
-    /// The limits the child compiles under.
-    pub fn limits(&self) -> CompileLimits {
-        self.limits
     }
 
     /// Compiles `bytes` in a child and loads the result into `engine`. Blocking, for up to the
@@ -387,10 +380,10 @@ fn classify(status: ExitStatus, stderr: String, limits: CompileLimits) -> ChildC
 /// Why [`serve_worker`] compiled nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// A limit could not be set; nothing was compiled without it.
-    #[error("cannot set the compiler process's {what} limit")]
+    /// A limit or safeguard could not be set; nothing was compiled without it.
+    #[error("cannot set up the compiler process's {what}")]
     Limit {
-        /// Which limit.
+        /// Which one.
         what: &'static str,
         /// Why.
         #[source]
@@ -417,14 +410,15 @@ impl WorkerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             WorkerError::Compile(_) => 1,
-            _ => EXIT_NO_LIMITS,
+            _ => EXIT_NOT_COMPILED,
         }
     }
 }
 
-/// The child's side: sets `limits` on this process, reads a module from standard input, compiles
-/// it and writes the serialized form to standard output. `parent_pid` is the process that
-/// started it (`--parent-pid`). Call it first thing in a process started
+/// The child's side: sets `limits` on this process (the CPU time and memory; the wall-clock limit
+/// is the parent's to enforce), reads a module from standard input, compiles it and writes the
+/// serialized form to standard output. `parent_pid` is the process that started it
+/// (`--parent-pid`). Call it first thing in a process started
 /// for it, with nothing else running: the limits are the whole process's. On error, write the
 /// error's text to standard error and exit with [`WorkerError::exit_code`].
 pub fn serve_worker(limits: CompileLimits, parent_pid: u32) -> Result<(), WorkerError> {
@@ -448,18 +442,18 @@ pub fn serve_worker(limits: CompileLimits, parent_pid: u32) -> Result<(), Worker
     // No core file of a child killed by a limit (it would be as large as the memory it took, and
     // a piped `core_pattern` ignores RLIMIT_CORE; dumping it would keep the pipes open past the
     // wall-clock limit).
-    set("core file", Resource::Core, 0, 0)?;
+    set("core file limit", Resource::Core, 0, 0)?;
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| WorkerError::Limit {
-            what: "core dump",
+            what: "non-dumpable flag",
             source: e.into(),
         })?;
     // SIGXCPU at the soft limit ends the process (its default action); SIGKILL a second later
     // if it did not.
     let cpu = limits.cpu_seconds().max(1);
-    set("CPU time", Resource::Cpu, cpu, cpu.saturating_add(1))?;
+    set("CPU time limit", Resource::Cpu, cpu, cpu.saturating_add(1))?;
     set(
-        "memory",
+        "memory limit",
         Resource::Data,
         limits.memory_bytes,
         limits.memory_bytes,

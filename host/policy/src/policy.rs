@@ -273,6 +273,31 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// How a component compiled in the compiler process failed to load, in these terms.
+    fn from_child(id: PolicyId, error: ChildCompileError) -> Self {
+        let what = ModuleKind::Component;
+        match error {
+            // Loading its answer here: code memory may be short now and not later.
+            ChildCompileError::Load(source) => LoadError::Compile {
+                id,
+                what,
+                may_pass_later: true,
+                source,
+            },
+            // Out of memory there is a `Limit`: this is the module's own fault.
+            ChildCompileError::Refused(reason) => LoadError::Compile {
+                id,
+                what,
+                may_pass_later: false,
+                source: wasmtime::format_err!("{reason}"),
+            },
+            ChildCompileError::Limit(bound) => LoadError::CompileLimit { id, bound },
+            source => LoadError::CompileProcess { id, source },
+        }
+    }
+}
+
 /// What went wrong in one call.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -567,40 +592,24 @@ impl Policy {
             None => {
                 let what = ModuleKind::of(bytes);
                 let compiled = match compiler {
-                    Compiler::Child(child) if what == ModuleKind::Component => {
-                        child.compile(&engine.inner.engine, bytes)
-                    }
-                    // Not a whole component: wasmtime refuses it on its first bytes.
-                    _ => {
-                        Component::new(&engine.inner.engine, bytes).map_err(ChildCompileError::Load)
-                    }
-                };
-                match compiled {
-                    Ok(c) => {
-                        compiled_now = true;
-                        c
-                    }
-                    Err(ChildCompileError::Load(source)) => {
-                        return Err(LoadError::Compile {
-                            id,
+                    Compiler::Child(child) if what == ModuleKind::Component => child
+                        .compile(&engine.inner.engine, bytes)
+                        .map_err(|e| LoadError::from_child(id.clone(), e)),
+                    // In this process: trusted bytes, or no whole component (wasmtime refuses
+                    // it on its first bytes).
+                    _ => Component::new(&engine.inner.engine, bytes).map_err(|source| {
+                        LoadError::Compile {
+                            id: id.clone(),
                             what,
+                            // Here a lack of memory can be why, as well as the bytes.
                             may_pass_later: what == ModuleKind::Component,
                             source,
-                        });
-                    }
-                    Err(ChildCompileError::Refused(reason)) => {
-                        return Err(LoadError::Compile {
-                            id,
-                            what,
-                            may_pass_later: false,
-                            source: wasmtime::format_err!("{reason}"),
-                        });
-                    }
-                    Err(ChildCompileError::Limit(bound)) => {
-                        return Err(LoadError::CompileLimit { id, bound });
-                    }
-                    Err(source) => return Err(LoadError::CompileProcess { id, source }),
-                }
+                        }
+                    }),
+                };
+                let component = compiled?;
+                compiled_now = true;
+                component
             }
         };
         let compile_time = started.elapsed();
