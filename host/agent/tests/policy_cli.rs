@@ -645,6 +645,29 @@ fn policy_check_shows_what_the_module_logged() {
     );
 }
 
+/// `policy check` says when a module gets its arguments in one allocation (it declares that it
+/// may, as modules built with `policies/bump-alloc` do), so an author can see whether `select`
+/// gets the fast hand-over of the inventory: the default selector does; the Rust starter, whose
+/// allocator frees, does not.
+#[test]
+fn policy_check_says_whether_arguments_come_in_one_allocation() {
+    let node = Node::dell_cx5(
+        r#"{"resourceList":[{"resourceName":"mlnx_sriov","selectors":{"vendors":["15b3"]}}]}"#,
+    );
+    let out = node.check(&["rust_starter", "upstream_selector"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (starter, upstream) = text.split_at(text.find("upstream_selector.wasm: ").unwrap());
+    assert!(
+        starter.contains("ACCEPTED") && !starter.contains("one allocation"),
+        "{text}"
+    );
+    assert!(
+        upstream.contains("ACCEPTED") && upstream.contains("; arguments passed in one allocation)"),
+        "{text}"
+    );
+}
+
 /// A refused module's report shows what was logged before the refusal too: a warning about the
 /// settings may be what explains it (the lines used to be printed only for an accepted module).
 /// A module with both roles labels each `validate-settings` with its role.

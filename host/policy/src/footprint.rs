@@ -1,5 +1,6 @@
 //! What a module's sections say about the sandbox's limits, read before it is compiled: a core
-//! module's host-side runtime state per instance (estimated), and the initial memory it declares.
+//! module's host-side runtime state per instance (estimated), the initial memory it declares, and
+//! whether it takes its arguments in one allocation.
 //!
 //! wasmtime keeps each core instance's runtime state (its `VMContext`) on the host heap, outside
 //! the per-call memory cap. With the instance pool, wasmtime refuses a component whose instances
@@ -10,6 +11,8 @@
 //! fields) is left to the margin of the limit.
 
 use wasmparser::{ElementItems, Encoding, Parser, Payload};
+
+use crate::lowering::ARENA_ARGUMENTS_SECTION;
 
 /// A defined global (`VMGlobalDefinition`).
 const GLOBAL_BYTES: usize = 16;
@@ -30,6 +33,9 @@ pub(crate) struct Footprint {
     /// The core module that declares the most initial linear memory in one memory: its position
     /// and the bytes (pages of 64 KiB, or the custom page size a memory declares).
     pub largest_memory: Option<(usize, u64)>,
+    /// A core module declares that its arguments may be passed in one allocation
+    /// ([`crate::lowering::ARENA_ARGUMENTS_SECTION`], version 1).
+    pub arena_arguments: bool,
 }
 
 /// Reads `bytes` (a component, or a core module) for its [`Footprint`]. `None` when the bytes do
@@ -85,6 +91,13 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
                         footprint.largest_memory = Some((modules, initial));
                     }
                 }
+                0
+            }
+            Payload::CustomSection(section)
+                if matches!(open.last(), Some(Some(_)))
+                    && section.name() == ARENA_ARGUMENTS_SECTION =>
+            {
+                footprint.arena_arguments |= section.data() == [1];
                 0
             }
             Payload::End(_) => {
@@ -185,6 +198,61 @@ mod tests {
                 );
             }
             other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    /// The one-allocation declaration counts in a core module, version 1 only; the shipped
+    /// policies (built with `bump-alloc`) carry it, and the examples in other languages, whose
+    /// allocators free, do not.
+    #[test]
+    fn the_arena_declaration_is_read_from_core_modules_only() {
+        let custom = |data: &[u8]| {
+            let name = ARENA_ARGUMENTS_SECTION.as_bytes();
+            let mut section = vec![0, u8::try_from(1 + name.len() + data.len()).unwrap()];
+            section.push(u8::try_from(name.len()).unwrap());
+            section.extend_from_slice(name);
+            section.extend_from_slice(data);
+            section
+        };
+        let declares = |bytes: &[u8]| scan(bytes).unwrap().arena_arguments;
+        let module = |data: &[u8]| [b"\0asm\x01\0\0\0".as_slice(), &custom(data)].concat();
+        assert!(declares(&module(&[1])));
+        assert!(
+            !declares(&module(&[2])),
+            "a version this host does not know"
+        );
+        assert!(!declares(&module(&[])));
+        assert!(!declares(b"\0asm\x01\0\0\0"));
+        let component = |core: &[u8], outer: &[u8]| {
+            let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+            component.extend_from_slice(outer);
+            component.push(1);
+            component.push(u8::try_from(core.len()).unwrap());
+            component.extend_from_slice(core);
+            component
+        };
+        assert!(declares(&component(&module(&[1]), &[])));
+        assert!(
+            !declares(&component(b"\0asm\x01\0\0\0", &custom(&[1]))),
+            "on the component, not on the module whose allocator it speaks for"
+        );
+
+        for (name, bytes) in [
+            ("upstream-selector", crate::defaults::UPSTREAM_SELECTOR),
+            ("packed-allocator", crate::defaults::PACKED_ALLOCATOR),
+            ("spread-allocator", crate::defaults::SPREAD_ALLOCATOR),
+        ] {
+            assert!(declares(bytes), "{name}");
+        }
+        let examples = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../policies/examples/target"
+        );
+        for name in ["python_selector.wasm", "js_allocator.wasm"] {
+            let path = std::path::Path::new(examples).join(name);
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (run `make policies`)", path.display()));
+            assert!(!declares(&bytes), "{name}");
         }
     }
 

@@ -6,7 +6,8 @@
 //! slots, with a deadline, a memory cap and bounded host buffers), compiling and type-checking
 //! modules ([`Policy`]; those from the policy directory in a child process under CPU and memory
 //! limits, [`isolate`]), the allocator request lowered from borrowed data (`request`), the
-//! inventory's hand-written lowering (`lowering`), checking
+//! hand-written lowering of the inventory and the candidates, per value or in one allocation
+//! (`lowering`), checking
 //! every result a policy returns ([`validate`]), the conversion of the discovery model to the WIT
 //! records ([`convert`]), the embedded default policies ([`defaults`]), the precompiled-module
 //! cache ([`cache`]), the active policy set with its validate-then-swap rule ([`ActivePolicies`])

@@ -1,21 +1,29 @@
-//! The inventory as the host lowers it into a selector: a hand-written canonical-ABI lowering of
-//! the WIT `device` and `netdev` records.
+//! How the host lowers its largest arguments into a policy: the inventory's `device` records for
+//! `select` and the allocator's `candidate` records for `prefer`, written by hand to the
+//! canonical ABI's layout.
 //!
 //! `select` passes every attribute of every device: 1,032 records of ~20 strings each on the
 //! 1,024-VF node. wasmtime's derived lowering looks the guest's memory up again (instance,
-//! canonical options, memory export, bounds) for every field it writes, ~60 times per device: in
-//! the profile that was a fifth of a `select` call. Here each record is assembled in a host buffer
-//! and written with one access. Strings and lists still get one guest `realloc` each, as the
-//! canonical ABI requires: the guest owns them and frees them one by one. (Holding every write
-//! back until the last `realloc`, to look the memory up once, measured no faster: the look-up
-//! left is the one inside wasmtime's `realloc`.)
+//! canonical options, memory export, bounds) for every field it writes, ~60 times per device.
+//! Here each record is assembled on the host and written with one access, in one of two ways:
 //!
-//! Layout: wasmtime type-checks `list<device>` against the component's export (through the
-//! generated `wit::Device`'s check) before every call, and [`RecordWriter`] checks each field's
-//! type as it writes it, so a contract change this code does not follow is an error, never garbage
-//! in the guest. The tests compare what a guest receives with what wasmtime's own lowering gives
-//! it, field by field. A guest whose strings are not UTF-8 (none built for `wasm32-wasip2` today)
-//! gets wasmtime's lowering.
+//! - [`Lowering::PerValue`]: every string and list gets its own guest `realloc`, as the canonical
+//!   ABI lays it down, because a guest may free each one (Python, JavaScript, Rust with the
+//!   default allocator). Each `realloc` is a call into the guest (~60 ns); for the inventory that
+//!   is ~24,000 calls, 1.3 ms — several times the selection itself.
+//! - [`Lowering::OneAllocation`], for a guest that declares it never frees
+//!   ([`ARENA_ARGUMENTS_SECTION`]): the list is laid out once on the host as an [`Image`] (its
+//!   bytes plus where they hold addresses), and each call copies it into one guest allocation and
+//!   moves the addresses there. The inventory's image is made on the first such `select` and kept
+//!   with the inventory ([`PolicyInventory`]), so a rescan's `select` costs one `realloc` and a
+//!   copy. The guest sees the same values either way.
+//!
+//! Layout: wasmtime type-checks each list against the component's export (through the generated
+//! types' checks) before every call, and [`RecordWriter`] checks each field's type as it writes
+//! it, so a contract change this code does not follow is an error, never garbage in the guest.
+//! The tests compare what a guest receives with what wasmtime's own lowering gives it, field by
+//! field, in both ways. A guest whose strings are not UTF-8 (none built for `wasm32-wasip2`
+//! today) gets wasmtime's lowering.
 
 use std::mem::MaybeUninit;
 
@@ -29,60 +37,94 @@ use wasmtime::component::{ComponentType, Lower};
 use wasmtime::format_err;
 
 use crate::bindings::wit;
+use crate::convert::PolicyInventory;
 
 /// Which lowering a call uses. [`Lowering::Derived`] (wasmtime's own) is the tests' reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lowering {
-    /// The hand-written record lowering of this module.
-    Direct,
+    /// The hand-written record lowering of this module, one guest `realloc` per string and list,
+    /// as the canonical ABI lays it down.
+    PerValue,
+    /// The hand-written record lowering with everything the records point to in one guest
+    /// allocation: for a guest that declares [`ARENA_ARGUMENTS_SECTION`].
+    OneAllocation,
     /// wasmtime's derived lowering of the generated types (what non-UTF-8 guests get, and the
     /// reference the tests compare with).
     #[cfg_attr(not(test), expect(dead_code, reason = "chosen by the tests only"))]
     Derived,
 }
 
+/// The custom section by which a core module declares that its `cabi_realloc` never frees a
+/// block (and copies a block it grows, unless it is the last), so that the strings and lists of
+/// a call's arguments may be carved out of one allocation: the guest can neither tell the
+/// difference nor be harmed by it. `policies/bump-alloc` carries it; a module whose allocator
+/// frees must not (it would corrupt its own heap, never the host's). Its content is one byte,
+/// the declaration's version: 1.
+pub(crate) const ARENA_ARGUMENTS_SECTION: &str = "vfpool:arena-arguments";
+
 /// WIT `inventory`, borrowed.
 #[derive(ComponentType, Lower)]
 #[component(record)]
 pub(crate) struct InventoryRef<'a> {
-    devices: DeviceList<'a>,
+    devices: ListRef<'a, wit::Device>,
     node: &'a wit::NodeFacts,
 }
 
 impl<'a> InventoryRef<'a> {
-    pub(crate) fn new(inventory: &'a wit::Inventory, lowering: Lowering) -> Self {
+    pub(crate) fn new(inventory: &'a PolicyInventory, lowering: Lowering) -> Self {
         InventoryRef {
-            devices: DeviceList {
-                devices: &inventory.devices,
-                lowering,
-            },
-            node: &inventory.node,
+            devices: ListRef::cached(&inventory.wit.devices, lowering, &inventory.image),
+            node: &inventory.wit.node,
         }
     }
 }
 
-/// WIT `list<device>`.
-pub(crate) struct DeviceList<'a> {
-    devices: &'a [wit::Device],
+/// A WIT `list<E>` lowered by a [`Lowering`] of this module.
+pub(crate) struct ListRef<'a, E> {
+    items: &'a [E],
     lowering: Lowering,
+    /// Where the [`Lowering::OneAllocation`] image of `items` is kept between calls, when they
+    /// outlive one call (an inventory does; an allocation request does not).
+    image: Option<&'a ImageCache>,
 }
 
-// SAFETY: the type is the generated `list<device>`'s: same flat form (a pointer pair), same ABI,
-// same type check.
+impl<'a, E> ListRef<'a, E> {
+    pub(crate) fn new(items: &'a [E], lowering: Lowering) -> Self {
+        ListRef {
+            items,
+            lowering,
+            image: None,
+        }
+    }
+
+    /// `new`, keeping the list's one-allocation image in `cache` for the next call (`cache`
+    /// belongs to `items`, which must not change while it lives).
+    pub(crate) fn cached(items: &'a [E], lowering: Lowering, cache: &'a ImageCache) -> Self {
+        ListRef {
+            items,
+            lowering,
+            image: Some(cache),
+        }
+    }
+}
+
+// SAFETY: the type is `[E]`'s as a list: same flat form (a pointer pair), same ABI, same type
+// check.
 #[allow(unsafe_code)]
-unsafe impl ComponentType for DeviceList<'_> {
+unsafe impl<E: ComponentType> ComponentType for ListRef<'_, E> {
     type Lower = [ValRaw; 2];
     const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
 
     fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <[wit::Device] as ComponentType>::typecheck(ty, types)
+        <[E] as ComponentType>::typecheck(ty, types)
     }
 }
 
 // SAFETY: every guest address written is bounds-checked (`write_to_guest`), every allocation comes
-// from the guest's `realloc` through wasmtime (which checks its alignment and bounds).
+// from the guest's `realloc` through wasmtime (which checks its alignment and bounds), and every
+// piece carved from an arena lies within it (`Arena`).
 #[allow(unsafe_code)]
-unsafe impl Lower for DeviceList<'_> {
+unsafe impl<E: ListElement + Lower + Sync> Lower for ListRef<'_, E> {
     fn linear_lower_to_flat<T>(
         &self,
         cx: &mut LowerContext<'_, T>,
@@ -107,8 +149,8 @@ unsafe impl Lower for DeviceList<'_> {
     }
 }
 
-impl DeviceList<'_> {
-    /// Allocates the list in the guest and writes every record; returns its pointer and length.
+impl<E: ListElement + Lower> ListRef<'_, E> {
+    /// Allocates the list in the guest and writes every element; returns its pointer and length.
     fn lower<T>(
         &self,
         cx: &mut LowerContext<'_, T>,
@@ -118,149 +160,467 @@ impl DeviceList<'_> {
             InterfaceType::List(i) => cx.types[i].element,
             _ => bad_type_info(),
         };
-        let direct = self.lowering == Lowering::Direct
-            && cx.options().string_encoding == StringEncoding::Utf8;
-        let ptr = guest_array(cx, self.devices.len(), DEVICE_BYTES, DEVICE_ALIGN)?;
-        if direct {
-            let mut at = ptr;
-            for device in self.devices {
-                lower_device(cx, element, device, at)?;
-                at += DEVICE_BYTES;
+        let utf8 = cx.options().string_encoding == StringEncoding::Utf8;
+        let ptr = match self.lowering {
+            Lowering::PerValue if utf8 => write_list(cx, &mut PerValue, element, self.items)?,
+            Lowering::OneAllocation if utf8 => match self.image {
+                Some(cache) => match cache.get() {
+                    Some(image) => image.place(cx)?,
+                    None => {
+                        let image = Image::of(cx, element, self.items)?;
+                        let ptr = image.place(cx)?;
+                        // A walk that passed the record checks for one component passes them for
+                        // every component wasmtime lets this type be passed to.
+                        let _ = cache.set(image);
+                        ptr
+                    }
+                },
+                None => Image::of(cx, element, self.items)?.place(cx)?,
+            },
+            _ => {
+                let ptr = PerValue.array(cx, self.items.len(), E::SIZE32, E::ALIGN32)?;
+                E::linear_store_list_to_memory(cx, element, ptr, self.items)?;
+                ptr
             }
-        } else {
-            wit::Device::linear_store_list_to_memory(cx, element, ptr, self.devices)?;
-        }
-        Ok((u32::try_from(ptr)?, u32::try_from(self.devices.len())?))
+        };
+        Ok((u32::try_from(ptr)?, u32::try_from(self.items.len())?))
     }
 }
 
-const DEVICE_BYTES: usize = <wit::Device as ComponentType>::SIZE32;
-const DEVICE_ALIGN: u32 = <wit::Device as ComponentType>::ALIGN32;
-const NETDEV_BYTES: usize = <wit::Netdev as ComponentType>::SIZE32;
-const NETDEV_ALIGN: u32 = <wit::Netdev as ComponentType>::ALIGN32;
-
-/// Writes one `device` record at `offset`: its fields in WIT order.
-fn lower_device<T>(
+/// Allocates a list of `items` from `heap` and writes each element; returns its pointer.
+fn write_list<T, H: Heap, E: ListElement>(
     cx: &mut LowerContext<'_, T>,
-    ty: InterfaceType,
-    device: &wit::Device,
-    offset: usize,
-) -> wasmtime::Result<()> {
-    // Every field, so that a field added to the WIT does not compile until it is written here.
-    let wit::Device {
-        id,
-        kind,
-        vendor,
-        device: device_id,
-        subsystem_vendor,
-        subsystem_device,
-        class_code,
-        driver,
-        numa_node,
-        acpi_index,
-        iommu_group,
-        no_iommu,
-        uio_device,
-        sriov_total_vfs,
-        sriov_num_vfs,
-        vfs,
-        pf_id,
-        pf_name,
-        vf_index,
-        switchdev,
-        netdevs,
-        netdev,
-        link_type,
-        rdma_devices,
-        pkey,
-        devlink_enable_rdma,
-        vdpa_devices,
-        aux_type,
-        sf_num,
-        aux_devices,
-        carries_default_route,
-        ddp_profile,
-    } = device;
-    let types = cx.types;
-    let mut record = RecordWriter::<DEVICE_BYTES>::new(types, ty)?;
-    record.string(cx, id)?;
-    record.enum_case(match kind {
-        wit::DeviceKind::Pf => "pf",
-        wit::DeviceKind::Vf => "vf",
-        wit::DeviceKind::Aux => "aux",
-    })?;
-    record.option_string(cx, vendor.as_deref())?;
-    record.option_string(cx, device_id.as_deref())?;
-    record.option_string(cx, subsystem_vendor.as_deref())?;
-    record.option_string(cx, subsystem_device.as_deref())?;
-    record.option_string(cx, class_code.as_deref())?;
-    record.option_string(cx, driver.as_deref())?;
-    record.option_u32(*numa_node)?;
-    record.option_u32(*acpi_index)?;
-    record.option_u32(*iommu_group)?;
-    record.bool(*no_iommu)?;
-    record.option_string(cx, uio_device.as_deref())?;
-    record.option_u32(*sriov_total_vfs)?;
-    record.option_u32(*sriov_num_vfs)?;
-    record.list(cx, vfs)?;
-    record.option_string(cx, pf_id.as_deref())?;
-    record.option_string(cx, pf_name.as_deref())?;
-    record.option_u32(*vf_index)?;
-    record.bool(*switchdev)?;
-    record.netdevs(cx, netdevs)?;
-    record.option_string(cx, netdev.as_deref())?;
-    record.option_string(cx, link_type.as_deref())?;
-    record.list(cx, rdma_devices)?;
-    record.option_string(cx, pkey.as_deref())?;
-    record.option_bool(*devlink_enable_rdma)?;
-    record.list(cx, vdpa_devices)?;
-    record.option_string(cx, aux_type.as_deref())?;
-    record.option_u32(*sf_num)?;
-    record.list(cx, aux_devices)?;
-    record.bool(*carries_default_route)?;
-    record.option_string(cx, ddp_profile.as_deref())?;
-    record.finish(cx, offset)
+    heap: &mut H,
+    element: InterfaceType,
+    items: &[E],
+) -> wasmtime::Result<usize> {
+    let ptr = heap.array(cx, items.len(), E::SIZE32, E::ALIGN32)?;
+    let mut at = ptr;
+    for item in items {
+        item.lower_at(cx, heap, element, at)?;
+        at += E::SIZE32;
+    }
+    Ok(ptr)
 }
 
-/// Writes one `netdev` record at `offset`.
-fn lower_netdev<T>(
-    cx: &mut LowerContext<'_, T>,
-    ty: InterfaceType,
-    netdev: &wit::Netdev,
-    offset: usize,
-) -> wasmtime::Result<()> {
-    let wit::Netdev {
-        name,
-        link_type,
-        operstate,
-        carrier,
-        mac,
-        mtu,
-        phys_port_name,
-        phys_switch_id,
-    } = netdev;
-    let types = cx.types;
-    let mut record = RecordWriter::<NETDEV_BYTES>::new(types, ty)?;
-    record.string(cx, name)?;
-    record.option_string(cx, link_type.as_deref())?;
-    record.option_string(cx, operstate.as_deref())?;
-    record.option_bool(*carrier)?;
-    record.option_string(cx, mac.as_deref())?;
-    record.option_u32(*mtu)?;
-    record.option_string(cx, phys_port_name.as_deref())?;
-    record.option_string(cx, phys_switch_id.as_deref())?;
-    record.finish(cx, offset)
+/// A list element this module writes itself, to any [`Heap`], at its canonical-ABI size and
+/// alignment ([`ComponentType::SIZE32`], [`ComponentType::ALIGN32`]).
+pub(crate) trait ListElement: ComponentType {
+    /// Whether the component's element type `ty` is of this element's kind (a record's fields
+    /// are checked as they are written).
+    fn is_element_type(types: &ComponentTypes, ty: InterfaceType) -> bool;
+
+    /// Writes the element, of the component's type `ty`, at `offset`.
+    fn lower_at<T, H: Heap>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()>;
+}
+
+/// Where the parts of a lowered value that live out of line (string bytes, list elements) are
+/// allocated and written.
+pub(crate) trait Heap {
+    /// Allocates `bytes` aligned to `align`; returns the guest address.
+    fn allocate<T>(
+        &mut self,
+        cx: &mut LowerContext<'_, T>,
+        align: u32,
+        bytes: usize,
+    ) -> wasmtime::Result<usize>;
+
+    /// Writes `bytes` at guest address `at`, inside an allocation of this heap.
+    fn write<T>(
+        &mut self,
+        cx: &mut LowerContext<'_, T>,
+        at: usize,
+        bytes: &[u8],
+    ) -> wasmtime::Result<()>;
+
+    /// Notes that the four bytes written at `at` are a guest address this heap returned.
+    fn pointer(&mut self, at: usize);
+
+    /// Allocates `count` elements of `size` bytes.
+    fn array<T>(
+        &mut self,
+        cx: &mut LowerContext<'_, T>,
+        count: usize,
+        size: usize,
+        align: u32,
+    ) -> wasmtime::Result<usize> {
+        let bytes = count
+            .checked_mul(size)
+            .ok_or_else(|| format_err!("list of {count} records too large to pass to a policy"))?;
+        self.allocate(cx, align, bytes)
+    }
+
+    /// Copies `s` (UTF-8, as the caller checked the guest expects) into an allocation; returns
+    /// its pointer pair.
+    fn string<T>(&mut self, cx: &mut LowerContext<'_, T>, s: &str) -> wasmtime::Result<[u8; 8]> {
+        if s.len() > MAX_STRING_BYTES {
+            return Err(format_err!(
+                "string of {} bytes too large to pass to a policy",
+                s.len()
+            ));
+        }
+        let ptr = self.allocate(cx, 1, s.len())?;
+        self.write(cx, ptr, s.as_bytes())?;
+        Ok(pointer_pair(u32::try_from(ptr)?, u32::try_from(s.len())?))
+    }
+}
+
+/// The canonical ABI's way: a guest `realloc` per string and per list (empty ones included), each
+/// written at once.
+struct PerValue;
+
+impl Heap for PerValue {
+    fn allocate<T>(
+        &mut self,
+        cx: &mut LowerContext<'_, T>,
+        align: u32,
+        bytes: usize,
+    ) -> wasmtime::Result<usize> {
+        cx.realloc(0, 0, align, bytes)
+    }
+
+    fn write<T>(
+        &mut self,
+        cx: &mut LowerContext<'_, T>,
+        at: usize,
+        bytes: &[u8],
+    ) -> wasmtime::Result<()> {
+        write_to_guest(cx, at, bytes)
+    }
+
+    fn pointer(&mut self, _: usize) {}
+}
+
+/// A list laid out as one allocation at address 0: its bytes, their alignment, where they hold
+/// addresses, and where the list starts. Placed in a guest by copying it into one allocation and
+/// adding that allocation's address to every address in it.
+#[derive(Clone, Default)]
+pub(crate) struct Image {
+    bytes: Vec<u8>,
+    align: u32,
+    /// Offsets of the little-endian `u32` addresses in `bytes`.
+    pointers: Vec<u32>,
+    /// Offset of the list's first element.
+    list: u32,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("bytes", &self.bytes.len())
+            .field("pointers", &self.pointers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Image`] kept with the data it was made from.
+pub(crate) type ImageCache = std::sync::OnceLock<Image>;
+
+impl Image {
+    /// Lays `items` out, as a list of the component's element type `element`.
+    fn of<T, E: ListElement>(
+        cx: &mut LowerContext<'_, T>,
+        element: InterfaceType,
+        items: &[E],
+    ) -> wasmtime::Result<Image> {
+        let mut image = Image {
+            align: 1,
+            ..Image::default()
+        };
+        let list = write_list(cx, &mut image, element, items)?;
+        image.list = u32::try_from(list)?;
+        Ok(image)
+    }
+
+    /// Copies the image into one new guest allocation, its addresses moved there; returns the
+    /// list's address.
+    fn place<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<usize> {
+        let base = cx.realloc(0, 0, self.align, self.bytes.len())?;
+        let shift = u32::try_from(base)?;
+        let region = cx
+            .as_slice_mut()
+            .get_mut(base..)
+            .and_then(|m| m.get_mut(..self.bytes.len()))
+            .ok_or_else(|| format_err!("write beyond the policy's memory at {base}"))?;
+        region.copy_from_slice(&self.bytes);
+        for &at in &self.pointers {
+            let word = region
+                .get_mut(at as usize..)
+                .and_then(|w| w.first_chunk_mut::<4>())
+                .ok_or_else(|| format_err!("address at {at} beyond the arguments"))?;
+            let moved = u32::from_le_bytes(*word)
+                .checked_add(shift)
+                .ok_or_else(|| format_err!("argument address beyond 4 GiB"))?;
+            *word = moved.to_le_bytes();
+        }
+        Ok(base + self.list as usize)
+    }
+}
+
+impl Heap for Image {
+    fn allocate<T>(
+        &mut self,
+        _: &mut LowerContext<'_, T>,
+        align: u32,
+        bytes: usize,
+    ) -> wasmtime::Result<usize> {
+        let at = self.bytes.len().next_multiple_of(align_bytes(align)?);
+        let end = at
+            .checked_add(bytes)
+            .filter(|end| u32::try_from(*end).is_ok())
+            .ok_or_else(|| format_err!("arguments too large to pass to a policy"))?;
+        self.bytes.resize(end, 0);
+        self.align = self.align.max(align);
+        Ok(at)
+    }
+
+    fn write<T>(
+        &mut self,
+        _: &mut LowerContext<'_, T>,
+        at: usize,
+        bytes: &[u8],
+    ) -> wasmtime::Result<()> {
+        self.bytes
+            .get_mut(at..)
+            .and_then(|b| b.get_mut(..bytes.len()))
+            .ok_or_else(|| format_err!("write beyond the arguments at {at}"))?
+            .copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn pointer(&mut self, at: usize) {
+        // `at` is within `bytes`, which `allocate` keeps under 4 GiB.
+        self.pointers.push(at as u32);
+    }
+}
+
+/// An alignment the canonical ABI uses (1, 2, 4 or 8 bytes).
+fn align_bytes(align: u32) -> wasmtime::Result<usize> {
+    match align {
+        1 | 2 | 4 | 8 => Ok(align as usize),
+        _ => Err(format_err!(
+            "alignment {align} is not one the canonical ABI uses"
+        )),
+    }
+}
+
+impl ListElement for wit::Device {
+    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
+        matches!(ty, InterfaceType::Record(_))
+    }
+
+    /// Writes one `device` record at `offset`: its fields in WIT order.
+    fn lower_at<T, H: Heap>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        // Every field, so that a field added to the WIT does not compile until it is written here.
+        let wit::Device {
+            id,
+            kind,
+            vendor,
+            device: device_id,
+            subsystem_vendor,
+            subsystem_device,
+            class_code,
+            driver,
+            numa_node,
+            acpi_index,
+            iommu_group,
+            no_iommu,
+            uio_device,
+            sriov_total_vfs,
+            sriov_num_vfs,
+            vfs,
+            pf_id,
+            pf_name,
+            vf_index,
+            switchdev,
+            netdevs,
+            netdev,
+            link_type,
+            rdma_devices,
+            pkey,
+            devlink_enable_rdma,
+            vdpa_devices,
+            aux_type,
+            sf_num,
+            aux_devices,
+            carries_default_route,
+            ddp_profile,
+        } = self;
+        let types = cx.types;
+        let mut record = RecordWriter::<{ <Self as ComponentType>::SIZE32 }>::new(types, ty)?;
+        record.string(cx, heap, id)?;
+        record.enum_case(match kind {
+            wit::DeviceKind::Pf => "pf",
+            wit::DeviceKind::Vf => "vf",
+            wit::DeviceKind::Aux => "aux",
+        })?;
+        record.option_string(cx, heap, vendor.as_deref())?;
+        record.option_string(cx, heap, device_id.as_deref())?;
+        record.option_string(cx, heap, subsystem_vendor.as_deref())?;
+        record.option_string(cx, heap, subsystem_device.as_deref())?;
+        record.option_string(cx, heap, class_code.as_deref())?;
+        record.option_string(cx, heap, driver.as_deref())?;
+        record.option_u32(*numa_node)?;
+        record.option_u32(*acpi_index)?;
+        record.option_u32(*iommu_group)?;
+        record.bool(*no_iommu)?;
+        record.option_string(cx, heap, uio_device.as_deref())?;
+        record.option_u32(*sriov_total_vfs)?;
+        record.option_u32(*sriov_num_vfs)?;
+        record.list(cx, heap, vfs)?;
+        record.option_string(cx, heap, pf_id.as_deref())?;
+        record.option_string(cx, heap, pf_name.as_deref())?;
+        record.option_u32(*vf_index)?;
+        record.bool(*switchdev)?;
+        record.list(cx, heap, netdevs)?;
+        record.option_string(cx, heap, netdev.as_deref())?;
+        record.option_string(cx, heap, link_type.as_deref())?;
+        record.list(cx, heap, rdma_devices)?;
+        record.option_string(cx, heap, pkey.as_deref())?;
+        record.option_bool(*devlink_enable_rdma)?;
+        record.list(cx, heap, vdpa_devices)?;
+        record.option_string(cx, heap, aux_type.as_deref())?;
+        record.option_u32(*sf_num)?;
+        record.list(cx, heap, aux_devices)?;
+        record.bool(*carries_default_route)?;
+        record.option_string(cx, heap, ddp_profile.as_deref())?;
+        record.finish(cx, heap, offset)
+    }
+}
+
+impl ListElement for wit::Netdev {
+    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
+        matches!(ty, InterfaceType::Record(_))
+    }
+
+    /// Writes one `netdev` record at `offset`.
+    fn lower_at<T, H: Heap>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let wit::Netdev {
+            name,
+            link_type,
+            operstate,
+            carrier,
+            mac,
+            mtu,
+            phys_port_name,
+            phys_switch_id,
+        } = self;
+        let types = cx.types;
+        let mut record = RecordWriter::<{ <Self as ComponentType>::SIZE32 }>::new(types, ty)?;
+        record.string(cx, heap, name)?;
+        record.option_string(cx, heap, link_type.as_deref())?;
+        record.option_string(cx, heap, operstate.as_deref())?;
+        record.option_bool(*carrier)?;
+        record.option_string(cx, heap, mac.as_deref())?;
+        record.option_u32(*mtu)?;
+        record.option_string(cx, heap, phys_port_name.as_deref())?;
+        record.option_string(cx, heap, phys_switch_id.as_deref())?;
+        record.finish(cx, heap, offset)
+    }
+}
+
+impl ListElement for wit::VfRef {
+    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
+        matches!(ty, InterfaceType::Record(_))
+    }
+
+    /// Writes one `vf-ref` record at `offset`.
+    fn lower_at<T, H: Heap>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let wit::VfRef { index, id } = self;
+        let types = cx.types;
+        let mut record = RecordWriter::<{ <Self as ComponentType>::SIZE32 }>::new(types, ty)?;
+        record.u32(*index)?;
+        record.string(cx, heap, id)?;
+        record.finish(cx, heap, offset)
+    }
+}
+
+impl ListElement for wit::VdpaDevice {
+    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
+        matches!(ty, InterfaceType::Record(_))
+    }
+
+    /// Writes one `vdpa-device` record at `offset`.
+    fn lower_at<T, H: Heap>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let wit::VdpaDevice {
+            name,
+            driver,
+            vhost_device,
+        } = self;
+        let types = cx.types;
+        let mut record = RecordWriter::<{ <Self as ComponentType>::SIZE32 }>::new(types, ty)?;
+        record.string(cx, heap, name)?;
+        record.option_string(cx, heap, driver.as_deref())?;
+        record.option_string(cx, heap, vhost_device.as_deref())?;
+        record.finish(cx, heap, offset)
+    }
+}
+
+impl ListElement for String {
+    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
+        ty == InterfaceType::String
+    }
+
+    /// Writes one element of a `list<string>` at `offset`: its pointer pair.
+    fn lower_at<T, H: Heap>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        _: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let pair = heap.string(cx, self)?;
+        heap.write(cx, offset, &pair)?;
+        heap.pointer(offset);
+        Ok(())
+    }
 }
 
 /// One record assembled in host memory, field by field in WIT order, then written to the guest
 /// at once. Each field's offset follows the canonical ABI's record layout; each field's type is
 /// checked against the component's as it is written.
-struct RecordWriter<'t, const N: usize> {
+pub(crate) struct RecordWriter<'t, const N: usize> {
     types: &'t ComponentTypes,
     fields: std::slice::Iter<'t, RecordField>,
     bytes: [u8; N],
     end: usize,
+    /// Where in `bytes` the pointer pairs are (for [`Heap::pointer`]), the first `pointer_count`.
+    pointers: [usize; MAX_RECORD_POINTERS],
+    pointer_count: usize,
 }
+
+/// Most strings and lists a record written here has (`device` has 23).
+const MAX_RECORD_POINTERS: usize = 32;
 
 /// The payload offset of `option<T>` for 4-byte aligned `T` (strings, `u32`) and for `bool`.
 const OPTION_PAYLOAD_4: usize = <Option<u32> as ComponentVariant>::PAYLOAD_OFFSET32;
@@ -268,7 +628,7 @@ const OPTION_PAYLOAD_1: usize = <Option<bool> as ComponentVariant>::PAYLOAD_OFFS
 const _: () = assert!(<Option<&str> as ComponentVariant>::PAYLOAD_OFFSET32 == OPTION_PAYLOAD_4);
 
 impl<'t, const N: usize> RecordWriter<'t, N> {
-    fn new(types: &'t ComponentTypes, ty: InterfaceType) -> wasmtime::Result<Self> {
+    pub(crate) fn new(types: &'t ComponentTypes, ty: InterfaceType) -> wasmtime::Result<Self> {
         let record = match ty {
             InterfaceType::Record(i) => &types[i],
             _ => bad_type_info(),
@@ -284,6 +644,8 @@ impl<'t, const N: usize> RecordWriter<'t, N> {
             fields: record.fields.iter(),
             bytes: [0; N],
             end: 0,
+            pointers: [0; MAX_RECORD_POINTERS],
+            pointer_count: 0,
         })
     }
 
@@ -309,6 +671,16 @@ impl<'t, const N: usize> RecordWriter<'t, N> {
         Ok(at)
     }
 
+    /// Puts a string's or list's pointer pair at `at`.
+    fn put_pointer_pair(&mut self, at: usize, pair: &[u8; 8]) -> wasmtime::Result<()> {
+        let slot = self.pointers.get_mut(self.pointer_count).ok_or_else(|| {
+            format_err!("more than {MAX_RECORD_POINTERS} strings and lists in a record")
+        })?;
+        *slot = at;
+        self.pointer_count += 1;
+        self.put(at, pair)
+    }
+
     fn put(&mut self, at: usize, bytes: &[u8]) -> wasmtime::Result<()> {
         self.bytes
             .get_mut(at..at + bytes.len())
@@ -317,31 +689,44 @@ impl<'t, const N: usize> RecordWriter<'t, N> {
         Ok(())
     }
 
-    fn string<T>(&mut self, cx: &mut LowerContext<'_, T>, s: &str) -> wasmtime::Result<()> {
+    pub(crate) fn string<T, H: Heap>(
+        &mut self,
+        cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
+        s: &str,
+    ) -> wasmtime::Result<()> {
         let at = self.field(&CanonicalAbiInfo::POINTER_PAIR, |_, ty| {
             ty == InterfaceType::String
         })?;
-        let pair = lower_utf8(cx, s)?;
-        self.put(at, &pair)
+        let pair = heap.string(cx, s)?;
+        self.put_pointer_pair(at, &pair)
     }
 
-    fn option_string<T>(
+    pub(crate) fn option_string<T, H: Heap>(
         &mut self,
         cx: &mut LowerContext<'_, T>,
+        heap: &mut H,
         s: Option<&str>,
     ) -> wasmtime::Result<()> {
         let at = self.field(&<Option<&str> as ComponentType>::ABI, |types, ty| {
             option_of(types, ty, InterfaceType::String)
         })?;
         if let Some(s) = s {
-            let pair = lower_utf8(cx, s)?;
+            let pair = heap.string(cx, s)?;
             self.put(at, &[1])?;
-            self.put(at + OPTION_PAYLOAD_4, &pair)?;
+            self.put_pointer_pair(at + OPTION_PAYLOAD_4, &pair)?;
         }
         Ok(())
     }
 
-    fn option_u32(&mut self, value: Option<u32>) -> wasmtime::Result<()> {
+    fn u32(&mut self, value: u32) -> wasmtime::Result<()> {
+        let at = self.field(&<u32 as ComponentType>::ABI, |_, ty| {
+            ty == InterfaceType::U32
+        })?;
+        self.put(at, &value.to_le_bytes())
+    }
+
+    pub(crate) fn option_u32(&mut self, value: Option<u32>) -> wasmtime::Result<()> {
         let at = self.field(&<Option<u32> as ComponentType>::ABI, |types, ty| {
             option_of(types, ty, InterfaceType::U32)
         })?;
@@ -384,65 +769,47 @@ impl<'t, const N: usize> RecordWriter<'t, N> {
         self.put(at, &[index.unwrap_or_default()])
     }
 
-    /// A `list<T>` field lowered by wasmtime's lowering of `T`.
-    fn list<T, U: Lower>(
+    /// A `list<E>` field, each element written by its [`ListElement`] lowering.
+    fn list<T, H: Heap, E: ListElement>(
         &mut self,
         cx: &mut LowerContext<'_, T>,
-        items: &[U],
+        heap: &mut H,
+        items: &[E],
     ) -> wasmtime::Result<()> {
         let mut element = None;
         let at = self.field(&CanonicalAbiInfo::POINTER_PAIR, |types, ty| match ty {
             InterfaceType::List(i) => {
                 element = Some(types[i].element);
-                true
+                E::is_element_type(types, types[i].element)
             }
             _ => false,
         })?;
         let element = element.ok_or_else(|| format_err!("list field without element type"))?;
-        let ptr = guest_array(cx, items.len(), U::SIZE32, U::ALIGN32)?;
-        U::linear_store_list_to_memory(cx, element, ptr, items)?;
-        self.put(
+        let ptr = write_list(cx, heap, element, items)?;
+        self.put_pointer_pair(
             at,
             &pointer_pair(u32::try_from(ptr)?, u32::try_from(items.len())?),
         )
     }
 
-    /// The `list<netdev>` field, each record lowered by [`lower_netdev`].
-    fn netdevs<T>(
-        &mut self,
+    /// Writes the record at `offset`, once every field is in.
+    pub(crate) fn finish<T, H: Heap>(
+        mut self,
         cx: &mut LowerContext<'_, T>,
-        netdevs: &[wit::Netdev],
+        heap: &mut H,
+        offset: usize,
     ) -> wasmtime::Result<()> {
-        let mut element = None;
-        let at = self.field(&CanonicalAbiInfo::POINTER_PAIR, |types, ty| match ty {
-            InterfaceType::List(i) => {
-                element = Some(types[i].element);
-                matches!(types[i].element, InterfaceType::Record(_))
-            }
-            _ => false,
-        })?;
-        let element = element.ok_or_else(|| format_err!("list field without element type"))?;
-        let ptr = guest_array(cx, netdevs.len(), NETDEV_BYTES, NETDEV_ALIGN)?;
-        let mut offset = ptr;
-        for netdev in netdevs {
-            lower_netdev(cx, element, netdev, offset)?;
-            offset += NETDEV_BYTES;
-        }
-        self.put(
-            at,
-            &pointer_pair(u32::try_from(ptr)?, u32::try_from(netdevs.len())?),
-        )
-    }
-
-    /// Writes the record at `offset` in the guest, once every field is in.
-    fn finish<T>(mut self, cx: &mut LowerContext<'_, T>, offset: usize) -> wasmtime::Result<()> {
         if let Some(field) = self.fields.next() {
             return Err(format_err!(
                 "record field `{}` is not written by the host",
                 field.name
             ));
         }
-        write_to_guest(cx, offset, &self.bytes)
+        heap.write(cx, offset, &self.bytes)?;
+        for &at in &self.pointers[..self.pointer_count] {
+            heap.pointer(offset + at);
+        }
+        Ok(())
     }
 }
 
@@ -453,34 +820,6 @@ fn option_of(types: &ComponentTypes, ty: InterfaceType, payload: InterfaceType) 
 
 /// Longest string the canonical ABI can pass (its length is 31 bits).
 const MAX_STRING_BYTES: usize = (1 << 31) - 1;
-
-/// Copies `s` into a guest allocation (the context's strings are UTF-8, checked by the caller);
-/// returns its pointer pair.
-fn lower_utf8<T>(cx: &mut LowerContext<'_, T>, s: &str) -> wasmtime::Result<[u8; 8]> {
-    if s.len() > MAX_STRING_BYTES {
-        return Err(format_err!(
-            "string of {} bytes too large to pass to a policy",
-            s.len()
-        ));
-    }
-    let ptr = cx.realloc(0, 0, 1, s.len())?;
-    write_to_guest(cx, ptr, s.as_bytes())?;
-    Ok(pointer_pair(u32::try_from(ptr)?, u32::try_from(s.len())?))
-}
-
-/// Allocates `count` elements of `size` bytes in the guest (the canonical ABI calls `realloc`
-/// for empty lists too).
-fn guest_array<T>(
-    cx: &mut LowerContext<'_, T>,
-    count: usize,
-    size: usize,
-    align: u32,
-) -> wasmtime::Result<usize> {
-    let bytes = count
-        .checked_mul(size)
-        .ok_or_else(|| format_err!("list of {count} records too large to pass to a policy"))?;
-    cx.realloc(0, 0, align, bytes)
-}
 
 fn pointer_pair(ptr: u32, len: u32) -> [u8; 8] {
     let mut pair = [0; 8];
@@ -606,11 +945,21 @@ mod tests {
     /// The probe's echo of every device, unchecked: the inventory holds devices no pool may hold
     /// (the uplink, a PF with VFs), for their fields' sake.
     fn echo(lowering: Lowering, inventory: &PolicyInventory) -> Vec<wit::Pool> {
+        echo_padded(lowering, inventory, 0)
+    }
+
+    /// [`echo`] with `padding` spaces after the settings text, which the probe ignores: the
+    /// guest's allocations for the inventory then start `padding` bytes further on.
+    fn echo_padded(
+        lowering: Lowering,
+        inventory: &PolicyInventory,
+        padding: usize,
+    ) -> Vec<wit::Pool> {
         let engine = PolicyEngine::new(Limits::default()).unwrap();
         let bytes = std::fs::read(Path::new(BUILT_COMPONENTS_DIR).join("probe.wasm")).unwrap();
         let probe = Policy::compile(&engine, "probe.wasm", &bytes).unwrap();
         let settings = Settings {
-            config: "probe:echo".into(),
+            config: format!("probe:echo{}", " ".repeat(padding)),
             default_resource_prefix: "intel.com".into(),
         };
         probe
@@ -632,16 +981,23 @@ mod tests {
             .collect()
     }
 
-    /// A guest receives from the hand-written lowering exactly what wasmtime's own lowering gives
-    /// it, for every field, set and unset.
+    /// A guest receives from the hand-written lowerings — a `realloc` per value, and one
+    /// allocation for all — exactly what wasmtime's own lowering gives it, for every field, set
+    /// and unset.
     #[test]
     fn a_guest_receives_every_field_as_wasmtime_lowers_it() {
         let (inventory, facts) = every_field();
         let inventory = PolicyInventory::new(&inventory, &facts);
-        let direct = echo(Lowering::Direct, &inventory);
+        let direct = echo(Lowering::PerValue, &inventory);
         let derived = echo(Lowering::Derived, &inventory);
+        let arena = echo(Lowering::OneAllocation, &inventory);
         assert_eq!(records(&direct), records(&derived));
-        for pools in [&direct, &derived] {
+        assert_eq!(records(&arena), records(&derived));
+        // Again from the image kept with the inventory, placed at another address.
+        assert!(inventory.image.get().is_some());
+        let moved = echo_padded(Lowering::OneAllocation, &inventory, 1001);
+        assert_eq!(records(&moved), records(&derived));
+        for pools in [&direct, &derived, &arena] {
             assert!(
                 matches!(
                     pools.iter().map(|p| p.device_type).collect::<Vec<_>>()[..],

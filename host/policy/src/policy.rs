@@ -462,6 +462,10 @@ pub struct Policy {
     engine: PolicyEngine,
     selector: Option<Selector>,
     allocator: Option<Allocator>,
+    /// How `select` passes the inventory and `prefer` its candidates: in one allocation when the
+    /// module declares it may ([`crate::lowering::ARENA_ARGUMENTS_SECTION`]), else as the
+    /// canonical ABI lays it down.
+    argument_lowering: Lowering,
     compile_time: Duration,
 }
 
@@ -661,6 +665,11 @@ impl Policy {
                     engine: engine.clone(),
                     selector: selector.ok(),
                     allocator: allocator.ok(),
+                    argument_lowering: if footprint.arena_arguments {
+                        Lowering::OneAllocation
+                    } else {
+                        Lowering::PerValue
+                    },
                     compile_time,
                 })
             }
@@ -678,6 +687,13 @@ impl Policy {
             selector: self.selector.is_some(),
             allocator: self.allocator.is_some(),
         }
+    }
+
+    /// Whether the module declares that its arguments may be passed in one allocation
+    /// ([`crate::lowering::ARENA_ARGUMENTS_SECTION`]), and so gets them that way: a large
+    /// inventory then costs one guest `realloc` instead of one per string and list.
+    pub fn takes_arguments_in_one_allocation(&self) -> bool {
+        self.argument_lowering == Lowering::OneAllocation
     }
 
     /// Passes what the policy logged during `call` on to the agent's log at the policy's own
@@ -807,7 +823,7 @@ impl Policy {
         settings: &Settings,
         inventory: &PolicyInventory,
     ) -> Result<Outcome<Vec<Pool>>, PolicyCallError> {
-        self.select_lowered(settings, inventory, Lowering::Direct)
+        self.select_lowered(settings, inventory, self.argument_lowering)
     }
 
     /// [`Self::select`] with the inventory passed in by `lowering`.
@@ -859,7 +875,7 @@ impl Policy {
                     &mut *store,
                     (
                         SettingsRef::new(settings),
-                        InventoryRef::new(&inventory.wit, lowering),
+                        InventoryRef::new(inventory, lowering),
                     ),
                 )?;
                 Ok(answer)
@@ -938,8 +954,13 @@ impl Policy {
                     (SettingsRef<'_>, AllocationRequestRef<'_>),
                     (Result<Vec<String>, wit::PolicyError>,),
                 >(&mut *store, &allocator.prefer)?;
-                let (answer,) =
-                    prefer.call(&mut *store, (SettingsRef::new(settings), request.lowered()))?;
+                let (answer,) = prefer.call(
+                    &mut *store,
+                    (
+                        SettingsRef::new(settings),
+                        request.lowered(self.argument_lowering),
+                    ),
+                )?;
                 Ok(answer)
             },
         )?;

@@ -174,7 +174,7 @@ fn check(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: ACCEPTED: {} exports {}{}{} (compiled in {:.1?})",
+        "{}: ACCEPTED: {} exports {}{}{} (compiled in {:.1?}{})",
         file.display(),
         policy.id(),
         if roles.selector { "selector" } else { "" },
@@ -185,6 +185,12 @@ fn check(
         },
         if roles.allocator { "allocator" } else { "" },
         policy.compile_time(),
+        // What an author can do about a slow `select`: see the policy guide.
+        if policy.takes_arguments_in_one_allocation() {
+            "; arguments passed in one allocation"
+        } else {
+            ""
+        },
     );
     if roles.selector {
         let _ = writeln!(out, "  pools ({}):", pools.len());

@@ -13,6 +13,11 @@
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
 #![allow(missing_docs)] // wit-bindgen's generated items in a test-only crate
 
+// The bump allocator, as the default policies have: it declares `vfpool:arena-arguments`, so the
+// host's one-allocation lowering can be checked against wasmtime's through this probe.
+#[global_allocator]
+static ALLOCATOR: bump_alloc::Bump = bump_alloc::Bump::new();
+
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "policy",
@@ -72,8 +77,17 @@ fn misbehave(mode: &str) -> Result<(), PolicyError> {
         )),
         "panic-flood" => panic!("{}", forged_lines()),
         "log-flood" => {
+            // One buffer for every line: the bump allocator never frees, and 10,000 fresh lines
+            // of 10 KB would run into the memory cap before the host's log limit is tested.
+            let xs = "x".repeat(10_000);
+            let mut line = String::with_capacity(xs.len() + 16);
             for i in 0..10_000 {
-                log(Level::Info, &format!("line {i} {}", "x".repeat(10_000)));
+                line.clear();
+                line.push_str("line ");
+                line.push_str(&i.to_string());
+                line.push(' ');
+                line.push_str(&xs);
+                log(Level::Info, &line);
             }
             Ok(())
         }
