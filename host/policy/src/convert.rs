@@ -80,10 +80,16 @@ pub struct PolicyInventory {
     /// `wit.devices` laid out for a selector that takes its arguments in one allocation: made on
     /// the first such `select`, copied into the guest on every one after (~0.5 MB for the
     /// 1,032 records of the 1,024-VF node).
-    pub(crate) image: ImageCache,
+    image: ImageCache,
 }
 
 impl PolicyInventory {
+    /// Where the one-allocation image of the devices is kept (it depends on them alone: nothing
+    /// changes a `PolicyInventory` once made).
+    pub(crate) fn argument_image(&self) -> &ImageCache {
+        &self.image
+    }
+
     /// Converts `inventory` plus the agent's `facts`.
     pub fn new(inventory: &Inventory, facts: &HostFacts) -> Self {
         let mut devices: Vec<wit::Device> =

@@ -10,7 +10,7 @@
 //! the parts of the state that grow with the module; what does not (a few hundred bytes of fixed
 //! fields) is left to the margin of the limit.
 
-use wasmparser::{ElementItems, Encoding, Parser, Payload};
+use wasmparser::{ElementItems, Encoding, ExternalKind, Parser, Payload};
 
 use crate::lowering::ARENA_ARGUMENTS_SECTION;
 
@@ -33,8 +33,9 @@ pub(crate) struct Footprint {
     /// The core module that declares the most initial linear memory in one memory: its position
     /// and the bytes (pages of 64 KiB, or the custom page size a memory declares).
     pub largest_memory: Option<(usize, u64)>,
-    /// A core module declares that its arguments may be passed in one allocation
-    /// ([`crate::lowering::ARENA_ARGUMENTS_SECTION`], version 1).
+    /// Every core module that exports `cabi_realloc` declares that it never frees
+    /// ([`crate::lowering::ARENA_ARGUMENTS_SECTION`], version 1), and there is one: the host may
+    /// pass arguments in one allocation whichever module's `realloc` receives them.
     pub arena_arguments: bool,
 }
 
@@ -46,6 +47,10 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
     // `None` for a component.
     let mut open: Vec<Option<usize>> = Vec::new();
     let mut modules = 0;
+    // The core module being read: (exports `cabi_realloc`, declares it never frees).
+    let mut module_realloc = (false, false);
+    // Core modules exporting `cabi_realloc`, and those of them that declare.
+    let (mut reallocs, mut declared) = (0usize, 0usize);
     for payload in Parser::new(0).parse_all(bytes) {
         let grow = match payload.ok()? {
             Payload::Version { encoding, .. } => {
@@ -53,6 +58,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
                     footprint.component = matches!(encoding, Encoding::Component);
                 }
                 open.push(matches!(encoding, Encoding::Module).then_some(0));
+                module_realloc = (false, false);
                 0
             }
             Payload::GlobalSection(globals) => count(globals.count()).saturating_mul(GLOBAL_BYTES),
@@ -75,7 +81,13 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
                 n.saturating_mul(FUNC_REF_BYTES)
             }
             Payload::ExportSection(exports) => {
-                count(exports.count()).saturating_mul(FUNC_REF_BYTES)
+                let n = count(exports.count());
+                for export in exports {
+                    let export = export.ok()?;
+                    module_realloc.0 |=
+                        export.name == REALLOC_EXPORT && matches!(export.kind, ExternalKind::Func);
+                }
+                n.saturating_mul(FUNC_REF_BYTES)
             }
             Payload::MemorySection(memories) if matches!(open.last(), Some(Some(_))) => {
                 for memory in memories {
@@ -97,11 +109,15 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
                 if matches!(open.last(), Some(Some(_)))
                     && section.name() == ARENA_ARGUMENTS_SECTION =>
             {
-                footprint.arena_arguments |= section.data() == [1];
+                module_realloc.1 |= section.data() == [1];
                 0
             }
             Payload::End(_) => {
                 if let Some(Some(estimate)) = open.pop() {
+                    if module_realloc.0 {
+                        reallocs += 1;
+                        declared += usize::from(module_realloc.1);
+                    }
                     if footprint
                         .largest_instance
                         .is_none_or(|(_, most)| estimate > most)
@@ -118,8 +134,12 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Footprint> {
             *estimate = estimate.saturating_add(grow);
         }
     }
+    footprint.arena_arguments = reallocs > 0 && declared == reallocs;
     Some(footprint)
 }
+
+/// The export through which the canonical ABI allocates in a module.
+const REALLOC_EXPORT: &str = "cabi_realloc";
 
 fn count(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
@@ -201,9 +221,10 @@ mod tests {
         }
     }
 
-    /// The one-allocation declaration counts in a core module, version 1 only; the shipped
-    /// policies (built with `bump-alloc`) carry it, and the examples in other languages, whose
-    /// allocators free, do not.
+    /// The one-allocation declaration counts in a core module that exports `cabi_realloc`,
+    /// version 1 only, and only if every module exporting `cabi_realloc` makes it (a component
+    /// may hold modules whose allocators differ); the shipped policies (built with `bump-alloc`)
+    /// make it, and the examples in other languages, whose allocators free, do not.
     #[test]
     fn the_arena_declaration_is_read_from_core_modules_only() {
         let custom = |data: &[u8]| {
@@ -214,27 +235,65 @@ mod tests {
             section.extend_from_slice(data);
             section
         };
+        // An export section: function 0 exported as `cabi_realloc`.
+        let realloc_export = {
+            let name = REALLOC_EXPORT.as_bytes();
+            let mut section = vec![7, u8::try_from(4 + name.len()).unwrap(), 1];
+            section.push(u8::try_from(name.len()).unwrap());
+            section.extend_from_slice(name);
+            section.extend_from_slice(&[0, 0]);
+            section
+        };
         let declares = |bytes: &[u8]| scan(bytes).unwrap().arena_arguments;
-        let module = |data: &[u8]| [b"\0asm\x01\0\0\0".as_slice(), &custom(data)].concat();
-        assert!(declares(&module(&[1])));
+        let module = |realloc: bool, data: Option<&[u8]>| {
+            let mut module = b"\0asm\x01\0\0\0".to_vec();
+            if realloc {
+                module.extend_from_slice(&realloc_export);
+            }
+            if let Some(data) = data {
+                module.extend_from_slice(&custom(data));
+            }
+            module
+        };
+        assert!(declares(&module(true, Some(&[1]))));
         assert!(
-            !declares(&module(&[2])),
+            !declares(&module(true, Some(&[2]))),
             "a version this host does not know"
         );
-        assert!(!declares(&module(&[])));
-        assert!(!declares(b"\0asm\x01\0\0\0"));
-        let component = |core: &[u8], outer: &[u8]| {
+        assert!(!declares(&module(true, Some(&[]))));
+        assert!(!declares(&module(true, None)));
+        assert!(
+            !declares(&module(false, Some(&[1]))),
+            "no allocator for the declaration to speak for"
+        );
+        let component = |cores: &[Vec<u8>], outer: &[u8]| {
             let mut component = b"\0asm\x0d\0\x01\0".to_vec();
             component.extend_from_slice(outer);
-            component.push(1);
-            component.push(u8::try_from(core.len()).unwrap());
-            component.extend_from_slice(core);
+            for core in cores {
+                component.push(1);
+                component.push(u8::try_from(core.len()).unwrap());
+                component.extend_from_slice(core);
+            }
             component
         };
-        assert!(declares(&component(&module(&[1]), &[])));
+        assert!(declares(&component(&[module(true, Some(&[1]))], &[])));
         assert!(
-            !declares(&component(b"\0asm\x01\0\0\0", &custom(&[1]))),
+            !declares(&component(&[module(true, None)], &custom(&[1]))),
             "on the component, not on the module whose allocator it speaks for"
+        );
+        assert!(
+            declares(&component(
+                &[module(false, None), module(true, Some(&[1]))],
+                &[]
+            )),
+            "a module without an allocator has nothing to declare"
+        );
+        assert!(
+            !declares(&component(
+                &[module(true, Some(&[1])), module(true, None)],
+                &[]
+            )),
+            "one module's allocator frees"
         );
 
         for (name, bytes) in [

@@ -57,9 +57,11 @@ pub(crate) enum Lowering {
 /// The custom section by which a core module declares that its `cabi_realloc` never frees a
 /// block (and copies a block it grows, unless it is the last), so that the strings and lists of
 /// a call's arguments may be carved out of one allocation: the guest can neither tell the
-/// difference nor be harmed by it. `policies/bump-alloc` carries it; a module whose allocator
-/// frees must not (it would corrupt its own heap, never the host's). Its content is one byte,
-/// the declaration's version: 1.
+/// difference nor be harmed by it. It counts when every core module exporting `cabi_realloc`
+/// carries it (`crate::footprint`). `bump_alloc::global_allocator!` (`policies/bump-alloc`)
+/// emits it with the allocator; a module whose allocator frees must not carry it (it would
+/// corrupt its own heap, never the host's). Its content is one byte, the declaration's
+/// version: 1.
 pub(crate) const ARENA_ARGUMENTS_SECTION: &str = "vfpool:arena-arguments";
 
 /// WIT `inventory`, borrowed.
@@ -73,7 +75,7 @@ pub(crate) struct InventoryRef<'a> {
 impl<'a> InventoryRef<'a> {
     pub(crate) fn new(inventory: &'a PolicyInventory, lowering: Lowering) -> Self {
         InventoryRef {
-            devices: ListRef::cached(&inventory.wit.devices, lowering, &inventory.image),
+            devices: ListRef::cached(&inventory.wit.devices, lowering, inventory.argument_image()),
             node: &inventory.wit.node,
         }
     }
@@ -120,9 +122,9 @@ unsafe impl<E: ComponentType> ComponentType for ListRef<'_, E> {
     }
 }
 
-// SAFETY: every guest address written is bounds-checked (`write_to_guest`), every allocation comes
-// from the guest's `realloc` through wasmtime (which checks its alignment and bounds), and every
-// piece carved from an arena lies within it (`Arena`).
+// SAFETY: every guest address written is bounds-checked (`write_to_guest`, `Image::place`), and
+// every allocation comes from the guest's `realloc` through wasmtime (which checks its alignment
+// and bounds).
 #[allow(unsafe_code)]
 unsafe impl<E: ListElement + Lower + Sync> Lower for ListRef<'_, E> {
     fn linear_lower_to_flat<T>(
@@ -160,6 +162,11 @@ impl<E: ListElement + Lower> ListRef<'_, E> {
             InterfaceType::List(i) => cx.types[i].element,
             _ => bad_type_info(),
         };
+        if !E::is_element_type(cx.types, element) {
+            return Err(format_err!(
+                "list element is not of the type the host writes"
+            ));
+        }
         let utf8 = cx.options().string_encoding == StringEncoding::Utf8;
         let ptr = match self.lowering {
             Lowering::PerValue if utf8 => write_list(cx, &mut PerValue, element, self.items)?,
@@ -207,8 +214,10 @@ fn write_list<T, H: Heap, E: ListElement>(
 /// alignment ([`ComponentType::SIZE32`], [`ComponentType::ALIGN32`]).
 pub(crate) trait ListElement: ComponentType {
     /// Whether the component's element type `ty` is of this element's kind (a record's fields
-    /// are checked as they are written).
-    fn is_element_type(types: &ComponentTypes, ty: InterfaceType) -> bool;
+    /// are checked as they are written): a record, unless the element says otherwise.
+    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
+        matches!(ty, InterfaceType::Record(_))
+    }
 
     /// Writes the element, of the component's type `ty`, at `offset`.
     fn lower_at<T, H: Heap>(
@@ -300,7 +309,7 @@ impl Heap for PerValue {
 /// A list laid out as one allocation at address 0: its bytes, their alignment, where they hold
 /// addresses, and where the list starts. Placed in a guest by copying it into one allocation and
 /// adding that allocation's address to every address in it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Image {
     bytes: Vec<u8>,
     align: u32,
@@ -330,8 +339,10 @@ impl Image {
         items: &[E],
     ) -> wasmtime::Result<Image> {
         let mut image = Image {
+            bytes: Vec::new(),
             align: 1,
-            ..Image::default()
+            pointers: Vec::new(),
+            list: 0,
         };
         let list = write_list(cx, &mut image, element, items)?;
         image.list = u32::try_from(list)?;
@@ -411,10 +422,6 @@ fn align_bytes(align: u32) -> wasmtime::Result<usize> {
 }
 
 impl ListElement for wit::Device {
-    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
-        matches!(ty, InterfaceType::Record(_))
-    }
-
     /// Writes one `device` record at `offset`: its fields in WIT order.
     fn lower_at<T, H: Heap>(
         &self,
@@ -501,10 +508,6 @@ impl ListElement for wit::Device {
 }
 
 impl ListElement for wit::Netdev {
-    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
-        matches!(ty, InterfaceType::Record(_))
-    }
-
     /// Writes one `netdev` record at `offset`.
     fn lower_at<T, H: Heap>(
         &self,
@@ -538,10 +541,6 @@ impl ListElement for wit::Netdev {
 }
 
 impl ListElement for wit::VfRef {
-    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
-        matches!(ty, InterfaceType::Record(_))
-    }
-
     /// Writes one `vf-ref` record at `offset`.
     fn lower_at<T, H: Heap>(
         &self,
@@ -560,10 +559,6 @@ impl ListElement for wit::VfRef {
 }
 
 impl ListElement for wit::VdpaDevice {
-    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
-        matches!(ty, InterfaceType::Record(_))
-    }
-
     /// Writes one `vdpa-device` record at `offset`.
     fn lower_at<T, H: Heap>(
         &self,
@@ -619,7 +614,7 @@ pub(crate) struct RecordWriter<'t, const N: usize> {
     pointer_count: usize,
 }
 
-/// Most strings and lists a record written here has (`device` has 23).
+/// Most strings and lists a record written here has (`device` has 20).
 const MAX_RECORD_POINTERS: usize = 32;
 
 /// The payload offset of `option<T>` for 4-byte aligned `T` (strings, `u32`) and for `bool`.
@@ -994,7 +989,7 @@ mod tests {
         assert_eq!(records(&direct), records(&derived));
         assert_eq!(records(&arena), records(&derived));
         // Again from the image kept with the inventory, placed at another address.
-        assert!(inventory.image.get().is_some());
+        assert!(inventory.argument_image().get().is_some());
         let moved = echo_padded(Lowering::OneAllocation, &inventory, 1001);
         assert_eq!(records(&moved), records(&derived));
         for pools in [&direct, &derived, &arena] {
@@ -1015,5 +1010,50 @@ mod tests {
             .map(|d| (d.id.clone(), format!("{d:?}")))
             .collect();
         assert_eq!(records(&direct), host);
+    }
+
+    /// An allocator receives its candidates from the hand-written lowerings — per value and in
+    /// one allocation — as wasmtime's own lowering of the same records gives them.
+    #[test]
+    fn an_allocator_receives_every_candidate_as_wasmtime_lowers_it() {
+        let (inventory, facts) = every_field();
+        let inventory = PolicyInventory::new(&inventory, &facts);
+        let engine = PolicyEngine::new(Limits::default()).unwrap();
+        let bytes = std::fs::read(Path::new(BUILT_COMPONENTS_DIR).join("probe.wasm")).unwrap();
+        let settings = Settings {
+            config: "probe:echo".into(),
+            default_resource_prefix: "intel.com".into(),
+        };
+        // Every device: a PF, two VFs (one with every field unset) and a sub-function.
+        let available: Vec<String> = inventory.devices().iter().map(|d| d.id.clone()).collect();
+        let received = |lowering: Lowering| {
+            let probe = Policy::compile(&engine, "probe.wasm", &bytes)
+                .unwrap()
+                .with_argument_lowering(lowering);
+            let outcome = probe
+                .prefer(&settings, &inventory, "intel.com/x", &available, &[], 1)
+                .unwrap();
+            let lines: Vec<String> = outcome.logs.into_iter().map(|l| l.message).collect();
+            assert_eq!(lines.len(), available.len(), "{lines:?}");
+            lines
+        };
+        let derived = received(Lowering::Derived);
+        assert_eq!(received(Lowering::PerValue), derived);
+        assert_eq!(received(Lowering::OneAllocation), derived);
+        // Not merely the same mistake three times: the ids, NUMA nodes, VF index and SF number
+        // are the host's, each in its candidate.
+        for (line, id) in derived.iter().zip(&available) {
+            assert!(line.contains(&format!("id: \"{id}\"")), "{line}");
+        }
+        assert!(
+            derived
+                .iter()
+                .any(|l| l.contains("numa-node: Some(6)") && l.contains("vf-index: Some(7)")),
+            "{derived:?}"
+        );
+        assert!(
+            derived.iter().any(|l| l.contains("sf-num: Some(8)")),
+            "{derived:?}"
+        );
     }
 }

@@ -689,6 +689,14 @@ impl Policy {
         }
     }
 
+    /// The policy with its arguments passed by `lowering`, whatever it declares (the tests
+    /// compare lowerings).
+    #[cfg(test)]
+    pub(crate) fn with_argument_lowering(mut self, lowering: Lowering) -> Self {
+        self.argument_lowering = lowering;
+        self
+    }
+
     /// Whether the module declares that its arguments may be passed in one allocation
     /// ([`crate::lowering::ARENA_ARGUMENTS_SECTION`]), and so gets them that way: a large
     /// inventory then costs one guest `realloc` instead of one per string and list.

@@ -11,7 +11,7 @@
 //! tests call real components through them. The candidates are lowered by [`crate::lowering`]:
 //! in one allocation for an allocator that declares it may take them so.
 
-use wasmtime::component::__internal::{ComponentTypes, InterfaceType, LowerContext};
+use wasmtime::component::__internal::{InterfaceType, LowerContext};
 use wasmtime::component::{ComponentType, Lower};
 
 use crate::lowering::{Heap, ListElement, ListRef, Lowering, RecordWriter};
@@ -60,10 +60,6 @@ pub struct Candidate<'a> {
 const CANDIDATE_BYTES: usize = <Candidate<'static> as ComponentType>::SIZE32;
 
 impl ListElement for Candidate<'_> {
-    fn is_element_type(_: &ComponentTypes, ty: InterfaceType) -> bool {
-        matches!(ty, InterfaceType::Record(_))
-    }
-
     fn lower_at<T, H: Heap>(
         &self,
         cx: &mut LowerContext<'_, T>,

@@ -6,24 +6,38 @@
 //! cost more than the policy's own logic; with this allocator an allocation is an addition and a
 //! free is nothing. The host's memory cap still bounds the total.
 //!
-//! Use it in a policy crate with `#[global_allocator] static A: bump_alloc::Bump = bump_alloc::Bump::new();`
-//! (on wasm32 only). Not for long-lived programs: memory is only reclaimed when the instance dies.
+//! Use it in a policy crate with `bump_alloc::global_allocator!();` (it does nothing off wasm32),
+//! which also tells vfpool's host that the module never frees, so the host hands a call's
+//! arguments over in one allocation instead of one per string and list (see
+//! [`global_allocator!`]). Not for long-lived programs: memory is only reclaimed when the instance
+//! dies.
 #![no_std]
 #![allow(unsafe_code)] // a global allocator is unsafe by definition; the invariants are below
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
-/// The declaration a host reads from the module: "this module's `cabi_realloc` never frees a
-/// block, and copies a block it grows unless the block is the last one", so the host may pass a
-/// call's arguments — every string and list of them — in one allocation, carved into pieces,
-/// instead of one `realloc` per string and list. vfpool's host does so when it finds this custom
-/// section; 1,032 device records then cost one guest call instead of ~24,000. A module whose
-/// allocator frees must not carry it.
-#[cfg(target_arch = "wasm32")]
-#[used]
-#[unsafe(link_section = "vfpool:arena-arguments")]
-static ARENA_ARGUMENTS: [u8; 1] = [1];
+/// Makes [`Bump`] the module's global allocator and declares so to vfpool's host with the custom
+/// section `vfpool:arena-arguments` (one byte: the declaration's version, 1): "this module's
+/// `cabi_realloc` never frees a block, and copies a block it grows unless the block is the last
+/// one". The host then passes a call's arguments — every string and list of them — carved out of
+/// one allocation instead of one `realloc` each: 1,032 device records cost one call into the
+/// guest instead of ~24,000. The two come together so that the declaration cannot outlive the
+/// allocator it speaks for. Use it once, in the policy's `cdylib`; off wasm32 it expands to
+/// nothing.
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static BUMP_ALLOCATOR: $crate::Bump = $crate::Bump::new();
+
+        #[cfg(target_arch = "wasm32")]
+        #[used]
+        #[unsafe(link_section = "vfpool:arena-arguments")]
+        static VFPOOL_ARENA_ARGUMENTS: [u8; 1] = [1];
+    };
+}
 
 const PAGE: usize = 65536;
 /// Grow at least this many pages at a time (1 MiB), so growth is rare.

@@ -1,9 +1,8 @@
 //! The WIT glue: WIT records to [`crate::Candidate`] and back. No logic here.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
 
-/// A fresh instance per call: never free (see `bump_alloc`).
-#[global_allocator]
-static ALLOCATOR: bump_alloc::Bump = bump_alloc::Bump::new();
+// A fresh instance per call: never free, and take arguments in one allocation (see `bump_alloc`).
+bump_alloc::global_allocator!();
 
 wit_bindgen::generate!({
     path: "../../wit",

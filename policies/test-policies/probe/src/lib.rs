@@ -9,14 +9,14 @@
 //! `validate-warning` logs a warning in `validate-settings` and then selects a device the inventory
 //! does not have (a refusal the host tries again on a new inventory).
 //! `echo` is not a fault: `select` pools every device, each with its whole record as it arrived
-//! (`{:?}`) in its additional info under `record`, so the host can check its lowering.
+//! (`{:?}`) in its additional info under `record`, and `prefer` logs each candidate (`{:?}`), so
+//! the host can check its lowering.
 #![allow(unsafe_code)] // wit-bindgen's generated export shims
 #![allow(missing_docs)] // wit-bindgen's generated items in a test-only crate
 
 // The bump allocator, as the default policies have: it declares `vfpool:arena-arguments`, so the
 // host's one-allocation lowering can be checked against wasmtime's through this probe.
-#[global_allocator]
-static ALLOCATOR: bump_alloc::Bump = bump_alloc::Bump::new();
+bump_alloc::global_allocator!();
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -206,6 +206,12 @@ impl allocator::Guest for Probe {
     fn prefer(settings: Settings, request: AllocationRequest) -> Result<Vec<String>, PolicyError> {
         let mode = mode(&settings);
         misbehave(mode)?;
+        if mode == "echo" {
+            // Each candidate as it arrived, a log line each, so the host can check its lowering.
+            for candidate in &request.available {
+                log(Level::Info, &format!("{candidate:?}"));
+            }
+        }
         let mut answer = request.must_include.clone();
         for device in &request.available {
             if answer.len() >= request.size as usize {
