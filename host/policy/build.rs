@@ -16,6 +16,7 @@ const COMPONENTS: &[&str] = &[
     "probe",
     "wrong_exports",
     "mistyped_allocator",
+    "lying_realloc",
     "rust_starter",
 ];
 

@@ -67,6 +67,37 @@ fn still_serves(policy: &Policy) {
     assert_eq!(pools[0].resource_name, "example.com/probe");
 }
 
+/// A module that declares it takes its arguments in one allocation, and whose `cabi_realloc`
+/// then answers with an address past the end of its memory: the call is refused with the reason,
+/// nothing is written there, and the host keeps serving — whether the inventory is laid out for
+/// the call or its kept image is copied.
+#[test]
+fn a_realloc_that_lies_is_contained() {
+    let liar = Policy::compile(engine(), "lying_realloc.wasm", &component("lying_realloc"))
+        .expect("the liar compiles");
+    assert!(liar.takes_arguments_in_one_allocation());
+    let inventory = test_inventory();
+    let refused = |inventory| {
+        let text = liar
+            .select(&settings("behave"), inventory)
+            .expect_err("the host refuses an allocation beyond the module's memory")
+            .to_string();
+        assert!(
+            text.contains("lying_realloc.wasm") && text.contains("beyond end of memory"),
+            "{text}"
+        );
+    };
+    refused(&inventory);
+    // The probe (which takes its arguments in one allocation too) leaves the inventory's image
+    // kept; the liar is refused the same way from it.
+    let probe = probe();
+    probe
+        .select(&settings("behave"), &inventory)
+        .expect("the probe selects");
+    refused(&inventory);
+    still_serves(&probe);
+}
+
 #[test]
 fn infinite_loop_hits_the_deadline() {
     let policy = probe();
