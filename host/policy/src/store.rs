@@ -192,6 +192,8 @@ struct LoadRefusal {
     /// Not an attempt at a policy that failed: a file left in the directory, or one still being
     /// written.
     not_a_policy: Option<NotAPolicy>,
+    /// The refused module's file name and digest (its key among the remembered refusals).
+    module: (String, String),
 }
 
 /// The candidate of a refused dry run, with how often in a row it was refused: the same
@@ -215,7 +217,8 @@ pub struct ActivePolicies {
     compiled: Mutex<HashMap<(String, String), Arc<Policy>>>,
     /// Why a module could not be loaded, by name and digest as `compiled`: compiling and type-checking are
     /// deterministic, so a bad file is not recompiled on every directory event (a 20 MB component
-    /// takes seconds). Forgotten on [`Self::forget_refusals`] (SIGHUP).
+    /// takes seconds). Forgotten on [`Self::forget_refusals`] (SIGHUP), and at each reload for
+    /// the files that are gone.
     rejected: Mutex<HashMap<(String, String), Rejection>>,
     /// The last reload's refusal, when trying again may succeed with the same files.
     pending: Mutex<Option<Pending>>,
@@ -360,6 +363,12 @@ impl ActivePolicies {
             listed(&scan.present, name, digest)
                 || active.as_ref().is_some_and(|a| a.uses(name, digest))
         });
+        // Refusals kept: the directory's files only, so the bound below is about what is there
+        // now, not about every bad file the directory ever held.
+        self.rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(name, digest), _| listed(&scan.refused_modules, name, digest));
         if !scan.refused.is_empty() {
             // Only a component wasmtime refused may load on another try (see `Rejection`).
             let pending = scan.retry_at.map(|at| Pending {
@@ -522,6 +531,7 @@ impl ActivePolicies {
                         reason: rejection.reason.clone(),
                         retry_at,
                         not_a_policy: rejection.not_a_policy,
+                        module: key,
                     });
                 }
             }
@@ -575,12 +585,14 @@ impl ActivePolicies {
                 )
                 .then(|| Instant::now() + backoff(tries));
                 let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
-                // Bounded: a directory churning through bad files cannot grow this forever.
-                if rejected.len() >= 64 {
+                // Bounded: refusals of files that are gone are dropped at every reload, so only a
+                // directory holding more bad modules than this at once starts over (and compiles
+                // them all again: each compile is bounded by the compile limits).
+                if rejected.len() >= MAX_REMEMBERED_REFUSALS {
                     rejected.clear();
                 }
                 rejected.insert(
-                    key,
+                    key.clone(),
                     Rejection {
                         reason: reason.clone(),
                         retry_at,
@@ -592,6 +604,7 @@ impl ActivePolicies {
                     reason,
                     retry_at,
                     not_a_policy,
+                    module: key,
                 })
             }
         }
@@ -680,6 +693,7 @@ impl ActivePolicies {
             let policy = match self.compile_cached(&name, &bytes) {
                 Ok(p) => p,
                 Err(refusal) => {
+                    scan.refused_modules.push(refusal.module.clone());
                     let replaced = active.map(|a| a.roles_from(&path)).unwrap_or_default();
                     let reason = &refusal.reason;
                     if let Some(kind) = refusal.not_a_policy
@@ -767,9 +781,16 @@ struct Scan {
     /// cache keeps exactly these (and the active set's). By digest alone, the same bytes under
     /// every name they ever had stayed compiled (a deploy that names files after releases).
     present: Vec<(String, String)>,
+    /// File name and digest of the modules in the directory that were refused: their refusals
+    /// are remembered, the rest forgotten.
+    refused_modules: Vec<(String, String)>,
     /// When the earliest refused module that may load on another try is due.
     retry_at: Option<Instant>,
 }
+
+/// How many refused modules are remembered (by name and digest) so they are not compiled again
+/// on every reload; a policy directory holds a handful.
+const MAX_REMEMBERED_REFUSALS: usize = 1024;
 
 /// Whether `present` (a [`Scan`]'s) lists the module compiled from file `name` with `digest`.
 fn listed(present: &[(String, String)], name: &str, digest: &str) -> bool {
@@ -1233,6 +1254,32 @@ mod refusal_tests {
         let accepted = active.reload(&sources, &inventory);
         assert!(accepted.changed, "{:?}", accepted.refused);
         assert_eq!(active.current().unwrap().selector.id().name, "mine.wasm");
+    }
+
+    /// A refusal is remembered while its file is there, and forgotten once it is gone: the
+    /// memory used to be cleared only when 64 refusals had piled up, files long gone included,
+    /// and then every bad module present was compiled again.
+    #[test]
+    fn a_refusal_is_remembered_only_while_its_file_is_there() {
+        let (dir, sources, active, inventory) = setup();
+        let junk = dir.path().join("junk.wasm");
+        fs::write(&junk, b"not a component").unwrap();
+        active.reload(&sources, &inventory);
+        let junk_id = PolicyId::of("junk.wasm", b"not a component");
+        let remembered = |active: &ActivePolicies| {
+            active
+                .rejected
+                .lock()
+                .unwrap()
+                .contains_key(&(junk_id.name.clone(), junk_id.sha256.clone()))
+        };
+        assert!(remembered(&active));
+        active.reload(&sources, &inventory);
+        assert!(remembered(&active), "still there: still remembered");
+        fs::remove_file(&junk).unwrap();
+        active.reload(&sources, &inventory);
+        assert!(!remembered(&active));
+        assert!(active.rejected.lock().unwrap().is_empty());
     }
 
     /// A component wasmtime refuses is remembered with a retry time (it may have failed for want
