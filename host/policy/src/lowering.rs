@@ -306,17 +306,15 @@ impl Heap for PerValue {
     fn pointer(&mut self, _: usize) {}
 }
 
-/// A list laid out as one allocation at address 0: its bytes, their alignment, where they hold
-/// addresses, and where the list starts. Placed in a guest by copying it into one allocation and
-/// adding that allocation's address to every address in it.
+/// A list laid out as one allocation at address 0 — its elements first, then what they point
+/// to: its bytes, their alignment, and where they hold addresses. Placed in a guest by copying it
+/// into one allocation and adding that allocation's address to every address in it.
 #[derive(Clone)]
 pub(crate) struct Image {
     bytes: Vec<u8>,
     align: u32,
     /// Offsets of the little-endian `u32` addresses in `bytes`.
     pointers: Vec<u32>,
-    /// Offset of the list's first element.
-    list: u32,
 }
 
 impl std::fmt::Debug for Image {
@@ -342,23 +340,19 @@ impl Image {
             bytes: Vec::new(),
             align: 1,
             pointers: Vec::new(),
-            list: 0,
         };
+        // The elements are the first allocation of an empty image: at offset 0.
         let list = write_list(cx, &mut image, element, items)?;
-        image.list = u32::try_from(list)?;
+        debug_assert_eq!(list, 0);
         Ok(image)
     }
 
     /// Copies the image into one new guest allocation, its addresses moved there; returns the
-    /// list's address.
+    /// list's address (the allocation's).
     fn place<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<usize> {
         let base = cx.realloc(0, 0, self.align, self.bytes.len())?;
         let shift = u32::try_from(base)?;
-        let region = cx
-            .as_slice_mut()
-            .get_mut(base..)
-            .and_then(|m| m.get_mut(..self.bytes.len()))
-            .ok_or_else(|| format_err!("write beyond the policy's memory at {base}"))?;
+        let region = guest_region(cx, base, self.bytes.len())?;
         region.copy_from_slice(&self.bytes);
         for &at in &self.pointers {
             let word = region
@@ -370,7 +364,7 @@ impl Image {
                 .ok_or_else(|| format_err!("argument address beyond 4 GiB"))?;
             *word = moved.to_le_bytes();
         }
-        Ok(base + self.list as usize)
+        Ok(base)
     }
 }
 
@@ -828,12 +822,20 @@ fn write_to_guest<T>(
     at: usize,
     bytes: &[u8],
 ) -> wasmtime::Result<()> {
+    guest_region(cx, at, bytes.len())?.copy_from_slice(bytes);
+    Ok(())
+}
+
+/// The `len` bytes of the guest's memory at `at`, bounds-checked.
+fn guest_region<'m, T>(
+    cx: &'m mut LowerContext<'_, T>,
+    at: usize,
+    len: usize,
+) -> wasmtime::Result<&'m mut [u8]> {
     cx.as_slice_mut()
         .get_mut(at..)
-        .and_then(|m| m.get_mut(..bytes.len()))
-        .ok_or_else(|| format_err!("write beyond the policy's memory at {at}"))?
-        .copy_from_slice(bytes);
-    Ok(())
+        .and_then(|m| m.get_mut(..len))
+        .ok_or_else(|| format_err!("write beyond the policy's memory at {at}"))
 }
 
 #[cfg(test)]
