@@ -12,10 +12,11 @@
 //!   publishing) to the new list arriving on a kubelet-side stream.
 //!
 //! The agent and kubelet are separate processes on a node, so the two sides run on separate tokio
-//! runtimes with their own threads: the device plugin on a 2-worker runtime as `vfpool run` builds
-//! it, the client (the kubelet stand-in) on another 2-worker runtime. They still share the
-//! machine's cores, as they do on a node; only the tokio scheduler is no longer shared (a client
-//! task ready to encode the next request used to sit in the server's run queue).
+//! runtimes with their own threads: the agent's side as `vfpool run` builds it (a 2-worker runtime
+//! for the agent's own work, and the device plugin's serving thread, which `DevicePlugins` starts
+//! for the pools' servers), the client (the kubelet stand-in) on another 2-worker runtime. They
+//! still share the machine's cores, as they do on a node; only the tokio scheduler is no longer
+//! shared (a client task ready to encode the next request used to sit in the server's run queue).
 //!
 //! Run: `cargo bench -p vfpool-deviceplugin --bench grpc`. Prints one table; no assertions.
 //! `VFPOOL_BENCH_CALLS=allocate,prefer,change` and `VFPOOL_BENCH_CALLERS=1,16` pick rows (for

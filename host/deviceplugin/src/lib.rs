@@ -16,6 +16,10 @@
 //! [`vfpool_policy::Pool`] resolved against a [`vfpool_sysfs::Inventory`], so a DRA driver can
 //! serve the same pools later.
 //!
+//! Kubelet's calls are served on a thread of the crate's own (`serving`: a single-threaded
+//! runtime for every pool's server), apart from the runtime the agent calls it from; allocator
+//! calls run on that thread's blocking pool.
+//!
 //! It must not touch: sysfs discovery (it receives inventories; it only reads the RDMA devices and
 //! RDMA character devices of RDMA pools' members), policy decisions (it asks the [`Allocator`] and takes pools as
 //! given), the command line, signals or the process (the agent owns them), and network namespaces.
@@ -31,6 +35,7 @@ pub mod plan;
 pub mod podresources;
 pub mod registration;
 pub mod server;
+mod serving;
 pub mod uds;
 
 pub use allocator::{Allocator, AllocatorError, PolicyAllocator, PreferenceRequest};
@@ -38,3 +43,4 @@ pub use logs::Ids;
 pub use manager::{ApplyReport, DevicePlugins, PluginConfig, StartError};
 pub use model::{Health, Member, PoolSnapshot, Snapshot};
 pub use registration::Mode;
+pub use serving::ServingError;

@@ -22,6 +22,7 @@ use crate::plan::{self, InUse};
 use crate::podresources;
 use crate::registration::Mode;
 use crate::server::{self, Command, PoolHandle, PoolState};
+use crate::serving::{ServingError, ServingThread};
 use crate::uds;
 
 /// Where the device plugin reads and writes.
@@ -111,6 +112,9 @@ pub enum StartError {
         #[source]
         source: notify::Error,
     },
+    /// The thread that serves kubelet's calls could not start.
+    #[error("cannot start serving")]
+    Serving(#[source] ServingError),
 }
 
 /// What an [`DevicePlugins::apply`] changed.
@@ -141,6 +145,8 @@ type Senders = Arc<Mutex<HashMap<PathBuf, mpsc::UnboundedSender<Command>>>>;
 
 /// The node's device plugin: one server per pool.
 pub struct DevicePlugins {
+    /// Where the pools' servers run (dropped last: the thread finishes the stops under way).
+    serving: ServingThread,
     config: PluginConfig,
     mode: Mode,
     allocator: Arc<dyn Allocator>,
@@ -245,7 +251,9 @@ impl DevicePlugins {
             "device plugin started"
         );
         let allocator_permits = Arc::new(Semaphore::new(config.allocator_concurrency.max(1)));
+        let serving = ServingThread::start().map_err(StartError::Serving)?;
         Ok(DevicePlugins {
+            serving,
             config,
             mode,
             allocator,
@@ -695,7 +703,7 @@ impl DevicePlugins {
             socket_made: Mutex::new(None),
             registration_failing: Mutex::new(None),
         });
-        let handle = server::spawn(state);
+        let handle = server::spawn(state, &self.serving);
         self.senders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1639,8 +1647,9 @@ mod log_tests {
     #[tokio::test]
     async fn a_granted_allocate_names_its_devices() {
         let env = Env::new();
-        let (sim, plugins) = env.serving().await;
+        // Before the plugins start: their serving thread logs to the subscriber current then.
         let (log, _guard) = capture::start();
+        let (sim, plugins) = env.serving().await;
         let pod = sim.allocate_pod("pod-a", NAME, 2).await.unwrap();
         // A request without containers (kubelet never sends one) is answered empty, and grants
         // nothing to log: it used to be an info line "Allocate granted containers=0".

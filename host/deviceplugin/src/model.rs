@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use vfpool_policy::{DeviceType, PoolDevice};
 use vfpool_sysfs::{Device, NodeFacts, SysfsRoot};
 
@@ -62,7 +63,11 @@ pub struct PoolSnapshot {
     pub members: Vec<Member>,
     /// Node facts at the time of the snapshot (`/dev/vhost-net`, `/dev/net/tun`).
     pub node: NodeFacts,
-    index: HashMap<String, usize>,
+    /// Id → position. FxHash: its keys are the pool's own ids (from sysfs); a request's ids are
+    /// only looked up, which crafted ids cannot slow down. Looked up for every id of every
+    /// GetPreferredAllocation (1,024 per call on a large pool; SipHash was ~40% of that call's
+    /// own work).
+    index: FxHashMap<String, usize>,
     /// Per member: its PF's rank among the members' PFs in address order; a member without a PF
     /// ranks after every PF, on its own (see [`Self::pf_rank`]).
     pf_ranks: Vec<u64>,

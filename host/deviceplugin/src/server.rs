@@ -30,6 +30,7 @@ use crate::allocator::{self, Allocator, PreferenceRequest};
 use crate::logs::Took;
 use crate::model::Snapshot;
 use crate::registration::{self, Mode};
+use crate::serving::ServingThread;
 use crate::uds;
 
 /// What every server of one pool shares: the current snapshot (a watch channel: every
@@ -622,10 +623,11 @@ impl Backoff {
     }
 }
 
-/// Starts a pool's supervisor.
-pub(crate) fn spawn(state: Arc<PoolState>) -> PoolHandle {
+/// Starts a pool's supervisor on the serving thread (its server, connections and calls run there
+/// too: see [`crate::serving`]).
+pub(crate) fn spawn(state: Arc<PoolState>, serving: &ServingThread) -> PoolHandle {
     let (commands, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(supervise(Arc::clone(&state), rx));
+    let task = serving.spawn(supervise(Arc::clone(&state), rx));
     PoolHandle {
         state,
         commands,
