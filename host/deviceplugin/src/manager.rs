@@ -113,7 +113,7 @@ pub enum StartError {
         source: notify::Error,
     },
     /// The thread that serves kubelet's calls could not start.
-    #[error("cannot start serving")]
+    #[error("cannot start the thread that serves kubelet's calls")]
     Serving(#[source] ServingError),
 }
 

@@ -4,12 +4,13 @@
 //! Why one thread: a kubelet call is a few tens of microseconds of work, and on the agent's
 //! multi-threaded runtime each one also woke the other worker (hyper spawns a task per HTTP/2
 //! stream, and a spawn unparks an idle worker to steal it), which found nothing to do and slept
-//! again. On a 2-core node those wake-ups cost more than the calls: measured with 16 concurrent
-//! callers, the single thread spends ~25% less CPU per call and answers Allocate with a p99 ~40%
-//! lower (BENCHMARKS.md). The work that is not a few microseconds never runs on it: allocator
-//! calls go to the blocking pool (`spawn_blocking`), and the agent's own work (rescans, policy
-//! reloads, PodResources queries) stays on the agent's runtime, so none of it delays a kubelet
-//! call either.
+//! again. On a 2-core node those wake-ups cost about as much as the calls: measured with 16
+//! concurrent callers in alternating runs of both builds, Allocate's p99 is 35-50% lower on the
+//! one thread and the whole run takes ~8% less CPU (BENCHMARKS.md, 2026-12-07 17:00). The work
+//! that is not a few microseconds never runs on it: allocator calls go to the blocking pool
+//! (`spawn_blocking`), and the agent's own work (rescans, policy reloads, PodResources queries)
+//! stays on the agent's runtime, so a kubelet call never waits in a run queue behind it (they
+//! still share the cores).
 //!
 //! The thread outlives [`ServingThread`] until the tasks spawned on it have finished (a pool's
 //! stop removes its socket and device-info files), bounded by [`FINISH_GRACE`]. It logs to the
