@@ -145,7 +145,8 @@ type Senders = Arc<Mutex<HashMap<PathBuf, mpsc::UnboundedSender<Command>>>>;
 
 /// The node's device plugin: one server per pool.
 pub struct DevicePlugins {
-    /// Where the pools' servers run (dropped last: the thread finishes the stops under way).
+    /// Where the pools' servers run. Its thread outlives it until the stops under way (sent by
+    /// `Drop` or `shutdown`) have finished, so the field's place in the drop order does not matter.
     serving: ServingThread,
     config: PluginConfig,
     mode: Mode,

@@ -255,13 +255,37 @@ impl DevicePlugin for PoolService {
         }
         let mut responses = Vec::with_capacity(containers.len());
         for container in containers {
-            let mut request = PreferenceRequest::from_kubelet(
-                self.state.resource_name.clone(),
-                container.available_device_i_ds,
-                container.must_include_device_i_ds,
-                container.allocation_size,
-            );
-            request.steer_clear(&snapshot);
+            let resource_name = self.state.resource_name.clone();
+            let ids_in_request =
+                container.available_device_i_ds.len() + container.must_include_device_i_ds.len();
+            let normalise = {
+                let snapshot = Arc::clone(&snapshot);
+                move || {
+                    let mut request = PreferenceRequest::from_kubelet(
+                        resource_name,
+                        container.available_device_i_ds,
+                        container.must_include_device_i_ds,
+                        container.allocation_size,
+                    );
+                    request.steer_clear(&snapshot);
+                    request
+                }
+            };
+            // A node's pool is at most a few thousand devices (~50 us of hashing and lookups per
+            // thousand ids, done in place); a request far larger can only come from another
+            // local process (the 1 MiB limit lets through ~150,000 short ids, ~25 ms of work) and
+            // must not hold the one thread that serves every pool (see `crate::serving`).
+            let request = if ids_in_request <= MAX_IDS_NORMALISED_IN_PLACE {
+                normalise()
+            } else {
+                match tokio::task::spawn_blocking(normalise).await {
+                    Ok(request) => request,
+                    Err(join) => {
+                        tracing::error!(resource = %self.state.resource_name, error = %join, "GetPreferredAllocation: reading the request failed");
+                        return Err(Status::internal("reading the request failed"));
+                    }
+                }
+            };
             let ids = self.prefer(&snapshot, request).await;
             responses.push(api::ContainerPreferredAllocationResponse { device_i_ds: ids });
         }
@@ -376,8 +400,8 @@ impl PoolService {
                 Took(self.state.allocator_timeout)
             ),
         };
-        // Off the runtime: the order is cheap for kubelet's requests, but a request may come from
-        // any local process, and the runtime's two threads serve every pool.
+        // Off the serving thread: the order is cheap for kubelet's requests, but a request may
+        // come from any local process, and the one thread serves every pool.
         let pool = Arc::clone(snapshot);
         let ids = match tokio::task::spawn_blocking(move || {
             allocator::builtin_preference(&pool, &request)
@@ -1071,6 +1095,11 @@ fn left_to_another_instance(state: &PoolState, bound: Option<SocketIdentity>) ->
 pub(crate) const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// The least time an allocator call is started with (see `PoolService::prefer`).
 const MIN_ALLOCATOR_TIME: Duration = Duration::from_millis(20);
+
+/// The most ids (available and must-include) of one container request that GetPreferredAllocation
+/// puts in order (removes repeats, steers clear of non-members) on the serving thread; a larger
+/// request is put in order on a blocking thread. 4x the largest pool a node has today (1,024 VFs).
+const MAX_IDS_NORMALISED_IN_PLACE: usize = 4096;
 
 /// The most container requests one GetPreferredAllocation answers (kubelet sends one).
 const MAX_PREFERENCE_CONTAINERS: usize = 16;

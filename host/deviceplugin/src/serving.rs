@@ -17,6 +17,7 @@
 //! subscriber that was the default where it was started.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -51,42 +52,74 @@ pub(crate) struct ServingThread {
     _owner: oneshot::Sender<()>,
 }
 
+/// Starts a thread running the closure it is given, named `vfpool-serve` ([`std_thread`]); a
+/// seam, so a test can make the spawn fail.
+type SpawnThread = fn(Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
+
+/// The real [`SpawnThread`].
+fn std_thread(body: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("vfpool-serve".to_string())
+        .spawn(body)
+        .map(drop)
+}
+
 impl ServingThread {
     /// Starts the thread, named `vfpool-serve`.
     pub(crate) fn start() -> Result<Self, ServingError> {
+        Self::start_with(std_thread)
+    }
+
+    fn start_with(spawn_thread: SpawnThread) -> Result<Self, ServingError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("vfpool-serve-blocking")
             .build()
             .map_err(ServingError::Runtime)?;
         let handle = runtime.handle().clone();
+        // The runtime goes to the thread through a slot the caller keeps too: a spawn that fails
+        // drops the closure on this thread, and a runtime dropped here (an async context: the
+        // agent starts the plugins from a task) would panic instead of reporting the failure.
+        let slot = Arc::new(Mutex::new(Some(runtime)));
         let (running, mut finished) = mpsc::channel::<()>(1);
         let (owner, owner_gone) = oneshot::channel::<()>();
         // The thread logs where its starter's thread logs: the agent's global subscriber, or a
         // test's own (a thread-local default would otherwise not reach it).
         let dispatch = tracing::dispatcher::get_default(tracing::Dispatch::clone);
-        std::thread::Builder::new()
-            .name("vfpool-serve".to_string())
-            .spawn(move || {
-                let _logs = tracing::dispatcher::set_default(&dispatch);
-                runtime.block_on(async move {
-                    // Ok or Err: either way the owner is gone.
-                    let _ = owner_gone.await;
-                    // `recv` answers `None` once every task's sender is dropped. Nothing is ever
-                    // sent: the channel only counts its senders.
-                    if tokio::time::timeout(FINISH_GRACE, finished.recv())
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(
-                            grace_s = FINISH_GRACE.as_secs(),
-                            "device-plugin tasks still running after the grace; ending them"
-                        );
-                    }
-                });
-                runtime.shutdown_timeout(BLOCKING_GRACE);
-            })
-            .map_err(ServingError::Thread)?;
+        let in_thread = Arc::clone(&slot);
+        let spawned = spawn_thread(Box::new(move || {
+            let Some(runtime) = in_thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            else {
+                return;
+            };
+            let _logs = tracing::dispatcher::set_default(&dispatch);
+            runtime.block_on(async move {
+                // Ok or Err: either way the owner is gone.
+                let _ = owner_gone.await;
+                // `recv` answers `None` once every task's sender is dropped. Nothing is ever
+                // sent: the channel only counts its senders.
+                if tokio::time::timeout(FINISH_GRACE, finished.recv())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        grace_s = FINISH_GRACE.as_secs(),
+                        "device-plugin tasks still running after the grace; ending them"
+                    );
+                }
+            });
+            runtime.shutdown_timeout(BLOCKING_GRACE);
+        }));
+        if let Err(e) = spawned {
+            if let Some(runtime) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                // Nothing runs on it yet; this does not block.
+                runtime.shutdown_background();
+            }
+            return Err(ServingError::Thread(e));
+        }
         Ok(ServingThread {
             handle,
             running,
@@ -135,6 +168,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(nested.as_deref(), Some("vfpool-serve"));
+    }
+
+    /// A thread that cannot be spawned (pids limit, RLIMIT_NPROC) is an error for the agent to
+    /// report, also when the plugins are started from a task: the runtime the thread would have
+    /// run was dropped in that async context, and tokio panicked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thread_that_cannot_start_is_an_error_not_a_panic() {
+        fn no_threads(_: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+            Err(std::io::Error::from(nix::errno::Errno::EAGAIN))
+        }
+        let error = ServingThread::start_with(no_threads).unwrap_err();
+        assert!(matches!(error, ServingError::Thread(_)), "{error:?}");
     }
 
     /// Dropping the handle does not cut a running task short: a pool's stop, under way when the

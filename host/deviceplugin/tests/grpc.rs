@@ -1811,6 +1811,45 @@ async fn a_device_no_longer_in_the_pool_is_not_preferred() {
     plugins.shutdown().await;
 }
 
+/// A request with far more ids than a node has devices (another local process's: strangers,
+/// repeats) is put in order off the serving thread, and is answered as a small one is: repeats
+/// removed, strangers steered clear of while members remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_many_thousand_ids_is_answered_as_a_small_one() {
+    let env = Env::new();
+    let first = Arc::new(FnAllocator(|req: &PreferenceRequest| {
+        Ok(req.available[..req.size].to_vec())
+    }));
+    let mut plugins = DevicePlugins::start(env.config(), first).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    serving(&env, "the pool serves").await;
+    let mut client = raw_client(&socket(&env)).await;
+    let members = env.ids();
+    // 20,000 strangers first, then each member twice, then the strangers again.
+    let strangers: Vec<String> = (0..20_000).map(|n| format!("9999:{n:05x}.0")).collect();
+    let mut available = strangers.clone();
+    available.extend(members.iter().cloned());
+    available.extend(members.iter().cloned());
+    available.extend(strangers);
+    let answer = client
+        .get_preferred_allocation(api::PreferredAllocationRequest {
+            container_requests: vec![api::ContainerPreferredAllocationRequest {
+                available_device_i_ds: available,
+                must_include_device_i_ds: vec![members[2].clone()],
+                allocation_size: 3,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.container_responses[0].device_i_ds,
+        members[..3],
+        "members only, each once"
+    );
+    plugins.shutdown().await;
+}
+
 /// A request that waited for the allocator's permit gives the allocator only what is left of its
 /// deadline: the allocator policy used to get its full deadline whenever its call started, so
 /// under load it kept computing answers no one waited for any more, holding the permit the next
