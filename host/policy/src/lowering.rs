@@ -336,10 +336,12 @@ impl Image {
         element: InterfaceType,
         items: &[E],
     ) -> wasmtime::Result<Image> {
+        // Room for each item's record and a string or two, and an address each: a call's
+        // candidates then grow the image without moving it (measured: ~5% of `prefer`).
         let mut image = Image {
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(items.len().saturating_mul(64)),
             align: 1,
-            pointers: Vec::new(),
+            pointers: Vec::with_capacity(items.len()),
         };
         // The elements are the first allocation of an empty image: at offset 0.
         let list = write_list(cx, &mut image, element, items)?;
@@ -369,6 +371,23 @@ impl Image {
 }
 
 impl Heap for Image {
+    /// Appended as it is (a string's alignment is 1): the default would zero the bytes first.
+    fn string<T>(&mut self, _: &mut LowerContext<'_, T>, s: &str) -> wasmtime::Result<[u8; 8]> {
+        let at = self.bytes.len();
+        let len = u32::try_from(s.len())
+            .ok()
+            .filter(|&len| len as usize <= MAX_STRING_BYTES)
+            .ok_or_else(|| {
+                format_err!("string of {} bytes too large to pass to a policy", s.len())
+            })?;
+        let ptr = u32::try_from(at)
+            .ok()
+            .filter(|ptr| ptr.checked_add(len).is_some())
+            .ok_or_else(|| format_err!("arguments too large to pass to a policy"))?;
+        self.bytes.extend_from_slice(s.as_bytes());
+        Ok(pointer_pair(ptr, len))
+    }
+
     fn allocate<T>(
         &mut self,
         _: &mut LowerContext<'_, T>,
@@ -604,7 +623,7 @@ pub(crate) struct RecordWriter<'t, const N: usize> {
     bytes: [u8; N],
     end: usize,
     /// Where in `bytes` the pointer pairs are (for [`Heap::pointer`]), the first `pointer_count`.
-    pointers: [usize; MAX_RECORD_POINTERS],
+    pointers: [u16; MAX_RECORD_POINTERS],
     pointer_count: usize,
 }
 
@@ -665,7 +684,7 @@ impl<'t, const N: usize> RecordWriter<'t, N> {
         let slot = self.pointers.get_mut(self.pointer_count).ok_or_else(|| {
             format_err!("more than {MAX_RECORD_POINTERS} strings and lists in a record")
         })?;
-        *slot = at;
+        *slot = u16::try_from(at).map_err(|_| format_err!("record field at {at}"))?;
         self.pointer_count += 1;
         self.put(at, pair)
     }
@@ -796,7 +815,7 @@ impl<'t, const N: usize> RecordWriter<'t, N> {
         }
         heap.write(cx, offset, &self.bytes)?;
         for &at in &self.pointers[..self.pointer_count] {
-            heap.pointer(offset + at);
+            heap.pointer(offset + usize::from(at));
         }
         Ok(())
     }
