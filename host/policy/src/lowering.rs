@@ -337,7 +337,7 @@ impl Image {
         items: &[E],
     ) -> wasmtime::Result<Image> {
         // Room for each item's record and a string or two, and an address each: a call's
-        // candidates then grow the image without moving it (measured: ~5% of `prefer`).
+        // candidates then fill the image without it moving as it grows.
         let mut image = Image {
             bytes: Vec::with_capacity(items.len().saturating_mul(64)),
             align: 1,
