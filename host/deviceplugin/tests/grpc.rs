@@ -1768,6 +1768,18 @@ async fn an_oversized_request_is_refused_and_the_pool_keeps_serving() {
     plugins.shutdown().await;
 }
 
+/// Pool 0 served with an allocator that prefers the first available ids (what it was handed,
+/// in order), once it serves.
+async fn serving_first_available(env: &Env) -> DevicePlugins {
+    let first = Arc::new(FnAllocator(|req: &PreferenceRequest| {
+        Ok(req.available[..req.size].to_vec())
+    }));
+    let mut plugins = DevicePlugins::start(env.config(), first).unwrap();
+    plugins.apply(&env.pool(0), &env.inventory).await;
+    serving(env, "the pool serves").await;
+    plugins
+}
+
 /// kubelet's list may still name a device the pool withdrew a moment ago (its ListAndWatch update
 /// not yet taken), and Allocate refuses a device that is not a member: the preference leaves such
 /// an id out while enough members remain. It used to hand the allocator every id kubelet sent, and
@@ -1775,12 +1787,7 @@ async fn an_oversized_request_is_refused_and_the_pool_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_no_longer_in_the_pool_is_not_preferred() {
     let env = Env::new();
-    let first = Arc::new(FnAllocator(|req: &PreferenceRequest| {
-        Ok(req.available[..req.size].to_vec())
-    }));
-    let mut plugins = DevicePlugins::start(env.config(), first).unwrap();
-    plugins.apply(&env.pool(0), &env.inventory).await;
-    serving(&env, "the pool serves").await;
+    let plugins = serving_first_available(&env).await;
     let client = raw_client(&socket(&env)).await;
     let members = env.ids();
     let request = |available: Vec<String>, size| {
@@ -1817,12 +1824,7 @@ async fn a_device_no_longer_in_the_pool_is_not_preferred() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_with_many_thousand_ids_is_answered_as_a_small_one() {
     let env = Env::new();
-    let first = Arc::new(FnAllocator(|req: &PreferenceRequest| {
-        Ok(req.available[..req.size].to_vec())
-    }));
-    let mut plugins = DevicePlugins::start(env.config(), first).unwrap();
-    plugins.apply(&env.pool(0), &env.inventory).await;
-    serving(&env, "the pool serves").await;
+    let plugins = serving_first_available(&env).await;
     let mut client = raw_client(&socket(&env)).await;
     let members = env.ids();
     // 20,000 strangers first, then each member twice, then the strangers again.
