@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 /// How long the thread waits, once its owner is gone, for the tasks still running on it (pool
 /// stops end their connections within a few seconds).
-pub(crate) const FINISH_GRACE: Duration = Duration::from_secs(30);
+const FINISH_GRACE: Duration = Duration::from_secs(30);
 /// How long blocking calls (an allocator call past its deadline) are waited for at the end.
 const BLOCKING_GRACE: Duration = Duration::from_secs(2);
 

@@ -268,16 +268,19 @@ pub(crate) trait Heap {
     /// Copies `s` (UTF-8, as the caller checked the guest expects) into an allocation; returns
     /// its pointer pair.
     fn string<T>(&mut self, cx: &mut LowerContext<'_, T>, s: &str) -> wasmtime::Result<[u8; 8]> {
-        if s.len() > MAX_STRING_BYTES {
-            return Err(format_err!(
-                "string of {} bytes too large to pass to a policy",
-                s.len()
-            ));
-        }
+        let len = string_length(s)?;
         let ptr = self.allocate(cx, 1, s.len())?;
         self.write(cx, ptr, s.as_bytes())?;
-        Ok(pointer_pair(u32::try_from(ptr)?, u32::try_from(s.len())?))
+        Ok(pointer_pair(u32::try_from(ptr)?, len))
     }
+}
+
+/// The length of `s` as the canonical ABI passes it, if it can.
+fn string_length(s: &str) -> wasmtime::Result<u32> {
+    u32::try_from(s.len())
+        .ok()
+        .filter(|&len| len as usize <= MAX_STRING_BYTES)
+        .ok_or_else(|| format_err!("string of {} bytes too large to pass to a policy", s.len()))
 }
 
 /// The canonical ABI's way: a guest `realloc` per string and per list (empty ones included), each
@@ -349,6 +352,13 @@ impl Image {
         Ok(image)
     }
 
+    /// Where `bytes` more bytes at `at` end, if the arguments stay addressable (under 4 GiB).
+    fn end_of(at: usize, bytes: usize) -> wasmtime::Result<usize> {
+        at.checked_add(bytes)
+            .filter(|end| u32::try_from(*end).is_ok())
+            .ok_or_else(|| format_err!("arguments too large to pass to a policy"))
+    }
+
     /// Copies the image into one new guest allocation, its addresses moved there; returns the
     /// list's address (the allocation's).
     fn place<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<usize> {
@@ -373,19 +383,11 @@ impl Image {
 impl Heap for Image {
     /// Appended as it is (a string's alignment is 1): the default would zero the bytes first.
     fn string<T>(&mut self, _: &mut LowerContext<'_, T>, s: &str) -> wasmtime::Result<[u8; 8]> {
+        let len = string_length(s)?;
         let at = self.bytes.len();
-        let len = u32::try_from(s.len())
-            .ok()
-            .filter(|&len| len as usize <= MAX_STRING_BYTES)
-            .ok_or_else(|| {
-                format_err!("string of {} bytes too large to pass to a policy", s.len())
-            })?;
-        let ptr = u32::try_from(at)
-            .ok()
-            .filter(|ptr| ptr.checked_add(len).is_some())
-            .ok_or_else(|| format_err!("arguments too large to pass to a policy"))?;
+        Image::end_of(at, s.len())?;
         self.bytes.extend_from_slice(s.as_bytes());
-        Ok(pointer_pair(ptr, len))
+        Ok(pointer_pair(u32::try_from(at)?, len))
     }
 
     fn allocate<T>(
@@ -395,10 +397,7 @@ impl Heap for Image {
         bytes: usize,
     ) -> wasmtime::Result<usize> {
         let at = self.bytes.len().next_multiple_of(align_bytes(align)?);
-        let end = at
-            .checked_add(bytes)
-            .filter(|end| u32::try_from(*end).is_ok())
-            .ok_or_else(|| format_err!("arguments too large to pass to a policy"))?;
+        let end = Image::end_of(at, bytes)?;
         self.bytes.resize(end, 0);
         self.align = self.align.max(align);
         Ok(at)
