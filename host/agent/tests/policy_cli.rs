@@ -346,6 +346,60 @@ fn a_module_that_would_stall_the_compiler_is_refused_for_the_limit_it_ran_into()
     );
 }
 
+/// An agent started with SIGXCPU ignored (a shell's `trap '' XCPU`, a supervisor that ignores it)
+/// or blocked hands that on through `exec` to the compiler process, which then let the soft CPU
+/// limit pass and was killed by the hard one a second later: "killed (by the kernel's OOM killer,
+/// or by hand)", not the CPU limit with the flag that raises it.
+#[test]
+fn the_cpu_limit_is_named_when_the_agent_was_started_with_sigxcpu_ignored_or_blocked() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let slow_bomb = dir.path().join("slow-bomb.wasm");
+    std::fs::write(&slow_bomb, common::compiler_bomb(12_000)).unwrap();
+    let check = |mut command: Command| {
+        let out = command
+            .args([
+                "policy",
+                "check",
+                slow_bomb.to_str().unwrap(),
+                "--fixture",
+                "dell-cx5",
+                "--policy-compile-memory-mib",
+                "8192",
+                "--policy-compile-cpu",
+                "1s",
+            ])
+            .env_remove("VFPOOL_LOG_LEVEL")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("more than the 1 s of CPU time the compiler process may use"),
+            "{text}"
+        );
+    };
+    let mut ignored = Command::new("sh");
+    ignored
+        .arg("-c")
+        .arg(r#"trap '' XCPU && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_vfpool"));
+    check(ignored);
+    let mut blocked = Command::new(env!("CARGO_BIN_EXE_vfpool"));
+    // SAFETY: sigprocmask is async-signal-safe, and nothing else runs between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        blocked.pre_exec(|| {
+            nix::sys::signal::SigSet::from(nix::sys::signal::Signal::SIGXCPU)
+                .thread_block()
+                .map_err(std::io::Error::from)
+        });
+    }
+    check(blocked);
+}
+
 /// The compiler process compiles only for the process that started it: one whose parent is
 /// already gone when it sets up the parent-death signal (the signal would never come) exits at
 /// once instead of compiling with no one to answer.

@@ -450,6 +450,7 @@ pub fn serve_worker(limits: CompileLimits, parent_pid: u32) -> Result<(), Worker
         })?;
     // SIGXCPU at the soft limit ends the process (its default action); SIGKILL a second later
     // if it did not.
+    default_cpu_limit_signal()?;
     let cpu = limits.cpu_seconds().max(1);
     set("CPU time limit", Resource::Cpu, cpu, cpu.saturating_add(1))?;
     set(
@@ -480,6 +481,26 @@ pub fn serve_worker(limits: CompileLimits, parent_pid: u32) -> Result<(), Worker
     let mut stdout = io::stdout().lock();
     stdout.write_all(&artifact).map_err(WorkerError::Io)?;
     stdout.flush().map_err(WorkerError::Io)
+}
+
+/// Gives SIGXCPU its default action (end the process) and unblocks it. `exec` keeps an ignored
+/// or blocked signal: an agent started with SIGXCPU ignored (a shell's `trap '' XCPU`) or blocked
+/// handed that on, the soft CPU limit passed unnoticed, and the SIGKILL at the hard one a second
+/// later read as a crash instead of the CPU limit (and the module, as one to try again).
+fn default_cpu_limit_signal() -> Result<(), WorkerError> {
+    use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+    let failed = |e: nix::Error| WorkerError::Limit {
+        what: "CPU time limit signal",
+        source: io::Error::from(e),
+    };
+    // SAFETY: the default action installs no handler, so no code of this process runs in signal
+    // context; the previous disposition returned is not a handler either way (dropped).
+    #[allow(unsafe_code)]
+    unsafe { signal(Signal::SIGXCPU, SigHandler::SigDfl) }.map_err(failed)?;
+    // This is the only thread (see `serve_worker`): the compiler's threads inherit its mask.
+    SigSet::from(Signal::SIGXCPU)
+        .thread_unblock()
+        .map_err(failed)
 }
 
 /// Compiles `module` with an engine configured as the agent's, to wasmtime's serialized form.
