@@ -80,7 +80,7 @@ impl std::fmt::Display for ShownId<'_> {
 pub enum AllocateError {
     /// The request names a device the pool does not advertise.
     #[error(
-        "device {} is not in pool {resource} (it advertises {count} devices); kubelet's checkpoint may be stale: restart the pod",
+        "device {} is not in pool {resource} (it advertises {count} devices): it left the pool (a config or policy change, or it is gone from the node) before kubelet asked for it, or kubelet's checkpoint is stale; restart the pod",
         ShownId(.id)
     )]
     UnknownDevice {

@@ -540,7 +540,26 @@ impl DevicePlugins {
                 return report;
             }
         };
-        for (name, snapshot) in prepared {
+        // A member leaving its pool is in no pool until it settles: Allocate may still grant it
+        // for the first half of that time (`PoolSnapshot::keep_departed`); the second half leaves
+        // kubelet time to record the grant, so the apply after the settle time sees it in
+        // PodResources and keeps the device where it was granted.
+        let placed: HashSet<String> = prepared
+            .iter()
+            .flat_map(|(_, snapshot)| snapshot.members.iter().map(|m| m.id().to_owned()))
+            .collect();
+        let in_no_pool = |id: &str| inventory.get(id).is_some() && !placed.contains(id);
+        let departed_at = Instant::now();
+        let grantable_until = departed_at + self.config.move_settle / 2;
+        for (name, mut snapshot) in prepared {
+            if let Some(handle) = self.pools.get(&name) {
+                snapshot.keep_departed(
+                    &handle.state.current(),
+                    in_no_pool,
+                    grantable_until,
+                    departed_at,
+                );
+            }
             let snapshot: Snapshot = Arc::new(snapshot);
             match self.pools.get(&name) {
                 Some(handle) => {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use vfpool_policy::{DeviceType, PoolDevice};
@@ -73,6 +74,18 @@ pub struct PoolSnapshot {
     pf_ranks: Vec<u64>,
     /// Per member: its Allocate answer, once [`Self::prepare`] ran (empty before).
     prepared: Vec<Option<Prepared>>,
+    /// Members that left the pool a moment ago, are still on the node and in no pool now (see
+    /// [`Self::keep_departed`]), by id.
+    departed: FxHashMap<String, Departed>,
+}
+
+/// A member that left its pool a moment ago, as Allocate may still grant it.
+#[derive(Debug, Clone)]
+struct Departed {
+    member: Member,
+    prepared: Option<Prepared>,
+    /// The end of the time in which kubelet may still ask for it.
+    until: Instant,
 }
 
 impl PoolSnapshot {
@@ -116,7 +129,77 @@ impl PoolSnapshot {
             index,
             pf_ranks,
             prepared: Vec::new(),
+            departed: FxHashMap::default(),
         }
+    }
+
+    /// Keeps the members of `before` (this pool's previous snapshot) that are not members of this
+    /// one and that `in_no_pool` says are still on the node and in no pool now, with their
+    /// Allocate answers, for Allocate to grant until `until` ([`Self::for_allocate`]); with those
+    /// `before` kept itself that are still in time at `now`.
+    ///
+    /// Why: kubelet picks a pod's devices from the last list it got, then asks for them in calls
+    /// of their own (GetPreferredAllocation, Allocate) without holding its lock, so a new list
+    /// can arrive in between; an Allocate for a device that has just left the pool used to be
+    /// refused, and the pod failed admission for good. Such a device is in no pool while it
+    /// settles ([`crate::PluginConfig::move_settle`]), so granting it is safe while `until` leaves
+    /// that settle time room to see the pod in PodResources, which then keeps the device here.
+    pub fn keep_departed(
+        &mut self,
+        before: &PoolSnapshot,
+        in_no_pool: impl Fn(&str) -> bool,
+        until: Instant,
+        now: Instant,
+    ) {
+        let departed_now = before
+            .members
+            .iter()
+            .enumerate()
+            .map(|(position, member)| (member, before.prepared(position), until));
+        let departed_before = before
+            .departed
+            .values()
+            .filter(|d| d.until > now)
+            .map(|d| (&d.member, d.prepared.as_ref(), d.until));
+        for (member, prepared, until) in departed_now.chain(departed_before) {
+            let id = member.id();
+            if self.index.contains_key(id) || self.departed.contains_key(id) || !in_no_pool(id) {
+                continue;
+            }
+            self.departed.insert(
+                id.to_owned(),
+                Departed {
+                    member: member.clone(),
+                    prepared: prepared.cloned(),
+                    until,
+                },
+            );
+        }
+    }
+
+    /// What Allocate grants for `id` at `now`: the member with this id and its prepared answer, or
+    /// one that left the pool a moment ago ([`Self::keep_departed`]) while still in time (the
+    /// `bool` says which).
+    pub fn for_allocate(
+        &self,
+        id: &str,
+        now: Instant,
+    ) -> Option<(&Member, Option<&Prepared>, bool)> {
+        if let Some(position) = self.position(id) {
+            let member = self.members.get(position)?;
+            return Some((member, self.prepared(position), false));
+        }
+        self.departed
+            .get(id)
+            .filter(|d| d.until > now)
+            .map(|d| (&d.member, d.prepared.as_ref(), true))
+    }
+
+    /// The member with this id, or one that left the pool a moment ago and is still kept for
+    /// Allocate ([`Self::keep_departed`]), in time or not: what the pool knew of it.
+    pub fn get_or_departed(&self, id: &str) -> Option<&Member> {
+        self.get(id)
+            .or_else(|| self.departed.get(id).map(|d| &d.member))
     }
 
     /// Computes every member's Allocate answer ahead of the calls, so Allocate only looks it up.
@@ -252,6 +335,71 @@ mod tests {
             NodeFacts::default(),
         );
         assert!(excluded.view().iter().all(|(_, _, numa)| numa.is_none()));
+    }
+
+    /// Members that left are kept for Allocate until their time is up, and only those in no pool
+    /// now: not one still a member, not one another pool took or that is gone from the node. A
+    /// later snapshot keeps them for what is left of their time, not longer; they are never
+    /// advertised.
+    #[test]
+    fn departed_members_are_grantable_for_a_while_only() {
+        let pool = |ids: &[&str]| {
+            PoolSnapshot::new(
+                "x.io/p".into(),
+                DeviceType::NetDevice,
+                false,
+                ids.iter()
+                    .map(|id| member(id, None, Health::Healthy))
+                    .collect(),
+                NodeFacts::default(),
+            )
+        };
+        let start = Instant::now();
+        let until = start + std::time::Duration::from_secs(10);
+        let before = pool(&["a", "b", "c", "d"]);
+        let mut next = pool(&["a"]);
+        // "c" joined another pool, "d" is gone from the node.
+        next.keep_departed(&before, |id| id == "b", until, start);
+        assert!(next.get("b").is_none());
+        assert_eq!(next.view().len(), 1);
+        assert!(matches!(next.for_allocate("a", start), Some((m, _, false)) if m.id() == "a"));
+        assert!(matches!(next.for_allocate("b", start), Some((m, _, true)) if m.id() == "b"));
+        assert!(next.for_allocate("c", start).is_none());
+        assert!(next.for_allocate("d", start).is_none());
+        assert!(next.for_allocate("b", until).is_none(), "past its time");
+        assert_eq!(next.get_or_departed("b").map(Member::id), Some("b"));
+
+        // The next snapshot (a rescan soon after) keeps "b" for what is left of its time.
+        let later = start + std::time::Duration::from_secs(4);
+        let mut after = pool(&["a"]);
+        after.keep_departed(
+            &next,
+            |_| true,
+            later + std::time::Duration::from_secs(10),
+            later,
+        );
+        assert!(
+            after
+                .for_allocate("b", until - std::time::Duration::from_millis(1))
+                .is_some()
+        );
+        assert!(
+            after.for_allocate("b", until).is_none(),
+            "its time was extended"
+        );
+        // Past its time when the snapshot is made: not kept at all.
+        let mut late = pool(&["a"]);
+        late.keep_departed(
+            &next,
+            |_| true,
+            until + std::time::Duration::from_secs(10),
+            until,
+        );
+        assert!(late.get_or_departed("b").is_none());
+        // Back in the pool: a member again, not a departed one.
+        let mut back = pool(&["a", "b"]);
+        back.keep_departed(&next, |_| true, until, start);
+        assert!(matches!(back.for_allocate("b", start), Some((_, _, false))));
     }
 
     /// A dell-cx5 tree in a temporary directory, its root, and a member builder for its devices.

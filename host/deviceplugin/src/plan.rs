@@ -162,7 +162,7 @@ pub fn plan(
                 }
                 None => {}
             }
-            let old = before.and_then(|b| b.get(id));
+            let old = before.and_then(|b| b.get_or_departed(id));
             // Not served here before (the agent restarted): the policy's hints for it, if any.
             let hints = old.map(|m| m.hints.clone()).unwrap_or_else(|| {
                 desired

@@ -28,7 +28,7 @@ use vfpool_sysfs::SysfsRoot;
 use crate::allocate;
 use crate::allocator::{self, Allocator, PreferenceRequest};
 use crate::logs::Took;
-use crate::model::Snapshot;
+use crate::model::{Member, Snapshot};
 use crate::registration::{self, Mode};
 use crate::serving::ServingThread;
 use crate::uds;
@@ -325,6 +325,13 @@ impl DevicePlugin for PoolService {
                     id: id.clone(),
                 }));
             }
+            if !plan.departed().is_empty() {
+                tracing::info!(
+                    resource = %self.state.resource_name,
+                    devices = %plan.departed().join(","),
+                    "Allocate grants devices that left the pool a moment ago: kubelet chose them from the pool's previous list; they stay in the pool until the pod releases them"
+                );
+            }
             planned.push(plan);
         }
         let mut responses = Vec::with_capacity(planned.len());
@@ -428,6 +435,8 @@ pub struct ContainerPlan {
     response: api::ContainerAllocateResponse,
     /// (file name, contents).
     files: Vec<(String, String)>,
+    /// The granted ids that had left the pool a moment ago ([`crate::model::PoolSnapshot::keep_departed`]).
+    departed: Vec<String>,
 }
 
 impl ContainerPlan {
@@ -441,13 +450,20 @@ impl ContainerPlan {
         }
         Ok(self.response)
     }
+
+    /// The granted ids that had left the pool a moment ago: kubelet chose them from the pool's
+    /// previous list.
+    pub fn departed(&self) -> &[String] {
+        &self.departed
+    }
 }
 
 /// Plans one container's Allocate: env, device specs, device-info files. Uses the answers the
 /// snapshot prepared when it was published, except for a member whose prepared answer may lack its
 /// RDMA devices ([`allocate::Prepared::recheck_rdma`]), which is answered from `sysfs` now; computes
 /// them here for a snapshot that was not prepared or a member whose grant is an error (which is
-/// then reported). Writes nothing.
+/// then reported). Grants a device that left the pool a moment ago as a member
+/// ([`crate::model::PoolSnapshot::for_allocate`]). Writes nothing.
 pub fn plan_container(
     sysfs: &SysfsRoot,
     snapshot: &Snapshot,
@@ -458,27 +474,32 @@ pub fn plan_container(
             resource: snapshot.resource_name.clone(),
         });
     }
+    let now = std::time::Instant::now();
     // Validate every id first.
-    let mut members: Vec<(&str, usize)> = Vec::with_capacity(ids.len());
+    let mut members: Vec<(&str, &Member, Option<&allocate::Prepared>)> =
+        Vec::with_capacity(ids.len());
+    let mut departed = Vec::new();
     // Requests are usually a handful of ids, for which a scan beats hashing them.
     let mut seen = (ids.len() > 16).then(|| std::collections::HashSet::with_capacity(ids.len()));
     for id in ids {
         let repeated = match &mut seen {
             Some(seen) => !seen.insert(id.as_str()),
-            None => members.iter().any(|(other, _)| *other == id.as_str()),
+            None => members.iter().any(|(other, ..)| *other == id.as_str()),
         };
         if repeated {
             return Err(allocate::AllocateError::Duplicate { id: id.clone() });
         }
-        let position = snapshot
-            .position(id)
-            .filter(|&p| p < snapshot.members.len())
-            .ok_or_else(|| allocate::AllocateError::UnknownDevice {
+        let (member, prepared, has_departed) = snapshot.for_allocate(id, now).ok_or_else(|| {
+            allocate::AllocateError::UnknownDevice {
                 id: id.clone(),
                 resource: snapshot.resource_name.clone(),
                 count: snapshot.members.len(),
-            })?;
-        members.push((id.as_str(), position));
+            }
+        })?;
+        if has_departed {
+            departed.push(id.clone());
+        }
+        members.push((id.as_str(), member, prepared));
     }
     let file = |id: &str, doc: String| {
         (
@@ -488,7 +509,7 @@ pub fn plan_container(
     };
     let prepared: Option<Vec<(&str, &allocate::Prepared)>> = members
         .iter()
-        .map(|&(id, position)| snapshot.prepared(position).map(|p| (id, p)))
+        .map(|&(id, _, prepared)| prepared.map(|p| (id, p)))
         .collect();
     if let Some(prepared) = &prepared
         && !prepared.iter().any(|(_, p)| p.recheck_rdma)
@@ -500,34 +521,24 @@ pub fn plan_container(
         return Ok(ContainerPlan {
             response: allocate::prepared_response(&snapshot.resource_name, ids, prepared),
             files,
+            departed,
         });
     }
     // Answered from sysfs now: the members whose prepared answer may lack their RDMA devices, or
     // every member when the snapshot was not prepared or a grant is an error (reported here).
-    let prepared_at = |n: usize| prepared.as_ref().and_then(|p| p.get(n)).map(|&(_, p)| p);
     let refreshed: Vec<Option<allocate::Prepared>> = members
         .iter()
-        .enumerate()
-        .map(|(n, &(_, position))| match prepared_at(n) {
+        .map(|&(_, member, prepared)| match prepared {
             Some(p) if !p.recheck_rdma => Ok(None),
-            _ => snapshot
-                .members
-                .get(position)
-                .map(|member| {
-                    allocate::prepare_live(member, snapshot.device_type, &snapshot.node, sysfs)
-                })
-                .transpose(),
+            _ => allocate::prepare_live(member, snapshot.device_type, &snapshot.node, sysfs)
+                .map(Some),
         })
         .collect::<Result<_, _>>()?;
     let answers: Vec<(&str, &allocate::Prepared)> = members
         .iter()
-        .enumerate()
-        .filter_map(|(n, &(id, _))| {
-            refreshed
-                .get(n)
-                .and_then(Option::as_ref)
-                .or_else(|| prepared_at(n))
-                .map(|p| (id, p))
+        .zip(&refreshed)
+        .filter_map(|(&(id, _, prepared), refreshed)| {
+            refreshed.as_ref().or(prepared).map(|p| (id, p))
         })
         .collect();
     let files = answers
@@ -537,6 +548,7 @@ pub fn plan_container(
     Ok(ContainerPlan {
         response: allocate::prepared_response(&snapshot.resource_name, ids, &answers),
         files,
+        departed,
     })
 }
 

@@ -1157,6 +1157,71 @@ async fn a_device_dropped_then_wanted_elsewhere_settles_first() {
     sim.shutdown();
 }
 
+/// kubelet chooses a pod's devices from the last list it got, then calls GetPreferredAllocation
+/// and Allocate without holding its lock: a pool change in between (here half the pool moves to
+/// another pool) had Allocate refuse the devices that left, and the pod failed admission for
+/// good. They are granted while they settle (in no pool), and stay with the pod: the apply after
+/// the settle time sees them in PodResources and keeps them in their pool, held, instead of
+/// moving them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_kubelet_chose_before_a_pool_change_are_granted_and_stay() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    let mut config = env.config();
+    // Allocate may grant a departed device for half of it: room on a loaded machine.
+    config.move_settle = Duration::from_secs(2);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let (staying, leaving) = ids.split_at(12);
+    let changed = [named_pool(a, staying), named_pool(b, leaving)];
+    // The pod wants every device, so its Allocate names both kinds.
+    let (pod, report) = sim
+        .allocate_pod_meanwhile("racer", a, 24, plugins.apply(&changed, &env.inventory))
+        .await
+        .expect("the devices chosen from the list before the change were refused");
+    assert_eq!(report.moving, leaving, "{report:?}");
+    assert_eq!(pod.device_ids.len(), 24);
+    let info = pod
+        .response
+        .envs
+        .get("PCIDEVICE_INTEL_COM_POOL_A")
+        .expect("the pool's env var");
+    assert!(
+        leaving.iter().all(|id| info.contains(id.as_str())),
+        "{info}"
+    );
+    assert!(
+        leaving
+            .iter()
+            .all(|id| device_info_file(&env, a, id).exists()),
+        "device-info files of the departed devices"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = plugins.apply(&changed, &env.inventory).await;
+    assert!(report.moving.is_empty(), "{report:?}");
+    let snapshots = plugins.snapshots();
+    for id in leaving {
+        assert!(
+            snapshots[a].get(id).is_some_and(|m| m.held),
+            "{id} left the pod's pool: {report:?}"
+        );
+        assert!(
+            snapshots.get(b).is_none_or(|pool| pool.get(id).is_none()),
+            "{id} is in two pools"
+        );
+    }
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// A restarted kubelet answers PodResources before it has learnt its pods again from the API
 /// server: a pod that still holds a device is missing from the answer. Within a grace after the
 /// restart (a new PodResources socket) what pods held stays held; the device used to be freed at

@@ -673,14 +673,35 @@ impl KubeletSim {
         resource: &str,
         count: usize,
     ) -> Result<PodAllocation, SimError> {
+        self.allocate_pod_meanwhile(pod, resource, count, std::future::ready(()))
+            .await
+            .map(|(allocation, ())| allocation)
+    }
+
+    /// [`Self::allocate_pod`], running `meanwhile` once the devices are chosen and before
+    /// Allocate is called; returns what it returned too. kubelet chooses from the last list it
+    /// got and calls the plugin without holding its device manager's lock, so a new list (a pool
+    /// change) can arrive in between, and the plugin gets an Allocate for devices it no longer
+    /// lists. With no device wanted, nothing is chosen and `meanwhile` runs before the pod is
+    /// recorded.
+    pub async fn allocate_pod_meanwhile<F: std::future::Future>(
+        &self,
+        pod: &str,
+        resource: &str,
+        count: usize,
+        meanwhile: F,
+    ) -> Result<(PodAllocation, F::Output), SimError> {
         let _admitting = self.admitting.lock().await;
         if self.shared.lock().pods.contains_key(pod) {
             return Err(SimError::PodExists(pod.to_string()));
         }
-        let (chosen, preferred, response) = if count == 0 {
-            (Vec::new(), None, api::ContainerAllocateResponse::default())
+        let ((chosen, preferred, response), output) = if count == 0 {
+            (
+                (Vec::new(), None, api::ContainerAllocateResponse::default()),
+                meanwhile.await,
+            )
         } else {
-            self.ask_plugin(pod, resource, count).await?
+            self.ask_plugin(pod, resource, count, meanwhile).await?
         };
         self.shared
             .lock()
@@ -688,32 +709,40 @@ impl KubeletSim {
             .insert(pod.to_string(), (resource.to_string(), chosen.clone()));
         self.shared.write_checkpoint();
         self.shared.bump();
-        Ok(PodAllocation {
-            pod: pod.to_string(),
-            resource: resource.to_string(),
-            device_ids: chosen,
-            preferred,
-            response,
-        })
+        Ok((
+            PodAllocation {
+                pod: pod.to_string(),
+                resource: resource.to_string(),
+                device_ids: chosen,
+                preferred,
+                response,
+            },
+            output,
+        ))
     }
 
     /// [`Self::allocate_pod`]'s calls to the plugin for `count` (at least one) devices, as
     /// kubelet's `devicesToAllocate` makes them without a Topology Manager hint: the free healthy
     /// devices go to GetPreferredAllocation in arbitrary order (a Go set); what of the answer is
     /// free is taken (unknown and duplicate ids dropped, at most `count`), the rest filled from the
-    /// other free devices; Allocate gets the chosen ids in arbitrary order again. The calls go to
-    /// the connection kubelet dialled when the plugin registered. Returns the ids in the order
-    /// Allocate got them, the plugin's preference if it was asked, and the Allocate answer.
-    async fn ask_plugin(
+    /// other free devices; `meanwhile` runs; Allocate gets the chosen ids in arbitrary order
+    /// again. The calls go to the connection kubelet dialled when the plugin registered. Returns
+    /// the ids in the order Allocate got them, the plugin's preference if it was asked, and the
+    /// Allocate answer; and what `meanwhile` returned.
+    async fn ask_plugin<F: std::future::Future>(
         &self,
         pod: &str,
         resource: &str,
         count: usize,
+        meanwhile: F,
     ) -> Result<
         (
-            Vec<String>,
-            Option<Vec<String>>,
-            api::ContainerAllocateResponse,
+            (
+                Vec<String>,
+                Option<Vec<String>>,
+                api::ContainerAllocateResponse,
+            ),
+            F::Output,
         ),
         SimError,
     > {
@@ -800,6 +829,7 @@ impl KubeletSim {
                 .cloned(),
         );
         go_set_order(&mut chosen, &format!("{pod}/allocate"));
+        let output = meanwhile.await;
         let response = client
             .allocate(api::AllocateRequest {
                 container_requests: vec![api::ContainerAllocateRequest {
@@ -815,7 +845,7 @@ impl KubeletSim {
                 resource: resource.to_string(),
             });
         };
-        Ok((chosen, preferred, response))
+        Ok(((chosen, preferred, response), output))
     }
 
     /// Admits a pod that holds devices again, as kubelet does for a pod whose container is not
