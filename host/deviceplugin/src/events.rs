@@ -83,8 +83,9 @@ pub fn uevent_is_relevant(message: &[u8]) -> bool {
 /// a kind (veth, bridge, vlan, ...: software links made by `ip link add`). PF, VF, sub-function
 /// and representor netdevs are made by their drivers and have none, except IPoIB: the InfiniBand
 /// driver gives the netdev of every IB port (an IB PF's `ib0`, whose carrier decides its VFs'
-/// health) the kind `ipoib`. A datagram that does not parse counts (better a rescan too many than
-/// a missed carrier change).
+/// health) the kind `ipoib`; and a bond's carrier decides the health of its PF ports' VFs (VF-LAG),
+/// so `bond` links count too (a node has a few, made once, not one per pod). A datagram that does
+/// not parse counts (better a rescan too many than a missed carrier change).
 pub fn link_event_is_relevant(datagram: &[u8]) -> bool {
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::RouteNetlinkMessage;
@@ -113,7 +114,7 @@ pub fn link_event_is_relevant(datagram: &[u8]) -> bool {
         };
         let software = link.attributes.iter().any(|attribute| {
             matches!(attribute, LinkAttribute::LinkInfo(infos)
-                if infos.iter().any(|info| matches!(info, LinkInfo::Kind(kind) if *kind != InfoKind::Ipoib)))
+                if infos.iter().any(|info| matches!(info, LinkInfo::Kind(kind) if !matches!(kind, InfoKind::Ipoib | InfoKind::Bond))))
         });
         if !software {
             return true;
@@ -737,6 +738,11 @@ mod tests {
         assert!(link_event_is_relevant(&link_datagram(&[(
             "ib0",
             Some(InfoKind::Ipoib)
+        )])));
+        // A bond: its carrier is its PF ports' VFs' health (VF-LAG), a rescan.
+        assert!(link_event_is_relevant(&link_datagram(&[(
+            "bond0",
+            Some(InfoKind::Bond)
         )])));
         // A burst mixing both: a rescan.
         assert!(link_event_is_relevant(&link_datagram(&[

@@ -1,7 +1,8 @@
 //! Device health from what discovery saw: a device is unhealthy when it lost its driver, when it
 //! vanished (and is only still listed because a pod holds it), or when its PF's link is down
-//! (carrier or operstate, upstream PR #640's `checkHealthOnPf`). A VF whose own netdev is gone is
-//! healthy: its netdev is in a pod's network namespace (upstream #565).
+//! (carrier or operstate, upstream PR #640's `checkHealthOnPf`) — or, for a PF port in a bond
+//! (VF-LAG), when the bond's link is down. A VF whose own netdev is gone is healthy: its netdev is
+//! in a pod's network namespace (upstream #565).
 
 use std::fmt;
 
@@ -16,7 +17,8 @@ pub enum Unhealthy {
     Vanished,
     /// No driver is bound to the device (unbound, or rebound and not yet probed).
     NoDriver,
-    /// The link of the device's PF is down.
+    /// The link of the device's PF is down (or, for a PF port in a bond, the bond's link: the
+    /// port's own link is then not the VFs' way to the wire alone).
     PfLinkDown {
         /// The PF's id (PCI address).
         pf: String,
@@ -67,17 +69,23 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<Unheal
             .as_deref()
             .and_then(|name| pf.netdevs.iter().find(|n| n.name == name))
             .or_else(|| pf.netdevs.first());
-        if let Some(link) = uplink {
+        // A port of a bond (mlx5 VF-LAG: both ports in one bond, VF traffic through whichever is
+        // up) leaves its VFs usable while the bond's link is up: that link decides, not the port's.
+        let state = uplink.map(|link| match &link.bond {
+            Some(bond) => (&bond.name, &bond.operstate, bond.carrier),
+            None => (&link.name, &link.operstate, link.carrier),
+        });
+        if let Some((link, operstate, carrier)) = state {
             let oper_down = matches!(
-                link.operstate.as_deref(),
+                operstate.as_deref(),
                 Some("down" | "lowerlayerdown" | "notpresent")
             );
-            if oper_down || link.carrier == Some(false) {
+            if oper_down || carrier == Some(false) {
                 return Some(Unhealthy::PfLinkDown {
                     pf: pf.id.clone(),
-                    link: link.name.clone(),
-                    operstate: link.operstate.clone(),
-                    carrier: link.carrier,
+                    link: link.clone(),
+                    operstate: operstate.clone(),
+                    carrier,
                 });
             }
         }
@@ -109,6 +117,7 @@ mod tests {
             mtu: None,
             phys_port_name: None,
             phys_switch_id: None,
+            bond: None,
         }
     }
 
@@ -146,6 +155,34 @@ mod tests {
         // `unknown` operstate with carrier up (common for virtual links) is fine.
         let inv = node(link("ens1f0", "unknown", Some(true)), Some("mlx5_core"));
         assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
+    }
+
+    /// A PF port in a bond (VF-LAG): its VFs reach the wire through whichever port is up, so the
+    /// bond's link decides. They were Unhealthy when one port lost its carrier, and with kubelet
+    /// restarting then, every pod holding one failed readmission.
+    #[test]
+    fn a_pf_port_in_a_bond_follows_the_bonds_link() {
+        let bonded = |port: Netdev, operstate: &str, carrier: Option<bool>| Netdev {
+            bond: Some(vfpool_sysfs::BondLink {
+                name: "bond0".to_string(),
+                operstate: Some(operstate.to_string()),
+                carrier,
+            }),
+            ..port
+        };
+        let inv = node(
+            bonded(link("ens1f0", "down", Some(false)), "up", Some(true)),
+            Some("mlx5_core"),
+        );
+        assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
+        for bond in [
+            bonded(link("ens1f0", "down", Some(false)), "down", Some(false)),
+            bonded(link("ens1f0", "up", Some(true)), "up", Some(false)),
+        ] {
+            let inv = node(bond, Some("mlx5_core"));
+            let reason = unhealthy_reason(&inv.devices[1], &inv).unwrap().to_string();
+            assert!(reason.contains("link bond0 is down"), "{reason}");
+        }
     }
 
     /// A sub-function carries its parent's driver (what selectors match on); unbound from its

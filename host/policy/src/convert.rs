@@ -333,6 +333,7 @@ eth\u{2003}0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0       \n";
             mtu: Some(1500),
             phys_port_name: port.map(Into::into),
             phys_switch_id: switch.map(Into::into),
+            bond: None,
         }
     }
 
@@ -457,6 +458,7 @@ eth\u{2003}0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0       \n";
             mtu: Some(1500),
             phys_port_name: None,
             phys_switch_id: None,
+            bond: None,
         });
         let inventory = Inventory {
             devices: vec![d],

@@ -879,6 +879,7 @@ mod tests {
             mtu: Some(9000),
             phys_port_name: Some(port.into()),
             phys_switch_id: Some("0300e8030000c4".into()),
+            bond: None,
         }
     }
 

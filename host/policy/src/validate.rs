@@ -832,6 +832,7 @@ mod tests {
             mtu: None,
             phys_port_name: None,
             phys_switch_id: None,
+            bond: None,
         }];
         let inventory = Inventory {
             devices: vec![

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::address::{AddressError, PciAddress};
-use crate::model::{Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};
+use crate::model::{BondLink, Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};
 use crate::read::{self, Entry, Modalias, SysDir};
 
 /// PCI base class of network controllers.
@@ -660,10 +660,10 @@ fn read_netdevs(parent: &SysDir, net: &str, representors: Representors) -> Vec<(
             let phys_port_name = representor_facts
                 .then(|| net_dir.trimmed(attr("phys_port_name")))
                 .flatten();
-            let name_only = representors == Representors::PortFactsOnly
-                && phys_port_name
-                    .as_deref()
-                    .is_some_and(is_function_representor_port);
+            let is_function_representor = phys_port_name
+                .as_deref()
+                .is_some_and(is_function_representor_port);
+            let name_only = representors == Representors::PortFactsOnly && is_function_representor;
             if name_only {
                 return (
                     kernel_name,
@@ -676,11 +676,17 @@ fn read_netdevs(parent: &SysDir, net: &str, representors: Representors) -> Vec<(
                         mtu: None,
                         phys_port_name,
                         phys_switch_id: None,
+                        bond: None,
                     },
                 );
             }
             let phys_switch_id = representor_facts
                 .then(|| net_dir.trimmed(attr("phys_switch_id")))
+                .flatten();
+            // A PF's own netdev only: a representor is never a bond's port, and a switchdev PF
+            // has one per VF (a lookup each would be a thousand more per scan).
+            let bond = (representor_facts && !is_function_representor)
+                .then(|| kernel_name.to_str().and_then(|ifname| bond_of(&net_dir, ifname)))
                 .flatten();
             let netdev = Netdev {
                 link_type: net_dir
@@ -695,11 +701,26 @@ fn read_netdevs(parent: &SysDir, net: &str, representors: Representors) -> Vec<(
                 mtu: net_dir.unsigned(attr("mtu")),
                 phys_port_name,
                 phys_switch_id,
+                bond,
                 name,
             };
             (kernel_name, netdev)
         })
         .collect()
+}
+
+/// The bond netdev `ifname` (under `net_dir`) is a port of, with the bond's link state: its
+/// `master` link leads to a bonding device (one with a `bonding/` directory; a bridge or an OVS
+/// datapath is a master too, and no bond).
+fn bond_of(net_dir: &SysDir, ifname: &str) -> Option<BondLink> {
+    let master_link = format!("{ifname}/master");
+    let master = net_dir.sub(&master_link)?;
+    master.sub("bonding")?;
+    Some(BondLink {
+        name: net_dir.link_name(&master_link)?,
+        operstate: master.trimmed("operstate"),
+        carrier: master.flag("carrier"),
+    })
 }
 
 /// The RDMA devices of a function: the directories under its `infiniband/` (each RDMA device is a

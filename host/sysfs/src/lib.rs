@@ -25,4 +25,4 @@ pub use discover::{
     CLASS_ACCELERATOR, CLASS_NETWORK, DiscoveryError, SysfsRoot, discover, discover_pci_device,
     is_sysfs_mount, pf_netdev_name,
 };
-pub use model::{Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};
+pub use model::{BondLink, Device, DeviceKind, Inventory, Netdev, NodeFacts, VdpaDevice, VfRef};

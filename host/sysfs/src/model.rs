@@ -245,6 +245,23 @@ pub struct Netdev {
     /// `phys_switch_id`, set on eswitch ports: representors, and the PF's own netdev when its
     /// driver registers it as a devlink physical port (ice and recent mlx5, in legacy mode too).
     pub phys_switch_id: Option<String>,
+    /// The bond this netdev is a port of (its `master` is a bonding device), read for a PF's own
+    /// netdevs only. With both ports of a NIC in one bond (mlx5 VF-LAG, usual under OVS hardware
+    /// offload) a VF reaches the wire through the bond: one port down is not its VFs down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bond: Option<BondLink>,
+}
+
+/// A bond's link state, as [`Netdev::bond`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BondLink {
+    /// The bond's interface name (`bond0`).
+    pub name: String,
+    /// Its `operstate`.
+    pub operstate: Option<String>,
+    /// Its `carrier`.
+    pub carrier: Option<bool>,
 }
 
 impl Netdev {

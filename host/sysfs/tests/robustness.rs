@@ -47,6 +47,34 @@ fn device_dir(root: &Path, id: &str) -> PathBuf {
     root.join("bus/pci/devices").join(id)
 }
 
+/// A PF port in a bond (mlx5 VF-LAG) reports the bond's link with its netdev, so that health can
+/// follow the bond (one port down is not its VFs down); a master that is no bond (a bridge, an OVS
+/// datapath) is not reported. VFs' netdevs are never looked at for it.
+#[test]
+fn a_pf_port_in_a_bond_reports_the_bonds_link() {
+    let (_dir, root) = small_node();
+    let bond = root.join("devices/virtual/net/bond0");
+    fs::create_dir_all(bond.join("bonding")).unwrap();
+    fs::write(bond.join("operstate"), "up\n").unwrap();
+    fs::write(bond.join("carrier"), "1\n").unwrap();
+    let port = device_dir(&root, "0000:3b:00.0").join("net/ens1f0");
+    std::os::unix::fs::symlink(&bond, port.join("master")).unwrap();
+    let vf_port = device_dir(&root, "0000:3b:00.2").join("net/ens1f0v0");
+    std::os::unix::fs::symlink(&bond, vf_port.join("master")).unwrap();
+
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    let pf = inv.get("0000:3b:00.0").unwrap();
+    let link = pf.netdevs[0].bond.as_ref().expect("the PF port's bond");
+    assert_eq!(link.name, "bond0");
+    assert_eq!(link.operstate.as_deref(), Some("up"));
+    assert_eq!(link.carrier, Some(true));
+    assert!(inv.get("0000:3b:00.2").unwrap().netdevs[0].bond.is_none());
+
+    fs::remove_dir(bond.join("bonding")).unwrap();
+    let inv = discover(&SysfsRoot::new(&root)).unwrap();
+    assert!(inv.get("0000:3b:00.0").unwrap().netdevs[0].bond.is_none());
+}
+
 /// Replaces a file with a directory: reading it then fails with EISDIR, like an attribute the
 /// kernel refuses to show (root bypasses permission bits, so chmod cannot simulate that here).
 fn make_unreadable(path: &Path) {

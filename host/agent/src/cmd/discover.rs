@@ -195,6 +195,7 @@ mod tests {
             mtu: Some(1500),
             phys_port_name: None,
             phys_switch_id: None,
+            bond: None,
         }];
         let other = Device::unknown("0000:3b:00.0", DeviceKind::Pf);
         let inventory = Inventory {

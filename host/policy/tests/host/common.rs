@@ -56,6 +56,7 @@ fn netdev(name: &str, link: &str) -> Netdev {
         mtu: Some(1500),
         phys_port_name: None,
         phys_switch_id: None,
+        bond: None,
     }
 }
 
