@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use vfpool_sysfs::{Device, DeviceKind, Inventory};
+use vfpool_sysfs::{BondLink, Device, DeviceKind, Inventory};
 
 use crate::model::Health;
 
@@ -69,11 +69,13 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<Unheal
             .as_deref()
             .and_then(|name| pf.netdevs.iter().find(|n| n.name == name))
             .or_else(|| pf.netdevs.first());
-        // A port of a bond (mlx5 VF-LAG: both ports in one bond, VF traffic through whichever is
-        // up) leaves its VFs usable while the bond's link is up: that link decides, not the port's.
+        // A port of a VF-LAG bond leaves its VFs usable while the bond's link is up: that link
+        // decides, not the port's. Any other bond does not carry the VFs' traffic.
         let state = uplink.map(|link| match &link.bond {
-            Some(bond) => (&bond.name, &bond.operstate, bond.carrier),
-            None => (&link.name, &link.operstate, link.carrier),
+            Some(bond) if vf_lag(pf, bond, inventory) => {
+                (&bond.name, &bond.operstate, bond.carrier)
+            }
+            _ => (&link.name, &link.operstate, link.carrier),
         });
         if let Some((link, operstate, carrier)) = state {
             let oper_down = matches!(
@@ -91,6 +93,26 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<Unheal
         }
     }
     None
+}
+
+/// Whether `pf`'s VFs reach the wire through `bond`, whichever of its ports is up (mlx5 VF-LAG):
+/// the PF's eswitch is in switchdev mode and the bond's ports are two or more, every one a netdev
+/// of a PF of the same NIC (the PCI address but its function). A host bond over ports of two NICs,
+/// or over a NIC in legacy mode, leaves each VF to its own port's link.
+fn vf_lag(pf: &Device, bond: &BondLink, inventory: &Inventory) -> bool {
+    let nic = |id: &str| id.rsplit_once('.').map(|(nic, _)| nic.to_owned());
+    let Some(this_nic) = nic(&pf.id) else {
+        return false;
+    };
+    pf.switchdev
+        && bond.ports.len() >= 2
+        && bond.ports.iter().all(|port| {
+            inventory.devices.iter().any(|d| {
+                d.kind == DeviceKind::Pf
+                    && nic(&d.id).as_deref() == Some(this_nic.as_str())
+                    && d.netdevs.iter().any(|n| n.name == *port)
+            })
+        })
 }
 
 /// The device's health in `inventory`.
@@ -157,31 +179,64 @@ mod tests {
         assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
     }
 
-    /// A PF port in a bond (VF-LAG): its VFs reach the wire through whichever port is up, so the
-    /// bond's link decides. They were Unhealthy when one port lost its carrier, and with kubelet
-    /// restarting then, every pod holding one failed readmission.
+    /// A PF port in a VF-LAG bond (switchdev, the bond's ports all of this NIC): its VFs reach
+    /// the wire through whichever port is up, so the bond's link decides. They were Unhealthy
+    /// when one port lost its carrier, and with kubelet restarting then, every pod holding one
+    /// failed readmission. Any other bond (a NIC in legacy mode, ports of two NICs) does not
+    /// carry the VFs' traffic: the port's own link still decides.
     #[test]
-    fn a_pf_port_in_a_bond_follows_the_bonds_link() {
-        let bonded = |port: Netdev, operstate: &str, carrier: Option<bool>| Netdev {
-            bond: Some(vfpool_sysfs::BondLink {
-                name: "bond0".to_string(),
-                operstate: Some(operstate.to_string()),
-                carrier,
-            }),
-            ..port
+    fn a_pf_port_in_a_vf_lag_bond_follows_the_bonds_link() {
+        let bonded =
+            |port: Netdev, operstate: &str, carrier: Option<bool>, ports: &[&str]| Netdev {
+                bond: Some(BondLink {
+                    name: "bond0".to_string(),
+                    operstate: Some(operstate.to_string()),
+                    carrier,
+                    ports: ports.iter().map(|p| p.to_string()).collect(),
+                }),
+                ..port
+            };
+        // This NIC's second port, and a port of another NIC.
+        let with_pf = |mut inv: Inventory, id: &str, netdev: &str| {
+            let mut pf = Device::unknown(id, DeviceKind::Pf);
+            pf.netdevs = vec![link(netdev, "up", Some(true))];
+            inv.devices.push(pf);
+            // Inventory lookups are binary searches by id.
+            inv.devices.sort_by(|a, b| a.id.cmp(&b.id));
+            inv
         };
-        let inv = node(
-            bonded(link("ens1f0", "down", Some(false)), "up", Some(true)),
-            Some("mlx5_core"),
-        );
-        assert_eq!(health(&inv.devices[1], &inv), Health::Healthy);
+        let vf = |inv: &Inventory| inv.get("0000:3b:00.2").unwrap().clone();
+        let lag = |port: Netdev, switchdev: bool| {
+            let mut inv = with_pf(node(port, Some("mlx5_core")), "0000:3b:00.1", "ens1f1");
+            inv.devices[0].switchdev = switchdev; // 0000:3b:00.0, first by id
+            with_pf(inv, "0000:5e:00.0", "ens2f0")
+        };
+        let port_down = link("ens1f0", "down", Some(false));
+        let ours = ["ens1f0", "ens1f1"];
+        let inv = lag(bonded(port_down.clone(), "up", Some(true), &ours), true);
+        assert_eq!(health(&vf(&inv), &inv), Health::Healthy);
         for bond in [
-            bonded(link("ens1f0", "down", Some(false)), "down", Some(false)),
-            bonded(link("ens1f0", "up", Some(true)), "up", Some(false)),
+            bonded(port_down.clone(), "down", Some(false), &ours),
+            bonded(link("ens1f0", "up", Some(true)), "up", Some(false), &ours),
         ] {
-            let inv = node(bond, Some("mlx5_core"));
-            let reason = unhealthy_reason(&inv.devices[1], &inv).unwrap().to_string();
+            let inv = lag(bond, true);
+            let reason = unhealthy_reason(&vf(&inv), &inv).unwrap().to_string();
             assert!(reason.contains("link bond0 is down"), "{reason}");
+        }
+        for (bond, switchdev) in [
+            (bonded(port_down.clone(), "up", Some(true), &ours), false),
+            (
+                bonded(port_down.clone(), "up", Some(true), &["ens1f0", "ens2f0"]),
+                true,
+            ),
+            (
+                bonded(port_down.clone(), "up", Some(true), &["ens1f0"]),
+                true,
+            ),
+        ] {
+            let inv = lag(bond, switchdev);
+            let reason = unhealthy_reason(&vf(&inv), &inv).unwrap().to_string();
+            assert!(reason.contains("link ens1f0 is down"), "{reason}");
         }
     }
 

@@ -132,6 +132,11 @@ pub struct ApplyReport {
     /// after `PluginConfig::move_settle` (an apply places them once they have waited that long
     /// and PodResources confirms no pod took them meanwhile).
     pub moving: Vec<String>,
+    /// Devices that left their pool in this apply (for another pool or for none). For a moment
+    /// Allocate may still grant one (kubelet chose it from the pool's previous list): apply again
+    /// after `PluginConfig::move_settle`, so that one a pod got is listed again, held, in its
+    /// pool (a kubelet restarting meanwhile readmits a pod only with its devices listed).
+    pub departed: Vec<String>,
     /// Devices kept for the pod holding them in a pool the policy no longer puts them in: once
     /// released, such a device is free in that pool until the next apply moves it, so the caller
     /// should apply again soon (kubelet may otherwise hand it to a new pod of the old pool).
@@ -548,7 +553,15 @@ impl DevicePlugins {
             .iter()
             .flat_map(|(_, snapshot)| snapshot.members.iter().map(|m| m.id().to_owned()))
             .collect();
-        let in_no_pool = |id: &str| inventory.get(id).is_some() && !placed.contains(id);
+        let in_no_pool = |member: &crate::model::Member| {
+            let device = &member.device;
+            !placed.contains(&device.id)
+                && inventory.get(&device.id).is_some_and(|now| {
+                    now.kind == device.kind
+                        && now.driver == device.driver
+                        && now.aux_driver == device.aux_driver
+                })
+        };
         let departed_at = Instant::now();
         let grantable_until = departed_at + self.config.move_settle / 2;
         for (name, mut snapshot) in prepared {
@@ -600,6 +613,7 @@ impl DevicePlugins {
         for snapshot in previous.values() {
             for member in &snapshot.members {
                 if !now_served.contains(member.id()) {
+                    report.departed.push(member.id().to_owned());
                     self.withdrawn
                         .entry(member.id().to_owned())
                         .or_insert(published);

@@ -134,7 +134,8 @@ impl PoolSnapshot {
     }
 
     /// Keeps the members of `before` (this pool's previous snapshot) that are not members of this
-    /// one and that `in_no_pool` says are still on the node and in no pool now, with their
+    /// one and that `in_no_pool` says are in no pool now and still on the node as they were (the
+    /// same driver: one rebound to another is not what the kept answer grants), with their
     /// Allocate answers, for Allocate to grant until `until` ([`Self::for_allocate`]); with those
     /// `before` kept itself that are still in time at `now`.
     ///
@@ -147,7 +148,7 @@ impl PoolSnapshot {
     pub fn keep_departed(
         &mut self,
         before: &PoolSnapshot,
-        in_no_pool: impl Fn(&str) -> bool,
+        in_no_pool: impl Fn(&Member) -> bool,
         until: Instant,
         now: Instant,
     ) {
@@ -163,7 +164,8 @@ impl PoolSnapshot {
             .map(|d| (&d.member, d.prepared.as_ref(), d.until));
         for (member, prepared, until) in departed_now.chain(departed_before) {
             let id = member.id();
-            if self.index.contains_key(id) || self.departed.contains_key(id) || !in_no_pool(id) {
+            if self.index.contains_key(id) || self.departed.contains_key(id) || !in_no_pool(member)
+            {
                 continue;
             }
             self.departed.insert(
@@ -359,7 +361,7 @@ mod tests {
         let before = pool(&["a", "b", "c", "d"]);
         let mut next = pool(&["a"]);
         // "c" joined another pool, "d" is gone from the node.
-        next.keep_departed(&before, |id| id == "b", until, start);
+        next.keep_departed(&before, |m| m.id() == "b", until, start);
         assert!(next.get("b").is_none());
         assert_eq!(next.view().len(), 1);
         assert!(matches!(next.for_allocate("a", start), Some((m, _, false)) if m.id() == "a"));

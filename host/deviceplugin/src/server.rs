@@ -525,7 +525,7 @@ pub fn plan_container(
         });
     }
     // Answered from sysfs now: the members whose prepared answer may lack their RDMA devices, or
-    // every member when the snapshot was not prepared or a grant is an error (reported here).
+    // that have none (the snapshot was not prepared, or the grant is an error, reported here).
     let refreshed: Vec<Option<allocate::Prepared>> = members
         .iter()
         .map(|&(_, member, prepared)| match prepared {

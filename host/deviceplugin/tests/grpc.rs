@@ -1222,6 +1222,49 @@ async fn devices_kubelet_chose_before_a_pool_change_are_granted_and_stay() {
     sim.shutdown();
 }
 
+/// A device that left its pool because it is no longer what the pool granted (rebound to another
+/// driver) is not granted from the pool's previous list: the kept answer would hand the pod the
+/// old kind of device. One that left unchanged is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_rebound_to_another_driver_is_not_granted_from_the_previous_list() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let ids = env.ids();
+    let a = "intel.com/pool_a";
+    let mut config = env.config();
+    config.move_settle = Duration::from_secs(2);
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    let (rebound, dropped) = (ids[0].clone(), ids[1].clone());
+    let mut inventory = env.inventory.clone();
+    let device = inventory
+        .devices
+        .iter_mut()
+        .find(|d| d.id == rebound)
+        .unwrap();
+    device.driver = Some("vfio-pci".to_string());
+    device.netdevs.clear();
+    device.netdev = None;
+    let report = plugins.apply(&[named_pool(a, &ids[2..])], &inventory).await;
+    assert!(report.departed.contains(&rebound) && report.departed.contains(&dropped));
+    let refused = sim
+        .allocate_raw(a, vec![rebound.clone()])
+        .await
+        .unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(refused.contains("left the pool"), "{refused}");
+    sim.allocate_raw(a, vec![dropped.clone()])
+        .await
+        .expect("a device that left unchanged is granted");
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// A restarted kubelet answers PodResources before it has learnt its pods again from the API
 /// server: a pod that still holds a device is missing from the answer. Within a grace after the
 /// restart (a new PodResources socket) what pods held stays held; the device used to be freed at

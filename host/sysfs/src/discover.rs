@@ -720,6 +720,10 @@ fn bond_of(net_dir: &SysDir, ifname: &str) -> Option<BondLink> {
         name: net_dir.link_name(&master_link)?,
         operstate: master.trimmed("operstate"),
         carrier: master.flag("carrier"),
+        ports: master
+            .trimmed("bonding/slaves")
+            .map(|ports| ports.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 

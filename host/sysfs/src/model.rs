@@ -246,8 +246,9 @@ pub struct Netdev {
     /// driver registers it as a devlink physical port (ice and recent mlx5, in legacy mode too).
     pub phys_switch_id: Option<String>,
     /// The bond this netdev is a port of (its `master` is a bonding device), read for a PF's own
-    /// netdevs only. With both ports of a NIC in one bond (mlx5 VF-LAG, usual under OVS hardware
-    /// offload) a VF reaches the wire through the bond: one port down is not its VFs down.
+    /// netdevs only. With the ports of one NIC in switchdev mode in one bond (mlx5 VF-LAG, usual
+    /// under OVS hardware offload) a VF reaches the wire through the bond: one port down is not
+    /// its VFs down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bond: Option<BondLink>,
 }
@@ -262,6 +263,8 @@ pub struct BondLink {
     pub operstate: Option<String>,
     /// Its `carrier`.
     pub carrier: Option<bool>,
+    /// Its ports' interface names (`bonding/slaves`).
+    pub ports: Vec<String>,
 }
 
 impl Netdev {

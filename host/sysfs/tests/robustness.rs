@@ -57,6 +57,7 @@ fn a_pf_port_in_a_bond_reports_the_bonds_link() {
     fs::create_dir_all(bond.join("bonding")).unwrap();
     fs::write(bond.join("operstate"), "up\n").unwrap();
     fs::write(bond.join("carrier"), "1\n").unwrap();
+    fs::write(bond.join("bonding/slaves"), "ens1f0 ens1f1\n").unwrap();
     let port = device_dir(&root, "0000:3b:00.0").join("net/ens1f0");
     std::os::unix::fs::symlink(&bond, port.join("master")).unwrap();
     let vf_port = device_dir(&root, "0000:3b:00.2").join("net/ens1f0v0");
@@ -68,9 +69,10 @@ fn a_pf_port_in_a_bond_reports_the_bonds_link() {
     assert_eq!(link.name, "bond0");
     assert_eq!(link.operstate.as_deref(), Some("up"));
     assert_eq!(link.carrier, Some(true));
+    assert_eq!(link.ports, ["ens1f0", "ens1f1"]);
     assert!(inv.get("0000:3b:00.2").unwrap().netdevs[0].bond.is_none());
 
-    fs::remove_dir(bond.join("bonding")).unwrap();
+    fs::remove_dir_all(bond.join("bonding")).unwrap();
     let inv = discover(&SysfsRoot::new(&root)).unwrap();
     assert!(inv.get("0000:3b:00.0").unwrap().netdevs[0].bond.is_none());
 }

@@ -658,6 +658,13 @@ fn settle(
     let delay = if report.pod_resources_current {
         placing.wait = placing.settle;
         if report.moving.is_empty() {
+            if !report.departed.is_empty() {
+                // Left for no pool: Allocate may still grant one for a moment (kubelet chose it
+                // from the pool's previous list); once that has settled, an apply lists one a pod
+                // got again, held, in its pool.
+                rescan.after(placing.settle);
+                return Some(placing.settle);
+            }
             if report.holding.is_empty() {
                 placing.held.clear();
             } else {
@@ -849,6 +856,30 @@ mod tests {
         // Both released: the rescan keeps to its interval, and a later hold starts over.
         assert_eq!(waits(&holding(&[]), 1), [None]);
         assert_eq!(waits(&a, 1), [Some(2)]);
+    }
+
+    /// A device that left its pool for none may still be granted for a moment (kubelet chose it
+    /// from the previous list): the apply after the settle time lists it again, held, if a pod
+    /// got it. Nothing asked for that apply, and the pool went without the pod's device until the
+    /// next rescan (30 s), when a kubelet restarting meanwhile could not readmit the pod.
+    #[tokio::test]
+    async fn a_device_that_left_for_no_pool_is_looked_at_once_it_settled() {
+        let mut rescan = RescanTimer::new(Duration::from_secs(30));
+        let mut placing = Placing::new(Duration::from_secs(1), Duration::from_secs(8));
+        let departed = vfpool_deviceplugin::ApplyReport {
+            departed: vec!["0000:3b:00.2".to_string()],
+            pod_resources_current: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            settle_waits(&departed, 1, &mut placing, &mut rescan),
+            [Some(1)]
+        );
+        let quiet = vfpool_deviceplugin::ApplyReport {
+            pod_resources_current: true,
+            ..Default::default()
+        };
+        assert_eq!(settle_waits(&quiet, 1, &mut placing, &mut rescan), [None]);
     }
 
     /// While PodResources cannot answer, rescans come sooner than the interval so that what pods
