@@ -1172,13 +1172,7 @@ async fn devices_kubelet_chose_before_a_pool_change_are_granted_and_stay() {
     let mut config = env.config();
     // Allocate may grant a departed device for half of it: room on a loaded machine.
     config.move_settle = Duration::from_secs(2);
-    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
-    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
-    sim.wait_for("pool_a", GUARD, |r| {
-        r.get(a).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    let mut plugins = serving_pool_a(&env, &sim, config).await;
     let (staying, leaving) = ids.split_at(12);
     let changed = [named_pool(a, staying), named_pool(b, leaving)];
     // The pod wants every device, so its Allocate names both kinds.
@@ -1233,13 +1227,7 @@ async fn a_device_rebound_to_another_driver_is_not_granted_from_the_previous_lis
     let a = "intel.com/pool_a";
     let mut config = env.config();
     config.move_settle = Duration::from_secs(2);
-    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
-    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
-    sim.wait_for("pool_a", GUARD, |r| {
-        r.get(a).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    let mut plugins = serving_pool_a(&env, &sim, config).await;
     let (rebound, dropped) = (ids[0].clone(), ids[1].clone());
     let mut inventory = env.inventory.clone();
     let device = inventory
@@ -1320,19 +1308,28 @@ async fn a_restarted_kubelet_that_does_not_list_a_pod_yet_frees_nothing() {
 async fn pool_a_with_two_allocated(env: &Env, sim: &KubeletSim) -> (DevicePlugins, String, String) {
     let ids = env.ids();
     let a = "intel.com/pool_a";
-    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
-    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
-    sim.wait_for("pool_a", GUARD, |r| {
-        r.get(a).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    let plugins = serving_pool_a(env, sim, env.config()).await;
     let (racing, earlier) = (ids[0].clone(), ids[1].clone());
     sim.allocate_raw(a, vec![racing.clone(), earlier.clone()])
         .await
         .unwrap();
     make_an_hour_old(&device_info_file(env, a, &earlier));
     (plugins, racing, earlier)
+}
+
+/// Plugins with `config` serving every device in `pool_a`, once kubelet lists all 24.
+async fn serving_pool_a(env: &Env, sim: &KubeletSim, config: PluginConfig) -> DevicePlugins {
+    let a = "intel.com/pool_a";
+    let mut plugins = DevicePlugins::start(config, failing()).unwrap();
+    plugins
+        .apply(&[named_pool(a, &env.ids())], &env.inventory)
+        .await;
+    sim.wait_for("pool_a", GUARD, |r| {
+        r.get(a).is_some_and(|v| v.allocatable() == 24)
+    })
+    .await
+    .unwrap();
+    plugins
 }
 
 /// The device-info file of `id` in pool `resource`.
@@ -1393,13 +1390,7 @@ async fn a_device_info_file_allocated_again_during_a_pool_change_is_kept() {
     let sim = env.sim().await;
     let ids = env.ids();
     let a = "intel.com/pool_a";
-    let mut plugins = DevicePlugins::start(env.config(), failing()).unwrap();
-    plugins.apply(&[named_pool(a, &ids)], &env.inventory).await;
-    sim.wait_for("pool_a", GUARD, |r| {
-        r.get(a).is_some_and(|v| v.allocatable() == 24)
-    })
-    .await
-    .unwrap();
+    let mut plugins = serving_pool_a(&env, &sim, env.config()).await;
     let racing = ids[0].clone();
     let file = device_info_file(&env, a, &racing);
     // An earlier pod's Allocate, an hour ago; its pod is gone, its file stays.
