@@ -100,19 +100,30 @@ pub fn unhealthy_reason(device: &Device, inventory: &Inventory) -> Option<Unheal
 /// of a PF of the same NIC (the PCI address but its function). A host bond over ports of two NICs,
 /// or over a NIC in legacy mode, leaves each VF to its own port's link.
 fn vf_lag(pf: &Device, bond: &BondLink, inventory: &Inventory) -> bool {
-    let nic = |id: &str| id.rsplit_once('.').map(|(nic, _)| nic.to_owned());
-    let Some(this_nic) = nic(&pf.id) else {
+    if !pf.switchdev || bond.ports.len() < 2 {
+        return false;
+    }
+    let Some((nic, _function)) = pf.id.rsplit_once('.') else {
         return false;
     };
-    pf.switchdev
-        && bond.ports.len() >= 2
-        && bond.ports.iter().all(|port| {
-            inventory.devices.iter().any(|d| {
-                d.kind == DeviceKind::Pf
-                    && nic(&d.id).as_deref() == Some(this_nic.as_str())
-                    && d.netdevs.iter().any(|n| n.name == *port)
-            })
-        })
+    // Asked for every VF of the PF on every apply: only the functions of this NIC are looked at,
+    // a run of the inventory (sorted by id, as `Inventory::get` needs) found by binary search.
+    let prefix = format!("{nic}.");
+    let first = inventory
+        .devices
+        .partition_point(|d| d.id.as_str() < prefix.as_str());
+    let this_nic = || {
+        inventory
+            .devices
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|d| d.id.starts_with(&prefix))
+            .filter(|d| d.kind == DeviceKind::Pf)
+    };
+    bond.ports
+        .iter()
+        .all(|port| this_nic().any(|d| d.netdevs.iter().any(|n| n.name == *port)))
 }
 
 /// The device's health in `inventory`.

@@ -387,7 +387,7 @@ mod tests {
         );
         assert!(
             after.for_allocate("b", until).is_none(),
-            "its time was extended"
+            "kept past its time"
         );
         // Past its time when the snapshot is made: not kept at all.
         let mut late = pool(&["a"]);
