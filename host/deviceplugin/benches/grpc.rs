@@ -2,14 +2,18 @@
 //! with the kubelet simulator as the client side:
 //!
 //! - Allocate (1 device per call) and GetPreferredAllocation (1,024 available, size 4) latency,
-//!   p50/p99, 1 and 16 concurrent callers each on its own connection, next to a baseline measured
-//!   in the same run: the empty GetDevicePluginOptions call (gRPC over the socket and scheduling
-//!   on this machine, nothing else) with the same callers, and for GetPreferredAllocation the same
-//!   request with size 0 (the 1,024-id payload, answered without any choosing);
+//!   p50/p99, 1 and 16 concurrent callers (sharing one connection, as kubelet does, and with a
+//!   connection each), next to a baseline measured in the same run: the empty
+//!   GetDevicePluginOptions call (gRPC over the socket and scheduling on this machine, nothing
+//!   else) with the same callers, and for GetPreferredAllocation the same request with size 0
+//!   (the 1,024-id payload, answered without any choosing);
 //! - GetPreferredAllocation through the real allocator policy (the embedded default, WebAssembly)
 //!   and through the built-in fallback order;
 //! - pool change → ListAndWatch update: from the start of `apply` (PodResources query, planning,
-//!   publishing) to the new list arriving on a kubelet-side stream.
+//!   publishing) to the new list arriving on a kubelet-side stream;
+//! - for every latency row, the CPU time per call on the agent's side and on the kubelet
+//!   stand-in's, and the mean latency those imply with that many callers on this machine's cores
+//!   (Little's law): the floor no scheduling gets a p99 under.
 //!
 //! The agent and kubelet are separate processes on a node, so the two sides run on separate tokio
 //! runtimes with their own threads: the agent's side as `vfpool run` builds it (a 2-worker runtime
@@ -54,12 +58,72 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// CPU time used so far by this process's threads, split by side: the agent's threads (the
+/// `agent` runtime, the device plugin's `vfpool-serve*` threads) and the kubelet stand-in's (its
+/// runtime and the main thread that drives it). Read from each thread's schedstat (nanoseconds on
+/// a CPU); a thread that ended is missing from both, so rows compare deltas over threads that
+/// live through them (tokio keeps an idle blocking thread for 10 s).
+#[derive(Clone, Copy, Default)]
+struct SideCpu {
+    agent: Duration,
+    kubelet: Duration,
+}
+
+fn side_cpu() -> SideCpu {
+    let mut cpu = SideCpu::default();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(schedstat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue; // ended meanwhile
+        };
+        let on_cpu = Duration::from_nanos(
+            schedstat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse().ok())
+                .unwrap_or(0),
+        );
+        if comm.starts_with("vfpool") || comm.starts_with("agent") {
+            cpu.agent += on_cpu;
+        } else {
+            cpu.kubelet += on_cpu;
+        }
+    }
+    cpu
+}
+
+/// One row's calls: their latencies, and for concurrent calls how many callers there were and
+/// the CPU time per call on each side.
+struct Measured {
+    samples: Vec<Duration>,
+    cpu: Option<(SideCpu, usize)>,
+}
+
 /// Prints a row; returns the p50 and p99.
+///
+/// Next to the latencies: the CPU time per call on the agent's side and on the kubelet
+/// stand-in's (both in this process, on the same cores, as on a node), and what it implies: with
+/// `callers` calls always in flight on `cores` busy cores, a call takes on average
+/// `callers × CPU per call / cores` (Little's law), and no p99 can be below that mean, whatever
+/// the scheduling.
 fn report(
     what: &str,
-    mut samples: Vec<Duration>,
+    measured: Measured,
     baseline: Option<(Duration, Duration)>,
 ) -> (Duration, Duration) {
+    let Measured { mut samples, cpu } = measured;
+    let cpu = cpu.map_or_else(String::new, |(per_call, callers)| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+        let total = per_call.agent + per_call.kubelet;
+        let floor = total * callers as u32 / cores;
+        format!(
+            " cpu/call agent={:>8.1?} kubelet={:>8.1?} mean floor={floor:>8.3?}",
+            per_call.agent, per_call.kubelet
+        )
+    });
     samples.sort();
     let p50 = percentile(&samples, 0.50);
     let p99 = percentile(&samples, 0.99);
@@ -71,11 +135,11 @@ fn report(
         )
     });
     println!(
-        "{what:<80} n={:<5} p50={:>9.3?} p99={:>9.3?} max={:>9.3?}{ratio}",
+        "{what:<80} n={:<5} p50={:>9.3?} p99={:>9.3?} max={:>9.3?}{cpu}{ratio}",
         samples.len(),
         p50,
         p99,
-        samples[samples.len() - 1]
+        samples[samples.len() - 1],
     );
     (p50, p99)
 }
@@ -156,7 +220,8 @@ async fn concurrent(
     conn: Conn,
     call: Call,
     ids: Arc<Vec<String>>,
-) -> Vec<Duration> {
+) -> Measured {
+    let cpu_before = side_cpu();
     let shared = vfpool_deviceplugin::uds::channel(socket);
     let mut tasks = Vec::new();
     for caller in 0..callers {
@@ -182,7 +247,17 @@ async fn concurrent(
     for task in tasks {
         all.extend(task.await.unwrap());
     }
-    all
+    // The warm-up calls count too: their CPU is in the total.
+    let calls = (all.len() + callers) as u32;
+    let cpu_after = side_cpu();
+    let per_call = SideCpu {
+        agent: cpu_after.agent.saturating_sub(cpu_before.agent) / calls,
+        kubelet: cpu_after.kubelet.saturating_sub(cpu_before.kubelet) / calls,
+    };
+    Measured {
+        samples: all,
+        cpu: Some((per_call, callers)),
+    }
 }
 
 /// Which rows to run: `VFPOOL_BENCH_CALLS` and `VFPOOL_BENCH_CALLERS` (all by default).
@@ -449,7 +524,7 @@ fn run(agent: &tokio::runtime::Runtime, kubelet: &tokio::runtime::Runtime) {
             }
             report(
                 "pool change -> ListAndWatch update (1024 devices)",
-                samples,
+                Measured { samples, cpu: None },
                 None,
             );
             reader.abort();
