@@ -191,13 +191,17 @@ async fn sigterm_during_a_long_start_stops_the_agent_at_once() {
         "the agent finished starting before it stopped:\n{log}"
     );
     assert!(sim.resources().is_empty());
-    assert!(
-        fs::read_dir(node.kubelet().join("device-plugins"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name() != "kubelet_internal_checkpoint")
-            .all(|e| e.file_name() == "kubelet.sock"),
-        "plugin sockets left behind"
-    );
+    // Neither where the plugin watcher finds pools' sockets nor where legacy registration puts
+    // them.
+    for dir in ["plugins_registry", "device-plugins"] {
+        assert!(
+            fs::read_dir(node.kubelet().join(dir))
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name() != "kubelet_internal_checkpoint")
+                .all(|e| e.file_name() == "kubelet.sock"),
+            "plugin sockets left behind in {dir}"
+        );
+    }
     sim.shutdown();
 }

@@ -13,7 +13,21 @@ use std::time::Duration;
 use common::{Agent, Node, allocatable, wait_for_log};
 use vfpool_kubelet_sim::{KubeletSim, SimError, SimOptions};
 
+/// A kubelet whose plugins register on `device-plugins/kubelet.sock` (no plugin watcher).
+const LEGACY: SimOptions = SimOptions {
+    plugin_watcher: false,
+};
+
 const GUARD: Duration = Duration::from_secs(120);
+
+/// The pools' sockets, wherever the registration mode puts them (`plugins_registry` with
+/// kubelet's plugin watcher, `device-plugins` without).
+fn pool_sockets(node: &Node) -> Vec<String> {
+    let mut names = sockets(&node.kubelet().join("device-plugins"));
+    names.extend(sockets(&node.kubelet().join("plugins_registry")));
+    names.sort();
+    names
+}
 
 fn sockets(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -50,9 +64,7 @@ const MLNX_CONFIG: &str = r#"{"resourceList":[{"resourceName":"mlnx_sriov","sele
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     let node = Node::shipped("dell-cx5", MLNX_CONFIG);
-    let sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let sim = KubeletSim::start(&node.kubelet(), LEGACY).await.unwrap();
     let mut agent = node.agent("30s");
     let name = "intel.com/mlnx_sriov";
     let resources = sim
@@ -79,10 +91,7 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     );
     assert!(!log.contains("Legacy {"), "{log}");
     assert!(view.devices.values().all(|d| d.numa == vec![0]));
-    assert_eq!(
-        sockets(&node.kubelet().join("device-plugins")),
-        ["intel.com_mlnx_sriov.sock"]
-    );
+    assert_eq!(pool_sockets(&node), ["intel.com_mlnx_sriov.sock"]);
     let accepted: Vec<_> = sim
         .registrations()
         .into_iter()
@@ -171,7 +180,7 @@ async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
 
     let status = agent.signal_and_wait("TERM");
     assert!(status.success(), "exit status {status}");
-    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    assert!(pool_sockets(&node).is_empty());
     assert!(
         files(&node.devinfo()).is_empty(),
         "{:?}",
@@ -347,19 +356,30 @@ async fn accelerator_no_iommu_device_specs() {
 }
 
 /// kubelet restarts (sockets deleted, kubelet.sock recreated): every pool registers again and
-/// kubelet sees all devices again.
+/// kubelet sees all devices again, in both registration modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_restart_reregisters() {
+    for options in [LEGACY, SimOptions::default()] {
+        kubelet_restart_reregisters_in(options).await;
+    }
+}
+
+async fn kubelet_restart_reregisters_in(options: SimOptions) {
     let node = Node::shipped("dell-cx5", MLNX_CONFIG);
-    let mut sim = KubeletSim::start(&node.kubelet(), SimOptions::default())
-        .await
-        .unwrap();
+    let socket_dir = node.kubelet().join(if options.plugin_watcher {
+        "plugins_registry"
+    } else {
+        "device-plugins"
+    });
+    let mut sim = KubeletSim::start(&node.kubelet(), options).await.unwrap();
     let mut agent = node.agent("30s");
     let name = "intel.com/mlnx_sriov";
     sim.wait_for("24 allocatable", GUARD, |r| allocatable(r, name) == 24)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
-    // The restart deletes every socket in device-plugins/ (the agent re-binds its own at once).
+    // The restart deletes every socket in device-plugins/ (legacy: the agent re-binds its own at
+    // once and registers on the new kubelet.sock; with the plugin watcher, kubelet finds the
+    // socket in plugins_registry again).
     sim.restart().await.unwrap();
     sim.wait_for("re-registration after the restart", GUARD, |r| {
         allocatable(r, name) == 24
@@ -372,15 +392,12 @@ async fn kubelet_restart_reregisters() {
         .filter(|r| r.resource_name == name && r.error.is_none())
         .count();
     assert!(accepted >= 2, "{:?}", sim.registrations());
-    assert_eq!(
-        sockets(&node.kubelet().join("device-plugins")),
-        ["intel.com_mlnx_sriov.sock"]
-    );
+    assert_eq!(sockets(&socket_dir), ["intel.com_mlnx_sriov.sock"]);
     // SIGQUIT stops it cleanly, as SIGTERM does (upstream handles it; it used to kill the agent
     // with its sockets left behind).
     let status = agent.signal_and_wait("QUIT");
     assert!(status.success(), "exit status {status}");
-    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    assert!(sockets(&socket_dir).is_empty());
     sim.shutdown();
 }
 
@@ -419,7 +436,7 @@ async fn without_inotify_the_agent_polls() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(agent.signal_and_wait("TERM").success());
-    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    assert!(pool_sockets(&node).is_empty());
     sim.shutdown();
 }
 
@@ -470,10 +487,7 @@ async fn an_empty_config_file_keeps_the_pools() {
     fs::write(node.config(), "").unwrap();
     wait_for_log(&agent, "is empty");
     assert_eq!(allocatable(&sim.resources(), name), 24, "{}", agent.log());
-    assert_eq!(
-        sockets(&node.kubelet().join("device-plugins")),
-        ["intel.com_mlnx_sriov.sock"]
-    );
+    assert_eq!(pool_sockets(&node), ["intel.com_mlnx_sriov.sock"]);
     assert!(agent.signal_and_wait("TERM").success());
     sim.shutdown();
 }
@@ -506,7 +520,7 @@ async fn config_hot_swap_adds_and_removes_pools() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert_eq!(
-        sockets(&node.kubelet().join("device-plugins")),
+        pool_sockets(&node),
         ["intel.com_port0.sock", "intel.com_port1.sock"]
     );
     agent.signal("HUP");
@@ -515,7 +529,7 @@ async fn config_hot_swap_adds_and_removes_pools() {
     assert_eq!(pod.device_ids.len(), 1);
     assert!(agent.alive(), "SIGHUP must not stop the agent");
     assert!(agent.signal_and_wait("INT").success());
-    assert!(sockets(&node.kubelet().join("device-plugins")).is_empty());
+    assert!(pool_sockets(&node).is_empty());
     sim.shutdown();
 }
 
@@ -611,9 +625,8 @@ async fn config_change_during_startup_is_picked_up() {
         .await
         .unwrap();
     let agent = node.agent("30s");
-    let plugins = node.kubelet().join("device-plugins");
     let deadline = std::time::Instant::now() + GUARD;
-    while sockets(&plugins).is_empty() {
+    while pool_sockets(&node).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "no pool socket\n{}",
@@ -715,10 +728,7 @@ async fn device_in_use_does_not_move() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(resources["intel.com/pool_b"].devices.contains_key(&held));
-    assert_eq!(
-        sockets(&node.kubelet().join("device-plugins")),
-        ["intel.com_pool_b.sock"]
-    );
+    assert_eq!(pool_sockets(&node), ["intel.com_pool_b.sock"]);
     sim.shutdown();
 }
 

@@ -443,7 +443,13 @@ fn run(agent: &tokio::runtime::Runtime, kubelet: &tokio::runtime::Runtime) {
         std::fs::create_dir_all(&kubelet_dir).unwrap();
         let sim = client(
             kubelet,
-            KubeletSim::start(&kubelet_dir, SimOptions::default()),
+            // Registered on `device-plugins/kubelet.sock`: the pool's socket is there.
+            KubeletSim::start(
+                &kubelet_dir,
+                SimOptions {
+                    plugin_watcher: false,
+                },
+            ),
         )
         .unwrap();
         let mut config = PluginConfig::new(

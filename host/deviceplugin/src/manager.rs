@@ -1420,10 +1420,17 @@ mod log_tests {
             }
         }
 
+        /// Serving the pool, registered on `device-plugins/kubelet.sock` (the legacy mode): its
+        /// socket is in `device-plugins/`.
         async fn serving(&self) -> (KubeletSim, DevicePlugins) {
-            let sim = KubeletSim::start(&self.kubelet(), SimOptions::default())
-                .await
-                .unwrap();
+            let sim = KubeletSim::start(
+                &self.kubelet(),
+                SimOptions {
+                    plugin_watcher: false,
+                },
+            )
+            .await
+            .unwrap();
             let mut plugins = DevicePlugins::start(self.config(), Arc::new(NoPreference)).unwrap();
             plugins.apply(&[self.pool(NAME)], &self.inventory).await;
             sim.wait_for("24 allocatable", GUARD, |r| {

@@ -41,11 +41,17 @@ impl Env {
         self.tmp.path().join("kubelet")
     }
 
-    /// The kubelet simulator on this environment's kubelet directory (device-plugins mode).
+    /// The kubelet simulator on this environment's kubelet directory (device-plugins mode: the
+    /// pool's socket is [`socket`]; the plugin-watcher mode has tests of its own).
     async fn sim(&self) -> KubeletSim {
-        KubeletSim::start(&self.kubelet(), SimOptions::default())
-            .await
-            .unwrap()
+        KubeletSim::start(
+            &self.kubelet(),
+            SimOptions {
+                plugin_watcher: false,
+            },
+        )
+        .await
+        .unwrap()
     }
 
     fn config(&self) -> PluginConfig {

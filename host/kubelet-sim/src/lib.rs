@@ -3,7 +3,9 @@
 //!
 //! It owns, under a kubelet directory it is given: the `v1beta1.Registration` service on
 //! `device-plugins/kubelet.sock`; the plugin-watcher side (`plugins_registry`: GetInfo, then
-//! NotifyRegistrationStatus; a deleted socket deregisters its plugin); for every registered plugin
+//! NotifyRegistrationStatus; a deleted socket deregisters its plugin), on unless
+//! [`SimOptions`] turns it off, as kubelet always makes that directory and a plugin that finds it
+//! registers there (so tests exercise the mode real nodes use); for every registered plugin
 //! a client that kubelet connects before it answers the registration (dial, then
 //! GetDevicePluginOptions: a failure is the registration's error) and that follows ListAndWatch,
 //! tracking capacity and allocatable; simulated pods that get devices the way

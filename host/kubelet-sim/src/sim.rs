@@ -101,10 +101,20 @@ pub enum SimError {
 }
 
 /// Simulator options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// Also run the plugin watcher (creates `plugins_registry`, so plugins use that mode).
+    /// Also run the plugin watcher (creates `plugins_registry`, so plugins use that mode). On by
+    /// default, as on every real node: kubelet always makes that directory. Off, only
+    /// `device-plugins/kubelet.sock` takes registrations (the legacy mode, for tests of it).
     pub plugin_watcher: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            plugin_watcher: true,
+        }
+    }
 }
 
 /// One device as kubelet last heard of it.

@@ -266,9 +266,16 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     fs::create_dir_all(paths.policies())?;
     let pools = pool_names(CONFIG)?;
     let sim = &*created.sim.insert(
-        KubeletSim::start(&paths.kubelet(), SimOptions::default())
-            .await
-            .context("cannot start the kubelet simulator")?,
+        // Registration through `device-plugins/kubelet.sock` (the legacy mode), so that kubelet's
+        // socket and the pools' are in the one directory the directions point at.
+        KubeletSim::start(
+            &paths.kubelet(),
+            SimOptions {
+                plugin_watcher: false,
+            },
+        )
+        .await
+        .context("cannot start the kubelet simulator")?,
     );
     let agent_args: Vec<OsString> = vec![
         "--sysfs-root".into(),
