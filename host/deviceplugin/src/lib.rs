@@ -8,8 +8,9 @@
 //! change to every stream; GetPreferredAllocation through a pluggable [`Allocator`] with a
 //! deterministic fallback (the default allocator policy's packing, `packed-allocator`'s plain-Rust
 //! plan run natively); Allocate exactly as upstream answers it ([`allocate`]: env, `_INFO`,
-//! device specs, device-info files); in-use safety through kubelet's PodResources API
-//! ([`podresources`], [`plan`]); the kernel events (rtnetlink link events, uevents) that make the
+//! device specs, device-info files); in-use safety through kubelet's PodResources API and, for
+//! init containers' devices, its device-manager checkpoint ([`podresources`], [`checkpoint`],
+//! [`plan`]); the kernel events (rtnetlink link events, uevents) that make the
 //! agent rescan early ([`events`]).
 //!
 //! The served model ([`model`]) is independent of the wire types: pools are the selector policy's
@@ -26,6 +27,7 @@
 
 pub mod allocate;
 pub mod allocator;
+pub mod checkpoint;
 pub mod events;
 pub mod health;
 mod logs;

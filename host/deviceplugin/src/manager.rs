@@ -15,6 +15,7 @@ use vfpool_policy::{Pool, PoolDevice};
 use vfpool_sysfs::{Inventory, SysfsRoot};
 
 use crate::allocator::Allocator;
+use crate::checkpoint;
 use crate::health;
 use crate::logs::{Ids, Took};
 use crate::model::{Health, PoolSnapshot, Snapshot};
@@ -175,6 +176,10 @@ pub struct DevicePlugins {
     pod_resources_missing_said: bool,
     /// The last PodResources query failed: the warning is logged once per outage.
     pod_resources_failing: bool,
+    /// The last read of kubelet's device-manager checkpoint failed (warned once per failure).
+    checkpoint_failing: bool,
+    /// kubelet's `pods` directory is not visible, and that has been said (once).
+    pods_dir_missing_said: bool,
     /// The PodResources socket that last answered ([`kubelet_identity`]): another one means
     /// kubelet restarted.
     pod_resources_socket: Option<KubeletIdentity>,
@@ -276,6 +281,8 @@ impl DevicePlugins {
             stopping: BTreeMap::new(),
             advertising: false,
             pod_resources_failing: false,
+            checkpoint_failing: false,
+            pods_dir_missing_said: false,
             pod_resources_socket: None,
             holding_through_restart: None,
             watcher: Some(watcher),
@@ -324,6 +331,7 @@ impl DevicePlugins {
             self.pod_resources_seen = true;
             match podresources::in_use(&socket, self.config.pod_resources_timeout).await {
                 Ok(used) => {
+                    let used = self.with_init_containers(used).await;
                     self.in_use = self.through_restarts(&socket, used);
                     if std::mem::take(&mut self.pod_resources_failing) {
                         tracing::info!("PodResources answers again; devices may move");
@@ -343,6 +351,46 @@ impl DevicePlugins {
             tracing::warn!("{failure}; until it answers, no served device moves");
         }
         false
+    }
+
+    /// `used` (a PodResources answer) with the devices kubelet's device-manager checkpoint gives
+    /// pods that are still there: PodResources does not report init containers, and a device
+    /// only an init container got is the pod's until it ends ([`checkpoint`]). Without the
+    /// checkpoint (unreadable, or kubelet's `pods` directory not visible to tell live pods from
+    /// ended ones), `used` as it is, said once.
+    async fn with_init_containers(&mut self, mut used: InUse) -> InUse {
+        let kubelet_dir = self.config.kubelet_dir.clone();
+        let read =
+            tokio::task::spawn_blocking(move || checkpoint::held_by_live_pods(&kubelet_dir)).await;
+        let failure = match read {
+            Ok(Ok(Some(held))) => {
+                if std::mem::take(&mut self.checkpoint_failing) {
+                    tracing::info!("kubelet's device-manager checkpoint is readable again");
+                }
+                for (resource, ids) in held {
+                    used.entry(resource).or_default().extend(ids);
+                }
+                return used;
+            }
+            Ok(Ok(None)) => {
+                if !std::mem::replace(&mut self.pods_dir_missing_said, true) {
+                    tracing::info!(
+                        dir = %self.config.kubelet_dir.join(checkpoint::PODS_DIR).display(),
+                        "kubelet's pods directory is not visible: a device that only a pod's init container got (PodResources does not report init containers) is not known to be in use, and a pool change may move it; mount the directory read-only to protect such devices"
+                    );
+                }
+                return used;
+            }
+            Ok(Err(e)) => vfpool_policy::error_chain(&e),
+            Err(join) => format!("reading kubelet's device-manager checkpoint failed: {join}"),
+        };
+        if !std::mem::replace(&mut self.checkpoint_failing, true) {
+            tracing::warn!(
+                error = %failure,
+                "devices that only pods' init containers got are not known (PodResources does not report init containers); a pool change may move them"
+            );
+        }
+        used
     }
 
     /// `used` (a PodResources answer from `socket`), or — within

@@ -1222,6 +1222,69 @@ async fn devices_kubelet_chose_before_a_pool_change_are_granted_and_stay() {
     sim.shutdown();
 }
 
+/// kubelet's PodResources does not report init containers: a device that only a pod's init
+/// container got (its app container reused the other) looked free, so a pool change moved it
+/// into another pool, where kubelet could hand it to a second pod, and a restarted kubelet
+/// refused to admit the pod again (its init container's device no longer listed as healthy).
+/// kubelet's checkpoint lists it: it stays in its pool, held, while the pod lives; once the pod
+/// has ended (its directory gone, the checkpoint not rewritten yet) it moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_only_an_init_container_got_stays_while_its_pod_lives() {
+    let env = Env::new();
+    let sim = env.sim().await;
+    let (a, b) = ("intel.com/pool_a", "intel.com/pool_b");
+    let mut config = env.config();
+    config.move_settle = Duration::from_millis(200);
+    let mut plugins = serving_pool_a(&env, &sim, config).await;
+    let (init, app) = sim.allocate_pod_with_init("pod-i", a, 2, 1).await.unwrap();
+    let only_init: Vec<&String> = init
+        .device_ids
+        .iter()
+        .filter(|id| !app.contains(id))
+        .collect();
+    assert_eq!(only_init.len(), 1, "{init:?} {app:?}");
+    // Every device now wanted in pool_b; a second apply after the settle time places them.
+    let everything = [named_pool(b, &env.ids())];
+    let apply_twice = async |plugins: &mut DevicePlugins| {
+        plugins.apply(&everything, &env.inventory).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        plugins.apply(&everything, &env.inventory).await;
+        plugins.snapshots()
+    };
+    let snapshots = apply_twice(&mut plugins).await;
+    for id in &init.device_ids {
+        assert!(
+            snapshots[a].get(id).is_some_and(|m| m.held),
+            "{id} left its pod's pool (init container only: {only_init:?})"
+        );
+        assert!(snapshots[b].get(id).is_none(), "{id} is in two pools");
+    }
+    assert_eq!(snapshots[b].members.len(), 22);
+    sim.wait_for("pool_b listed", GUARD, |r| {
+        r.get(b).is_some_and(|v| v.allocatable() == 22)
+    })
+    .await
+    .unwrap();
+    // kubelet restarted, the pod admitted again: all its devices must still be listed healthy.
+    sim.readmit_pod("pod-i").unwrap();
+
+    // The pod ends: kubelet removes its directory but leaves the checkpoint as it was.
+    assert!(sim.release_pod("pod-i"));
+    let snapshots = apply_twice(&mut plugins).await;
+    assert!(
+        !snapshots.contains_key(a),
+        "pool_a kept for a pod that ended"
+    );
+    for id in &init.device_ids {
+        assert!(
+            snapshots[b].get(id).is_some(),
+            "{id} not moved after its pod ended"
+        );
+    }
+    plugins.shutdown().await;
+    sim.shutdown();
+}
+
 /// A device that left its pool because it is no longer what the pool granted (rebound to another
 /// driver) is not granted from the pool's previous list: the kept answer would hand the pod the
 /// old kind of device. One that left unchanged is.

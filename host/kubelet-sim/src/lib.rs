@@ -22,7 +22,13 @@
 //! response; and one live plugin per resource name, as kubelet keeps it: a newer registration
 //! for a name replaces the older (a rolling update), whose stream is no longer followed.
 //!
-//! Not modelled: the Topology Manager, init containers' devices reused (must-include), the end of
+//! Pods have one app container, and may have an init container whose devices the app container
+//! partly reuses ([`KubeletSim::allocate_pod_with_init`]): PodResources reports the app
+//! container's devices only, the checkpoint (kubelet's format) every container's, and each pod has
+//! its directory under `pods/` while it lives.
+//!
+//! Not modelled: the Topology Manager, GetPreferredAllocation's must-include (an app container
+//! that wants more devices than its init container got), the end of
 //! an older registration's stream stopping the newest (kubernetes#121994; tests call
 //! [`KubeletSim::disconnect`] for it), the five-minute grace before a disconnected resource is
 //! removed, and PreStartContainer.

@@ -78,6 +78,19 @@ pub enum SimError {
     /// The pod already exists.
     #[error("pod {0} already exists")]
     PodExists(String),
+    /// A pod the simulator does not model: its app container asks for none of its init
+    /// container's devices, or for more than it got.
+    #[error(
+        "pod {pod}: an app container reusing {app} of its init container's {init} devices is not simulated"
+    )]
+    NotModelled {
+        /// The pod.
+        pod: String,
+        /// The init container's devices.
+        init: usize,
+        /// The app container's.
+        app: usize,
+    },
     /// A call to the plugin failed.
     #[error("{call} on {resource} failed")]
     Plugin {
@@ -191,12 +204,28 @@ pub struct PodAllocation {
     pub response: api::ContainerAllocateResponse,
 }
 
+/// A simulated pod's devices in kubelet's books.
+struct SimPod {
+    resource: String,
+    /// Its app container's devices (what PodResources reports).
+    app: Vec<String>,
+    /// Devices its init container got that the app container did not reuse: the pod's until it
+    /// ends, in the checkpoint, but not in PodResources (kubelet's `List` skips init containers).
+    init_only: Vec<String>,
+}
+
+impl SimPod {
+    fn devices(&self) -> impl Iterator<Item = &String> {
+        self.app.iter().chain(&self.init_only)
+    }
+}
+
 #[derive(Default)]
 struct State {
     resources: BTreeMap<String, ResourceView>,
     /// Per resource: the generation of the client task that owns it (stale tasks must not write).
     owners: BTreeMap<String, u64>,
-    pods: BTreeMap<String, (String, Vec<String>)>,
+    pods: BTreeMap<String, SimPod>,
     /// PodResources lists no pod ([`KubeletSim::pods_unknown`]).
     pods_unknown: bool,
     registrations: Vec<RegistrationRecord>,
@@ -233,23 +262,58 @@ impl Shared {
     }
 
     /// Rewrites `device-plugins/kubelet_internal_checkpoint` as kubelet's device manager does
-    /// after every ListAndWatch update and admission: a temporary file named `.` and a random
-    /// suffix in the same directory, renamed over the checkpoint. Plugins watching the directory
-    /// for kubelet's restarts see this traffic all the time and must not take it for one. The
-    /// content is the simulator's own summary (nothing reads it back).
+    /// when it hears a new list or allocates devices (not when a pod ends: an ended pod's entries
+    /// stay until the next rewrite): a temporary file named `.` and a random suffix in the same
+    /// directory, renamed over the checkpoint. Plugins watching the directory for kubelet's
+    /// restarts see this traffic all the time and must not take it for one. The content is
+    /// kubelet's format (`checkpoint.Data`: an entry per container and resource, ids by NUMA
+    /// node, and the registered devices); its checksum is not kubelet's.
     fn write_checkpoint(&self) {
         let content = {
             let state = self.lock();
-            let mut text = String::from("{\"registered\":{");
-            for (i, (resource, view)) in state.resources.iter().enumerate() {
-                let ids: Vec<String> = view.devices.keys().map(|id| format!("{id:?}")).collect();
-                let comma = if i == 0 { "" } else { "," };
-                text.push_str(&format!("{comma}{resource:?}:[{}]", ids.join(",")));
+            let mut entries = Vec::new();
+            for (pod, sim_pod) in &state.pods {
+                let view = state.resources.get(&sim_pod.resource);
+                // The init container's entry holds every device it got (the ones the app
+                // container reused too), as kubelet's does.
+                let init: Vec<&String> = sim_pod.devices().collect();
+                let containers = [
+                    (INIT_CONTAINER, init),
+                    (APP_CONTAINER, sim_pod.app.iter().collect()),
+                ];
+                for (container, ids) in containers {
+                    if ids.is_empty()
+                        || (container == INIT_CONTAINER && sim_pod.init_only.is_empty())
+                    {
+                        continue;
+                    }
+                    let mut by_node: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+                    for id in ids {
+                        let node = view
+                            .and_then(|v| v.devices.get(id))
+                            .and_then(|d| d.numa.first().copied())
+                            .unwrap_or(-1);
+                        by_node.entry(node.to_string()).or_default().push(id);
+                    }
+                    entries.push(serde_json::json!({
+                        "PodUID": pod_uid(pod),
+                        "ContainerName": container,
+                        "ResourceName": sim_pod.resource,
+                        "DeviceIDs": by_node,
+                        "AllocResp": "",
+                    }));
+                }
             }
-            text.push_str("},\"pods\":");
-            text.push_str(&state.pods.len().to_string());
-            text.push('}');
-            text
+            let registered: BTreeMap<&String, Vec<&String>> = state
+                .resources
+                .iter()
+                .map(|(resource, view)| (resource, view.devices.keys().collect()))
+                .collect();
+            serde_json::json!({
+                "Data": {"PodDeviceEntries": entries, "RegisteredDevices": registered},
+                "Checksum": 0,
+            })
+            .to_string()
         };
         let dir = self.kubelet_dir.join("device-plugins");
         let temporary = dir.join(format!(".{}", self.checkpoint_suffix()));
@@ -258,6 +322,20 @@ impl Shared {
         if written.is_err() {
             let _ = std::fs::remove_file(&temporary);
         }
+    }
+
+    /// Records an admitted pod: its directory under `pods/` (kubelet makes one per pod and
+    /// removes it once the pod is gone), the checkpoint rewritten.
+    fn admit(&self, pod: &str, sim_pod: SimPod) {
+        let _ = std::fs::create_dir_all(self.pod_dir(pod));
+        self.lock().pods.insert(pod.to_string(), sim_pod);
+        self.write_checkpoint();
+        self.bump();
+    }
+
+    /// `pods/<uid>` of a simulated pod.
+    fn pod_dir(&self, pod: &str) -> PathBuf {
+        self.kubelet_dir.join("pods").join(pod_uid(pod))
     }
 
     /// A fresh suffix for the checkpoint's temporary file (Go's `os.CreateTemp` pattern).
@@ -409,6 +487,8 @@ impl KubeletSim {
     }
 
     fn serve(&mut self) -> Result<(), SimError> {
+        // kubelet's pods' directories (see `Shared::admit`).
+        self.dir("pods")?;
         let pr_dir = self.dir("pod-resources")?;
         let pr_socket = pr_dir.join("kubelet.sock");
         let listener = uds::bind(&pr_socket).map_err(|source| SimError::Bind {
@@ -639,8 +719,8 @@ impl KubeletSim {
             .lock()
             .pods
             .values()
-            .filter(|(r, _)| r == resource)
-            .flat_map(|(_, ids)| ids.iter().cloned())
+            .filter(|p| p.resource == resource)
+            .flat_map(|p| p.devices().cloned())
             .collect()
     }
 
@@ -713,12 +793,14 @@ impl KubeletSim {
         } else {
             self.ask_plugin(pod, resource, count, meanwhile).await?
         };
-        self.shared
-            .lock()
-            .pods
-            .insert(pod.to_string(), (resource.to_string(), chosen.clone()));
-        self.shared.write_checkpoint();
-        self.shared.bump();
+        self.shared.admit(
+            pod,
+            SimPod {
+                resource: resource.to_string(),
+                app: chosen.clone(),
+                init_only: Vec::new(),
+            },
+        );
         Ok((
             PodAllocation {
                 pod: pod.to_string(),
@@ -728,6 +810,76 @@ impl KubeletSim {
                 response,
             },
             output,
+        ))
+    }
+
+    /// Admits a pod whose init container asks for `init` devices of `resource` and whose app
+    /// container asks for `app` (at most `init`), as kubelet's device manager does: the init
+    /// container's devices are chosen and allocated as for [`Self::allocate_pod`]; the app
+    /// container reuses `app` of them (kubelet's `devicesToReuse`: no GetPreferredAllocation,
+    /// an Allocate with the reused ids). The devices the app container did not reuse stay the
+    /// pod's until it ends, in the checkpoint but not in PodResources, which does not report
+    /// init containers. Returns the init container's allocation and the app container's ids.
+    pub async fn allocate_pod_with_init(
+        &self,
+        pod: &str,
+        resource: &str,
+        init: usize,
+        app: usize,
+    ) -> Result<(PodAllocation, Vec<String>), SimError> {
+        if !(1..=init).contains(&app) {
+            return Err(SimError::NotModelled {
+                pod: pod.to_string(),
+                init,
+                app,
+            });
+        }
+        let _admitting = self.admitting.lock().await;
+        if self.shared.lock().pods.contains_key(pod) {
+            return Err(SimError::PodExists(pod.to_string()));
+        }
+        let ((chosen, preferred, response), ()) = self
+            .ask_plugin(pod, resource, init, std::future::ready(()))
+            .await?;
+        let mut reused = chosen.clone();
+        go_set_order(&mut reused, &format!("{pod}/reused"));
+        let init_only = reused.split_off(app);
+        let mut client = self
+            .shared
+            .lock()
+            .plugins
+            .get(resource)
+            .cloned()
+            .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
+        client
+            .allocate(api::AllocateRequest {
+                container_requests: vec![api::ContainerAllocateRequest {
+                    devices_ids: reused.clone(),
+                }],
+            })
+            .await
+            .map_err(|source| SimError::Plugin {
+                call: "Allocate",
+                resource: resource.to_string(),
+                source,
+            })?;
+        self.shared.admit(
+            pod,
+            SimPod {
+                resource: resource.to_string(),
+                app: reused.clone(),
+                init_only,
+            },
+        );
+        Ok((
+            PodAllocation {
+                pod: pod.to_string(),
+                resource: resource.to_string(),
+                device_ids: chosen,
+                preferred,
+                response,
+            },
+            reused,
         ))
     }
 
@@ -771,8 +923,8 @@ impl KubeletSim {
             let used: BTreeSet<&String> = state
                 .pods
                 .values()
-                .filter(|(r, _)| r == resource)
-                .flat_map(|(_, ids)| ids.iter())
+                .filter(|p| p.resource == resource)
+                .flat_map(SimPod::devices)
                 .collect();
             let available: Vec<String> = view
                 .devices
@@ -865,10 +1017,14 @@ impl KubeletSim {
     /// real health in whatever pool still lists it.
     pub fn readmit_pod(&self, pod: &str) -> Result<(), SimError> {
         let state = self.shared.lock();
-        let (resource, ids) = state
+        let sim_pod = state
             .pods
             .get(pod)
             .ok_or_else(|| SimError::UnknownPod(pod.to_string()))?;
+        let resource = &sim_pod.resource;
+        // Every container's, the init container's too: it is not running, so kubelet checks
+        // its devices as well.
+        let ids: Vec<&String> = sim_pod.devices().collect();
         // kubelet looks at no resource a pod does not use.
         if ids.is_empty() {
             return Ok(());
@@ -879,7 +1035,7 @@ impl KubeletSim {
             .filter(|v| v.connected)
             .ok_or_else(|| SimError::Unregistered(resource.clone()))?;
         let unhealthy: Vec<String> = ids
-            .iter()
+            .into_iter()
             .filter(|id| {
                 view.devices
                     .get(*id)
@@ -924,10 +1080,12 @@ impl KubeletSim {
             })
     }
 
-    /// The pod ends: its devices are free again (and gone from PodResources).
+    /// The pod ends: its devices are free again (and gone from PodResources), and its directory
+    /// under `pods/` is removed. The checkpoint keeps its entries until kubelet next rewrites it
+    /// (a new list or an admission), as kubelet's does.
     pub fn release_pod(&self, pod: &str) -> bool {
         let removed = self.shared.lock().pods.remove(pod).is_some();
-        self.shared.write_checkpoint();
+        let _ = std::fs::remove_dir_all(self.shared.pod_dir(pod));
         self.shared.bump();
         removed
     }
@@ -941,6 +1099,27 @@ impl Drop for KubeletSim {
 
 /// kubelet's device-manager checkpoint in `device-plugins/`.
 const CHECKPOINT: &str = "kubelet_internal_checkpoint";
+
+/// The container names of every simulated pod: an init container (when it asks for devices) and
+/// one app container.
+const INIT_CONTAINER: &str = "init";
+const APP_CONTAINER: &str = "main";
+
+/// A simulated pod's UID: the same for the same name, shaped like kubelet's (a UUID).
+fn pod_uid(pod: &str) -> String {
+    let hash = pod.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let (high, low) = (splitmix64(hash), splitmix64(hash ^ 0x5bd1_e995));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        high >> 32,
+        (high >> 16) & 0xffff,
+        high & 0xfff,
+        low >> 52,
+        low & 0xffff_ffff_ffff
+    )
+}
 
 /// One step of the splitmix64 generator: the simulator's orders are pseudo-random but the same
 /// from run to run, so a test that fails on one fails again.
@@ -1309,7 +1488,7 @@ impl PodResourcesLister for PodResourcesService {
             .pods
             .iter()
             .filter(|_| !state.pods_unknown)
-            .map(|(pod, (resource, ids))| pod_resources(&state, pod, resource, ids))
+            .map(|(pod, sim_pod)| pod_resources(&state, pod, &sim_pod.resource, &sim_pod.app))
             .collect();
         Ok(Response::new(pr::ListPodResourcesResponse {
             pod_resources,
@@ -1354,9 +1533,14 @@ impl PodResourcesLister for PodResourcesService {
         if request.pod_namespace != POD_NAMESPACE {
             return Err(not_found());
         }
-        let (resource, ids) = state.pods.get(&request.pod_name).ok_or_else(not_found)?;
+        let sim_pod = state.pods.get(&request.pod_name).ok_or_else(not_found)?;
         Ok(Response::new(pr::GetPodResourcesResponse {
-            pod_resources: Some(pod_resources(&state, &request.pod_name, resource, ids)),
+            pod_resources: Some(pod_resources(
+                &state,
+                &request.pod_name,
+                &sim_pod.resource,
+                &sim_pod.app,
+            )),
         }))
     }
 }
@@ -1364,8 +1548,9 @@ impl PodResourcesLister for PodResourcesService {
 /// The namespace of every simulated pod.
 const POD_NAMESPACE: &str = "default";
 
-/// A pod as PodResources reports it: one container, one entry per device (kubelet's
-/// `getContainerDevices`), with the device's NUMA node as the plugin listed it.
+/// A pod as PodResources reports it: its app container (kubelet's `List` skips init containers),
+/// one entry per device (kubelet's `getContainerDevices`), with the device's NUMA node as the
+/// plugin listed it.
 fn pod_resources(state: &State, pod: &str, resource: &str, ids: &[String]) -> pr::PodResources {
     let view = state.resources.get(resource);
     let devices = ids
@@ -1382,7 +1567,7 @@ fn pod_resources(state: &State, pod: &str, resource: &str, ids: &[String]) -> pr
         name: pod.to_string(),
         namespace: POD_NAMESPACE.to_string(),
         containers: vec![pr::ContainerResources {
-            name: "main".to_string(),
+            name: APP_CONTAINER.to_string(),
             devices,
             ..Default::default()
         }],

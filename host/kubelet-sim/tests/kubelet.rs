@@ -452,6 +452,108 @@ async fn the_checkpoint_is_rewritten_and_survives_a_restart() {
     sim.shutdown();
 }
 
+/// A pod whose init container got devices the app container did not reuse, as kubelet keeps it:
+/// PodResources reports the app container's device only; the checkpoint (kubelet's format)
+/// lists both containers' under the pod's UID, whose directory is under `pods/`; the devices are
+/// not free for another pod. When the pod ends its directory goes but the checkpoint is not
+/// rewritten (kubelet rewrites it on the next list or admission).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_container_devices_are_in_the_checkpoint_not_in_pod_resources() {
+    use vfpool_proto::podresources::v1 as pr;
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = start_sim(tmp.path(), false).await;
+    let stub = Stub {
+        devices: ["a", "b", "c"].map(String::from).to_vec(),
+        ..Stub::new()
+    };
+    let server = registered_stub(&sim, tmp.path(), &stub, "stub.sock").await;
+    let (init, app) = sim.allocate_pod_with_init("pod", NAME, 2, 1).await.unwrap();
+    assert_eq!(init.device_ids.len(), 2);
+    assert_eq!(app.len(), 1);
+    assert!(init.device_ids.contains(&app[0]));
+    assert_eq!(sim.in_use(NAME).len(), 2);
+    // Only one device is left for another pod.
+    let err = sim.allocate_pod("other", NAME, 2).await.unwrap_err();
+    assert!(
+        matches!(err, SimError::Insufficient { free: 1, .. }),
+        "{err}"
+    );
+
+    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn({
+            let path = tmp.path().join("pod-resources/kubelet.sock");
+            move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }
+        }))
+        .await
+        .unwrap();
+    let listed = pr::pod_resources_lister_client::PodResourcesListerClient::new(channel)
+        .list(pr::ListPodResourcesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let reported: Vec<&String> = listed
+        .pod_resources
+        .iter()
+        .flat_map(|p| &p.containers)
+        .flat_map(|c| &c.devices)
+        .flat_map(|d| &d.device_ids)
+        .collect();
+    assert_eq!(reported, [&app[0]]);
+
+    let read_checkpoint = || -> serde_json::Value {
+        let text = std::fs::read_to_string(
+            tmp.path()
+                .join("device-plugins/kubelet_internal_checkpoint"),
+        )
+        .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let checkpoint = read_checkpoint();
+    let entries = checkpoint["Data"]["PodDeviceEntries"].as_array().unwrap();
+    let uid = entries[0]["PodUID"].as_str().unwrap().to_string();
+    assert!(tmp.path().join("pods").join(&uid).is_dir());
+    let mut listed: Vec<(String, String)> = entries
+        .iter()
+        .flat_map(|e| {
+            assert_eq!(e["PodUID"], uid.as_str());
+            assert_eq!(e["ResourceName"], NAME);
+            let container = e["ContainerName"].as_str().unwrap().to_string();
+            e["DeviceIDs"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|ids| ids.as_array().unwrap().clone())
+                .map(move |id| (container.clone(), id.as_str().unwrap().to_string()))
+        })
+        .collect();
+    listed.sort();
+    let mut expected: Vec<(String, String)> = init
+        .device_ids
+        .iter()
+        .map(|id| ("init".to_string(), id.clone()))
+        .chain([("main".to_string(), app[0].clone())])
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    assert!(sim.release_pod("pod"));
+    assert!(!tmp.path().join("pods").join(&uid).exists());
+    assert_eq!(
+        read_checkpoint(),
+        checkpoint,
+        "rewritten when the pod ended"
+    );
+    server.abort();
+    sim.shutdown();
+}
+
 /// The plugin watcher registers in kubelet's order: the device manager connects (options read)
 /// before the plugin is told it is registered. The simulator used to notify
 /// first and connect afterwards.
