@@ -42,7 +42,9 @@ pub mod uds;
 
 pub use allocator::{Allocator, AllocatorError, PolicyAllocator, PreferenceRequest};
 pub use logs::Ids;
-pub use manager::{ApplyReport, DevicePlugins, PluginConfig, StartError};
+pub use manager::{
+    ApplyReport, DevicePlugins, KUBELET_PREFERENCE_TO_ALLOCATE, PluginConfig, StartError,
+};
 pub use model::{Health, Member, PoolSnapshot, Snapshot};
 pub use registration::Mode;
 pub use serving::ServingError;

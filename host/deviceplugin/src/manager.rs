@@ -39,7 +39,12 @@ pub struct PluginConfig {
     pub devinfo_dir: PathBuf,
     /// The sysfs root (for RDMA character devices at Allocate time).
     pub sysfs: SysfsRoot,
-    /// How long GetPreferredAllocation waits for the allocator before the built-in order.
+    /// How long GetPreferredAllocation waits for the allocator before the built-in order. Keep
+    /// it, plus [`KUBELET_PREFERENCE_TO_ALLOCATE`], within half of `move_settle`: kubelet chooses
+    /// a pod's devices from a list, asks for the preference, then calls Allocate with them, and a
+    /// device a pool change withdrew meanwhile is granted only for the first half of
+    /// `move_settle` (a longer preference call let that window close before its Allocate came,
+    /// and the pod failed admission).
     pub allocator_timeout: Duration,
     /// How long a PodResources query may take.
     pub pod_resources_timeout: Duration,
@@ -80,7 +85,7 @@ impl PluginConfig {
             kubelet_dir,
             devinfo_dir,
             sysfs,
-            allocator_timeout: Duration::from_millis(800),
+            allocator_timeout: Duration::from_millis(400),
             pod_resources_timeout: Duration::from_secs(2),
             move_settle: Duration::from_secs(1),
             stream_grace: Duration::from_secs(10),
@@ -91,6 +96,10 @@ impl PluginConfig {
         }
     }
 }
+
+/// How long kubelet takes from a GetPreferredAllocation answer to the Allocate it makes with it,
+/// at most (it calls Allocate at once; the rest is scheduling on a busy node).
+pub const KUBELET_PREFERENCE_TO_ALLOCATE: Duration = Duration::from_millis(100);
 
 /// Why the device plugin could not start.
 #[derive(Debug, thiserror::Error)]
@@ -1295,6 +1304,24 @@ mod incoming_tests {
         assert_eq!(counts.get("x.io/two"), Some(&1));
         assert_eq!(counts.get("x.io/three"), None);
         assert!(incoming(&desired, &[]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    /// kubelet's Allocate for devices it chose before a pool change comes after the preference
+    /// call, which may take the whole allocator timeout: the defaults keep that within the half
+    /// of the settle time in which a device that left its pool is still granted. With 800 ms
+    /// against 500 ms, a slow allocator let the window close first and the pod failed admission.
+    #[test]
+    fn the_preference_deadline_leaves_room_for_the_allocate_after_it() {
+        let config = PluginConfig::new(PathBuf::new(), PathBuf::new(), SysfsRoot::new("/sys"));
+        assert!(
+            config.allocator_timeout + KUBELET_PREFERENCE_TO_ALLOCATE <= config.move_settle / 2,
+            "{config:?}"
+        );
     }
 }
 
