@@ -673,6 +673,9 @@ async fn one_pool_per_port(rescan: &str) -> (Node, KubeletSim, Agent) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_in_use_does_not_move() {
     let (node, mut sim, agent) = one_pool_per_port("300ms").await;
+    // PodResources alone tells the agent the pod holds the device (kubelet's checkpoint is only
+    // believed for pods whose directory it sees).
+    sim.no_pod_directories();
     let pod = sim
         .allocate_pod("holder", "intel.com/pool_a", 1)
         .await

@@ -8,14 +8,24 @@
 //! restarted, would refuse to admit the pod again (its init container's devices no longer listed
 //! as healthy). The checkpoint lists every container's devices, so it covers them.
 //!
-//! kubelet rewrites the checkpoint when it allocates devices or hears a new list, not when a pod
-//! ends: the entries of a pod that ended stay until the next rewrite. An entry only counts while
-//! its pod's directory (`pods/<uid>` under kubelet's directory) is there; kubelet removes that
-//! once the pod is gone. Without that directory visible to the agent, the checkpoint is not used
-//! at all (a device of a pod that ended long ago would be held for good).
+//! kubelet rewrites the checkpoint when it allocates devices or hears a new device list, not when
+//! a pod ends: the entries of a pod that ended stay until the next rewrite. An entry only counts
+//! while its pod's directory (`pods/<uid>` under kubelet's directory) is there, which kubelet
+//! removes once the pod object is deleted and its volumes are cleaned up: a deleted pod's devices
+//! are free at once, but those of a pod that completed and still exists (a finished Job's) stay
+//! held until kubelet's next rewrite. Held, a device only stays in the pool it is in (it is still
+//! offered there), so what that costs is a pool change that waits. Without the `pods` directory
+//! visible to the agent, the checkpoint is not used at all (a deleted pod's devices would be held
+//! until a rewrite too).
+//!
+//! The file is opened without following a symlink or waiting on a FIFO put in its place (any
+//! device plugin can write `device-plugins/`): a read must never stall the agent's applies.
 
 use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
 
 use serde::Deserialize;
 
@@ -42,6 +52,12 @@ pub enum CheckpointError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// Something other than a regular file is at the path.
+    #[error("kubelet's device-manager checkpoint {path} is not a regular file; not read")]
+    NotAFile {
+        /// The checkpoint.
+        path: PathBuf,
     },
     /// The file is larger than any kubelet writes.
     #[error("kubelet's device-manager checkpoint {path} is over {} MiB; not read", MAX_BYTES >> 20)]
@@ -78,7 +94,7 @@ pub fn held_by_live_pods(kubelet_dir: &Path) -> Result<Option<InUse>, Checkpoint
             source,
         })?;
     let mut held = InUse::new();
-    for entry in checkpoint.data.entries {
+    for entry in checkpoint.data.entries.unwrap_or_default() {
         if !is_one_path_component(&entry.pod_uid) || !pods.join(&entry.pod_uid).is_dir() {
             continue;
         }
@@ -95,9 +111,19 @@ pub fn held_by_live_pods(kubelet_dir: &Path) -> Result<Option<InUse>, Checkpoint
 
 /// The file's bytes, `None` when it is not there.
 fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
-    let file = match std::fs::File::open(path) {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path);
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A symlink (ELOOP with O_NOFOLLOW) is not kubelet's file.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(CheckpointError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
         Err(source) => {
             return Err(CheckpointError::Read {
                 path: path.to_path_buf(),
@@ -105,6 +131,18 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
             });
         }
     };
+    let is_file = file
+        .metadata()
+        .map_err(|source| CheckpointError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .is_file();
+    if !is_file {
+        return Err(CheckpointError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let mut bytes = Vec::new();
     // One byte over the limit tells a file at the limit from a larger one.
     file.take(MAX_BYTES + 1)
@@ -138,8 +176,9 @@ struct Checkpoint {
 
 #[derive(Deserialize)]
 struct Data {
+    /// Go writes a nil slice as `null`: kubelet's checkpoint when no pod holds a device.
     #[serde(rename = "PodDeviceEntries", default)]
-    entries: Vec<Entry>,
+    entries: Option<Vec<Entry>>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +278,35 @@ mod tests {
         assert!(held_by_live_pods(dir.path()).unwrap().is_none());
         let dir = kubelet_dir(None, &["p"]);
         assert!(held_by_live_pods(dir.path()).unwrap().unwrap().is_empty());
+    }
+
+    /// What kubelet writes when no pod holds a device: Go's nil slice and map are `null`.
+    #[test]
+    fn kubelets_checkpoint_without_pods_holds_nothing() {
+        let checkpoint = r#"{"Data":{"PodDeviceEntries":null,"RegisteredDevices":{"intel.com/a":["x"]}},"Checksum":2891236711}"#;
+        let dir = kubelet_dir(Some(checkpoint), &["p"]);
+        assert!(held_by_live_pods(dir.path()).unwrap().unwrap().is_empty());
+    }
+
+    /// A FIFO or a symlink put in the checkpoint's place (any device plugin can write
+    /// `device-plugins/`) is refused at once: opening a FIFO used to wait for a writer for good,
+    /// and the agent's applies with it.
+    #[test]
+    fn a_fifo_or_symlink_in_its_place_is_refused_without_waiting() {
+        let dir = kubelet_dir(None, &["p"]);
+        nix::unistd::mkfifo(
+            &dir.path().join(FILE),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = held_by_live_pods(dir.path()).unwrap_err();
+        assert!(matches!(e, CheckpointError::NotAFile { .. }), "{e:?}");
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        let real = dir.path().join("elsewhere");
+        std::fs::write(&real, r#"{"Data":{"PodDeviceEntries":[]}}"#).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join(FILE)).unwrap();
+        let e = held_by_live_pods(dir.path()).unwrap_err();
+        assert!(matches!(e, CheckpointError::NotAFile { .. }), "{e:?}");
     }
 
     /// A file kubelet would not write is an error naming it; so is one far larger than any.

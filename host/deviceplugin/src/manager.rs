@@ -369,29 +369,41 @@ impl DevicePlugins {
     /// ended ones), `used` as it is, said once.
     async fn with_init_containers(&mut self, mut used: InUse) -> InUse {
         let kubelet_dir = self.config.kubelet_dir.clone();
-        let read =
-            tokio::task::spawn_blocking(move || checkpoint::held_by_live_pods(&kubelet_dir)).await;
+        // Bounded like the PodResources call: a filesystem that hangs holds a blocking thread,
+        // not the apply.
+        let timeout = self.config.pod_resources_timeout;
+        let read = tokio::time::timeout(
+            timeout,
+            tokio::task::spawn_blocking(move || checkpoint::held_by_live_pods(&kubelet_dir)),
+        )
+        .await;
         let failure = match read {
-            Ok(Ok(Some(held))) => {
-                if std::mem::take(&mut self.checkpoint_failing) {
-                    tracing::info!("kubelet's device-manager checkpoint is readable again");
+            Err(_) => format!(
+                "reading kubelet's device-manager checkpoint did not finish within {}",
+                Took(timeout)
+            ),
+            Ok(read) => match read {
+                Ok(Ok(Some(held))) => {
+                    if std::mem::take(&mut self.checkpoint_failing) {
+                        tracing::info!("kubelet's device-manager checkpoint is readable again");
+                    }
+                    for (resource, ids) in held {
+                        used.entry(resource).or_default().extend(ids);
+                    }
+                    return used;
                 }
-                for (resource, ids) in held {
-                    used.entry(resource).or_default().extend(ids);
+                Ok(Ok(None)) => {
+                    if !std::mem::replace(&mut self.pods_dir_missing_said, true) {
+                        tracing::info!(
+                            dir = %self.config.kubelet_dir.join(checkpoint::PODS_DIR).display(),
+                            "kubelet's pods directory is not visible: a device that only a pod's init container got (PodResources does not report init containers) is not known to be in use, and a pool change may move it; mount the directory read-only to protect such devices"
+                        );
+                    }
+                    return used;
                 }
-                return used;
-            }
-            Ok(Ok(None)) => {
-                if !std::mem::replace(&mut self.pods_dir_missing_said, true) {
-                    tracing::info!(
-                        dir = %self.config.kubelet_dir.join(checkpoint::PODS_DIR).display(),
-                        "kubelet's pods directory is not visible: a device that only a pod's init container got (PodResources does not report init containers) is not known to be in use, and a pool change may move it; mount the directory read-only to protect such devices"
-                    );
-                }
-                return used;
-            }
-            Ok(Err(e)) => vfpool_policy::error_chain(&e),
-            Err(join) => format!("reading kubelet's device-manager checkpoint failed: {join}"),
+                Ok(Err(e)) => vfpool_policy::error_chain(&e),
+                Err(join) => format!("reading kubelet's device-manager checkpoint failed: {join}"),
+            },
         };
         if !std::mem::replace(&mut self.checkpoint_failing, true) {
             tracing::warn!(

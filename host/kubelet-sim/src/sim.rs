@@ -209,14 +209,16 @@ struct SimPod {
     resource: String,
     /// Its app container's devices (what PodResources reports).
     app: Vec<String>,
-    /// Devices its init container got that the app container did not reuse: the pod's until it
-    /// ends, in the checkpoint, but not in PodResources (kubelet's `List` skips init containers).
-    init_only: Vec<String>,
+    /// Its init container's devices, if it has one asking for any: those the app container did
+    /// not reuse are the pod's until it ends, in the checkpoint, but not in PodResources
+    /// (kubelet's `List` skips init containers).
+    init: Vec<String>,
 }
 
 impl SimPod {
-    fn devices(&self) -> impl Iterator<Item = &String> {
-        self.app.iter().chain(&self.init_only)
+    /// Every device the pod holds, each once.
+    fn devices(&self) -> BTreeSet<&String> {
+        self.app.iter().chain(&self.init).collect()
     }
 }
 
@@ -242,6 +244,8 @@ struct State {
     plugins: BTreeMap<String, DevicePluginClient<Channel>>,
     /// Checkpoints written (see [`Shared::write_checkpoint`]).
     checkpoints: u64,
+    /// Pods get no directory under `pods/` ([`KubeletSim::no_pod_directories`]).
+    no_pod_directories: bool,
 }
 
 struct Shared {
@@ -276,24 +280,27 @@ impl Shared {
                 let view = state.resources.get(&sim_pod.resource);
                 // The init container's entry holds every device it got (the ones the app
                 // container reused too), as kubelet's does.
-                let init: Vec<&String> = sim_pod.devices().collect();
-                let containers = [
-                    (INIT_CONTAINER, init),
-                    (APP_CONTAINER, sim_pod.app.iter().collect()),
-                ];
-                for (container, ids) in containers {
-                    if ids.is_empty()
-                        || (container == INIT_CONTAINER && sim_pod.init_only.is_empty())
-                    {
+                for (container, ids) in [
+                    (INIT_CONTAINER, &sim_pod.init),
+                    (APP_CONTAINER, &sim_pod.app),
+                ] {
+                    if ids.is_empty() {
                         continue;
                     }
+                    // Under each of the device's NUMA nodes, or -1 without any (kubelet's
+                    // `nodeWithoutTopology`).
                     let mut by_node: BTreeMap<String, Vec<&String>> = BTreeMap::new();
                     for id in ids {
-                        let node = view
+                        let numa = view
                             .and_then(|v| v.devices.get(id))
-                            .and_then(|d| d.numa.first().copied())
-                            .unwrap_or(-1);
-                        by_node.entry(node.to_string()).or_default().push(id);
+                            .map(|d| d.numa.as_slice())
+                            .unwrap_or_default();
+                        if numa.is_empty() {
+                            by_node.entry("-1".to_string()).or_default().push(id);
+                        }
+                        for node in numa {
+                            by_node.entry(node.to_string()).or_default().push(id);
+                        }
                     }
                     entries.push(serde_json::json!({
                         "PodUID": pod_uid(pod),
@@ -309,6 +316,12 @@ impl Shared {
                 .iter()
                 .map(|(resource, view)| (resource, view.devices.keys().collect()))
                 .collect();
+            // Go writes the nil slice of a node where no pod holds a device as `null`.
+            let entries = if entries.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::Array(entries)
+            };
             serde_json::json!({
                 "Data": {"PodDeviceEntries": entries, "RegisteredDevices": registered},
                 "Checksum": 0,
@@ -327,7 +340,9 @@ impl Shared {
     /// Records an admitted pod: its directory under `pods/` (kubelet makes one per pod and
     /// removes it once the pod is gone), the checkpoint rewritten.
     fn admit(&self, pod: &str, sim_pod: SimPod) {
-        let _ = std::fs::create_dir_all(self.pod_dir(pod));
+        if !self.lock().no_pod_directories {
+            let _ = std::fs::create_dir_all(self.pod_dir(pod));
+        }
         self.lock().pods.insert(pod.to_string(), sim_pod);
         self.write_checkpoint();
         self.bump();
@@ -686,6 +701,17 @@ impl KubeletSim {
         self.serve()
     }
 
+    /// From now on pods have no directory under `pods/` (those there are removed), as for an
+    /// agent that cannot see kubelet's `pods` directory: the checkpoint then tells a plugin
+    /// nothing, and only PodResources says which devices pods hold (tests of that path use it).
+    pub fn no_pod_directories(&self) {
+        self.shared.lock().no_pod_directories = true;
+        let pods = self.shared.lock().pods.keys().cloned().collect::<Vec<_>>();
+        for pod in pods {
+            let _ = std::fs::remove_dir_all(self.shared.pod_dir(&pod));
+        }
+    }
+
     /// Stops serving and removes the simulator's sockets.
     pub fn shutdown(mut self) {
         self.stop_all();
@@ -720,7 +746,7 @@ impl KubeletSim {
             .pods
             .values()
             .filter(|p| p.resource == resource)
-            .flat_map(|p| p.devices().cloned())
+            .flat_map(|p| p.devices().into_iter().cloned())
             .collect()
     }
 
@@ -798,7 +824,7 @@ impl KubeletSim {
             SimPod {
                 resource: resource.to_string(),
                 app: chosen.clone(),
-                init_only: Vec::new(),
+                init: Vec::new(),
             },
         );
         Ok((
@@ -843,7 +869,7 @@ impl KubeletSim {
             .await?;
         let mut reused = chosen.clone();
         go_set_order(&mut reused, &format!("{pod}/reused"));
-        let init_only = reused.split_off(app);
+        reused.truncate(app);
         let mut client = self
             .shared
             .lock()
@@ -868,7 +894,7 @@ impl KubeletSim {
             SimPod {
                 resource: resource.to_string(),
                 app: reused.clone(),
-                init_only,
+                init: chosen.clone(),
             },
         );
         Ok((
@@ -924,7 +950,7 @@ impl KubeletSim {
                 .pods
                 .values()
                 .filter(|p| p.resource == resource)
-                .flat_map(SimPod::devices)
+                .flat_map(|p| p.app.iter().chain(&p.init))
                 .collect();
             let available: Vec<String> = view
                 .devices
@@ -1024,7 +1050,7 @@ impl KubeletSim {
         let resource = &sim_pod.resource;
         // Every container's, the init container's too: it is not running, so kubelet checks
         // its devices as well.
-        let ids: Vec<&String> = sim_pod.devices().collect();
+        let ids = sim_pod.devices();
         // kubelet looks at no resource a pod does not use.
         if ids.is_empty() {
             return Ok(());
