@@ -870,25 +870,8 @@ impl KubeletSim {
         let mut reused = chosen.clone();
         go_set_order(&mut reused, &format!("{pod}/reused"));
         reused.truncate(app);
-        let mut client = self
-            .shared
-            .lock()
-            .plugins
-            .get(resource)
-            .cloned()
-            .ok_or_else(|| SimError::UnknownResource(resource.to_string()))?;
-        client
-            .allocate(api::AllocateRequest {
-                container_requests: vec![api::ContainerAllocateRequest {
-                    devices_ids: reused.clone(),
-                }],
-            })
-            .await
-            .map_err(|source| SimError::Plugin {
-                call: "Allocate",
-                resource: resource.to_string(),
-                source,
-            })?;
+        // kubelet asks the plugin to Allocate the reused devices for the app container too.
+        self.allocate_raw(resource, reused.clone()).await?;
         self.shared.admit(
             pod,
             SimPod {

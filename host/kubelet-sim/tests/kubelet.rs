@@ -191,8 +191,12 @@ fn register_request(endpoint: &str) -> api::RegisterRequest {
 }
 
 async fn kubelet_client(kubelet: &Path) -> RegistrationClient<tonic::transport::Channel> {
-    let path = kubelet.join("device-plugins/kubelet.sock");
-    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+    RegistrationClient::new(unix_channel(kubelet.join("device-plugins/kubelet.sock")).await)
+}
+
+/// A gRPC channel to the unix socket at `path`.
+async fn unix_channel(path: PathBuf) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_static("http://[::1]:50051")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {
@@ -202,8 +206,7 @@ async fn kubelet_client(kubelet: &Path) -> RegistrationClient<tonic::transport::
             }
         }))
         .await
-        .unwrap();
-    RegistrationClient::new(channel)
+        .unwrap()
 }
 
 fn watched_socket(kubelet: &Path) -> PathBuf {
@@ -479,20 +482,7 @@ async fn init_container_devices_are_in_the_checkpoint_not_in_pod_resources() {
         "{err}"
     );
 
-    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
-        .connect_with_connector(tower::service_fn({
-            let path = tmp.path().join("pod-resources/kubelet.sock");
-            move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = unix_channel(tmp.path().join("pod-resources/kubelet.sock")).await;
     let listed = pr::pod_resources_lister_client::PodResourcesListerClient::new(channel)
         .list(pr::ListPodResourcesRequest {})
         .await
