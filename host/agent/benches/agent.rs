@@ -52,14 +52,9 @@ async fn run() {
     fs::create_dir_all(&kubelet).unwrap();
     // Registration on `device-plugins/kubelet.sock`, as in the rows measured before (a kubelet
     // restart then deletes the pools' sockets and the agent must notice and register again).
-    let mut sim = KubeletSim::start(
-        &kubelet,
-        SimOptions {
-            plugin_watcher: false,
-        },
-    )
-    .await
-    .unwrap();
+    let mut sim = KubeletSim::start(&kubelet, SimOptions::LEGACY)
+        .await
+        .unwrap();
     let start = Instant::now();
     let binary = std::env::var_os("VFPOOL_BENCH_BIN").map_or_else(
         || env!("CARGO_BIN_EXE_vfpool").into(),

@@ -13,11 +13,6 @@ use std::time::Duration;
 use common::{Agent, Node, allocatable, wait_for_log};
 use vfpool_kubelet_sim::{KubeletSim, SimError, SimOptions};
 
-/// A kubelet whose plugins register on `device-plugins/kubelet.sock` (no plugin watcher).
-const LEGACY: SimOptions = SimOptions {
-    plugin_watcher: false,
-};
-
 const GUARD: Duration = Duration::from_secs(120);
 
 /// The pools' sockets, wherever the registration mode puts them (`plugins_registry` with
@@ -64,7 +59,9 @@ const MLNX_CONFIG: &str = r#"{"resourceList":[{"resourceName":"mlnx_sriov","sele
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mellanox_node_legacy_registration_allocate_and_sigterm() {
     let node = Node::shipped("dell-cx5", MLNX_CONFIG);
-    let sim = KubeletSim::start(&node.kubelet(), LEGACY).await.unwrap();
+    let sim = KubeletSim::start(&node.kubelet(), SimOptions::LEGACY)
+        .await
+        .unwrap();
     let mut agent = node.agent("30s");
     let name = "intel.com/mlnx_sriov";
     let resources = sim
@@ -359,7 +356,7 @@ async fn accelerator_no_iommu_device_specs() {
 /// kubelet sees all devices again, in both registration modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_restart_reregisters() {
-    for options in [LEGACY, SimOptions::default()] {
+    for options in [SimOptions::LEGACY, SimOptions::default()] {
         kubelet_restart_reregisters_in(options).await;
     }
 }

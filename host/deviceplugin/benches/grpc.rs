@@ -444,12 +444,7 @@ fn run(agent: &tokio::runtime::Runtime, kubelet: &tokio::runtime::Runtime) {
         let sim = client(
             kubelet,
             // Registered on `device-plugins/kubelet.sock`: the pool's socket is there.
-            KubeletSim::start(
-                &kubelet_dir,
-                SimOptions {
-                    plugin_watcher: false,
-                },
-            ),
+            KubeletSim::start(&kubelet_dir, SimOptions::LEGACY),
         )
         .unwrap();
         let mut config = PluginConfig::new(

@@ -111,6 +111,13 @@ pub fn held_by_live_pods(kubelet_dir: &Path) -> Result<Option<InUse>, Checkpoint
 
 /// The file's bytes, `None` when it is not there.
 fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
+    let read_error = |source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_a_file = || CheckpointError::NotAFile {
+        path: path.to_path_buf(),
+    };
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
@@ -119,38 +126,17 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // A symlink (ELOOP with O_NOFOLLOW) is not kubelet's file.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(CheckpointError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(source) => {
-            return Err(CheckpointError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Err(not_a_file()),
+        Err(e) => return Err(read_error(e)),
     };
-    let is_file = file
-        .metadata()
-        .map_err(|source| CheckpointError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .is_file();
-    if !is_file {
-        return Err(CheckpointError::NotAFile {
-            path: path.to_path_buf(),
-        });
+    if !file.metadata().map_err(read_error)?.is_file() {
+        return Err(not_a_file());
     }
     let mut bytes = Vec::new();
     // One byte over the limit tells a file at the limit from a larger one.
     file.take(MAX_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| CheckpointError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(read_error)?;
     if bytes.len() as u64 > MAX_BYTES {
         return Err(CheckpointError::TooLarge {
             path: path.to_path_buf(),

@@ -378,32 +378,30 @@ impl DevicePlugins {
         )
         .await;
         let failure = match read {
+            Ok(Ok(Ok(Some(held)))) => {
+                if std::mem::take(&mut self.checkpoint_failing) {
+                    tracing::info!("kubelet's device-manager checkpoint is readable again");
+                }
+                for (resource, ids) in held {
+                    used.entry(resource).or_default().extend(ids);
+                }
+                return used;
+            }
+            Ok(Ok(Ok(None))) => {
+                if !std::mem::replace(&mut self.pods_dir_missing_said, true) {
+                    tracing::info!(
+                        dir = %self.config.kubelet_dir.join(checkpoint::PODS_DIR).display(),
+                        "kubelet's pods directory is not visible: a device that only a pod's init container got (PodResources does not report init containers) is not known to be in use, and a pool change may move it; mount the directory read-only, with mountPropagation HostToContainer, to protect such devices"
+                    );
+                }
+                return used;
+            }
+            Ok(Ok(Err(e))) => vfpool_policy::error_chain(&e),
+            Ok(Err(join)) => format!("reading kubelet's device-manager checkpoint failed: {join}"),
             Err(_) => format!(
                 "reading kubelet's device-manager checkpoint did not finish within {}",
                 Took(timeout)
             ),
-            Ok(read) => match read {
-                Ok(Ok(Some(held))) => {
-                    if std::mem::take(&mut self.checkpoint_failing) {
-                        tracing::info!("kubelet's device-manager checkpoint is readable again");
-                    }
-                    for (resource, ids) in held {
-                        used.entry(resource).or_default().extend(ids);
-                    }
-                    return used;
-                }
-                Ok(Ok(None)) => {
-                    if !std::mem::replace(&mut self.pods_dir_missing_said, true) {
-                        tracing::info!(
-                            dir = %self.config.kubelet_dir.join(checkpoint::PODS_DIR).display(),
-                            "kubelet's pods directory is not visible: a device that only a pod's init container got (PodResources does not report init containers) is not known to be in use, and a pool change may move it; mount the directory read-only to protect such devices"
-                        );
-                    }
-                    return used;
-                }
-                Ok(Err(e)) => vfpool_policy::error_chain(&e),
-                Err(join) => format!("reading kubelet's device-manager checkpoint failed: {join}"),
-            },
         };
         if !std::mem::replace(&mut self.checkpoint_failing, true) {
             tracing::warn!(
@@ -1510,14 +1508,9 @@ mod log_tests {
         /// Serving the pool, registered on `device-plugins/kubelet.sock` (the legacy mode): its
         /// socket is in `device-plugins/`.
         async fn serving(&self) -> (KubeletSim, DevicePlugins) {
-            let sim = KubeletSim::start(
-                &self.kubelet(),
-                SimOptions {
-                    plugin_watcher: false,
-                },
-            )
-            .await
-            .unwrap();
+            let sim = KubeletSim::start(&self.kubelet(), SimOptions::LEGACY)
+                .await
+                .unwrap();
             let mut plugins = DevicePlugins::start(self.config(), Arc::new(NoPreference)).unwrap();
             plugins.apply(&[self.pool(NAME)], &self.inventory).await;
             sim.wait_for("24 allocatable", GUARD, |r| {

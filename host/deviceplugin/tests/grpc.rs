@@ -44,14 +44,9 @@ impl Env {
     /// The kubelet simulator on this environment's kubelet directory (device-plugins mode: the
     /// pool's socket is [`socket`]; the plugin-watcher mode has tests of its own).
     async fn sim(&self) -> KubeletSim {
-        KubeletSim::start(
-            &self.kubelet(),
-            SimOptions {
-                plugin_watcher: false,
-            },
-        )
-        .await
-        .unwrap()
+        KubeletSim::start(&self.kubelet(), SimOptions::LEGACY)
+            .await
+            .unwrap()
     }
 
     fn config(&self) -> PluginConfig {

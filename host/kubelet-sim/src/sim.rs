@@ -122,6 +122,14 @@ pub struct SimOptions {
     pub plugin_watcher: bool,
 }
 
+impl SimOptions {
+    /// Registration on `device-plugins/kubelet.sock` only (no plugin watcher): the pools'
+    /// sockets are in `device-plugins/`.
+    pub const LEGACY: SimOptions = SimOptions {
+        plugin_watcher: false,
+    };
+}
+
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
@@ -340,10 +348,14 @@ impl Shared {
     /// Records an admitted pod: its directory under `pods/` (kubelet makes one per pod and
     /// removes it once the pod is gone), the checkpoint rewritten.
     fn admit(&self, pod: &str, sim_pod: SimPod) {
-        if !self.lock().no_pod_directories {
+        let with_directory = {
+            let mut state = self.lock();
+            state.pods.insert(pod.to_string(), sim_pod);
+            !state.no_pod_directories
+        };
+        if with_directory {
             let _ = std::fs::create_dir_all(self.pod_dir(pod));
         }
-        self.lock().pods.insert(pod.to_string(), sim_pod);
         self.write_checkpoint();
         self.bump();
     }
@@ -705,8 +717,11 @@ impl KubeletSim {
     /// agent that cannot see kubelet's `pods` directory: the checkpoint then tells a plugin
     /// nothing, and only PodResources says which devices pods hold (tests of that path use it).
     pub fn no_pod_directories(&self) {
-        self.shared.lock().no_pod_directories = true;
-        let pods = self.shared.lock().pods.keys().cloned().collect::<Vec<_>>();
+        let pods: Vec<String> = {
+            let mut state = self.shared.lock();
+            state.no_pod_directories = true;
+            state.pods.keys().cloned().collect()
+        };
         for pod in pods {
             let _ = std::fs::remove_dir_all(self.shared.pod_dir(&pod));
         }
@@ -819,24 +834,36 @@ impl KubeletSim {
         } else {
             self.ask_plugin(pod, resource, count, meanwhile).await?
         };
-        self.shared.admit(
-            pod,
-            SimPod {
-                resource: resource.to_string(),
-                app: chosen.clone(),
-                init: Vec::new(),
-            },
-        );
+        let sim_pod = SimPod {
+            resource: resource.to_string(),
+            app: chosen.clone(),
+            init: Vec::new(),
+        };
         Ok((
-            PodAllocation {
-                pod: pod.to_string(),
-                resource: resource.to_string(),
-                device_ids: chosen,
-                preferred,
-                response,
-            },
+            self.record(pod, sim_pod, chosen, preferred, response),
             output,
         ))
+    }
+
+    /// Records an admitted pod ([`Shared::admit`]) and returns what the plugin was asked and
+    /// answered for `chosen`.
+    fn record(
+        &self,
+        pod: &str,
+        sim_pod: SimPod,
+        chosen: Vec<String>,
+        preferred: Option<Vec<String>>,
+        response: api::ContainerAllocateResponse,
+    ) -> PodAllocation {
+        let resource = sim_pod.resource.clone();
+        self.shared.admit(pod, sim_pod);
+        PodAllocation {
+            pod: pod.to_string(),
+            resource,
+            device_ids: chosen,
+            preferred,
+            response,
+        }
     }
 
     /// Admits a pod whose init container asks for `init` devices of `resource` and whose app
@@ -872,22 +899,13 @@ impl KubeletSim {
         reused.truncate(app);
         // kubelet asks the plugin to Allocate the reused devices for the app container too.
         self.allocate_raw(resource, reused.clone()).await?;
-        self.shared.admit(
-            pod,
-            SimPod {
-                resource: resource.to_string(),
-                app: reused.clone(),
-                init: chosen.clone(),
-            },
-        );
+        let sim_pod = SimPod {
+            resource: resource.to_string(),
+            app: reused.clone(),
+            init: chosen.clone(),
+        };
         Ok((
-            PodAllocation {
-                pod: pod.to_string(),
-                resource: resource.to_string(),
-                device_ids: chosen,
-                preferred,
-                response,
-            },
+            self.record(pod, sim_pod, chosen, preferred, response),
             reused,
         ))
     }

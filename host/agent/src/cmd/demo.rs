@@ -268,14 +268,9 @@ async fn steps(created: &mut Created) -> anyhow::Result<()> {
     let sim = &*created.sim.insert(
         // Registration through `device-plugins/kubelet.sock` (the legacy mode), so that kubelet's
         // socket and the pools' are in the one directory the directions point at.
-        KubeletSim::start(
-            &paths.kubelet(),
-            SimOptions {
-                plugin_watcher: false,
-            },
-        )
-        .await
-        .context("cannot start the kubelet simulator")?,
+        KubeletSim::start(&paths.kubelet(), SimOptions::LEGACY)
+            .await
+            .context("cannot start the kubelet simulator")?,
     );
     let agent_args: Vec<OsString> = vec![
         "--sysfs-root".into(),
